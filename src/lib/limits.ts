@@ -1,0 +1,75 @@
+/**
+ * Every bound in Tessera, declared in one place (TigerBeetle's habit). Layers
+ * take the subset they need through their options, defaulting to these values;
+ * decoders check a length against its limit before they allocate.
+ */
+import { assert } from './assert.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+export const limits = {
+  // --- objects (src/store) ---
+  /** Largest object a store holds. */
+  objectSizeBytesMax: 128 * MiB,
+  /** Object names are UTF-8; S3 keys (1024 B) plus a gateway prefix must fit. */
+  objectNameBytesMax: 2048,
+  xattrNameBytesMax: 256,
+  xattrValueBytesMax: 64 * KiB,
+  /** All xattrs of one object together (they live in the object's record). */
+  xattrTotalBytesMax: 256 * KiB,
+  xattrCountMax: 256,
+  omapKeyBytesMax: 4 * KiB,
+  omapValueBytesMax: 64 * KiB,
+  /** Entries returned by one omap or object listing page. */
+  listPageEntriesMax: 10_000,
+  /** Operations in one store transaction. */
+  txnOpsMax: 1024,
+  /** Payload bytes in one store transaction (data of all its writes). */
+  txnBytesMax: 128 * MiB + 1 * MiB,
+  /** Omap keys one transaction may set or remove (ranges count their keys). */
+  txnOmapKeysMax: 16_384,
+  /** Bytes read in one read request. */
+  readBytesMax: 128 * MiB,
+
+  // --- store internals ---
+  /** Data of at most this size lives inline in RocksDB, not in a segment. */
+  inlineDataBytesMax: 4 * KiB,
+  /** A segment file is closed for appends at this size. */
+  segmentBytesMax: 256 * MiB,
+  /** A blob (one contiguous checksummed run of data) is at most this long. */
+  blobBytesMax: 4 * MiB,
+  /** Extents in one object record before the store rewrites the object's data contiguously. */
+  extentsPerObjectMax: 256,
+  /** Transactions and bytes one group commit takes from the queue. */
+  groupCommitTxnsMax: 512,
+  groupCommitBytesMax: 256 * MiB,
+  /** Transactions waiting for a group commit (backpressure beyond this). */
+  commitQueueTxnsMax: 4096,
+  commitQueueBytesMax: 512 * MiB,
+  /** Object records cached in memory per store. */
+  onodeCacheEntriesMax: 65_536,
+
+  // --- rpc (src/rpc) ---
+  /** A frame is header + payload; anything larger closes the connection. */
+  frameBytesMax: 128 * MiB + 2 * MiB,
+  frameHeaderBytesMax: 1 * MiB,
+  /** Requests in flight on one connection, and in one daemon. */
+  connectionInflightMax: 256,
+  daemonInflightMax: 4096,
+  /** Payload bytes in flight in one daemon (requests being served). */
+  daemonInflightBytesMax: 1024 * MiB,
+  connectionsPerDaemonMax: 1024,
+  rpcTimeoutMsDefault: 30_000,
+} as const;
+
+export type Limits = typeof limits;
+
+assert(limits.inlineDataBytesMax < limits.blobBytesMax, 'inline data is smaller than a blob');
+assert(limits.blobBytesMax <= limits.segmentBytesMax, 'a blob fits in a segment');
+assert(limits.objectSizeBytesMax <= limits.txnBytesMax, 'a whole object fits in one transaction');
+assert(limits.txnBytesMax < limits.frameBytesMax, 'a transaction fits in one frame');
+assert(limits.readBytesMax < limits.frameBytesMax, 'a read reply fits in one frame');
+assert(limits.groupCommitBytesMax >= limits.txnBytesMax, 'any transaction fits in one group commit');
+assert(limits.commitQueueBytesMax >= limits.groupCommitBytesMax, 'the queue holds a whole group');
+assert(limits.connectionInflightMax <= limits.daemonInflightMax, 'per-connection limit is below the daemon limit');
