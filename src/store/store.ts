@@ -1,0 +1,327 @@
+/**
+ * ObjectStore: one disk's objects. The public face of src/store.
+ *
+ * Reads see committed state only. Writes go through transactions (a list of
+ * StoreOps applied atomically) that are durable when their promise resolves:
+ * data appended and fdatasync'ed, then one synced metadata batch, shared by
+ * every transaction in the same group commit. Buffers passed to transact must
+ * not change until it settles (they are written without being copied).
+ */
+import { join } from 'node:path';
+import type { Io } from '../io/io.js';
+import { crc32c } from '../../native/index.js';
+import { assert } from '../lib/assert.js';
+import { corrupt, invalid, limitExceeded, notFound, TesseraError } from '../lib/errors.js';
+import { objectSortKey } from '../lib/hash.js';
+import { Committer } from './commit.js';
+import { defaultStoreLimits, readSuperblock, StoreCore, writeSuperblock, type SpaceOptions, type StoreIdentity, type StoreLimits } from './core.js';
+import { overlapping } from './extents.js';
+import type { KvStore } from './kv.js';
+import { openRocksKv } from './kv-rocksdb.js';
+import { objectKey, objectKeyBound, omapKey, omapPrefix, omapUserKey, parseObjectKey, Prefix, singletonKey } from './keys.js';
+import { Maintenance, type MaintenanceOptions } from './maintenance.js';
+import type { Onode } from './records.js';
+import { SegmentFiles } from './segments.js';
+import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, StoreOp, StoreSpace } from './types.js';
+import { validateTransaction } from './validate.js';
+
+export interface ObjectStoreOptions {
+  io: Io;
+  /** The store's directory (one per disk). */
+  path: string;
+  /** Initialize a store here if the directory has none. */
+  create?: StoreIdentity;
+  /** Refuse to open a store of another cluster or disk. */
+  expect?: Partial<StoreIdentity>;
+  space?: SpaceOptions;
+  limits?: Partial<StoreLimits>;
+  maintenance?: Partial<MaintenanceOptions>;
+  /** Record cache size (default 64 MiB). */
+  cacheBytes?: number;
+  /** Opens the metadata engine (default RocksDB in DIR/db). */
+  openKv?: (path: string) => Promise<KvStore>;
+}
+
+const READ_CONCURRENCY = 8;
+const READ_ATTEMPTS = 5;
+
+export class ObjectStore {
+  private readonly committer: Committer;
+  private readonly maintenance: Maintenance;
+  private inflightReads = 0;
+  private readsDrained: (() => void) | null = null;
+
+  private constructor(
+    private readonly core: StoreCore,
+    maintenanceOptions: Partial<MaintenanceOptions>,
+  ) {
+    this.committer = new Committer(core);
+    this.maintenance = new Maintenance(core, this.committer, maintenanceOptions);
+  }
+
+  static async open(options: ObjectStoreOptions): Promise<ObjectStore> {
+    const { io, path } = options;
+    let superblock = await readSuperblock(io, path);
+    if (!superblock && !options.create) {
+      throw new TesseraError('NotFound', `${path} holds no Tessera store (initialize it first, e.g. tessera disk init)`);
+    }
+    const identity: StoreIdentity = superblock ? { clusterId: superblock.clusterId, diskId: superblock.diskId } : options.create!;
+    if (options.expect?.clusterId !== undefined && options.expect.clusterId !== identity.clusterId) {
+      throw new TesseraError('WrongCluster', `${path} belongs to cluster ${identity.clusterId}, not ${options.expect.clusterId}`);
+    }
+    if (options.expect?.diskId !== undefined && options.expect.diskId !== identity.diskId) {
+      throw new TesseraError('WrongCluster', `${path} is disk ${identity.diskId}, not disk ${options.expect.diskId}`);
+    }
+    await io.fs.mkdir(join(path, 'segments'));
+    await io.fs.mkdir(join(path, 'db'));
+    const kv = await (options.openKv ?? ((p) => openRocksKv({ path: p })))(join(path, 'db'));
+    try {
+      await ObjectStore.checkIdentity(kv, identity, path);
+      if (!superblock) {
+        await writeSuperblock(io, path, identity);
+        superblock = await readSuperblock(io, path);
+      }
+      const limits = { ...defaultStoreLimits, ...options.limits };
+      const segments = new SegmentFiles(io.fs, join(path, 'segments'), limits.segmentBytesMax);
+      const core = new StoreCore(io, path, kv, segments, limits, identity, options.space ?? {}, options.cacheBytes ?? 64 * 1024 * 1024);
+      await core.recover();
+      const store = new ObjectStore(core, options.maintenance ?? {});
+      store.maintenance.start();
+      return store;
+    } catch (err) {
+      await kv.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** The metadata database carries the identity too: a superblock copied from elsewhere is caught. */
+  private static async checkIdentity(kv: KvStore, identity: StoreIdentity, path: string): Promise<void> {
+    const key = singletonKey('identity');
+    const stored = await kv.get(key);
+    const mine = Buffer.from(JSON.stringify({ clusterId: identity.clusterId, diskId: identity.diskId }));
+    if (!stored) {
+      await kv.write([{ type: 'put', key, value: mine }], { sync: true });
+      return;
+    }
+    if (!stored.equals(mine)) {
+      throw new TesseraError('WrongCluster', `${path}: superblock says ${mine.toString()}, metadata says ${stored.toString()}`);
+    }
+  }
+
+  get identity(): StoreIdentity {
+    return this.core.identity;
+  }
+
+  // --- writes ---
+
+  /** Applies ops atomically; resolves once durable. */
+  async transact(ops: readonly StoreOp[]): Promise<void> {
+    this.core.checkUsable();
+    const bytes = validateTransaction(ops, this.core.limits);
+    await this.committer.submit(ops, bytes);
+  }
+
+  // --- reads ---
+
+  private async reading<T>(fn: () => Promise<T>): Promise<T> {
+    this.core.checkUsable();
+    this.inflightReads++;
+    try {
+      return await fn();
+    } finally {
+      this.inflightReads--;
+      if (this.inflightReads === 0 && this.readsDrained) this.readsDrained();
+    }
+  }
+
+  private async mustLoad(id: ObjectId): Promise<Onode> {
+    const onode = await this.core.loadCommitted(id);
+    if (!onode) throw notFound(`object ${id.ns}/${id.name} does not exist`);
+    return onode;
+  }
+
+  read(id: ObjectId, options: ReadOptions = {}): Promise<Buffer> {
+    return this.reading(async () => {
+      for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        const data = await this.readOnce(id, await this.mustLoad(id), options);
+        if (data) return data;
+      }
+      throw new TesseraError('Busy', `object ${id.ns}/${id.name} kept moving while being read; retry`);
+    });
+  }
+
+  /** Null when a segment was retired under the read (the caller reloads the record). */
+  private async readOnce(id: ObjectId, onode: Onode, options: ReadOptions): Promise<Buffer | null> {
+    const offset = options.offsetBytes ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) throw invalid(`offset ${offset} is not a non-negative integer`);
+    const start = Math.min(offset, onode.sizeBytes);
+    const end = options.lengthBytes === undefined ? onode.sizeBytes : Math.min(onode.sizeBytes, start + Math.max(0, options.lengthBytes));
+    if (end - start > this.core.limits.readBytesMax) throw limitExceeded(`read of ${end - start} bytes, limit ${this.core.limits.readBytesMax}`);
+    if (onode.inline) {
+      if (crc32c(onode.inline) !== onode.inlineCrc) throw corrupt(`inline data of object ${id.ns}/${id.name} fails its checksum`);
+      return Buffer.from(onode.inline.subarray(start, end));
+    }
+    const out = Buffer.allocUnsafe(end - start);
+    let covered = start;
+    const pieces: Array<() => Promise<boolean>> = [];
+    for (const e of overlapping(onode.extents, start, end)) {
+      const from = Math.max(start, e.logicalOffset);
+      const to = Math.min(end, e.logicalOffset + e.lengthBytes);
+      if (from > covered) out.fill(0, covered - start, from - start);
+      covered = to;
+      const target = out.subarray(from - start, to - start);
+      pieces.push(async () => {
+        const data = await this.core.segments.readBlob(e.blob, e.blobOffset + (from - e.logicalOffset), to - from, target);
+        if (!data) return false;
+        if (data !== target) data.copy(target);
+        return true;
+      });
+    }
+    if (covered < end) out.fill(0, covered - start);
+    let ok = true;
+    for (let i = 0; i < pieces.length; i += READ_CONCURRENCY) {
+      const results = await Promise.all(pieces.slice(i, i + READ_CONCURRENCY).map((p) => p()));
+      ok &&= results.every(Boolean);
+    }
+    return ok ? out : null;
+  }
+
+  stat(id: ObjectId): Promise<ObjectStat> {
+    return this.reading(async () => {
+      const o = await this.mustLoad(id);
+      return { sizeBytes: o.sizeBytes, mtimeMs: o.mtimeMs, xattrCount: o.xattrs.size };
+    });
+  }
+
+  /** The value of one xattr; NotFound when the object or the xattr is absent. */
+  getXattr(id: ObjectId, name: string): Promise<Buffer> {
+    return this.reading(async () => {
+      const v = (await this.mustLoad(id)).xattrs.get(name);
+      if (!v) throw notFound(`object ${id.ns}/${id.name} has no xattr ${name}`);
+      return Buffer.from(v);
+    });
+  }
+
+  getXattrs(id: ObjectId): Promise<Map<string, Buffer>> {
+    return this.reading(async () => new Map([...(await this.mustLoad(id)).xattrs].map(([k, v]) => [k, Buffer.from(v)])));
+  }
+
+  omapGet(id: ObjectId, keys: readonly Buffer[]): Promise<Array<Buffer | undefined>> {
+    return this.reading(async () => {
+      if (keys.length > this.core.limits.listPageEntriesMax) throw limitExceeded(`${keys.length} keys asked, limit ${this.core.limits.listPageEntriesMax}`);
+      const o = await this.mustLoad(id);
+      if (o.nid === 0) return keys.map(() => undefined);
+      return this.core.kv.getMany(keys.map((k) => omapKey(o.nid, k)));
+    });
+  }
+
+  omapList(id: ObjectId, options: OmapListOptions): Promise<OmapPage> {
+    return this.reading(async () => {
+      const limit = options.limit;
+      if (!Number.isInteger(limit) || limit < 1 || limit > this.core.limits.listPageEntriesMax) {
+        throw invalid(`page size ${limit} is not within 1..${this.core.limits.listPageEntriesMax}`);
+      }
+      const o = await this.mustLoad(id);
+      if (o.nid === 0) return { entries: [], more: false };
+      const { gte, lt, gt } = omapBounds(o.nid, options);
+      if (Buffer.compare(gt ?? gte, lt) >= 0) return { entries: [], more: false };
+      const rows = await this.core.kv.scan({ ...(gt ? { gt } : { gte }), lt, reverse: options.reverse === true, limit: limit + 1 });
+      const more = rows.length > limit;
+      return { entries: rows.slice(0, limit).map(([k, v]) => [Buffer.from(omapUserKey(k)), v]), more };
+    });
+  }
+
+  listObjects(options: ObjectListOptions): Promise<ObjectListPage> {
+    return this.reading(async () => {
+      const { ns, limit } = options;
+      if (!Number.isInteger(limit) || limit < 1 || limit > this.core.limits.listPageEntriesMax) {
+        throw invalid(`page size ${limit} is not within 1..${this.core.limits.listPageEntriesMax}`);
+      }
+      const range = options.sortKeyRange ?? { start: 0, end: 0x1_0000_0000 };
+      if (!(range.start >= 0 && range.start <= range.end && range.end <= 0x1_0000_0000)) throw invalid('sort key range is not within [0, 2^32]');
+      const lower = objectKeyBound(ns, range.start);
+      const upper = objectKeyBound(ns, range.end);
+      let gt: Buffer | undefined;
+      if (options.cursor !== undefined) {
+        gt = Buffer.from(options.cursor, 'base64url');
+        if (gt.length < 9 || gt[0] !== Prefix.object || gt.readUInt32BE(1) !== ns) throw invalid('list cursor does not belong to this listing');
+      }
+      const rows = await this.core.kv.scan({ ...(gt && Buffer.compare(gt, lower) >= 0 ? { gt } : { gte: lower }), lt: upper, limit: limit + 1 });
+      const page = rows.slice(0, limit).map(([k]) => {
+        const { id, sortKey } = parseObjectKey(k);
+        return { name: id.name, sortKey };
+      });
+      const last = rows[limit - 1];
+      return rows.length > limit && last ? { objects: page, cursor: last[0].toString('base64url') } : { objects: page };
+    });
+  }
+
+  space(): StoreSpace {
+    const s = this.core.space();
+    let deadBytes = 0;
+    for (const r of this.core.segments.records.values()) deadBytes += r.sizeBytes - r.liveBytes;
+    return {
+      totalBytes: s.totalBytes,
+      usedBytes: s.usedBytes,
+      freeBytes: s.freeBytes,
+      logicalBytes: this.core.counters.logicalBytes,
+      objects: this.core.counters.objects,
+      segments: this.core.segments.records.size,
+      deadBytes,
+    };
+  }
+
+  /** Runs compaction and purging until nothing is left to do (tests and admin commands). */
+  async runMaintenance(): Promise<{ segmentsCompacted: number; bytesMoved: number }> {
+    this.core.checkUsable();
+    return this.maintenance.runToCompletion();
+  }
+
+  async refreshSpace(): Promise<void> {
+    await this.core.refreshSpace();
+  }
+
+  /** Refuses new work, finishes queued transactions and reads, stops maintenance, closes files. */
+  async close(): Promise<void> {
+    if (this.core.closing) return;
+    this.core.closing = true;
+    await this.maintenance.stop();
+    await this.committer.whenIdle();
+    if (this.inflightReads > 0) await new Promise<void>((resolve) => (this.readsDrained = resolve));
+    await this.core.segments.closeAll();
+    await this.core.kv.close();
+  }
+}
+
+function omapBounds(nid: number, options: OmapListOptions): { gte: Buffer; lt: Buffer; gt?: Buffer } {
+  let gte = omapPrefix(nid);
+  let lt = omapPrefix(nid + 1);
+  const maxBuf = (a: Buffer, b: Buffer): Buffer => (Buffer.compare(a, b) >= 0 ? a : b);
+  const minBuf = (a: Buffer, b: Buffer): Buffer => (Buffer.compare(a, b) <= 0 ? a : b);
+  if (options.startKey) gte = maxBuf(gte, omapKey(nid, options.startKey));
+  if (options.endKey) lt = minBuf(lt, omapKey(nid, options.endKey));
+  if (options.prefix) {
+    gte = maxBuf(gte, omapKey(nid, options.prefix));
+    const end = prefixSuccessor(options.prefix);
+    if (end) lt = minBuf(lt, omapKey(nid, end));
+  }
+  if (options.afterKey) {
+    const after = omapKey(nid, options.afterKey);
+    if (options.reverse) lt = minBuf(lt, after);
+    else if (Buffer.compare(after, gte) >= 0) return { gte, lt, gt: after };
+  }
+  return { gte, lt };
+}
+
+/** The smallest key greater than every key with this prefix, or null if none (all 0xff). */
+function prefixSuccessor(prefix: Buffer): Buffer | null {
+  const out = Buffer.from(prefix);
+  for (let i = out.length - 1; i >= 0; i--) {
+    if (out[i]! < 0xff) {
+      out[i]!++;
+      return out.subarray(0, i + 1);
+    }
+  }
+  return null;
+}
+

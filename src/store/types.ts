@@ -1,0 +1,109 @@
+/**
+ * The per-disk object store's public types. An object is identified by a
+ * namespace number (the daemon's choice: pool and shard) and a UTF-8 name,
+ * and holds bytes, xattrs (small named values kept in the object's record)
+ * and an omap (a sorted key/value map kept in RocksDB).
+ */
+
+export interface ObjectId {
+  /** Namespace, an unsigned 32-bit number chosen by the caller (e.g. pool and shard). */
+  ns: number;
+  name: string;
+}
+
+export interface ObjectStat {
+  sizeBytes: number;
+  mtimeMs: number;
+  /** Number of xattrs. */
+  xattrCount: number;
+}
+
+/** A transaction is a list of these, applied atomically, in order. */
+export type StoreOp =
+  /** Creates an empty object; with exclusive, fails AlreadyExists if it exists. */
+  | { type: 'create'; id: ObjectId; exclusive?: boolean }
+  /** Writes data at offsetBytes, extending the object (holes read as zeros). */
+  | { type: 'write'; id: ObjectId; offsetBytes: number; data: Buffer }
+  /** Replaces the object's bytes (xattrs and omap stay). */
+  | { type: 'writeFull'; id: ObjectId; data: Buffer }
+  | { type: 'append'; id: ObjectId; data: Buffer }
+  /** Shrinks or extends (with zeros) to sizeBytes. */
+  | { type: 'truncate'; id: ObjectId; sizeBytes: number }
+  /** Turns a range into zeros (a hole); never changes the size. */
+  | { type: 'zero'; id: ObjectId; offsetBytes: number; lengthBytes: number }
+  /** Removes the object with its xattrs and omap; NotFound if absent (unless ifExists). */
+  | { type: 'remove'; id: ObjectId; ifExists?: boolean }
+  | { type: 'setXattr'; id: ObjectId; name: string; value: Buffer }
+  | { type: 'removeXattr'; id: ObjectId; name: string }
+  /** Fails the transaction with Conflict unless the xattr equals value (null: is absent). */
+  | { type: 'assertXattr'; id: ObjectId; name: string; value: Buffer | null }
+  /** Fails the transaction with NotFound unless the object exists. */
+  | { type: 'assertExists'; id: ObjectId }
+  | { type: 'omapSet'; id: ObjectId; entries: ReadonlyArray<readonly [key: Buffer, value: Buffer]> }
+  | { type: 'omapRemoveKeys'; id: ObjectId; keys: readonly Buffer[] }
+  /** Removes omap keys in [startKey, endKey). */
+  | { type: 'omapRemoveRange'; id: ObjectId; startKey: Buffer; endKey: Buffer }
+  | { type: 'omapClear'; id: ObjectId };
+
+export type StoreOpType = StoreOp['type'];
+
+export interface ReadOptions {
+  offsetBytes?: number;
+  /** Default: to the end of the object. Reads past the end return fewer bytes. */
+  lengthBytes?: number;
+}
+
+export interface OmapListOptions {
+  /** Only keys >= startKey (default: from the first key). */
+  startKey?: Buffer;
+  /** Only keys < endKey (default: to the last key). */
+  endKey?: Buffer;
+  /** Continue after this key (exclusive); the cursor of the previous page. */
+  afterKey?: Buffer;
+  /** Only keys starting with this prefix. */
+  prefix?: Buffer;
+  /** Page size, at most limits.listPageEntriesMax. */
+  limit: number;
+  reverse?: boolean;
+}
+
+export interface OmapPage {
+  entries: Array<[key: Buffer, value: Buffer]>;
+  /** True when more keys may follow the last one returned. */
+  more: boolean;
+}
+
+export interface ObjectListOptions {
+  ns: number;
+  /** Only objects whose sort key (bit-reversed placement hash) is in [start, end); end may be 2^32. */
+  sortKeyRange?: { start: number; end: number };
+  /** Opaque cursor from a previous page. */
+  cursor?: string;
+  limit: number;
+}
+
+export interface ObjectListEntry {
+  name: string;
+  sortKey: number;
+}
+
+export interface ObjectListPage {
+  objects: ObjectListEntry[];
+  /** Present when more objects may follow. */
+  cursor?: string;
+}
+
+export interface StoreSpace {
+  /** Capacity the store may use (configured, or the file system's size). */
+  totalBytes: number;
+  /** Bytes used by segment files and metadata. */
+  usedBytes: number;
+  /** Bytes still available for new data (below the reserve, writes fail NoSpace). */
+  freeBytes: number;
+  /** Sum of object sizes. */
+  logicalBytes: number;
+  objects: number;
+  segments: number;
+  /** Segment bytes no object references any more (compaction reclaims them). */
+  deadBytes: number;
+}
