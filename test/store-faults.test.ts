@@ -1,0 +1,144 @@
+/**
+ * What the store does with bad bytes on disk and a full disk: corrupt segment
+ * data, a truncated segment, corrupt inline data: reads of the damaged object
+ * fail with Corrupt and never return the bad bytes; other objects still read.
+ * Out of space: writes fail NoSpace, nothing acknowledged is lost, deletes
+ * work, and after compaction the space is usable again.
+ */
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { open as fsOpen, readdir, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { systemIo } from '../src/io/system.js';
+import { ObjectStore, openRocksKv, type ObjectId } from '../src/store/index.js';
+import { isTesseraError, type ErrorCodeName } from '../src/lib/errors.js';
+import { objectKey } from '../src/store/keys.js';
+import { makeTempDir } from './helpers/tmp.js';
+
+const io = systemIo();
+const id = (name: string): ObjectId => ({ ns: 1, name });
+let dir: Awaited<ReturnType<typeof makeTempDir>>;
+
+async function errorCode(p: Promise<unknown>): Promise<ErrorCodeName | 'ok'> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    if (isTesseraError(err)) return err.code;
+    throw err;
+  }
+}
+
+const open = (extra: Partial<Parameters<typeof ObjectStore.open>[0]> = {}): Promise<ObjectStore> =>
+  ObjectStore.open({ io, path: dir.path, create: { clusterId: 'f', diskId: 1 }, maintenance: { enabled: false }, ...extra });
+
+beforeEach(async () => {
+  dir = await makeTempDir('faults');
+});
+afterEach(async () => {
+  await dir.remove();
+});
+
+async function onlySegment(): Promise<string> {
+  const files = (await readdir(join(dir.path, 'segments'))).filter((f) => f.endsWith('.seg'));
+  expect(files.length).toBe(1);
+  return join(dir.path, 'segments', files[0]!);
+}
+
+it('a flipped byte in segment data fails that object\'s reads with Corrupt; others still read', async () => {
+  const store = await open();
+  const a = randomBytes(1024 * 1024);
+  const bData = randomBytes(1024 * 1024);
+  await store.transact([{ type: 'writeFull', id: id('a'), data: a }]);
+  await store.transact([{ type: 'writeFull', id: id('b'), data: bData }]);
+  const seg = await onlySegment();
+  const fh = await fsOpen(seg, 'r+');
+  const one = Buffer.alloc(1);
+  await fh.read(one, 0, 1, 5000);
+  one[0] = one[0]! ^ 0x40;
+  await fh.write(one, 0, 1, 5000);
+  await fh.close();
+  expect(await errorCode(store.read(id('a')))).toBe('Corrupt');
+  // a range outside the damaged chunk still reads
+  expect((await store.read(id('a'), { offsetBytes: 512 * 1024, lengthBytes: 1000 })).equals(a.subarray(512 * 1024, 512 * 1024 + 1000))).toBe(true);
+  expect((await store.read(id('b'))).equals(bData)).toBe(true);
+  await store.close();
+});
+
+it('a truncated segment fails reads of what was cut off with Corrupt', async () => {
+  let store = await open();
+  await store.transact([{ type: 'writeFull', id: id('a'), data: randomBytes(100_000) }]);
+  const keep = randomBytes(100_000);
+  await store.transact([{ type: 'writeFull', id: id('z'), data: keep }]);
+  await store.close();
+  const seg = await onlySegment();
+  await truncate(seg, 150_000);
+  store = await open();
+  expect(await errorCode(store.read(id('z')))).toBe('Corrupt');
+  expect((await store.read(id('a'))).length).toBe(100_000);
+  await store.close();
+});
+
+it('corrupt inline data fails with Corrupt; other objects still read', async () => {
+  let store = await open();
+  await store.transact([
+    { type: 'writeFull', id: id('small'), data: Buffer.from('the quick brown fox') },
+    { type: 'writeFull', id: id('other'), data: Buffer.from('fine') },
+  ]);
+  await store.close();
+  const kv = await openRocksKv({ path: join(dir.path, 'db') });
+  const key = objectKey(id('small'));
+  const value = Buffer.from((await kv.get(key))!);
+  value[value.length - 3] = value[value.length - 3]! ^ 0x01; // inside the inline bytes (they end the record)
+  await kv.write([{ type: 'put', key, value }], { sync: true });
+  await kv.close();
+  store = await open();
+  expect(await errorCode(store.read(id('small')))).toBe('Corrupt');
+  expect((await store.read(id('other'))).toString()).toBe('fine');
+  await store.close();
+});
+
+it('a garbled object record fails with Corrupt, not a crash', async () => {
+  let store = await open();
+  await store.transact([{ type: 'writeFull', id: id('g'), data: randomBytes(50_000) }]);
+  await store.close();
+  const kv = await openRocksKv({ path: join(dir.path, 'db') });
+  await kv.write([{ type: 'put', key: objectKey(id('g')), value: Buffer.from([1, 0xff, 0xff, 0xff]) }], { sync: true });
+  await kv.close();
+  store = await open();
+  expect(await errorCode(store.read(id('g')))).toBe('Corrupt');
+  expect(await errorCode(store.stat(id('g')))).toBe('Corrupt');
+  await store.close();
+});
+
+it('a full store refuses writes with NoSpace, keeps what it acknowledged, still deletes, and recovers space', async () => {
+  const store = await open({
+    space: { capacityBytes: 48 * 1024 * 1024, reserveBytes: 2 * 1024 * 1024 },
+    limits: { segmentBytesMax: 4 * 1024 * 1024 },
+  });
+  const written = new Map<string, Buffer>();
+  let refused = 0;
+  for (let i = 0; i < 80 && refused === 0; i++) {
+    const data = randomBytes(1024 * 1024);
+    const code = await errorCode(store.transact([{ type: 'writeFull', id: id(`f${i}`), data }]));
+    if (code === 'ok') written.set(`f${i}`, data);
+    else {
+      expect(code).toBe('NoSpace');
+      refused++;
+    }
+  }
+  expect(refused).toBe(1);
+  expect(written.size).toBeGreaterThan(20);
+  for (const [name, data] of written) expect((await store.read(id(name))).equals(data)).toBe(true);
+  // deletes still work when full, and metadata-only writes that add no data
+  const names = [...written.keys()];
+  for (const name of names.slice(0, 20)) {
+    await store.transact([{ type: 'remove', id: id(name) }]);
+    written.delete(name);
+  }
+  await store.runMaintenance();
+  await store.refreshSpace();
+  await store.transact([{ type: 'writeFull', id: id('after'), data: randomBytes(4 * 1024 * 1024) }]);
+  for (const [name, data] of written) expect((await store.read(id(name))).equals(data)).toBe(true);
+  await store.close();
+});
