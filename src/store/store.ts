@@ -22,7 +22,7 @@ import { objectKey, objectKeyBound, omapKey, omapPrefix, omapUserKey, parseObjec
 import { Maintenance, type MaintenanceOptions } from './maintenance.js';
 import type { Onode } from './records.js';
 import { SegmentFiles } from './segments.js';
-import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, StoreOp, StoreSpace } from './types.js';
+import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, StoreApi, StoreOp, StoreSpace } from './types.js';
 import { validateTransaction } from './validate.js';
 
 export interface ObjectStoreOptions {
@@ -45,7 +45,7 @@ export interface ObjectStoreOptions {
 const READ_CONCURRENCY = 8;
 const READ_ATTEMPTS = 5;
 
-export class ObjectStore {
+export class ObjectStore implements StoreApi {
   private readonly committer: Committer;
   private readonly maintenance: Maintenance;
   private inflightReads = 0;
@@ -74,7 +74,12 @@ export class ObjectStore {
     }
     await io.fs.mkdir(join(path, 'segments'));
     await io.fs.mkdir(join(path, 'db'));
-    const kv = await (options.openKv ?? ((p) => openRocksKv({ path: p })))(join(path, 'db'));
+    const kv = await (options.openKv ?? ((p) => openRocksKv({ path: p })))(join(path, 'db')).catch((err: unknown) => {
+      if (err instanceof TesseraError && err.code === 'Locked') {
+        throw new TesseraError('Locked', `disk ${path} is in use by another process (another daemon?)`, { cause: err });
+      }
+      throw err;
+    });
     try {
       await ObjectStore.checkIdentity(kv, identity, path);
       if (!superblock) {
@@ -269,6 +274,11 @@ export class ObjectStore {
       segments: this.core.segments.records.size,
       deadBytes,
     };
+  }
+
+  async statfs(): Promise<StoreSpace> {
+    this.core.checkUsable();
+    return this.space();
   }
 
   /** Runs compaction and purging until nothing is left to do (tests and admin commands). */

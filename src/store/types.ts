@@ -107,3 +107,21 @@ export interface StoreSpace {
   /** Segment bytes no object references any more (compaction reclaims them). */
   deadBytes: number;
 }
+
+/**
+ * What a store offers its users; implemented by ObjectStore (in process) and
+ * by the daemon's remote stub (src/protocol/store-client.ts), so one
+ * conformance suite runs against both.
+ */
+export interface StoreApi {
+  transact(ops: readonly StoreOp[]): Promise<void>;
+  read(id: ObjectId, options?: ReadOptions): Promise<Buffer>;
+  stat(id: ObjectId): Promise<ObjectStat>;
+  /** NotFound when the object or the xattr is absent. */
+  getXattr(id: ObjectId, name: string): Promise<Buffer>;
+  getXattrs(id: ObjectId): Promise<Map<string, Buffer>>;
+  omapGet(id: ObjectId, keys: readonly Buffer[]): Promise<Array<Buffer | undefined>>;
+  omapList(id: ObjectId, options: OmapListOptions): Promise<OmapPage>;
+  listObjects(options: ObjectListOptions): Promise<ObjectListPage>;
+  statfs(): Promise<StoreSpace>;
+}

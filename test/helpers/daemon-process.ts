@@ -1,0 +1,63 @@
+/**
+ * Starts real storage daemon processes (`tessera daemon`, from dist/) for
+ * tests, and stops them by PID: gently (SIGTERM) or with kill -9.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const tesseraBin = fileURLToPath(new URL('../../dist/src/bin/tessera.js', import.meta.url));
+
+export interface DaemonProcess {
+  port: number;
+  pid: number;
+  child: ChildProcess;
+  /** SIGTERM, then wait for a clean exit; resolves with the exit code. */
+  stop(): Promise<number | null>;
+  /** kill -9, then wait for the process to be gone. */
+  kill(): Promise<void>;
+  stderr(): string;
+}
+
+const running = new Set<DaemonProcess>();
+
+export async function startDaemonProcess(o: { diskPath: string; port?: number; clusterId?: string; diskId?: number }): Promise<DaemonProcess> {
+  if (!existsSync(tesseraBin)) throw new Error(`${tesseraBin} is missing: run npm run build first`);
+  const args = [tesseraBin, 'daemon', '--disk', o.diskPath, '--listen', `127.0.0.1:${o.port ?? 0}`];
+  if (o.clusterId !== undefined) args.push('--cluster-id', o.clusterId, '--disk-id', String(o.diskId ?? 0));
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.includes('"listening"')) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    void exited.then((code) => reject(new Error(`daemon exited (${code}) before listening: ${stderr}`)));
+  });
+  const d: DaemonProcess = {
+    port,
+    pid: child.pid!,
+    child,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const code = await exited;
+      running.delete(d);
+      return code;
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+      running.delete(d);
+    },
+    stderr: () => stderr,
+  };
+  running.add(d);
+  return d;
+}
+
+/** For afterAll/afterEach: kills whatever a failed test left running. */
+export async function killAllDaemons(): Promise<void> {
+  await Promise.all([...running].map((d) => d.kill()));
+}
