@@ -1,7 +1,7 @@
 /**
  * The frame codec on its own: frames survive every chunk split, frames inside
  * one chunk come out as views of it (no copy), lengths over the limits are
- * refused from the 32 prefix bytes alone without allocating, a bad header
+ * refused from the 28 prefix bytes alone without allocating, a bad head
  * checksum is caught before the payload arrives, a bad payload checksum when
  * it has, and a decoder stays failed after its first error.
  */
@@ -13,6 +13,7 @@ import {
   decodeErrorHeader,
   encodeErrorHeader,
   encodeFrameHead,
+  frameOverheadBytes,
   framePrefixBytes,
   payloadsCrc32c,
   type FrameLimits,
@@ -85,7 +86,7 @@ describe('frame decoder', () => {
     expect(decoder.next()).toBe(true);
     expect(decoder.header.buffer).toBe(chunk.buffer);
     expect(decoder.payload.buffer).toBe(chunk.buffer);
-    expect(decoder.payload.byteOffset).toBe(chunk.byteOffset + framePrefixBytes + 'header-a'.length);
+    expect(decoder.payload.byteOffset).toBe(chunk.byteOffset + frameOverheadBytes + 'header-a'.length);
   });
 
   test('frames stay buffered until the caller pulls them', () => {
@@ -126,23 +127,23 @@ describe('frame decoder', () => {
 
   test('a corrupt header is caught before the payload arrives', () => {
     const frame = requestFrame(1, 1, Buffer.from('header'), Buffer.alloc(100_000));
-    frame[framePrefixBytes + 2] ^= 1;
+    frame[framePrefixBytes + 2]! ^= 1;
     const decoder = new FrameDecoder(limits);
-    decoder.push(frame.subarray(0, framePrefixBytes + 6));
-    expect(protocolErrorOf(() => decoder.next()).message).toMatch(/header checksum/);
+    decoder.push(frame.subarray(0, frameOverheadBytes + 6));
+    expect(protocolErrorOf(() => decoder.next()).message).toMatch(/head checksum/);
   });
 
-  test('a corrupt length field is caught by the header checksum', () => {
+  test('a corrupt length field is caught by the head checksum', () => {
     const frame = requestFrame(1, 1, Buffer.from('header'), Buffer.alloc(10));
     frame.writeUInt32LE(11, 20);
     const decoder = new FrameDecoder(limits);
     decoder.push(frame);
-    expect(protocolErrorOf(() => decoder.next()).message).toMatch(/header checksum/);
+    expect(protocolErrorOf(() => decoder.next()).message).toMatch(/head checksum/);
   });
 
   test('a corrupt payload is caught, whether the frame is in one chunk or spans several', () => {
     const frame = requestFrame(1, 1, Buffer.from('header'), Buffer.alloc(1000, 7));
-    frame[frame.length - 1] ^= 0x80;
+    frame[frame.length - 1]! ^= 0x80;
     const whole = new FrameDecoder(limits);
     whole.push(frame);
     expect(protocolErrorOf(() => whole.next()).message).toMatch(/payload checksum/);

@@ -33,8 +33,12 @@ export const limits = {
   readBytesMax: 128 * MiB,
 
   // --- store internals ---
-  /** Data of at most this size lives inline in RocksDB, not in a segment. */
-  inlineDataBytesMax: 4 * KiB,
+  /**
+   * Data of at most this size lives inline in RocksDB, not in a segment. Kept
+   * small: measured (docs/store.md), 4 KiB objects commit faster as segment
+   * appends plus small records than as 4 KiB RocksDB values.
+   */
+  inlineDataBytesMax: 512,
   /** A segment file is closed for appends at this size. */
   segmentBytesMax: 256 * MiB,
   /** A blob (one contiguous checksummed run of data) is at most this long. */
@@ -43,7 +47,8 @@ export const limits = {
   extentsPerObjectMax: 256,
   /** Transactions and bytes one group commit takes from the queue. */
   groupCommitTxnsMax: 512,
-  groupCommitBytesMax: 256 * MiB,
+  /** A group stops taking transactions at this many payload bytes (it always takes one). */
+  groupCommitBytesMax: 64 * MiB,
   /** Transactions waiting for a group commit (backpressure beyond this). */
   commitQueueTxnsMax: 4096,
   commitQueueBytesMax: 512 * MiB,
@@ -61,6 +66,17 @@ export const limits = {
   daemonInflightBytesMax: 1024 * MiB,
   connectionsPerDaemonMax: 1024,
   rpcTimeoutMsDefault: 30_000,
+  /** Calls an rpc client holds waiting, beyond the connectionInflightMax it has in flight; beyond both a call fails Busy. */
+  rpcQueueMax: 4096,
+  /** Connection attempts plus sends of one call before it fails Unavailable (retries: idempotent calls only). */
+  rpcAttemptsMax: 3,
+  /** Reconnect backoff after a failed connect: doubles from min up to max (with jitter). */
+  rpcReconnectBackoffMsMin: 10,
+  rpcReconnectBackoffMsMax: 1_000,
+  /** How long a closing rpc server waits for requests in flight before it closes their connections. */
+  rpcDrainTimeoutMsDefault: 10_000,
+  /** Message bytes an error reply carries (longer messages are cut). */
+  rpcErrorMessageBytesMax: 4 * KiB,
 } as const;
 
 export type Limits = typeof limits;
@@ -70,6 +86,8 @@ assert(limits.blobBytesMax <= limits.segmentBytesMax, 'a blob fits in a segment'
 assert(limits.objectSizeBytesMax <= limits.txnBytesMax, 'a whole object fits in one transaction');
 assert(limits.txnBytesMax < limits.frameBytesMax, 'a transaction fits in one frame');
 assert(limits.readBytesMax < limits.frameBytesMax, 'a read reply fits in one frame');
-assert(limits.groupCommitBytesMax >= limits.txnBytesMax, 'any transaction fits in one group commit');
-assert(limits.commitQueueBytesMax >= limits.groupCommitBytesMax, 'the queue holds a whole group');
+assert(limits.commitQueueBytesMax >= limits.txnBytesMax, 'the queue holds the largest transaction');
 assert(limits.connectionInflightMax <= limits.daemonInflightMax, 'per-connection limit is below the daemon limit');
+assert(limits.frameHeaderBytesMax <= limits.frameBytesMax, 'a frame header fits in a frame');
+assert(limits.rpcErrorMessageBytesMax + 4 <= limits.frameHeaderBytesMax, 'an error reply fits in a frame header');
+assert(limits.rpcReconnectBackoffMsMin <= limits.rpcReconnectBackoffMsMax, 'backoff range is ordered');

@@ -1,0 +1,335 @@
+/**
+ * What only the TCP transport can get wrong, against a real loopback server:
+ * - robustness: garbage, bad magic, oversized lengths, bad checksums, a wrong
+ *   frame kind and a truncated frame, each from a raw node:net socket, close
+ *   that connection only (counted in framesRejected) while a well-behaved
+ *   client on another connection keeps getting answers; the connection limit;
+ * - backpressure: with handlers blocked, in-flight requests never exceed the
+ *   per-connection, per-server and per-server-bytes limits, and the server
+ *   stops reading (the sender's bytes pile up on the sender's side);
+ * - failures: idempotent calls are retried when the connection drops before a
+ *   reply, others fail Unavailable; refused connections are Unavailable; the
+ *   client reconnects lazily to a restarted server;
+ * - server close: drains in-flight requests, answers new ones Closed, and
+ *   aborts handlers still running at the drain deadline.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
+import { afterEach, describe, expect, test } from 'vitest';
+import { FrameDecoder, FrameKind, encodeFrameHead, frameOverheadBytes, framePrefixBytes } from '../src/rpc/frame.js';
+import type { RpcLimits } from '../src/rpc/options.js';
+import { createTcpClient, createTcpServer } from '../src/rpc/tcp.js';
+import type { RpcClient, RpcHandler, RpcServer } from '../src/rpc/types.js';
+import { Op, TestService, closedWithin, connectRaw, io, rejectionOf, requestFrame, u32, waitFor } from './rpc-helpers.js';
+
+const MiB = 1024 * 1024;
+const host = '127.0.0.1';
+
+/** Everything a test opens, closed after it in reverse order, also on failure. */
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  while (cleanups.length > 0) await cleanups.pop()!();
+});
+
+async function startServer(handler: RpcHandler, limits?: Partial<RpcLimits>, port = 0): Promise<RpcServer> {
+  const server = await createTcpServer({ io, host, port, handler, limits });
+  cleanups.push(() => server.close({ drainTimeoutMs: 1000 }));
+  return server;
+}
+
+function startClient(port: number, limits?: Partial<RpcLimits>): RpcClient {
+  const client = createTcpClient({ io, host, port, limits });
+  cleanups.push(() => client.close());
+  return client;
+}
+
+async function raw(port: number): Promise<Socket> {
+  const socket = await connectRaw(port);
+  cleanups.push(() => void socket.destroy());
+  return socket;
+}
+
+async function echo(client: RpcClient, text: string): Promise<string> {
+  return (await client.call(Op.Echo, Buffer.from(text), [])).header.toString();
+}
+
+function prefixWith(fields: { headerBytes?: number; payloadBytes: number }): Buffer {
+  const head = encodeFrameHead({
+    kind: FrameKind.Request,
+    op: Op.Echo,
+    requestId: 1,
+    header: Buffer.alloc(fields.headerBytes ?? 0),
+    payloads: [],
+    payloadBytes: fields.payloadBytes,
+    payloadCrc: 0,
+  });
+  return head.subarray(0, framePrefixBytes);
+}
+
+function corrupted(frame: Buffer, offset: number): Buffer {
+  const copy = Buffer.from(frame);
+  copy[offset < 0 ? copy.length + offset : offset]! ^= 0x10;
+  return copy;
+}
+
+const goodFrame = requestFrame(Op.Echo, 1, Buffer.from('header'), Buffer.from('payload'));
+
+describe('rpc tcp: a bad peer loses its own connection and nothing else', () => {
+  const cases: [string, () => Buffer, boolean][] = [
+    ['random garbage', () => Buffer.concat([Buffer.from('GARB'), randomBytes(4096)]), false],
+    ['bad magic', () => Buffer.concat([Buffer.from('TSRB'), goodFrame.subarray(4)]), false],
+    ['an oversized length prefix (only the 28 prefix bytes are sent)', () => prefixWith({ payloadBytes: 0xffff_fff0 }), false],
+    ['a header over frameHeaderBytesMax', () => prefixWith({ headerBytes: 2 * MiB, payloadBytes: 0 }), false],
+    ['a bad head checksum', () => corrupted(goodFrame, framePrefixBytes + 1), false],
+    ['a bad payload checksum', () => corrupted(goodFrame, -1), false],
+    ['a reply frame sent to the server', () => Buffer.concat([Buffer.from(goodFrame.subarray(0, 5)), Buffer.from([FrameKind.Reply]), goodFrame.subarray(6)]), false],
+    ['a truncated frame, then the peer closes', () => requestFrame(Op.Echo, 1, Buffer.from('h'), Buffer.alloc(1000)).subarray(0, 500), true],
+  ];
+
+  test.each(cases)('%s', async (_name, bytes, endAfter) => {
+    const service = new TestService();
+    const server = await startServer(service.handler);
+    const client = startClient(server.port);
+    expect(await echo(client, 'before')).toBe('before');
+
+    const socket = await raw(server.port);
+    if (endAfter) socket.end(bytes());
+    else socket.write(bytes());
+    await closedWithin(socket);
+
+    await waitFor(() => server.stats().framesRejected === 1, 'the frame to be counted as rejected');
+    await waitFor(() => server.stats().connections === 1, 'only the bad connection to close');
+    expect(await echo(client, 'after')).toBe('after');
+    expect(service.calls).toBe(2);
+  });
+
+  test('beyond connectionsPerDaemonMax a new connection is closed; the others keep working', async () => {
+    const service = new TestService();
+    const server = await startServer(service.handler, { connectionsPerDaemonMax: 2 });
+    const client = startClient(server.port);
+    expect(await echo(client, 'one')).toBe('one');
+    const second = await raw(server.port);
+    await waitFor(() => server.stats().connections === 2, 'the second connection');
+    const third = await raw(server.port);
+    await closedWithin(third);
+
+    const replies = new FrameDecoder({ frameBytesMax: MiB, frameHeaderBytesMax: MiB });
+    second.on('data', (chunk: Buffer) => replies.push(chunk));
+    second.write(goodFrame);
+    await waitFor(() => replies.bufferedBytes > 0 && replies.next(), 'the reply on the second connection');
+    expect(replies.header.toString()).toBe('header');
+    expect(await echo(client, 'still')).toBe('still');
+  });
+});
+
+describe('rpc tcp: backpressure', () => {
+  test('in flight never exceeds the per-connection and per-server limits', async () => {
+    const service = new TestService();
+    const perConnection = new Map<number, number>();
+    let perConnectionMax = 0;
+    const handler: RpcHandler = async (request) => {
+      const n = (perConnection.get(request.connectionId) ?? 0) + 1;
+      perConnection.set(request.connectionId, n);
+      perConnectionMax = Math.max(perConnectionMax, n);
+      try {
+        return await service.handler(request);
+      } finally {
+        perConnection.set(request.connectionId, perConnection.get(request.connectionId)! - 1);
+      }
+    };
+    const server = await startServer(handler, { connectionInflightMax: 4, daemonInflightMax: 6 });
+    const clients = [startClient(server.port), startClient(server.port)];
+    const calls = clients.flatMap((client) => Array.from({ length: 40 }, (_, i) => client.call(Op.Hang, u32(i), [])));
+
+    await waitFor(() => service.running === 6, 'the server limit to fill');
+    await io.clock.sleep(100); // room for anything that should not happen
+    expect(server.stats().inflightRequests).toBe(6);
+    expect(service.runningMax).toBe(6);
+    expect(perConnectionMax).toBe(4);
+
+    let answered = 0;
+    for (const call of calls) void call.then(() => answered++);
+    while (answered < calls.length) {
+      await waitFor(() => service.hanging.size > 0 || answered === calls.length, 'a request to release');
+      service.release(1);
+      await io.clock.sleep(1);
+    }
+    expect(service.runningMax).toBe(6);
+    expect(perConnectionMax).toBe(4);
+    expect(server.stats()).toMatchObject({ inflightRequests: 0, inflightBytes: 0 });
+  });
+
+  test('request bytes in flight stop admitting once daemonInflightBytesMax is reached', async () => {
+    const service = new TestService();
+    const server = await startServer(service.handler, { daemonInflightBytesMax: MiB });
+    const client = startClient(server.port);
+    const payload = Buffer.alloc(600 * 1024);
+    const calls = Array.from({ length: 6 }, () => client.call(Op.Hang, new Uint8Array(0), [payload]));
+    await waitFor(() => service.running === 2, 'two requests admitted');
+    await io.clock.sleep(100);
+    expect(service.running).toBe(2);
+    expect(server.stats().inflightBytes).toBe(2 * payload.byteLength);
+    while (service.calls < 6 || service.hanging.size > 0) {
+      service.releaseAll();
+      await io.clock.sleep(5);
+    }
+    await Promise.all(calls);
+    expect(service.runningMax).toBe(2);
+  });
+
+  test('a server at its limit stops reading: the sender’s bytes pile up on the sender’s side', async () => {
+    const service = new TestService();
+    const server = await startServer(service.handler, { connectionInflightMax: 1 });
+    const socket = await raw(server.port);
+    const replies = new FrameDecoder({ frameBytesMax: MiB, frameHeaderBytesMax: MiB });
+    let answered = 0;
+    socket.on('data', (chunk: Buffer) => {
+      replies.push(chunk);
+      while (replies.next()) answered++;
+    });
+    // More than the kernel could buffer on loopback (tcp_rmem max is often 32 MiB).
+    const frames = 96;
+    const payload = Buffer.alloc(MiB, 1);
+    const head = requestFrame(Op.Hang, 1, new Uint8Array(0), payload).subarray(0, frameOverheadBytes);
+    for (let i = 0; i < frames; i++) {
+      socket.write(head);
+      socket.write(payload);
+    }
+    await waitFor(() => service.hanging.size === 1, 'the first request');
+    let last = -1;
+    await waitFor(() => {
+      const now = socket.writableLength;
+      const settled = now === last;
+      last = now;
+      return settled;
+    }, 'the sender to stall');
+    // Kernel socket buffers hold at most tens of MiB; the rest can only wait in the sender.
+    expect(socket.writableLength).toBeGreaterThan(48 * MiB);
+    expect(service.calls).toBe(1);
+
+    while (answered < frames) {
+      await waitFor(() => service.hanging.size > 0 || answered === frames, 'the next request', 30_000);
+      service.releaseAll();
+    }
+    expect(service.runningMax).toBe(1);
+    expect(server.stats().framesRejected).toBe(0);
+  });
+});
+
+/** A TCP proxy whose connections the test can cut. */
+async function startProxy(targetPort: number): Promise<{ port: number; dropAll(): void }> {
+  const sockets = new Set<Socket>();
+  const proxy: Server = createServer((inbound) => {
+    const outbound = netConnect({ host, port: targetPort });
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        sockets.delete(s);
+        inbound.destroy();
+        outbound.destroy();
+      });
+    }
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, host, resolve));
+  const dropAll = (): void => {
+    for (const s of sockets) s.destroy();
+  };
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        dropAll();
+        proxy.close(() => resolve());
+      }),
+  );
+  return { port: (proxy.address() as { port: number }).port, dropAll };
+}
+
+describe('rpc tcp: connection failures', () => {
+  /** A server whose handler cuts the connection for the first `drops` requests, then answers. */
+  async function droppingSetup(drops: number, limits?: Partial<RpcLimits>): Promise<{ client: RpcClient; seen: () => number }> {
+    let seen = 0;
+    let proxy: { port: number; dropAll(): void } | null = null;
+    const handler: RpcHandler = async (request) => {
+      seen++;
+      if (seen <= drops) {
+        proxy!.dropAll();
+        await new Promise((_, reject) => request.signal.addEventListener('abort', () => reject(request.signal.reason)));
+      }
+      return { header: Buffer.from('ok') };
+    };
+    const server = await startServer(handler);
+    proxy = await startProxy(server.port);
+    return { client: startClient(proxy.port, limits), seen: () => seen };
+  }
+
+  test('an idempotent call is sent again when the connection drops before the reply', async () => {
+    const { client, seen } = await droppingSetup(1);
+    const reply = await client.call(Op.Echo, new Uint8Array(0), [], { idempotent: true });
+    expect(reply.header.toString()).toBe('ok');
+    expect(seen()).toBe(2);
+  });
+
+  test('a non-idempotent call fails Unavailable when the connection drops before the reply', async () => {
+    const { client, seen } = await droppingSetup(1);
+    expect((await rejectionOf(client.call(Op.Echo, new Uint8Array(0), []))).code).toBe('Unavailable');
+    expect(seen()).toBe(1);
+    expect((await client.call(Op.Echo, new Uint8Array(0), [])).header.toString()).toBe('ok');
+  });
+
+  test('retries are bounded by rpcAttemptsMax', async () => {
+    const { client, seen } = await droppingSetup(100, { rpcAttemptsMax: 3 });
+    expect((await rejectionOf(client.call(Op.Echo, new Uint8Array(0), [], { idempotent: true }))).code).toBe('Unavailable');
+    expect(seen()).toBe(3);
+  });
+
+  test('a refused connection is Unavailable', async () => {
+    const probe = createServer();
+    await new Promise<void>((resolve) => probe.listen(0, host, resolve));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise<void>((resolve) => probe.close(() => resolve()));
+    const client = startClient(port);
+    const err = await rejectionOf(client.call(Op.Echo, new Uint8Array(0), [], { idempotent: true }));
+    expect(err.code).toBe('Unavailable');
+  });
+
+  test('the client reconnects lazily to a restarted server', async () => {
+    const first = await startServer(new TestService().handler);
+    const port = first.port;
+    const client = startClient(port);
+    expect(await echo(client, 'first')).toBe('first');
+    await first.close();
+    await startServer(new TestService().handler, undefined, port);
+    expect(await echo(client, 'second')).toBe('second');
+  });
+});
+
+describe('rpc tcp: server close', () => {
+  test('drains requests in flight and answers new ones Closed', async () => {
+    const service = new TestService();
+    const server = await startServer(service.handler);
+    const client = startClient(server.port);
+    const inflight = client.call(Op.Hang, Buffer.from('in flight'), []);
+    await waitFor(() => service.hanging.size === 1, 'the request to start');
+    const closing = server.close({ drainTimeoutMs: 10_000 });
+    expect((await rejectionOf(client.call(Op.Echo, new Uint8Array(0), []))).code).toBe('Closed');
+    expect(service.calls).toBe(1); // the refused request never reached the handler
+    service.releaseAll();
+    expect((await inflight).header.toString()).toBe('in flight');
+    await closing;
+    expect(server.stats()).toMatchObject({ connections: 0, inflightRequests: 0 });
+  });
+
+  test('handlers still running at the drain deadline have their signal aborted', async () => {
+    const service = new TestService();
+    const server = await startServer(service.handler);
+    const client = startClient(server.port);
+    const stuck = rejectionOf(client.call(Op.Hang, new Uint8Array(0), []));
+    await waitFor(() => service.signals.length === 1, 'the request to start');
+    await server.close({ drainTimeoutMs: 50 });
+    expect(service.signals[0]!.aborted).toBe(true);
+    expect((await stuck).code).toBe('Unavailable');
+  });
+});
