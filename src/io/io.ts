@@ -23,6 +23,8 @@ export interface Clock {
   monotonicMs(): number;
   setTimeout(callback: () => void, delayMs: number): TimerHandle;
   clearTimeout(handle: TimerHandle): void;
+  /** Resolves once work already queued (promise continuations, I/O callbacks) has run: lets a batch fill up. */
+  yield(): Promise<void>;
   /** Resolves after delayMs; rejects with the signal's reason if aborted. */
   sleep(delayMs: number, signal?: AbortSignal): Promise<void>;
 }

@@ -14,6 +14,7 @@ export const systemClock: Clock = {
   monotonicMs: () => performance.now(),
   setTimeout: (callback, delayMs) => setTimeout(callback, delayMs) as unknown as TimerHandle,
   clearTimeout: (handle) => clearTimeout(handle as unknown as NodeJS.Timeout),
+  yield: () => new Promise<void>((resolve) => setImmediate(resolve)),
   sleep: async (delayMs, signal) => {
     await sleepTimeout(delayMs, undefined, signal ? { signal } : undefined);
   },

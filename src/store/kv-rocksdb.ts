@@ -3,6 +3,11 @@
  * docs/rocksdb-binding.md). Every call runs on libuv's thread pool; the
  * binding holds the database's LOCK file, so a second process opening the same
  * directory fails, which we turn into a Locked error.
+ *
+ * The binding crashes the process (SIGSEGV) on a call after close(), and an
+ * iterator ended by close() never calls back: so every call is counted, calls
+ * after close starts fail with Closed, and close() waits for the count to
+ * reach zero before it closes the database.
  */
 import { createRequire } from 'node:module';
 import { TesseraError } from '../lib/errors.js';
@@ -69,28 +74,50 @@ export async function openRocksKv(options: RocksKvOptions): Promise<KvStore> {
 }
 
 class RocksKv implements KvStore {
+  private closing = false;
+  private inflight = 0;
+  private drained: (() => void) | null = null;
+
   constructor(private readonly db: RocksDb) {}
 
-  async get(key: Buffer): Promise<Buffer | undefined> {
+  /** Counts a call for the duration of fn; refuses it once close has started. */
+  private async guarded<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closing) throw new TesseraError('Closed', 'metadata database is closing');
+    this.inflight++;
     try {
-      return await promisify<Buffer>((cb) => this.db.get(key, { asBuffer: true, fillCache: true }, cb));
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
+      return await fn();
+    } finally {
+      this.inflight--;
+      if (this.inflight === 0) this.drained?.();
     }
+  }
+
+  get(key: Buffer): Promise<Buffer | undefined> {
+    return this.guarded(async () => {
+      try {
+        return await promisify<Buffer>((cb) => this.db.get(key, { asBuffer: true, fillCache: true }, cb));
+      } catch (err) {
+        if (isNotFound(err)) return undefined;
+        throw err;
+      }
+    });
   }
 
   getMany(keys: readonly Buffer[]): Promise<Array<Buffer | undefined>> {
     if (keys.length === 0) return Promise.resolve([]);
-    return promisify((cb) => this.db.getMany(keys as Buffer[], { asBuffer: true }, cb));
+    return this.guarded(() => promisify((cb) => this.db.getMany(keys as Buffer[], { asBuffer: true }, cb)));
   }
 
   write(ops: readonly KvOp[], options: { sync: boolean }): Promise<void> {
     if (ops.length === 0) return Promise.resolve();
-    return promisify((cb) => this.db.batch(ops as KvOp[], { sync: options.sync }, cb));
+    return this.guarded(() => promisify((cb) => this.db.batch(ops as KvOp[], { sync: options.sync }, cb)));
   }
 
-  async scan(range: KvRange): Promise<Array<[Buffer, Buffer]>> {
+  scan(range: KvRange): Promise<Array<[Buffer, Buffer]>> {
+    return this.guarded(() => this.scanPage(range));
+  }
+
+  private async scanPage(range: KvRange): Promise<Array<[Buffer, Buffer]>> {
     const out: Array<[Buffer, Buffer]> = [];
     if (range.limit <= 0) return out;
     const it = this.db.iterator({
@@ -122,10 +149,13 @@ class RocksKv implements KvStore {
   }
 
   approximateSizeBytes(): Promise<number> {
-    return promisify((cb) => this.db.approximateSize(Buffer.from([0x00]), Buffer.from([0xff, 0xff]), cb));
+    return this.guarded(() => promisify((cb) => this.db.approximateSize(Buffer.from([0x00]), Buffer.from([0xff, 0xff]), cb)));
   }
 
-  close(): Promise<void> {
-    return promisify((cb) => this.db.close(cb));
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.inflight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+    await promisify<void>((cb) => this.db.close(cb));
   }
 }

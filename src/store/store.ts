@@ -13,7 +13,7 @@ import { crc32c } from '../../native/index.js';
 import { assert } from '../lib/assert.js';
 import { corrupt, invalid, limitExceeded, notFound, TesseraError } from '../lib/errors.js';
 import { objectSortKey } from '../lib/hash.js';
-import { Committer } from './commit.js';
+import { Committer, type CommitStats } from './commit.js';
 import { defaultStoreLimits, readSuperblock, StoreCore, writeSuperblock, type SpaceOptions, type StoreIdentity, type StoreLimits } from './core.js';
 import { overlapping } from './extents.js';
 import type { KvStore } from './kv.js';
@@ -274,6 +274,11 @@ export class ObjectStore implements StoreApi {
       segments: this.core.segments.records.size,
       deadBytes,
     };
+  }
+
+  /** Cumulative group-commit figures. */
+  commitStats(): CommitStats {
+    return { ...this.committer.stats };
   }
 
   async statfs(): Promise<StoreSpace> {

@@ -1,0 +1,90 @@
+/**
+ * Shared benchmark plumbing: one JSON object per line (STYLE.md #13), host
+ * description, latency percentiles, and a closed-loop runner with a fixed
+ * number of workers.
+ */
+import { cpus, totalmem, hostname } from 'node:os';
+import { writeFile } from 'node:fs/promises';
+
+export interface BenchResult {
+  name: string;
+  opsPerSec: number;
+  bytesPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  baseline?: string;
+  baselineValue?: number;
+  ratioToBaseline?: number;
+  [extra: string]: unknown;
+}
+
+export function printHost(extra: Record<string, unknown> = {}): void {
+  const cpu = cpus()[0];
+  console.log(JSON.stringify({ host: hostname(), cpus: cpus().length, cpuModel: cpu?.model, memBytes: totalmem(), node: process.version, ...extra }));
+}
+
+export function emit(result: BenchResult): void {
+  const round = (n: number): number => (Number.isFinite(n) ? Math.round(n * 1000) / 1000 : n);
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(result)) out[k] = typeof v === 'number' ? round(v) : v;
+  console.log(JSON.stringify(out));
+}
+
+export function percentile(sortedMs: number[], p: number): number {
+  if (sortedMs.length === 0) return 0;
+  return sortedMs[Math.min(sortedMs.length - 1, Math.floor((p / 100) * sortedMs.length))]!;
+}
+
+export interface LoopStats {
+  ops: number;
+  seconds: number;
+  latenciesMs: number[];
+}
+
+/**
+ * Runs `op` from `workers` concurrent loops until `ops` operations are done
+ * or `maxSeconds` pass; op(i) gets the global operation index.
+ */
+export async function closedLoop(o: { workers: number; ops: number; maxSeconds: number; op: (i: number) => Promise<void> }): Promise<LoopStats> {
+  let next = 0;
+  const latenciesMs: number[] = [];
+  const start = performance.now();
+  const deadline = start + o.maxSeconds * 1000;
+  const worker = async (): Promise<void> => {
+    while (next < o.ops && performance.now() < deadline) {
+      const i = next++;
+      const t = performance.now();
+      await o.op(i);
+      latenciesMs.push(performance.now() - t);
+    }
+  };
+  await Promise.all(Array.from({ length: o.workers }, worker));
+  const seconds = (performance.now() - start) / 1000;
+  latenciesMs.sort((a, b) => a - b);
+  return { ops: latenciesMs.length, seconds, latenciesMs };
+}
+
+export function resultOf(name: string, s: LoopStats, bytesPerOp: number, extra: Partial<BenchResult> = {}): BenchResult {
+  return {
+    name,
+    opsPerSec: s.ops / s.seconds,
+    bytesPerSec: (s.ops * bytesPerOp) / s.seconds,
+    p50Ms: percentile(s.latenciesMs, 50),
+    p99Ms: percentile(s.latenciesMs, 99),
+    ...extra,
+  };
+}
+
+export function withBaseline(r: BenchResult, baseline: BenchResult, by: 'opsPerSec' | 'bytesPerSec'): BenchResult {
+  return { ...r, baseline: baseline.name, baselineValue: baseline[by], ratioToBaseline: r[by] / baseline[by] };
+}
+
+/** Drops the page cache so reads hit the disk; false when not permitted (then reads are cached, and reported so). */
+export async function dropCaches(): Promise<boolean> {
+  try {
+    await writeFile('/proc/sys/vm/drop_caches', '3\n');
+    return true;
+  } catch {
+    return false;
+  }
+}
