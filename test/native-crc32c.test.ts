@@ -1,0 +1,103 @@
+/**
+ * crc32c (native/index.ts): the standard CRC-32C (Castagnoli), as a running
+ * value, from every implementation this process has (the ISA-L addon and
+ * @node-rs/crc32), plus the default crc32c() the store uses.
+ *
+ * Proves: the standard check value and RFC 3720 (iSCSI) test vectors; that
+ * crc32c(b, crc32c(a)) === crc32c(a + b) at every split of random data; that
+ * the implementations agree on random data of many lengths and offsets, also
+ * as running values; misuse throws InvalidArgument. A missing addon is
+ * skipped with a console.warn saying why.
+ */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { isTesseraError } from '../src/lib/errors.js';
+import { crc32c, crc32cWith, nativeStatus, type ChecksumImplementation } from '../native/index.js';
+
+const status = nativeStatus();
+const implementations: ChecksumImplementation[] = status.addonPath === null ? ['@node-rs/crc32'] : ['isa-l', '@node-rs/crc32'];
+if (status.addonPath === null) {
+  console.warn(
+    `SKIPPING ISA-L crc32c tests: addon not loaded (${status.fallbackReason}); install libisal-dev and run npm run build:native`,
+  );
+}
+
+const ascii = (s: string): Uint8Array => new TextEncoder().encode(s);
+const VECTORS: [string, Uint8Array, number][] = [
+  ['empty', new Uint8Array(0), 0],
+  ['"123456789" (the check value)', ascii('123456789'), 0xe3069283],
+  ['"a"', ascii('a'), 0xc1d04330],
+  ['32 zero bytes (RFC 3720 B.4)', new Uint8Array(32), 0x8a9136aa],
+  ['32 0xff bytes (RFC 3720 B.4)', new Uint8Array(32).fill(0xff), 0x62a8ab43],
+  ['0..31 ascending (RFC 3720 B.4)', Uint8Array.from({ length: 32 }, (_, i) => i), 0x46dd794e],
+  ['31..0 descending (RFC 3720 B.4)', Uint8Array.from({ length: 32 }, (_, i) => 31 - i), 0x113fdb5c],
+];
+
+for (const implementation of [...implementations, 'default' as const]) {
+  const crc = implementation === 'default' ? crc32c : crc32cWith(implementation);
+  describe(`crc32c: ${implementation}`, () => {
+    it('matches the standard test vectors', () => {
+      for (const [name, data, expected] of VECTORS) expect(crc(data).toString(16), name).toBe(expected.toString(16));
+    });
+
+    it('continues a running value at every split', () => {
+      const data = randomBytes(300);
+      const whole = crc(data);
+      for (let split = 0; split <= data.length; split++) {
+        expect(crc(data.subarray(split), crc(data.subarray(0, split)))).toBe(whole);
+      }
+      // Three pieces, and a piece that is empty.
+      expect(crc(data.subarray(200), crc(data.subarray(100, 200), crc(data.subarray(0, 100))))).toBe(whole);
+      expect(crc(new Uint8Array(0), whole)).toBe(whole);
+    });
+
+    it('returns unsigned 32-bit integers', () => {
+      for (let i = 0; i < 50; i++) {
+        const value = crc(randomBytes(1 + i * 7));
+        expect(Number.isInteger(value) && value >= 0 && value <= 0xffffffff).toBe(true);
+      }
+    });
+
+    it('rejects misuse with InvalidArgument', () => {
+      const bad: [unknown, unknown][] = [
+        ['text', 0],
+        [[1, 2, 3], 0],
+        [new Uint16Array(4), 0],
+        [new Uint8Array(4), -1],
+        [new Uint8Array(4), 2 ** 32],
+        [new Uint8Array(4), 1.5],
+        [new Uint8Array(4), Number.NaN],
+      ];
+      for (const [data, previous] of bad) {
+        let thrown: unknown;
+        try {
+          (crc as (d: unknown, p: unknown) => number)(data, previous);
+        } catch (err) {
+          thrown = err;
+        }
+        expect(isTesseraError(thrown, 'InvalidArgument'), `${String(data)} / ${String(previous)}`).toBe(true);
+      }
+    });
+  });
+}
+
+describe.skipIf(status.addonPath === null)('crc32c: addon and fallback agree', () => {
+  const isal = (): ReturnType<typeof crc32cWith> => crc32cWith('isa-l');
+  const nodeRs = crc32cWith('@node-rs/crc32');
+
+  it('on random data of many lengths and alignments, and as running values', () => {
+    const backing = randomBytes(1 << 20);
+    for (const length of [1, 3, 7, 8, 15, 16, 63, 64, 100, 255, 256, 1000, 4096, 4099, 65536, 1 << 20]) {
+      for (const offset of [0, 1, 5]) {
+        const view = backing.subarray(offset, Math.min(backing.length, offset + length));
+        const previous = crc32c(backing.subarray(0, 7));
+        expect(isal()(view)).toBe(nodeRs(view));
+        expect(isal()(view, previous)).toBe(nodeRs(view, previous));
+      }
+    }
+  });
+
+  it('is what crc32c() uses when the addon is loaded', () => {
+    expect(status.checksum).toBe('isa-l');
+  });
+});
