@@ -151,10 +151,16 @@ async function verify(): Promise<void> {
 
 it('matches the model through concurrent transactions, compaction and reopen', async () => {
   let compacted = 0;
+  let pipelined = 0;
   for (let round = 0; round < 12; round++) {
-    const txns: StoreOp[][] = [];
-    for (let t = 0; t < 40; t++) txns.push(Array.from({ length: 1 + rng.int(4) }, () => randomOp()));
-    await Promise.all(txns.map((ops) => store.transact(ops)));
+    // Submitted in waves, so groups overlap in the commit pipeline (one prepared while another commits).
+    const inFlight: Array<Promise<void>> = [];
+    for (let t = 0; t < 40; t++) {
+      inFlight.push(store.transact(Array.from({ length: 1 + rng.int(4) }, () => randomOp())));
+      if (rng.int(3) === 0) await new Promise((r) => setImmediate(r));
+      if (rng.int(8) === 0) await new Promise((r) => setTimeout(r, rng.int(3)));
+    }
+    await Promise.all(inFlight);
     await verify();
     if (round % 3 === 1) {
       const m = await store.runMaintenance();
@@ -162,12 +168,16 @@ it('matches the model through concurrent transactions, compaction and reopen', a
       await verify();
     }
     if (round % 4 === 3) {
+      pipelined += store.commitStats().pipelinedGroups;
       await store.close();
       store = await open();
       await verify();
     }
   }
   expect(compacted, 'compaction ran').toBeGreaterThan(0);
+  pipelined += store.commitStats().pipelinedGroups;
+  console.log(`store-model: ${compacted} segments compacted, ${pipelined} groups prepared while another committed`);
+  expect(pipelined, 'the commit pipeline overlapped groups').toBeGreaterThan(0);
   const before = store.space();
   await store.runMaintenance();
   const after = store.space();

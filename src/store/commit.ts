@@ -1,20 +1,25 @@
 /**
- * Group commit: transactions queue here; one group at a time is prepared,
- * its data appended to segments with one writev + fdatasync per segment, and
- * its metadata written as one synced KvStore batch. Only then are the
- * group's transactions acknowledged, and only then does the in-memory state
- * (record cache, segment records, counters) change.
+ * Group commit, pipelined in two stages:
+ *   A. prepare: load the records a group touches, apply its transactions,
+ *      build its metadata batch, append its data to segments and fdatasync;
+ *   B. commit: write the metadata batch synced, then apply it in memory and
+ *      acknowledge the group's transactions.
+ * Stage A of group N+1 runs while stage B of group N runs; both stages run in
+ * group order, so metadata batches land in the order they were prepared.
+ * Group N+1 is prepared on top of group N's results, which stage A records in
+ * a pending overlay (records, segment records, counters, omap changes) until
+ * stage B applies them.
  *
  * Failure handling: a transaction that fails while being prepared is rejected
- * alone. If appending data fails (no space, I/O error), the group's segment
- * bytes are cut back and every transaction in it fails; nothing changed. If
- * the metadata batch fails, the store can no longer know what is on disk: it
- * fails itself (every later call errors) and the next open recovers.
+ * alone. If appending data fails (no space, I/O error), that group's segment
+ * bytes are cut back and its transactions fail; nothing changed. If a metadata
+ * batch fails, the store can no longer know what is on disk: it fails itself
+ * (every later call errors) and the next open recovers.
  */
 import { assert } from '../lib/assert.js';
 import { toTesseraError } from '../lib/errors.js';
 import { objectSortKey } from '../lib/hash.js';
-import type { BatchEnv, NewBlob, ObjectSlot } from './batch.js';
+import type { AnyOp, BatchEnv, NewBlob, ObjectSlot } from './batch.js';
 import { BatchState, slotKey, TxnState } from './batch.js';
 import { checkExtentMap } from './extents.js';
 import type { KvOp } from './kv.js';
@@ -22,23 +27,24 @@ import { objectKey, omapKey, purgeKey, segmentKey, segmentRefKey, singletonKey }
 import type { Onode, SegmentRecord, StoreCounters } from './records.js';
 import { encodeCounters, encodeOnode, encodeSegment } from './records.js';
 import type { PendingAppend } from './segments.js';
-import type { AnyOp } from './batch.js';
 import type { StoreCore } from './core.js';
 
 interface QueuedTxn {
   ops: readonly AnyOp[];
   bytes: number;
-  /** Data the transaction appends counts against free space; removes never do. */
   resolve: () => void;
   reject: (err: unknown) => void;
 }
 
-export const countersKey = singletonKey('counters');
-
-function liveBySegment(o: Onode | null): Map<number, number> {
-  const m = new Map<number, number>();
-  for (const e of o?.extents ?? []) m.set(e.blob.segmentId, (m.get(e.blob.segmentId) ?? 0) + e.lengthBytes);
-  return m;
+/** A group that passed stage A. */
+interface PreparedGroup {
+  batch: BatchState;
+  accepted: QueuedTxn[];
+  ops: KvOp[];
+  counters: StoreCounters;
+  segmentUpdates: Map<number, SegmentRecord>;
+  retire: number[];
+  appendBytes: number;
 }
 
 /** Cumulative group-commit figures (for metrics and benchmarks). */
@@ -50,23 +56,65 @@ export interface CommitStats {
   prepareMs: number;
   dataSyncMs: number;
   metaSyncMs: number;
+  /** Groups prepared while the previous group was still committing. */
+  pipelinedGroups: number;
+}
+
+export const countersKey = singletonKey('counters');
+
+function liveBySegment(o: Onode | null): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const e of o?.extents ?? []) m.set(e.blob.segmentId, (m.get(e.blob.segmentId) ?? 0) + e.lengthBytes);
+  return m;
+}
+
+/** What prepared groups changed and stage B has not applied yet. */
+class PendingOverlay {
+  readonly onodes = new Map<string, Onode | null>();
+  readonly segments = new Map<number, SegmentRecord>();
+  readonly omap = new Map<number, Map<string, Buffer | null>>();
+  counters: StoreCounters | null = null;
+
+  add(g: PreparedGroup): void {
+    for (const slot of g.batch.slots.values()) if (slot.dirty) this.onodes.set(slot.key.toString('latin1'), slot.current);
+    for (const [id, r] of g.segmentUpdates) this.segments.set(id, r);
+    for (const [nid, overlay] of g.batch.omap) {
+      let m = this.omap.get(nid);
+      if (!m) this.omap.set(nid, (m = new Map()));
+      for (const [k, v] of overlay) m.set(k, v);
+    }
+    this.counters = g.counters;
+  }
+
+  /** Drops what g put here, unless a later group replaced it. */
+  remove(g: PreparedGroup): void {
+    for (const slot of g.batch.slots.values()) {
+      const k = slot.key.toString('latin1');
+      if (slot.dirty && this.onodes.get(k) === slot.current) this.onodes.delete(k);
+    }
+    for (const [id, r] of g.segmentUpdates) if (this.segments.get(id) === r) this.segments.delete(id);
+    for (const [nid, overlay] of g.batch.omap) {
+      const m = this.omap.get(nid);
+      if (!m) continue;
+      for (const [k, v] of overlay) if (m.get(k) === v) m.delete(k);
+      if (m.size === 0) this.omap.delete(nid);
+    }
+    if (this.counters === g.counters) this.counters = null;
+  }
 }
 
 export class Committer {
-  readonly stats: CommitStats = { groups: 0, transactions: 0, appendedBytes: 0, loadMs: 0, prepareMs: 0, dataSyncMs: 0, metaSyncMs: 0 };
+  readonly stats: CommitStats = { groups: 0, transactions: 0, appendedBytes: 0, loadMs: 0, prepareMs: 0, dataSyncMs: 0, metaSyncMs: 0, pipelinedGroups: 0 };
   private readonly queue: QueuedTxn[] = [];
   private queuedBytes = 0;
   private running = false;
+  private readonly pending = new PendingOverlay();
   /** Resolves when the queue drains (for close). */
   private idle: Promise<void> = Promise.resolve();
   private markIdle: () => void = () => undefined;
   private readonly waiters: Array<() => void> = [];
 
   constructor(private readonly core: StoreCore) {}
-
-  get queuedTransactions(): number {
-    return this.queue.length;
-  }
 
   async submit(ops: readonly AnyOp[], bytes: number): Promise<void> {
     const l = this.core.limits;
@@ -109,18 +157,38 @@ export class Committer {
     return group;
   }
 
+  /** At most one group in stage A and one in stage B at any time. */
   private async loop(): Promise<void> {
+    let inCommit: Promise<void> | null = null;
     try {
-      while (this.queue.length > 0) {
+      for (;;) {
+        if (this.queue.length === 0) {
+          if (!inCommit) break;
+          await inCommit;
+          inCommit = null;
+          continue;
+        }
         // Let every submitter that is about to join (continuations of the group just acknowledged) do so.
         await this.core.io.clock.yield();
         const group = this.takeGroup();
+        if (inCommit) this.stats.pipelinedGroups++;
+        let prepared: PreparedGroup | null = null;
         try {
           this.core.checkUsable();
-          await this.commitGroup(group);
+          prepared = await this.prepareGroup(group);
         } catch (err) {
           for (const t of group) t.reject(toTesseraError(err));
         }
+        const previous: Promise<void> | null = inCommit;
+        if (prepared) {
+          const g = prepared;
+          this.pending.add(g);
+          inCommit = (async () => {
+            if (previous) await previous;
+            await this.commitGroup(g);
+          })();
+        }
+        if (previous) await previous;
       }
     } finally {
       this.running = false;
@@ -128,21 +196,25 @@ export class Committer {
     }
   }
 
-  private async commitGroup(group: QueuedTxn[]): Promise<void> {
-    const core = this.core;
-    const clock = core.io.clock;
-    const stats = this.stats;
+  private lapTimer(): () => number {
+    const clock = this.core.io.clock;
     let t = clock.monotonicMs();
-    const lap = (): number => {
+    return () => {
       const now = clock.monotonicMs();
       const elapsed = now - t;
       t = now;
       return elapsed;
     };
+  }
+
+  /** Stage A. Returns null when no transaction of the group survived preparation. */
+  private async prepareGroup(group: QueuedTxn[]): Promise<PreparedGroup | null> {
+    const core = this.core;
+    const lap = this.lapTimer();
     const batch = new BatchState();
     await this.loadSlots(batch, group);
-    stats.loadMs += lap();
-    const counters: StoreCounters = { ...core.counters };
+    this.stats.loadMs += lap();
+    const counters: StoreCounters = { ...(this.pending.counters ?? core.counters) };
     const env: BatchEnv = {
       nowMs: core.io.clock.nowMs(),
       inlineDataBytesMax: core.limits.inlineDataBytesMax,
@@ -151,7 +223,7 @@ export class Committer {
       xattrCountMax: core.limits.xattrCountMax,
       txnOmapKeysMax: core.limits.txnOmapKeysMax,
       allocateNid: () => counters.nextNid++,
-      scanOmapKeys: (nid, start, end, limit) => core.scanOmapKeys(nid, start, end, limit),
+      scanOmapKeys: (nid, start, end, limit) => this.scanOmapKeys(nid, start, end, limit),
     };
     const savepoint = core.segments.savepoint();
     const newSegments = new Set<number>();
@@ -178,32 +250,47 @@ export class Committer {
         t.reject(toTesseraError(err));
       }
     }
-    if (accepted.length === 0) return;
+    if (accepted.length === 0) return null;
     const { ops, segmentUpdates, retire } = this.encode(batch, counters, appends);
-    stats.prepareMs += lap();
+    this.stats.prepareMs += lap();
     if (appends.length > 0) {
       try {
         await core.segments.writeDurably(appends, newSegments);
         core.noteAppended(appendBytes);
-        stats.dataSyncMs += lap();
+        this.stats.dataSyncMs += lap();
       } catch (err) {
         core.segments.rollback(savepoint);
         await this.cutBack(appends);
         throw core.mapWriteError(err);
       }
     }
+    return { batch, accepted, ops, counters, segmentUpdates, retire, appendBytes };
+  }
+
+  /** Stage B: never throws; the group's transactions learn the outcome. */
+  private async commitGroup(g: PreparedGroup): Promise<void> {
+    const core = this.core;
+    const lap = this.lapTimer();
     try {
-      await core.kv.write(ops, { sync: true });
+      core.checkUsable();
+      try {
+        await core.kv.write(g.ops, { sync: true });
+      } catch (err) {
+        core.fail(err);
+        throw core.mapWriteError(err);
+      }
     } catch (err) {
-      core.fail(err);
-      throw core.mapWriteError(err);
+      this.pending.remove(g);
+      for (const t of g.accepted) t.reject(toTesseraError(err));
+      return;
     }
-    stats.metaSyncMs += lap();
-    stats.groups++;
-    stats.transactions += accepted.length;
-    stats.appendedBytes += appendBytes;
-    this.applyCommitted(batch, counters, segmentUpdates, retire);
-    for (const txn of accepted) txn.resolve();
+    this.stats.metaSyncMs += lap();
+    this.stats.groups++;
+    this.stats.transactions += g.accepted.length;
+    this.stats.appendedBytes += g.appendBytes;
+    this.applyCommitted(g);
+    this.pending.remove(g);
+    for (const t of g.accepted) t.resolve();
   }
 
   private async cutBack(appends: readonly PendingAppend[]): Promise<void> {
@@ -212,7 +299,24 @@ export class Committer {
     for (const [id, offset] of starts) await this.core.segments.truncateTo(id, offset).catch(() => undefined);
   }
 
-  /** Loads the committed record of every object the group touches: cache first, then one getMany. */
+  /** Committed omap keys in [start, end) with the changes of groups not yet committed. */
+  private async scanOmapKeys(nid: number, start: Buffer, end: Buffer, limit: number): Promise<Buffer[]> {
+    // Copy the pending changes before the scan: a group may commit (and leave the overlay) while it runs,
+    // and the scan may or may not see that group's writes; with the copy applied on top, either way is right.
+    const from = start.toString('latin1');
+    const to = end.toString('latin1');
+    const changes = [...(this.pending.omap.get(nid) ?? [])].filter(([k]) => k >= from && k < to);
+    const committed = await this.core.scanOmapKeys(nid, start, end, limit);
+    if (changes.length === 0) return committed;
+    const keys = new Set(committed.map((k) => k.toString('latin1')));
+    for (const [k, v] of changes) {
+      if (v) keys.add(k);
+      else keys.delete(k);
+    }
+    return [...keys].sort().slice(0, limit).map((k) => Buffer.from(k, 'latin1'));
+  }
+
+  /** Loads the record of every object the group touches: pending groups, then the cache, then one getMany. */
   private async loadSlots(batch: BatchState, group: readonly QueuedTxn[]): Promise<void> {
     const missing: ObjectSlot[] = [];
     for (const t of group) {
@@ -221,10 +325,11 @@ export class Committer {
         if (batch.slots.has(k)) continue;
         const sortKey = objectSortKey(op.id.name);
         const key = objectKey(op.id, sortKey);
-        const cached = this.core.cache.get(key);
-        const slot: ObjectSlot = { key, id: op.id, sortKey, committed: cached ?? null, current: cached ?? null, dirty: false };
+        const latin = key.toString('latin1');
+        const known = this.pending.onodes.has(latin) ? this.pending.onodes.get(latin) : this.core.cache.get(key);
+        const slot: ObjectSlot = { key, id: op.id, sortKey, committed: known ?? null, current: known ?? null, dirty: false };
         batch.slots.set(k, slot);
-        if (cached === undefined) missing.push(slot);
+        if (known === undefined) missing.push(slot);
       }
     }
     if (missing.length === 0) return;
@@ -277,7 +382,10 @@ export class Committer {
     const segmentUpdates = new Map<number, SegmentRecord>();
     const touch = (id: number): SegmentRecord => {
       let r = segmentUpdates.get(id);
-      if (!r) segmentUpdates.set(id, (r = { ...(core.segments.records.get(id) ?? { sizeBytes: 0, liveBytes: 0 }) }));
+      if (!r) {
+        const latest = this.pending.segments.get(id) ?? core.segments.records.get(id) ?? { sizeBytes: 0, liveBytes: 0 };
+        segmentUpdates.set(id, (r = { ...latest }));
+      }
       return r;
     };
     for (const a of appends) {
@@ -299,14 +407,14 @@ export class Committer {
     return { ops, segmentUpdates, retire };
   }
 
-  private applyCommitted(batch: BatchState, counters: StoreCounters, segmentUpdates: Map<number, SegmentRecord>, retire: number[]): void {
+  private applyCommitted(g: PreparedGroup): void {
     const core = this.core;
-    for (const slot of batch.slots.values()) core.cache.set(slot.key, slot.current);
-    for (const [id, r] of segmentUpdates) core.segments.records.set(id, r);
-    for (const id of retire) core.segments.retire(id);
-    core.counters = counters;
-    if (batch.purges.size > 0) core.onPurgesQueued();
-    for (const slot of batch.slots.values()) {
+    for (const slot of g.batch.slots.values()) core.cache.set(slot.key, slot.current);
+    for (const [id, r] of g.segmentUpdates) core.segments.records.set(id, r);
+    for (const id of g.retire) core.segments.retire(id);
+    core.counters = g.counters;
+    if (g.batch.purges.size > 0) core.onPurgesQueued();
+    for (const slot of g.batch.slots.values()) {
       if (slot.dirty && slot.current && slot.current.extents.length > core.limits.extentsPerObjectMax) core.onFragmented(slot.id);
     }
   }
