@@ -11,7 +11,7 @@
  *   4 MiB gets     vs sequential 4 MiB reads of a file (page cache dropped when permitted)
  * Daemon figures also carry their ratio to the in-process store's.
  *
- * Usage: node dist/bench/store.js [--dir DIR] [--seconds N] [--rounds N]
+ * Usage: node dist/bench/store.js [--dir DIR] [--seconds N] [--rounds N] [--only SUBSTRING] [--no-daemon]
  */
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -30,7 +30,7 @@ import { closedLoop, dropCaches, emit, printHost, resultOf, type BenchResult } f
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const { values: args } = parseArgs({ options: { dir: { type: 'string' }, seconds: { type: 'string' }, rounds: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { dir: { type: 'string' }, seconds: { type: 'string' }, rounds: { type: 'string' }, only: { type: 'string' }, 'no-daemon': { type: 'boolean' } } });
 const seconds = Number(args.seconds ?? 2);
 const rounds = Number(args.rounds ?? 3);
 const io = systemIo();
@@ -152,6 +152,7 @@ async function runAll(label: string, store: StoreApi, raw: RawDisk, reference?: 
   const out = new Map<string, BenchResult>();
   const written = new Map<number, number>();
   for (const c of cases) {
+    if (args.only && !c.key.includes(args.only)) continue;
     const results: BenchResult[] = [];
     const baselines: BenchResult[] = [];
     for (let r = 0; r < rounds; r++) {
@@ -210,6 +211,7 @@ try {
   } finally {
     await store.close();
   }
+  if (args['no-daemon']) process.exit(0);
   const daemon = await startDaemon(join(base, 'daemon'));
   const client = new StoreClient(createTcpClient({ io, host: '127.0.0.1', port: daemon.port }));
   try {

@@ -142,3 +142,27 @@ it('a full store refuses writes with NoSpace, keeps what it acknowledged, still 
   for (const [name, data] of written) expect((await store.read(id(name))).equals(data)).toBe(true);
   await store.close();
 });
+
+it('compaction reclaims the space of deleted and overwritten data and keeps the rest intact', async () => {
+  const store = await open({ limits: { segmentBytesMax: 4 * 1024 * 1024 } });
+  const kept = new Map<string, Buffer>();
+  for (let i = 0; i < 60; i++) {
+    const data = randomBytes(512 * 1024);
+    await store.transact([{ type: 'writeFull', id: id(`c${i}`), data }]);
+    if (i % 5 === 0) kept.set(`c${i}`, data);
+  }
+  for (let i = 0; i < 60; i++) if (i % 5 !== 0) await store.transact([{ type: 'remove', id: id(`c${i}`) }]);
+  await store.refreshSpace();
+  const before = store.space();
+  const result = await store.runMaintenance();
+  await store.refreshSpace();
+  const after = store.space();
+  expect(result.segmentsCompacted).toBeGreaterThan(0);
+  expect(after.usedBytes).toBeLessThan(before.usedBytes / 2);
+  expect(after.deadBytes).toBeLessThan(before.deadBytes / 4);
+  for (const [name, data] of kept) expect((await store.read(id(name))).equals(data)).toBe(true);
+  await store.close();
+  const reopened = await open();
+  for (const [name, data] of kept) expect((await reopened.read(id(name))).equals(data)).toBe(true);
+  await reopened.close();
+});

@@ -49,6 +49,8 @@ export class BatchState {
   readonly purges = new Set<number>();
   /** New blobs in the order their data is appended. */
   readonly newBlobs: NewBlob[] = [];
+  /** Segments the group should delete if nothing references them. */
+  readonly retireRequests = new Set<number>();
 
   slot(id: ObjectId): ObjectSlot {
     const s = this.slots.get(slotKey(id));
@@ -109,6 +111,9 @@ export class TxnState {
     switch (op.type) {
       case 'relocate':
         return this.relocate(op);
+      case 'retireSegment':
+        this.batch.retireRequests.add(op.segmentId);
+        return;
       case 'create': {
         const exists = this.read(op.id) !== null;
         if (exists && op.exclusive) throw new TesseraError('AlreadyExists', `object ${op.id.ns}/${op.id.name} exists`);
@@ -305,8 +310,8 @@ export class TxnState {
     this.newBlobs.push({ blob, data: op.data });
   }
 
-  /** Merges this transaction into its group; `place` assigns each new blob its segment location. */
-  mergeInto(place: (blob: NewBlob) => void): void {
+  /** Merges this transaction into its group (its new blobs get their segment location when the group's record is laid out). */
+  mergeInto(): void {
     for (const [k, onode] of this.objects) {
       const slot = this.batch.slots.get(k)!;
       slot.current = onode;
@@ -321,10 +326,7 @@ export class TxnState {
       this.batch.purges.add(nid);
       this.batch.omap.delete(nid);
     }
-    for (const b of this.newBlobs) {
-      place(b);
-      this.batch.newBlobs.push(b);
-    }
+    for (const b of this.newBlobs) this.batch.newBlobs.push(b);
   }
 
   appendBytes(): number {
@@ -358,4 +360,10 @@ export interface RelocateOp {
   data: Buffer;
 }
 
-export type AnyOp = StoreOp | RelocateOp;
+/** Internal: deletes a sealed segment no extent references any more (its log records are past the checkpoint). */
+export interface RetireSegmentOp {
+  type: 'retireSegment';
+  segmentId: number;
+}
+
+export type AnyOp = StoreOp | RelocateOp | RetireSegmentOp;

@@ -1,20 +1,27 @@
 /**
  * Group commit, pipelined in two stages:
  *   A. prepare: load the records a group touches, apply its transactions,
- *      build its metadata batch, append its data to segments and fdatasync;
- *   B. commit: write the metadata batch synced, then apply it in memory and
- *      acknowledge the group's transactions.
+ *      build its metadata batch, and append one log record (its data, then
+ *      its metadata: log.ts) to the active segment with one fdatasync: from
+ *      here on the group is durable;
+ *   B. commit: write the metadata batch to the KvStore (synced only when a
+ *      checkpoint is due), apply it in memory, acknowledge the transactions.
  * Stage A of group N+1 runs while stage B of group N runs; both stages run in
  * group order, so metadata batches land in the order they were prepared.
  * Group N+1 is prepared on top of group N's results, which stage A records in
  * a pending overlay (records, segment records, counters, omap changes) until
  * stage B applies them.
  *
+ * Checkpoints: a synced KvStore write records where the log must be replayed
+ * from after a crash. One is due every checkpointIntervalMs or
+ * checkpointLogBytes, and before any segment file may be deleted (so replay
+ * never needs a deleted segment).
+ *
  * Failure handling: a transaction that fails while being prepared is rejected
- * alone. If appending data fails (no space, I/O error), that group's segment
- * bytes are cut back and its transactions fail; nothing changed. If a metadata
- * batch fails, the store can no longer know what is on disk: it fails itself
- * (every later call errors) and the next open recovers.
+ * alone. If appending the record fails (no space, I/O error), that group's
+ * segment bytes are cut back and its transactions fail; nothing changed. If a
+ * metadata write fails, the store can no longer know what is on disk: it
+ * fails itself (every later call errors) and the next open recovers.
  */
 import { assert } from '../lib/assert.js';
 import { toTesseraError } from '../lib/errors.js';
@@ -26,7 +33,8 @@ import type { KvOp } from './kv.js';
 import { objectKey, omapKey, purgeKey, segmentKey, segmentRefKey, singletonKey } from './keys.js';
 import type { Onode, SegmentRecord, StoreCounters } from './records.js';
 import { encodeCounters, encodeOnode, encodeSegment } from './records.js';
-import type { PendingAppend } from './segments.js';
+import type { Reservation } from './segments.js';
+import { encodeMeta, encodePosition, encodeRecordHeader, metaLength, RECORD_HEADER_BYTES, type RecordPosition } from './log.js';
 import type { StoreCore } from './core.js';
 
 interface QueuedTxn {
@@ -45,6 +53,8 @@ interface PreparedGroup {
   segmentUpdates: Map<number, SegmentRecord>;
   retire: number[];
   appendBytes: number;
+  /** Where the record after this group's goes: the replay position a checkpoint after this group records. */
+  end: RecordPosition;
 }
 
 /** Cumulative group-commit figures (for metrics and benchmarks). */
@@ -61,6 +71,13 @@ export interface CommitStats {
 }
 
 export const countersKey = singletonKey('counters');
+export const checkpointKey = singletonKey('checkpoint');
+
+/** How often the KvStore is synced (a checkpoint), bounding what recovery replays. */
+export interface CheckpointPolicy {
+  intervalMs: number;
+  logBytes: number;
+}
 
 function liveBySegment(o: Onode | null): Map<number, number> {
   const m = new Map<number, number>();
@@ -68,53 +85,24 @@ function liveBySegment(o: Onode | null): Map<number, number> {
   return m;
 }
 
-/** What prepared groups changed and stage B has not applied yet. */
-class PendingOverlay {
-  readonly onodes = new Map<string, Onode | null>();
-  readonly segments = new Map<number, SegmentRecord>();
-  readonly omap = new Map<number, Map<string, Buffer | null>>();
-  counters: StoreCounters | null = null;
-
-  add(g: PreparedGroup): void {
-    for (const slot of g.batch.slots.values()) if (slot.dirty) this.onodes.set(slot.key.toString('latin1'), slot.current);
-    for (const [id, r] of g.segmentUpdates) this.segments.set(id, r);
-    for (const [nid, overlay] of g.batch.omap) {
-      let m = this.omap.get(nid);
-      if (!m) this.omap.set(nid, (m = new Map()));
-      for (const [k, v] of overlay) m.set(k, v);
-    }
-    this.counters = g.counters;
-  }
-
-  /** Drops what g put here, unless a later group replaced it. */
-  remove(g: PreparedGroup): void {
-    for (const slot of g.batch.slots.values()) {
-      const k = slot.key.toString('latin1');
-      if (slot.dirty && this.onodes.get(k) === slot.current) this.onodes.delete(k);
-    }
-    for (const [id, r] of g.segmentUpdates) if (this.segments.get(id) === r) this.segments.delete(id);
-    for (const [nid, overlay] of g.batch.omap) {
-      const m = this.omap.get(nid);
-      if (!m) continue;
-      for (const [k, v] of overlay) if (m.get(k) === v) m.delete(k);
-      if (m.size === 0) this.omap.delete(nid);
-    }
-    if (this.counters === g.counters) this.counters = null;
-  }
-}
-
 export class Committer {
   readonly stats: CommitStats = { groups: 0, transactions: 0, appendedBytes: 0, loadMs: 0, prepareMs: 0, dataSyncMs: 0, metaSyncMs: 0, pipelinedGroups: 0 };
   private readonly queue: QueuedTxn[] = [];
   private queuedBytes = 0;
   private running = false;
-  private readonly pending = new PendingOverlay();
   /** Resolves when the queue drains (for close). */
   private idle: Promise<void> = Promise.resolve();
   private markIdle: () => void = () => undefined;
   private readonly waiters: Array<() => void> = [];
+  private lastCheckpointMs: number;
+  private loggedSinceCheckpoint = 0;
 
-  constructor(private readonly core: StoreCore) {}
+  constructor(
+    private readonly core: StoreCore,
+    private readonly checkpoints: CheckpointPolicy = { intervalMs: 500, logBytes: 128 * 1024 * 1024 },
+  ) {
+    this.lastCheckpointMs = core.io.clock.monotonicMs();
+  }
 
   async submit(ops: readonly AnyOp[], bytes: number): Promise<void> {
     const l = this.core.limits;
@@ -182,7 +170,10 @@ export class Committer {
         const previous: Promise<void> | null = inCommit;
         if (prepared) {
           const g = prepared;
-          this.pending.add(g);
+          // Durable in the log: visible to readers (through the pending overlay) and acknowledged now;
+          // stage B moves it into the KvStore and the cache.
+          this.core.pending.add(g.batch, g.segmentUpdates, g.counters);
+          for (const t of g.accepted) t.resolve();
           inCommit = (async () => {
             if (previous) await previous;
             await this.commitGroup(g);
@@ -214,7 +205,7 @@ export class Committer {
     const batch = new BatchState();
     await this.loadSlots(batch, group);
     this.stats.loadMs += lap();
-    const counters: StoreCounters = { ...(this.pending.counters ?? core.counters) };
+    const counters: StoreCounters = { ...(this.core.pending.counters ?? core.counters) };
     const env: BatchEnv = {
       nowMs: core.io.clock.nowMs(),
       inlineDataBytesMax: core.limits.inlineDataBytesMax,
@@ -225,18 +216,8 @@ export class Committer {
       allocateNid: () => counters.nextNid++,
       scanOmapKeys: (nid, start, end, limit) => this.scanOmapKeys(nid, start, end, limit),
     };
-    const savepoint = core.segments.savepoint();
-    const newSegments = new Set<number>();
-    const appends: PendingAppend[] = [];
-    let appendBytes = 0;
-    const place = (nb: NewBlob): void => {
-      const r = core.segments.reserve(nb.data.length, () => counters.nextSegmentId++);
-      if (r.isNew) newSegments.add(r.segmentId);
-      nb.blob.segmentId = r.segmentId;
-      nb.blob.segmentOffset = r.segmentOffset;
-      appends.push({ segmentId: r.segmentId, segmentOffset: r.segmentOffset, data: nb.data });
-    };
     const accepted: QueuedTxn[] = [];
+    let appendBytes = 0;
     for (const t of group) {
       const txn = new TxnState(batch, env);
       try {
@@ -244,44 +225,65 @@ export class Committer {
         const bytes = txn.appendBytes();
         if (bytes > 0) core.reserveSpace(appendBytes + bytes);
         appendBytes += bytes;
-        txn.mergeInto(place);
+        txn.mergeInto();
         accepted.push(t);
       } catch (err) {
         t.reject(toTesseraError(err));
       }
     }
     if (accepted.length === 0) return null;
-    const { ops, segmentUpdates, retire } = this.encode(batch, counters, appends);
-    this.stats.prepareMs += lap();
-    if (appends.length > 0) {
-      try {
-        await core.segments.writeDurably(appends, newSegments);
-        core.noteAppended(appendBytes);
-        this.stats.dataSyncMs += lap();
-      } catch (err) {
-        core.segments.rollback(savepoint);
-        await this.cutBack(appends);
-        throw core.mapWriteError(err);
-      }
+    const savepoint = core.segments.savepoint();
+    // A segment sealed by this group, or named by a retire request, goes now if nothing references it.
+    const sealed = savepoint.activeId;
+    const record = core.segments.beginRecord(RECORD_HEADER_BYTES + appendBytes, () => counters.nextSegmentId++);
+    let at = record.segmentOffset + RECORD_HEADER_BYTES;
+    for (const nb of batch.newBlobs) {
+      nb.blob.segmentId = record.segmentId;
+      nb.blob.segmentOffset = at;
+      at += nb.data.length;
     }
-    return { batch, accepted, ops, counters, segmentUpdates, retire, appendBytes };
+    const sequence = counters.nextSequence++;
+    if (sealed !== null && sealed !== record.segmentId) batch.retireRequests.add(sealed);
+    const { ops, segmentUpdates, retire, recordEnd } = this.encode(batch, counters, record, appendBytes);
+    const meta = encodeMeta(ops);
+    core.segments.extendRecord(meta.length);
+    assert(record.segmentOffset + RECORD_HEADER_BYTES + appendBytes + meta.length === recordEnd, 'the record is as long as planned');
+    const data = batch.newBlobs.map((nb) => nb.data);
+    this.stats.prepareMs += lap();
+    try {
+      await core.segments.writeRecord(record, [encodeRecordHeader(sequence, data, meta), ...data, meta]);
+      core.noteAppended(recordEnd - record.segmentOffset);
+      this.stats.dataSyncMs += lap();
+    } catch (err) {
+      core.segments.rollback(savepoint);
+      await core.segments.truncateTo(record.segmentId, record.segmentOffset).catch(() => undefined);
+      throw core.mapWriteError(err);
+    }
+    const end = { segmentId: record.segmentId, offset: recordEnd, sequence: sequence + 1 };
+    return { batch, accepted, ops, counters, segmentUpdates, retire, appendBytes: recordEnd - record.segmentOffset, end };
   }
 
-  /** Stage B: never throws; the group's transactions learn the outcome. */
+  /**
+   * Stage B: never throws. The group is already acknowledged (durable in the
+   * log); if its metadata write fails, the store fails and the next open
+   * replays the log.
+   */
   private async commitGroup(g: PreparedGroup): Promise<void> {
     const core = this.core;
     const lap = this.lapTimer();
     try {
       core.checkUsable();
+      const checkpoint = this.checkpointDue(g);
       try {
-        await core.kv.write(g.ops, { sync: true });
+        await core.kv.write(checkpoint ? [...g.ops, { type: 'put', key: checkpointKey, value: encodePosition(g.end) }] : g.ops, { sync: checkpoint });
+        if (checkpoint) this.checkpointed();
+        else this.loggedSinceCheckpoint += g.appendBytes;
       } catch (err) {
         core.fail(err);
         throw core.mapWriteError(err);
       }
     } catch (err) {
-      this.pending.remove(g);
-      for (const t of g.accepted) t.reject(toTesseraError(err));
+      core.fail(err);
       return;
     }
     this.stats.metaSyncMs += lap();
@@ -289,14 +291,34 @@ export class Committer {
     this.stats.transactions += g.accepted.length;
     this.stats.appendedBytes += g.appendBytes;
     this.applyCommitted(g);
-    this.pending.remove(g);
-    for (const t of g.accepted) t.resolve();
+    core.pending.remove(g.batch, g.segmentUpdates, g.counters);
   }
 
-  private async cutBack(appends: readonly PendingAppend[]): Promise<void> {
-    const starts = new Map<number, number>();
-    for (const a of appends) starts.set(a.segmentId, Math.min(starts.get(a.segmentId) ?? a.segmentOffset, a.segmentOffset));
-    for (const [id, offset] of starts) await this.core.segments.truncateTo(id, offset).catch(() => undefined);
+  /** A synced write is due: by time or log volume, or because segment files are about to be deleted. */
+  private checkpointDue(g: PreparedGroup): boolean {
+    return (
+      g.retire.length > 0 ||
+      this.loggedSinceCheckpoint + g.appendBytes >= this.checkpoints.logBytes ||
+      this.core.io.clock.monotonicMs() - this.lastCheckpointMs >= this.checkpoints.intervalMs
+    );
+  }
+
+  private checkpointed(): void {
+    this.lastCheckpointMs = this.core.io.clock.monotonicMs();
+    this.loggedSinceCheckpoint = 0;
+  }
+
+  /** Makes the KvStore durable up to the end of the log (close, and after recovery). Call when idle. */
+  async checkpoint(): Promise<void> {
+    const core = this.core;
+    const active = core.segments.active;
+    const position: RecordPosition = {
+      segmentId: active ?? core.counters.nextSegmentId,
+      offset: active === null ? 0 : core.segments.appendEnd,
+      sequence: core.counters.nextSequence,
+    };
+    await core.kv.write([{ type: 'put', key: checkpointKey, value: encodePosition(position) }], { sync: true });
+    this.checkpointed();
   }
 
   /** Committed omap keys in [start, end) with the changes of groups not yet committed. */
@@ -305,7 +327,7 @@ export class Committer {
     // and the scan may or may not see that group's writes; with the copy applied on top, either way is right.
     const from = start.toString('latin1');
     const to = end.toString('latin1');
-    const changes = [...(this.pending.omap.get(nid) ?? [])].filter(([k]) => k >= from && k < to);
+    const changes = [...(this.core.pending.omap.get(nid) ?? [])].filter(([k]) => k >= from && k < to);
     const committed = await this.core.scanOmapKeys(nid, start, end, limit);
     if (changes.length === 0) return committed;
     const keys = new Set(committed.map((k) => k.toString('latin1')));
@@ -321,12 +343,13 @@ export class Committer {
     const missing: ObjectSlot[] = [];
     for (const t of group) {
       for (const op of t.ops) {
+        if (op.type === 'retireSegment') continue;
         const k = slotKey(op.id);
         if (batch.slots.has(k)) continue;
         const sortKey = objectSortKey(op.id.name);
         const key = objectKey(op.id, sortKey);
         const latin = key.toString('latin1');
-        const known = this.pending.onodes.has(latin) ? this.pending.onodes.get(latin) : this.core.cache.get(key);
+        const known = this.core.pending.onodes.has(latin) ? this.core.pending.onodes.get(latin) : this.core.cache.get(key);
         const slot: ObjectSlot = { key, id: op.id, sortKey, committed: known ?? null, current: known ?? null, dirty: false };
         batch.slots.set(k, slot);
         if (known === undefined) missing.push(slot);
@@ -343,7 +366,7 @@ export class Committer {
   }
 
   /** Builds the group's metadata batch. */
-  private encode(batch: BatchState, counters: StoreCounters, appends: readonly PendingAppend[]) {
+  private encode(batch: BatchState, counters: StoreCounters, record: Reservation, dataBytes: number) {
     const core = this.core;
     const ops: KvOp[] = [];
     const liveDelta = new Map<number, number>();
@@ -383,28 +406,32 @@ export class Committer {
     const touch = (id: number): SegmentRecord => {
       let r = segmentUpdates.get(id);
       if (!r) {
-        const latest = this.pending.segments.get(id) ?? core.segments.records.get(id) ?? { sizeBytes: 0, liveBytes: 0 };
+        const latest = this.core.pending.segments.get(id) ?? core.segments.records.get(id) ?? { sizeBytes: 0, liveBytes: 0 };
         segmentUpdates.set(id, (r = { ...latest }));
       }
       return r;
     };
-    for (const a of appends) {
-      const r = touch(a.segmentId);
-      r.sizeBytes = Math.max(r.sizeBytes, a.segmentOffset + a.data.length);
-    }
+    // The active segment's record covers this group's whole log record, metadata included: its value
+    // has a fixed width, so the metadata's length is known before the size is filled in.
+    const active = touch(record.segmentId);
     for (const [id, delta] of liveDelta) touch(id).liveBytes += delta;
+    for (const id of batch.retireRequests) if (this.core.pending.segments.has(id) || core.segments.records.has(id)) touch(id);
     const retire: number[] = [];
+    const activeValue = encodeSegment(active);
     for (const [id, r] of segmentUpdates) {
-      assert(r.liveBytes >= 0 && r.liveBytes <= r.sizeBytes, `segment ${id} live bytes within its size`);
       if (r.liveBytes === 0 && !core.segments.isActive(id)) {
         retire.push(id);
         ops.push({ type: 'del', key: segmentKey(id) });
       } else {
-        ops.push({ type: 'put', key: segmentKey(id), value: encodeSegment(r) });
+        ops.push({ type: 'put', key: segmentKey(id), value: r === active ? activeValue : encodeSegment(r) });
       }
     }
     ops.push({ type: 'put', key: countersKey, value: encodeCounters(counters) });
-    return { ops, segmentUpdates, retire };
+    const recordEnd = record.segmentOffset + RECORD_HEADER_BYTES + dataBytes + metaLength(ops);
+    active.sizeBytes = Math.max(active.sizeBytes, recordEnd);
+    encodeSegment(active).copy(activeValue);
+    for (const [id, r] of segmentUpdates) assert(r.liveBytes >= 0 && r.liveBytes <= r.sizeBytes, `segment ${id} live bytes within its size`);
+    return { ops, segmentUpdates, retire, recordEnd };
   }
 
   private applyCommitted(g: PreparedGroup): void {

@@ -13,10 +13,12 @@ import type { Io } from '../io/io.js';
 import { corrupt, TesseraError, toTesseraError } from '../lib/errors.js';
 import { limits as defaultLimits } from '../lib/limits.js';
 import { OnodeCache } from './cache.js';
+import { PendingOverlay } from './pending.js';
 import type { KvStore } from './kv.js';
 import { objectKey, omapKey, omapPrefix, omapUserKey, parseSegmentKey, Prefix, prefixEnd, segmentKey, singletonKey } from './keys.js';
 import { decodeCounters, decodeOnode, decodeSegment, type Onode, type StoreCounters } from './records.js';
 import { parseSegmentFileName, SegmentFiles } from './segments.js';
+import { decodePosition, readRecord, type ReadRecord, type RecordPosition } from './log.js';
 import type { ObjectId } from './types.js';
 import type { ValidationLimits } from './validate.js';
 
@@ -87,8 +89,10 @@ export async function writeSuperblock(io: Io, dir: string, identity: StoreIdenti
 }
 
 export class StoreCore {
-  counters: StoreCounters = { objects: 0, logicalBytes: 0, nextNid: 1, nextSegmentId: 1 };
+  counters: StoreCounters = { objects: 0, logicalBytes: 0, nextNid: 1, nextSegmentId: 1, nextSequence: 1 };
   readonly cache: OnodeCache;
+  /** Acknowledged changes not yet in the KvStore and cache: readers look here first. */
+  readonly pending = new PendingOverlay();
   private failure: TesseraError | null = null;
   closing = false;
   /** Space: refreshed from the file system in the background; estimates in between. */
@@ -109,6 +113,7 @@ export class StoreCore {
     cacheBytes: number,
   ) {
     this.cache = new OnodeCache(cacheBytes);
+    segments.isKnown = (id) => segments.records.has(id) || this.pending.segments.has(id);
   }
 
   checkUsable(): void {
@@ -133,9 +138,11 @@ export class StoreCore {
     }
   }
 
-  /** The committed record (cache, then the KvStore); null when absent. */
+  /** The latest acknowledged record (pending groups, the cache, then the KvStore); null when absent. */
   async loadCommitted(id: ObjectId): Promise<Onode | null> {
     const key = objectKey(id);
+    const latin = key.toString('latin1');
+    if (this.pending.onodes.has(latin)) return this.pending.onodes.get(latin)!;
     const cached = this.cache.get(key);
     if (cached !== undefined) return cached;
     const value = await this.kv.get(key);
@@ -199,8 +206,14 @@ export class StoreCore {
 
   // --- opening ---
 
-  /** Loads counters and segment records, and removes what a crash left behind. */
-  async recover(): Promise<void> {
+  /**
+   * Replays the log after the last checkpoint (log.ts), loads counters and
+   * segment records, and removes what a crash left behind: segment files no
+   * record names, bytes past a segment's recorded end. Returns the number of
+   * log records replayed.
+   */
+  async recover(): Promise<number> {
+    const replayed = await this.replayLog();
     const counters = await this.kv.get(singletonKey('counters'));
     if (counters) this.counters = decodeCounters(counters);
     let after: Buffer | undefined;
@@ -219,7 +232,7 @@ export class StoreCore {
       }
       const record = this.segments.records.get(id);
       if (!record) {
-        // Written by a group commit that never committed, or retired before the crash.
+        // Written by a group commit that never became durable, or retired before the crash.
         await this.io.fs.unlink(path);
         continue;
       }
@@ -229,6 +242,42 @@ export class StoreCore {
     }
     await this.segments.closeAll();
     await this.refreshSpace();
+    return replayed;
+  }
+
+  /** Applies every valid log record from the checkpoint on, in order; stops at the first gap or torn record. */
+  private async replayLog(): Promise<number> {
+    const saved = await this.kv.get(singletonKey('checkpoint'));
+    if (!saved) return 0;
+    let position = decodePosition(saved);
+    const ids = (await this.io.fs.readdir(this.segments.dir))
+      .map(parseSegmentFileName)
+      .filter((id): id is number => id !== null)
+      .sort((a, b) => a - b);
+    let replayed = 0;
+    for (;;) {
+      const next = await this.readLogRecord(position);
+      if (next) {
+        await this.kv.write(next.ops, { sync: false });
+        position = { ...position, offset: position.offset + next.lengthBytes, sequence: position.sequence + 1 };
+        replayed++;
+        continue;
+      }
+      // The log continues at the start of the next segment, if a record with the expected sequence is there.
+      const following = ids.find((id) => id > position.segmentId);
+      if (following === undefined) break;
+      const candidate = { segmentId: following, offset: 0, sequence: position.sequence };
+      if (!(await this.readLogRecord(candidate))) break;
+      position = candidate;
+    }
+    await this.segments.closeAll();
+    return replayed;
+  }
+
+  private async readLogRecord(p: RecordPosition): Promise<ReadRecord | null> {
+    if (!(await this.io.fs.stat(this.segments.path(p.segmentId)))) return null;
+    const file = await this.segments.fileForReplay(p.segmentId);
+    return readRecord(file, p.offset, p.sequence, await file.sizeBytes());
   }
 
   async hasPendingPurges(): Promise<boolean> {

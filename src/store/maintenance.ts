@@ -148,9 +148,15 @@ export class Maintenance {
         const { id } = parseObjectKey(key.subarray(5));
         moved += await this.relocate(id, (e) => e.blob.segmentId === segmentId, throttled);
       }
-      if (rows.length < 128) return moved;
+      if (rows.length < 128) break;
       after = rows[rows.length - 1]![0];
     }
+    // Nothing references it any more (or never did: a segment of metadata only): let a group delete it.
+    const record = this.core.segments.records.get(segmentId);
+    if (record && record.liveBytes === 0 && !this.core.segments.isActive(segmentId)) {
+      await this.committer.submit([{ type: 'retireSegment', segmentId }], 0);
+    }
+    return moved;
   }
 
   /** Rewrites the object's extents that match `pick` into new blobs; returns bytes moved. */

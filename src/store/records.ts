@@ -147,13 +147,14 @@ export interface SegmentRecord {
   liveBytes: number;
 }
 
+/** Fixed width, so a group can size its log record before it knows the active segment's final size. */
 export function encodeSegment(s: SegmentRecord): Buffer {
-  return new Writer(16).varint(s.sizeBytes).varint(s.liveBytes).finish();
+  return new Writer(16).u64(s.sizeBytes).u64(s.liveBytes).finish();
 }
 
 export function decodeSegment(value: Buffer): SegmentRecord {
   const r = new Reader(value, 'Corrupt', 'segment record');
-  const s = { sizeBytes: r.varint(), liveBytes: r.varint() };
+  const s = { sizeBytes: r.u64(), liveBytes: r.u64() };
   r.end();
   return s;
 }
@@ -164,15 +165,17 @@ export interface StoreCounters {
   logicalBytes: number;
   nextNid: number;
   nextSegmentId: number;
+  /** Sequence number of the next log record. */
+  nextSequence: number;
 }
 
 export function encodeCounters(c: StoreCounters): Buffer {
-  return new Writer(32).varint(c.objects).varint(c.logicalBytes).varint(c.nextNid).varint(c.nextSegmentId).finish();
+  return new Writer(40).varint(c.objects).varint(c.logicalBytes).varint(c.nextNid).varint(c.nextSegmentId).varint(c.nextSequence).finish();
 }
 
 export function decodeCounters(value: Buffer): StoreCounters {
   const r = new Reader(value, 'Corrupt', 'store counters');
-  const c = { objects: r.varint(), logicalBytes: r.varint(), nextNid: r.varint(), nextSegmentId: r.varint() };
+  const c = { objects: r.varint(), logicalBytes: r.varint(), nextNid: r.varint(), nextSegmentId: r.varint(), nextSequence: r.varint() };
   r.end();
   return c;
 }

@@ -1,8 +1,8 @@
 /**
  * Segment files: append-only files holding object data, named by a 32-bit id
  * (segments/00000001.seg). One segment at a time is open for appends (the
- * active one); the committer reserves space in it, writes a whole group
- * commit's data with one writev per segment and syncs it once.
+ * active one); each group commit appends one log record to it (log.ts): the
+ * group's data and metadata, with one writev and one fdatasync.
  *
  * Invariants:
  * - Committed records only reference bytes below a segment's recorded size.
@@ -33,12 +33,6 @@ export interface Reservation {
   isNew: boolean;
 }
 
-export interface PendingAppend {
-  segmentId: number;
-  segmentOffset: number;
-  data: Buffer;
-}
-
 export const segmentFileName = (id: number): string => `${id.toString(16).padStart(8, '0')}.seg`;
 
 export function parseSegmentFileName(name: string): number | null {
@@ -60,22 +54,40 @@ export class SegmentFiles {
     private readonly segmentBytesMax: number,
   ) {}
 
+  /** Whether a segment holds acknowledged data (committed records, or groups not yet in the KvStore). */
+  isKnown: (id: number) => boolean = (id) => this.records.has(id);
+
   path(id: number): string {
     return join(this.dir, segmentFileName(id));
   }
 
-  /** Where the next append goes; starts a new segment (id from allocateId) when the active one is full. */
-  reserve(lengthBytes: number, allocateId: () => number): Reservation {
-    assert(lengthBytes > 0 && lengthBytes <= this.segmentBytesMax, 'an append fits in one segment');
+  /**
+   * Reserves room for a group's log record (header + data) at the end of the
+   * active segment, starting a new segment (id from allocateId) when the
+   * active one cannot take the header and data; the metadata that follows is
+   * added with extendRecord. A record never spans segments; a segment may
+   * exceed segmentBytesMax by one record's metadata.
+   */
+  beginRecord(headerAndDataBytes: number, allocateId: () => number): Reservation {
     let isNew = false;
-    if (this.activeId === null || this.activeEnd + lengthBytes > this.segmentBytesMax) {
+    if (this.activeId === null || (this.activeEnd > 0 && this.activeEnd + headerAndDataBytes > this.segmentBytesMax)) {
       this.activeId = allocateId();
       this.activeEnd = 0;
       isNew = true;
     }
     const r = { segmentId: this.activeId, segmentOffset: this.activeEnd, isNew };
-    this.activeEnd += lengthBytes;
+    this.activeEnd += headerAndDataBytes;
     return r;
+  }
+
+  extendRecord(bytes: number): void {
+    assert(this.activeId !== null, 'a record is open');
+    this.activeEnd += bytes;
+  }
+
+  /** Where the next record goes (or the start of the next segment when none is active). */
+  get appendEnd(): number {
+    return this.activeEnd;
   }
 
   /** Remembers the append position, to undo the reservations of a failed group commit. */
@@ -88,34 +100,18 @@ export class SegmentFiles {
     this.activeEnd = point.activeEnd;
   }
 
-  /** Writes a group's appends (one writev per segment) and makes them durable. */
-  async writeDurably(appends: readonly PendingAppend[], newSegments: ReadonlySet<number>): Promise<void> {
-    const bySegment = new Map<number, PendingAppend[]>();
-    for (const a of appends) {
-      let list = bySegment.get(a.segmentId);
-      if (!list) bySegment.set(a.segmentId, (list = []));
-      list.push(a);
+  /** Writes one log record (one writev) and makes it durable (fdatasync; the directory too for a new segment). */
+  async writeRecord(r: Reservation, buffers: readonly Buffer[]): Promise<void> {
+    const handle = this.open(r.segmentId, r.isNew ? 'create' : 'readWrite');
+    handle.refs++;
+    try {
+      const file = await handle.file;
+      await file.writev(buffers, r.segmentOffset);
+      await file.datasync();
+    } finally {
+      handle.refs--;
     }
-    await Promise.all(
-      [...bySegment].map(async ([id, list]) => {
-        const handle = this.open(id, newSegments.has(id) ? 'create' : 'readWrite');
-        handle.refs++;
-        try {
-          const file = await handle.file;
-          for (let i = 1; i < list.length; i++) {
-            assert(list[i]!.segmentOffset === list[i - 1]!.segmentOffset + list[i - 1]!.data.length, 'appends are contiguous');
-          }
-          await file.writev(
-            list.map((a) => a.data),
-            list[0]!.segmentOffset,
-          );
-          await file.datasync();
-        } finally {
-          handle.refs--;
-        }
-      }),
-    );
-    if (newSegments.size > 0) await this.fs.syncDir(this.dir);
+    if (r.isNew) await this.fs.syncDir(this.dir);
   }
 
   /** Cuts a segment back to its committed size after a failed group commit. */
@@ -127,6 +123,11 @@ export class SegmentFiles {
     } finally {
       handle.refs--;
     }
+  }
+
+  /** The segment's file, for recovery's replay; released by closeAll. */
+  async fileForReplay(id: number): Promise<FileIo> {
+    return this.open(id, 'read').file;
   }
 
   private open(id: number, mode: 'readWrite' | 'create' | 'read'): Handle {
@@ -161,7 +162,7 @@ export class SegmentFiles {
    * retired meanwhile (the caller reloads the object record and retries).
    */
   async readBlob(blob: Blob, fromBlobOffset: number, lengthBytes: number, into?: Buffer): Promise<Buffer | null> {
-    if (!this.records.has(blob.segmentId) || this.retired.has(blob.segmentId)) return null;
+    if (!this.isKnown(blob.segmentId) || this.retired.has(blob.segmentId)) return null;
     assert(fromBlobOffset + lengthBytes <= blob.lengthBytes, 'read inside the blob');
     const chunkBytes = 2 ** blob.chunkShift;
     const firstChunk = Math.floor(fromBlobOffset / chunkBytes);

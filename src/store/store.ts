@@ -43,12 +43,15 @@ export interface ObjectStoreOptions {
 }
 
 const READ_CONCURRENCY = 8;
+const EMPTY = Buffer.alloc(0);
 const READ_ATTEMPTS = 5;
 
 export class ObjectStore implements StoreApi {
   private readonly committer: Committer;
   private readonly maintenance: Maintenance;
   private inflightReads = 0;
+  /** Log records the last open replayed (a crash left the metadata behind the log). */
+  replayedRecords = 0;
   private readsDrained: (() => void) | null = null;
 
   private constructor(
@@ -89,8 +92,11 @@ export class ObjectStore implements StoreApi {
       const limits = { ...defaultStoreLimits, ...options.limits };
       const segments = new SegmentFiles(io.fs, join(path, 'segments'), limits.segmentBytesMax);
       const core = new StoreCore(io, path, kv, segments, limits, identity, options.space ?? {}, options.cacheBytes ?? 64 * 1024 * 1024);
-      await core.recover();
+      const replayed = await core.recover();
       const store = new ObjectStore(core, options.maintenance ?? {});
+      // Durable up to the end of the log: the next crash never replays what this open already did.
+      await store.committer.checkpoint();
+      store.replayedRecords = replayed;
       store.maintenance.start();
       return store;
     } catch (err) {
@@ -216,7 +222,11 @@ export class ObjectStore implements StoreApi {
       if (keys.length > this.core.limits.listPageEntriesMax) throw limitExceeded(`${keys.length} keys asked, limit ${this.core.limits.listPageEntriesMax}`);
       const o = await this.mustLoad(id);
       if (o.nid === 0) return keys.map(() => undefined);
-      return this.core.kv.getMany(keys.map((k) => omapKey(o.nid, k)));
+      const overlay = this.core.pending.omap.get(o.nid);
+      const pendingValues = keys.map((k) => overlay?.get(k.toString('latin1')));
+      const stored = await this.core.kv.getMany(keys.map((k) => omapKey(o.nid, k)));
+      // Pending values were copied before the read: a group committing meanwhile is seen either way.
+      return stored.map((v, i) => (pendingValues[i] === undefined ? v : (pendingValues[i] ?? undefined)));
     });
   }
 
@@ -230,9 +240,19 @@ export class ObjectStore implements StoreApi {
       if (o.nid === 0) return { entries: [], more: false };
       const { gte, lt, gt } = omapBounds(o.nid, options);
       if (Buffer.compare(gt ?? gte, lt) >= 0) return { entries: [], more: false };
-      const rows = await this.core.kv.scan({ ...(gt ? { gt } : { gte }), lt, reverse: options.reverse === true, limit: limit + 1 });
-      const more = rows.length > limit;
-      return { entries: rows.slice(0, limit).map(([k, v]) => [Buffer.from(omapUserKey(k)), v]), more };
+      const from = (gt ?? gte).toString('latin1');
+      const to = lt.toString('latin1');
+      const changes = [...(this.core.pending.omap.get(o.nid) ?? [])]
+        .map(([k, v]) => [omapKey(o.nid, Buffer.from(k, 'latin1')), v] as const)
+        .filter(([k]) => {
+          const key = k.toString('latin1');
+          return (gt ? key > from : key >= from) && key < to;
+        });
+      const removed = changes.filter(([, v]) => v === null).length;
+      const rows = await this.core.kv.scan({ ...(gt ? { gt } : { gte }), lt, reverse: options.reverse === true, limit: limit + 1 + removed });
+      const merged = mergeRows(rows, changes, options.reverse === true, limit + 1 + removed === rows.length);
+      const more = merged.rows.length > limit || merged.truncated;
+      return { entries: merged.rows.slice(0, limit).map(([k, v]) => [Buffer.from(omapUserKey(k)), v]), more };
     });
   }
 
@@ -251,13 +271,20 @@ export class ObjectStore implements StoreApi {
         gt = Buffer.from(options.cursor, 'base64url');
         if (gt.length < 9 || gt[0] !== Prefix.object || gt.readUInt32BE(1) !== ns) throw invalid('list cursor does not belong to this listing');
       }
-      const rows = await this.core.kv.scan({ ...(gt && Buffer.compare(gt, lower) >= 0 ? { gt } : { gte: lower }), lt: upper, limit: limit + 1 });
+      const start = gt && Buffer.compare(gt, lower) >= 0 ? gt : lower;
+      const changes = [...this.core.pending.onodes]
+        .map(([k, v]) => [Buffer.from(k, 'latin1'), v ? EMPTY : null] as const)
+        .filter(([k]) => (start === gt ? Buffer.compare(k, start) > 0 : Buffer.compare(k, start) >= 0) && Buffer.compare(k, upper) < 0);
+      const removed = changes.filter(([, v]) => v === null).length;
+      const scanned = await this.core.kv.scan({ ...(start === gt ? { gt } : { gte: lower }), lt: upper, limit: limit + 1 + removed });
+      const merged = mergeRows(scanned, changes, false, scanned.length === limit + 1 + removed);
+      const rows = merged.rows;
       const page = rows.slice(0, limit).map(([k]) => {
         const { id, sortKey } = parseObjectKey(k);
         return { name: id.name, sortKey };
       });
-      const last = rows[limit - 1];
-      return rows.length > limit && last ? { objects: page, cursor: last[0].toString('base64url') } : { objects: page };
+      const last = rows[Math.min(limit, rows.length) - 1];
+      return (rows.length > limit || merged.truncated) && last ? { objects: page, cursor: last[0].toString('base64url') } : { objects: page };
     });
   }
 
@@ -302,6 +329,7 @@ export class ObjectStore implements StoreApi {
     this.core.closing = true;
     await this.maintenance.stop();
     await this.committer.whenIdle();
+    if (!this.core.failed) await this.committer.checkpoint();
     if (this.inflightReads > 0) await new Promise<void>((resolve) => (this.readsDrained = resolve));
     await this.core.segments.closeAll();
     await this.core.kv.close();
@@ -326,6 +354,35 @@ function omapBounds(nid: number, options: OmapListOptions): { gte: Buffer; lt: B
     else if (Buffer.compare(after, gte) >= 0) return { gte, lt, gt: after };
   }
   return { gte, lt };
+}
+
+/**
+ * Merges the pending changes of a key range into one page of stored rows.
+ * When the page was full (scanFull), pending keys beyond its last stored key
+ * may belong to later pages: they are left out, and `truncated` says more follows.
+ */
+function mergeRows(
+  rows: Array<[Buffer, Buffer]>,
+  changes: ReadonlyArray<readonly [Buffer, Buffer | null]>,
+  reverse: boolean,
+  scanFull: boolean,
+): { rows: Array<[Buffer, Buffer]>; truncated: boolean } {
+  if (changes.length === 0) return { rows, truncated: false };
+  const byKey = new Map<string, [Buffer, Buffer]>(rows.map((r) => [r[0].toString('latin1'), r]));
+  const last = rows[rows.length - 1]?.[0].toString('latin1');
+  let truncated = false;
+  for (const [k, v] of changes) {
+    const key = k.toString('latin1');
+    if (scanFull && last !== undefined && (reverse ? key < last : key > last)) {
+      truncated = true;
+      continue;
+    }
+    if (v === null) byKey.delete(key);
+    else byKey.set(key, [k, v]);
+  }
+  const merged = [...byKey.values()].sort((a, b) => Buffer.compare(a[0], b[0]));
+  if (reverse) merged.reverse();
+  return { rows: merged, truncated };
 }
 
 /** The smallest key greater than every key with this prefix, or null if none (all 0xff). */
