@@ -116,6 +116,7 @@ export class Committer {
     });
     this.queuedBytes += bytes;
     if (!this.running) this.start();
+    else for (const w of this.waiters.splice(0)) w();
     return done;
   }
 
@@ -145,21 +146,27 @@ export class Committer {
     return group;
   }
 
+  /** Resolves at the next submit (the loop waits on it while a commit runs and the queue is empty). */
+  private nextSubmission(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
   /** At most one group in stage A and one in stage B at any time. */
   private async loop(): Promise<void> {
     let inCommit: Promise<void> | null = null;
+    let committing = false;
     try {
       for (;;) {
         if (this.queue.length === 0) {
-          if (!inCommit) break;
-          await inCommit;
-          inCommit = null;
+          if (!committing) break;
+          // Transactions acknowledged by the last group come back here soon: take them while it commits.
+          await Promise.race([inCommit, this.nextSubmission()]);
           continue;
         }
         // Let every submitter that is about to join (continuations of the group just acknowledged) do so.
         await this.core.io.clock.yield();
         const group = this.takeGroup();
-        if (inCommit) this.stats.pipelinedGroups++;
+        if (committing) this.stats.pipelinedGroups++;
         let prepared: PreparedGroup | null = null;
         try {
           this.core.checkUsable();
@@ -174,10 +181,14 @@ export class Committer {
           // stage B moves it into the KvStore and the cache.
           this.core.pending.add(g.batch, g.segmentUpdates, g.counters);
           for (const t of g.accepted) t.resolve();
-          inCommit = (async () => {
+          committing = true;
+          const mine = { done: Promise.resolve() };
+          mine.done = (async () => {
             if (previous) await previous;
             await this.commitGroup(g);
+            if (inCommit === mine.done) committing = false;
           })();
+          inCommit = mine.done;
         }
         if (previous) await previous;
       }
