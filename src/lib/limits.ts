@@ -77,6 +77,34 @@ export const limits = {
   rpcDrainTimeoutMsDefault: 10_000,
   /** Message bytes an error reply carries (longer messages are cut). */
   rpcErrorMessageBytesMax: 4 * KiB,
+
+  // --- cluster map and map service (cluster/) ---
+  /** An encoded cluster map (file on disk, rpc payload); decoders check it before parsing. */
+  mapBytesMax: 16 * MiB,
+  /** Entries in each list of the map (sites, racks, hosts, disks, pools). */
+  mapEntriesMax: 65_536,
+  /** Site, rack, host and pool names, and the cluster id (UTF-8 bytes). */
+  mapNameBytesMax: 128,
+  /** A disk's "host:port" address. */
+  mapAddressBytesMax: 300,
+  /** Placement groups of one pool (a power of two). */
+  poolPgCountMax: 65_536,
+  /** Copies of a replicated pool. */
+  poolReplicasMax: 16,
+  /** Map epochs the embedded map store keeps on disk (the newest plus history for debugging). */
+  mapHistoryEpochsKept: 16,
+  /** Updates waiting for the embedded map store's writer; beyond this an update fails Busy. */
+  mapUpdateQueueMax: 1024,
+  /** Attempts of one read-edit-compare-and-set change before it fails Conflict. */
+  mapChangeAttemptsMax: 64,
+  /** Backoff between change attempts after a Conflict, and between failed watch polls: doubles from min to max, jittered. */
+  mapRetryBackoffMsMin: 5,
+  mapRetryBackoffMsMax: 2_000,
+  /** Longest wait of one watch long-poll on the map server (the client asks for at most this). */
+  mapWatchWaitMsMax: 60_000,
+  mapWatchWaitMsDefault: 20_000,
+  /** Long-polls one map server holds waiting at once; beyond this a poll fails Busy. */
+  mapWatchWaitersMax: 4096,
 } as const;
 
 export type Limits = typeof limits;
@@ -91,3 +119,7 @@ assert(limits.connectionInflightMax <= limits.daemonInflightMax, 'per-connection
 assert(limits.frameHeaderBytesMax <= limits.frameBytesMax, 'a frame header fits in a frame');
 assert(limits.rpcErrorMessageBytesMax + 4 <= limits.frameHeaderBytesMax, 'an error reply fits in a frame header');
 assert(limits.rpcReconnectBackoffMsMin <= limits.rpcReconnectBackoffMsMax, 'backoff range is ordered');
+assert(limits.mapBytesMax < limits.frameBytesMax, 'an encoded map fits in one frame payload');
+assert(limits.mapRetryBackoffMsMin <= limits.mapRetryBackoffMsMax, 'map backoff range is ordered');
+assert(limits.mapWatchWaitMsDefault <= limits.mapWatchWaitMsMax, 'the default watch wait is allowed');
+assert(limits.mapHistoryEpochsKept >= 1, 'the map store keeps at least the newest epoch');

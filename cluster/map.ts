@@ -1,0 +1,72 @@
+/**
+ * The cluster map: the hierarchy of failure domains (site > rack > host >
+ * disk), every disk's weight, address and state, and every pool, under an
+ * epoch that grows by one on every change. Daemons and clients hold a copy;
+ * the map service (cluster/map-service) is its single source of truth.
+ *
+ * Invariants (checkMap asserts them): ids are unique; every host names an
+ * existing rack, every rack an existing site; every disk an existing host;
+ * pool pg counts are powers of two; replicated pools have 1 <= minSize <=
+ * size; erasure-coded pools have k >= 1, m >= 1.
+ */
+
+export type FailureDomain = 'disk' | 'host' | 'rack' | 'site';
+
+export interface SiteInfo {
+  name: string;
+}
+
+export interface RackInfo {
+  name: string;
+  site: string;
+}
+
+export interface HostInfo {
+  name: string;
+  rack: string;
+}
+
+export interface DiskInfo {
+  /** Unique, never reused. */
+  id: number;
+  host: string;
+  /** Relative capacity (e.g. TiB); 0 takes no data. */
+  weight: number;
+  /** Where its daemon listens, "host:port". */
+  address: string;
+  /** Up: its daemon is alive. Down disks keep their data mapped to them (degraded) until marked out. */
+  up: boolean;
+  /** In: it holds data. Out disks get nothing mapped to them. */
+  in: boolean;
+}
+
+export type PoolRedundancy =
+  | { type: 'replicated'; size: number; minSize: number }
+  | { type: 'erasure'; dataShards: number; parityShards: number };
+
+export interface PoolInfo {
+  /** Unique, never reused. */
+  id: number;
+  name: string;
+  redundancy: PoolRedundancy;
+  failureDomain: FailureDomain;
+  /** A power of two. */
+  pgCount: number;
+  /** Read-only pools (in a pool set) accept no new data. */
+  readOnly: boolean;
+}
+
+export interface ClusterMap {
+  clusterId: string;
+  epoch: number;
+  sites: SiteInfo[];
+  racks: RackInfo[];
+  hosts: HostInfo[];
+  disks: DiskInfo[];
+  pools: PoolInfo[];
+}
+
+/** Members a pg of this pool has: size for replicated, k + m for erasure-coded. */
+export function poolWidth(pool: PoolInfo): number {
+  return pool.redundancy.type === 'replicated' ? pool.redundancy.size : pool.redundancy.dataShards + pool.redundancy.parityShards;
+}
