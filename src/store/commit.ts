@@ -30,7 +30,7 @@ import type { AnyOp, BatchEnv, NewBlob, ObjectSlot } from './batch.js';
 import { BatchState, slotKey, TxnState } from './batch.js';
 import { checkExtentMap } from './extents.js';
 import type { KvOp } from './kv.js';
-import { objectKey, omapKey, purgeKey, segmentKey, segmentRefKey, singletonKey } from './keys.js';
+import { objectKey, omapKey, purgeKey, segmentKey, singletonKey } from './keys.js';
 import type { Onode, SegmentRecord, StoreCounters } from './records.js';
 import { encodeCounters, encodeOnode, encodeSegment } from './records.js';
 import type { Reservation } from './segments.js';
@@ -395,15 +395,8 @@ export class Committer {
       counters.logicalBytes += (current?.sizeBytes ?? 0) - (committed?.sizeBytes ?? 0);
       const before = liveBySegment(committed);
       const after = liveBySegment(current);
-      for (const [seg, bytes] of after) {
-        liveDelta.set(seg, (liveDelta.get(seg) ?? 0) + bytes - (before.get(seg) ?? 0));
-        if (!before.has(seg)) ops.push({ type: 'put', key: segmentRefKey(seg, slot.key), value: Buffer.alloc(0) });
-      }
-      for (const [seg, bytes] of before) {
-        if (after.has(seg)) continue;
-        liveDelta.set(seg, (liveDelta.get(seg) ?? 0) - bytes);
-        ops.push({ type: 'del', key: segmentRefKey(seg, slot.key) });
-      }
+      for (const [seg, bytes] of after) liveDelta.set(seg, (liveDelta.get(seg) ?? 0) + bytes - (before.get(seg) ?? 0));
+      for (const [seg, bytes] of before) if (!after.has(seg)) liveDelta.set(seg, (liveDelta.get(seg) ?? 0) - bytes);
     }
     for (const [nid, overlay] of batch.omap) {
       if (batch.purges.has(nid)) continue;

@@ -16,7 +16,7 @@ import { OnodeCache } from './cache.js';
 import { PendingOverlay } from './pending.js';
 import type { KvStore } from './kv.js';
 import { objectKey, omapKey, omapPrefix, omapUserKey, parseSegmentKey, Prefix, prefixEnd, segmentKey, singletonKey } from './keys.js';
-import { decodeCounters, decodeOnode, decodeSegment, type Onode, type StoreCounters } from './records.js';
+import { decodeCounters, decodeOnode, decodeSegment, type Onode, type SegmentRecord, type StoreCounters } from './records.js';
 import { parseSegmentFileName, SegmentFiles } from './segments.js';
 import { decodePosition, readRecord, type ReadRecord, type RecordPosition } from './log.js';
 import type { ObjectId } from './types.js';
@@ -156,9 +156,20 @@ export class StoreCore {
 
   // --- space ---
 
+  /** Counters including acknowledged groups not yet in the KvStore. */
+  latestCounters(): StoreCounters {
+    return this.pending.counters ?? this.counters;
+  }
+
+  /** Segment records including acknowledged groups not yet in the KvStore. */
+  latestSegments(): Map<number, SegmentRecord> {
+    if (this.pending.segments.size === 0) return this.segments.records;
+    return new Map([...this.segments.records, ...this.pending.segments]);
+  }
+
   get segmentBytes(): number {
     let n = 0;
-    for (const r of this.segments.records.values()) n += r.sizeBytes;
+    for (const r of this.latestSegments().values()) n += r.sizeBytes;
     return n;
   }
 

@@ -5,7 +5,6 @@
  *   O <ns u32> <sortKey u32> <name>  object record (onode), ordered for listing
  *   M <nid u64> <omap key>           omap entry of the object with that nid
  *   G <segmentId u32>                segment record (size, live bytes)
- *   R <segmentId u32> <object key>   "this object has data in this segment"
  *   P <nid u64>                      omap of a removed object, to purge
  *
  * Integers are big-endian so byte order is numeric order. An object's omap is
@@ -20,7 +19,6 @@ export const Prefix = {
   object: 0x4f, // O
   omap: 0x4d, // M
   segment: 0x47, // G
-  segmentRef: 0x52, // R
   purge: 0x50, // P
 } as const;
 
@@ -88,14 +86,5 @@ export function segmentKey(segmentId: number): Buffer {
 
 export const parseSegmentKey = (key: Buffer): number => key.readUInt32BE(1);
 
-export function segmentRefKey(segmentId: number, objKey: Buffer): Buffer {
-  const key = Buffer.allocUnsafe(5 + objKey.length);
-  key[0] = Prefix.segmentRef;
-  key.writeUInt32BE(segmentId, 1);
-  objKey.copy(key, 5);
-  return key;
-}
-
-export const segmentRefPrefix = (segmentId: number): Buffer => segmentKey(segmentId).fill(Prefix.segmentRef, 0, 1);
 
 export const prefixEnd = (prefix: number): Buffer => Buffer.from([prefix + 1]);

@@ -147,3 +147,32 @@ export function decodePosition(value: Buffer): RecordPosition {
   r.end();
   return p;
 }
+
+/**
+ * Walks the records of a segment from its start (for compaction: which
+ * objects got data here) and returns the object-record keys each one put.
+ * Only the metadata is read and checked; stops at endBytes or the first
+ * record that does not parse.
+ */
+export async function* recordKeysOfSegment(file: FileIo, endBytes: number, keyPrefix: number): AsyncGenerator<Buffer[]> {
+  const header = Buffer.alloc(RECORD_HEADER_BYTES);
+  let offset = 0;
+  while (offset + RECORD_HEADER_BYTES <= endBytes) {
+    if ((await file.read(header, 0, RECORD_HEADER_BYTES, offset)) !== RECORD_HEADER_BYTES) return;
+    if (header.readUInt32LE(0) !== MAGIC || header[4] !== VERSION) return;
+    const dataBytes = header.readUInt32LE(16);
+    const metaBytes = header.readUInt32LE(20);
+    if (offset + RECORD_HEADER_BYTES + dataBytes + metaBytes > endBytes) return;
+    const meta = Buffer.allocUnsafe(metaBytes);
+    if ((await file.read(meta, 0, metaBytes, offset + RECORD_HEADER_BYTES + dataBytes)) !== metaBytes) return;
+    if (crc32c(meta, crc32c(header.subarray(0, 28))) !== header.readUInt32LE(28)) return;
+    let ops: KvOp[];
+    try {
+      ops = decodeMeta(meta);
+    } catch {
+      return;
+    }
+    yield ops.filter((op) => op.type === 'put' && op.key[0] === keyPrefix).map((op) => op.key);
+    offset += RECORD_HEADER_BYTES + dataBytes + metaBytes;
+  }
+}

@@ -15,7 +15,8 @@ import type { RelocateOp, RelocateSource } from './batch.js';
 import { slotKey } from './batch.js';
 import type { Committer } from './commit.js';
 import type { StoreCore } from './core.js';
-import { omapPrefix, parseObjectKey, parsePurgeKey, Prefix, prefixEnd, purgeKey, segmentRefPrefix } from './keys.js';
+import { omapPrefix, parseObjectKey, parsePurgeKey, Prefix, prefixEnd, purgeKey } from './keys.js';
+import { recordKeysOfSegment } from './log.js';
 import type { Extent } from './records.js';
 import type { ObjectId } from './types.js';
 
@@ -136,21 +137,22 @@ export class Maintenance {
     return out.sort((a, b) => a[1] - b[1]).map(([id]) => id);
   }
 
+  /** Relocates every extent that still lives in the segment; the objects to look at are those its log records wrote. */
   private async compactSegment(segmentId: number, throttled: boolean): Promise<number> {
     let moved = 0;
-    const prefix = segmentRefPrefix(segmentId);
-    const end = segmentRefPrefix(segmentId + 1);
-    let after: Buffer | undefined;
-    for (;;) {
-      const rows = await this.core.kv.scan({ ...(after ? { gt: after } : { gte: prefix }), lt: end, limit: 128 });
-      for (const [key] of rows) {
-        if (this.stopped) return moved;
-        const { id } = parseObjectKey(key.subarray(5));
-        moved += await this.relocate(id, (e) => e.blob.segmentId === segmentId, throttled);
+    const sizeBytes = this.core.segments.records.get(segmentId)?.sizeBytes ?? 0;
+    await this.core.segments.withFile(segmentId, async (file) => {
+      const seen = new Set<string>();
+      for await (const keys of recordKeysOfSegment(file, sizeBytes, Prefix.object)) {
+        for (const key of keys) {
+          const k = key.toString('latin1');
+          if (seen.has(k) || this.stopped) continue;
+          seen.add(k);
+          moved += await this.relocate(parseObjectKey(key).id, (e) => e.blob.segmentId === segmentId, throttled);
+        }
+        if (this.stopped) return;
       }
-      if (rows.length < 128) break;
-      after = rows[rows.length - 1]![0];
-    }
+    });
     // Nothing references it any more (or never did: a segment of metadata only): let a group delete it.
     const record = this.core.segments.records.get(segmentId);
     if (record && record.liveBytes === 0 && !this.core.segments.isActive(segmentId)) {

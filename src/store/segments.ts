@@ -130,6 +130,19 @@ export class SegmentFiles {
     return this.open(id, 'read').file;
   }
 
+  /** Runs fn with the segment's file held open (a retire waits for it); null if the segment is gone. */
+  async withFile<T>(id: number, fn: (file: FileIo) => Promise<T>): Promise<T | null> {
+    if (!this.isKnown(id) || this.retired.has(id)) return null;
+    const handle = this.open(id, 'read');
+    handle.refs++;
+    try {
+      return await fn(await handle.file);
+    } finally {
+      handle.refs--;
+      this.maybeUnlinkRetired(id);
+    }
+  }
+
   private open(id: number, mode: 'readWrite' | 'create' | 'read'): Handle {
     let handle = this.handles.get(id);
     if (!handle) {

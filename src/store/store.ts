@@ -291,14 +291,16 @@ export class ObjectStore implements StoreApi {
   space(): StoreSpace {
     const s = this.core.space();
     let deadBytes = 0;
-    for (const r of this.core.segments.records.values()) deadBytes += r.sizeBytes - r.liveBytes;
+    const segments = this.core.latestSegments();
+    for (const r of segments.values()) deadBytes += r.sizeBytes - r.liveBytes;
+    const counters = this.core.latestCounters();
     return {
       totalBytes: s.totalBytes,
       usedBytes: s.usedBytes,
       freeBytes: s.freeBytes,
-      logicalBytes: this.core.counters.logicalBytes,
-      objects: this.core.counters.objects,
-      segments: this.core.segments.records.size,
+      logicalBytes: counters.logicalBytes,
+      objects: counters.objects,
+      segments: segments.size,
       deadBytes,
     };
   }
