@@ -17,20 +17,21 @@ export async function runStatus(o: { io: Io; dataDir: string }): Promise<number>
   const native = nativeStatus();
   process.stdout.write(`cluster ${file.clusterId}\nchecksum: ${native.checksum}, erasure coding: ${native.codec}\n`);
   let down = 0;
-  await Promise.all(
+  const lines = await Promise.all(
     file.daemons.map(async (d) => {
       const [host, port] = [d.address.slice(0, d.address.lastIndexOf(':')), Number(d.address.slice(d.address.lastIndexOf(':') + 1))];
       const client = new StoreClient(createTcpClient({ io: o.io, host, port, limits: { rpcAttemptsMax: 1 } }), { timeoutMs: 3000 });
       try {
         const s = await client.statfs();
-        process.stdout.write(`  disk ${d.diskId} ${d.address}: up, ${s.objects} objects, ${mib(s.usedBytes)} used, ${mib(s.freeBytes)} free\n`);
+        return `  disk ${d.diskId} ${d.address}: up, ${s.objects} objects, ${mib(s.usedBytes)} used, ${mib(s.freeBytes)} free\n`;
       } catch (err) {
         down++;
-        process.stdout.write(`  disk ${d.diskId} ${d.address}: DOWN (${(err as Error).message})\n`);
+        return `  disk ${d.diskId} ${d.address}: DOWN (${(err as Error).message})\n`;
       } finally {
         await client.close();
       }
     }),
   );
+  process.stdout.write(lines.join(''));
   return down === 0 ? 0 : 1;
 }
