@@ -127,6 +127,14 @@ function randomOp(): StoreOp {
     model.get(name)!.omap.clear();
     return { type: 'omapClear', id };
   }
+  if (r < 98 && exists) {
+    const to = rng.pick(NAMES);
+    if (to !== name) {
+      model.set(to, model.get(name)!);
+      model.delete(name);
+    }
+    return { type: 'move', id, to: { ns: 3, name: to } };
+  }
   ensure(name);
   return { type: 'create', id };
 }

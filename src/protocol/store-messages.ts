@@ -58,7 +58,7 @@ export function decodePingReply(h: Buffer): PingReply {
 
 // --- transact ---
 
-const opTags = ['create', 'write', 'writeFull', 'append', 'truncate', 'zero', 'remove', 'setXattr', 'removeXattr', 'assertXattr', 'assertExists', 'omapSet', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear'] as const;
+const opTags = ['create', 'write', 'writeFull', 'append', 'truncate', 'zero', 'remove', 'setXattr', 'removeXattr', 'assertXattr', 'assertExists', 'omapSet', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear', 'move'] as const;
 const tagOf = new Map<string, number>(opTags.map((t, i) => [t, i]));
 
 /** Header and payload buffers of a transaction request. */
@@ -114,6 +114,9 @@ export function encodeTransact(ops: readonly StoreOp[]): { header: Buffer; paylo
         break;
       case 'omapRemoveRange':
         w.bytes(op.startKey).bytes(op.endKey);
+        break;
+      case 'move':
+        writeId(w, op.to);
         break;
     }
   }
@@ -189,6 +192,9 @@ export function decodeTransact(header: Buffer, payload: Buffer): StoreOp[] {
       }
       case 'omapRemoveRange':
         ops.push({ type: tag, id, startKey: Buffer.from(r.bytes(kMax)), endKey: Buffer.from(r.bytes(kMax)) });
+        break;
+      case 'move':
+        ops.push({ type: tag, id, to: readId(r) });
         break;
     }
   }

@@ -165,6 +165,8 @@ export class TxnState {
       }
       case 'omapRemoveRange':
         return this.omapRemoveRange(op.id, op.startKey, op.endKey);
+      case 'move':
+        return this.move(op.id, op.to);
       case 'omapClear': {
         const o = this.mutable(op.id, false);
         if (o.nid !== 0) this.purges.push(o.nid);
@@ -253,6 +255,21 @@ export class TxnState {
     }
     if (o.nid !== 0) this.purges.push(o.nid);
     this.objects.set(slotKey(id), null);
+  }
+
+  private move(from: ObjectId, to: ObjectId): void {
+    if (slotKey(from) === slotKey(to)) {
+      this.mutable(from, false);
+      return;
+    }
+    const o = this.read(from);
+    if (!o) throw notFound(`object ${from.ns}/${from.name} does not exist`);
+    const replaced = this.read(to);
+    if (replaced && replaced.nid !== 0) this.purges.push(replaced.nid);
+    const moved = cloneOnode(o);
+    moved.mtimeMs = this.env.nowMs;
+    this.objects.set(slotKey(from), null);
+    this.objects.set(slotKey(to), moved);
   }
 
   private setXattr(o: Onode, name: string, value: Buffer): void {

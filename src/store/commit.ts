@@ -355,15 +355,17 @@ export class Committer {
     for (const t of group) {
       for (const op of t.ops) {
         if (op.type === 'retireSegment') continue;
-        const k = slotKey(op.id);
-        if (batch.slots.has(k)) continue;
-        const sortKey = objectSortKey(op.id.name);
-        const key = objectKey(op.id, sortKey);
-        const latin = key.toString('latin1');
-        const known = this.core.pending.onodes.has(latin) ? this.core.pending.onodes.get(latin) : this.core.cache.get(key);
-        const slot: ObjectSlot = { key, id: op.id, sortKey, committed: known ?? null, current: known ?? null, dirty: false };
-        batch.slots.set(k, slot);
-        if (known === undefined) missing.push(slot);
+        for (const id of op.type === 'move' ? [op.id, op.to] : [op.id]) {
+          const k = slotKey(id);
+          if (batch.slots.has(k)) continue;
+          const sortKey = objectSortKey(id.name);
+          const key = objectKey(id, sortKey);
+          const latin = key.toString('latin1');
+          const known = this.core.pending.onodes.has(latin) ? this.core.pending.onodes.get(latin) : this.core.cache.get(key);
+          const slot: ObjectSlot = { key, id, sortKey, committed: known ?? null, current: known ?? null, dirty: false };
+          batch.slots.set(k, slot);
+          if (known === undefined) missing.push(slot);
+        }
       }
     }
     if (missing.length === 0) return;

@@ -43,7 +43,12 @@ export type StoreOp =
   | { type: 'omapRemoveKeys'; id: ObjectId; keys: readonly Buffer[] }
   /** Removes omap keys in [startKey, endKey). */
   | { type: 'omapRemoveRange'; id: ObjectId; startKey: Buffer; endKey: Buffer }
-  | { type: 'omapClear'; id: ObjectId };
+  | { type: 'omapClear'; id: ObjectId }
+  /**
+   * Renames: the object (data, xattrs, omap) becomes `to`, replacing whatever
+   * `to` was; NotFound if the object is absent. Metadata only, whatever the size.
+   */
+  | { type: 'move'; id: ObjectId; to: ObjectId };
 
 export type StoreOpType = StoreOp['type'];
 

@@ -93,6 +93,9 @@ export function validateTransaction(ops: readonly StoreOp[], l: ValidationLimits
         checkOmapKey(op.startKey, l);
         checkOmapKey(op.endKey, l);
         break;
+      case 'move':
+        checkId(op.to, l);
+        break;
       case 'create':
       case 'remove':
       case 'assertExists':

@@ -122,6 +122,25 @@ export function storeConformance(getStore: () => StoreApi): void {
       expect((await store.listObjects({ ns, limit: 10 })).objects.map((o) => o.name)).toEqual(['r']);
     });
 
+    it('moves an object (data, xattrs, omap) over another atomically', async () => {
+      const a = id('mv-a');
+      const target = id('mv-b');
+      const data = randomBytes(300_000);
+      await store.transact([
+        { type: 'writeFull', id: a, data },
+        { type: 'setXattr', id: a, name: 'x', value: b('1') },
+        { type: 'omapSet', id: a, entries: [[b('k'), b('v')]] },
+        { type: 'writeFull', id: target, data: b('old') },
+        { type: 'omapSet', id: target, entries: [[b('old'), b('1')]] },
+      ]);
+      await store.transact([{ type: 'move', id: a, to: target }]);
+      await rejectsWith(store.stat(a), 'NotFound');
+      expect((await store.read(target)).equals(data)).toBe(true);
+      expect((await store.getXattr(target, 'x')).toString()).toBe('1');
+      expect((await store.omapList(target, { limit: 10 })).entries.map(([k]) => k.toString())).toEqual(['k']);
+      await rejectsWith(store.transact([{ type: 'move', id: a, to: target }]), 'NotFound');
+    });
+
     it('create exclusive fails on an existing object', async () => {
       await store.transact([{ type: 'create', id: id('c'), exclusive: true }]);
       await rejectsWith(store.transact([{ type: 'create', id: id('c'), exclusive: true }]), 'AlreadyExists');
