@@ -127,6 +127,21 @@ function randomOp(): StoreOp {
     model.get(name)!.omap.clear();
     return { type: 'omapClear', id };
   }
+  if (r < 97 && exists) {
+    const target = rng.pick(NAMES);
+    if (target !== name) {
+      const src = model.get(name)!;
+      const len = rng.int(Math.max(1, src.data.length));
+      const fromOffset = rng.int(src.data.length + 1);
+      const offset = rng.int(200_000);
+      const bytes = Buffer.alloc(len);
+      src.data.copy(bytes, 0, Math.min(fromOffset, src.data.length), Math.min(fromOffset + len, src.data.length));
+      src.data.fill(0, Math.min(fromOffset, src.data.length), Math.min(fromOffset + len, src.data.length));
+      const dst = ensure(target);
+      if (len > 0) writeModel(dst, offset, bytes);
+      return { type: 'moveRange', id: { ns: 3, name: target }, offsetBytes: offset, from: id, fromOffsetBytes: fromOffset, lengthBytes: len };
+    }
+  }
   if (r < 98 && exists) {
     const to = rng.pick(NAMES);
     if (to !== name) {

@@ -58,7 +58,7 @@ export function decodePingReply(h: Buffer): PingReply {
 
 // --- transact ---
 
-const opTags = ['create', 'write', 'writeFull', 'append', 'truncate', 'zero', 'remove', 'setXattr', 'removeXattr', 'assertXattr', 'assertExists', 'omapSet', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear', 'move'] as const;
+const opTags = ['create', 'write', 'writeFull', 'append', 'truncate', 'zero', 'remove', 'setXattr', 'removeXattr', 'assertXattr', 'assertExists', 'omapSet', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear', 'move', 'moveRange'] as const;
 const tagOf = new Map<string, number>(opTags.map((t, i) => [t, i]));
 
 /** Header and payload buffers of a transaction request. */
@@ -117,6 +117,11 @@ export function encodeTransact(ops: readonly StoreOp[]): { header: Buffer; paylo
         break;
       case 'move':
         writeId(w, op.to);
+        break;
+      case 'moveRange':
+        w.varint(op.offsetBytes);
+        writeId(w, op.from);
+        w.varint(op.fromOffsetBytes).varint(op.lengthBytes);
         break;
     }
   }
@@ -196,6 +201,12 @@ export function decodeTransact(header: Buffer, payload: Buffer): StoreOp[] {
       case 'move':
         ops.push({ type: tag, id, to: readId(r) });
         break;
+      case 'moveRange': {
+        const offsetBytes = r.varint();
+        const from = readId(r);
+        ops.push({ type: tag, id, offsetBytes, from, fromOffsetBytes: r.varint(), lengthBytes: r.varint() });
+        break;
+      }
     }
   }
   r.end();

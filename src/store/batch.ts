@@ -167,6 +167,8 @@ export class TxnState {
         return this.omapRemoveRange(op.id, op.startKey, op.endKey);
       case 'move':
         return this.move(op.id, op.to);
+      case 'moveRange':
+        return this.moveRange(op.id, op.offsetBytes, op.from, op.fromOffsetBytes, op.lengthBytes);
       case 'omapClear': {
         const o = this.mutable(op.id, false);
         if (o.nid !== 0) this.purges.push(o.nid);
@@ -270,6 +272,29 @@ export class TxnState {
     moved.mtimeMs = this.env.nowMs;
     this.objects.set(slotKey(from), null);
     this.objects.set(slotKey(to), moved);
+  }
+
+  private moveRange(id: ObjectId, offsetBytes: number, from: ObjectId, fromOffsetBytes: number, lengthBytes: number): void {
+    const src = this.mutable(from, false);
+    const dst = this.mutable(id, true);
+    if (lengthBytes === 0) return;
+    const end = offsetBytes + lengthBytes;
+    if (src.inline) {
+      const bytes = Buffer.alloc(lengthBytes);
+      src.inline.copy(bytes, 0, Math.min(fromOffsetBytes, src.inline.length), Math.min(fromOffsetBytes + lengthBytes, src.inline.length));
+      this.zero(src, fromOffsetBytes, lengthBytes);
+      this.write(dst, offsetBytes, bytes);
+      return;
+    }
+    const moved: Extent[] = [];
+    src.extents = punch(src.extents, fromOffsetBytes, fromOffsetBytes + lengthBytes, moved);
+    this.spill(dst);
+    const shift = offsetBytes - fromOffsetBytes;
+    dst.extents = insert(
+      punch(dst.extents, offsetBytes, end, []),
+      moved.map((e) => ({ ...e, logicalOffset: e.logicalOffset + shift })),
+    );
+    dst.sizeBytes = Math.max(dst.sizeBytes, end);
   }
 
   private setXattr(o: Onode, name: string, value: Buffer): void {

@@ -355,7 +355,7 @@ export class Committer {
     for (const t of group) {
       for (const op of t.ops) {
         if (op.type === 'retireSegment') continue;
-        for (const id of op.type === 'move' ? [op.id, op.to] : [op.id]) {
+        for (const id of op.type === 'move' ? [op.id, op.to] : op.type === 'moveRange' ? [op.id, op.from] : [op.id]) {
           const k = slotKey(id);
           if (batch.slots.has(k)) continue;
           const sortKey = objectSortKey(id.name);

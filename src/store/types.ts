@@ -48,7 +48,13 @@ export type StoreOp =
    * Renames: the object (data, xattrs, omap) becomes `to`, replacing whatever
    * `to` was; NotFound if the object is absent. Metadata only, whatever the size.
    */
-  | { type: 'move'; id: ObjectId; to: ObjectId };
+  | { type: 'move'; id: ObjectId; to: ObjectId }
+  /**
+   * Moves a byte range of another object into this one at offsetBytes (this
+   * object grows if needed; the range in `from` becomes zeros). Metadata only
+   * for data in segments. For two-phase writes: stage, then move into place.
+   */
+  | { type: 'moveRange'; id: ObjectId; offsetBytes: number; from: ObjectId; fromOffsetBytes: number; lengthBytes: number };
 
 export type StoreOpType = StoreOp['type'];
 

@@ -96,6 +96,12 @@ export function validateTransaction(ops: readonly StoreOp[], l: ValidationLimits
       case 'move':
         checkId(op.to, l);
         break;
+      case 'moveRange':
+        checkId(op.from, l);
+        checkRange(op.offsetBytes, op.lengthBytes, l);
+        checkRange(op.fromOffsetBytes, op.lengthBytes, l);
+        if (op.from.ns === op.id.ns && op.from.name === op.id.name) throw invalid('moveRange needs two different objects');
+        break;
       case 'create':
       case 'remove':
       case 'assertExists':

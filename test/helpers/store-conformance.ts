@@ -141,6 +141,29 @@ export function storeConformance(getStore: () => StoreApi): void {
       await rejectsWith(store.transact([{ type: 'move', id: a, to: target }]), 'NotFound');
     });
 
+    it('moves a byte range from a staging object into place', async () => {
+      const target = id('mr-target');
+      const staging = id('mr-staging');
+      const base = randomBytes(200_000);
+      const patch = randomBytes(50_000);
+      await store.transact([
+        { type: 'writeFull', id: target, data: base },
+        { type: 'writeFull', id: staging, data: patch },
+      ]);
+      await store.transact([
+        { type: 'moveRange', id: target, offsetBytes: 180_000, from: staging, fromOffsetBytes: 0, lengthBytes: 50_000 },
+        { type: 'remove', id: staging },
+      ]);
+      const expected = Buffer.concat([base.subarray(0, 180_000), patch]);
+      expect((await store.read(target)).equals(expected)).toBe(true);
+      await rejectsWith(store.stat(staging), 'NotFound');
+      const small = id('mr-small');
+      await store.transact([{ type: 'writeFull', id: small, data: b('0123456789') }, { type: 'writeFull', id: staging, data: b('abc') }]);
+      await store.transact([{ type: 'moveRange', id: small, offsetBytes: 4, from: staging, fromOffsetBytes: 1, lengthBytes: 2 }]);
+      expect((await store.read(small)).toString()).toBe('0123bc6789');
+      expect((await store.read(staging)).equals(Buffer.from([0x61, 0, 0]))).toBe(true);
+    });
+
     it('create exclusive fails on an existing object', async () => {
       await store.transact([{ type: 'create', id: id('c'), exclusive: true }]);
       await rejectsWith(store.transact([{ type: 'create', id: id('c'), exclusive: true }]), 'AlreadyExists');
