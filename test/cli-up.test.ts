@@ -1,22 +1,23 @@
 /**
- * `tessera up` as a user runs it: starts one daemon per disk on a fresh data
- * directory, writes the owner-only client file, `tessera status` reports every
- * daemon up; SIGINT stops them all; a second `up` on the same directory
- * resumes the same cluster with its data.
+ * `tessera up` as a user runs it: the all-in-one cluster on a fresh data
+ * directory (map service + one daemon process per disk), the owner-only
+ * client file, `tessera status`; an object written to the replicated pool;
+ * SIGINT stops everything; a second `up` on the same directory resumes the
+ * cluster and the object reads back.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { systemIo } from '../src/io/system.js';
-import { StoreClient } from '../src/protocol/store-client.js';
-import { createTcpClient } from '../src/rpc/index.js';
+import { TesseraClient } from '../src/client/client.js';
+import { connectMapService } from '../cluster/map-daemon.js';
 import { makeTempDir } from './helpers/tmp.js';
 import { tesseraBin } from './helpers/daemon-process.js';
 
 let dir: Awaited<ReturnType<typeof makeTempDir>>;
 const started: ChildProcess[] = [];
-const basePort = 20_000 + (process.pid % 2000) * 8;
+const basePort = 20_000 + (process.pid % 1000) * 16;
 
 beforeAll(async () => {
   dir = await makeTempDir('up');
@@ -28,7 +29,8 @@ afterAll(async () => {
 
 function up(): Promise<{ child: ChildProcess; output: string[] }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin, 'up', '--data', dir.path, '--disks', '3', '--base-port', String(basePort)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const args = [tesseraBin, 'up', '--data', dir.path, '--hosts', '3', '--disks-per-host', '2', '--base-port', String(basePort), '--map-port', String(basePort + 15), '--pgs', '16'];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     started.push(child);
     const output: string[] = [];
     createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -54,26 +56,32 @@ const stop = (child: ChildProcess): Promise<number | null> =>
     child.kill('SIGINT');
   });
 
-it('starts, reports, stops and resumes an all-in-one set of daemons', async () => {
+async function withClient<T>(map: string, fn: (c: TesseraClient) => Promise<T>): Promise<T> {
+  const io = systemIo();
+  const conn = connectMapService(io, map);
+  const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 60_000 });
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+    await conn.close();
+  }
+}
+
+it('runs, reports, stops and resumes the all-in-one cluster with its data', async () => {
   const first = await up();
-  const clientFile = JSON.parse(await readFile(`${dir.path}/client.json`, 'utf8')) as { clusterId: string; daemons: Array<{ address: string }> };
-  expect(clientFile.daemons).toHaveLength(3);
+  const clientFile = JSON.parse(await readFile(`${dir.path}/client.json`, 'utf8')) as { clusterId: string; map: string; pools: Array<{ name: string }> };
+  expect(clientFile.pools.map((p) => p.name)).toEqual(['rep', 'ec']);
   expect((await stat(`${dir.path}/client.json`)).mode & 0o077).toBe(0);
   const status = await run(['status', '--data', dir.path]);
   expect(status.code).toBe(0);
-  expect(status.stdout.match(/: up,/g)).toHaveLength(3);
-  const port = Number(clientFile.daemons[0]!.address.split(':')[1]);
-  const client = new StoreClient(createTcpClient({ io: systemIo(), host: '127.0.0.1', port }));
-  await client.transact([{ type: 'writeFull', id: { ns: 1, name: 'hello' }, data: Buffer.from('world') }]);
-  await client.close();
+  expect(status.stdout.match(/: up,/g)).toHaveLength(6);
+  await withClient(clientFile.map, (c) => c.put('rep', 'hello', Buffer.from('world')));
   expect(await stop(first.child)).toBe(0);
   const down = await run(['status', '--data', dir.path]);
   expect(down.code).toBe(1);
-  expect(down.stdout).toMatch(/DOWN/);
   const second = await up();
   expect(second.output[0]).toContain(clientFile.clusterId);
-  const again = new StoreClient(createTcpClient({ io: systemIo(), host: '127.0.0.1', port }));
-  expect((await again.read({ ns: 1, name: 'hello' })).toString()).toBe('world');
-  await again.close();
+  expect((await withClient(clientFile.map, (c) => c.read('rep', 'hello'))).toString()).toBe('world');
   expect(await stop(second.child)).toBe(0);
-});
+}, 120_000);

@@ -14,12 +14,13 @@ import { runStatus } from '../cli/status.js';
 const usage = `usage: tessera <command> [options]
 
 commands:
-  up      [--data DIR] [--disks N] [--base-port PORT]
-          start an all-in-one set of storage daemons on local directories (default ./tessera-data)
+  up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--pgs N]
+          run an all-in-one cluster on local directories (default ./tessera-data)
   status  [--data DIR]
           show what runs, where, and how full it is
-  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N]
-          serve one disk (initialized on first start when --cluster-id and --disk-id are given)
+  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT]
+          serve one disk (initialized on first start when --cluster-id and --disk-id are given);
+          with --map, as a member of the cluster whose map service listens there
   disk init --disk DIR --cluster-id ID --disk-id N
           initialize a disk directory
 `;
@@ -47,11 +48,18 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'daemon': {
-        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' } } });
         if (!values.disk || !values.listen) throw new Error('daemon needs --disk DIR and --listen HOST:PORT');
         const clusterId = values['cluster-id'];
         const diskId = values['disk-id'] === undefined ? undefined : intOption(values['disk-id'], 'disk-id');
-        return await runDaemon({ io, diskPath: values.disk, ...parseListen(values.listen), ...(clusterId !== undefined ? { clusterId } : {}), ...(diskId !== undefined ? { diskId } : {}) });
+        return await runDaemon({
+          io,
+          diskPath: values.disk,
+          ...parseListen(values.listen),
+          ...(clusterId !== undefined ? { clusterId } : {}),
+          ...(diskId !== undefined ? { diskId } : {}),
+          ...(values.map !== undefined ? { map: values.map } : {}),
+        });
       }
       case 'disk': {
         const [sub, ...args] = rest;
@@ -61,8 +69,19 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       }
       case 'up': {
-        const { values } = parseArgs({ args: rest, options: { data: { type: 'string' }, disks: { type: 'string' }, 'base-port': { type: 'string' } } });
-        return await runUp({ io, dataDir: values.data ?? 'tessera-data', disks: intOption(values.disks, 'disks', 6), basePort: intOption(values['base-port'], 'base-port', 6800) });
+        const { values } = parseArgs({
+          args: rest,
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, pgs: { type: 'string' } },
+        });
+        return await runUp({
+          io,
+          dataDir: values.data ?? 'tessera-data',
+          hosts: intOption(values.hosts, 'hosts', 3),
+          disksPerHost: intOption(values['disks-per-host'], 'disks-per-host', 2),
+          basePort: intOption(values['base-port'], 'base-port', 6800),
+          mapPort: intOption(values['map-port'], 'map-port', 6789),
+          pgCount: intOption(values.pgs, "pgs", 64),
+        });
       }
       case 'status': {
         const { values } = parseArgs({ args: rest, options: { data: { type: 'string' } } });

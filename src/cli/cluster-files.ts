@@ -1,21 +1,27 @@
 /**
  * The files `tessera up` keeps in its data directory:
- *   cluster.json  the layout it created (cluster id, disks and their ports)
- *   client.json   what clients and scripts need to reach the cluster
- *                 (mode 0600: it will carry admin credentials)
- * Both are documented in docs/operations.md.
+ *   cluster.json  the layout it created (cluster id, hosts, disks and ports, map service port)
+ *   client.json   what clients and scripts need to reach the cluster: the map
+ *                 service address and the pools (mode 0600: it will carry
+ *                 admin credentials)
+ *   map/          the map service's files (cluster map epochs, pg history)
+ *   disks/diskN/  each disk's store
+ * Documented in docs/operations.md.
  */
 import { join } from 'node:path';
 import type { Io } from '../io/io.js';
 
 export interface ClusterLayout {
   clusterId: string;
-  disks: Array<{ diskId: number; path: string; host: string; port: number }>;
+  mapPort: number;
+  disks: Array<{ diskId: number; host: string; path: string; listenHost: string; port: number }>;
 }
 
 export interface ClientFile {
   clusterId: string;
-  daemons: Array<{ diskId: number; address: string }>;
+  /** "host:port" of the map service. */
+  map: string;
+  pools: Array<{ name: string; type: string }>;
 }
 
 export async function readJson<T>(io: Io, path: string): Promise<T | null> {

@@ -1,10 +1,14 @@
 /**
- * `tessera daemon`: one storage daemon in the foreground. Prints one JSON line
- * when it listens ({"event":"listening",...}: scripts and tests wait for it);
- * SIGTERM or SIGINT drain requests in flight and close the store cleanly.
+ * `tessera daemon`: one storage daemon in the foreground. With --map it
+ * joins a cluster (placement groups, replication, recovery; src/daemon/osd.ts);
+ * without, it serves its store alone (src/daemon/daemon.ts). Prints one JSON
+ * line when it listens ({"event":"listening",...}: scripts and tests wait for
+ * it); SIGTERM or SIGINT drain requests in flight and close the store cleanly.
  */
 import type { Io } from '../io/io.js';
 import { StorageDaemon } from '../daemon/daemon.js';
+import { Osd } from '../daemon/osd.js';
+import { connectMapService } from '../../cluster/map-daemon.js';
 
 export interface DaemonCommandOptions {
   io: Io;
@@ -13,10 +17,36 @@ export interface DaemonCommandOptions {
   port: number;
   clusterId?: string;
   diskId?: number;
+  /** "host:port" of the map service: join the cluster. */
+  map?: string;
+}
+
+function waitForSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    process.once('SIGTERM', () => resolve());
+    process.once('SIGINT', () => resolve());
+  });
 }
 
 export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
   const identity = o.clusterId !== undefined && o.diskId !== undefined ? { clusterId: o.clusterId, diskId: o.diskId } : undefined;
+  if (o.map) {
+    if (!identity) throw new Error('a cluster daemon needs --cluster-id and --disk-id');
+    const conn = connectMapService(o.io, o.map);
+    let osd: Osd;
+    try {
+      osd = await Osd.start({ io: o.io, diskPath: o.diskPath, host: o.host, port: o.port, identity, mapService: conn.service, pgHistory: conn.history });
+    } catch (err) {
+      await conn.close();
+      throw err;
+    }
+    process.stdout.write(`${JSON.stringify({ event: 'listening', host: o.host, port: osd.port, diskId: identity.diskId, clusterId: identity.clusterId, pid: process.pid })}\n`);
+    await waitForSignal();
+    await osd.close();
+    await conn.close();
+    process.stdout.write(`${JSON.stringify({ event: 'stopped', diskId: identity.diskId })}\n`);
+    return 0;
+  }
   const daemon = await StorageDaemon.start({
     io: o.io,
     diskPath: o.diskPath,
@@ -26,11 +56,7 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
   });
   const id = daemon.store.identity;
   process.stdout.write(`${JSON.stringify({ event: 'listening', host: o.host, port: daemon.port, diskId: id.diskId, clusterId: id.clusterId, pid: process.pid })}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (): void => resolve();
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  await waitForSignal();
   await daemon.close();
   process.stdout.write(`${JSON.stringify({ event: 'stopped', diskId: id.diskId })}\n`);
   return 0;

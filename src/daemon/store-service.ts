@@ -10,8 +10,11 @@ import type { ObjectStore } from '../store/index.js';
 
 const EMPTY = Buffer.alloc(0);
 
-export function storeHandler(store: ObjectStore): RpcHandler {
+export function storeHandler(store: ObjectStore, options: { readOnly?: boolean } = {}): RpcHandler {
   return async ({ op, header, payload }): Promise<RpcHandlerReply> => {
+    if (options.readOnly && op === m.StoreOpcode.transact) {
+      throw new TesseraError('NotSupported', 'this daemon serves its store read-only; writes go through placement groups');
+    }
     switch (op) {
       case m.StoreOpcode.ping:
         return { header: m.encodePingReply(store.identity) };

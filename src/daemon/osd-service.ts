@@ -1,0 +1,241 @@
+/**
+ * The daemon's answers to the cluster messages (src/protocol/osd-messages.ts).
+ *
+ * As primary: client writes (ordered by pg version, applied locally and on
+ * every other acting member, acknowledged when all have them), reads (after
+ * any write of the object in flight has finished, so an unacknowledged write
+ * is never shown), listings. As member: replicated writes in version order,
+ * and peering's query, fenced pushes and activation.
+ *
+ * Every request first waits for the map epoch its sender has seen; a sender
+ * whose epoch predates the pg's current interval is told StaleEpoch.
+ */
+import { TesseraError, invalid } from '../lib/errors.js';
+import { pgSortKeyRange } from '../lib/hash.js';
+import { encodeObjectPage, encodeOmapPage, encodeOmapValues, encodeXattrs } from '../protocol/store-messages.js';
+import {
+  decodeControl,
+  decodeList,
+  decodeOp,
+  decodePgRef,
+  decodePush,
+  decodeRead,
+  decodeRepop,
+  encodeControl,
+  encodeObjectStat,
+  encodeRepop,
+  encodeVersion,
+  field,
+  OsdOpcode,
+  type Eversion,
+  type LogEntry,
+  type OpRequest,
+  type PgRef,
+  type ReadRequest,
+} from '../protocol/osd-messages.js';
+import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
+import { activateLocal, memberInfo, notPrimary } from './members.js';
+import type { Osd } from './osd.js';
+import { isConditional, requestKey, type Pg } from './pg.js';
+import { decodeVersionValue, VERSION_XATTR } from './pg-log.js';
+
+const EMPTY = Buffer.alloc(0);
+const REPOP_TIMEOUT_MS = 30_000;
+
+export function osdHandler(osd: Osd): RpcHandler {
+  return async ({ op, header, payload }): Promise<RpcHandlerReply> => {
+    switch (op) {
+      case OsdOpcode.op:
+        return { header: encodeVersion(await clientWrite(osd, decodeOp(header, payload))) };
+      case OsdOpcode.read:
+        return clientRead(osd, decodeRead(header));
+      case OsdOpcode.list:
+        return clientList(osd, header);
+      case OsdOpcode.repop:
+        await replicaWrite(osd, header, payload);
+        return { header: EMPTY };
+      case OsdOpcode.pgQuery: {
+        const pg = await memberPg(osd, decodePgRef(header));
+        return { header: encodeControl(memberInfo(pg)) };
+      }
+      case OsdOpcode.pgPush: {
+        const push = decodePush(header, payload);
+        await memberPg(osd, push);
+        await osd.store.transact(push.ops);
+        return { header: EMPTY };
+      }
+      case OsdOpcode.pgActivate: {
+        const doc = decodeControl(header, 'pg activate');
+        const ref = { epoch: field.uint(doc, 'epoch'), poolId: field.uint(doc, 'poolId'), pg: field.uint(doc, 'pg') };
+        const pg = await memberPg(osd, ref);
+        await activateLocal(osd, pg, field.uint(doc, 'lastEpochStarted'), field.intList(doc, 'lastActing', 64));
+        return { header: EMPTY };
+      }
+      default:
+        throw new TesseraError('NotSupported', `unknown operation ${op}`);
+    }
+  };
+}
+
+/** The pg of a request to its primary, once the map has the sender's epoch; StaleEpoch if this disk is not its primary. */
+async function primaryPg(osd: Osd, ref: PgRef): Promise<Pg> {
+  await osd.catchUp(ref.epoch);
+  const pool = osd.view.pool(ref.poolId);
+  if (ref.pg >= pool.pgCount) throw invalid(`pg ${ref.pg} is beyond pool ${pool.id}'s ${pool.pgCount} pgs`);
+  const pg = await osd.pgFor(ref.poolId, ref.pg);
+  osd.syncInterval(pg);
+  if (osd.view.pg(pool, ref.pg).primary !== osd.diskId || pg.primary !== osd.diskId) throw notPrimary(pg, osd.view.epoch);
+  return pg;
+}
+
+/** The pg of a message from its primary; StaleEpoch if the message predates the current interval. */
+async function memberPg(osd: Osd, ref: PgRef): Promise<Pg> {
+  await osd.catchUp(ref.epoch);
+  const pg = await osd.pgFor(ref.poolId, ref.pg);
+  osd.syncInterval(pg);
+  if (ref.epoch < pg.intervalStart) throw new TesseraError('StaleEpoch', `pg ${pg.key}: message of epoch ${ref.epoch} predates interval ${pg.intervalStart}`);
+  return pg;
+}
+
+async function clientWrite(osd: Osd, req: OpRequest): Promise<Eversion> {
+  const pg = await primaryPg(osd, req);
+  pg.requireActive();
+  if (pg.pool.redundancy.type !== 'replicated') throw new TesseraError('NotSupported', 'writes to erasure-coded pools are not supported yet');
+  if (pg.acting.length < pg.pool.redundancy.minSize) {
+    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${pg.pool.redundancy.size} members up, min_size ${pg.pool.redundancy.minSize}`);
+  }
+  const done = pg.log.versionOf(req.request.client, req.request.seq);
+  if (done) return done;
+  const key = requestKey(req.request);
+  const running = pg.inflightRequests.get(key);
+  if (running) return running;
+  const write = primaryWrite(osd, pg, req);
+  pg.inflightRequests.set(key, write);
+  pg.trackObject(req.object, write);
+  try {
+    return await write;
+  } finally {
+    pg.inflightRequests.delete(key);
+  }
+}
+
+async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion> {
+  const conditional = req.ops.some(isConditional);
+  const last = req.ops[req.ops.length - 1];
+  const kind = last?.type === 'remove' ? 'delete' : 'modify';
+  let replicated!: Promise<void>;
+  let version!: Eversion;
+  await pg.withGate(conditional, async () => {
+    const interval = pg.intervalStart;
+    version = pg.nextVersion(osd.view.epoch);
+    const entry: LogEntry = { ...version, object: req.object, kind, request: req.request };
+    let txn;
+    try {
+      txn = pg.buildWrite(req.object, req.ops, entry);
+    } catch (err) {
+      pg.releaseVersion(version);
+      throw err;
+    }
+    const local = osd.store.transact(txn).then(() => {
+      if (pg.intervalStart === interval) pg.log.remember(entry);
+    });
+    if (conditional) {
+      // The outcome depends on the object's state: decide it here before anyone else applies it.
+      try {
+        await local;
+      } catch (err) {
+        pg.releaseVersion(version);
+        throw err;
+      }
+    }
+    const others = pg.acting.filter((d) => d !== osd.diskId);
+    const repops = others.map((d) => {
+      const { header, payload } = encodeRepop({ epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg, entry, ops: txn });
+      return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: REPOP_TIMEOUT_MS });
+    });
+    replicated = Promise.all([local, ...repops]).then(
+      () => undefined,
+      (err: unknown) => {
+        // Some member may lack this write while others have it: the pg must settle before serving again.
+        // (Synchronously, so a retry of this request cannot find the entry in the log before that.)
+        if (pg.intervalStart === interval) osd.repeer(pg);
+        throw new TesseraError('Unavailable', `pg ${pg.key}: write ${version.version} did not reach every member: ${(err as Error).message}`, { cause: err });
+      },
+    );
+  });
+  await replicated;
+  return version;
+}
+
+async function replicaWrite(osd: Osd, header: Buffer, payload: Buffer): Promise<void> {
+  const repop = decodeRepop(header, payload);
+  const pg = await memberPg(osd, repop);
+  // Submitted to the store in arrival order (the primary sends in version order on one connection).
+  const submit = (): { done: Promise<void> } => {
+    pg.requireActive();
+    const expected = pg.log.head.version + pg.replicaBacklog + 1;
+    if (repop.entry.version !== expected) {
+      throw new TesseraError('Conflict', `pg ${pg.key}: repop version ${repop.entry.version}, expected ${expected}`);
+    }
+    pg.replicaBacklog++;
+    const interval = pg.intervalStart;
+    return {
+      done: osd.store.transact(repop.ops).then(
+        () => {
+          pg.replicaBacklog--;
+          if (pg.intervalStart === interval) pg.log.remember(repop.entry);
+        },
+        (err: unknown) => {
+          pg.replicaBacklog--;
+          throw err;
+        },
+      ),
+    };
+  };
+  const step = pg.replicaChain.then(submit, submit);
+  pg.replicaChain = step.catch(() => ({ done: Promise.resolve() }));
+  const { done } = await step;
+  await done;
+}
+
+async function clientRead(osd: Osd, q: ReadRequest): Promise<RpcHandlerReply> {
+  const pg = await primaryPg(osd, q);
+  pg.requireActive();
+  await pg.objectSettled(q.object);
+  const id = pg.objectId(q.object);
+  const store = osd.store;
+  switch (q.kind) {
+    case 'data': {
+      const data = await store.read(id, q.options);
+      return { header: EMPTY, payload: [data] };
+    }
+    case 'stat': {
+      const [s, x] = await Promise.all([store.stat(id), store.getXattrs(id)]);
+      const v = x.get(VERSION_XATTR);
+      const version = v ? decodeVersionValue(v) : { epoch: 0, version: 0 };
+      return { header: encodeObjectStat({ ...s, xattrCount: [...x.keys()].filter((k) => !k.startsWith('_')).length, version }) };
+    }
+    case 'xattrs': {
+      const x = await store.getXattrs(id);
+      for (const k of [...x.keys()]) if (k.startsWith('_')) x.delete(k);
+      return { header: encodeXattrs(x) };
+    }
+    case 'omapGet':
+      return { header: encodeOmapValues(await store.omapGet(id, q.keys)) };
+    case 'omapList':
+      return { header: encodeOmapPage(await store.omapList(id, q.options)) };
+  }
+}
+
+async function clientList(osd: Osd, header: Buffer): Promise<RpcHandlerReply> {
+  const { limit, cursor, ...ref } = decodeList(header);
+  const pg = await primaryPg(osd, ref);
+  pg.requireActive();
+  const page = await osd.store.listObjects({
+    ns: pg.objectId('x').ns,
+    sortKeyRange: pgSortKeyRange(pg.pg, Math.log2(pg.pool.pgCount)),
+    limit: Math.max(1, limit),
+    ...(cursor !== undefined ? { cursor } : {}),
+  });
+  return { header: encodeObjectPage(page) };
+}

@@ -1,0 +1,223 @@
+/**
+ * The storage daemon in a cluster: one disk's store, served to clients and
+ * peers through placement groups. It follows the cluster map (MapView),
+ * keeps a Pg for every pg this disk is a member of, peers the pgs it is
+ * primary of at the start of each interval, and answers (src/daemon/
+ * osd-service.ts) client ops as primary and replication / recovery messages
+ * as a member.
+ *
+ * Lifecycle: start() opens the store, listens, marks the disk up (with its
+ * address) in the map, and begins following it; close() marks it down,
+ * drains requests, closes the store.
+ */
+import type { Io } from '../io/io.js';
+import { TesseraError, toTesseraError } from '../lib/errors.js';
+import { createTcpServer } from '../rpc/tcp.js';
+import type { RpcHandler, RpcServer } from '../rpc/types.js';
+import { ObjectStore, type ObjectStoreOptions, type StoreIdentity } from '../store/index.js';
+import type { MapService } from '../../cluster/map-service.js';
+import { MapView } from '../../cluster/map-view.js';
+import type { PgHistory } from '../../cluster/pg-history.js';
+import { setDiskAddress, setDiskState } from '../../cluster/map-edit.js';
+import type { ClusterMap } from '../../cluster/map.js';
+import { HOLE } from '../../cluster/placement.js';
+import { Peers } from './peers.js';
+import { Pg } from './pg.js';
+import { PgLog } from './pg-log.js';
+import { peer, type MemberHandle } from './peering.js';
+import { localHandle, remoteHandle } from './members.js';
+import { osdHandler } from './osd-service.js';
+import { storeHandler } from './store-service.js';
+
+export interface OsdOptions {
+  io: Io;
+  diskPath: string;
+  host: string;
+  port: number;
+  identity: StoreIdentity;
+  mapService: MapService;
+  pgHistory: PgHistory;
+  store?: Partial<Omit<ObjectStoreOptions, 'io' | 'path' | 'create' | 'expect'>>;
+  /** How long a request waits for a map epoch its sender has seen. */
+  epochWaitMs?: number;
+  /** Delay before a failed peering is tried again. */
+  peeringRetryMs?: number;
+}
+
+const STORE_OPCODE_MAX = 19;
+
+export class Osd {
+  readonly pgs = new Map<string, Pg>();
+  readonly peers: Peers;
+  private closing: Promise<void> | null = null;
+  private unsubscribe: (() => void) | null = null;
+  private readonly pgLoads = new Map<string, Promise<Pg>>();
+
+  private constructor(
+    readonly options: OsdOptions,
+    readonly store: ObjectStore,
+    readonly view: MapView,
+    private server: RpcServer | null,
+  ) {
+    this.peers = new Peers(options.io, view);
+  }
+
+  get diskId(): number {
+    return this.options.identity.diskId;
+  }
+
+  get io(): Io {
+    return this.options.io;
+  }
+
+  get epochWaitMs(): number {
+    return this.options.epochWaitMs ?? 10_000;
+  }
+
+  static async start(options: OsdOptions): Promise<Osd> {
+    const { io } = options;
+    const store = await ObjectStore.open({ ...options.store, io, path: options.diskPath, create: options.identity, expect: options.identity });
+    let osd: Osd | null = null;
+    try {
+      const view = await MapView.start(io, options.mapService);
+      osd = new Osd(options, store, view, null);
+      const self = osd;
+      const storeReads = storeHandler(store, { readOnly: true });
+      const cluster = osdHandler(self);
+      const handler: RpcHandler = (request) => (request.op <= STORE_OPCODE_MAX ? storeReads(request) : cluster(request));
+      self.server = await createTcpServer({ io, host: options.host, port: options.port, handler });
+      const address = `${options.host}:${self.server.port}`;
+      await options.mapService.change((m) => setDiskState(setDiskAddress(m, self.diskId, address), self.diskId, { up: true }));
+      await view.refresh();
+      self.unsubscribe = view.onChange((map) => self.onMap(map));
+      self.onMap(view.map);
+      return self;
+    } catch (err) {
+      if (osd) await osd.close().catch(() => undefined);
+      else await store.close();
+      throw err;
+    }
+  }
+
+  get port(): number {
+    return this.server?.port ?? 0;
+  }
+
+  /** Every pg this disk is a member of: new intervals start peering. */
+  private onMap(map: ClusterMap): void {
+    for (const pool of map.pools) {
+      if (pool.redundancy.type !== 'replicated') continue; // erasure-coded pgs: next (issue: cluster core, EC)
+      for (let pg = 0; pg < pool.pgCount; pg++) {
+        const placement = this.view.pg(pool, pg);
+        if (!placement.members.includes(this.diskId)) continue;
+        void this.pgFor(pool.id, pg).then(
+          (p) => this.maybeNewInterval(p, map),
+          (err) => console.error(`disk ${this.diskId}: pg ${pool.id}.${pg}: ${toTesseraError(err).message}`),
+        );
+      }
+    }
+  }
+
+  /** The Pg of (pool, pg), loading its log from the store the first time. */
+  pgFor(poolId: number, pg: number): Promise<Pg> {
+    const key = `${poolId}.${pg}`;
+    const existing = this.pgs.get(key);
+    if (existing) return Promise.resolve(existing);
+    let loading = this.pgLoads.get(key);
+    if (!loading) {
+      loading = (async () => {
+        const log = await PgLog.load(this.store, poolId, pg);
+        const p = new Pg(this.view.pool(poolId), pg, log);
+        this.pgs.set(key, p);
+        this.pgLoads.delete(key);
+        return p;
+      })();
+      this.pgLoads.set(key, loading);
+    }
+    return loading;
+  }
+
+  /** Brings a pg's interval up to date with the map held now (requests call it before their checks). */
+  syncInterval(pg: Pg): void {
+    this.maybeNewInterval(pg, this.view.map);
+  }
+
+  /**
+   * A new interval starts when the pg's acting set or primary changes: the pg
+   * goes back to peering, and its primary peers it. A pg seen for the first
+   * time by this process starts a new interval at the epoch held now (it
+   * cannot know whether the acting set changed while it was away).
+   */
+  private maybeNewInterval(pg: Pg, map: ClusterMap): void {
+    if (map.epoch < this.view.epoch) return; // a newer map's pass handles it
+    const placement = this.view.pg(pg.pool, pg.pg);
+    const acting = placement.acting.filter((d) => d !== HOLE);
+    if (pg.intervalStart !== 0 && acting.join() === pg.acting.join() && placement.primary === pg.primary) return;
+    pg.intervalStart = map.epoch;
+    pg.acting = acting;
+    pg.primary = placement.primary;
+    pg.state = 'peering';
+    pg.peering?.abort();
+    pg.peering = null;
+    if (pg.primary === this.diskId) this.startPeering(pg);
+  }
+
+  /** A write could not reach every member: settle the pg's history again before it serves more I/O. */
+  repeer(pg: Pg): void {
+    if (pg.primary !== this.diskId || this.closing) return;
+    pg.state = 'peering';
+    pg.peering?.abort();
+    this.startPeering(pg);
+  }
+
+  private startPeering(pg: Pg): void {
+    const abort = new AbortController();
+    pg.peering = abort;
+    const interval = pg.intervalStart;
+    const run = async (): Promise<void> => {
+      try {
+        const result = await peer(pg, {
+          history: this.options.pgHistory,
+          signal: abort.signal,
+          handle: (diskId) => this.memberHandle(pg, diskId),
+          reloadLocal: async () => pg.resetLog(await PgLog.load(this.store, pg.pool.id, pg.pg)),
+        });
+        if (abort.signal.aborted || pg.intervalStart !== interval) return;
+        pg.state = result;
+      } catch (err) {
+        if (abort.signal.aborted || pg.intervalStart !== interval || this.closing) return;
+        const e = toTesseraError(err);
+        if (e.code === 'StaleEpoch') await this.view.refresh().catch(() => undefined);
+        else console.error(`disk ${this.diskId}: pg ${pg.key}: peering failed, retrying: ${e.code} ${e.message}`);
+        this.io.clock.setTimeout(() => {
+          if (!abort.signal.aborted && pg.intervalStart === interval && !this.closing) void run();
+        }, this.options.peeringRetryMs ?? 1000);
+      }
+    };
+    void run();
+  }
+
+  memberHandle(pg: Pg, diskId: number): MemberHandle {
+    return diskId === this.diskId ? localHandle(this, pg) : remoteHandle(this, pg, diskId);
+  }
+
+  /** Waits until the map holds `epoch` (a peer or client has seen it). */
+  async catchUp(epoch: number): Promise<void> {
+    if (this.closing) throw new TesseraError('Closed', 'daemon is closing');
+    await this.view.waitForEpoch(epoch, this.epochWaitMs);
+  }
+
+  /** Marks the disk down, drains requests, closes. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.unsubscribe?.();
+      for (const pg of this.pgs.values()) pg.peering?.abort();
+      await this.options.mapService.change((m) => setDiskState(m, this.diskId, { up: false })).catch(() => undefined);
+      await this.server?.close({ drainTimeoutMs: 10_000 });
+      this.view.close();
+      await this.peers.close();
+      await this.store.close();
+    })();
+    return this.closing;
+  }
+}

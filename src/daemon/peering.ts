@@ -1,0 +1,191 @@
+/**
+ * Peering and recovery, run by a pg's primary at the start of every interval
+ * (a change of the pg's acting set). Before the pg serves any I/O:
+ *
+ * 1. Ask every acting member for its log and last interval.
+ * 2. Read the pg's last active interval from the pg history registry; go on
+ *    only if at least one of its members answered (it holds every write that
+ *    interval acknowledged); otherwise the pg is incomplete, and waits.
+ * 3. The authoritative log is the one with the newest head. Recover the
+ *    primary from it, then every other member from the primary: members whose
+ *    log overlaps get the objects named by the entries they miss or hold in
+ *    excess (divergent: written but never acknowledged); the others are
+ *    backfilled (every object compared). Each member's log becomes the
+ *    authoritative one.
+ * 4. Record this interval in the registry (compare-and-set), then activate
+ *    every member.
+ *
+ * Objects are copied whole (data, xattrs, omap) through fenced pushes; large
+ * omaps are staged under a temporary name and moved into place, so a member
+ * never holds half an object under its real name.
+ */
+import { TesseraError } from '../lib/errors.js';
+import { pgSortKeyRange } from '../lib/hash.js';
+import { compareVersions, type Eversion, type LogEntry, type MemberInfo } from '../protocol/osd-messages.js';
+import type { ObjectId, StoreApi, StoreOp } from '../store/types.js';
+import type { PgHistory } from '../../cluster/pg-history.js';
+import { metaNs, PgLog } from './pg-log.js';
+import type { Pg } from './pg.js';
+
+export interface MemberHandle {
+  diskId: number;
+  info(): Promise<MemberInfo>;
+  /** Reads of the member's store. */
+  store: StoreApi;
+  /** A fenced transaction on the member's store. */
+  push(ops: StoreOp[]): Promise<void>;
+  activate(lastEpochStarted: number, lastActing: number[]): Promise<void>;
+}
+
+export interface PeeringContext {
+  history: PgHistory;
+  handle(diskId: number): MemberHandle;
+  signal: AbortSignal;
+  /** Called when the primary's own log was rewritten by recovery. */
+  reloadLocal(): Promise<void>;
+}
+
+const COPY_CONCURRENCY = 4;
+const OMAP_PAGE = 1000;
+const LIST_PAGE = 1000;
+
+function checkAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw new TesseraError('Aborted', 'peering interrupted by a new interval');
+}
+
+export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'incomplete'> {
+  const members = pg.acting;
+  const handles = members.map((id) => ctx.handle(id));
+  const infos = await Promise.all(handles.map((h) => h.info()));
+  checkAborted(ctx.signal);
+  const record = await ctx.history.get(pg.pool.id, pg.pg);
+  if (record && !record.acting.some((d) => members.includes(d))) return 'incomplete';
+  let auth = 0;
+  infos.forEach((info, i) => {
+    if (compareVersions(info.head, infos[auth]!.head) > 0) auth = i;
+  });
+  // The primary (members[0]) first catches up from the authoritative member, then serves as the source for the others.
+  if (auth !== 0) {
+    await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, ctx.signal);
+    await ctx.reloadLocal();
+  }
+  const source = handles[0]!;
+  const sourceInfo = auth === 0 ? infos[0]! : infos[auth]!;
+  await Promise.all(handles.slice(1).map((h, i) => recoverMember(pg, h, infos[i + 1]!, source, sourceInfo, ctx.signal)));
+  checkAborted(ctx.signal);
+  const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === members.join();
+  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: members });
+  checkAborted(ctx.signal);
+  await Promise.all(handles.map((h) => h.activate(pg.intervalStart, members)));
+  return 'active';
+}
+
+/** The newest version both logs hold identically, or null when they share none. */
+function commonPoint(target: MemberInfo, source: MemberInfo): Eversion | null {
+  const bySource = new Map(source.entries.map((e) => [e.version, e.epoch]));
+  for (let i = target.entries.length - 1; i >= 0; i--) {
+    const e = target.entries[i]!;
+    if (bySource.get(e.version) === e.epoch) return e;
+  }
+  // No shared entry: fine if the target's head is the source's tail or within the gap the source still covers.
+  if (compareVersions(target.head, source.tail) === 0) return target.head;
+  if (target.entries.length === 0 && compareVersions(target.head, source.tail) > 0 && bySource.get(target.head.version) === target.head.epoch) return target.head;
+  return null;
+}
+
+async function recoverMember(pg: Pg, target: MemberHandle, tInfo: MemberInfo, source: MemberHandle, sInfo: MemberInfo, signal: AbortSignal): Promise<void> {
+  if (target.diskId === source.diskId) return;
+  const identical = compareVersions(tInfo.head, sInfo.head) === 0 && compareVersions(tInfo.tail, sInfo.tail) <= 0;
+  const common = identical ? tInfo.head : commonPoint(tInfo, sInfo);
+  if (identical) return;
+  if (common && compareVersions(common, sInfo.tail) >= 0) {
+    const missing = sInfo.entries.filter((e) => compareVersions(e, common) > 0);
+    const divergent = tInfo.entries.filter((e) => compareVersions(e, common) > 0);
+    const objects = new Set<string>([...missing, ...divergent].map((e: LogEntry) => e.object));
+    await forEachBounded([...objects], COPY_CONCURRENCY, (name) => copyObject(pg, source, target, name, signal));
+  } else {
+    await backfill(pg, source, target, signal);
+  }
+  checkAborted(signal);
+  await target.push(PgLog.replaceOps(pg.pool.id, pg.pg, sInfo.tail, sInfo.entries, { lastEpochStarted: tInfo.lastEpochStarted, lastActing: tInfo.lastActing }));
+}
+
+async function listPg(pg: Pg, store: StoreApi, into: (name: string) => Promise<void>, signal: AbortSignal): Promise<void> {
+  const bits = Math.log2(pg.pool.pgCount);
+  let cursor: string | undefined;
+  for (;;) {
+    checkAborted(signal);
+    const page = await store.listObjects({ ns: pg.objectId('x').ns, sortKeyRange: pgSortKeyRange(pg.pg, bits), limit: LIST_PAGE, ...(cursor ? { cursor } : {}) });
+    for (const o of page.objects) await into(o.name);
+    if (!page.cursor) return;
+    cursor = page.cursor;
+  }
+}
+
+async function backfill(pg: Pg, source: MemberHandle, target: MemberHandle, signal: AbortSignal): Promise<void> {
+  const sourceNames = new Set<string>();
+  const batch: string[] = [];
+  await listPg(pg, source.store, async (name) => {
+    sourceNames.add(name);
+    batch.push(name);
+    if (batch.length >= 64) await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal));
+  }, signal);
+  await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal));
+  const extra: string[] = [];
+  await listPg(pg, target.store, async (name) => {
+    if (!sourceNames.has(name)) extra.push(name);
+  }, signal);
+  for (let i = 0; i < extra.length; i += 256) {
+    await target.push(extra.slice(i, i + 256).map((name) => ({ type: 'remove' as const, id: pg.objectId(name), ifExists: true })));
+  }
+}
+
+async function exists(store: StoreApi, id: ObjectId): Promise<boolean> {
+  try {
+    await store.stat(id);
+    return true;
+  } catch (err) {
+    if ((err as { code?: string }).code === 'NotFound') return false;
+    throw err;
+  }
+}
+
+/** Makes the target's copy of an object equal the source's (or absent). */
+export async function copyObject(pg: Pg, source: MemberHandle, target: MemberHandle, name: string, signal: AbortSignal): Promise<void> {
+  checkAborted(signal);
+  const id = pg.objectId(name);
+  if (!(await exists(source.store, id))) {
+    await target.push([{ type: 'remove', id, ifExists: true }]);
+    return;
+  }
+  const [data, xattrs, firstPage] = await Promise.all([source.store.read(id), source.store.getXattrs(id), source.store.omapList(id, { limit: OMAP_PAGE })]);
+  const body = (dest: ObjectId): StoreOp[] => [
+    { type: 'remove', id: dest, ifExists: true },
+    { type: 'writeFull', id: dest, data },
+    ...[...xattrs].map(([n, value]) => ({ type: 'setXattr' as const, id: dest, name: n, value })),
+    ...(firstPage.entries.length > 0 ? [{ type: 'omapSet' as const, id: dest, entries: firstPage.entries }] : []),
+  ];
+  if (!firstPage.more) {
+    await target.push(body(id));
+    return;
+  }
+  const staging: ObjectId = { ns: metaNs(pg.pool.id), name: `staging.${pg.pg}.${pg.nextStagingId()}` };
+  await target.push(body(staging));
+  let after = firstPage.entries[firstPage.entries.length - 1]![0];
+  for (;;) {
+    checkAborted(signal);
+    const page = await source.store.omapList(id, { limit: OMAP_PAGE, afterKey: after });
+    if (page.entries.length > 0) await target.push([{ type: 'omapSet', id: staging, entries: page.entries }]);
+    if (!page.more || page.entries.length === 0) break;
+    after = page.entries[page.entries.length - 1]![0];
+  }
+  await target.push([{ type: 'move', id: staging, to: id }]);
+}
+
+async function forEachBounded<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) await fn(items[next++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}

@@ -1,0 +1,148 @@
+/**
+ * One placement group as one of its members sees it: its place in the
+ * current interval (role, acting set, the epoch the interval started in), its
+ * state, and its log. The primary orders writes (versions), applies them
+ * locally and replicates them to every other acting member, acknowledging
+ * only when all have them durably; a replica applies them in version order.
+ *
+ * States: peering (new interval: no I/O until the primary has settled the
+ * pg's history), active, incomplete (no member of the last active interval is
+ * reachable: no I/O, to never serve stale data), and stray (not a member).
+ */
+import { TesseraError, invalid } from '../lib/errors.js';
+import { compareVersions, type Eversion, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
+import type { ObjectId, StoreOp } from '../store/types.js';
+import type { PoolInfo } from '../../cluster/map.js';
+import { dataNs, encodeVersionValue, PgLog, VERSION_XATTR } from './pg-log.js';
+
+export type PgState = 'peering' | 'active' | 'incomplete';
+
+/** Ops whose success depends on the object's state: they are decided at the primary first. */
+const conditionalOps = new Set<StoreOp['type']>(['create', 'remove', 'removeXattr', 'assertXattr', 'assertExists', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear']);
+
+export function isConditional(op: StoreOp): boolean {
+  if (!conditionalOps.has(op.type)) return false;
+  if (op.type === 'create') return op.exclusive === true;
+  if (op.type === 'remove') return op.ifExists !== true;
+  return true;
+}
+
+export class Pg {
+  state: PgState = 'peering';
+  /** Map epoch the current interval started in: older repops and pushes are refused. */
+  intervalStart = 0;
+  acting: number[] = [];
+  primary = -1;
+  /** Writes submitted to the local store, in version order, not yet known to be committed. */
+  private assigned: Eversion;
+  /** Held while a conditional write waits for its local outcome: later writes wait too. */
+  private gate: Promise<void> = Promise.resolve();
+  /** Local store submissions of a replica, chained to keep version order. */
+  replicaChain: Promise<{ done: Promise<void> }> = Promise.resolve({ done: Promise.resolve() });
+  /** Replicated writes submitted to the local store and not yet committed. */
+  replicaBacklog = 0;
+  /** Writes in flight per object (reads wait for them, to never show an unacknowledged write). */
+  private readonly inflightObjects = new Map<string, Promise<unknown>>();
+  /** Client requests in flight, by request id, so a retry joins the first attempt. */
+  readonly inflightRequests = new Map<string, Promise<Eversion>>();
+  /** Peering runs one at a time; a new interval aborts the old run. */
+  peering: AbortController | null = null;
+  private stagingIds = 0;
+
+  constructor(
+    readonly pool: PoolInfo,
+    readonly pg: number,
+    public log: PgLog,
+  ) {
+    this.assigned = log.head;
+  }
+
+  /** Names temporary objects of recovery (unique within this daemon's lifetime and pg). */
+  nextStagingId(): number {
+    return ++this.stagingIds;
+  }
+
+  get key(): string {
+    return `${this.pool.id}.${this.pg}`;
+  }
+
+  /** Adopts the log after recovery or activation rewrote it. */
+  resetLog(log: PgLog): void {
+    this.log = log;
+    this.assigned = log.head;
+  }
+
+  objectId(name: string, shard = 0): ObjectId {
+    return { ns: dataNs(this.pool.id, shard), name };
+  }
+
+  /** The store transaction of a client write: its ops on this pg's object, the object's version, the log entry. */
+  buildWrite(object: string, ops: readonly StoreOp[], entry: LogEntry): StoreOp[] {
+    const id = this.objectId(object);
+    const out: StoreOp[] = [];
+    for (const op of ops) {
+      if (op.type === 'move') throw new TesseraError('NotSupported', 'move is not supported on pools');
+      if ((op.type === 'setXattr' || op.type === 'removeXattr' || op.type === 'assertXattr') && op.name.startsWith('_')) {
+        throw invalid(`xattr names starting with "_" are reserved (${op.name})`);
+      }
+      out.push({ ...op, id } as StoreOp);
+    }
+    if (entry.kind === 'modify') out.push({ type: 'setXattr', id, name: VERSION_XATTR, value: encodeVersionValue(entry) });
+    out.push(...this.log.appendOps(entry));
+    return out;
+  }
+
+  /** Next version for a write by this primary in `epoch`. */
+  nextVersion(epoch: number): Eversion {
+    this.assigned = { epoch, version: this.assigned.version + 1 };
+    return this.assigned;
+  }
+
+  /** A conditional write failed locally: its version was never written anywhere, give it back. */
+  releaseVersion(v: Eversion): void {
+    if (compareVersions(this.assigned, v) === 0) this.assigned = { epoch: v.epoch, version: v.version - 1 };
+  }
+
+  /** Serializes version assignment behind any conditional write deciding its outcome. */
+  async withGate<T>(conditional: boolean, fn: () => Promise<T>): Promise<T> {
+    const before = this.gate;
+    if (!conditional) {
+      await before;
+      return fn();
+    }
+    let open!: () => void;
+    this.gate = new Promise((resolve) => (open = resolve));
+    try {
+      await before;
+      return await fn();
+    } finally {
+      open();
+    }
+  }
+
+  /** Marks a write of an object in flight until done settles. */
+  trackObject(object: string, done: Promise<unknown>): void {
+    const settled = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    const prev = this.inflightObjects.get(object);
+    const chained = prev ? Promise.all([prev, settled]) : settled;
+    this.inflightObjects.set(object, chained);
+    void chained.then(() => {
+      if (this.inflightObjects.get(object) === chained) this.inflightObjects.delete(object);
+    });
+  }
+
+  /** Resolves when no write of the object is in flight. */
+  async objectSettled(object: string): Promise<void> {
+    for (let p = this.inflightObjects.get(object); p; p = this.inflightObjects.get(object)) await p;
+  }
+
+  requireActive(): void {
+    if (this.state === 'active') return;
+    throw new TesseraError('Busy', `pg ${this.key} is ${this.state}`);
+  }
+}
+
+export const requestKey = (r: RequestId): string => `${r.client}:${r.seq}`;

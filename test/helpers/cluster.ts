@@ -1,0 +1,88 @@
+/**
+ * A real cluster for tests: the map service in this process (embedded store,
+ * served over TCP), one storage daemon process per disk on its own temporary
+ * directory, and a client. Hosts are a failure domain of the map only (one
+ * machine). killDisk() is kill -9 plus marking the disk down in the map (what
+ * failure detection will do); restartDisk() starts it again on its directory.
+ */
+import { systemIo } from '../../src/io/system.js';
+import { TesseraClient } from '../../src/client/client.js';
+import { startMapDaemon, type MapDaemon } from '../../cluster/map-daemon.js';
+import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
+import type { ClusterMap, FailureDomain, PoolRedundancy } from '../../cluster/map.js';
+import { makeTempDir } from './tmp.js';
+import { killAllDaemons, startDaemonProcess, type DaemonProcess } from './daemon-process.js';
+
+export interface TestPool {
+  name: string;
+  redundancy: PoolRedundancy;
+  failureDomain: FailureDomain;
+  pgCount: number;
+}
+
+export interface TestCluster {
+  io: ReturnType<typeof systemIo>;
+  mapd: MapDaemon;
+  client: TesseraClient;
+  daemons: Map<number, DaemonProcess>;
+  diskIds: number[];
+  killDisk(diskId: number): Promise<void>;
+  restartDisk(diskId: number): Promise<void>;
+  /** Resolves when every pg of every pool is active on its primary (polls with reads). */
+  stop(): Promise<void>;
+}
+
+export async function startTestCluster(o: { hosts: number; disksPerHost: number; pools: TestPool[]; clusterId?: string }): Promise<TestCluster> {
+  const io = systemIo();
+  const dir = await makeTempDir('cluster');
+  const clusterId = o.clusterId ?? 'testcluster';
+  let map: ClusterMap = addRack(addSite(initialMap({ clusterId }), { name: 'site0' }), { name: 'rack0', site: 'site0' });
+  const diskIds: number[] = [];
+  for (let h = 0; h < o.hosts; h++) {
+    map = addHost(map, { name: `host${h}`, rack: 'rack0' });
+    for (let d = 0; d < o.disksPerHost; d++) {
+      const id = h * o.disksPerHost + d;
+      diskIds.push(id);
+      map = addDisk(map, { id, host: `host${h}`, weight: 1, address: '127.0.0.1:1', up: false, in: true });
+    }
+  }
+  o.pools.forEach((p, i) => {
+    map = createPool(map, { id: i + 1, name: p.name, redundancy: p.redundancy, failureDomain: p.failureDomain, pgCount: p.pgCount });
+  });
+  const mapd = await startMapDaemon({ io, dir: `${dir.path}/mapd`, host: '127.0.0.1', port: 0, create: map });
+  const mapAddress = `127.0.0.1:${mapd.port}`;
+  const daemons = new Map<number, DaemonProcess>();
+  const start = async (diskId: number): Promise<void> => {
+    daemons.set(diskId, await startDaemonProcess({ diskPath: `${dir.path}/disk${diskId}`, clusterId, diskId, map: mapAddress }));
+  };
+  try {
+    await Promise.all(diskIds.map(start));
+    const client = await TesseraClient.connect({ io, mapService: mapd.service, timeoutMs: 60_000 });
+    return {
+      io,
+      mapd,
+      client,
+      daemons,
+      diskIds,
+      async killDisk(diskId) {
+        await daemons.get(diskId)?.kill();
+        daemons.delete(diskId);
+        await mapd.service.change((m) => setDiskState(m, diskId, { up: false }));
+      },
+      restartDisk: start,
+      async stop() {
+        if (process.env.TESSERA_DEBUG) for (const [id, d] of daemons) console.log(`--- disk ${id} stderr ---\n${d.stderr()}`);
+        await client.close();
+        await Promise.all([...daemons.values()].map((d) => d.stop()));
+        await killAllDaemons();
+        await mapd.close();
+        await dir.remove();
+      },
+    };
+  } catch (err) {
+    await killAllDaemons();
+    await mapd.close();
+    await dir.remove();
+    throw err;
+  }
+}
