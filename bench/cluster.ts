@@ -1,0 +1,157 @@
+/**
+ * Cluster benchmark (the cluster core issue): an all-in-one cluster started
+ * with `tessera up` on a temporary directory (3 hosts x 2 disks, one daemon
+ * process each), driven by the client library from this process. Prints JSON
+ * lines: put/get of 4 KiB and 4 MiB objects at concurrency 1 and 32 on the
+ * replicated pool (erasure-coded cases: see runEcCases), with baselines
+ * measured in the same run on the same file system: raw sequential write
+ * (64 MiB writev + fdatasync), raw sequential read, and the single-disk store.
+ *
+ * Usage: node dist/bench/cluster.js [--seconds N] [--dir DIR]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import { systemIo } from '../src/io/system.js';
+import { TesseraClient } from '../src/client/client.js';
+import { ObjectStore } from '../src/store/index.js';
+import { connectMapService } from '../cluster/map-daemon.js';
+import { closedLoop, dropCaches, emit, printHost, resultOf, type BenchResult } from './lib.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, dir: { type: 'string' } } });
+const seconds = Number(args.seconds ?? 3);
+const io = systemIo();
+
+async function rawBaselines(dir: string): Promise<{ write: BenchResult; read: BenchResult }> {
+  const path = join(dir, 'raw.bin');
+  const fh = await open(path, 'w+');
+  const chunk = randomBytes(4 * MiB);
+  const group = Array.from({ length: 16 }, () => chunk);
+  let pos = 0;
+  const w = await closedLoop({
+    workers: 1,
+    ops: 16,
+    maxSeconds: seconds,
+    op: async () => {
+      await fh.writev(group, pos);
+      pos += 64 * MiB;
+      await fh.datasync();
+    },
+  });
+  const cold = await dropCaches();
+  const buf = Buffer.allocUnsafe(4 * MiB);
+  let rpos = 0;
+  const r = await closedLoop({
+    workers: 1,
+    ops: pos / buf.length,
+    maxSeconds: seconds,
+    op: async () => {
+      await fh.read(buf, 0, buf.length, rpos);
+      rpos += buf.length;
+    },
+  });
+  await fh.close();
+  await rm(path);
+  return { write: resultOf('raw sequential 64MiB writev + fdatasync', w, 64 * MiB), read: resultOf(`raw sequential 4MiB read${cold ? '' : ' (page cache)'}`, r, 4 * MiB) };
+}
+
+async function storeBaseline(dir: string): Promise<Map<string, BenchResult>> {
+  const store = await ObjectStore.open({ io, path: join(dir, 'store'), create: { clusterId: 'bench', diskId: 0 }, maintenance: { enabled: false } });
+  const out = new Map<string, BenchResult>();
+  try {
+    for (const [label, size] of [['4KiB', 4 * KiB], ['4MiB', 4 * MiB]] as const) {
+      const data = randomBytes(size);
+      const s = await closedLoop({ workers: 32, ops: 1e9, maxSeconds: seconds, op: (i) => store.transact([{ type: 'writeFull', id: { ns: 1, name: `o${i}` }, data }]) });
+      out.set(`put ${label}`, resultOf(`store put ${label} c=32`, s, size));
+    }
+  } finally {
+    await store.close();
+  }
+  return out;
+}
+
+async function startCluster(dir: string): Promise<{ child: ChildProcess; map: string }> {
+  const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
+  const base = 21_000 + (process.pid % 500) * 16;
+  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--pgs', '64'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.startsWith('Ctrl-C')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`tessera up exited ${code}`)));
+  });
+  const file = JSON.parse(await readFile(join(dir, 'client.json'), 'utf8')) as { map: string };
+  return { child, map: file.map };
+}
+
+export async function runPoolCases(client: TesseraClient, pool: string, baselines: { write: BenchResult; read: BenchResult; store: Map<string, BenchResult> }): Promise<void> {
+  const written = new Map<string, number>();
+  for (const [label, size] of [['4KiB', 4 * KiB], ['4MiB', 4 * MiB]] as const) {
+    const data = randomBytes(size);
+    const perWorkers = new Map<number, BenchResult>();
+    for (const workers of [1, 32]) {
+      const first = written.get(label) ?? 0;
+      const s = await closedLoop({ workers, ops: 1e9, maxSeconds: seconds, op: (i) => client.put(pool, `${label}-${first + i}`, data).then(() => undefined) });
+      written.set(label, first + s.ops);
+      let r = resultOf(`cluster ${pool} put ${label} c=${workers}`, s, size);
+      const store = baselines.store.get(`put ${label}`)!;
+      r = { ...r, storeBytesPerSec: store.bytesPerSec, ratioToStore: r.bytesPerSec / store.bytesPerSec };
+      if (size === 4 * MiB) r = { ...r, baseline: baselines.write.name, baselineValue: baselines.write.bytesPerSec, ratioToBaseline: r.bytesPerSec / baselines.write.bytesPerSec };
+      if (workers === 32 && perWorkers.has(1)) r = { ...r, ratioToConcurrency1: r.opsPerSec / perWorkers.get(1)!.opsPerSec };
+      perWorkers.set(workers, r);
+      emit(r);
+    }
+    for (const workers of [1, 32]) {
+      const count = written.get(label)!;
+      const cold = await dropCaches();
+      const s = await closedLoop({
+        workers,
+        ops: count,
+        maxSeconds: seconds,
+        op: async (i) => {
+          const got = await client.read(pool, `${label}-${i}`);
+          if (got.length !== size) throw new Error(`read ${got.length} bytes of ${size}`);
+        },
+      });
+      let r = resultOf(`cluster ${pool} get ${label} c=${workers}${cold ? '' : ' (page cache)'}`, s, size);
+      if (size === 4 * MiB) r = { ...r, baseline: baselines.read.name, baselineValue: baselines.read.bytesPerSec, ratioToBaseline: r.bytesPerSec / baselines.read.bytesPerSec };
+      emit(r);
+    }
+  }
+}
+
+const base = args.dir ?? (await mkdtemp(join(tmpdir(), 'tessera-cluster-bench-')));
+printHost({ bench: 'cluster', dir: base, seconds });
+let cluster: { child: ChildProcess; map: string } | null = null;
+try {
+  const raw = await rawBaselines(base);
+  emit(raw.write);
+  emit(raw.read);
+  const store = await storeBaseline(base);
+  for (const r of store.values()) emit(r);
+  cluster = await startCluster(join(base, 'cluster'));
+  const conn = connectMapService(io, cluster.map);
+  const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 120_000 });
+  try {
+    await runPoolCases(client, 'rep', { ...raw, store });
+  } finally {
+    await client.close();
+    await conn.close();
+  }
+} finally {
+  if (cluster) {
+    const child = cluster.child;
+    await new Promise<void>((resolve) => {
+      child.once('exit', () => resolve());
+      child.kill('SIGINT');
+    });
+  }
+  if (!args.dir) await rm(base, { recursive: true, force: true });
+}
