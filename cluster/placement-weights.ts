@@ -14,11 +14,11 @@
  *    pgs. A domain with p_d >= 1 is "certain" (in every pg; the rest share the
  *    remaining slots, recomputed until no target exceeds 1).
  * 2. Rates: find race rates lambda_d with inclusion(lambda)_d = p_d for the
- *    uncertain domains, by the fixed-point iteration lambda_d *= sqrt(odds(p_d)
- *    / odds(inclusion_d)), odds(x) = x / (1 - x). (Plain p / inclusion crawls
- *    when a target is near 1; the undamped odds ratio overshoots; this takes
- *    10-30 iterations on random weights.) The inclusion probability of d in
- *    the first s arrivals is
+ *    uncertain domains, by the iteration lambda_d *= (odds(p_d) /
+ *    odds(inclusion_d))^step, odds(x) = x / (1 - x), with a step that halves
+ *    whenever the worst relative error would not shrink. (Plain p / inclusion
+ *    crawls when a target is near 1; the full odds step can oscillate.) The
+ *    inclusion probability of d in the first s arrivals is
  *      incl_d = integral_0^inf lambda_d e^(-lambda_d t) P(N_{-d}(t) <= s - 1) dt
  *    where N_{-d}(t) counts the other domains that arrived by t (a sum of
  *    independent Bernoulli(1 - e^(-lambda_j t))). It is computed by Simpson's
@@ -29,6 +29,8 @@
  * ports in V8) is used, so the rates are identical in every process.
  */
 
+import { assert } from '../src/lib/assert.js';
+
 export interface DomainRates {
   /** Per domain: the factor its disks' weights are multiplied by in draws (1 for certain domains). */
   factors: number[];
@@ -38,9 +40,10 @@ export interface DomainRates {
   residual: number;
 }
 
-/** Fixed-point iterations at most (random weights need 10-30). */
-const ITERATIONS_MAX = 200;
-const TOLERANCE = 1e-9;
+/** Inclusion evaluations at most; random weights need 5-30, near-certain domains more. */
+const EVALUATIONS_MAX = 100;
+/** Relative inclusion error to stop at; the quadrature itself is good to about 1e-7. */
+const TOLERANCE = 1e-7;
 /** Simpson step over ln t, and the span covered below and above the race's time scale. */
 const LN_STEP = 0.04;
 const HEAD_SCALE = 1e-7;
@@ -64,24 +67,37 @@ export function solveDomainRates(weights: readonly number[], width: number): Dom
   let openWeight = 0;
   for (const d of open) openWeight += weights[d]!;
   const target = open.map((d) => (slots * weights[d]!) / openWeight);
-  const rates = open.map((d) => weights[d]! / openWeight);
-  let residual = Infinity;
-  for (let iteration = 0; iteration < ITERATIONS_MAX; iteration++) {
-    const inclusion = inclusionProbabilities(rates, slots);
-    residual = 0;
-    let sum = 0;
-    for (let i = 0; i < rates.length; i++) {
-      residual = Math.max(residual, Math.abs(inclusion[i]! / target[i]! - 1));
-      const p = target[i]!;
-      const q = Math.min(inclusion[i]!, 1 - 1e-15);
-      rates[i] = rates[i]! * Math.sqrt((p / (1 - p)) * ((1 - q) / q));
-      sum += rates[i]!;
+  let rates = open.map((d) => weights[d]! / openWeight);
+  let inclusion = inclusionProbabilities(rates, slots);
+  let residual = worstError(inclusion, target);
+  // Multiply each rate by (odds(target) / odds(inclusion))^step and keep the
+  // result only if the worst error shrinks, else halve the step: the full
+  // odds step converges in a few evaluations but can oscillate when several
+  // targets are close to 1; the safeguard makes it monotone.
+  let step = 1;
+  for (let evaluations = 1; residual > TOLERANCE && evaluations < EVALUATIONS_MAX; evaluations++) {
+    const next = rates.map((r, i) => r * Math.exp(step * Math.log(odds(target[i]!) / odds(Math.min(Math.max(inclusion[i]!, 1e-300), 1 - 1e-15)))));
+    const sum = next.reduce((a, b) => a + b, 0);
+    for (let i = 0; i < next.length; i++) next[i] = next[i]! / sum;
+    const nextInclusion = inclusionProbabilities(next, slots);
+    const nextResidual = worstError(nextInclusion, target);
+    if (nextResidual < residual) {
+      [rates, inclusion, residual] = [next, nextInclusion, nextResidual];
+      step = Math.min(1, step * 1.5);
+    } else {
+      step /= 2;
     }
-    for (let i = 0; i < rates.length; i++) rates[i] = rates[i]! / sum;
-    if (residual < TOLERANCE) break;
   }
   open.forEach((d, i) => (factors[d] = (rates[i]! * openWeight) / weights[d]!));
   return { factors, certain, residual };
+}
+
+const odds = (p: number): number => p / (1 - p);
+
+function worstError(inclusion: readonly number[], target: readonly number[]): number {
+  let worst = 0;
+  for (let i = 0; i < target.length; i++) worst = Math.max(worst, Math.abs(inclusion[i]! / target[i]! - 1));
+  return worst;
 }
 
 /** Marks the domains whose target share (width x weight / total) reaches 1. */
@@ -110,6 +126,7 @@ function capTargets(weights: readonly number[], width: number): boolean[] {
  */
 export function inclusionProbabilities(rates: readonly number[], slots: number): number[] {
   const n = rates.length;
+  assert(slots >= 1 && slots < n && rates.every((r) => Number.isFinite(r) && r > 0), 'placement: inclusion needs positive rates and 1 <= slots < count');
   let rateMax = 0;
   for (const r of rates) rateMax = Math.max(rateMax, r);
   const tLow = HEAD_SCALE / rateMax;
@@ -174,6 +191,7 @@ function tailTime(rates: readonly number[], slots: number): number {
   let rateMin = Infinity;
   for (const r of rates) rateMin = Math.min(rateMin, r);
   // Counting slots + 1 arrivals of all n bounds "at most slots - 1 of the n - 1 others".
+  // Rates are normalized and finite, so t * rateMin passes 64 within ~1100 doublings.
   for (let t = slots; ; t *= 2) {
     for (let j = 0; j < rates.length; j++) arrived[j] = -Math.expm1(-rates[j]! * t);
     countDistributions(arrived, slots + 1, prefix, suffix);
