@@ -58,7 +58,7 @@ export function decodePingReply(h: Buffer): PingReply {
 
 // --- transact ---
 
-const opTags = ['create', 'write', 'writeFull', 'append', 'truncate', 'zero', 'remove', 'setXattr', 'removeXattr', 'assertXattr', 'assertExists', 'omapSet', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear', 'move', 'moveRange'] as const;
+const opTags = ['create', 'write', 'writeFull', 'append', 'truncate', 'zero', 'remove', 'setXattr', 'removeXattr', 'assertXattr', 'assertExists', 'omapSet', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear', 'move', 'moveRange', 'omapCompare'] as const;
 const tagOf = new Map<string, number>(opTags.map((t, i) => [t, i]));
 
 /** Header and payload buffers of a transaction request. */
@@ -122,6 +122,10 @@ export function encodeTransact(ops: readonly StoreOp[]): { header: Buffer; paylo
         w.varint(op.offsetBytes);
         writeId(w, op.from);
         w.varint(op.fromOffsetBytes).varint(op.lengthBytes);
+        break;
+      case 'omapCompare':
+        w.bytes(op.key);
+        optionalBytes(w, op.value ?? undefined);
         break;
     }
   }
@@ -207,6 +211,9 @@ export function decodeTransact(header: Buffer, payload: Buffer): StoreOp[] {
         ops.push({ type: tag, id, offsetBytes, from, fromOffsetBytes: r.varint(), lengthBytes: r.varint() });
         break;
       }
+      case 'omapCompare':
+        ops.push({ type: tag, id, key: Buffer.from(r.bytes(kMax)), value: readOptionalBytes(r, vMax) ?? null });
+        break;
     }
   }
   r.end();

@@ -39,6 +39,8 @@ export interface BatchEnv {
   allocateNid(): number;
   /** Committed omap keys of nid in [start, end), at most limit of them. */
   scanOmapKeys(nid: number, start: Buffer, end: Buffer, limit: number): Promise<Buffer[]>;
+  /** The acknowledged value of an omap key (groups not yet in the KvStore included). */
+  omapValue(nid: number, key: Buffer): Promise<Buffer | undefined>;
 }
 
 type OmapOverlay = Map<number, Map<string, Buffer | null>>;
@@ -156,6 +158,8 @@ export class TxnState {
         for (const [key, value] of op.entries) overlay.set(key.toString('latin1'), value);
         return;
       }
+      case 'omapCompare':
+        return this.omapCompare(op.id, op.key, op.value);
       case 'omapRemoveKeys': {
         const o = this.mutable(op.id, false);
         if (o.nid === 0) return;
@@ -310,6 +314,21 @@ export class TxnState {
     const actual = o?.xattrs.get(name) ?? null;
     const equal = actual === null || value === null ? actual === value : actual.equals(value);
     if (!equal) throw new TesseraError('Conflict', `xattr ${name} of ${id.ns}/${id.name} does not hold the expected value`);
+  }
+
+  private async omapCompare(id: ObjectId, key: Buffer, expected: Buffer | null): Promise<void> {
+    const o = this.read(id);
+    let actual: Buffer | null = null;
+    if (o && o.nid !== 0) {
+      const k = key.toString('latin1');
+      const own = this.omap.get(o.nid);
+      const group = this.batch.omap.get(o.nid);
+      if (own?.has(k)) actual = own.get(k)!;
+      else if (group?.has(k)) actual = group.get(k)!;
+      else actual = (await this.env.omapValue(o.nid, key)) ?? null;
+    }
+    const equal = actual === null || expected === null ? actual === expected : actual.equals(expected);
+    if (!equal) throw new TesseraError('Conflict', `omap key of ${id.ns}/${id.name} does not hold the expected value`);
   }
 
   private async omapRemoveRange(id: ObjectId, startKey: Buffer, endKey: Buffer): Promise<void> {

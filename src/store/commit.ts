@@ -226,6 +226,7 @@ export class Committer {
       txnOmapKeysMax: core.limits.txnOmapKeysMax,
       allocateNid: () => counters.nextNid++,
       scanOmapKeys: (nid, start, end, limit) => this.scanOmapKeys(nid, start, end, limit),
+      omapValue: (nid, key) => this.omapValue(nid, key),
     };
     const accepted: QueuedTxn[] = [];
     let appendBytes = 0;
@@ -347,6 +348,14 @@ export class Committer {
       else keys.delete(k);
     }
     return [...keys].sort().slice(0, limit).map((k) => Buffer.from(k, 'latin1'));
+  }
+
+  /** An omap value as acknowledged: a pending group's change if any (read before awaiting), else the KvStore. */
+  private async omapValue(nid: number, key: Buffer): Promise<Buffer | undefined> {
+    const pending = this.core.pending.omap.get(nid);
+    const k = key.toString('latin1');
+    if (pending?.has(k)) return pending.get(k) ?? undefined;
+    return this.core.kv.get(omapKey(nid, key));
   }
 
   /** Loads the record of every object the group touches: pending groups, then the cache, then one getMany. */

@@ -40,6 +40,8 @@ export type StoreOp =
   /** Fails the transaction with NotFound unless the object exists. */
   | { type: 'assertExists'; id: ObjectId }
   | { type: 'omapSet'; id: ObjectId; entries: ReadonlyArray<readonly [key: Buffer, value: Buffer]> }
+  /** Fails the transaction with Conflict unless the omap key holds value (null: is absent). */
+  | { type: 'omapCompare'; id: ObjectId; key: Buffer; value: Buffer | null }
   | { type: 'omapRemoveKeys'; id: ObjectId; keys: readonly Buffer[] }
   /** Removes omap keys in [startKey, endKey). */
   | { type: 'omapRemoveRange'; id: ObjectId; startKey: Buffer; endKey: Buffer }

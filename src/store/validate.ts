@@ -85,6 +85,11 @@ export function validateTransaction(ops: readonly StoreOp[], l: ValidationLimits
         }
         omapKeys += op.entries.length;
         break;
+      case 'omapCompare':
+        checkOmapKey(op.key, l);
+        if (op.value && op.value.length > l.omapValueBytesMax) throw limitExceeded(`omap value is ${op.value.length} bytes, limit ${l.omapValueBytesMax}`);
+        omapKeys++;
+        break;
       case 'omapRemoveKeys':
         for (const key of op.keys) checkOmapKey(key, l);
         omapKeys += op.keys.length;

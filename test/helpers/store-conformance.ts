@@ -228,6 +228,20 @@ export function storeConformance(getStore: () => StoreApi): void {
       expect((await store.omapList(o, { limit: 10 })).entries.map(([k]) => k.toString())).toEqual(['new']);
     });
 
+    it('compares an omap value atomically with other changes', async () => {
+      const o = id('cas');
+      await store.transact([{ type: 'omapCompare', id: o, key: b('k'), value: null }, { type: 'omapSet', id: o, entries: [[b('k'), b('1')]] }]);
+      await rejectsWith(store.transact([{ type: 'omapCompare', id: o, key: b('k'), value: null }, { type: 'omapSet', id: o, entries: [[b('k'), b('x')]] }]), 'Conflict');
+      await store.transact([{ type: 'omapCompare', id: o, key: b('k'), value: b('1') }, { type: 'omapSet', id: o, entries: [[b('k'), b('2')]] }]);
+      await rejectsWith(store.transact([{ type: 'omapCompare', id: o, key: b('k'), value: b('1') }, { type: 'omapSet', id: o, entries: [[b('k'), b('3')]] }]), 'Conflict');
+      expect((await store.omapGet(o, [b('k')]))[0]?.toString()).toBe('2');
+      // Many concurrent compare-and-sets of one key: exactly one wins per value.
+      const results = await Promise.allSettled(
+        Array.from({ length: 10 }, (_, i) => store.transact([{ type: 'omapCompare', id: o, key: b('k'), value: b('2') }, { type: 'omapSet', id: o, entries: [[b('k'), b(`w${i}`)]] }])),
+      );
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    });
+
     it('a range removal sees keys set earlier in the same group commit', async () => {
       const o = id('g');
       await Promise.all([
