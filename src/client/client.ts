@@ -69,6 +69,11 @@ export class TesseraClient {
     return new TesseraClient(options, await MapView.start(options.io, options.mapService));
   }
 
+  /** The io seams this client runs on (layers built on the client, like the striper, share them). */
+  get io(): Io {
+    return this.options.io;
+  }
+
   pool(name: string): PoolInfo {
     return this.view.poolByName(name);
   }

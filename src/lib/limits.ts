@@ -7,6 +7,7 @@ import { assert } from './assert.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+const TiB = 1024 * 1024 * MiB;
 
 export const limits = {
   // --- objects (src/store) ---
@@ -78,6 +79,20 @@ export const limits = {
   /** Message bytes an error reply carries (longer messages are cut). */
   rpcErrorMessageBytesMax: 4 * KiB,
 
+  // --- erasure-coded pools (src/daemon/ec*.ts; docs/erasure-coding.md) ---
+  /** Bytes of one shard per stripe (the stripe unit): a stripe holds k data chunks of this size. Part of the on-disk format. */
+  ecStripeUnitBytes: 4 * KiB,
+  /** Shard bytes a rebuild reads from each source per step (memory per object rebuilt: (k + targets) x this). */
+  ecRecoverySliceBytes: 1 * MiB,
+  /** Objects one pg's recovery rebuilds at once. */
+  ecRecoveryObjectsInflightMax: 4,
+  /** Shard bytes (data + parity) a primary's writes hold encoded at once; further writes wait. */
+  ecWriteBytesInflightMax: 512 * MiB,
+  /** Longest wait for an object lock, a commit's turn or a write buffer reservation before the request fails Busy (the client retries). */
+  ecWaitMsMax: 30_000,
+  /** Timeout of a primary's stage and commit messages to a member. */
+  ecSubWriteTimeoutMs: 30_000,
+
   // --- cluster map and map service (cluster/) ---
   /** An encoded cluster map (file on disk, rpc payload); decoders check it before parsing. */
   mapBytesMax: 16 * MiB,
@@ -105,6 +120,40 @@ export const limits = {
   mapWatchWaitMsDefault: 20_000,
   /** Long-polls one map server holds waiting at once; beyond this a poll fails Busy. */
   mapWatchWaitersMax: 4096,
+
+  // --- striper (src/client/striper*.ts; docs/striper.md) ---
+  /** Largest striped object (S3's object limit). */
+  striperObjectSizeBytesMax: 5 * TiB,
+  /** Bounds and default of a striped object's piece size (each piece is one object). */
+  striperPieceBytesMin: 64 * KiB,
+  striperPieceBytesMax: 64 * MiB,
+  striperPieceBytesDefault: 4 * MiB,
+  /** Pieces one put writes (or one get reads ahead) at once. */
+  striperConcurrencyMax: 64,
+  striperConcurrencyDefault: 4,
+  /** Piece bytes all puts and gets of one Striper hold at once (reserved before a piece is filled or fetched). */
+  striperBufferBytesDefault: 256 * MiB,
+  /** A striped object's attributes, encoded, live in one xattr of its manifest. */
+  striperAttrsBytesMax: 64 * KiB,
+  striperAttrCountMax: 128,
+  /** Manifest compare-and-swap attempts of one put, remove or setAttrs before it fails Conflict. */
+  striperCommitAttemptsMax: 16,
+  /** Times a read re-opens an object whose pieces vanished (overwritten) before it gives up with Conflict. */
+  striperReadAttemptsMax: 4,
+  /** Manifest bytes an open() reads along with the metadata (small inline objects arrive in one round trip). */
+  striperPrefetchBytesDefault: 64 * KiB,
+  /** Largest range read() (the whole-buffer convenience) returns; get() streams any size. */
+  striperReadWholeBytesMax: 1024 * MiB,
+  /**
+   * A writer's lease on its pending-registry entry: refreshed while it writes;
+   * a writer whose lease ran out gives up before it commits. Must exceed twice
+   * the client's call timeout (a commit started with half a lease left ends in time).
+   */
+  striperLeaseMsDefault: 10 * 60_000,
+  /** The sweeper leaves entries younger than this (lease plus clock skew between hosts). */
+  striperSweepGraceMsDefault: 60 * 60_000,
+  /** Objects the pending registry of one pool is spread over (fixed: writers and sweepers must agree). */
+  striperRegistryShards: 16,
 } as const;
 
 export type Limits = typeof limits;
@@ -123,3 +172,14 @@ assert(limits.mapBytesMax < limits.frameBytesMax, 'an encoded map fits in one fr
 assert(limits.mapRetryBackoffMsMin <= limits.mapRetryBackoffMsMax, 'map backoff range is ordered');
 assert(limits.mapWatchWaitMsDefault <= limits.mapWatchWaitMsMax, 'the default watch wait is allowed');
 assert(limits.mapHistoryEpochsKept >= 1, 'the map store keeps at least the newest epoch');
+assert((limits.ecStripeUnitBytes & (limits.ecStripeUnitBytes - 1)) === 0, 'the EC stripe unit is a power of two');
+assert(limits.ecRecoverySliceBytes % limits.ecStripeUnitBytes === 0, 'a recovery slice is whole stripe units');
+assert(limits.ecWriteBytesInflightMax >= 2 * limits.objectSizeBytesMax, 'the EC write budget holds a largest object with parity');
+assert(limits.striperPieceBytesMin <= limits.striperPieceBytesDefault && limits.striperPieceBytesDefault <= limits.striperPieceBytesMax, 'the default piece size is within bounds');
+assert(limits.striperPieceBytesMax <= limits.objectSizeBytesMax, 'a piece fits in one object');
+assert(limits.striperPieceBytesMax + limits.xattrTotalBytesMax <= limits.txnBytesMax, 'an inline manifest fits in one transaction');
+assert(limits.striperObjectSizeBytesMax / limits.striperPieceBytesMin <= Number.MAX_SAFE_INTEGER, 'piece indexes are exact');
+assert(limits.striperBufferBytesDefault >= limits.striperPieceBytesMax, 'the buffer budget holds the largest piece');
+assert(limits.striperAttrsBytesMax <= limits.xattrValueBytesMax, 'encoded attributes fit in one xattr');
+assert(limits.striperLeaseMsDefault > 2 * limits.rpcTimeoutMsDefault, 'a commit started with half a lease left ends within the lease');
+assert(limits.striperLeaseMsDefault < limits.striperSweepGraceMsDefault, 'the sweeper waits longer than a lease');

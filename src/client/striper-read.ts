@@ -1,0 +1,215 @@
+/**
+ * Reading striped objects. open() reads the manifest's xattrs and the start
+ * of its data in parallel (one round trip; a small inline object arrives
+ * whole) and binds the handle to that generation: every later read of the
+ * handle returns bytes of that generation or fails, never a mix.
+ * - Inline data carries its generation as a trailer: a read that reaches the
+ *   end checks it; a read that stops earlier checks the generation again
+ *   afterwards (generations are never reused, so equal means unchanged).
+ * - Pieces are named by generation and immutable. A piece that is absent
+ *   means the generation was replaced and deleted (Conflict), or, if the
+ *   manifest still names it, that the piece was lost (Corrupt).
+ * A stream holds at most `concurrency` pieces (read ahead, plus the one the
+ * consumer has), each reserved in the memory budget until the consumer
+ * takes the next one.
+ */
+import { TesseraError, invalid, isTesseraError, notFound } from '../lib/errors.js';
+import { limits } from '../lib/limits.js';
+import { readManifest, type StriperContext } from './striper-context.js';
+import { GENERATION_CHARS, parseManifest, pieceName, trailer, type Manifest, type PoolPair } from './striper-layout.js';
+
+export interface ReadRange {
+  offsetBytes?: number;
+  /** Default: to the end. A range past the end returns fewer bytes (none past the end). */
+  lengthBytes?: number;
+}
+
+export interface StripedStat {
+  generation: string;
+  sizeBytes: number;
+  layout: 'inline' | 'striped';
+  /** 0 when inline. */
+  pieceBytes: number;
+  attrs: Map<string, Buffer>;
+}
+
+/** Inline reads that would fetch this many bytes past the range read the range and re-check the generation instead. */
+const TAIL_READ_BYTES_MAX = 1024 * 1024;
+
+export async function openObject(ctx: StriperContext, pools: PoolPair, name: string): Promise<StripedObject> {
+  const pool = pools.manifests;
+  for (let attempt = 1; ; attempt++) {
+    const [xattrs, head] = await Promise.all([
+      ctx.client.getXattrs(pool, name),
+      ctx.client.read(pool, name, { offsetBytes: 0, lengthBytes: ctx.settings.prefetchBytes + GENERATION_CHARS }),
+    ]);
+    const manifest = parseManifest(xattrs, `${pool}/${name}`);
+    if (!manifest) throw notFound(`${pool}/${name} is not a striped object`);
+    const inline = manifest.pieceBytes === 0;
+    const dataBytes = (inline ? manifest.sizeBytes : 0) + GENERATION_CHARS;
+    // Inline data longer than the prefetch is checked when it is read.
+    if (dataBytes > ctx.settings.prefetchBytes + GENERATION_CHARS) return new StripedObject(ctx, pool, name, manifest, null);
+    if (head.length === dataBytes && trailerOf(head).equals(trailer(manifest.generation))) {
+      return new StripedObject(ctx, pool, name, manifest, inline ? head.subarray(0, manifest.sizeBytes) : null);
+    }
+    // The two reads saw different generations (a commit fell between them): read both again.
+    if (attempt >= limits.striperReadAttemptsMax) throw new TesseraError('Conflict', `${pool}/${name} keeps changing while it is opened`);
+  }
+}
+
+const trailerOf = (data: Buffer): Buffer => data.subarray(data.length - GENERATION_CHARS);
+
+/** One generation of a striped object, as open() found it. */
+export class StripedObject {
+  readonly stat: StripedStat;
+
+  constructor(
+    private readonly ctx: StriperContext,
+    private readonly pool: string,
+    private readonly name: string,
+    private readonly manifest: Manifest,
+    private readonly inlineData: Buffer | null,
+  ) {
+    const { generation, sizeBytes, pieceBytes, attrs } = manifest;
+    this.stat = { generation, sizeBytes, pieceBytes, attrs, layout: pieceBytes === 0 ? 'inline' : 'striped' };
+  }
+
+  /** The range's bytes in order; Conflict if this generation is replaced and deleted before they are all read. */
+  async *stream(range: ReadRange = {}, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const { offsetBytes, lengthBytes } = clampRange(range, this.manifest.sizeBytes);
+    if (lengthBytes === 0) return;
+    if (this.manifest.pieceBytes > 0) {
+      yield* this.streamPieces(offsetBytes, lengthBytes, signal);
+    } else if (this.inlineData) {
+      yield this.inlineData.subarray(offsetBytes, offsetBytes + lengthBytes);
+    } else {
+      yield await this.readInline(offsetBytes, lengthBytes, signal);
+    }
+  }
+
+  private async readInline(offsetBytes: number, lengthBytes: number, signal?: AbortSignal): Promise<Buffer> {
+    const { sizeBytes, generation } = this.manifest;
+    const tailBytes = sizeBytes - offsetBytes - lengthBytes;
+    const release = await this.ctx.budget.holder().acquire(lengthBytes + Math.min(tailBytes, TAIL_READ_BYTES_MAX) + GENERATION_CHARS, signal);
+    try {
+      if (tailBytes <= TAIL_READ_BYTES_MAX) {
+        const data = await this.ctx.client.read(this.pool, this.name, { offsetBytes });
+        if (data.length !== sizeBytes - offsetBytes + GENERATION_CHARS || !trailerOf(data).equals(trailer(generation))) throw this.replaced();
+        return data.subarray(0, lengthBytes);
+      }
+      const data = await this.ctx.client.read(this.pool, this.name, { offsetBytes, lengthBytes });
+      const now = await readManifest(this.ctx, this.pool, this.name);
+      if (now?.generation !== generation || data.length !== lengthBytes) throw this.replaced();
+      return data;
+    } catch (err) {
+      throw isTesseraError(err, 'NotFound') ? this.replaced() : err;
+    } finally {
+      release();
+    }
+  }
+
+  private async *streamPieces(offsetBytes: number, lengthBytes: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    const spans = pieceSpans(this.manifest.pieceBytes, offsetBytes, lengthBytes);
+    const holder = this.ctx.budget.holder();
+    // Fetches still waiting for memory when the consumer stops are cancelled.
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const queue: Array<Promise<{ data: Buffer; release: () => void }>> = [];
+    let next = 0;
+    let holding = 0;
+    const fill = (): void => {
+      while (queue.length + holding < this.ctx.settings.concurrency && next < spans.count) {
+        const span = spans.at(next++);
+        const fetch = holder.acquire(span.lengthBytes, stop.signal).then(async (release) => {
+          try {
+            return { data: await this.readPiece(span), release };
+          } catch (err) {
+            release();
+            throw err;
+          }
+        });
+        fetch.catch(() => {}); // awaited in order below; this only marks it handled meanwhile
+        queue.push(fetch);
+      }
+    };
+    try {
+      fill();
+      while (queue.length > 0) {
+        const { data, release } = await queue.shift()!;
+        holding = 1;
+        try {
+          fill();
+          yield data;
+        } finally {
+          release();
+          holding = 0;
+        }
+        fill();
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      stop.abort();
+      for (const fetch of queue) void fetch.then((f) => f.release(), () => {});
+    }
+  }
+
+  private async readPiece(span: PieceSpan): Promise<Buffer> {
+    const { generation, piecesPool } = this.manifest;
+    const object = pieceName(this.name, generation, span.index);
+    let data: Buffer;
+    try {
+      data = await this.ctx.client.read(piecesPool!, object, { offsetBytes: span.offsetBytes, lengthBytes: span.lengthBytes });
+    } catch (err) {
+      if (!isTesseraError(err, 'NotFound')) throw err;
+      throw await this.pieceMissing(span.index);
+    }
+    if (data.length !== span.lengthBytes) throw new TesseraError('Corrupt', `${this.name}: piece ${span.index} of generation ${generation} is shorter than its manifest says`);
+    return data;
+  }
+
+  /** Conflict if the manifest moved on (overwritten or removed); Corrupt if it still names the missing piece. */
+  private async pieceMissing(index: number): Promise<TesseraError> {
+    const now = await readManifest(this.ctx, this.pool, this.name);
+    if (now?.generation === this.manifest.generation) {
+      return new TesseraError('Corrupt', `${this.pool}/${this.name}: piece ${index} of the current generation ${this.manifest.generation} is missing`);
+    }
+    return this.replaced();
+  }
+
+  private replaced(): TesseraError {
+    return new TesseraError('Conflict', `${this.pool}/${this.name}: generation ${this.manifest.generation} was replaced while being read`);
+  }
+}
+
+interface PieceSpan {
+  index: number;
+  /** Within the piece. */
+  offsetBytes: number;
+  lengthBytes: number;
+}
+
+/** The pieces a non-empty byte range covers (count), and the part of the k-th of them (at), computed on demand. */
+export function pieceSpans(pieceBytes: number, offsetBytes: number, lengthBytes: number): { count: number; at(k: number): PieceSpan } {
+  const end = offsetBytes + lengthBytes;
+  const first = Math.floor(offsetBytes / pieceBytes);
+  const last = Math.floor((end - 1) / pieceBytes);
+  return {
+    count: last - first + 1,
+    at(k) {
+      const index = first + k;
+      const start = Math.max(offsetBytes, index * pieceBytes);
+      const stop = Math.min(end, (index + 1) * pieceBytes);
+      return { index, offsetBytes: start - index * pieceBytes, lengthBytes: stop - start };
+    },
+  };
+}
+
+export function clampRange(range: ReadRange, sizeBytes: number): { offsetBytes: number; lengthBytes: number } {
+  const offsetBytes = range.offsetBytes ?? 0;
+  const lengthBytes = range.lengthBytes ?? Number.MAX_SAFE_INTEGER;
+  if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0) throw invalid('offsetBytes must be a non-negative integer');
+  if (!Number.isSafeInteger(lengthBytes) || lengthBytes < 0) throw invalid('lengthBytes must be a non-negative integer');
+  const start = Math.min(offsetBytes, sizeBytes);
+  return { offsetBytes: start, lengthBytes: Math.min(lengthBytes, sizeBytes - start) };
+}
