@@ -1,9 +1,11 @@
 /**
- * The map service as a process role: the embedded map store and the pg
- * history registry in one directory, served over rpc on one port (map
- * opcodes 100-119, pg history 120-129). `tessera up` runs it in its own
- * process; tests run it in theirs. Daemons and clients reach it with
- * connectMapService().
+ * The map service as a process role: the map and the pg history registry,
+ * served over rpc on one port (map opcodes 100-119, pg history 120-129).
+ * They live either in one directory (the embedded store, one process owns
+ * it) or in etcd (`etcd` instead of `dir`: any number of map daemons may
+ * serve the same cluster at once; one EtcdClient shared by both, closed
+ * last). `tessera up` runs it in its own process; tests run it in theirs.
+ * Daemons and clients reach it with connectMapService().
  */
 import { join } from 'node:path';
 import type { Io } from '../src/io/io.js';
@@ -15,20 +17,62 @@ import { mapOpcodeMax, mapOpcodeMin } from './map-protocol.js';
 import { MapServer } from './map-server.js';
 import type { MapService } from './map-service.js';
 import { EmbeddedMapStore } from './map-store-embedded.js';
+import { EtcdClient } from './etcd-client.js';
+import { EtcdMapStore } from './map-store-etcd.js';
 import type { ClusterMap } from './map.js';
 import { EmbeddedPgHistory, PgHistoryClient, pgHistoryHandler, PgHistoryOpcode, type PgHistory } from './pg-history.js';
+import { EtcdPgHistory } from './pg-history-etcd.js';
 
 export interface MapDaemon {
   port: number;
-  service: EmbeddedMapStore;
-  history: EmbeddedPgHistory;
+  service: MapService;
+  history: PgHistory;
   close(): Promise<void>;
 }
 
-export async function startMapDaemon(options: { io: Io; dir: string; host: string; port: number; create?: ClusterMap }): Promise<MapDaemon> {
+/** Where an etcd-backed map daemon keeps the map (cluster/map-store-etcd.ts). */
+export interface MapDaemonEtcdOptions {
+  /** etcd client URLs, e.g. ["http://10.0.0.1:2379", ...]. */
+  endpoints: readonly string[];
+  /** The cluster served; may be left out when `create` is given. */
+  clusterId?: string;
+  /** Default "/tessera". */
+  keyPrefix?: string;
+  /** Budget of each etcd call (default etcdDefaults.callTimeoutMs). */
+  callTimeoutMs?: number;
+}
+
+interface Backend {
+  service: MapService;
+  history: PgHistory;
+  close(): Promise<void>;
+}
+
+async function openEmbedded(io: Io, dir: string, create: ClusterMap | undefined): Promise<Backend> {
+  const service = await EmbeddedMapStore.open({ io, path: join(dir, 'map'), ...(create ? { create } : {}) });
+  const history = await EmbeddedPgHistory.open(io, join(dir, 'map'));
+  return { service, history, close: async () => (await history.close(), await service.close()) };
+}
+
+async function openEtcd(io: Io, etcd: MapDaemonEtcdOptions, create: ClusterMap | undefined): Promise<Backend> {
+  const client = new EtcdClient({ io, endpoints: etcd.endpoints, ...(etcd.callTimeoutMs !== undefined ? { callTimeoutMs: etcd.callTimeoutMs } : {}) });
+  try {
+    const keyPrefix = etcd.keyPrefix !== undefined ? { keyPrefix: etcd.keyPrefix } : {};
+    const service = await EtcdMapStore.open({ io, client, ...keyPrefix, ...(etcd.clusterId !== undefined ? { clusterId: etcd.clusterId } : {}), ...(create ? { create } : {}) });
+    const history = new EtcdPgHistory({ client, clusterId: service.clusterId, ...keyPrefix });
+    return { service, history, close: async () => (await history.close(), await service.close(), await client.close()) };
+  } catch (err) {
+    await client.close();
+    throw err;
+  }
+}
+
+/** Serves the map from `dir` (embedded) or from `etcd`: exactly one of them. */
+export async function startMapDaemon(options: { io: Io; dir?: string; etcd?: MapDaemonEtcdOptions; host: string; port: number; create?: ClusterMap }): Promise<MapDaemon> {
   const { io } = options;
-  const service = await EmbeddedMapStore.open({ io, path: join(options.dir, 'map'), ...(options.create ? { create: options.create } : {}) });
-  const history = await EmbeddedPgHistory.open(io, join(options.dir, 'map'));
+  if ((options.dir === undefined) === (options.etcd === undefined)) throw new TesseraError('InvalidArgument', 'map daemon: give either dir or etcd');
+  const backend = options.etcd ? await openEtcd(io, options.etcd, options.create) : await openEmbedded(io, options.dir!, options.create);
+  const { service, history } = backend;
   const mapServer = new MapServer({ io, service });
   const historyHandler = pgHistoryHandler(history);
   let server: RpcServer;
@@ -45,8 +89,7 @@ export async function startMapDaemon(options: { io: Io; dir: string; host: strin
     });
   } catch (err) {
     await mapServer.close();
-    await history.close();
-    await service.close();
+    await backend.close();
     throw err;
   }
   return {
@@ -56,8 +99,7 @@ export async function startMapDaemon(options: { io: Io; dir: string; host: strin
     async close() {
       await mapServer.close();
       await server.close({ drainTimeoutMs: 2000 });
-      await history.close();
-      await service.close();
+      await backend.close();
     },
   };
 }

@@ -3,7 +3,7 @@
 # are missing and this is root on a Debian-like system. Never fails the caller
 # for a package it cannot install: the tests that need it skip loudly instead.
 set -uo pipefail
-packages=(libisal-dev)
+packages=(libisal-dev etcd-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

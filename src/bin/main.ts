@@ -14,8 +14,9 @@ import { runStatus } from '../cli/status.js';
 const usage = `usage: tessera <command> [options]
 
 commands:
-  up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--pgs N]
-          run an all-in-one cluster on local directories (default ./tessera-data)
+  up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--pgs N] [--etcd URL[,URL...]]
+          run an all-in-one cluster on local directories (default ./tessera-data);
+          with --etcd, the cluster map lives in etcd (give it on every run)
   status  [--data DIR]
           show what runs, where, and how full it is
   daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT]
@@ -71,8 +72,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, pgs: { type: 'string' } },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' } },
         });
+        const etcd = values.etcd?.split(',').map((u) => u.trim()).filter((u) => u !== '');
+        if (values.etcd !== undefined && etcd!.length === 0) throw new Error('--etcd wants URL[,URL...]');
         return await runUp({
           io,
           dataDir: values.data ?? 'tessera-data',
@@ -81,6 +84,7 @@ export async function main(argv: string[]): Promise<number> {
           basePort: intOption(values['base-port'], 'base-port', 6800),
           mapPort: intOption(values['map-port'], 'map-port', 6789),
           pgCount: intOption(values.pgs, "pgs", 64),
+          ...(etcd ? { etcd } : {}),
         });
       }
       case 'status': {

@@ -7,7 +7,9 @@
  * "rep" (replicated, size 3, min_size 2, one copy per host) and "ec"
  * (erasure-coded 4+2, one shard per disk). Running it again on the same
  * directory resumes the cluster with its data. SIGINT/SIGTERM stop every
- * daemon cleanly (SIGTERM each, by PID; SIGKILL after a timeout).
+ * daemon cleanly (SIGTERM each, by PID; SIGKILL after a timeout). With
+ * `etcd` (--etcd URL[,URL...]) the map and pg history live in etcd instead of
+ * the data directory (cluster/map-store-etcd.ts); give it on every run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -31,6 +33,8 @@ export interface UpOptions {
   basePort: number;
   mapPort: number;
   pgCount: number;
+  /** etcd client URLs: keep the map in etcd rather than in dataDir/map (the default). */
+  etcd?: string[];
 }
 
 interface Supervised {
@@ -105,7 +109,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   const dataDir = resolvePath(o.dataDir);
   const mapd: MapDaemon = await startMapDaemon({
     io: o.io,
-    dir: dataDir,
+    ...(o.etcd ? { etcd: { endpoints: o.etcd, clusterId: layout.clusterId } } : { dir: dataDir }),
     host: '127.0.0.1',
     port: layout.mapPort,
     ...(created ? { create: initialClusterMap(layout, o) } : {}),
@@ -142,7 +146,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   process.stdout.write(
     [
       `tessera: cluster ${layout.clusterId} up in ${dataDir} (map epoch ${map.epoch})`,
-      `  map service on 127.0.0.1:${mapd.port}`,
+      `  map service on 127.0.0.1:${mapd.port}${o.etcd ? ` (map in etcd: ${o.etcd.join(',')})` : ''}`,
       ...layout.disks.map((d) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${supervised[d.diskId]?.child?.pid}`),
       ...map.pools.map((p) => `  pool ${p.name}: ${p.redundancy.type === 'replicated' ? `replicated, size ${p.redundancy.size}` : `erasure-coded ${p.redundancy.dataShards}+${p.redundancy.parityShards}`}, ${p.pgCount} pgs, one per ${p.failureDomain}`),
       `  client file: ${clientPath(dataDir)}`,
