@@ -18,7 +18,7 @@ import { dataNs, encodeVersionValue, PgLog, VERSION_XATTR } from './pg-log.js';
 export type PgState = 'peering' | 'active' | 'incomplete';
 
 /** Ops whose success depends on the object's state: they are decided at the primary first. */
-const conditionalOps = new Set<StoreOp['type']>(['create', 'remove', 'removeXattr', 'assertXattr', 'assertExists', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear']);
+const conditionalOps = new Set<StoreOp['type']>(['create', 'remove', 'removeXattr', 'assertXattr', 'assertExists', 'omapCompare', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear']);
 
 export function isConditional(op: StoreOp): boolean {
   if (!conditionalOps.has(op.type)) return false;

@@ -1,0 +1,110 @@
+/**
+ * The S3 gateway: a fastify server whose single catch-all route parses the
+ * request (path- or virtual-host-style), authenticates it (SigV4, presigned,
+ * or anonymous), picks the operation (router.ts) and renders its answer or
+ * its error (errors.ts: one table) as S3 XML. Bodies are never parsed by
+ * fastify: operations stream them from the raw request through the body
+ * verifier (aws-chunked framing, signatures, checksums) into the striper.
+ *
+ * Lifecycle: start() listens; close() stops accepting and waits for requests
+ * in flight (fastify's own drain), then returns.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import { Readable } from 'node:stream';
+import type { Io } from '../../src/io/io.js';
+import type { TesseraClient } from '../../src/client/client.js';
+import { Striper } from '../../src/client/striper.js';
+import { SigV4Verifier } from './auth/index.js';
+import type { GatewayServices, S3Context, S3Response } from './context.js';
+import { s3Error, toS3Error } from './errors.js';
+import { BucketStore } from './meta/buckets.js';
+import { UserStore } from './meta/users.js';
+import { parseS3Request } from './request.js';
+import { route } from './router.js';
+import { xmlDocument } from './xml.js';
+
+export interface S3GatewayOptions {
+  io: Io;
+  client: TesseraClient;
+  host: string;
+  port: number;
+  metaPool: string;
+  defaultDataPool: string;
+  region?: string;
+  /** Host suffixes for virtual-host-style addressing (bucket.<suffix>). */
+  baseDomains?: string[];
+  /** Largest request header section, bytes (fastify/Node). */
+  headerBytesMax?: number;
+}
+
+export class S3Gateway {
+  private constructor(
+    private readonly app: FastifyInstance,
+    readonly services: GatewayServices,
+    readonly port: number,
+  ) {}
+
+  static async start(o: S3GatewayOptions): Promise<S3Gateway> {
+    const services: GatewayServices = {
+      io: o.io,
+      client: o.client,
+      striper: new Striper(o.client),
+      users: new UserStore(o.io, o.client, o.metaPool),
+      buckets: new BucketStore(o.io, o.client, o.metaPool),
+      metaPool: o.metaPool,
+      defaultDataPool: o.defaultDataPool,
+      region: o.region ?? 'us-east-1',
+    };
+    const verifier = new SigV4Verifier({ lookupKey: (ak) => services.users.lookupKey(ak), clock: o.io.clock });
+    const baseDomains = o.baseDomains ?? ['localhost'];
+    const app: FastifyInstance = Fastify({
+      logger: false,
+      maxParamLength: 4096,
+      http: { maxHeaderSize: o.headerBytesMax ?? 16 * 1024 },
+      bodyLimit: 1024 * 1024,
+      return503OnClosing: true,
+      disableRequestLogging: true,
+      routerOptions: { ignoreDuplicateSlashes: false, ignoreTrailingSlash: false, caseSensitive: true },
+    } as FastifyServerOptions);
+    app.removeAllContentTypeParsers();
+    app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+    const handle = async (raw: import('node:http').IncomingMessage): Promise<S3Response> => {
+      const req = parseS3Request(raw, baseDomains);
+      const auth = await verifier.verify(raw);
+      const ctx: S3Context = { req, auth, userId: auth.kind === 'signed' ? auth.userId : null, services };
+      return route(ctx);
+    };
+    app.all('*', async (request, reply) => {
+      let res: S3Response;
+      try {
+        res = await handle(request.raw);
+      } catch (err) {
+        const { error, internal } = toS3Error(err);
+        if (internal) console.error(`s3: ${request.method} ${request.url}: ${(err as Error)?.stack ?? err}`);
+        res = {
+          status: error.status,
+          headers: { 'content-type': 'application/xml' },
+          body:
+            error.status === 304 || request.method === 'HEAD'
+              ? null
+              : xmlDocument('Error', { Code: error.code, Message: error.message, ...error.details, Resource: request.url, RequestId: '' }, { namespace: false }),
+        };
+        // A request whose body we did not read: do not let the client hang sending it.
+        if (!request.raw.readableEnded) reply.header('connection', 'close');
+      }
+      reply.code(res.status);
+      for (const [k, v] of Object.entries(res.headers ?? {})) reply.header(k, v);
+      if (res.body === undefined || res.body === null) return reply.send();
+      return reply.send(res.body instanceof Readable ? res.body : res.body);
+    });
+    const address = await app.listen({ host: o.host, port: o.port });
+    const port = Number(new URL(address).port);
+    return new S3Gateway(app, services, port);
+  }
+
+  async close(): Promise<void> {
+    await this.app.close();
+  }
+}
+
+export { s3Error };

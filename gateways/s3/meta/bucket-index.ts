@@ -1,0 +1,138 @@
+/**
+ * A bucket's index: key -> entry, sharded over `shards` omap objects in the
+ * metadata pool ("s3.index.<bucketId>.<n>", n = hash(key) mod shards), so
+ * writes to one bucket spread over placement groups. Every change is a
+ * compare-and-set on the entry's exact bytes: concurrent writers of a key
+ * serialize, and each knows exactly which entry it replaced (and so which
+ * data to collect). Omap keys are the UTF-8 key bytes with a one-byte kind
+ * prefix ('c': the current entry), so listing order is S3's (byte order);
+ * a listing merges the shards in order.
+ */
+import type { TesseraClient } from '../../../src/client/client.js';
+import { isTesseraError } from '../../../src/lib/errors.js';
+import { murmur3 } from '../../../src/lib/hash.js';
+import { RECORD_UPDATE_ATTEMPTS_MAX } from './omap-record.js';
+import { s3Error } from '../errors.js';
+
+export interface IndexEntry {
+  sizeBytes: number;
+  etag: string;
+  mtimeMs: number;
+  /** The striped object holding the data; null for a delete marker. */
+  data: string | null;
+  /** Multipart objects: the parts' striped objects, in order (the object is their concatenation). */
+  parts?: Array<{ data: string; sizeBytes: number; etag: string }>;
+  versionId?: string;
+  owner: string;
+  contentType?: string;
+  /** Content-Encoding, Content-Disposition, Content-Language, Cache-Control, Expires. */
+  headers?: Record<string, string>;
+  /** x-amz-meta-* (lowercase names without the prefix). */
+  meta?: Record<string, string>;
+  /** x-amz-checksum-* values (base64), by algorithm. */
+  checksums?: Record<string, string>;
+  acl?: unknown;
+}
+
+export const DEFAULT_INDEX_SHARDS = 8;
+const CURRENT = 0x63; // 'c'
+
+export class BucketIndex {
+  constructor(
+    private readonly client: TesseraClient,
+    private readonly pool: string,
+    private readonly bucketId: string,
+    private readonly shards = DEFAULT_INDEX_SHARDS,
+  ) {}
+
+  private shardObject(key: string): string {
+    return `s3.index.${this.bucketId}.${murmur3(Buffer.from(key, 'utf8')) % this.shards}`;
+  }
+
+  private omapKey(key: string): Buffer {
+    return Buffer.concat([Buffer.from([CURRENT]), Buffer.from(key, 'utf8')]);
+  }
+
+  async getRaw(key: string): Promise<{ entry: IndexEntry; raw: Buffer } | null> {
+    let raw: Buffer | undefined;
+    try {
+      [raw] = await this.client.omapGet(this.pool, this.shardObject(key), [this.omapKey(key)]);
+    } catch (err) {
+      if (isTesseraError(err, 'NotFound')) return null;
+      throw err;
+    }
+    return raw ? { entry: JSON.parse(raw.toString('utf8')) as IndexEntry, raw } : null;
+  }
+
+  async get(key: string): Promise<IndexEntry | null> {
+    return (await this.getRaw(key))?.entry ?? null;
+  }
+
+  /** Replaces the entry if it is still `expected` (null: absent); Conflict otherwise. */
+  async compareAndSet(key: string, expected: Buffer | null, next: IndexEntry | null): Promise<void> {
+    const k = this.omapKey(key);
+    await this.client.transact(this.pool, this.shardObject(key), [
+      { type: 'create' },
+      { type: 'omapCompare', key: k, value: expected },
+      next === null ? { type: 'omapRemoveKeys', keys: [k] } : { type: 'omapSet', entries: [[k, Buffer.from(JSON.stringify(next))]] },
+    ]);
+  }
+
+  /**
+   * Sets the key's entry (null: removes it), retrying on concurrent changes;
+   * returns the entry it replaced. decide() may refuse (throw) given the current entry.
+   */
+  async swap(key: string, next: IndexEntry | null, decide?: (current: IndexEntry | null) => void): Promise<IndexEntry | null> {
+    for (let attempt = 0; attempt < RECORD_UPDATE_ATTEMPTS_MAX; attempt++) {
+      const current = await this.getRaw(key);
+      decide?.(current?.entry ?? null);
+      if (!current && next === null) return null;
+      try {
+        await this.compareAndSet(key, current?.raw ?? null, next);
+        return current?.entry ?? null;
+      } catch (err) {
+        if (!isTesseraError(err, 'Conflict')) throw err;
+      }
+    }
+    throw s3Error('SlowDown', 'Please reduce your request rate.');
+  }
+
+  /** Entries with keys > after (and >= prefix) in byte order, merged across shards; at most limit. */
+  async list(o: { prefix: string; after?: string | Buffer; limit: number }): Promise<{ entries: Array<[string, IndexEntry]>; more: boolean }> {
+    const prefix = this.omapKey(o.prefix);
+    const after = o.after === undefined ? undefined : Buffer.isBuffer(o.after) ? Buffer.concat([Buffer.from([CURRENT]), o.after]) : this.omapKey(o.after);
+    const pages = await Promise.all(
+      Array.from({ length: this.shards }, async (_, n) => {
+        try {
+          return await this.client.omapList(this.pool, `s3.index.${this.bucketId}.${n}`, {
+            prefix,
+            limit: o.limit + 1,
+            ...(after && Buffer.compare(after, prefix) > 0 ? { afterKey: after } : {}),
+          });
+        } catch (err) {
+          if (isTesseraError(err, 'NotFound')) return { entries: [], more: false };
+          throw err;
+        }
+      }),
+    );
+    const merged = pages.flatMap((p) => p.entries).sort((a, b) => Buffer.compare(a[0], b[0]));
+    const cut = merged.slice(0, o.limit);
+    // A shard whose page was full may hold keys before our cut's end that we did not see: never claim less than it has.
+    const truncatedShard = pages.some((p) => p.more);
+    return {
+      entries: cut.map(([k, v]) => [k.subarray(1).toString('utf8'), JSON.parse(v.toString('utf8')) as IndexEntry]),
+      more: merged.length > o.limit || truncatedShard,
+    };
+  }
+
+  async isEmpty(): Promise<boolean> {
+    return (await this.list({ prefix: '', limit: 1 })).entries.length === 0;
+  }
+
+  /** Removes the index objects (the bucket is being deleted and is empty). */
+  async destroy(): Promise<void> {
+    for (let n = 0; n < this.shards; n++) {
+      await this.client.transact(this.pool, `s3.index.${this.bucketId}.${n}`, [{ type: 'remove', ifExists: true }]);
+    }
+  }
+}

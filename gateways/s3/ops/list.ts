@@ -1,0 +1,142 @@
+/**
+ * ListObjects (v1) and ListObjectsV2: prefix, delimiter and common prefixes,
+ * marker / start-after / continuation-token, max-keys, encoding-type=url,
+ * fetch-owner; keys in UTF-8 byte order (the bucket index's order). Common
+ * prefixes are found by skipping: after a prefix is seen, the next index page
+ * starts past everything under it.
+ */
+import type { S3Context, S3Response } from '../context.js';
+import { ownedBucket } from '../context.js';
+import { s3Error } from '../errors.js';
+import { xmlDocument, type XmlNode } from '../xml.js';
+import { indexOf } from './object.js';
+import { isoDate, xmlHeaders } from './util.js';
+import type { IndexEntry } from '../meta/bucket-index.js';
+
+const MAX_KEYS = 1000;
+const PAGE = 1000;
+
+interface Listing {
+  contents: Array<[string, IndexEntry]>;
+  prefixes: string[];
+  truncated: boolean;
+  /** The last key or prefix returned: where the next page starts after. */
+  last: string | null;
+}
+
+/** A bound past every key that starts with p (0xff never occurs in UTF-8). */
+function afterPrefix(p: string): Buffer {
+  return Buffer.concat([Buffer.from(p, 'utf8'), Buffer.from([0xff])]);
+}
+
+const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts;
+
+async function list(ctx: S3Context, o: { prefix: string; delimiter: string; after: string; maxKeys: number }): Promise<Listing> {
+  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const index = indexOf(ctx, bucket);
+  const out: Listing = { contents: [], prefixes: [], truncated: false, last: null };
+  if (o.maxKeys === 0) return out;
+  let after: Buffer | undefined = o.after ? Buffer.from(o.after, 'utf8') : undefined;
+  for (;;) {
+    const page = await index.list({ prefix: o.prefix, ...(after ? { after } : {}), limit: PAGE });
+    let skipped = false;
+    for (const [key, entry] of page.entries) {
+      if (isDeleteMarker(entry)) {
+        after = Buffer.from(key, 'utf8');
+        continue;
+      }
+      const at = o.delimiter ? key.indexOf(o.delimiter, o.prefix.length) : -1;
+      if (out.contents.length + out.prefixes.length >= o.maxKeys) {
+        out.truncated = true;
+        return out;
+      }
+      if (at >= 0) {
+        const common = key.slice(0, at + o.delimiter.length);
+        out.prefixes.push(common);
+        out.last = common;
+        after = afterPrefix(common);
+        skipped = true;
+        break; // list again from past everything under the common prefix
+      }
+      out.contents.push([key, entry]);
+      out.last = key;
+      after = Buffer.from(key, 'utf8');
+    }
+    if (!skipped && !page.more) return out;
+  }
+}
+
+const enc = (ctx: S3Context, s: string): string => (ctx.req.query.get('encoding-type') === 'url' ? encodeURIComponent(s).replace(/%2F/g, '/') : s);
+
+function maxKeys(ctx: S3Context): number {
+  const v = ctx.req.query.get('max-keys');
+  if (v === undefined) return MAX_KEYS;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw s3Error('InvalidArgument', 'max-keys must be a non-negative integer');
+  return Math.min(n, MAX_KEYS);
+}
+
+function contentsXml(ctx: S3Context, contents: Array<[string, IndexEntry]>, withOwner: boolean): XmlNode[] {
+  return contents.map(([key, e]) => ({
+    Key: enc(ctx, key),
+    LastModified: isoDate(e.mtimeMs),
+    ETag: e.etag,
+    Size: e.sizeBytes,
+    StorageClass: 'STANDARD',
+    ...(withOwner ? { Owner: { ID: e.owner, DisplayName: '' } } : {}),
+  }));
+}
+
+export async function listObjectsV2(ctx: S3Context): Promise<S3Response> {
+  const q = ctx.req.query;
+  const prefix = q.get('prefix') ?? '';
+  const delimiter = q.get('delimiter') ?? '';
+  const token = q.get('continuation-token');
+  let after = q.get('start-after') ?? '';
+  if (token !== undefined) {
+    try {
+      after = Buffer.from(token, 'base64url').toString('utf8');
+    } catch {
+      throw s3Error('InvalidArgument', 'The continuation token provided is incorrect');
+    }
+  }
+  const mk = maxKeys(ctx);
+  const r = await list(ctx, { prefix, delimiter, after, maxKeys: mk });
+  const body: XmlNode = {
+    Name: ctx.req.bucket!,
+    Prefix: enc(ctx, prefix),
+    ...(q.has('start-after') ? { StartAfter: enc(ctx, q.get('start-after')!) } : {}),
+    ...(token !== undefined ? { ContinuationToken: token } : {}),
+    KeyCount: r.contents.length + r.prefixes.length,
+    MaxKeys: mk,
+    ...(delimiter ? { Delimiter: enc(ctx, delimiter) } : {}),
+    IsTruncated: r.truncated,
+    ...(r.truncated && r.last !== null ? { NextContinuationToken: Buffer.from(r.last).toString('base64url') } : {}),
+    ...(q.get('encoding-type') === 'url' ? { EncodingType: 'url' } : {}),
+    Contents: contentsXml(ctx, r.contents, q.get('fetch-owner') === 'true'),
+    CommonPrefixes: r.prefixes.map((p) => ({ Prefix: enc(ctx, p) })),
+  };
+  return { status: 200, headers: xmlHeaders, body: xmlDocument('ListBucketResult', body) };
+}
+
+export async function listObjectsV1(ctx: S3Context): Promise<S3Response> {
+  const q = ctx.req.query;
+  const prefix = q.get('prefix') ?? '';
+  const delimiter = q.get('delimiter') ?? '';
+  const marker = q.get('marker') ?? '';
+  const mk = maxKeys(ctx);
+  const r = await list(ctx, { prefix, delimiter, after: marker, maxKeys: mk });
+  const body: XmlNode = {
+    Name: ctx.req.bucket!,
+    Prefix: enc(ctx, prefix),
+    Marker: enc(ctx, marker),
+    MaxKeys: mk,
+    ...(delimiter ? { Delimiter: enc(ctx, delimiter) } : {}),
+    IsTruncated: r.truncated,
+    ...(r.truncated && delimiter && r.last !== null ? { NextMarker: enc(ctx, r.last) } : {}),
+    ...(q.get('encoding-type') === 'url' ? { EncodingType: 'url' } : {}),
+    Contents: contentsXml(ctx, r.contents, true),
+    CommonPrefixes: r.prefixes.map((p) => ({ Prefix: enc(ctx, p) })),
+  };
+  return { status: 200, headers: xmlHeaders, body: xmlDocument('ListBucketResult', body) };
+}

@@ -1,0 +1,269 @@
+/**
+ * Object operations: PutObject, GetObject, HeadObject, DeleteObject.
+ *
+ * A PUT streams the verified body (gateways/s3/auth: aws-chunked framing,
+ * signatures, MD5 and checksums) into a new striped object in the bucket's
+ * data pool, then points the key's index entry at it with a compare-and-set;
+ * the data it replaced is then removed. So an overwrite is atomic (readers
+ * see the old or the new object), concurrent PUTs of one key end with the
+ * last to commit, and neither leaves garbage. A GET reads the entry, then the
+ * data it names; if that data was replaced meanwhile, it reads the entry again.
+ */
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { crc32c } from '../../../src/client/checksum.js';
+import { isTesseraError } from '../../../src/lib/errors.js';
+import { createBodyVerifier, checksumHeaderName, type ChecksumAlgorithm } from '../auth/index.js';
+import type { S3Context, S3Response } from '../context.js';
+import { ownedBucket } from '../context.js';
+import { s3Error } from '../errors.js';
+import { BucketIndex, type IndexEntry } from '../meta/bucket-index.js';
+import type { BucketRecord } from '../meta/buckets.js';
+import { httpDate } from './util.js';
+
+export const PUT_BYTES_MAX = 5 * 1024 * 1024 * 1024;
+const USER_META_BYTES_MAX = 2048;
+const STORED_HEADERS = ['content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
+const READ_RETRIES = 3;
+
+export function indexOf(ctx: S3Context, bucket: BucketRecord): BucketIndex {
+  return new BucketIndex(ctx.services.client, ctx.services.metaPool, bucket.id);
+}
+
+export const dataPools = (ctx: S3Context, bucket: BucketRecord) => ({ manifests: ctx.services.metaPool, pieces: bucket.dataPool });
+
+function userMeta(ctx: S3Context): Record<string, string> {
+  const meta: Record<string, string> = {};
+  let bytes = 0;
+  for (const [k, v] of ctx.req.headers) {
+    if (!k.startsWith('x-amz-meta-')) continue;
+    meta[k.slice(11)] = v;
+    bytes += k.length - 11 + v.length;
+  }
+  if (bytes > USER_META_BYTES_MAX) throw s3Error('MetadataTooLarge', `Your metadata headers exceed the maximum allowed metadata size (${USER_META_BYTES_MAX} bytes)`);
+  return meta;
+}
+
+function storedHeaders(ctx: S3Context): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const h of STORED_HEADERS) {
+    const v = ctx.req.headers.get(h);
+    if (v !== undefined) out[h] = v;
+  }
+  return out;
+}
+
+/** Streams the verified request body into a new striped object; returns its entry (not yet in the index). */
+export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: string): Promise<Pick<IndexEntry, 'sizeBytes' | 'etag' | 'checksums'>> {
+  const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c });
+  // pipeline (not pipe): a client that disconnects mid-body errors the verifier instead of leaving it waiting.
+  void pipeline(ctx.req.raw, verifier).catch(() => undefined);
+  const body = Readable.from(verifier);
+  const declared = Number(ctx.req.headers.get('x-amz-decoded-content-length') ?? ctx.req.headers.get('content-length') ?? NaN);
+  if (Number.isFinite(declared) && declared > PUT_BYTES_MAX) throw s3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
+  const stored = await ctx.services.striper.put(dataPools(ctx, bucket), dataName, body, Number.isFinite(declared) ? { sizeBytes: declared } : {});
+  const digest = verifier.result();
+  if (digest.decodedLengthBytes !== stored.sizeBytes) throw s3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
+  return { sizeBytes: stored.sizeBytes, etag: `"${digest.md5Hex}"`, checksums: digest.checksums as Record<string, string> };
+}
+
+export async function putObject(ctx: S3Context): Promise<S3Response> {
+  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const key = ctx.req.key!;
+  if (!ctx.req.headers.has('content-length') && !ctx.req.headers.has('x-amz-decoded-content-length') && ctx.req.headers.get('transfer-encoding') !== 'chunked') {
+    throw s3Error('MissingContentLength', 'You must provide the Content-Length HTTP header.');
+  }
+  const meta = userMeta(ctx);
+  const dataName = `${bucket.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
+  let stored;
+  try {
+    stored = await storeBody(ctx, bucket, dataName);
+  } catch (err) {
+    await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+    throw err;
+  }
+  const entry: IndexEntry = {
+    ...stored,
+    mtimeMs: ctx.services.io.clock.nowMs(),
+    data: dataName,
+    owner: ctx.userId!,
+    ...(ctx.req.headers.get('content-type') ? { contentType: ctx.req.headers.get('content-type')! } : {}),
+    headers: storedHeaders(ctx),
+    meta,
+  };
+  let replaced: IndexEntry | null;
+  try {
+    replaced = await indexOf(ctx, bucket).swap(key, entry);
+  } catch (err) {
+    await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+    throw err;
+  }
+  await removeData(ctx, bucket, replaced);
+  const headers: Record<string, string> = { etag: entry.etag };
+  for (const [alg, v] of Object.entries(entry.checksums ?? {})) if (ctx.req.headers.has(checksumHeaderName(alg as ChecksumAlgorithm)) || ctx.req.headers.get('x-amz-sdk-checksum-algorithm')?.toLowerCase() === alg) headers[checksumHeaderName(alg as ChecksumAlgorithm)] = v;
+  return { status: 200, headers };
+}
+
+/** Removes the data an index entry pointed to (it was replaced or deleted). */
+export async function removeData(ctx: S3Context, bucket: BucketRecord, entry: IndexEntry | null): Promise<void> {
+  if (!entry) return;
+  const names = entry.parts ? entry.parts.map((p) => p.data) : entry.data ? [entry.data] : [];
+  for (const name of names) {
+    await ctx.services.striper.remove(dataPools(ctx, bucket), name).catch((err: unknown) => {
+      if (!isTesseraError(err, 'NotFound')) console.error(`s3: could not remove replaced data ${name}: ${(err as Error).message}`);
+    });
+  }
+}
+
+function parseRange(header: string | undefined, sizeBytes: number): { start: number; end: number } | null {
+  if (!header) return null;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return null; // S3 ignores a malformed Range
+  let start: number;
+  let end: number;
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0) throw s3Error('InvalidRange', 'The requested range is not satisfiable', { ActualObjectSize: String(sizeBytes) });
+    start = Math.max(0, sizeBytes - suffix);
+    end = sizeBytes - 1;
+  } else {
+    start = Number(m[1]);
+    end = m[2] === '' ? sizeBytes - 1 : Math.min(Number(m[2]), sizeBytes - 1);
+    if (m[2] !== '' && Number(m[2]) < start) return null;
+  }
+  if (start >= sizeBytes) throw s3Error('InvalidRange', 'The requested range is not satisfiable', { ActualObjectSize: String(sizeBytes) });
+  return { start, end };
+}
+
+function etagMatches(list: string, etag: string): boolean {
+  return list.split(',').some((t) => {
+    const v = t.trim();
+    return v === '*' || v === etag || `"${v}"` === etag;
+  });
+}
+
+/** If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since, in S3's order of precedence. */
+function checkConditions(ctx: S3Context, entry: IndexEntry): void {
+  const h = ctx.req.headers;
+  const ifMatch = h.get('if-match');
+  const ifNoneMatch = h.get('if-none-match');
+  const since = h.get('if-modified-since');
+  const unmodifiedSince = h.get('if-unmodified-since');
+  const mtimeS = Math.floor(entry.mtimeMs / 1000);
+  if (ifMatch !== undefined && !etagMatches(ifMatch, entry.etag)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
+  if (ifMatch === undefined && unmodifiedSince !== undefined) {
+    const t = Date.parse(unmodifiedSince);
+    if (!Number.isNaN(t) && mtimeS > Math.floor(t / 1000)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Unmodified-Since' });
+  }
+  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, entry.etag)) throw s3Error('NotModified', 'Not Modified');
+  if (ifNoneMatch === undefined && since !== undefined) {
+    const t = Date.parse(since);
+    if (!Number.isNaN(t) && mtimeS <= Math.floor(t / 1000)) throw s3Error('NotModified', 'Not Modified');
+  }
+}
+
+function objectHeaders(ctx: S3Context, entry: IndexEntry, ranged: boolean): Record<string, string | number> {
+  const headers: Record<string, string | number> = {
+    etag: entry.etag,
+    'last-modified': httpDate(entry.mtimeMs),
+    'content-type': entry.contentType ?? 'binary/octet-stream',
+    'accept-ranges': 'bytes',
+  };
+  for (const [k, v] of Object.entries(entry.headers ?? {})) headers[k] = v;
+  for (const [k, v] of Object.entries(entry.meta ?? {})) headers[`x-amz-meta-${k}`] = v;
+  // Whole-object checksums describe whole objects: a ranged answer carries none (as S3).
+  if (!ranged && ctx.req.headers.get('x-amz-checksum-mode')?.toUpperCase() === 'ENABLED') {
+    for (const [alg, v] of Object.entries(entry.checksums ?? {})) headers[checksumHeaderName(alg as ChecksumAlgorithm)] = v;
+  }
+  for (const [param, header] of [
+    ['response-content-type', 'content-type'],
+    ['response-content-language', 'content-language'],
+    ['response-expires', 'expires'],
+    ['response-cache-control', 'cache-control'],
+    ['response-content-disposition', 'content-disposition'],
+    ['response-content-encoding', 'content-encoding'],
+  ] as const) {
+    const v = ctx.req.query.get(param);
+    if (v !== undefined) headers[header] = v;
+  }
+  return headers;
+}
+
+async function currentEntry(ctx: S3Context, bucket: BucketRecord): Promise<IndexEntry> {
+  const entry = await indexOf(ctx, bucket).get(ctx.req.key!);
+  if (!entry || entry.data === null && !entry.parts) throw s3Error('NoSuchKey', 'The specified key does not exist.', { Key: ctx.req.key! });
+  return entry;
+}
+
+export async function headObject(ctx: S3Context): Promise<S3Response> {
+  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const entry = await currentEntry(ctx, bucket);
+  checkConditions(ctx, entry);
+  const range = parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
+  const headers = objectHeaders(ctx, entry, range !== null);
+  if (range) {
+    headers['content-range'] = `bytes ${range.start}-${range.end}/${entry.sizeBytes}`;
+    headers['content-length'] = range.end - range.start + 1;
+    return { status: 206, headers };
+  }
+  headers['content-length'] = entry.sizeBytes;
+  return { status: 200, headers };
+}
+
+/** The bytes [start, end] of an object, across its parts when multipart. */
+async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: IndexEntry, start: number, end: number): AsyncGenerator<Buffer> {
+  const pools = dataPools(ctx, bucket);
+  const segments = entry.parts ?? [{ data: entry.data!, sizeBytes: entry.sizeBytes, etag: entry.etag }];
+  let base = 0;
+  for (const part of segments) {
+    const partEnd = base + part.sizeBytes - 1;
+    if (partEnd >= start && base <= end) {
+      const from = Math.max(start, base) - base;
+      const to = Math.min(end, partEnd) - base;
+      yield* ctx.services.striper.get(pools, part.data, { offsetBytes: from, lengthBytes: to - from + 1 });
+    }
+    base += part.sizeBytes;
+    if (base > end) break;
+  }
+}
+
+export async function getObject(ctx: S3Context): Promise<S3Response> {
+  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  for (let attempt = 0; ; attempt++) {
+    const entry = await currentEntry(ctx, bucket);
+    checkConditions(ctx, entry);
+    const range = parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
+    const start = range?.start ?? 0;
+    const end = range?.end ?? entry.sizeBytes - 1;
+    const headers = objectHeaders(ctx, entry, range !== null);
+    headers['content-length'] = Math.max(0, end - start + 1);
+    if (range) headers['content-range'] = `bytes ${start}-${end}/${entry.sizeBytes}`;
+    if (entry.sizeBytes === 0) return { status: 200, headers, body: Buffer.alloc(0) };
+    // Read the first piece before answering: a replaced object (its data removed) is retried from the index.
+    const iterator = objectBytes(ctx, bucket, entry, start, end)[Symbol.asyncIterator]();
+    let first: IteratorResult<Buffer>;
+    try {
+      first = await iterator.next();
+    } catch (err) {
+      if (attempt < READ_RETRIES && (isTesseraError(err, 'NotFound') || isTesseraError(err, 'Conflict'))) continue;
+      throw err;
+    }
+    async function* rest(): AsyncGenerator<Buffer> {
+      if (!first.done) yield first.value;
+      for (;;) {
+        const n = await iterator.next();
+        if (n.done) return;
+        yield n.value;
+      }
+    }
+    return { status: range ? 206 : 200, headers, body: Readable.from(rest()) };
+  }
+}
+
+export async function deleteObject(ctx: S3Context): Promise<S3Response> {
+  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const replaced = await indexOf(ctx, bucket).swap(ctx.req.key!, null);
+  await removeData(ctx, bucket, replaced);
+  return { status: 204 };
+}
+

@@ -1,0 +1,76 @@
+/**
+ * What an S3 request names: bucket and key (path-style `/bucket/key`, or
+ * virtual-host-style `bucket.<baseDomain>/key`), decoded query parameters
+ * and headers. The raw target stays available for signature checks.
+ */
+import type { IncomingMessage } from 'node:http';
+import { s3Error } from './errors.js';
+
+export interface S3Request {
+  method: string;
+  bucket: string | null;
+  /** Object key (decoded), or null for service/bucket requests. */
+  key: string | null;
+  query: Map<string, string>;
+  /** Lowercase header name -> value (repeated headers joined with ","). */
+  headers: Map<string, string>;
+  raw: IncomingMessage;
+  /** Where this request came from, for logs. */
+  remote: string;
+}
+
+export const KEY_BYTES_MAX = 1024;
+
+function decodePath(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw s3Error('InvalidArgument', 'the request path is not valid percent-encoding');
+  }
+}
+
+function parseQuery(raw: string): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!raw) return out;
+  for (const part of raw.split('&')) {
+    if (!part) continue;
+    const eq = part.indexOf('=');
+    const k = eq < 0 ? part : part.slice(0, eq);
+    const v = eq < 0 ? '' : part.slice(eq + 1);
+    try {
+      out.set(decodeURIComponent(k.replace(/\+/g, ' ')), decodeURIComponent(v.replace(/\+/g, ' ')));
+    } catch {
+      throw s3Error('InvalidArgument', 'the query string is not valid percent-encoding');
+    }
+  }
+  return out;
+}
+
+export function parseS3Request(raw: IncomingMessage, baseDomains: readonly string[]): S3Request {
+  const target = raw.url ?? '/';
+  const q = target.indexOf('?');
+  const path = q < 0 ? target : target.slice(0, q);
+  const query = parseQuery(q < 0 ? '' : target.slice(q + 1));
+  const headers = new Map<string, string>();
+  for (const [k, v] of Object.entries(raw.headers)) {
+    if (v === undefined) continue;
+    headers.set(k.toLowerCase(), Array.isArray(v) ? v.join(',') : v);
+  }
+  const host = (headers.get('host') ?? '').replace(/:\d+$/, '').toLowerCase();
+  let bucket: string | null = null;
+  let keyPath = path;
+  const vhost = baseDomains.find((d) => host.endsWith(`.${d}`));
+  if (vhost) {
+    bucket = host.slice(0, host.length - vhost.length - 1);
+  } else {
+    const rest = path.replace(/^\//, '');
+    const slash = rest.indexOf('/');
+    const first = slash < 0 ? rest : rest.slice(0, slash);
+    if (first) bucket = decodePath(first);
+    keyPath = slash < 0 ? '' : rest.slice(slash);
+  }
+  const keyRaw = keyPath.replace(/^\//, '');
+  const key = keyRaw ? decodePath(keyRaw) : null;
+  if (key !== null && Buffer.byteLength(key) > KEY_BYTES_MAX) throw s3Error('KeyTooLongError', `Your key is too long (max ${KEY_BYTES_MAX} bytes)`);
+  return { method: (raw.method ?? 'GET').toUpperCase(), bucket, key, query, headers, raw, remote: raw.socket.remoteAddress ?? '' };
+}

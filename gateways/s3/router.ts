@@ -1,0 +1,73 @@
+/**
+ * Picks the S3 operation of a request from its method, whether it names a
+ * bucket and a key, and its subresource query parameters, and runs it. The
+ * table is the gateway's API surface: anything not in it answers 501
+ * NotImplemented (a setting we would not enforce is never accepted).
+ */
+import type { S3Context, S3Response } from './context.js';
+import { s3Error } from './errors.js';
+import { createBucket, deleteBucket, getBucketLocation, getBucketVersioning, headBucket, listBuckets } from './ops/bucket.js';
+import { deleteObject, getObject, headObject, putObject } from './ops/object.js';
+import { listObjectsV1, listObjectsV2 } from './ops/list.js';
+
+export type Operation = (ctx: S3Context) => Promise<S3Response>;
+
+/** Subresources we do not support: their presence on any request is NotImplemented. */
+const unsupported = ['policy', 'lifecycle', 'replication', 'tagging', 'website', 'logging', 'notification', 'encryption', 'object-lock', 'legal-hold', 'retention', 'accelerate', 'analytics', 'inventory', 'metrics', 'intelligent-tiering', 'ownershipControls', 'publicAccessBlock', 'requestPayment', 'restore', 'select', 'torrent', 'attributes'];
+
+/** Operations implemented in other modules register here (multipart, versions, ACL, CORS, POST...). */
+export const extraRoutes: Array<(ctx: S3Context) => Operation | null> = [];
+
+function pick(ctx: S3Context): Operation {
+  const { method, bucket, key, query } = ctx.req;
+  for (const r of extraRoutes) {
+    const op = r(ctx);
+    if (op) return op;
+  }
+  for (const sub of unsupported) if (query.has(sub)) return notImplemented(sub);
+  if (!bucket) {
+    if (method === 'GET') return listBuckets;
+    return notImplemented(`${method} on the service`);
+  }
+  if (key === null) {
+    switch (method) {
+      case 'PUT':
+        if (query.has('versioning')) return notImplemented('versioning (until object versions are built)');
+        if (query.size > 0) return notImplemented([...query.keys()].join(','));
+        return createBucket;
+      case 'GET':
+        if (query.has('location')) return getBucketLocation;
+        if (query.has('versioning')) return getBucketVersioning;
+        if (query.get('list-type') === '2') return listObjectsV2;
+        return listObjectsV1;
+      case 'HEAD':
+        return headBucket;
+      case 'DELETE':
+        return deleteBucket;
+      default:
+        return notImplemented(`${method} on a bucket`);
+    }
+  }
+  switch (method) {
+    case 'PUT':
+      return putObject;
+    case 'GET':
+      return getObject;
+    case 'HEAD':
+      return headObject;
+    case 'DELETE':
+      return deleteObject;
+    default:
+      return notImplemented(`${method} on an object`);
+  }
+}
+
+function notImplemented(what: string): Operation {
+  return async () => {
+    throw s3Error('NotImplemented', `A header or query you provided implies functionality that is not implemented (${what}).`);
+  };
+}
+
+export function route(ctx: S3Context): Promise<S3Response> {
+  return pick(ctx)(ctx);
+}

@@ -1,0 +1,53 @@
+/**
+ * An S3 gateway on a real test cluster, with a user and its keys, and an
+ * @aws-sdk/client-s3 client for it (path-style, default settings: the SDK's
+ * CRC32 trailers on aws-chunked bodies included).
+ */
+import { S3Client } from '@aws-sdk/client-s3';
+import { S3Gateway } from '../../gateways/s3/gateway.js';
+import { startTestCluster, type TestCluster } from './cluster.js';
+
+export interface S3TestEnv {
+  cluster: TestCluster;
+  gateway: S3Gateway;
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  userId: string;
+  s3(credentials?: { accessKeyId: string; secretAccessKey: string }): S3Client;
+  stop(): Promise<void>;
+}
+
+export async function startS3Env(): Promise<S3TestEnv> {
+  const cluster = await startTestCluster({
+    hosts: 3,
+    disksPerHost: 2,
+    pools: [
+      { name: 'rep', redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 16 },
+      { name: 'ec', redundancy: { type: 'erasure', dataShards: 4, parityShards: 2 }, failureDomain: 'disk', pgCount: 16 },
+    ],
+  });
+  const gateway = await S3Gateway.start({ io: cluster.io, client: cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep' });
+  const user = await gateway.services.users.create({ displayName: 'tester', email: 'tester@example.com' });
+  const key = await gateway.services.users.addKey(user.userId);
+  const endpoint = `http://127.0.0.1:${gateway.port}`;
+  const clients: S3Client[] = [];
+  return {
+    cluster,
+    gateway,
+    endpoint,
+    accessKeyId: key.accessKeyId,
+    secretAccessKey: key.secretAccessKey,
+    userId: user.userId,
+    s3(credentials = { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey }) {
+      const c = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, maxAttempts: 1 });
+      clients.push(c);
+      return c;
+    },
+    async stop() {
+      for (const c of clients) c.destroy();
+      await gateway.close();
+      await cluster.stop();
+    },
+  };
+}
