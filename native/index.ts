@@ -89,6 +89,24 @@ export function crc32c(data: Uint8Array, previous = 0): number {
 }
 
 /**
+ * The crc32c of each consecutive chunkBytes of data (the last may be shorter)
+ * into out (which must hold ceil(length / chunkBytes) values): one native
+ * call for all of a blob's chunk checksums.
+ */
+export function crc32cChunks(data: Uint8Array, chunkBytes: number, out: Uint32Array): void {
+  if (!(data instanceof Uint8Array) || !(out instanceof Uint32Array)) throw new TesseraError('InvalidArgument', 'crc32cChunks: data must be a Uint8Array and out a Uint32Array');
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 1 || chunkBytes > 1 << 30) throw new TesseraError('InvalidArgument', `crc32cChunks: bad chunk size ${chunkBytes}`);
+  const chunks = Math.ceil(data.length / chunkBytes);
+  if (out.length < chunks) throw new TesseraError('InvalidArgument', `crc32cChunks: out holds ${out.length} values, ${chunks} needed`);
+  const { addon } = addonHandle();
+  if (addon !== null) {
+    addon.crc32cChunks(data, chunkBytes, out);
+    return;
+  }
+  for (let i = 0; i < chunks; i++) out[i] = nodeRsChecksum(data.subarray(i * chunkBytes, (i + 1) * chunkBytes), 0);
+}
+
+/**
  * crc32c from a given implementation (tests and benchmarks); throws
  * TesseraError('NotSupported') when that implementation is not available.
  */

@@ -13,6 +13,7 @@ import type { CodingBackend } from './codec.js';
 /** The addon's exports; see native/src/tessera_native.c. */
 export interface IsalAddon {
   crc32c(data: Uint8Array, previous: number): number;
+  crc32cChunks(data: Uint8Array, chunkBytes: number, out: Uint32Array): void;
   initTables(dataShards: number, rows: number, coefficients: Uint8Array, tables: Uint8Array): void;
   encode(lengthBytes: number, tables: Uint8Array, sources: readonly Uint8Array[], targets: readonly Uint8Array[]): void;
   cauchyMatrix(dataShards: number, parityShards: number): Uint8Array;
@@ -37,7 +38,7 @@ export function loadAddon(): AddonLoad {
   try {
     const addon = createRequire(import.meta.url)(path) as IsalAddon;
     // A stale build from another layout would fail later in odd ways; check the shape now.
-    for (const name of ['crc32c', 'initTables', 'encode', 'cauchyMatrix', 'alignmentPadding'] as const) {
+    for (const name of ['crc32c', 'crc32cChunks', 'initTables', 'encode', 'cauchyMatrix', 'alignmentPadding'] as const) {
       if (typeof addon[name] !== 'function') return { addon: null, reason: `${path} lacks ${name}(): rebuild it` };
     }
     return { addon, path };

@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { isTesseraError } from '../src/lib/errors.js';
-import { crc32c, crc32cWith, nativeStatus, type ChecksumImplementation } from '../native/index.js';
+import { crc32c, crc32cChunks, crc32cWith, nativeStatus, type ChecksumImplementation } from '../native/index.js';
 
 const status = nativeStatus();
 const implementations: ChecksumImplementation[] = status.addonPath === null ? ['@node-rs/crc32'] : ['isa-l', '@node-rs/crc32'];
@@ -99,5 +99,18 @@ describe.skipIf(status.addonPath === null)('crc32c: addon and fallback agree', (
 
   it('is what crc32c() uses when the addon is loaded', () => {
     expect(status.checksum).toBe('isa-l');
+  });
+});
+
+describe('crc32cChunks', () => {
+  it('gives the crc32c of every chunk, the last one short, and refuses a short output', () => {
+    for (const [length, chunk] of [[0, 4096], [1, 4096], [4096, 4096], [4097, 4096], [1_000_003, 65536], [777, 7]] as const) {
+      const data = randomBytes(length);
+      const out = new Uint32Array(Math.ceil(length / chunk));
+      crc32cChunks(data, chunk, out);
+      for (let i = 0; i < out.length; i++) expect(out[i]).toBe(crc32c(data.subarray(i * chunk, (i + 1) * chunk)));
+    }
+    expect(() => crc32cChunks(randomBytes(10_000), 4096, new Uint32Array(2))).toThrow(/out holds 2 values, 3 needed/);
+    expect(() => crc32cChunks(randomBytes(10), 0, new Uint32Array(1))).toThrow(/bad chunk size/);
   });
 });

@@ -122,6 +122,37 @@ static napi_value Crc32c(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * crc32cChunks(data, chunkBytes, out: Uint32Array): the CRC-32C of each
+ * consecutive chunkBytes of data (the last may be shorter) into out[i]. One
+ * call for every chunk of a blob: per-call overhead (~55 ns) would otherwise
+ * be most of the cost of a 4 KiB checksum.
+ */
+static napi_value Crc32cChunks(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) FAIL(env, "crc32cChunks(data, chunkBytes, out)");
+  uint8_t *data;
+  size_t length;
+  int chunk;
+  if (!get_bytes(env, argv[0], &data, &length) || !get_int(env, argv[1], 1, CHUNK_BYTES, &chunk)) return NULL;
+  napi_typedarray_type type;
+  size_t count;
+  void *raw;
+  CHECK(env, napi_get_typedarray_info(env, argv[2], &type, &count, &raw, NULL, NULL));
+  if (type != napi_uint32_array) FAIL(env, "crc32cChunks: out must be a Uint32Array");
+  size_t chunks = (length + (size_t)chunk - 1) / (size_t)chunk;
+  if (count < chunks) FAIL(env, "crc32cChunks: out is too short");
+  uint32_t *out = (uint32_t *)raw;
+  for (size_t i = 0; i < chunks; i++) {
+    size_t at = i * (size_t)chunk;
+    size_t n = length - at < (size_t)chunk ? length - at : (size_t)chunk;
+    out[i] = ~crc32_iscsi(data + at, (int)n, 0xffffffffu);
+  }
+  return NULL;
+}
+
 /* initTables(k, rows, coefficients[rows*k], tables[32*k*rows]): ec_init_tables into a caller buffer. */
 static napi_value InitTables(napi_env env, napi_callback_info info) {
   size_t argc = 4;
@@ -239,6 +270,7 @@ static napi_value AlignmentPadding(napi_env env, napi_callback_info info) {
 static napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"crc32c", NULL, Crc32c, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"crc32cChunks", NULL, Crc32cChunks, NULL, NULL, NULL, napi_enumerable, NULL},
       {"initTables", NULL, InitTables, NULL, NULL, NULL, napi_enumerable, NULL},
       {"encode", NULL, Encode, NULL, NULL, NULL, napi_enumerable, NULL},
       {"alignmentPadding", NULL, AlignmentPadding, NULL, NULL, NULL, napi_enumerable, NULL},

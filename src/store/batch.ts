@@ -10,7 +10,7 @@
  */
 import { assert } from '../lib/assert.js';
 import { notFound, TesseraError, limitExceeded } from '../lib/errors.js';
-import { crc32c } from '../../native/index.js';
+import { crc32c, crc32cChunks } from '../../native/index.js';
 import { insert, overlapping, punch } from './extents.js';
 import { chunkShiftFor, cloneOnode, emptyOnode, extentsPerRecordMax, type Blob, type Extent, type Onode } from './records.js';
 import type { ObjectId, StoreOp } from './types.js';
@@ -68,7 +68,7 @@ function makeBlob(data: Buffer): Blob {
   const chunkShift = chunkShiftFor(data.length);
   const chunkBytes = 2 ** chunkShift;
   const crcs = new Uint32Array(Math.ceil(data.length / chunkBytes));
-  for (let c = 0; c < crcs.length; c++) crcs[c] = crc32c(data.subarray(c * chunkBytes, (c + 1) * chunkBytes));
+  crc32cChunks(data, chunkBytes, crcs);
   return { segmentId: -1, segmentOffset: -1, lengthBytes: data.length, chunkShift, crcs };
 }
 

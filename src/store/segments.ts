@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { assert } from '../lib/assert.js';
 import { corrupt, TesseraError } from '../lib/errors.js';
 import type { FileIo, FileSystem } from '../io/io.js';
-import { crc32c } from '../../native/index.js';
+import { crc32cChunks } from '../../native/index.js';
 import type { Blob, SegmentRecord } from './records.js';
 
 const OPEN_HANDLES_MAX = 128;
@@ -199,13 +199,12 @@ export class SegmentFiles {
       handle.refs--;
       this.maybeUnlinkRetired(blob.segmentId);
     }
+    const actual = new Uint32Array(endChunk - firstChunk);
+    crc32cChunks(buffer, chunkBytes, actual);
     for (let c = firstChunk; c < endChunk; c++) {
-      const start = c * chunkBytes - readStart;
-      const end = Math.min(start + chunkBytes, buffer.length);
-      const actual = crc32c(buffer.subarray(start, end));
-      if (actual !== blob.crcs[c]) {
+      if (actual[c - firstChunk] !== blob.crcs[c]) {
         throw corrupt(
-          `checksum mismatch in segment ${blob.segmentId} at ${blob.segmentOffset + c * chunkBytes} (chunk ${c}): stored ${blob.crcs[c]?.toString(16)}, computed ${actual.toString(16)}`,
+          `checksum mismatch in segment ${blob.segmentId} at ${blob.segmentOffset + c * chunkBytes} (chunk ${c}): stored ${blob.crcs[c]?.toString(16)}, computed ${actual[c - firstChunk]!.toString(16)}`,
         );
       }
     }
