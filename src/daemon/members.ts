@@ -32,21 +32,26 @@ export function memberInfo(pg: Pg): MemberInfo {
   };
 }
 
-/** Persists the interval a member is activated in and makes its pg active. */
-export async function activateLocal(osd: Osd, pg: Pg, lastEpochStarted: number, lastActing: number[]): Promise<void> {
+/**
+ * Persists the interval a member is activated in and makes its pg active; `interval`
+ * (the primary's own activation) guards against a stale peering run activating a newer interval.
+ */
+export async function activateLocal(osd: Osd, pg: Pg, lastEpochStarted: number, lastActing: number[], interval?: number): Promise<void> {
   const log = await PgLog.load(osd.store, pg.pool.id, pg.pg);
   await osd.store.transact(log.infoOps({ lastEpochStarted, lastActing }));
   pg.resetLog(log);
+  if (interval !== undefined && pg.intervalStart !== interval) return; // a new interval began meanwhile: its peering activates
   pg.state = 'active';
 }
 
 export function localHandle(osd: Osd, pg: Pg): MemberHandle {
+  const interval = pg.intervalStart;
   return {
     diskId: osd.diskId,
     store: osd.store,
     info: async () => memberInfo(pg),
     push: (ops: StoreOp[]) => osd.store.transact(ops),
-    activate: (lastEpochStarted, lastActing) => activateLocal(osd, pg, lastEpochStarted, lastActing),
+    activate: (lastEpochStarted, lastActing) => activateLocal(osd, pg, lastEpochStarted, lastActing, interval),
   };
 }
 
