@@ -31,16 +31,9 @@ function mixWord(h: number, word: number): number {
   return (Math.imul(h, 5) + 0xe6546b64) | 0;
 }
 
-/** MurmurHash3's finalizer: a bijective 32-bit avalanche mix. */
-export function fmix32(value: number): number {
-  let h = value | 0;
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+import { fmix32 } from '../src/lib/hash.js';
+
+export { fmix32 };
 
 /** MurmurHash3 x86-32, seed 0, of four little-endian 32-bit words. */
 export function hash4(a: number, b: number, c: number, d: number): number {

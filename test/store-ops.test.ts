@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { systemIo } from '../src/io/system.js';
 import { ObjectStore, type ObjectId, type ObjectStoreOptions } from '../src/store/index.js';
-import { isTesseraError } from '../src/lib/errors.js';
+import { rejectsWith } from './helpers/store-conformance.js';
 import { pgSortKeyRange } from '../src/lib/hash.js';
 import { makeTempDir } from './helpers/tmp.js';
 
@@ -15,18 +15,6 @@ const io = systemIo();
 const id = (name: string, ns = 1): ObjectId => ({ ns, name });
 const b = (s: string): Buffer => Buffer.from(s);
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    if (isTesseraError(err)) {
-      expect(err.code).toBe(code);
-      return;
-    }
-    throw err;
-  }
-  throw new Error(`expected ${code}, but it succeeded`);
-}
 
 let dir: { path: string; remove: () => Promise<void> };
 let store: ObjectStore;

@@ -32,7 +32,12 @@ export function murmur3(data: Uint8Array, seed = 0): number {
     k = Math.imul(k, c2);
     h ^= k;
   }
-  h ^= data.length;
+  return fmix32(h ^ data.length);
+}
+
+/** MurmurHash3's finalizer: a bijective 32-bit avalanche mix (placement uses it too). */
+export function fmix32(value: number): number {
+  let h = value | 0;
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
