@@ -2,14 +2,32 @@
  * One conformance suite for the RpcClient contract, run against the TCP
  * transport (real loopback sockets) and the in-process one: echo, pipelining
  * with out-of-order replies, error codes, timeouts, abort, the client-side
- * queue bound, frame limits, close semantics and a 64 MiB byte-exact round
- * trip. Each test builds its own transport and closes it, also on failure.
+ * queue bound, frame limits, close semantics, a 64 MiB byte-exact round
+ * trip, and streamed payloads both ways: byte-exact, limits checked before a
+ * stream is read, and a stream that runs short, runs long or throws failing
+ * its call (a request stream with its own error, a reply stream Unavailable)
+ * while the transport goes on working. Each test builds its own transport and
+ * closes it, also on failure.
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { ErrorCodeName } from '../src/lib/errors.js';
 import type { RpcLimits } from '../src/rpc/options.js';
-import { Op, TestService, makeInProcess, makeTcp, rejectionOf, u32, waitFor, type Harness, type MakeHarness } from './rpc-helpers.js';
+import {
+  Fault,
+  Op,
+  TestService,
+  makeInProcess,
+  makeTcp,
+  pattern,
+  rejectionOf,
+  streamHeader,
+  streamOf,
+  u32,
+  waitFor,
+  type Harness,
+  type MakeHarness,
+} from './rpc-helpers.js';
 
 const MiB = 1024 * 1024;
 
@@ -143,5 +161,54 @@ describe.each([
     const reply = await client.call(Op.Echo, Buffer.from('big'), parts, { timeoutMs: 60_000 });
     expect(reply.payload.byteLength).toBe(payload.byteLength);
     expect(reply.payload.equals(payload)).toBe(true);
+  });
+
+  test('streamed payloads arrive byte-exact both ways, whatever their chunking', async () => {
+    const { client } = await open();
+    const request = pattern(3 * MiB + 5, 1);
+    const echoed = await client.call(Op.Echo, Buffer.from('req'), streamOf(request, 100_000));
+    expect(echoed.header.toString()).toBe('req');
+    expect(echoed.payload.equals(request)).toBe(true);
+    for (const [totalBytes, chunkBytes] of [[0, 1], [1, 1], [5 * MiB + 3, MiB], [70_000, 7]]) {
+      const reply = await client.call(Op.Stream, streamHeader(totalBytes!, chunkBytes!), []);
+      expect(reply.payload.equals(pattern(totalBytes!))).toBe(true);
+    }
+  });
+
+  test('a request stream that runs short, runs long or throws fails its call; the transport goes on', async () => {
+    const { client } = await open();
+    const bytes = pattern(200_000);
+    for (const [fault, code] of [
+      [Fault.Short, 'InvalidArgument'],
+      [Fault.Long, 'InvalidArgument'],
+      [Fault.Throw, 'Corrupt'],
+    ] as const) {
+      const err = await rejectionOf(client.call(Op.Echo, new Uint8Array(0), streamOf(bytes, 64 * 1024, { fault })));
+      expect(err.code).toBe(code);
+      const after = await client.call(Op.Echo, Buffer.from('after'), [bytes]);
+      expect(after.payload.equals(bytes)).toBe(true);
+    }
+  });
+
+  test('a reply stream that runs short, runs long or throws fails its call Unavailable; the transport goes on', async () => {
+    const { client } = await open();
+    for (const fault of [Fault.Short, Fault.Long, Fault.Throw]) {
+      const err = await rejectionOf(client.call(Op.Stream, streamHeader(300_000, 64 * 1024, fault), []));
+      expect(err.code).toBe('Unavailable');
+      const after = await client.call(Op.Stream, streamHeader(300_000, 64 * 1024), []);
+      expect(after.payload.equals(pattern(300_000))).toBe(true);
+    }
+  });
+
+  test('streams are checked against the limits before a byte is read; a bad length is InvalidArgument', async () => {
+    const { client } = await open({ frameBytesMax: MiB, frameHeaderBytesMax: 64 * 1024 });
+    const tooBig = streamOf(pattern(MiB + 1), 64 * 1024);
+    expect((await rejectionOf(client.call(Op.Echo, new Uint8Array(0), tooBig))).code).toBe('LimitExceeded');
+    expect(tooBig.produced()).toBe(0);
+    expect((await rejectionOf(client.call(Op.Stream, streamHeader(MiB + 1, 64 * 1024), []))).code).toBe('LimitExceeded');
+    const negative = { lengthBytes: -1, chunks: streamOf(pattern(1), 1).chunks };
+    expect((await rejectionOf(client.call(Op.Echo, new Uint8Array(0), negative))).code).toBe('InvalidArgument');
+    // The reply header (12 bytes) counts against frameBytesMax too.
+    expect((await client.call(Op.Stream, streamHeader(MiB - 12, 64 * 1024), [])).payload.byteLength).toBe(MiB - 12);
   });
 });

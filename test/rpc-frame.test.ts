@@ -1,36 +1,62 @@
 /**
- * The frame codec on its own: frames survive every chunk split, frames inside
- * one chunk come out as views of it (no copy), lengths over the limits are
- * refused from the 28 prefix bytes alone without allocating, a bad head
- * checksum is caught before the payload arrives, a bad payload checksum when
- * it has, and a decoder stays failed after its first error.
+ * The frame codec on its own (format version 2: payload checksum in a
+ * trailer): frames survive every chunk split and every pattern of reads
+ * into the decoder's own buffers; a frame inside one chunk comes out as views
+ * of it (no copy); in readInto mode a large payload is read straight into
+ * the buffer it is handed out in, allocated only once its head has checked
+ * out, while in chunks mode nothing is allocated before the bytes are in;
+ * lengths over the limits are refused from the 24 prefix bytes alone without
+ * allocating; a bad head checksum is caught before the payload arrives, a bad
+ * payload checksum when the trailer has, and bad payload bytes are never
+ * handed out; a decoder stays failed after its first error.
  */
+import { randomBytes } from 'node:crypto';
 import { describe, expect, test, vi } from 'vitest';
 import { TesseraError } from '../src/lib/errors.js';
+import { FrameDecoder, directFillBytesMin } from '../src/rpc/decoder.js';
 import {
-  FrameDecoder,
   FrameKind,
   decodeErrorHeader,
   encodeErrorHeader,
   encodeFrameHead,
   frameOverheadBytes,
   framePrefixBytes,
-  payloadsCrc32c,
+  frameTrailerBytes,
   type FrameLimits,
 } from '../src/rpc/frame.js';
+import { payloadsCrc32c } from '../src/rpc/payload.js';
 import { requestFrame } from './rpc-helpers.js';
 
 const limits: FrameLimits = { frameBytesMax: 1024 * 1024, frameHeaderBytesMax: 4096 };
 
-function drain(decoder: FrameDecoder): { op: number; requestId: number; header: string; payload: string }[] {
-  const frames = [];
+interface Seen {
+  op: number;
+  requestId: number;
+  header: string;
+  payload: string;
+}
+
+/** Every complete frame the decoder yields now. */
+function drain(decoder: FrameDecoder): Seen[] {
+  const frames: Seen[] = [];
   while (decoder.next()) {
-    frames.push({
-      op: decoder.op,
-      requestId: decoder.requestId,
-      header: decoder.header.toString(),
-      payload: decoder.payload.toString(),
-    });
+    frames.push({ op: decoder.op, requestId: decoder.requestId, header: decoder.header.toString(), payload: decoder.payload.toString() });
+  }
+  return frames;
+}
+
+/** Feeds bytes through readBuffer()/commit() in reads of at most the given sizes (cycled). */
+function readInto(decoder: FrameDecoder, bytes: Buffer, readSizes: number[]): Seen[] {
+  const frames: Seen[] = [];
+  let at = 0;
+  for (let i = 0; at < bytes.length; i++) {
+    const target = decoder.readBuffer();
+    expect(target.byteLength).toBeGreaterThan(0);
+    const n = Math.min(target.byteLength, readSizes[i % readSizes.length]!, bytes.length - at);
+    target.set(bytes.subarray(at, at + n));
+    at += n;
+    decoder.commit(n);
+    frames.push(...drain(decoder));
   }
   return frames;
 }
@@ -57,6 +83,13 @@ describe('frame decoder', () => {
     { op: 0, requestId: 3, header: 'c only header', payload: '' },
   ];
 
+  test('the layout: prefix, header, head checksum, payload, trailer; no trailer without a payload', () => {
+    expect(frameA.length).toBe(frameOverheadBytes + 'header-a'.length + 'payload of frame a'.length + frameTrailerBytes);
+    expect(frameC.length).toBe(frameOverheadBytes + 'c only header'.length);
+    expect(frameA.readUInt32LE(frameA.length - frameTrailerBytes)).toBe(payloadsCrc32c([Buffer.from('payload of frame a')]));
+    expect(frameA[4]).toBe(2);
+  });
+
   test('three frames split into two chunks at every byte offset decode the same', () => {
     for (let split = 0; split <= stream.length; split++) {
       const decoder = new FrameDecoder(limits);
@@ -66,6 +99,7 @@ describe('frame decoder', () => {
       frames.push(...drain(decoder));
       expect(frames).toEqual(expected);
       expect(decoder.bufferedBytes).toBe(0);
+      expect(decoder.midFrame).toBe(false);
     }
   });
 
@@ -79,6 +113,24 @@ describe('frame decoder', () => {
     expect(frames).toEqual(expected);
   });
 
+  test('large and small frames, in chunks or read into the decoder’s buffers in any sizes, decode the same', () => {
+    const big = randomBytes(3 * directFillBytesMin + 5);
+    const mixed = Buffer.concat([stream, requestFrame(9, 4, Buffer.from('big'), big), stream]);
+    const want = [...expected, { op: 9, requestId: 4, header: 'big', payload: big.toString() }, ...expected];
+    for (const sizes of [[1], [7, 3, 1000], [directFillBytesMin - 1], [65536], [mixed.length]]) {
+      expect(readInto(new FrameDecoder(limits, 'readInto'), mixed, sizes)).toEqual(want);
+      const chunked = new FrameDecoder(limits);
+      const frames: Seen[] = [];
+      for (let at = 0, i = 0; at < mixed.length; i++) {
+        const n = sizes[i % sizes.length]!;
+        chunked.push(mixed.subarray(at, at + n));
+        at += n;
+        frames.push(...drain(chunked));
+      }
+      expect(frames).toEqual(want);
+    }
+  });
+
   test('a frame inside one chunk is yielded as views into that chunk', () => {
     const chunk = Buffer.from(stream);
     const decoder = new FrameDecoder(limits);
@@ -87,6 +139,24 @@ describe('frame decoder', () => {
     expect(decoder.header.buffer).toBe(chunk.buffer);
     expect(decoder.payload.buffer).toBe(chunk.buffer);
     expect(decoder.payload.byteOffset).toBe(chunk.byteOffset + frameOverheadBytes + 'header-a'.length);
+  });
+
+  test('a large payload is read straight into the buffer it is handed out in', () => {
+    const payload = randomBytes(4 * directFillBytesMin);
+    const frame = requestFrame(1, 1, Buffer.from('h'), payload);
+    const decoder = new FrameDecoder(limits, 'readInto');
+    const first = decoder.readBuffer();
+    first.set(frame.subarray(0, 100));
+    decoder.commit(100);
+    expect(decoder.next()).toBe(false);
+    // From now on reads land in the payload's own buffer, and never run past the frame.
+    const target = decoder.readBuffer();
+    expect(target.byteLength).toBe(frame.length - 100);
+    target.set(frame.subarray(100));
+    decoder.commit(target.byteLength);
+    expect(decoder.next()).toBe(true);
+    expect(decoder.payload.buffer).toBe(target.buffer);
+    expect(decoder.payload.equals(payload)).toBe(true);
   });
 
   test('frames stay buffered until the caller pulls them', () => {
@@ -98,23 +168,40 @@ describe('frame decoder', () => {
   });
 
   test('an oversized length is refused from the prefix alone, without allocating it', () => {
-    const head = encodeFrameHead({
-      kind: FrameKind.Request,
-      op: 1,
-      requestId: 1,
-      header: new Uint8Array(0),
-      payloads: [],
-      payloadBytes: 0xffff_fff0,
-      payloadCrc: 0,
-    });
+    const head = encodeFrameHead({ kind: FrameKind.Request, op: 1, requestId: 1, header: new Uint8Array(0), payloadBytes: 0xffff_fff0 });
     const decoder = new FrameDecoder(limits);
     const allocations = [vi.spyOn(Buffer, 'allocUnsafe'), vi.spyOn(Buffer, 'alloc'), vi.spyOn(Buffer, 'allocUnsafeSlow')];
     try {
-      decoder.push(head);
+      decoder.push(head.subarray(0, framePrefixBytes));
       expect(protocolErrorOf(() => decoder.next()).message).toMatch(/limit/);
       for (const spy of allocations) expect(spy).not.toHaveBeenCalled();
     } finally {
       for (const spy of allocations) spy.mockRestore();
+    }
+  });
+
+  test('chunks mode allocates nothing before the bytes are in; readInto mode allocates the payload once its head checks out', () => {
+    const frame = requestFrame(1, 1, Buffer.from('h'), Buffer.alloc(4 * directFillBytesMin, 3));
+    const allocUnsafe = vi.spyOn(Buffer, 'allocUnsafe');
+    try {
+      const chunked = new FrameDecoder(limits);
+      chunked.push(frame.subarray(0, 1000));
+      expect(chunked.next()).toBe(false);
+      expect(allocUnsafe).not.toHaveBeenCalled();
+      chunked.push(frame.subarray(1000));
+      expect(chunked.next()).toBe(true);
+      expect(allocUnsafe).toHaveBeenCalledWith(4 * directFillBytesMin + frameTrailerBytes);
+
+      allocUnsafe.mockClear();
+      const direct = new FrameDecoder(limits, 'readInto');
+      const corrupt = Buffer.from(frame);
+      corrupt[framePrefixBytes]! ^= 1;
+      direct.readBuffer().set(corrupt.subarray(0, 1000));
+      direct.commit(1000);
+      protocolErrorOf(() => direct.next());
+      expect(allocUnsafe).not.toHaveBeenCalled();
+    } finally {
+      allocUnsafe.mockRestore();
     }
   });
 
@@ -141,23 +228,33 @@ describe('frame decoder', () => {
     expect(protocolErrorOf(() => decoder.next()).message).toMatch(/head checksum/);
   });
 
-  test('a corrupt payload is caught, whether the frame is in one chunk or spans several', () => {
-    const frame = requestFrame(1, 1, Buffer.from('header'), Buffer.alloc(1000, 7));
-    frame[frame.length - 1]! ^= 0x80;
-    const whole = new FrameDecoder(limits);
-    whole.push(frame);
-    expect(protocolErrorOf(() => whole.next()).message).toMatch(/payload checksum/);
-    const split = new FrameDecoder(limits);
-    split.push(frame.subarray(0, 500));
-    expect(split.next()).toBe(false);
-    split.push(frame.subarray(500));
-    expect(protocolErrorOf(() => split.next()).message).toMatch(/payload checksum/);
+  test('a corrupt payload or trailer is caught in every path, and its bytes are never handed out', () => {
+    for (const payloadBytes of [1000, 4 * directFillBytesMin]) {
+      for (const offset of [-1, -frameTrailerBytes - 1]) {
+        const frame = requestFrame(1, 1, Buffer.from('header'), Buffer.alloc(payloadBytes, 7));
+        frame[frame.length + offset]! ^= 0x80;
+        const paths: [string, (d: FrameDecoder) => void][] = [
+          ['one chunk', (d) => d.push(frame)],
+          ['two chunks', (d) => (d.push(frame.subarray(0, 500)), d.next(), d.push(frame.subarray(500)))],
+          ['read into', (d) => readInto(d, frame, [300, 70_000])],
+        ];
+        for (const [name, feed] of paths) {
+          const decoder = new FrameDecoder(limits, name === 'read into' ? 'readInto' : 'chunks');
+          const err = protocolErrorOf(() => {
+            feed(decoder);
+            drain(decoder);
+          });
+          expect(err.message).toMatch(/payload checksum/);
+          expect(decoder.payload.byteLength).toBe(0);
+        }
+      }
+    }
   });
 
   test('bad magic, version and kind are refused; the decoder stays failed', () => {
     for (const [offset, value, pattern] of [
       [0, 0x00, /magic/],
-      [4, 9, /version/],
+      [4, 1, /version/],
       [5, 0, /kind/],
       [5, 4, /kind/],
     ] as [number, number, RegExp][]) {

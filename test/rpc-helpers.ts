@@ -1,17 +1,18 @@
 /**
  * Shared by the rpc tests: a test handler with a few ops (echo, fail, hang,
- * delay), the two transports behind one factory, raw-socket helpers, and a
- * bounded poll. Every wait here has a bound, so a broken transport fails a
+ * delay, big and streamed replies), streamed payloads with injected faults,
+ * the two transports behind one factory, raw-socket helpers, and a bounded
+ * poll. Every wait here has a bound, so a broken transport fails a
  * test instead of hanging it.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { systemIo } from '../src/io/system.js';
 import { TesseraError, type ErrorCodeName } from '../src/lib/errors.js';
-import { FrameKind, encodeFrameHead, payloadsCrc32c } from '../src/rpc/frame.js';
+import { FrameKind, encodeFrame } from '../src/rpc/frame.js';
 import { createInProcessTransport } from '../src/rpc/inprocess.js';
 import type { RpcLimits } from '../src/rpc/options.js';
 import { createTcpClient, createTcpServer } from '../src/rpc/tcp.js';
-import type { RpcClient, RpcHandler, RpcHandlerReply, RpcRequestContext, RpcServer } from '../src/rpc/types.js';
+import type { RpcClient, RpcHandler, RpcHandlerReply, RpcPayloadStream, RpcRequestContext, RpcServer } from '../src/rpc/types.js';
 
 export const Op = {
   /** Replies with the request's header and payload. */
@@ -26,7 +27,51 @@ export const Op = {
   Delay: 5,
   /** Replies with a payload of header.readUInt32LE(0) bytes. */
   Big: 6,
+  /** Replies with a streamed payload: header = streamHeader(...); the bytes are pattern(totalBytes). */
+  Stream: 7,
 } as const;
+
+/** How a test stream misbehaves. */
+export const Fault = { None: 0, Short: 1, Long: 2, Throw: 3 } as const;
+export type FaultValue = (typeof Fault)[keyof typeof Fault];
+
+/** Deterministic bytes: byte i is (i * 7 + seed) & 0xff. */
+export function pattern(lengthBytes: number, seed = 0): Buffer {
+  const out = Buffer.allocUnsafe(lengthBytes);
+  for (let i = 0; i < lengthBytes; i++) out[i] = (i * 7 + seed) & 0xff;
+  return out;
+}
+
+/**
+ * A stream announcing bytes.byteLength that yields them in chunks of
+ * chunkBytes (yielding to the event loop between chunks); with a fault it
+ * yields one byte fewer (Short) or one more (Long), or throws
+ * Corrupt('disk fell over') after its first chunk (Throw). onChunk sees each
+ * chunk index before it is yielded (a test may hold the stream there).
+ */
+export function streamOf(
+  bytes: Buffer,
+  chunkBytes: number,
+  options: { fault?: FaultValue; onChunk?: (index: number) => Promise<void> | void } = {},
+): RpcPayloadStream & { produced: () => number } {
+  const fault = options.fault ?? Fault.None;
+  let produced = 0;
+  const body = fault === Fault.Short ? bytes.subarray(0, bytes.byteLength - 1) : fault === Fault.Long ? Buffer.concat([bytes, Buffer.from([1])]) : bytes;
+  async function* chunks(): AsyncGenerator<Uint8Array> {
+    for (let at = 0, i = 0; at < body.byteLength; at += chunkBytes, i++) {
+      if (fault === Fault.Throw && i === 1) throw new TesseraError('Corrupt', 'disk fell over');
+      await options.onChunk?.(i);
+      await new Promise((resolve) => setImmediate(resolve));
+      produced++;
+      yield body.subarray(at, at + chunkBytes);
+    }
+  }
+  return { lengthBytes: bytes.byteLength, chunks: chunks(), produced: () => produced };
+}
+
+export function streamHeader(totalBytes: number, chunkBytes: number, fault: FaultValue = Fault.None): Buffer {
+  return Buffer.concat([u32(totalBytes), u32(chunkBytes), u32(fault)]);
+}
 
 export const io = systemIo();
 
@@ -79,6 +124,10 @@ export class TestService {
         return { header: request.header, payload: [request.payload] };
       case Op.Big:
         return { header: new Uint8Array(0), payload: [Buffer.alloc(request.header.readUInt32LE(0))] };
+      case Op.Stream: {
+        const [totalBytes, chunkBytes, fault] = [0, 4, 8].map((at) => request.header.readUInt32LE(at)) as [number, number, FaultValue];
+        return { header: request.header, payload: streamOf(pattern(totalBytes), chunkBytes, { fault }) };
+      }
       default:
         throw new TesseraError('NotSupported', `op ${request.op}`);
     }
@@ -157,16 +206,7 @@ export function u32(value: number): Buffer {
 
 /** One well-formed request frame as bytes. */
 export function requestFrame(op: number, requestId: number, header: Uint8Array, payload: Uint8Array = new Uint8Array(0)): Buffer {
-  const head = encodeFrameHead({
-    kind: FrameKind.Request,
-    op,
-    requestId,
-    header,
-    payloads: [payload],
-    payloadBytes: payload.byteLength,
-    payloadCrc: payloadsCrc32c([payload]),
-  });
-  return Buffer.concat([head, payload]);
+  return encodeFrame({ kind: FrameKind.Request, op, requestId, header }, payload);
 }
 
 export function connectRaw(port: number): Promise<Socket> {

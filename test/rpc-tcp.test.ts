@@ -11,16 +11,37 @@
  *   reply, others fail Unavailable; refused connections are Unavailable; the
  *   client reconnects lazily to a restarted server;
  * - server close: drains in-flight requests, answers new ones Closed, and
- *   aborts handlers still running at the drain deadline.
+ *   aborts handlers still running at the drain deadline;
+ * - streams on the wire: a streamed reply stops being produced when the
+ *   reader stops reading (backpressure) and completes when it reads again;
+ *   replies finished meanwhile wait behind it, in order; a call giving up
+ *   mid-stream closes its connection while queued calls go out on the next;
+ *   a streamed request is never resent; a failed reply stream is released;
+ *   server close waits for a stream in progress.
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
-import { FrameDecoder, FrameKind, encodeFrameHead, frameOverheadBytes, framePrefixBytes } from '../src/rpc/frame.js';
+import { FrameDecoder } from '../src/rpc/decoder.js';
+import { FrameKind, encodeFrameHead, frameOverheadBytes, framePrefixBytes } from '../src/rpc/frame.js';
 import type { RpcLimits } from '../src/rpc/options.js';
 import { createTcpClient, createTcpServer } from '../src/rpc/tcp.js';
 import type { RpcClient, RpcHandler, RpcServer } from '../src/rpc/types.js';
-import { Op, TestService, closedWithin, connectRaw, io, rejectionOf, requestFrame, u32, waitFor } from './rpc-helpers.js';
+import {
+  Fault,
+  Op,
+  TestService,
+  closedWithin,
+  connectRaw,
+  io,
+  pattern,
+  rejectionOf,
+  requestFrame,
+  streamHeader,
+  streamOf,
+  u32,
+  waitFor,
+} from './rpc-helpers.js';
 
 const MiB = 1024 * 1024;
 const host = '127.0.0.1';
@@ -59,9 +80,7 @@ function prefixWith(fields: { headerBytes?: number; payloadBytes: number }): Buf
     op: Op.Echo,
     requestId: 1,
     header: Buffer.alloc(fields.headerBytes ?? 0),
-    payloads: [],
     payloadBytes: fields.payloadBytes,
-    payloadCrc: 0,
   });
   return head.subarray(0, framePrefixBytes);
 }
@@ -74,14 +93,17 @@ function corrupted(frame: Buffer, offset: number): Buffer {
 
 const goodFrame = requestFrame(Op.Echo, 1, Buffer.from('header'), Buffer.from('payload'));
 
+
+
 describe('rpc tcp: a bad peer loses its own connection and nothing else', () => {
   const cases: [string, () => Buffer, boolean][] = [
     ['random garbage', () => Buffer.concat([Buffer.from('GARB'), randomBytes(4096)]), false],
     ['bad magic', () => Buffer.concat([Buffer.from('TSRB'), goodFrame.subarray(4)]), false],
-    ['an oversized length prefix (only the 28 prefix bytes are sent)', () => prefixWith({ payloadBytes: 0xffff_fff0 }), false],
+    ['an oversized length prefix (only the 24 prefix bytes are sent)', () => prefixWith({ payloadBytes: 0xffff_fff0 }), false],
     ['a header over frameHeaderBytesMax', () => prefixWith({ headerBytes: 2 * MiB, payloadBytes: 0 }), false],
     ['a bad head checksum', () => corrupted(goodFrame, framePrefixBytes + 1), false],
-    ['a bad payload checksum', () => corrupted(goodFrame, -1), false],
+    ['a bad payload', () => corrupted(goodFrame, -5), false],
+    ['a bad payload checksum (trailer)', () => corrupted(goodFrame, -1), false],
     ['a reply frame sent to the server', () => Buffer.concat([Buffer.from(goodFrame.subarray(0, 5)), Buffer.from([FrameKind.Reply]), goodFrame.subarray(6)]), false],
     ['a truncated frame, then the peer closes', () => requestFrame(Op.Echo, 1, Buffer.from('h'), Buffer.alloc(1000)).subarray(0, 500), true],
   ];
@@ -116,7 +138,7 @@ describe('rpc tcp: a bad peer loses its own connection and nothing else', () => 
     const replies = new FrameDecoder({ frameBytesMax: MiB, frameHeaderBytesMax: MiB });
     second.on('data', (chunk: Buffer) => replies.push(chunk));
     second.write(goodFrame);
-    await waitFor(() => replies.bufferedBytes > 0 && replies.next(), 'the reply on the second connection');
+    await waitFor(() => replies.next(), 'the reply on the second connection');
     expect(replies.header.toString()).toBe('header');
     expect(await echo(client, 'still')).toBe('still');
   });
@@ -190,10 +212,13 @@ describe('rpc tcp: backpressure', () => {
     // More than the kernel could buffer on loopback (tcp_rmem max is often 32 MiB).
     const frames = 96;
     const payload = Buffer.alloc(MiB, 1);
-    const head = requestFrame(Op.Hang, 1, new Uint8Array(0), payload).subarray(0, frameOverheadBytes);
+    const frame = requestFrame(Op.Hang, 1, new Uint8Array(0), payload);
+    const head = frame.subarray(0, frameOverheadBytes);
+    const trailer = frame.subarray(frameOverheadBytes + payload.length);
     for (let i = 0; i < frames; i++) {
       socket.write(head);
       socket.write(payload);
+      socket.write(trailer);
     }
     await waitFor(() => service.hanging.size === 1, 'the first request');
     let last = -1;
@@ -331,5 +356,130 @@ describe('rpc tcp: server close', () => {
     await server.close({ drainTimeoutMs: 50 });
     expect(service.signals[0]!.aborted).toBe(true);
     expect((await stuck).code).toBe('Unavailable');
+  });
+});
+
+/** A promise the test resolves. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((resolve) => (open = resolve));
+  return { promise, open };
+}
+
+describe('rpc tcp: streamed payloads on the wire', () => {
+  test('a streamed reply is produced only as fast as the peer reads it, and completes when it reads again', async () => {
+    const chunk = Buffer.alloc(MiB, 5);
+    const chunks = 100;
+    let produced = 0;
+    const handler: RpcHandler = async () => ({
+      header: new Uint8Array(0),
+      payload: {
+        lengthBytes: chunks * MiB,
+        chunks: (async function* () {
+          for (let i = 0; i < chunks; i++) {
+            produced++;
+            yield chunk;
+          }
+        })(),
+      },
+    });
+    const server = await startServer(handler);
+    const socket = await raw(server.port);
+    socket.pause();
+    socket.write(requestFrame(Op.Echo, 1, new Uint8Array(0)));
+    let last = -1;
+    await waitFor(() => {
+      const settled = produced > 0 && produced === last;
+      last = produced;
+      return settled;
+    }, 'the stream to stall');
+    // What the kernel buffers on loopback (tcp_rmem up to 32 MiB, tcp_wmem up to 4 MiB) plus two chunks in hand.
+    expect(produced).toBeLessThan(48);
+
+    const replies = new FrameDecoder({ frameBytesMax: 130 * MiB, frameHeaderBytesMax: MiB });
+    let done = false;
+    socket.on('data', (bytes: Buffer) => {
+      replies.push(bytes);
+      done ||= replies.next();
+    });
+    socket.resume();
+    await waitFor(() => done, 'the whole reply', 30_000);
+    expect(replies.payload.byteLength).toBe(chunks * MiB);
+    expect(replies.payload.every((b) => b === 5)).toBe(true);
+    expect(produced).toBe(chunks);
+  });
+
+  test('replies finished during a stream wait behind it and go out in order', async () => {
+    const held = gate();
+    const service = new TestService();
+    const handler: RpcHandler = async (request) => {
+      if (request.op !== Op.Stream) return service.handler(request);
+      return { header: new Uint8Array(0), payload: streamOf(pattern(4 * MiB), MiB, { onChunk: (i) => (i === 2 ? held.promise : undefined) }) };
+    };
+    const server = await startServer(handler);
+    const client = startClient(server.port);
+    const order: string[] = [];
+    const streamed = client.call(Op.Stream, new Uint8Array(0), []).then((reply) => (order.push('stream'), reply));
+    await io.clock.sleep(50);
+    const echoed = client.call(Op.Echo, Buffer.from('behind'), []).then((reply) => (order.push('echo'), reply));
+    await io.clock.sleep(100);
+    expect(order).toEqual([]);
+    held.open();
+    expect((await streamed).payload.equals(pattern(4 * MiB))).toBe(true);
+    expect((await echoed).header.toString()).toBe('behind');
+    expect(order).toEqual(['stream', 'echo']);
+  });
+
+  test('a call that gives up mid-stream closes its connection; calls waiting behind it go out on the next', async () => {
+    const service = new TestService();
+    const server = await startServer(service.handler);
+    const client = startClient(server.port);
+    const stuck = streamOf(pattern(4 * MiB), MiB, { onChunk: (i) => (i === 1 ? new Promise<void>(() => {}) : undefined) });
+    const timedOut = rejectionOf(client.call(Op.Echo, new Uint8Array(0), stuck, { timeoutMs: 200 }));
+    await io.clock.sleep(50);
+    const behind = client.call(Op.Echo, Buffer.from('behind'), []);
+    expect((await timedOut).code).toBe('Timeout');
+    expect((await behind).header.toString()).toBe('behind');
+    // (The server sees the old connection end in the middle of a frame.)
+    await waitFor(() => server.stats().connections === 1, 'the old connection to go');
+  });
+
+  test('a reply stream that fails midway is released on the server; a streamed request is never resent', async () => {
+    const service = new TestService();
+    const server = await startServer(service.handler);
+    const client = startClient(server.port);
+    expect((await rejectionOf(client.call(Op.Stream, streamHeader(4 * MiB, MiB, Fault.Throw), [], { idempotent: true }))).code).toBe('Unavailable');
+    expect(service.calls).toBe(3); // an idempotent call with an in-memory payload is resent (rpcAttemptsMax)
+    await waitFor(() => server.stats().inflightRequests === 0 && server.stats().inflightBytes === 0, 'the requests to be released');
+
+    let seen = 0;
+    let proxy: { port: number; dropAll(): void } | null = null;
+    const dropping = await startServer(async (request) => {
+      seen++;
+      proxy!.dropAll();
+      await new Promise((_, reject) => request.signal.addEventListener('abort', () => reject(request.signal.reason)));
+      return { header: new Uint8Array(0) };
+    });
+    proxy = await startProxy(dropping.port);
+    const viaProxy = startClient(proxy.port);
+    const err = await rejectionOf(viaProxy.call(Op.Echo, new Uint8Array(0), streamOf(pattern(1000), 100), { idempotent: true }));
+    expect(err.code).toBe('Unavailable');
+    expect(seen).toBe(1);
+  });
+
+  test('server close waits for a reply stream in progress', async () => {
+    const held = gate();
+    const server = await startServer(async () => ({ header: new Uint8Array(0), payload: streamOf(pattern(2 * MiB), MiB, { onChunk: (i) => (i === 1 ? held.promise : undefined) }) }));
+    const client = startClient(server.port);
+    const reply = client.call(Op.Echo, new Uint8Array(0), []);
+    await waitFor(() => server.stats().inflightRequests === 1, 'the request to be in flight');
+    await io.clock.sleep(50);
+    let closed = false;
+    const closing = server.close({ drainTimeoutMs: 10_000 }).then(() => (closed = true));
+    await io.clock.sleep(100);
+    expect(closed).toBe(false);
+    held.open();
+    expect((await reply).payload.equals(pattern(2 * MiB))).toBe(true);
+    await closing;
   });
 });

@@ -89,9 +89,25 @@ export interface Listener {
   close(): Promise<void>;
 }
 
+/**
+ * A reader that supplies the memory its connection's bytes are read into
+ * (node:net's onread): the bytes of a large message can land in their final
+ * buffer straight from the kernel instead of in a fresh chunk to be copied.
+ */
+export interface ReadInto {
+  /** Where the next read lands, from its start (never empty); asked again after every read. */
+  readBuffer(): Uint8Array;
+  /** nread bytes (> 0) landed at the start of the last readBuffer(). */
+  onRead(nread: number): void;
+}
+
 export interface Network {
-  /** Resolves with a connected byte stream (TCP_NODELAY set). */
-  connect(options: { host: string; port: number; signal?: AbortSignal }): Promise<Duplex>;
+  /**
+   * Resolves with a connected byte stream (TCP_NODELAY set). With readInto,
+   * received bytes go into the buffers it supplies and are reported to it
+   * instead of being emitted as 'data' ('end', 'error' and 'close' as usual).
+   */
+  connect(options: { host: string; port: number; signal?: AbortSignal; readInto?: ReadInto }): Promise<Duplex>;
   listen(options: { host: string; port: number }, onConnection: (socket: Duplex) => void): Promise<Listener>;
 }
 

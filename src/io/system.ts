@@ -126,9 +126,16 @@ export const systemFs: FileSystem = {
 };
 
 export const systemNet: Network = {
-  connect({ host, port, signal }) {
+  connect({ host, port, signal, readInto }) {
     return new Promise((resolve, reject) => {
-      const socket: Socket = netConnect({ host, port, noDelay: true, ...(signal ? { signal } : {}) });
+      const onread = readInto && {
+        buffer: () => readInto.readBuffer(),
+        callback: (nread: number) => {
+          readInto.onRead(nread);
+          return true;
+        },
+      };
+      const socket: Socket = netConnect({ host, port, noDelay: true, ...(signal ? { signal } : {}), ...(onread ? { onread } : {}) });
       const onError = (err: Error): void => reject(err);
       socket.once('error', onError);
       socket.once('connect', () => {

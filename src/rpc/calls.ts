@@ -12,9 +12,10 @@
 import type { Clock, TimerHandle } from '../io/io.js';
 import { assert } from '../lib/assert.js';
 import { TesseraError, invalid, limitExceeded } from '../lib/errors.js';
-import { FrameKind, opMax, payloadsByteLength, type OutgoingFrame } from './frame.js';
+import { FrameKind, opMax, type OutgoingFrame } from './frame.js';
 import type { RpcLimits } from './options.js';
-import type { RpcCallOptions, RpcReply } from './types.js';
+import { isPayloadStream, payloadByteLength } from './payload.js';
+import type { RpcCallOptions, RpcPayload, RpcReply } from './types.js';
 
 export type CallState = 'new' | 'queued' | 'inflight' | 'done';
 
@@ -32,8 +33,8 @@ export class Call implements OutgoingFrame {
   /** Connection attempts plus sends so far. */
   attempts = 0;
   state: CallState = 'new';
-  /** crc32c of the payloads: computed once by the TCP client, reused by retries. */
-  payloadCrc = 0;
+  /** A streamed payload can be read once: after the first send the call is never resent. */
+  streamSent = false;
   readonly promise: Promise<RpcReply>;
   private resolveFn!: (reply: RpcReply) => void;
   private rejectFn!: (err: TesseraError) => void;
@@ -44,7 +45,7 @@ export class Call implements OutgoingFrame {
     private readonly clock: Clock,
     readonly op: number,
     readonly header: Uint8Array,
-    readonly payloads: readonly Uint8Array[],
+    readonly payload: RpcPayload,
     readonly payloadBytes: number,
     readonly idempotent: boolean,
     readonly deadlineMs: number,
@@ -69,6 +70,15 @@ export class Call implements OutgoingFrame {
 
   handleEvent(): void {
     this.giveUp(abortedError(this.signal));
+  }
+
+  get streamed(): boolean {
+    return isPayloadStream(this.payload);
+  }
+
+  /** Whether a connection lost after this call was sent may send it again. */
+  mayResend(nowMs: number, attemptsMax: number): boolean {
+    return this.idempotent && !this.streamSent && this.attempts < attemptsMax && this.deadlineMs > nowMs;
   }
 
   resolve(reply: RpcReply): void {
@@ -106,21 +116,21 @@ export function createCall(
   owner: CallOwner,
   clock: Clock,
   limits: RpcLimits,
-  request: { op: number; header: Uint8Array; payloads: readonly Uint8Array[]; options: RpcCallOptions | undefined },
+  request: { op: number; header: Uint8Array; payload: RpcPayload; options: RpcCallOptions | undefined },
 ): { call: Call; timeoutMs: number } {
-  const { op, header, payloads, options } = request;
+  const { op, header, payload, options } = request;
   if (!Number.isInteger(op) || op < 0 || op > opMax) throw invalid(`op ${op} is not a u16`);
   if (header.byteLength > limits.frameHeaderBytesMax) {
     throw limitExceeded(`request header of ${header.byteLength} bytes (limit ${limits.frameHeaderBytesMax})`);
   }
-  const payloadBytes = payloadsByteLength(payloads);
+  const payloadBytes = payloadByteLength(payload);
   if (header.byteLength + payloadBytes > limits.frameBytesMax) {
     throw limitExceeded(`request of ${header.byteLength + payloadBytes} bytes (limit ${limits.frameBytesMax})`);
   }
   const timeoutMs = options?.timeoutMs ?? limits.rpcTimeoutMsDefault;
   if (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs)) throw invalid(`timeoutMs ${timeoutMs}`);
   const deadlineMs = clock.monotonicMs() + timeoutMs;
-  const call = new Call(owner, clock, op, header, payloads, payloadBytes, options?.idempotent === true, deadlineMs, options?.signal);
+  const call = new Call(owner, clock, op, header, payload, payloadBytes, options?.idempotent === true, deadlineMs, options?.signal);
   return { call, timeoutMs };
 }
 

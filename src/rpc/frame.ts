@@ -1,42 +1,46 @@
 /**
- * The rpc frame: a fixed 28-byte prefix, the header, a checksum of both, then
- * the payload. docs/protocol.md has the layout byte by byte; in short
- * (little-endian):
+ * The rpc frame (version 2): a fixed 24-byte prefix, the header, a checksum of
+ * both, the payload, and the payload's checksum behind it (a trailer, present
+ * when the payload is not empty). docs/protocol.md has the layout byte by
+ * byte; in short (little-endian):
  *
  *   0 u32 magic 'TSRA'   4 u8 version   5 u8 kind   6 u16 op   8 u64 requestId
- *  16 u32 headerBytes   20 u32 payloadBytes   24 u32 crc32c(payload)
- *  28 header   28+h u32 crc32c(bytes 0 .. 28+h)   32+h payload
+ *  16 u32 headerBytes   20 u32 payloadBytes
+ *  24 header   24+h u32 crc32c(bytes 0 .. 24+h)   28+h payload
+ *  28+h+p u32 crc32c(payload)   (only when p > 0)
  *
- * The head checksum covers the prefix (lengths, ids and the payload checksum)
- * and the header in one contiguous run: one crc call per side, and a corrupt
- * length is caught as soon as the head is in, before the decoder waits for a
- * payload that is not coming.
+ * The head checksum covers the prefix (lengths and ids) and the header in one
+ * contiguous run, so a corrupt length is caught as soon as the head is in.
+ * The payload checksum travels after the payload so that a sender can start
+ * sending a payload it is still producing (a stream) and compute the checksum
+ * as the bytes go out; the length is still announced up front, so a receiver
+ * checks it against its limits before allocating anything.
  *
- * FrameDecoder is an incremental parser over socket chunks. Invariants: every
- * length is checked against its limit from the 28 prefix bytes alone, before
- * anything is allocated; a frame that lies inside one chunk is yielded as views
- * into that chunk (no copy); a frame spanning chunks is copied once, when its
- * last byte arrives, into one buffer sized to it; memory held is what the peer
- * actually sent. Any violation is a ProtocolError and poisons the decoder: the
- * owner closes the connection.
+ * This module owns the format (constants, head encoding, the error reply
+ * header); decoder.ts parses it.
  */
 import { crc32c } from '../../native/index.js';
 import { TesseraError } from '../lib/errors.js';
+import type { RpcPayload } from './types.js';
 
 /** Bytes before the header. */
-export const framePrefixBytes = 28;
-/** Fixed bytes per frame: the prefix plus the head checksum behind the header. */
-export const frameOverheadBytes = framePrefixBytes + 4;
+export const framePrefixBytes = 24;
+/** The checksum behind the header. */
+export const frameHeadCrcBytes = 4;
+/** Fixed bytes before the payload: the prefix plus the head checksum. */
+export const frameOverheadBytes = framePrefixBytes + frameHeadCrcBytes;
+/** The payload checksum behind a non-empty payload. */
+export const frameTrailerBytes = 4;
 /** 'TSRA' as bytes on the wire, read as a little-endian u32. */
 export const frameMagic = 0x41_52_53_54;
-export const frameVersion = 1;
+export const frameVersion = 2;
 export const FrameKind = { Request: 1, Reply: 2, Error: 3 } as const;
 export type FrameKindValue = (typeof FrameKind)[keyof typeof FrameKind];
 
 export const opMax = 0xffff;
 /** requestId is a u64 on the wire; this implementation uses safe integers (< 2^53). */
-const requestIdHighMax = 0x1f_ffff;
-const twoPow32 = 0x1_0000_0000;
+export const requestIdHighMax = 0x1f_ffff;
+export const twoPow32 = 0x1_0000_0000;
 
 /** Shared by every empty header/payload; never written to. */
 export const emptyBuffer: Buffer = Buffer.alloc(0);
@@ -46,46 +50,56 @@ export interface FrameLimits {
   frameHeaderBytesMax: number;
 }
 
-/** A frame to send (see writer.ts). payloadCrc is crc32c over the payloads in order (payloadsCrc32c). */
+/** A frame to send (see writer.ts). payloadBytes: the payload's length, announced in the prefix. */
 export interface OutgoingFrame {
-  kind: FrameKindValue;
-  op: number;
-  requestId: number;
-  header: Uint8Array;
-  payloads: readonly Uint8Array[];
-  payloadBytes: number;
-  payloadCrc: number;
+  readonly kind: FrameKindValue;
+  readonly op: number;
+  readonly requestId: number;
+  readonly header: Uint8Array;
+  readonly payload: RpcPayload;
+  readonly payloadBytes: number;
 }
 
-export function payloadsByteLength(payloads: readonly Uint8Array[]): number {
-  let total = 0;
-  for (const p of payloads) total += p.byteLength;
-  return total;
-}
-
-export function payloadsCrc32c(payloads: readonly Uint8Array[]): number {
-  let crc = 0;
-  for (const p of payloads) if (p.byteLength > 0) crc = crc32c(p, crc);
-  return crc;
-}
-
-/** The head: prefix, header and head checksum in one small buffer; payloads travel separately. */
-export function encodeFrameHead(frame: OutgoingFrame): Buffer {
+/**
+ * The head: prefix, header and head checksum in one small buffer (the
+ * payload and its trailer travel separately). With trailerBeforeCrc >= 0 the
+ * buffer starts with the trailer of the frame written just before it, which
+ * then costs no socket write of its own (see writer.ts).
+ */
+export function encodeFrameHead(
+  frame: { kind: number; op: number; requestId: number; header: Uint8Array; payloadBytes: number },
+  trailerBeforeCrc = -1,
+): Buffer {
   const headerBytes = frame.header.byteLength;
-  const head = Buffer.allocUnsafe(frameOverheadBytes + headerBytes);
-  head.writeUInt32LE(frameMagic, 0);
-  head[4] = frameVersion;
-  head[5] = frame.kind;
-  head.writeUInt16LE(frame.op, 6);
-  head.writeUInt32LE(frame.requestId % twoPow32, 8);
-  head.writeUInt32LE(Math.floor(frame.requestId / twoPow32), 12);
-  head.writeUInt32LE(headerBytes, 16);
-  head.writeUInt32LE(frame.payloadBytes, 20);
-  head.writeUInt32LE(frame.payloadCrc, 24);
-  head.set(frame.header, framePrefixBytes);
-  const covered = framePrefixBytes + headerBytes;
-  head.writeUInt32LE(crc32c(head.subarray(0, covered)), covered);
+  const at = trailerBeforeCrc < 0 ? 0 : frameTrailerBytes;
+  const head = Buffer.allocUnsafe(at + frameOverheadBytes + headerBytes);
+  if (at > 0) head.writeUInt32LE(trailerBeforeCrc, 0);
+  head.writeUInt32LE(frameMagic, at);
+  head[at + 4] = frameVersion;
+  head[at + 5] = frame.kind;
+  head.writeUInt16LE(frame.op, at + 6);
+  head.writeUInt32LE(frame.requestId % twoPow32, at + 8);
+  head.writeUInt32LE(Math.floor(frame.requestId / twoPow32), at + 12);
+  head.writeUInt32LE(headerBytes, at + 16);
+  head.writeUInt32LE(frame.payloadBytes, at + 20);
+  head.set(frame.header, at + framePrefixBytes);
+  const covered = at + framePrefixBytes + headerBytes;
+  head.writeUInt32LE(crc32c(head.subarray(at, covered)), covered);
   return head;
+}
+
+/** The trailer behind a non-empty payload: its crc32c. */
+export function encodeTrailer(payloadCrc: number): Buffer {
+  const trailer = Buffer.allocUnsafe(frameTrailerBytes);
+  trailer.writeUInt32LE(payloadCrc, 0);
+  return trailer;
+}
+
+/** One whole frame with an in-memory payload, as bytes (tests, tools). */
+export function encodeFrame(frame: { kind: number; op: number; requestId: number; header: Uint8Array }, payload: Uint8Array): Buffer {
+  const head = encodeFrameHead({ ...frame, payloadBytes: payload.byteLength });
+  if (payload.byteLength === 0) return head;
+  return Buffer.concat([head, payload, encodeTrailer(crc32c(payload))]);
 }
 
 /** Error reply header: u32 error code, then the UTF-8 message (cut to messageBytesMax). */
@@ -101,204 +115,4 @@ export function encodeErrorHeader(err: TesseraError, messageBytesMax: number): B
 export function decodeErrorHeader(header: Buffer): TesseraError {
   if (header.byteLength < 4) return new TesseraError('ProtocolError', `error reply header of ${header.byteLength} bytes`);
   return TesseraError.fromWire(header.readUInt32LE(0), header.toString('utf8', 4));
-}
-
-function protocolError(message: string): TesseraError {
-  return new TesseraError('ProtocolError', `bad frame: ${message}`);
-}
-
-/**
- * Pull parser: push() chunks as they arrive, then call next() until it returns
- * false; after a true, kind/op/requestId/header/payload describe the frame
- * until the following next(). A caller out of capacity simply stops calling
- * next(): unparsed bytes stay buffered (as the chunks they came in).
- */
-export class FrameDecoder {
-  kind = 0;
-  op = 0;
-  requestId = 0;
-  header: Buffer = emptyBuffer;
-  payload: Buffer = emptyBuffer;
-
-  private readonly chunks: Buffer[] = [];
-  /** Bytes of chunks[0] already consumed. */
-  private headOffset = 0;
-  private buffered = 0;
-  /** Holds a prefix (or the head checksum) that spans chunks. */
-  private readonly scratch = Buffer.allocUnsafeSlow(framePrefixBytes);
-  private prefixParsed = false;
-  private headChecked = false;
-  private headerBytes = 0;
-  private payloadBytes = 0;
-  private payloadCrc = 0;
-  private failure: TesseraError | null = null;
-
-  constructor(private readonly limits: FrameLimits) {}
-
-  /** Bytes received and not yet yielded as frames. */
-  get bufferedBytes(): number {
-    return this.buffered;
-  }
-
-  push(chunk: Buffer): void {
-    if (this.failure !== null || chunk.byteLength === 0) return;
-    this.chunks.push(chunk);
-    this.buffered += chunk.byteLength;
-  }
-
-  /** Throws ProtocolError (and keeps throwing it) once the stream is malformed. */
-  next(): boolean {
-    if (this.failure !== null) throw this.failure;
-    try {
-      return this.step();
-    } catch (err) {
-      this.failure = err instanceof TesseraError ? err : protocolError(String(err));
-      this.chunks.length = 0;
-      this.buffered = 0;
-      throw this.failure;
-    }
-  }
-
-  private step(): boolean {
-    if (!this.prefixParsed) {
-      if (this.buffered < framePrefixBytes) return false;
-      this.parsePrefix();
-    }
-    if (!this.headChecked) {
-      if (this.buffered < frameOverheadBytes + this.headerBytes) return false;
-      this.checkHead();
-    }
-    const frameBytes = frameOverheadBytes + this.headerBytes + this.payloadBytes;
-    if (this.buffered < frameBytes) return false;
-    this.takeFrame(frameBytes);
-    return true;
-  }
-
-  private parsePrefix(): void {
-    const first = this.chunks[0]!;
-    let src = first;
-    let at = this.headOffset;
-    if (first.byteLength - at < framePrefixBytes) {
-      this.copyOut(this.scratch, 0, framePrefixBytes);
-      src = this.scratch;
-      at = 0;
-    }
-    const magic = src.readUInt32LE(at);
-    if (magic !== frameMagic) throw protocolError(`magic 0x${magic.toString(16)}`);
-    if (src[at + 4] !== frameVersion) throw protocolError(`version ${src[at + 4]}`);
-    const kind = src[at + 5]!;
-    if (kind < FrameKind.Request || kind > FrameKind.Error) throw protocolError(`kind ${kind}`);
-    const requestIdHigh = src.readUInt32LE(at + 12);
-    if (requestIdHigh > requestIdHighMax) throw protocolError('request id beyond 2^53');
-    const headerBytes = src.readUInt32LE(at + 16);
-    const payloadBytes = src.readUInt32LE(at + 20);
-    if (headerBytes > this.limits.frameHeaderBytesMax) {
-      throw protocolError(`header of ${headerBytes} bytes (limit ${this.limits.frameHeaderBytesMax})`);
-    }
-    if (headerBytes + payloadBytes > this.limits.frameBytesMax) {
-      throw protocolError(`frame of ${headerBytes + payloadBytes} bytes (limit ${this.limits.frameBytesMax})`);
-    }
-    this.kind = kind;
-    this.op = src.readUInt16LE(at + 6);
-    this.requestId = requestIdHigh * twoPow32 + src.readUInt32LE(at + 8);
-    this.headerBytes = headerBytes;
-    this.payloadBytes = payloadBytes;
-    this.payloadCrc = src.readUInt32LE(at + 24);
-    this.prefixParsed = true;
-  }
-
-  private checkHead(): void {
-    const covered = framePrefixBytes + this.headerBytes;
-    const first = this.chunks[0]!;
-    let crc: number;
-    let stored: number;
-    if (first.byteLength - this.headOffset >= covered + 4) {
-      crc = crc32c(first.subarray(this.headOffset, this.headOffset + covered));
-      stored = first.readUInt32LE(this.headOffset + covered);
-    } else {
-      crc = this.crcOf(0, covered);
-      this.copyOut(this.scratch, covered, 4);
-      stored = this.scratch.readUInt32LE(0);
-    }
-    if (crc !== stored) throw protocolError('head checksum mismatch');
-    this.headChecked = true;
-  }
-
-  private takeFrame(frameBytes: number): void {
-    const first = this.chunks[0]!;
-    const headerBytes = this.headerBytes;
-    const payloadBytes = this.payloadBytes;
-    const payloadStart = frameOverheadBytes + headerBytes;
-    if (first.byteLength - this.headOffset >= frameBytes) {
-      const at = this.headOffset;
-      this.header = headerBytes === 0 ? emptyBuffer : first.subarray(at + framePrefixBytes, at + framePrefixBytes + headerBytes);
-      this.payload = payloadBytes === 0 ? emptyBuffer : first.subarray(at + payloadStart, at + frameBytes);
-    } else {
-      const body = Buffer.allocUnsafe(headerBytes + payloadBytes);
-      this.copyOut(body.subarray(0, headerBytes), framePrefixBytes, headerBytes);
-      this.copyOut(body.subarray(headerBytes), payloadStart, payloadBytes);
-      this.header = headerBytes === 0 ? emptyBuffer : body.subarray(0, headerBytes);
-      this.payload = payloadBytes === 0 ? emptyBuffer : body.subarray(headerBytes);
-    }
-    const crc = payloadBytes === 0 ? 0 : crc32c(this.payload);
-    if (crc !== this.payloadCrc) throw protocolError('payload checksum mismatch');
-    this.consume(frameBytes);
-    this.prefixParsed = false;
-    this.headChecked = false;
-  }
-
-  /** Copies buffered bytes [fromBytes, fromBytes + lengthBytes) (relative to the unconsumed start) into dst. */
-  private copyOut(dst: Buffer, fromBytes: number, lengthBytes: number): void {
-    let skip = this.headOffset + fromBytes;
-    let written = 0;
-    for (let i = 0; written < lengthBytes; i++) {
-      const chunk = this.chunks[i]!;
-      if (skip >= chunk.byteLength) {
-        skip -= chunk.byteLength;
-        continue;
-      }
-      const n = Math.min(chunk.byteLength - skip, lengthBytes - written);
-      chunk.copy(dst, written, skip, skip + n);
-      written += n;
-      skip = 0;
-    }
-  }
-
-  /** crc32c over buffered bytes [fromBytes, fromBytes + lengthBytes) (relative to the unconsumed start). */
-  private crcOf(fromBytes: number, lengthBytes: number): number {
-    let skip = this.headOffset + fromBytes;
-    let done = 0;
-    let crc = 0;
-    for (let i = 0; done < lengthBytes; i++) {
-      const chunk = this.chunks[i]!;
-      if (skip >= chunk.byteLength) {
-        skip -= chunk.byteLength;
-        continue;
-      }
-      const n = Math.min(chunk.byteLength - skip, lengthBytes - done);
-      crc = crc32c(chunk.subarray(skip, skip + n), crc);
-      done += n;
-      skip = 0;
-    }
-    return crc;
-  }
-
-  private consume(lengthBytes: number): void {
-    let remaining = lengthBytes;
-    let dropped = 0;
-    let offset = this.headOffset;
-    while (remaining > 0) {
-      const available = this.chunks[dropped]!.byteLength - offset;
-      if (remaining < available) {
-        offset += remaining;
-        break;
-      }
-      remaining -= available;
-      dropped++;
-      offset = 0;
-    }
-    if (dropped > 0) this.chunks.splice(0, dropped);
-    this.headOffset = offset;
-    this.buffered -= lengthBytes;
-  }
 }

@@ -6,19 +6,24 @@
  * close() failing what is in flight with Closed, and handler errors arriving
  * as TesseraErrors of the same code and message (anything else: Internal).
  *
- * Differences by design: no bytes are copied or checksummed; a payload given
- * as one array is handed over as a view of it (more than one array: joined
- * into one Buffer), so caller and handler share memory and neither may modify
- * buffers it passed until the call settles. A handler keeps its slot until it
- * really finishes, even if its caller gave up (a timed-out call is still
- * running); the handler's signal aborts on close().
+ * Differences by design: no bytes are checksummed, and in-memory payloads are
+ * not copied: a payload given as one array is handed over as a view of it
+ * (more than one array: joined into one Buffer), so caller and handler share
+ * memory and neither may modify buffers it passed until the call settles. A
+ * streamed payload is read into one Buffer of its announced length (after the
+ * limits are checked) and handed over once complete; a stream that fails
+ * fails the call as over TCP (a request stream: with its own error; a reply
+ * stream: Unavailable). A handler keeps its slot until it really finishes,
+ * reply stream included, even if its caller gave up (a timed-out call is
+ * still running); the handler's signal aborts on close().
  */
 import type { Io } from '../io/io.js';
 import { TesseraError, limitExceeded, toTesseraError } from '../lib/errors.js';
 import { Call, CallQueue, closedError, createCall, type CallOwner, type CallState } from './calls.js';
-import { emptyBuffer, payloadsByteLength } from './frame.js';
+import { emptyBuffer } from './frame.js';
 import { resolveRpcLimits, type RpcLimits } from './options.js';
-import type { RpcCallOptions, RpcClient, RpcHandler, RpcHandlerReply, RpcReply } from './types.js';
+import { collectStream, isPayloadStream, payloadByteLength } from './payload.js';
+import type { RpcCallOptions, RpcClient, RpcHandler, RpcHandlerReply, RpcPayload, RpcReply } from './types.js';
 
 export interface InProcessOptions {
   /** Only the clock is used (timeouts). */
@@ -48,12 +53,12 @@ class InProcessTransport implements RpcClient, CallOwner {
     this.limits = resolveRpcLimits(options.limits);
   }
 
-  call(op: number, header: Uint8Array, payload: readonly Uint8Array[], options?: RpcCallOptions): Promise<RpcReply> {
+  call(op: number, header: Uint8Array, payload: RpcPayload, options?: RpcCallOptions): Promise<RpcReply> {
     if (this.closed) return Promise.reject(closedError('in-process transport'));
     let call: Call;
     let timeoutMs: number;
     try {
-      ({ call, timeoutMs } = createCall(this, this.options.io.clock, this.limits, { op, header, payloads: payload, options }));
+      ({ call, timeoutMs } = createCall(this, this.options.io.clock, this.limits, { op, header, payload, options }));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -90,16 +95,21 @@ class InProcessTransport implements RpcClient, CallOwner {
     }
   }
 
+  /** The call keeps its slot until the handler, and its reply stream if any, are done. */
   private run(call: Call): void {
     call.state = 'inflight';
     this.running.add(call);
-    const request = {
-      op: call.op,
-      header: asBuffer(call.header),
-      payload: joinPayloads(call.payloads, call.payloadBytes),
-      signal: this.abort.signal,
-      connectionId: inProcessConnectionId,
-    };
+    // A failing request stream fails the call with its own error, as the TCP client's writer does.
+    if (isPayloadStream(call.payload)) {
+      collectStream(call.payload).then(
+        (payload) => this.invoke(call, payload),
+        (err: TesseraError) => this.finish(call, err, null),
+      );
+    } else this.invoke(call, joinPayloads(call.payload, call.payloadBytes));
+  }
+
+  private invoke(call: Call, payload: Buffer): void {
+    const request = { op: call.op, header: asBuffer(call.header), payload, signal: this.abort.signal, connectionId: inProcessConnectionId };
     let pending: Promise<RpcHandlerReply>;
     try {
       pending = this.handler(request);
@@ -107,27 +117,42 @@ class InProcessTransport implements RpcClient, CallOwner {
       pending = Promise.reject(err);
     }
     pending.then(
-      (reply) => this.finish(call, reply, undefined),
-      (err: unknown) => this.finish(call, undefined, err),
+      (reply) => this.answer(call, reply),
+      (err: unknown) => this.finish(call, rebuildError(err), null),
     );
   }
 
-  private finish(call: Call, reply: RpcHandlerReply | undefined, err: unknown): void {
-    this.running.delete(call);
-    if (reply !== undefined) this.answer(call, reply);
-    else call.reject(rebuildError(err));
-    this.pump();
-  }
-
+  /** What crossing the wire would do to the reply. */
   private answer(call: Call, reply: RpcHandlerReply): void {
-    const payloads = reply.payload ?? [];
-    const payloadBytes = payloadsByteLength(payloads);
-    const headerBytes = reply.header.byteLength;
-    if (headerBytes > this.limits.frameHeaderBytesMax || headerBytes + payloadBytes > this.limits.frameBytesMax) {
-      call.reject(limitExceeded(`reply of ${headerBytes} + ${payloadBytes} bytes exceeds the frame limits`));
+    const payload = reply.payload ?? [];
+    const header = asBuffer(reply.header);
+    let payloadBytes: number;
+    try {
+      payloadBytes = payloadByteLength(payload);
+    } catch (err) {
+      this.finish(call, rebuildError(err), null);
       return;
     }
-    call.resolve({ header: asBuffer(reply.header), payload: joinPayloads(payloads, payloadBytes) });
+    if (header.byteLength > this.limits.frameHeaderBytesMax || header.byteLength + payloadBytes > this.limits.frameBytesMax) {
+      this.finish(call, limitExceeded(`reply of ${header.byteLength} + ${payloadBytes} bytes exceeds the frame limits`), null);
+      return;
+    }
+    if (!isPayloadStream(payload)) {
+      this.finish(call, null, { header, payload: joinPayloads(payload, payloadBytes) });
+      return;
+    }
+    collectStream(payload).then(
+      (bytes) => this.finish(call, null, { header, payload: bytes }),
+      // Over TCP the server closes the connection: the caller sees it lost.
+      (err: TesseraError) => this.finish(call, new TesseraError('Unavailable', `the reply's payload stream failed: ${err.message}`, { cause: err }), null),
+    );
+  }
+
+  private finish(call: Call, err: TesseraError | null, reply: RpcReply | null): void {
+    this.running.delete(call);
+    if (err !== null) call.reject(err);
+    else call.resolve(reply!);
+    this.pump();
   }
 }
 

@@ -10,18 +10,23 @@
  * are unique per client, so a late reply to an abandoned call is ignored.
  * Retries: a call that was never written may go out again on a new
  * connection; a call that was written and lost its connection before a reply
- * is sent again only if idempotent; rpcAttemptsMax bounds both, and no
- * attempt starts after the call's deadline.
+ * is sent again only if idempotent (and its payload is not a stream already
+ * read); rpcAttemptsMax bounds both, and no attempt starts after the call's
+ * deadline.
+ * Receiving: the socket reads into buffers the connection's decoder hands
+ * out (Network.connect's readInto), so a large reply lands in its own buffer
+ * straight from the kernel, without a copy.
  */
 import type { Duplex } from 'node:stream';
-import type { Clock, Io, TimerHandle } from '../io/io.js';
+import type { Clock, Io, ReadInto, TimerHandle } from '../io/io.js';
 import { assert } from '../lib/assert.js';
 import { TesseraError } from '../lib/errors.js';
 import { Call, CallQueue, closedError, createCall, type CallOwner, type CallState } from './calls.js';
-import { FrameDecoder, FrameKind, decodeErrorHeader, payloadsCrc32c } from './frame.js';
+import { FrameDecoder } from './decoder.js';
+import { FrameKind, decodeErrorHeader } from './frame.js';
 import { FrameWriter } from './writer.js';
 import { resolveRpcLimits, type RpcLimits } from './options.js';
-import type { RpcCallOptions, RpcClient, RpcReply } from './types.js';
+import type { RpcCallOptions, RpcClient, RpcPayload, RpcReply } from './types.js';
 
 export interface TcpClientOptions {
   io: Io;
@@ -58,12 +63,12 @@ class TcpClient implements RpcClient, CallOwner {
     this.endpoint = `${options.host}:${options.port}`;
   }
 
-  call(op: number, header: Uint8Array, payload: readonly Uint8Array[], options?: RpcCallOptions): Promise<RpcReply> {
+  call(op: number, header: Uint8Array, payload: RpcPayload, options?: RpcCallOptions): Promise<RpcReply> {
     if (this.closed) return Promise.reject(closedError('rpc client'));
     let call: Call;
     let timeoutMs: number;
     try {
-      ({ call, timeoutMs } = createCall(this, this.clock, this.limits, { op, header, payloads: payload, options }));
+      ({ call, timeoutMs } = createCall(this, this.clock, this.limits, { op, header, payload, options }));
     } catch (err) {
       return Promise.reject(err);
     }
@@ -74,7 +79,6 @@ class TcpClient implements RpcClient, CallOwner {
     }
     call.start(timeoutMs);
     if (call.state === 'done') return call.promise;
-    call.payloadCrc = payloadsCrc32c(payload);
     this.queue.push(call);
     this.pump();
     return call.promise;
@@ -123,7 +127,7 @@ class TcpClient implements RpcClient, CallOwner {
     const nowMs = this.clock.monotonicMs();
     const retries: Call[] = [];
     for (const call of connection.takePending()) {
-      if (call.idempotent && call.attempts < this.limits.rpcAttemptsMax && call.deadlineMs > nowMs) retries.push(call);
+      if (call.mayResend(nowMs, this.limits.rpcAttemptsMax)) retries.push(call);
       else call.reject(unavailable(`connection to ${this.endpoint} lost before the reply`, cause));
     }
     for (let i = retries.length - 1; i >= 0; i--) this.queue.pushFront(retries[i]!);
@@ -147,13 +151,16 @@ class TcpClient implements RpcClient, CallOwner {
     const abort = new AbortController();
     this.connectAbort = abort;
     this.connectTimer = this.clock.setTimeout(() => abort.abort(), this.limits.rpcTimeoutMsDefault);
-    this.options.io.net.connect({ host: this.options.host, port: this.options.port, signal: abort.signal }).then(
-      (socket) => this.onConnected(socket, abort),
+    // The socket reads into buffers the reader's decoder hands out, from its first byte on.
+    const reader = new ReplyReader(this.limits);
+    const { host, port } = this.options;
+    this.options.io.net.connect({ host, port, signal: abort.signal, readInto: reader }).then(
+      (socket) => this.onConnected(socket, abort, reader),
       (err: unknown) => this.onConnectFailed(err, abort),
     );
   }
 
-  private onConnected(socket: Duplex, abort: AbortController): void {
+  private onConnected(socket: Duplex, abort: AbortController, reader: ReplyReader): void {
     if (abort !== this.connectAbort) {
       socket.destroy();
       return;
@@ -163,7 +170,7 @@ class TcpClient implements RpcClient, CallOwner {
     this.stopConnecting();
     this.connectFailures = 0;
     this.retryAtMs = 0;
-    this.connection = new ClientConnection(this, socket, this.limits, this.clock);
+    this.connection = new ClientConnection(this, socket, reader, this.limits, this.clock);
     this.pump();
   }
 
@@ -205,14 +212,36 @@ function unavailable(message: string, cause: unknown): TesseraError {
   return new TesseraError('Unavailable', `${message}${detail}`, { cause });
 }
 
-/** One socket: writes request frames, decodes reply frames, keeps the table of calls in flight. */
+/**
+ * A connection's receiving end, there from the socket's first read: the
+ * socket reads into buffers its decoder hands out (Network.connect's
+ * readInto) and the connection, once it exists, takes the frames.
+ */
+class ReplyReader implements ReadInto {
+  readonly decoder: FrameDecoder;
+  connection: ClientConnection | null = null;
+
+  constructor(limits: RpcLimits) {
+    this.decoder = new FrameDecoder(limits, 'readInto');
+  }
+
+  readBuffer(): Uint8Array {
+    return this.decoder.readBuffer();
+  }
+
+  onRead(nread: number): void {
+    this.decoder.commit(nread);
+    this.connection?.takeReplies();
+  }
+}
+
+/** One socket: writes request frames, takes reply frames from its reader, keeps the table of calls in flight. */
 class ClientConnection {
   /** Set once a reply arrived: a connection that dies before that counts as a failed connect. */
   receivedAny = false;
   private readonly decoder: FrameDecoder;
   private readonly writer: FrameWriter;
   private readonly pending = new Map<number, Call>();
-  private writeBlocked = false;
   private closed = false;
   private lostCause: unknown = undefined;
   private readonly closedPromise: Promise<void>;
@@ -220,17 +249,13 @@ class ClientConnection {
   constructor(
     private readonly client: TcpClient,
     private readonly socket: Duplex,
+    reader: ReplyReader,
     private readonly limits: RpcLimits,
     private readonly clock: Clock,
   ) {
-    this.decoder = new FrameDecoder(limits);
-    this.writer = new FrameWriter(socket);
+    this.decoder = reader.decoder;
+    this.writer = new FrameWriter(socket, () => this.client.pump());
     this.closedPromise = new Promise((resolve) => socket.once('close', resolve));
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('drain', () => {
-      this.writeBlocked = false;
-      this.client.pump();
-    });
     socket.on('error', (err) => {
       this.lostCause ??= err;
     });
@@ -240,6 +265,23 @@ class ClientConnection {
       this.closed = true;
       this.client.onConnectionLost(this, this.lostCause ?? new Error('connection closed by peer'));
     });
+    reader.connection = this;
+    this.takeReplies();
+  }
+
+  /** Settles the calls whose replies are in. */
+  takeReplies(): void {
+    let replies = 0;
+    try {
+      while (this.decoder.next()) {
+        this.onFrame(this.decoder);
+        replies++;
+      }
+    } catch (err) {
+      this.lostCause = err;
+      this.socket.destroy();
+    }
+    if (replies > 0) this.client.pump();
   }
 
   inflightCount(): number {
@@ -247,12 +289,7 @@ class ClientConnection {
   }
 
   canSend(): boolean {
-    return (
-      !this.closed &&
-      !this.writeBlocked &&
-      this.socket.writable &&
-      this.pending.size < this.limits.connectionInflightMax
-    );
+    return !this.closed && this.socket.writable && this.writer.writable && this.pending.size < this.limits.connectionInflightMax;
   }
 
   send(call: Call, requestId: number): void {
@@ -260,11 +297,22 @@ class ClientConnection {
     call.attempts++;
     call.state = 'inflight';
     this.pending.set(requestId, call);
-    if (!this.writer.write(call)) this.writeBlocked = true;
+    if (!call.streamed) {
+      this.writer.write(call);
+      return;
+    }
+    call.streamSent = true;
+    this.writer.writeStream(call).catch((err: TesseraError) => {
+      // The writer has destroyed the socket; this call fails with its own stream's error.
+      this.pending.delete(call.requestId);
+      call.reject(err);
+    });
   }
 
   forget(call: Call): void {
     this.pending.delete(call.requestId);
+    // Its request is half on the wire and nobody wants it any more: the connection cannot go on.
+    if (this.writer.isStreaming(call)) this.socket.destroy(new TesseraError('Aborted', 'a call gave up while its payload was being sent'));
   }
 
   takePending(): Call[] {
@@ -279,22 +327,6 @@ class ClientConnection {
     const clock = this.clock;
     await Promise.race([this.closedPromise, new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, waitMs)))]);
     if (timer !== null) clock.clearTimeout(timer);
-  }
-
-  private onData(chunk: Buffer): void {
-    const decoder = this.decoder;
-    decoder.push(chunk);
-    let replies = 0;
-    try {
-      while (decoder.next()) {
-        this.onFrame(decoder);
-        replies++;
-      }
-    } catch (err) {
-      this.lostCause = err;
-      this.socket.destroy();
-    }
-    if (replies > 0) this.client.pump();
   }
 
   private onFrame(frame: FrameDecoder): void {

@@ -4,11 +4,13 @@
  *
  * Owns: the listener, its connections, the daemon-wide in-flight counters.
  * Invariants: a handler starts only while its connection has fewer than
- * connectionInflightMax requests running and the server fewer than
- * daemonInflightMax (and fewer than daemonInflightBytesMax request bytes);
- * while a connection cannot start one more, or its socket asks for 'drain',
- * the connection stops reading (pause) and unparsed bytes wait in its decoder,
- * so TCP flow control pushes back on the sender. A bad frame closes that
+ * connectionInflightMax requests in flight and the server fewer than
+ * daemonInflightMax (and fewer than daemonInflightBytesMax request bytes); a
+ * request is in flight until its reply is handed to the socket (a streamed
+ * reply: until its last byte is written). While a connection cannot start one
+ * more, or its socket asks for 'drain', or a streamed reply is being sent, the
+ * connection stops reading (pause) and unparsed bytes wait in its decoder, so
+ * TCP flow control pushes back on the sender. A bad frame closes that
  * connection only (counted in framesRejected). Closing: no new connections,
  * new requests answered with Closed, in-flight requests drained up to
  * drainTimeoutMs, then every socket is ended and, at the deadline, destroyed;
@@ -19,9 +21,11 @@ import type { Clock, Io, Listener, TimerHandle } from '../io/io.js';
 import { assert } from '../lib/assert.js';
 import { TesseraError, limitExceeded, toTesseraError } from '../lib/errors.js';
 import { closedError } from './calls.js';
-import { FrameDecoder, FrameKind, encodeErrorHeader, payloadsByteLength, payloadsCrc32c, type OutgoingFrame } from './frame.js';
+import { FrameDecoder } from './decoder.js';
+import { FrameKind, encodeErrorHeader, type OutgoingFrame } from './frame.js';
 import { FrameWriter } from './writer.js';
 import { resolveRpcLimits, type RpcLimits } from './options.js';
+import { isPayloadStream, payloadByteLength } from './payload.js';
 import type { RpcHandler, RpcHandlerReply, RpcServer, RpcServerStats } from './types.js';
 
 export interface TcpServerOptions {
@@ -185,7 +189,6 @@ class ServerConnection {
   private readonly abort = new AbortController();
   private inflight = 0;
   private paused = false;
-  private writeBlocked = false;
   private closed = false;
   private peerEnded = false;
 
@@ -195,13 +198,9 @@ class ServerConnection {
     readonly id: number,
   ) {
     this.decoder = new FrameDecoder(server.limits);
-    this.writer = new FrameWriter(socket);
+    this.writer = new FrameWriter(socket, () => this.pump());
     socket.on('data', (chunk: Buffer) => {
       this.decoder.push(chunk);
-      this.pump();
-    });
-    socket.on('drain', () => {
-      this.writeBlocked = false;
       this.pump();
     });
     socket.on('error', () => {
@@ -217,7 +216,7 @@ class ServerConnection {
   /** Starts every buffered request there is room for; then reads on, or pauses. */
   pump(): void {
     const server = this.server;
-    while (!this.closed && !this.writeBlocked && (server.closing || this.hasCapacity())) {
+    while (!this.closed && this.writer.writable && (server.closing || this.hasCapacity())) {
       let got: boolean;
       try {
         got = this.decoder.next();
@@ -226,11 +225,8 @@ class ServerConnection {
         return;
       }
       if (!got) {
-        if (this.peerEnded && this.decoder.bufferedBytes > 0) {
-          // The peer stopped sending in the middle of a frame: a truncated frame.
-          this.reject();
-          return;
-        }
+        // The peer stopped sending in the middle of a frame: a truncated frame.
+        if (this.peerEnded && this.decoder.midFrame) this.reject();
         break;
       }
       if (this.decoder.kind !== FrameKind.Request) {
@@ -258,10 +254,9 @@ class ServerConnection {
 
   private updateFlow(): void {
     const server = this.server;
-    const wantRead = !this.closed && !this.writeBlocked && (server.closing || this.hasCapacity());
-    if (!wantRead && !this.closed && !this.writeBlocked && this.inflight < server.limits.connectionInflightMax) {
-      server.stall(this);
-    }
+    const writable = !this.closed && this.writer.writable;
+    const wantRead = writable && (server.closing || this.hasCapacity());
+    if (!wantRead && writable && this.inflight < server.limits.connectionInflightMax) server.stall(this);
     if (wantRead === !this.paused) return;
     this.paused = !wantRead;
     if (wantRead) this.socket.resume();
@@ -280,10 +275,12 @@ class ServerConnection {
     void this.serve(requestId, op, header, payload, requestBytes);
   }
 
+  /** A request stays in flight until its reply is handed to the socket (a streamed one: to its last byte). */
   private async serve(requestId: number, op: number, header: Buffer, payload: Buffer, requestBytes: number): Promise<void> {
     try {
       const reply = await this.server.handler({ op, header, payload, signal: this.abort.signal, connectionId: this.id });
-      this.sendReply(requestId, op, reply);
+      const streaming = this.sendReply(requestId, op, reply);
+      if (streaming !== null) await streaming;
     } catch (err) {
       this.sendError(requestId, op, toTesseraError(err));
     }
@@ -292,32 +289,38 @@ class ServerConnection {
     this.pump();
   }
 
-  private sendReply(requestId: number, op: number, reply: RpcHandlerReply): void {
-    const payloads = reply.payload ?? [];
+  /** Hands the reply to the socket; for a streamed one, returns a promise of its last byte written. */
+  private sendReply(requestId: number, op: number, reply: RpcHandlerReply): Promise<void> | null {
+    const payload = reply.payload ?? emptyPayload;
     const header = reply.header;
-    const payloadBytes = payloadsByteLength(payloads);
+    const payloadBytes = payloadByteLength(payload);
     const limits = this.server.limits;
     if (header.byteLength > limits.frameHeaderBytesMax || header.byteLength + payloadBytes > limits.frameBytesMax) {
-      const err = limitExceeded(`reply of ${header.byteLength} + ${payloadBytes} bytes exceeds the frame limits`);
-      this.sendError(requestId, op, err);
-      return;
+      throw limitExceeded(`reply of ${header.byteLength} + ${payloadBytes} bytes exceeds the frame limits`);
     }
-    const payloadCrc = payloadsCrc32c(payloads);
-    this.write({ kind: FrameKind.Reply, op, requestId, header, payloads, payloadBytes, payloadCrc });
+    const frame: OutgoingFrame = { kind: FrameKind.Reply, op, requestId, header, payload, payloadBytes };
+    if (!isPayloadStream(payload)) {
+      this.write(frame);
+      return null;
+    }
+    if (!this.canWrite()) return null;
+    // A stream that fails has closed the connection: there is nobody left to tell.
+    return this.writer.writeStream(frame).catch(ignore);
   }
 
   private sendError(requestId: number, op: number, err: TesseraError): void {
     const header = encodeErrorHeader(err, this.server.limits.rpcErrorMessageBytesMax);
-    this.write({ kind: FrameKind.Error, op, requestId, header, payloads: [], payloadBytes: 0, payloadCrc: 0 });
+    this.write({ kind: FrameKind.Error, op, requestId, header, payload: emptyPayload, payloadBytes: 0 });
   }
 
   private write(frame: OutgoingFrame): void {
-    // A reply for a connection that is gone has nobody to go to.
-    if (this.closed || this.socket.destroyed || !this.socket.writable) return;
-    if (!this.writer.write(frame)) {
-      this.writeBlocked = true;
-      this.updateFlow();
-    }
+    if (!this.canWrite()) return;
+    if (!this.writer.write(frame)) this.updateFlow();
+  }
+
+  /** A reply for a connection that is gone (or ended) has nobody to go to. */
+  private canWrite(): boolean {
+    return !this.closed && !this.socket.destroyed && this.socket.writable;
   }
 
   private reject(): void {
@@ -335,3 +338,7 @@ class ServerConnection {
     if (!this.abort.signal.aborted) this.abort.abort(new TesseraError('Closed', `connection ${this.id} closed`));
   }
 }
+
+const emptyPayload: readonly Uint8Array[] = [];
+
+function ignore(): void {}

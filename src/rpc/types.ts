@@ -4,6 +4,16 @@
  * travel without extra copies. Two implementations: TCP (tcp.ts) and
  * in-process (inprocess.ts); one conformance suite runs against both.
  *
+ * A payload is sent either from memory (a list of buffers, sent in order as
+ * one run of bytes) or as a stream whose length is announced up front and
+ * whose chunks are produced as the transport sends them (a large object goes
+ * out while the next part is still being read). The receiver always gets one
+ * contiguous, checksum-verified Buffer: it never sees bytes before they are
+ * verified. A stream that ends short of, or runs past, its announced length,
+ * or fails midway, cannot be completed on the wire: the transport gives up on
+ * the connection (TCP) and the call fails (see RpcClient.call and
+ * RpcHandlerReply).
+ *
  * Errors: a handler that throws a TesseraError makes the caller's promise
  * reject with a TesseraError of the same code and message; anything else
  * thrown becomes Internal. Transport failures are Unavailable (cannot reach
@@ -21,6 +31,16 @@ export interface RpcCallOptions {
   idempotent?: boolean;
 }
 
+/** Payload bytes produced as they are sent; chunks must add up to exactly lengthBytes. */
+export interface RpcPayloadStream {
+  readonly lengthBytes: number;
+  /** Iterated once, when the frame is sent; never again (a call with a streamed payload is not resent once sending began). */
+  readonly chunks: AsyncIterable<Uint8Array>;
+}
+
+/** In-memory buffers (sent in order as one run of bytes, never copied first) or a stream. */
+export type RpcPayload = readonly Uint8Array[] | RpcPayloadStream;
+
 export interface RpcReply {
   header: Buffer;
   /** Payload bytes (possibly a view into a larger receive buffer; empty when none). */
@@ -28,8 +48,13 @@ export interface RpcReply {
 }
 
 export interface RpcClient {
-  /** payload: sent as one contiguous run of bytes, in order, without being copied first. */
-  call(op: number, header: Uint8Array, payload: readonly Uint8Array[], options?: RpcCallOptions): Promise<RpcReply>;
+  /**
+   * A streamed payload that fails (its chunks throw, or add up to more or
+   * fewer bytes than lengthBytes: InvalidArgument) fails the call with that
+   * error; over TCP the connection closes with it (other calls on it see a
+   * lost connection).
+   */
+  call(op: number, header: Uint8Array, payload: RpcPayload, options?: RpcCallOptions): Promise<RpcReply>;
   /** Fails calls in flight with Closed and releases connections. */
   close(): Promise<void>;
 }
@@ -46,7 +71,14 @@ export interface RpcRequestContext {
 
 export interface RpcHandlerReply {
   header: Uint8Array;
-  payload?: readonly Uint8Array[];
+  /**
+   * A streamed reply is sent as its chunks come, respecting the socket's
+   * backpressure; the request stays in flight until its last byte is written.
+   * Errors must be thrown before the reply is returned: a stream that fails
+   * or produces the wrong number of bytes closes the connection, and the
+   * caller sees Unavailable (the call was lost with the connection).
+   */
+  payload?: RpcPayload;
 }
 
 export type RpcHandler = (request: RpcRequestContext) => Promise<RpcHandlerReply>;
