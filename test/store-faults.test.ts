@@ -166,3 +166,22 @@ it('compaction reclaims the space of deleted and overwritten data and keeps the 
   for (const [name, data] of kept) expect((await reopened.read(id(name))).equals(data)).toBe(true);
   await reopened.close();
 });
+
+it('a streaming read returns the version it started with, whatever happens to the object meanwhile', async () => {
+  const store = await open({ limits: { segmentBytesMax: 2 * 1024 * 1024 } });
+  const original = randomBytes(3 * 1024 * 1024);
+  await store.transact([{ type: 'writeFull', id: id('s'), data: original }]);
+  const stream = await store.readStream(id('s'), { pieceBytes: 256 * 1024 });
+  expect(stream.lengthBytes).toBe(original.length);
+  const it = stream.chunks[Symbol.asyncIterator]();
+  const pieces: Buffer[] = [(await it.next()).value as Buffer];
+  // Overwrite, remove, and compact everything: the segments it reads from must outlive the stream.
+  await store.transact([{ type: 'writeFull', id: id('s'), data: randomBytes(3 * 1024 * 1024) }]);
+  await store.transact([{ type: 'remove', id: id('s') }]);
+  for (let i = 0; i < 4; i++) await store.transact([{ type: 'writeFull', id: id(`filler${i}`), data: randomBytes(1024 * 1024) }]);
+  await store.runMaintenance();
+  for (let n = await it.next(); !n.done; n = await it.next()) pieces.push(n.value);
+  expect(Buffer.concat(pieces).equals(original)).toBe(true);
+  await store.runMaintenance();
+  await store.close();
+});

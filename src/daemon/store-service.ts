@@ -9,6 +9,7 @@ import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
 import type { ObjectStore } from '../store/index.js';
 
 const EMPTY = Buffer.alloc(0);
+const STREAM_THRESHOLD_BYTES = 1024 * 1024;
 
 export function storeHandler(store: ObjectStore, options: { readOnly?: boolean } = {}): RpcHandler {
   return async ({ op, header, payload }): Promise<RpcHandlerReply> => {
@@ -23,7 +24,15 @@ export function storeHandler(store: ObjectStore, options: { readOnly?: boolean }
         return { header: EMPTY };
       case m.StoreOpcode.read: {
         const { id, options } = m.decodeRead(header);
-        return { header: EMPTY, payload: [await store.read(id, options)] };
+        // Large reads stream (disk and network overlap), small ones go in one piece.
+        if (options.lengthBytes !== undefined && options.lengthBytes <= STREAM_THRESHOLD_BYTES) return { header: EMPTY, payload: [await store.read(id, options)] };
+        const stream = await store.readStream(id, options);
+        if (stream.lengthBytes <= STREAM_THRESHOLD_BYTES) {
+          const pieces: Buffer[] = [];
+          for await (const piece of stream.chunks) pieces.push(piece);
+          return { header: EMPTY, payload: pieces };
+        }
+        return { header: EMPTY, payload: stream };
       }
       case m.StoreOpcode.stat:
         return { header: m.encodeStat(await store.stat(m.decodeId(header))) };

@@ -130,6 +130,31 @@ export class SegmentFiles {
     return this.open(id, 'read').file;
   }
 
+  /**
+   * Holds segments open until release(): a retire meanwhile defers their
+   * deletion, so a streaming reader keeps reading the version it started
+   * with (readBlob(..., pinned = true)). Null when one is already gone.
+   */
+  pin(ids: Iterable<number>): (() => void) | null {
+    const held: number[] = [];
+    const release = (): void => {
+      for (const id of held.splice(0)) {
+        const h = this.handles.get(id);
+        if (h) h.refs--;
+        this.maybeUnlinkRetired(id);
+      }
+    };
+    for (const id of new Set(ids)) {
+      if (!this.isKnown(id) || this.retired.has(id)) {
+        release();
+        return null;
+      }
+      this.open(id, 'read').refs++;
+      held.push(id);
+    }
+    return release;
+  }
+
   /** Runs fn with the segment's file held open (a retire waits for it); null if the segment is gone. */
   async withFile<T>(id: number, fn: (file: FileIo) => Promise<T>): Promise<T | null> {
     if (!this.isKnown(id) || this.retired.has(id)) return null;
@@ -174,8 +199,8 @@ export class SegmentFiles {
    * the crc32c of every chunk it touches. Returns null when the segment was
    * retired meanwhile (the caller reloads the object record and retries).
    */
-  async readBlob(blob: Blob, fromBlobOffset: number, lengthBytes: number, into?: Buffer): Promise<Buffer | null> {
-    if (!this.isKnown(blob.segmentId) || this.retired.has(blob.segmentId)) return null;
+  async readBlob(blob: Blob, fromBlobOffset: number, lengthBytes: number, into?: Buffer, pinned = false): Promise<Buffer | null> {
+    if (!pinned && (!this.isKnown(blob.segmentId) || this.retired.has(blob.segmentId))) return null;
     assert(fromBlobOffset + lengthBytes <= blob.lengthBytes, 'read inside the blob');
     const chunkBytes = 2 ** blob.chunkShift;
     const firstChunk = Math.floor(fromBlobOffset / chunkBytes);

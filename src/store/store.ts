@@ -197,6 +197,57 @@ export class ObjectStore implements StoreApi {
     return ok ? out : null;
   }
 
+  /**
+   * A range of the object as it is now, as a stream of verified pieces of at
+   * most pieceBytes: the bytes of one version even if the object is
+   * overwritten or compacted while it is read (its segments stay until the
+   * stream ends, or until releaseAfterMs if it is never consumed).
+   */
+  async readStream(id: ObjectId, options: ReadOptions & { pieceBytes?: number; releaseAfterMs?: number } = {}): Promise<{ lengthBytes: number; chunks: AsyncIterable<Buffer> }> {
+    return this.reading(async () => {
+      for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        const onode = await this.mustLoad(id);
+        const offset = options.offsetBytes ?? 0;
+        const start = Math.min(offset, onode.sizeBytes);
+        const end = options.lengthBytes === undefined ? onode.sizeBytes : Math.min(onode.sizeBytes, start + Math.max(0, options.lengthBytes));
+        if (onode.inline) {
+          const data = await this.readOnce(id, onode, { offsetBytes: start, lengthBytes: end - start });
+          return { lengthBytes: end - start, chunks: (async function* () { if (data && data.length > 0) yield data; })() };
+        }
+        const release = this.core.segments.pin(overlapping(onode.extents, start, end).map((e) => e.blob.segmentId));
+        if (!release) continue; // a segment went while we looked: reload the record
+        return { lengthBytes: end - start, chunks: this.pieces(id, onode, start, end, options.pieceBytes ?? 1024 * 1024, release, options.releaseAfterMs ?? 600_000) };
+      }
+      throw new TesseraError('Busy', `object ${id.ns}/${id.name} kept moving while being read; retry`);
+    });
+  }
+
+  private async *pieces(id: ObjectId, onode: Onode, start: number, end: number, pieceBytes: number, release: () => void, releaseAfterMs: number): AsyncGenerator<Buffer> {
+    const timer = this.core.io.clock.setTimeout(release, releaseAfterMs);
+    try {
+      for (let at = start; at < end; at += pieceBytes) {
+        const to = Math.min(end, at + pieceBytes);
+        const out = Buffer.allocUnsafe(to - at);
+        let covered = at;
+        for (const e of overlapping(onode.extents, at, to)) {
+          const from = Math.max(at, e.logicalOffset);
+          const upTo = Math.min(to, e.logicalOffset + e.lengthBytes);
+          if (from > covered) out.fill(0, covered - at, from - at);
+          const target = out.subarray(from - at, upTo - at);
+          const data = await this.core.segments.readBlob(e.blob, e.blobOffset + (from - e.logicalOffset), upTo - from, target, true);
+          if (!data) throw new TesseraError('Internal', `object ${id.ns}/${id.name}: a pinned segment vanished`);
+          if (data !== target) data.copy(target);
+          covered = upTo;
+        }
+        if (covered < to) out.fill(0, covered - at);
+        yield out;
+      }
+    } finally {
+      this.core.io.clock.clearTimeout(timer);
+      release();
+    }
+  }
+
   stat(id: ObjectId): Promise<ObjectStat> {
     return this.reading(async () => {
       const o = await this.mustLoad(id);
