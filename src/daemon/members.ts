@@ -1,10 +1,11 @@
 /**
  * How a primary reaches a pg's members during peering: itself directly (its
- * own store), the others through pg messages (query, fenced push, activate)
- * and store reads.
+ * own store), the others through pg messages (query, fenced push, activate,
+ * and for erasure-coded pgs resolve) and store reads.
  */
 import { TesseraError } from '../lib/errors.js';
 import {
+  compareVersions,
   decodeControl,
   encodeControl,
   encodePgRef,
@@ -14,7 +15,10 @@ import {
   type MemberInfo,
   type PgRef,
 } from '../protocol/osd-messages.js';
+import { encodeEcResolve, EcOpcode } from '../protocol/ec-messages.js';
 import type { StoreOp } from '../store/types.js';
+import { ecMemberInfo, ecResolveLocal, notePush } from './ec-member.js';
+import { readHead } from './ec-record.js';
 import type { MemberHandle } from './peering.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';
@@ -37,9 +41,15 @@ export function memberInfo(pg: Pg): MemberInfo {
  * (the primary's own activation) guards against a stale peering run activating a newer interval.
  */
 export async function activateLocal(osd: Osd, pg: Pg, lastEpochStarted: number, lastActing: number[], interval?: number): Promise<void> {
-  const log = await PgLog.load(osd.store, pg.pool.id, pg.pg);
-  await osd.store.transact(log.infoOps({ lastEpochStarted, lastActing }));
+  // Erasure-coded members keep their log in memory in step with the store (ec-member.ts): reload only after a recovery push.
+  const current = pg.ec !== null && !pg.ec.logReplaced && compareVersions(await readHead(osd.store, pg.pool.id, pg.pg), pg.log.head) === 0;
+  const log = current ? pg.log : await PgLog.load(osd.store, pg.pool.id, pg.pg);
+  if (pg.ec) pg.ec.logReplaced = false;
+  // Erasure-coded: the member's data now belongs to its position in this interval.
+  const shard = pg.ec ? { shard: lastActing.indexOf(osd.diskId) } : {};
+  await osd.store.transact(log.infoOps({ lastEpochStarted, lastActing, ...shard }));
   pg.resetLog(log);
+  pg.ec?.resetMember(log.head);
   if (interval !== undefined && pg.intervalStart !== interval) return; // a new interval began meanwhile: its peering activates
   pg.state = 'active';
 }
@@ -49,9 +59,13 @@ export function localHandle(osd: Osd, pg: Pg): MemberHandle {
   return {
     diskId: osd.diskId,
     store: osd.store,
-    info: async () => memberInfo(pg),
-    push: (ops: StoreOp[]) => osd.store.transact(ops),
+    info: async () => (pg.ec ? ecMemberInfo(osd, pg) : memberInfo(pg)),
+    push: async (ops: StoreOp[]) => {
+      await osd.store.transact(ops);
+      notePush(osd, pg, ops);
+    },
     activate: (lastEpochStarted, lastActing) => activateLocal(osd, pg, lastEpochStarted, lastActing, interval),
+    resolve: (commit) => ecResolveLocal(osd, pg, commit),
   };
 }
 
@@ -72,6 +86,9 @@ export function remoteHandle(osd: Osd, pg: Pg, diskId: number): MemberHandle {
     },
     async activate(lastEpochStarted, lastActing) {
       await call(OsdOpcode.pgActivate, encodeControl({ ...ref(), lastEpochStarted, lastActing }));
+    },
+    async resolve(commit) {
+      await call(EcOpcode.resolve, encodeEcResolve({ ...ref(), commit }));
     },
   };
 }

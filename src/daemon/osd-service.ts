@@ -5,7 +5,9 @@
  * every other acting member, acknowledged when all have them), reads (after
  * any write of the object in flight has finished, so an unacknowledged write
  * is never shown), listings. As member: replicated writes in version order,
- * and peering's query, fenced pushes and activation.
+ * and peering's query, fenced pushes and activation. Erasure-coded pgs go
+ * through src/daemon/ec-write.ts, ec-read.ts and ec-member.ts (two-phase
+ * shard writes, resolve at peering).
  *
  * Every request first waits for the map epoch its sender has seen; a sender
  * whose epoch predates the pg's current interval is told StaleEpoch.
@@ -33,11 +35,15 @@ import {
   type PgRef,
   type ReadRequest,
 } from '../protocol/osd-messages.js';
+import { decodeEcCommit, decodeEcResolve, decodeEcStage, EcOpcode } from '../protocol/ec-messages.js';
 import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
 import { activateLocal, memberInfo, notPrimary } from './members.js';
 import type { Osd } from './osd.js';
 import { isConditional, requestKey, type Pg } from './pg.js';
-import { decodeVersionValue, VERSION_XATTR } from './pg-log.js';
+import { dataNs, decodeVersionValue, VERSION_XATTR } from './pg-log.js';
+import { ecCommit, ecMemberInfo, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
+import { ecClientRead } from './ec-read.js';
+import { ecPrimaryWrite } from './ec-write.js';
 
 const EMPTY = Buffer.alloc(0);
 const REPOP_TIMEOUT_MS = 30_000;
@@ -56,12 +62,28 @@ export function osdHandler(osd: Osd): RpcHandler {
         return { header: EMPTY };
       case OsdOpcode.pgQuery: {
         const pg = await memberPg(osd, decodePgRef(header));
-        return { header: encodeControl(memberInfo(pg)) };
+        return { header: encodeControl(pg.ec ? await ecMemberInfo(osd, pg) : memberInfo(pg)) };
+      }
+      case EcOpcode.stage: {
+        const m = decodeEcStage(header, payload);
+        await ecStage(osd, await memberPg(osd, m), m.record, m.data);
+        return { header: EMPTY };
+      }
+      case EcOpcode.commit: {
+        const m = decodeEcCommit(header);
+        await ecCommit(osd, await memberPg(osd, m), m.shard, m.entry);
+        return { header: EMPTY };
+      }
+      case EcOpcode.resolve: {
+        const m = decodeEcResolve(header);
+        await ecResolveLocal(osd, await memberPg(osd, m), m.commit);
+        return { header: EMPTY };
       }
       case OsdOpcode.pgPush: {
         const push = decodePush(header, payload);
-        await memberPg(osd, push);
+        const pg = await memberPg(osd, push);
         await osd.store.transact(push.ops);
+        notePush(osd, pg, push.ops);
         return { header: EMPTY };
       }
       case OsdOpcode.pgActivate: {
@@ -97,21 +119,29 @@ async function memberPg(osd: Osd, ref: PgRef): Promise<Pg> {
   return pg;
 }
 
+/** Writes need min_size members (replicated) or k+1 shards (erasure-coded: one failure from losing the ability to read). */
+function checkWriteQuorum(pg: Pg): void {
+  const r = pg.pool.redundancy;
+  if (r.type === 'replicated' && pg.acting.length < r.minSize) {
+    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${r.size} members up, min_size ${r.minSize}`);
+  }
+  if (r.type === 'erasure' && pg.acting.length < r.dataShards + 1) {
+    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${r.dataShards + r.parityShards} shards up; writes need ${r.dataShards + 1}`);
+  }
+}
+
 async function clientWrite(osd: Osd, req: OpRequest): Promise<Eversion> {
   const pg = await primaryPg(osd, req);
   pg.requireActive();
-  if (pg.pool.redundancy.type !== 'replicated') throw new TesseraError('NotSupported', 'writes to erasure-coded pools are not supported yet');
-  if (pg.acting.length < pg.pool.redundancy.minSize) {
-    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${pg.pool.redundancy.size} members up, min_size ${pg.pool.redundancy.minSize}`);
-  }
+  checkWriteQuorum(pg);
   const done = pg.log.versionOf(req.request.client, req.request.seq);
   if (done) return done;
   const key = requestKey(req.request);
   const running = pg.inflightRequests.get(key);
   if (running) return running;
-  const write = primaryWrite(osd, pg, req);
+  const write = pg.ec ? ecPrimaryWrite(osd, pg, req) : primaryWrite(osd, pg, req);
   pg.inflightRequests.set(key, write);
-  pg.trackObject(req.object, write);
+  if (!pg.ec) pg.trackObject(req.object, write);
   try {
     return await write;
   } finally {
@@ -201,6 +231,7 @@ async function replicaWrite(osd: Osd, header: Buffer, payload: Buffer): Promise<
 async function clientRead(osd: Osd, q: ReadRequest): Promise<RpcHandlerReply> {
   const pg = await primaryPg(osd, q);
   pg.requireActive();
+  if (pg.ec) return ecClientRead(osd, pg, q);
   await pg.objectSettled(q.object);
   const id = pg.objectId(q.object);
   const store = osd.store;
@@ -232,7 +263,7 @@ async function clientList(osd: Osd, header: Buffer): Promise<RpcHandlerReply> {
   const pg = await primaryPg(osd, ref);
   pg.requireActive();
   const page = await osd.store.listObjects({
-    ns: pg.objectId('x').ns,
+    ns: pg.ec ? dataNs(pg.pool.id, positionOf(osd, pg)) : pg.objectId('x').ns,
     sortKeyRange: pgSortKeyRange(pg.pg, Math.log2(pg.pool.pgCount)),
     limit: Math.max(1, limit),
     ...(cursor !== undefined ? { cursor } : {}),

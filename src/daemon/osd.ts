@@ -1,10 +1,10 @@
 /**
  * The storage daemon in a cluster: one disk's store, served to clients and
  * peers through placement groups. It follows the cluster map (MapView),
- * keeps a Pg for every pg this disk is a member of, peers the pgs it is
- * primary of at the start of each interval, and answers (src/daemon/
- * osd-service.ts) client ops as primary and replication / recovery messages
- * as a member.
+ * keeps a Pg for every pg this disk is a member of (replicated and
+ * erasure-coded pools), peers the pgs it is primary of at the start of each
+ * interval, and answers (src/daemon/osd-service.ts) client ops as primary
+ * and replication / recovery messages as a member.
  *
  * Lifecycle: start() opens the store, listens, marks the disk up (with its
  * address) in the map, and begins following it; close() marks it down,
@@ -21,6 +21,13 @@ import type { PgHistory } from '../../cluster/pg-history.js';
 import { setDiskAddress, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap } from '../../cluster/map.js';
 import { HOLE } from '../../cluster/placement.js';
+import { limits } from '../lib/limits.js';
+import { createErasureCodec } from '../../native/index.js';
+import { EcStagingIndex } from './ec-index.js';
+import { EcLayout } from './ec-layout.js';
+import { ByteBudget } from './ec-locks.js';
+import { peerEc } from './ec-peering.js';
+import { EcCodecs, EcPgState } from './ec-state.js';
 import { Peers } from './peers.js';
 import { Pg } from './pg.js';
 import { PgLog } from './pg-log.js';
@@ -49,6 +56,10 @@ const STORE_OPCODE_MAX = 19;
 export class Osd {
   readonly pgs = new Map<string, Pg>();
   readonly peers: Peers;
+  /** Erasure codecs by geometry, shared by the daemon's pgs. */
+  readonly ecCodecs = new EcCodecs(createErasureCodec);
+  /** Encoded shard bytes of erasure-coded writes in flight at this primary. */
+  readonly ecWriteBudget: ByteBudget;
   private closing: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly pgLoads = new Map<string, Promise<Pg>>();
@@ -58,8 +69,11 @@ export class Osd {
     readonly store: ObjectStore,
     readonly view: MapView,
     private server: RpcServer | null,
+    /** Staging objects of erasure-coded writes in this store, by pg. */
+    readonly ecStagings: EcStagingIndex,
   ) {
     this.peers = new Peers(options.io, view);
+    this.ecWriteBudget = new ByteBudget(options.io.clock, limits.ecWriteBytesInflightMax);
   }
 
   get diskId(): number {
@@ -80,7 +94,8 @@ export class Osd {
     let osd: Osd | null = null;
     try {
       const view = await MapView.start(io, options.mapService);
-      osd = new Osd(options, store, view, null);
+      const ecPools = view.map.pools.filter((p) => p.redundancy.type === 'erasure').map((p) => p.id);
+      osd = new Osd(options, store, view, null, await EcStagingIndex.build(store, ecPools));
       const self = osd;
       const storeReads = storeHandler(store, { readOnly: true });
       const cluster = osdHandler(self);
@@ -106,7 +121,6 @@ export class Osd {
   /** Every pg this disk is a member of: new intervals start peering. */
   private onMap(map: ClusterMap): void {
     for (const pool of map.pools) {
-      if (pool.redundancy.type !== 'replicated') continue; // erasure-coded pgs: next (issue: cluster core, EC)
       for (let pg = 0; pg < pool.pgCount; pg++) {
         const placement = this.view.pg(pool, pg);
         if (!placement.members.includes(this.diskId)) continue;
@@ -127,7 +141,12 @@ export class Osd {
     if (!loading) {
       loading = (async () => {
         const log = await PgLog.load(this.store, poolId, pg);
-        const p = new Pg(this.view.pool(poolId), pg, log);
+        const pool = this.view.pool(poolId);
+        const p = new Pg(pool, pg, log);
+        if (pool.redundancy.type === 'erasure') {
+          const layout = EcLayout.forPool(pool);
+          p.ec = new EcPgState(this.io.clock, layout, this.ecCodecs.get(layout), log.head);
+        }
         this.pgs.set(key, p);
         this.pgLoads.delete(key);
         return p;
@@ -152,9 +171,11 @@ export class Osd {
     if (map.epoch < this.view.epoch) return; // a newer map's pass handles it
     const placement = this.view.pg(pg.pool, pg.pg);
     const acting = placement.acting.filter((d) => d !== HOLE);
-    if (pg.intervalStart !== 0 && acting.join() === pg.acting.join() && placement.primary === pg.primary) return;
+    // Erasure-coded pgs compare positions (with holes): shard i lives on position i.
+    if (pg.intervalStart !== 0 && placement.acting.join() === pg.positions.join() && placement.primary === pg.primary) return;
     pg.intervalStart = map.epoch;
     pg.acting = acting;
+    pg.positions = [...placement.acting];
     pg.primary = placement.primary;
     pg.state = 'peering';
     pg.peering?.abort();
@@ -173,10 +194,12 @@ export class Osd {
   private startPeering(pg: Pg): void {
     const abort = new AbortController();
     pg.peering = abort;
+    pg.ec?.newGeneration();
     const interval = pg.intervalStart;
+    const peerFn = pg.ec ? peerEc : peer;
     const run = async (): Promise<void> => {
       try {
-        const result = await peer(pg, {
+        const result = await peerFn(pg, {
           history: this.options.pgHistory,
           signal: abort.signal,
           handle: (diskId) => this.memberHandle(pg, diskId),

@@ -35,6 +35,8 @@ export interface MemberHandle {
   /** A fenced transaction on the member's store. */
   push(ops: StoreOp[]): Promise<void>;
   activate(lastEpochStarted: number, lastActing: number[]): Promise<void>;
+  /** Erasure-coded pools: commit these staged versions in order, remove the member's other staging objects. */
+  resolve(commit: LogEntry[]): Promise<void>;
 }
 
 export interface PeeringContext {
@@ -49,7 +51,7 @@ const COPY_CONCURRENCY = 4;
 const OMAP_PAGE = 1000;
 const LIST_PAGE = 1000;
 
-function checkAborted(signal: AbortSignal): void {
+export function checkAborted(signal: AbortSignal): void {
   if (signal.aborted) throw new TesseraError('Aborted', 'peering interrupted by a new interval');
 }
 
@@ -81,7 +83,7 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'inc
 }
 
 /** The newest version both logs hold identically, or null when they share none. */
-function commonPoint(target: MemberInfo, source: MemberInfo): Eversion | null {
+export function commonPoint(target: MemberInfo, source: MemberInfo): Eversion | null {
   const bySource = new Map(source.entries.map((e) => [e.version, e.epoch]));
   for (let i = target.entries.length - 1; i >= 0; i--) {
     const e = target.entries[i]!;
@@ -182,7 +184,7 @@ export async function copyObject(pg: Pg, source: MemberHandle, target: MemberHan
   await target.push([{ type: 'move', id: staging, to: id }]);
 }
 
-async function forEachBounded<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function forEachBounded<T>(items: readonly T[], concurrency: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   const worker = async (): Promise<void> => {
     while (next < items.length) await fn(items[next++]!);

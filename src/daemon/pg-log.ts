@@ -29,6 +29,8 @@ export interface PgInfo {
   /** Map epoch of the last interval this member was activated in, and its acting set. */
   lastEpochStarted: number;
   lastActing: number[];
+  /** Erasure-coded pools: the shard position this member's log and shard objects belong to. */
+  shard?: number;
 }
 
 export const emptyInfo = (): PgInfo => ({ tail: zeroVersion, lastEpochStarted: 0, lastActing: [] });

@@ -13,6 +13,7 @@ import { TesseraError, invalid } from '../lib/errors.js';
 import { compareVersions, type Eversion, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
 import type { ObjectId, StoreOp } from '../store/types.js';
 import type { PoolInfo } from '../../cluster/map.js';
+import type { EcPgState } from './ec-state.js';
 import { dataNs, encodeVersionValue, PgLog, VERSION_XATTR } from './pg-log.js';
 
 export type PgState = 'peering' | 'active' | 'incomplete';
@@ -32,7 +33,11 @@ export class Pg {
   /** Map epoch the current interval started in: older repops and pushes are refused. */
   intervalStart = 0;
   acting: number[] = [];
+  /** Acting members by position: erasure-coded pools keep HOLE (-1) for a shard whose member is down; replicated: = acting. */
+  positions: number[] = [];
   primary = -1;
+  /** Erasure-coding state (src/daemon/ec-state.ts); null for replicated pools. */
+  ec: EcPgState | null = null;
   /** Writes submitted to the local store, in version order, not yet known to be committed. */
   private assigned: Eversion;
   /** Held while a conditional write waits for its local outcome: later writes wait too. */

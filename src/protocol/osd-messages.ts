@@ -43,8 +43,13 @@ export interface Eversion {
 
 export const zeroVersion: Eversion = { epoch: 0, version: 0 };
 
+/**
+ * Orders versions epoch first: along one log both grow together, and between
+ * divergent logs the one a later interval wrote wins (a longer log of an
+ * older epoch holds writes that were never acknowledged).
+ */
 export function compareVersions(a: Eversion, b: Eversion): number {
-  return a.version !== b.version ? a.version - b.version : a.epoch - b.epoch;
+  return a.epoch !== b.epoch ? a.epoch - b.epoch : a.version - b.version;
 }
 
 export interface RequestId {
@@ -281,6 +286,11 @@ export const field = {
     if (!Array.isArray(v) || v.length > maxItems || !v.every((x) => Number.isSafeInteger(x))) throw protocolError(`field ${name} is not a list of integers`);
     return v as number[];
   },
+  object(doc: Record<string, unknown>, name: string): Record<string, unknown> {
+    const v = doc[name];
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw protocolError(`field ${name} is not an object`);
+    return v as Record<string, unknown>;
+  },
   array(doc: Record<string, unknown>, name: string, maxItems: number): Array<Record<string, unknown>> {
     const v = doc[name];
     if (!Array.isArray(v) || v.length > maxItems || !v.every((x) => typeof x === 'object' && x !== null)) throw protocolError(`field ${name} is not a list of objects`);
@@ -343,6 +353,10 @@ export interface MemberInfo {
   lastEpochStarted: number;
   lastActing: number[];
   entries: LogEntry[];
+  /** Erasure-coded pools: the shard position this member's data and log belong to (-1: unknown). */
+  shard?: number;
+  /** Erasure-coded pools: versions staged here and not committed (two-phase writes). */
+  stagings?: Array<{ shard: number; entry: LogEntry }>;
 }
 
 export function memberInfoToJson(i: MemberInfo): unknown {
@@ -356,6 +370,10 @@ export function memberInfoFromJson(doc: Record<string, unknown>): MemberInfo {
     lastEpochStarted: field.uint(doc, 'lastEpochStarted'),
     lastActing: field.intList(doc, 'lastActing', 64),
     entries: field.array(doc, 'entries', 100_000).map(entryFromJson),
+    ...(doc.shard !== undefined ? { shard: field.int(doc, 'shard') } : {}),
+    ...(doc.stagings !== undefined
+      ? { stagings: field.array(doc, 'stagings', 100_000).map((st) => ({ shard: field.uint(st, 'shard'), entry: entryFromJson(field.object(st, 'entry')) })) }
+      : {}),
   };
 }
 

@@ -10,6 +10,8 @@ import { TesseraClient } from '../../src/client/client.js';
 import { startMapDaemon, type MapDaemon } from '../../cluster/map-daemon.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap, FailureDomain, PoolRedundancy } from '../../cluster/map.js';
+import { StoreClient } from '../../src/protocol/store-client.js';
+import { createTcpClient } from '../../src/rpc/index.js';
 import { makeTempDir } from './tmp.js';
 import { killAllDaemons, startDaemonProcess, type DaemonProcess } from './daemon-process.js';
 
@@ -28,6 +30,8 @@ export interface TestCluster {
   diskIds: number[];
   killDisk(diskId: number): Promise<void>;
   restartDisk(diskId: number): Promise<void>;
+  /** The store of a running daemon, read directly (its store protocol; the caller closes it). */
+  storeOf(diskId: number): StoreClient;
   /** Resolves when every pg of every pool is active on its primary (polls with reads). */
   stop(): Promise<void>;
 }
@@ -70,6 +74,11 @@ export async function startTestCluster(o: { hosts: number; disksPerHost: number;
         await mapd.service.change((m) => setDiskState(m, diskId, { up: false }));
       },
       restartDisk: start,
+      storeOf(diskId) {
+        const d = daemons.get(diskId);
+        if (!d) throw new Error(`disk ${diskId} is not running`);
+        return new StoreClient(createTcpClient({ io, host: '127.0.0.1', port: d.port }), { timeoutMs: 60_000 });
+      },
       async stop() {
         if (process.env.TESSERA_DEBUG) for (const [id, d] of daemons) console.log(`--- disk ${id} stderr ---\n${d.stderr()}`);
         await client.close();

@@ -1,0 +1,101 @@
+/**
+ * Peering of an erasure-coded pg, run by its primary at the start of every
+ * interval (and after a failed write). Positions matter: member i holds
+ * shard i, and a down member leaves a hole. Before the pg serves I/O:
+ *
+ * 1. Query every acting member: its log, the position its data belongs to,
+ *    its staging objects (the query stops the member's sub-writes and waits
+ *    for those in flight, so the snapshot is consistent). Fewer than k acting
+ *    members, or none of the last active interval: incomplete.
+ * 2. Settle two-phase writes (ec-resolve.ts): each member commits the
+ *    versions rolled forward and drops the others; query again.
+ * 3. The newest head is authoritative; members holding exactly that log are
+ *    the sources (at least k are needed if anyone must be rebuilt). Others get
+ *    the objects named by the entries they miss or hold in excess rebuilt from
+ *    the sources, or are backfilled; then their log becomes the authoritative one.
+ * 4. Record the interval in the pg history registry, activate every member.
+ */
+import { compareVersions, type MemberInfo } from '../protocol/osd-messages.js';
+import { HOLE } from '../../cluster/placement.js';
+import { ecOf } from './ec-member.js';
+import { headOps } from './ec-record.js';
+import { backfill, rebuildObjects, type RecoveryContext, type RecoveryMember } from './ec-recovery.js';
+import { newestMember, planResolve } from './ec-resolve.js';
+import { checkAborted, commonPoint, type PeeringContext } from './peering.js';
+import type { Pg } from './pg.js';
+import { PgLog } from './pg-log.js';
+
+interface Member extends RecoveryMember {
+  diskId: number;
+}
+
+const shardOfInfo = (i: MemberInfo): number => i.shard ?? -1;
+
+/** Whether the member's log and shard objects belong to its position (a fresh member owns nothing yet, trivially). */
+function ownsPosition(info: MemberInfo, position: number): boolean {
+  return shardOfInfo(info) === position || (shardOfInfo(info) === -1 && info.entries.length === 0 && info.head.version === 0);
+}
+
+export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'incomplete'> {
+  const ec = ecOf(pg);
+  const positions = [...pg.positions];
+  const members: Member[] = positions.flatMap((diskId, position) => (diskId === HOLE ? [] : [{ diskId, position, handle: ctx.handle(diskId) }]));
+  if (members.length < ec.layout.dataShards) return 'incomplete';
+  let infos = await Promise.all(members.map((m) => m.handle.info()));
+  checkAborted(ctx.signal);
+  const record = await ctx.history.get(pg.pool.id, pg.pg);
+  if (record && !record.acting.some((d) => d !== HOLE && members.some((m) => m.diskId === d))) return 'incomplete';
+  // Every member resolves, even with nothing staged: it also drops recovery temporaries of aborted runs.
+  const plan = planResolve(members.map((m, i) => ({ ...infos[i]!, position: m.position, shard: shardOfInfo(infos[i]!), stagings: infos[i]!.stagings ?? [] })));
+  await Promise.all(members.map((m, i) => m.handle.resolve(plan.commit[i]!)));
+  checkAborted(ctx.signal);
+  infos = await Promise.all(members.map((m) => m.handle.info()));
+  checkAborted(ctx.signal);
+  const recovered = await recover(pg, ctx, members, infos);
+  if (recovered === 'incomplete') return 'incomplete';
+  checkAborted(ctx.signal);
+  const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === positions.join();
+  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: positions });
+  checkAborted(ctx.signal);
+  await Promise.all(members.map((m) => m.handle.activate(pg.intervalStart, positions)));
+  return 'active';
+}
+
+async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: MemberInfo[]): Promise<'done' | 'incomplete'> {
+  const ec = ecOf(pg);
+  const auth = infos[newestMember(infos)]!;
+  const isSource = (i: number): boolean => ownsPosition(infos[i]!, members[i]!.position) && compareVersions(infos[i]!.head, auth.head) === 0;
+  const sources = members.filter((_, i) => isSource(i));
+  const targets = members.map((m, i) => ({ m, info: infos[i]! })).filter((_, i) => !isSource(i));
+  if (targets.length === 0) return 'done';
+  if (sources.length < ec.layout.dataShards) {
+    console.error(`pg ${pg.key}: ${sources.length} members hold the newest log, ${ec.layout.dataShards} needed to rebuild ${targets.length} others: waiting for more members`);
+    return 'incomplete';
+  }
+  sources.sort((a, b) => Number(b.diskId === pg.primary) - Number(a.diskId === pg.primary));
+  const rctx: RecoveryContext = { pg, ec, sources, signal: ctx.signal };
+  const objects = new Map<string, Member[]>();
+  const backfills: Array<{ m: Member; previous: number }> = [];
+  for (const { m, info } of targets) {
+    const common = ownsPosition(info, m.position) ? commonPoint(info, auth) : null;
+    if (!common || compareVersions(common, auth.tail) < 0) {
+      backfills.push({ m, previous: shardOfInfo(info) });
+      continue;
+    }
+    const after = (e: { epoch: number; version: number }): boolean => compareVersions(e, common) > 0;
+    for (const e of [...auth.entries.filter(after), ...info.entries.filter(after)]) {
+      const list = objects.get(e.object) ?? [];
+      if (!list.includes(m)) list.push(m);
+      objects.set(e.object, list);
+    }
+  }
+  await rebuildObjects(rctx, objects);
+  for (const b of backfills) await backfill(rctx, b.m, b.previous);
+  checkAborted(ctx.signal);
+  for (const { m, info } of targets) {
+    const interval = { lastEpochStarted: info.lastEpochStarted, lastActing: info.lastActing, shard: m.position };
+    await m.handle.push([...PgLog.replaceOps(pg.pool.id, pg.pg, auth.tail, auth.entries, interval), ...headOps(pg.pool.id, pg.pg, auth.head)]);
+  }
+  // A target's log in memory is reloaded when it is activated (the push marked it replaced).
+  return 'done';
+}
