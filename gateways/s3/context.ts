@@ -6,10 +6,12 @@ import type { Readable } from 'node:stream';
 import type { Io } from '../../src/io/io.js';
 import type { TesseraClient } from '../../src/client/client.js';
 import type { Striper } from '../../src/client/striper.js';
-import type { AuthResult } from './auth/index.js';
+import { authorizeBucket } from './access.js';
+import type { AuthResult, SigV4Verifier } from './auth/index.js';
 import type { BucketStore, BucketRecord } from './meta/buckets.js';
 import type { UserStore } from './meta/users.js';
 import type { S3Request } from './request.js';
+import type { MultipartLimits } from './ops/multipart-limits.js';
 
 export interface S3Response {
   status: number;
@@ -28,6 +30,10 @@ export interface GatewayServices {
   /** Default data pool of new buckets. */
   defaultDataPool: string;
   region: string;
+  /** The request verifier, also for what is signed inside a body (POST policy documents). */
+  verifier: SigV4Verifier;
+  /** Multipart bounds lowered from S3's (ops/multipart-limits.ts); tests use it. */
+  multipart?: Partial<MultipartLimits>;
 }
 
 export interface S3Context {
@@ -38,12 +44,11 @@ export interface S3Context {
   services: GatewayServices;
 }
 
-/** The bucket if the caller owns it (or, later, an ACL allows the access); AccessDenied otherwise. */
-export async function ownedBucket(ctx: S3Context, name: string): Promise<BucketRecord> {
-  const b = await ctx.services.buckets.require(name);
-  if (ctx.userId !== b.owner) {
-    const { s3Error } = await import('./errors.js');
-    throw s3Error('AccessDenied', 'Access Denied');
-  }
-  return b;
+/**
+ * The bucket if the caller owns it; AccessDenied otherwise (NoSuchBucket if
+ * absent). For owner-only operations; access.ts decides every access
+ * (authorizeBucket / authorizeObject name the action, and the ACLs decide).
+ */
+export function ownedBucket(ctx: S3Context, name: string): Promise<BucketRecord> {
+  return authorizeBucket(ctx, 'BucketOwnerOnly', name);
 }

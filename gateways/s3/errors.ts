@@ -60,6 +60,13 @@ export const s3Statuses = {
   XAmzContentSHA256Mismatch: 400,
   InvalidObjectState: 403,
   CORSForbidden: 403,
+  BadRequest: 400,
+  UnresolvableGrantByEmailAddress: 400,
+  InvalidPolicyDocument: 400,
+  IncorrectNumberOfFilesInPostRequest: 400,
+  MaxPostPreDataLengthExceeded: 400,
+  OperationAborted: 409,
+  InvalidPartNumber: 416,
 } as const;
 
 export type S3ErrorCode = keyof typeof s3Statuses;
@@ -70,6 +77,8 @@ export class S3Error extends Error {
     readonly code: S3ErrorCode,
     message: string,
     readonly details: Record<string, string> = {},
+    /** Response headers that go with this error (x-amz-delete-marker on a NoSuchKey, Content-Range on InvalidRange...). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
   }
@@ -79,7 +88,7 @@ export class S3Error extends Error {
   }
 }
 
-export const s3Error = (code: S3ErrorCode, message: string, details?: Record<string, string>): S3Error => new S3Error(code, message, details);
+export const s3Error = (code: S3ErrorCode, message: string, details?: Record<string, string>, headers?: Record<string, string>): S3Error => new S3Error(code, message, details, headers);
 
 /** How operating errors from the cluster surface to S3 clients. */
 const fromTessera: Partial<Record<ErrorCodeName, S3ErrorCode>> = {
@@ -106,5 +115,7 @@ export function toS3Error(err: unknown): { error: S3Error; internal: boolean } {
     const code = fromTessera[err.code];
     if (code) return { error: new S3Error(code, err.message), internal: false };
   }
+  // The client went away in the middle of its request body (Node's "aborted"): not our failure.
+  if ((err as { code?: unknown } | null)?.code === 'ECONNRESET') return { error: new S3Error('IncompleteBody', 'The connection closed before the request body was complete.'), internal: false };
   return { error: new S3Error('InternalError', 'We encountered an internal error. Please try again.'), internal: true };
 }

@@ -21,7 +21,10 @@ import { BucketStore } from './meta/buckets.js';
 import { UserStore } from './meta/users.js';
 import { parseS3Request } from './request.js';
 import { route } from './router.js';
+import { corsHeadersFor } from './ops/cors.js';
+import { clientErrorHandler } from './client-error.js';
 import { xmlDocument } from './xml.js';
+import type { MultipartLimits } from './ops/multipart-limits.js';
 
 export interface S3GatewayOptions {
   io: Io;
@@ -35,6 +38,8 @@ export interface S3GatewayOptions {
   baseDomains?: string[];
   /** Largest request header section, bytes (fastify/Node). */
   headerBytesMax?: number;
+  /** Multipart bounds lowered from S3's (ops/multipart-limits.ts). */
+  multipart?: Partial<MultipartLimits>;
 }
 
 export class S3Gateway {
@@ -54,17 +59,19 @@ export class S3Gateway {
       metaPool: o.metaPool,
       defaultDataPool: o.defaultDataPool,
       region: o.region ?? 'us-east-1',
+      verifier: new SigV4Verifier({ lookupKey: (ak) => services.users.lookupKey(ak), clock: o.io.clock }),
+      ...(o.multipart ? { multipart: o.multipart } : {}),
     };
-    const verifier = new SigV4Verifier({ lookupKey: (ak) => services.users.lookupKey(ak), clock: o.io.clock });
+    const verifier = services.verifier;
     const baseDomains = o.baseDomains ?? ['localhost'];
     const app: FastifyInstance = Fastify({
+      // No logger, so no request logging either (disableRequestLogging is deprecated in fastify 5).
       logger: false,
-      maxParamLength: 4096,
       http: { maxHeaderSize: o.headerBytesMax ?? 16 * 1024 },
       bodyLimit: 1024 * 1024,
       return503OnClosing: true,
-      disableRequestLogging: true,
-      routerOptions: { ignoreDuplicateSlashes: false, ignoreTrailingSlash: false, caseSensitive: true },
+      clientErrorHandler,
+      routerOptions: { maxParamLength: 4096, ignoreDuplicateSlashes: false, ignoreTrailingSlash: false, caseSensitive: true },
     } as FastifyServerOptions);
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
@@ -83,7 +90,7 @@ export class S3Gateway {
         if (internal) console.error(`s3: ${request.method} ${request.url}: ${(err as Error)?.stack ?? err}`);
         res = {
           status: error.status,
-          headers: { 'content-type': 'application/xml' },
+          headers: { 'content-type': 'application/xml', ...error.headers },
           body:
             error.status === 304 || request.method === 'HEAD'
               ? null
@@ -94,6 +101,8 @@ export class S3Gateway {
       }
       reply.code(res.status);
       for (const [k, v] of Object.entries(res.headers ?? {})) reply.header(k, v);
+      // A browser's cross-origin request (errors included) gets the Access-Control-* headers its bucket's CORS rules allow.
+      for (const [k, v] of Object.entries(await corsHeadersFor(services, request.raw, baseDomains))) reply.header(k, v);
       if (res.body === undefined || res.body === null) return reply.send();
       return reply.send(res.body instanceof Readable ? res.body : res.body);
     });

@@ -72,5 +72,7 @@ export function parseS3Request(raw: IncomingMessage, baseDomains: readonly strin
   const keyRaw = keyPath.replace(/^\//, '');
   const key = keyRaw ? decodePath(keyRaw) : null;
   if (key !== null && Buffer.byteLength(key) > KEY_BYTES_MAX) throw s3Error('KeyTooLongError', `Your key is too long (max ${KEY_BYTES_MAX} bytes)`);
+  // XML cannot carry U+0000 (listings could not name the key), and the bucket index's version keys use 0x00 as the key's end.
+  if (key !== null && key.includes('\0')) throw s3Error('InvalidArgument', 'Object keys may not contain the NUL character');
   return { method: (raw.method ?? 'GET').toUpperCase(), bucket, key, query, headers, raw, remote: raw.socket.remoteAddress ?? '' };
 }

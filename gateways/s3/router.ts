@@ -6,9 +6,16 @@
  */
 import type { S3Context, S3Response } from './context.js';
 import { s3Error } from './errors.js';
-import { createBucket, deleteBucket, getBucketLocation, getBucketVersioning, headBucket, listBuckets } from './ops/bucket.js';
+import { createBucket, deleteBucket, getBucketLocation, getBucketVersioning, headBucket, listBuckets, putBucketVersioning } from './ops/bucket.js';
 import { deleteObject, getObject, headObject, putObject } from './ops/object.js';
 import { listObjectsV1, listObjectsV2 } from './ops/list.js';
+import { aclRoute } from './ops/acl.js';
+import { corsRoute } from './ops/cors.js';
+import { postObjectRoute } from './ops/post-object.js';
+import { copyRoute } from './ops/copy.js';
+import { deleteObjectsRoute } from './ops/delete-objects.js';
+import { listObjectVersions } from './ops/versions.js';
+import { multipartRoute } from './ops/multipart.js';
 
 export type Operation = (ctx: S3Context) => Promise<S3Response>;
 
@@ -16,7 +23,7 @@ export type Operation = (ctx: S3Context) => Promise<S3Response>;
 const unsupported = ['policy', 'lifecycle', 'replication', 'tagging', 'website', 'logging', 'notification', 'encryption', 'object-lock', 'legal-hold', 'retention', 'accelerate', 'analytics', 'inventory', 'metrics', 'intelligent-tiering', 'ownershipControls', 'publicAccessBlock', 'requestPayment', 'restore', 'select', 'torrent', 'attributes'];
 
 /** Operations implemented in other modules register here (multipart, versions, ACL, CORS, POST...). */
-export const extraRoutes: Array<(ctx: S3Context) => Operation | null> = [];
+export const extraRoutes: Array<(ctx: S3Context) => Operation | null> = [multipartRoute, aclRoute, corsRoute, postObjectRoute, copyRoute, deleteObjectsRoute];
 
 function pick(ctx: S3Context): Operation {
   const { method, bucket, key, query } = ctx.req;
@@ -32,12 +39,13 @@ function pick(ctx: S3Context): Operation {
   if (key === null) {
     switch (method) {
       case 'PUT':
-        if (query.has('versioning')) return notImplemented('versioning (until object versions are built)');
+        if (query.has('versioning')) return putBucketVersioning;
         if (query.size > 0) return notImplemented([...query.keys()].join(','));
         return createBucket;
       case 'GET':
         if (query.has('location')) return getBucketLocation;
         if (query.has('versioning')) return getBucketVersioning;
+        if (query.has('versions')) return listObjectVersions;
         if (query.get('list-type') === '2') return listObjectsV2;
         return listObjectsV1;
       case 'HEAD':

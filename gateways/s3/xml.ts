@@ -12,8 +12,9 @@ export type XmlValue = string | number | boolean | null | undefined | XmlNode | 
 const XML_DECL = '<?xml version="1.0" encoding="UTF-8"?>\n';
 const S3_NS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 
+/** Escapes text for XML; a carriage return too, which parsers would otherwise read as a line feed (keys may hold one). */
 export function escapeXml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
+  return text.replace(/[&<>"'\r]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;', '\r': '&#xD;' })[c]!);
 }
 
 function render(name: string, value: XmlValue, out: string[]): void {
@@ -39,6 +40,14 @@ function render(name: string, value: XmlValue, out: string[]): void {
 export function xmlDocument(root: string, body: XmlNode, options: { namespace?: boolean } = {}): string {
   const out: string[] = [XML_DECL, options.namespace === false ? `<${root}>` : `<${root} xmlns="${S3_NS}">`];
   for (const [k, v] of Object.entries(body)) render(k, v, out);
+  out.push(`</${root}>`);
+  return out.join('');
+}
+
+/** A document whose children come in the given order, names repeating and interleaving (ListVersionsResult's Version and DeleteMarker). */
+export function xmlDocumentOrdered(root: string, children: ReadonlyArray<readonly [string, XmlValue]>): string {
+  const out: string[] = [XML_DECL, `<${root} xmlns="${S3_NS}">`];
+  for (const [k, v] of children) render(k, v, out);
   out.push(`</${root}>`);
   return out.join('');
 }

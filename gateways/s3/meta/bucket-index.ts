@@ -6,7 +6,9 @@
  * serialize, and each knows exactly which entry it replaced (and so which
  * data to collect). Omap keys are the UTF-8 key bytes with a one-byte kind
  * prefix ('c': the current entry), so listing order is S3's (byte order);
- * a listing merges the shards in order.
+ * a listing merges the shards in order. Versioned buckets also keep each
+ * key's versions ('v') and its null-version pointer ('n') in the key's
+ * shard object, next to its current entry (meta/versions.ts).
  */
 import type { TesseraClient } from '../../../src/client/client.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
@@ -20,9 +22,21 @@ export interface IndexEntry {
   mtimeMs: number;
   /** The striped object holding the data; null for a delete marker. */
   data: string | null;
-  /** Multipart objects: the parts' striped objects, in order (the object is their concatenation). */
-  parts?: Array<{ data: string; sizeBytes: number; etag: string }>;
+  /**
+   * Multipart objects: the parts' striped objects, in order (the object is their concatenation).
+   * Empty when the list is in a part table (partTable): read it through meta/part-table.ts segmentsOf.
+   */
+  parts?: Array<{ data: string; sizeBytes: number; etag: string; checksums?: Record<string, string> }>;
+  /** Multipart objects with long part lists: the striped object listing them (meta/part-table.ts). */
+  partTable?: { data: string; count: number };
+  /** Multipart objects: the upload that made it (a retried complete recognises its own object). */
+  uploadId?: string;
+  /** Multipart objects: how `checksums` was made (COMPOSITE: from the parts' checksums, "-N"; FULL_OBJECT). */
+  checksumType?: 'COMPOSITE' | 'FULL_OBJECT';
+  /** The version's id (32 hex digits, or "null"); absent for objects written while the bucket was unversioned. */
   versionId?: string;
+  /** The version's place in the key's version list (meta/versions.ts); present iff the entry is in that list. */
+  versionStamp?: string;
   owner: string;
   contentType?: string;
   /** Content-Encoding, Content-Disposition, Content-Language, Cache-Control, Expires. */
@@ -39,14 +53,19 @@ const CURRENT = 0x63; // 'c'
 
 export class BucketIndex {
   constructor(
-    private readonly client: TesseraClient,
-    private readonly pool: string,
+    readonly client: TesseraClient,
+    readonly pool: string,
     private readonly bucketId: string,
-    private readonly shards = DEFAULT_INDEX_SHARDS,
+    readonly shards = DEFAULT_INDEX_SHARDS,
   ) {}
 
-  private shardObject(key: string): string {
-    return `s3.index.${this.bucketId}.${murmur3(Buffer.from(key, 'utf8')) % this.shards}`;
+  /** The shard object holding the key's entries (current, and versions). */
+  shardObject(key: string): string {
+    return this.shardObjectAt(murmur3(Buffer.from(key, 'utf8')) % this.shards);
+  }
+
+  shardObjectAt(n: number): string {
+    return `s3.index.${this.bucketId}.${n}`;
   }
 
   private omapKey(key: string): Buffer {
@@ -81,11 +100,15 @@ export class BucketIndex {
   /**
    * Sets the key's entry (null: removes it), retrying on concurrent changes;
    * returns the entry it replaced. decide() may refuse (throw) given the current entry.
+   * For unversioned keys only: a versioned key (its entry has a versionStamp)
+   * changes through meta/versions.ts (ops/versions.ts commitEntry, deleteKey).
    */
   async swap(key: string, next: IndexEntry | null, decide?: (current: IndexEntry | null) => void): Promise<IndexEntry | null> {
     for (let attempt = 0; attempt < RECORD_UPDATE_ATTEMPTS_MAX; attempt++) {
       const current = await this.getRaw(key);
       decide?.(current?.entry ?? null);
+      // Replacing it here would drop a version the version list still names (and remove its data).
+      if (current?.entry.versionStamp) throw new Error(`bucket index: swap on versioned key ${JSON.stringify(key)}; commit through ops/versions.ts`);
       if (!current && next === null) return null;
       try {
         await this.compareAndSet(key, current?.raw ?? null, next);

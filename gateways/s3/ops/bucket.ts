@@ -1,10 +1,12 @@
 /** Service and bucket operations: ListBuckets, CreateBucket, HeadBucket, DeleteBucket, GetBucketLocation, bucket versioning. */
 import type { S3Context, S3Response } from '../context.js';
-import { ownedBucket } from '../context.js';
+import { authorizeBucket } from '../access.js';
+import { newResourceAcl } from './acl.js';
+import { endAllUploads } from './multipart.js';
 import { s3Error } from '../errors.js';
 import { BucketIndex } from '../meta/bucket-index.js';
 import { parseXmlDocument, xmlDocument } from '../xml.js';
-import { isoDate, readSmallBody, requireUser, xmlHeaders } from './util.js';
+import { isoDate, readSmallBody, readVerifiedBody, requireUser, xmlHeaders } from './util.js';
 
 export async function listBuckets(ctx: S3Context): Promise<S3Response> {
   const userId = requireUser(ctx);
@@ -34,18 +36,21 @@ export async function createBucket(ctx: S3Context): Promise<S3Response> {
       dataPool = constraint;
     }
   }
-  await ctx.services.buckets.create({ name, owner: userId, dataPool });
+  const acl = await newResourceAcl(ctx, { resourceOwner: userId, bucketOwner: userId, on: 'bucket' });
+  await ctx.services.buckets.create({ name, owner: userId, dataPool, ...(acl ? { acl } : {}) });
   return { status: 200, headers: { location: `/${name}` } };
 }
 
 export async function headBucket(ctx: S3Context): Promise<S3Response> {
-  await ownedBucket(ctx, ctx.req.bucket!);
+  await authorizeBucket(ctx, 'HeadBucket');
   return { status: 200, headers: { 'x-amz-bucket-region': ctx.services.region } };
 }
 
 export async function deleteBucket(ctx: S3Context): Promise<S3Response> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const bucket = await authorizeBucket(ctx, 'DeleteBucket');
   const index = new BucketIndex(ctx.services.client, ctx.services.metaPool, bucket.id);
+  if (!(await index.isEmpty())) throw s3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: bucket.name });
+  await endAllUploads(ctx, bucket); // in-progress multipart uploads go with the bucket (completions already decided are finished first)
   if (!(await index.isEmpty())) throw s3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: bucket.name });
   await ctx.services.buckets.remove(bucket);
   await index.destroy();
@@ -53,20 +58,20 @@ export async function deleteBucket(ctx: S3Context): Promise<S3Response> {
 }
 
 export async function getBucketLocation(ctx: S3Context): Promise<S3Response> {
-  await ownedBucket(ctx, ctx.req.bucket!);
+  await authorizeBucket(ctx, 'GetBucketLocation');
   const region = ctx.services.region === 'us-east-1' ? '' : ctx.services.region;
   return { status: 200, headers: xmlHeaders, body: xmlDocument('LocationConstraint', {}).replace('></LocationConstraint>', `>${region}</LocationConstraint>`) };
 }
 
 export async function getBucketVersioning(ctx: S3Context): Promise<S3Response> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const bucket = await authorizeBucket(ctx, 'GetBucketVersioning');
   const body = bucket.versioning === 'Unversioned' ? {} : { Status: bucket.versioning };
   return { status: 200, headers: xmlHeaders, body: xmlDocument('VersioningConfiguration', body) };
 }
 
 export async function putBucketVersioning(ctx: S3Context): Promise<S3Response> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
-  const doc = parseXmlDocument(await readSmallBody(ctx, 64 * 1024), 'VersioningConfiguration', 64 * 1024);
+  const bucket = await authorizeBucket(ctx, 'PutBucketVersioning');
+  const doc = parseXmlDocument(await readVerifiedBody(ctx, 64 * 1024), 'VersioningConfiguration', 64 * 1024);
   const status = doc.Status;
   if (status !== 'Enabled' && status !== 'Suspended') throw s3Error('MalformedXML', 'Status must be Enabled or Suspended');
   if (doc.MfaDelete === 'Enabled') throw s3Error('NotImplemented', 'MFA delete is not supported');

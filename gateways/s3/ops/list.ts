@@ -6,7 +6,7 @@
  * starts past everything under it.
  */
 import type { S3Context, S3Response } from '../context.js';
-import { ownedBucket } from '../context.js';
+import { authorizeBucket } from '../access.js';
 import { s3Error } from '../errors.js';
 import { xmlDocument, type XmlNode } from '../xml.js';
 import { indexOf } from './object.js';
@@ -32,7 +32,7 @@ function afterPrefix(p: string): Buffer {
 const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts;
 
 async function list(ctx: S3Context, o: { prefix: string; delimiter: string; after: string; maxKeys: number }): Promise<Listing> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const bucket = await authorizeBucket(ctx, 'ListObjects');
   const index = indexOf(ctx, bucket);
   const out: Listing = { contents: [], prefixes: [], truncated: false, last: null };
   if (o.maxKeys === 0) return out;
@@ -66,9 +66,9 @@ async function list(ctx: S3Context, o: { prefix: string; delimiter: string; afte
   }
 }
 
-const enc = (ctx: S3Context, s: string): string => (ctx.req.query.get('encoding-type') === 'url' ? encodeURIComponent(s).replace(/%2F/g, '/') : s);
+export const enc = (ctx: S3Context, s: string): string => (ctx.req.query.get('encoding-type') === 'url' ? encodeURIComponent(s).replace(/%2F/g, '/') : s);
 
-function maxKeys(ctx: S3Context): number {
+export function maxKeys(ctx: S3Context): number {
   const v = ctx.req.query.get('max-keys');
   if (v === undefined) return MAX_KEYS;
   const n = Number(v);

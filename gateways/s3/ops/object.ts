@@ -8,6 +8,8 @@
  * see the old or the new object), concurrent PUTs of one key end with the
  * last to commit, and neither leaves garbage. A GET reads the entry, then the
  * data it names; if that data was replaced meanwhile, it reads the entry again.
+ * Versioned buckets (versions.ts): the commit adds a version instead of
+ * replacing, GET/HEAD/DELETE take a versionId.
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,15 +17,19 @@ import { crc32c } from '../../../src/client/checksum.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import { createBodyVerifier, checksumHeaderName, type ChecksumAlgorithm } from '../auth/index.js';
 import type { S3Context, S3Response } from '../context.js';
-import { ownedBucket } from '../context.js';
+import { authorizeBucket, writerOf } from '../access.js';
+import { newResourceAcl } from './acl.js';
 import { s3Error } from '../errors.js';
 import { BucketIndex, type IndexEntry } from '../meta/bucket-index.js';
 import type { BucketRecord } from '../meta/buckets.js';
 import { httpDate } from './util.js';
+import { dataNamesOf, segmentsOf } from '../meta/part-table.js';
+import { partSelection } from './multipart-get.js';
+import { commitEntry, deleteObjectResponse, requestedEntry, requestedVersion, versionIdHeader } from './versions.js';
 
 export const PUT_BYTES_MAX = 5 * 1024 * 1024 * 1024;
-const USER_META_BYTES_MAX = 2048;
-const STORED_HEADERS = ['content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
+export const USER_META_BYTES_MAX = 2048;
+export const STORED_HEADERS = ['content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
 const READ_RETRIES = 3;
 
 export function indexOf(ctx: S3Context, bucket: BucketRecord): BucketIndex {
@@ -32,7 +38,7 @@ export function indexOf(ctx: S3Context, bucket: BucketRecord): BucketIndex {
 
 export const dataPools = (ctx: S3Context, bucket: BucketRecord) => ({ manifests: ctx.services.metaPool, pieces: bucket.dataPool });
 
-function userMeta(ctx: S3Context): Record<string, string> {
+export function userMeta(ctx: S3Context): Record<string, string> {
   const meta: Record<string, string> = {};
   let bytes = 0;
   for (const [k, v] of ctx.req.headers) {
@@ -44,7 +50,7 @@ function userMeta(ctx: S3Context): Record<string, string> {
   return meta;
 }
 
-function storedHeaders(ctx: S3Context): Record<string, string> {
+export function storedHeaders(ctx: S3Context): Record<string, string> {
   const out: Record<string, string> = {};
   for (const h of STORED_HEADERS) {
     const v = ctx.req.headers.get(h);
@@ -54,8 +60,8 @@ function storedHeaders(ctx: S3Context): Record<string, string> {
 }
 
 /** Streams the verified request body into a new striped object; returns its entry (not yet in the index). */
-export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: string): Promise<Pick<IndexEntry, 'sizeBytes' | 'etag' | 'checksums'>> {
-  const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c });
+export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: string, computeChecksums: readonly ChecksumAlgorithm[] = []): Promise<Pick<IndexEntry, 'sizeBytes' | 'etag' | 'checksums'>> {
+  const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c, computeChecksums });
   // pipeline (not pipe): a client that disconnects mid-body errors the verifier instead of leaving it waiting.
   void pipeline(ctx.req.raw, verifier).catch(() => undefined);
   const body = Readable.from(verifier);
@@ -68,7 +74,9 @@ export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: 
 }
 
 export async function putObject(ctx: S3Context): Promise<S3Response> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const bucket = await authorizeBucket(ctx, 'PutObject');
+  const owner = writerOf(ctx, bucket);
+  const acl = await newResourceAcl(ctx, { resourceOwner: owner, bucketOwner: bucket.owner, on: 'object' });
   const key = ctx.req.key!;
   if (!ctx.req.headers.has('content-length') && !ctx.req.headers.has('x-amz-decoded-content-length') && ctx.req.headers.get('transfer-encoding') !== 'chunked') {
     throw s3Error('MissingContentLength', 'You must provide the Content-Length HTTP header.');
@@ -86,20 +94,20 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
     ...stored,
     mtimeMs: ctx.services.io.clock.nowMs(),
     data: dataName,
-    owner: ctx.userId!,
+    owner,
+    ...(acl ? { acl } : {}),
     ...(ctx.req.headers.get('content-type') ? { contentType: ctx.req.headers.get('content-type')! } : {}),
     headers: storedHeaders(ctx),
     meta,
   };
-  let replaced: IndexEntry | null;
+  let committed;
   try {
-    replaced = await indexOf(ctx, bucket).swap(key, entry);
+    committed = await commitEntry(ctx, bucket, key, entry);
   } catch (err) {
     await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
     throw err;
   }
-  await removeData(ctx, bucket, replaced);
-  const headers: Record<string, string> = { etag: entry.etag };
+  const headers: Record<string, string> = { etag: entry.etag, ...committed.headers };
   for (const [alg, v] of Object.entries(entry.checksums ?? {})) if (ctx.req.headers.has(checksumHeaderName(alg as ChecksumAlgorithm)) || ctx.req.headers.get('x-amz-sdk-checksum-algorithm')?.toLowerCase() === alg) headers[checksumHeaderName(alg as ChecksumAlgorithm)] = v;
   return { status: 200, headers };
 }
@@ -107,13 +115,16 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
 /** Removes the data an index entry pointed to (it was replaced or deleted). */
 export async function removeData(ctx: S3Context, bucket: BucketRecord, entry: IndexEntry | null): Promise<void> {
   if (!entry) return;
-  const names = entry.parts ? entry.parts.map((p) => p.data) : entry.data ? [entry.data] : [];
+  const names = await dataNamesOf(ctx.services.striper, dataPools(ctx, bucket), entry);
   for (const name of names) {
     await ctx.services.striper.remove(dataPools(ctx, bucket), name).catch((err: unknown) => {
       if (!isTesseraError(err, 'NotFound')) console.error(`s3: could not remove replaced data ${name}: ${(err as Error).message}`);
     });
   }
 }
+
+const invalidRange = (range: string, sizeBytes: number) =>
+  s3Error('InvalidRange', 'The requested range is not satisfiable', { RangeRequested: range, ActualObjectSize: String(sizeBytes) }, { 'content-range': `bytes */${sizeBytes}` });
 
 function parseRange(header: string | undefined, sizeBytes: number): { start: number; end: number } | null {
   if (!header) return null;
@@ -123,7 +134,7 @@ function parseRange(header: string | undefined, sizeBytes: number): { start: num
   let end: number;
   if (m[1] === '') {
     const suffix = Number(m[2]);
-    if (suffix === 0) throw s3Error('InvalidRange', 'The requested range is not satisfiable', { ActualObjectSize: String(sizeBytes) });
+    if (suffix === 0) throw invalidRange(header, sizeBytes);
     start = Math.max(0, sizeBytes - suffix);
     end = sizeBytes - 1;
   } else {
@@ -131,7 +142,7 @@ function parseRange(header: string | undefined, sizeBytes: number): { start: num
     end = m[2] === '' ? sizeBytes - 1 : Math.min(Number(m[2]), sizeBytes - 1);
     if (m[2] !== '' && Number(m[2]) < start) return null;
   }
-  if (start >= sizeBytes) throw s3Error('InvalidRange', 'The requested range is not satisfiable', { ActualObjectSize: String(sizeBytes) });
+  if (start >= sizeBytes) throw invalidRange(header, sizeBytes);
   return { start, end };
 }
 
@@ -150,15 +161,16 @@ function checkConditions(ctx: S3Context, entry: IndexEntry): void {
   const since = h.get('if-modified-since');
   const unmodifiedSince = h.get('if-unmodified-since');
   const mtimeS = Math.floor(entry.mtimeMs / 1000);
+  const notModified = () => s3Error('NotModified', 'Not Modified', {}, { etag: entry.etag, 'last-modified': httpDate(entry.mtimeMs) });
   if (ifMatch !== undefined && !etagMatches(ifMatch, entry.etag)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
   if (ifMatch === undefined && unmodifiedSince !== undefined) {
     const t = Date.parse(unmodifiedSince);
     if (!Number.isNaN(t) && mtimeS > Math.floor(t / 1000)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Unmodified-Since' });
   }
-  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, entry.etag)) throw s3Error('NotModified', 'Not Modified');
+  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, entry.etag)) throw notModified();
   if (ifNoneMatch === undefined && since !== undefined) {
     const t = Date.parse(since);
-    if (!Number.isNaN(t) && mtimeS <= Math.floor(t / 1000)) throw s3Error('NotModified', 'Not Modified');
+    if (!Number.isNaN(t) && mtimeS <= Math.floor(t / 1000)) throw notModified();
   }
 }
 
@@ -174,6 +186,7 @@ function objectHeaders(ctx: S3Context, entry: IndexEntry, ranged: boolean): Reco
   // Whole-object checksums describe whole objects: a ranged answer carries none (as S3).
   if (!ranged && ctx.req.headers.get('x-amz-checksum-mode')?.toUpperCase() === 'ENABLED') {
     for (const [alg, v] of Object.entries(entry.checksums ?? {})) headers[checksumHeaderName(alg as ChecksumAlgorithm)] = v;
+    if (entry.checksumType) headers['x-amz-checksum-type'] = entry.checksumType;
   }
   for (const [param, header] of [
     ['response-content-type', 'content-type'],
@@ -189,18 +202,18 @@ function objectHeaders(ctx: S3Context, entry: IndexEntry, ranged: boolean): Reco
   return headers;
 }
 
+/** The key's current entry (or the version asked for) if the caller may read it (NoSuchKey, or AccessDenied to a caller who may not list the bucket). */
 async function currentEntry(ctx: S3Context, bucket: BucketRecord): Promise<IndexEntry> {
-  const entry = await indexOf(ctx, bucket).get(ctx.req.key!);
-  if (!entry || entry.data === null && !entry.parts) throw s3Error('NoSuchKey', 'The specified key does not exist.', { Key: ctx.req.key! });
-  return entry;
+  return requestedEntry(ctx, { bucket, key: ctx.req.key!, versionId: requestedVersion(ctx), action: ctx.req.method === 'HEAD' ? 'HeadObject' : 'GetObject' });
 }
 
 export async function headObject(ctx: S3Context): Promise<S3Response> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const bucket = await authorizeBucket(ctx, 'HeadObject');
   const entry = await currentEntry(ctx, bucket);
   checkConditions(ctx, entry);
-  const range = parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
-  const headers = objectHeaders(ctx, entry, range !== null);
+  const part = await partSelection(ctx, ctx.services.striper, dataPools(ctx, bucket), entry);
+  const range = part ?? parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
+  const headers = { ...objectHeaders(ctx, entry, range !== null), ...versionIdHeader(bucket, entry), ...part?.headers };
   if (range) {
     headers['content-range'] = `bytes ${range.start}-${range.end}/${entry.sizeBytes}`;
     headers['content-length'] = range.end - range.start + 1;
@@ -211,9 +224,9 @@ export async function headObject(ctx: S3Context): Promise<S3Response> {
 }
 
 /** The bytes [start, end] of an object, across its parts when multipart. */
-async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: IndexEntry, start: number, end: number): AsyncGenerator<Buffer> {
+export async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: IndexEntry, start: number, end: number): AsyncGenerator<Buffer> {
   const pools = dataPools(ctx, bucket);
-  const segments = entry.parts ?? [{ data: entry.data!, sizeBytes: entry.sizeBytes, etag: entry.etag }];
+  const segments = await segmentsOf(ctx.services.striper, pools, entry);
   let base = 0;
   for (const part of segments) {
     const partEnd = base + part.sizeBytes - 1;
@@ -228,14 +241,15 @@ async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: IndexEn
 }
 
 export async function getObject(ctx: S3Context): Promise<S3Response> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
+  const bucket = await authorizeBucket(ctx, 'GetObject');
   for (let attempt = 0; ; attempt++) {
     const entry = await currentEntry(ctx, bucket);
     checkConditions(ctx, entry);
-    const range = parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
+    const part = await partSelection(ctx, ctx.services.striper, dataPools(ctx, bucket), entry);
+    const range = part ?? parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
     const start = range?.start ?? 0;
     const end = range?.end ?? entry.sizeBytes - 1;
-    const headers = objectHeaders(ctx, entry, range !== null);
+    const headers = { ...objectHeaders(ctx, entry, range !== null), ...versionIdHeader(bucket, entry), ...part?.headers };
     headers['content-length'] = Math.max(0, end - start + 1);
     if (range) headers['content-range'] = `bytes ${start}-${end}/${entry.sizeBytes}`;
     if (entry.sizeBytes === 0) return { status: 200, headers, body: Buffer.alloc(0) };
@@ -261,9 +275,7 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
 }
 
 export async function deleteObject(ctx: S3Context): Promise<S3Response> {
-  const bucket = await ownedBucket(ctx, ctx.req.bucket!);
-  const replaced = await indexOf(ctx, bucket).swap(ctx.req.key!, null);
-  await removeData(ctx, bucket, replaced);
-  return { status: 204 };
+  const bucket = await authorizeBucket(ctx, 'DeleteObject');
+  return deleteObjectResponse(ctx, bucket);
 }
 

@@ -1,4 +1,7 @@
 /** Small helpers shared by the S3 operations. */
+import { pipeline } from 'node:stream/promises';
+import { crc32c } from '../../../src/client/checksum.js';
+import { createBodyVerifier } from '../auth/index.js';
 import { s3Error } from '../errors.js';
 import type { S3Context } from '../context.js';
 
@@ -27,5 +30,26 @@ export async function readSmallBody(ctx: S3Context, maxBytes: number): Promise<B
     if (total > maxBytes) throw s3Error('MaxMessageLengthExceeded', 'Your request was too big.');
     chunks.push(chunk as Buffer);
   }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * Reads a small request body (XML documents) under a byte limit through the
+ * body verifier: aws-chunked framing decoded, x-amz-content-sha256,
+ * Content-MD5 and x-amz-checksum-* verified (the SDK sends a CRC32 with
+ * every configuration document). The bytes are returned only if all held.
+ */
+export async function readVerifiedBody(ctx: S3Context, maxBytes: number): Promise<Buffer> {
+  const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c });
+  if (verifier.declaredLengthBytes !== null && verifier.declaredLengthBytes > maxBytes) throw s3Error('MaxMessageLengthExceeded', 'Your request was too big.');
+  const chunks: Buffer[] = [];
+  let total = 0;
+  await pipeline(ctx.req.raw, verifier, async (source: AsyncIterable<Buffer>) => {
+    for await (const chunk of source) {
+      total += chunk.length;
+      if (total > maxBytes) throw s3Error('MaxMessageLengthExceeded', 'Your request was too big.');
+      chunks.push(chunk);
+    }
+  });
   return Buffer.concat(chunks);
 }

@@ -1,0 +1,336 @@
+/**
+ * S3 benchmark (the S3 gateway issue): PUT and GET of 4 KiB (ops/s), 4 MiB
+ * and 64 MiB (MB/s) objects at concurrency 1, 16 and 64, with p50/p99, on
+ * the replicated and the erasure-coded pool, through any S3 endpoint.
+ *
+ * Without --endpoint it starts `tessera up` on a temporary directory and
+ * measures its S3 gateway (buckets placed in pool "rep" or "ec" by their
+ * location constraint), and, in the same run, the cluster layer's own figure
+ * for each case (TesseraClient put/read of the same size at the same
+ * concurrency into the same pool): each S3 figure comes with its ratio to
+ * that baseline, and the floors of the issue are checked (4 MiB >= 80%,
+ * 4 KiB >= 60%). With --peer-endpoint (or --peer-env FILE, as written by
+ * ../shared/peers/ceph-up.sh) it then measures the peer the same way (its EC
+ * cases through --peer-ec-storage-class, default STANDARD_IA: radosgw's EC
+ * 2+1 pool) and prints Tessera / peer ratios. A case the endpoint refuses
+ * (an EC pool that answers NotImplemented) is printed as skipped.
+ *
+ * The client is the AWS SDK v3 with its lightest settings (UNSIGNED-PAYLOAD
+ * stream bodies, no checksums, 256 keep-alive sockets); GET bodies are read
+ * and dropped. Objects of 4 MiB and more are deleted after each case.
+ * Never part of the test suite.
+ *
+ * Usage: node dist/bench/s3.js [--seconds N] [--sizes 4KiB,4MiB,64MiB] [--concurrency 1,16,64] [--pools rep,ec]
+ *          [--endpoint URL --access-key AK --secret-key SK]
+ *          [--peer-endpoint URL --peer-access-key AK --peer-secret-key SK | --peer-env FILE] [--peer-name NAME]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { randomBytes } from 'node:crypto';
+import { CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client, type StorageClass } from '@aws-sdk/client-s3';
+import { systemIo } from '../src/io/system.js';
+import { TesseraClient } from '../src/client/client.js';
+import { connectMapService } from '../cluster/map-daemon.js';
+import { emit, printHost, resultOf, type BenchResult, type LoopStats } from './lib.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const SIZES: Record<string, number> = { '4KiB': 4 * KiB, '4MiB': 4 * MiB, '64MiB': 64 * MiB };
+/** The issue's floors: S3 / cluster, by size. */
+const FLOORS: Record<string, number> = { '4KiB': 0.6, '4MiB': 0.8 };
+
+const { values: args } = parseArgs({
+  options: {
+    seconds: { type: 'string' },
+    sizes: { type: 'string' },
+    concurrency: { type: 'string' },
+    pools: { type: 'string' },
+    endpoint: { type: 'string' },
+    'access-key': { type: 'string' },
+    'secret-key': { type: 'string' },
+    'peer-endpoint': { type: 'string' },
+    'peer-access-key': { type: 'string' },
+    'peer-secret-key': { type: 'string' },
+    'peer-env': { type: 'string' },
+    'peer-name': { type: 'string' },
+    'peer-ec-storage-class': { type: 'string' },
+  },
+});
+const seconds = Number(args.seconds ?? 3);
+const sizes = (args.sizes ?? '4KiB,4MiB,64MiB').split(',').map((s) => {
+  if (!SIZES[s]) throw new Error(`--sizes: ${s} is not one of ${Object.keys(SIZES).join(', ')}`);
+  return s;
+});
+const concurrencies = (args.concurrency ?? '1,16,64').split(',').map(Number);
+const pools = (args.pools ?? 'rep,ec').split(',');
+const io = systemIo();
+
+interface Target {
+  name: string;
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** How a bucket (or object) lands in each pool. */
+  placement: (pool: string) => { location?: string; storageClass?: string };
+}
+
+function s3For(t: Target): S3Client {
+  return new S3Client({
+    endpoint: t.endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: t.accessKeyId, secretAccessKey: t.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: 1,
+    requestHandler: { httpAgent: { keepAlive: true, maxSockets: 256 }, requestTimeout: 600_000 },
+  });
+}
+
+async function drain(body: unknown): Promise<number> {
+  let n = 0;
+  for await (const chunk of body as AsyncIterable<Uint8Array>) n += chunk.length;
+  return n;
+}
+
+const errorName = (err: unknown): string => (err as Error)?.name ?? String(err);
+
+/** Runs op from `workers` loops for `seconds`; the first failure stops the case and is reported with what was done. */
+async function timed(workers: number, op: (i: number) => Promise<void>): Promise<{ stats: LoopStats; error: string | null }> {
+  let next = 0;
+  let error: string | null = null;
+  const latenciesMs: number[] = [];
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  const worker = async (): Promise<void> => {
+    while (error === null && performance.now() < deadline) {
+      const i = next++;
+      const t = performance.now();
+      try {
+        await op(i);
+      } catch (err) {
+        error ??= `${errorName(err)}: ${(err as Error)?.message ?? ''}`.slice(0, 300);
+        return;
+      }
+      latenciesMs.push(performance.now() - t);
+    }
+  };
+  await Promise.all(Array.from({ length: workers }, worker));
+  latenciesMs.sort((a, b) => a - b);
+  return { stats: { ops: latenciesMs.length, seconds: (performance.now() - start) / 1000, latenciesMs }, error };
+}
+
+interface CaseKey {
+  pool: string;
+  label: string;
+  workers: number;
+  op: 'put' | 'get';
+}
+const keyOf = (c: CaseKey): string => `${c.pool} ${c.op} ${c.label} c=${c.workers}`;
+const figureOf = (label: string, r: BenchResult): number => (label === '4KiB' ? r.opsPerSec : r.bytesPerSec);
+
+/** S3 PUT then GET (then DELETE of large objects) for every size and concurrency on one pool of one target. */
+async function s3Cases(t: Target, s3: S3Client, pool: string, out: Map<string, BenchResult>): Promise<void> {
+  const bucket = `bench-${pool}-${randomBytes(3).toString('hex')}`;
+  const { location, storageClass } = t.placement(pool);
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: bucket, ...(location ? { CreateBucketConfiguration: { LocationConstraint: location as never } } : {}) }));
+    // Probe: an endpoint whose pool refuses writes (EC still being built) skips this pool.
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'probe', Body: Buffer.alloc(64 * KiB, 7), ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }));
+  } catch (err) {
+    for (const label of sizes) for (const workers of concurrencies) for (const op of ['put', 'get'] as const) {
+      emit({ name: `s3 ${t.name} ${keyOf({ pool, label, workers, op })}`, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: `${errorName(err)}: ${(err as Error).message}` });
+    }
+    return;
+  }
+  for (const label of sizes) {
+    const size = SIZES[label]!;
+    const data = randomBytes(size);
+    for (const workers of concurrencies) {
+      const prefix = `${label}/c${workers}/`;
+      const put = await timed(workers, async (i) => {
+        await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${i}`, Body: Readable.from([data]), ContentLength: size, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }));
+      });
+      const written = put.stats.ops;
+      record(out, `s3 ${t.name}`, { pool, label, workers, op: 'put' }, put, size);
+      const get = await timed(workers, async (i) => {
+        const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${i % Math.max(1, written)}` }));
+        const n = await drain(res.Body);
+        if (n !== size) throw new Error(`GET returned ${n} of ${size} bytes`);
+      });
+      record(out, `s3 ${t.name}`, { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size);
+      if (size >= 4 * MiB) await removeAll(written, 16, (i) => s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}${i}` })).then(() => undefined));
+    }
+  }
+}
+
+/** The cluster layer's figure: TesseraClient put/read of the same sizes, same concurrency, same pool. */
+async function clusterCases(client: TesseraClient, pool: string, out: Map<string, BenchResult>): Promise<void> {
+  for (const label of sizes) {
+    const size = SIZES[label]!;
+    const data = randomBytes(size);
+    for (const workers of concurrencies) {
+      const prefix = `bench/${label}/c${workers}/`;
+      const put = await timed(workers, (i) => client.put(pool, `${prefix}${i}`, data).then(() => undefined));
+      const written = put.stats.ops;
+      record(out, 'cluster', { pool, label, workers, op: 'put' }, put, size);
+      const get = await timed(workers, async (i) => {
+        const got = await client.read(pool, `${prefix}${i % Math.max(1, written)}`);
+        if (got.length !== size) throw new Error(`read ${got.length} of ${size} bytes`);
+      });
+      record(out, 'cluster', { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size);
+      if (size >= 4 * MiB) await removeAll(written, 16, (i) => client.remove(pool, `${prefix}${i}`).then(() => undefined));
+    }
+  }
+}
+
+async function removeAll(count: number, workers: number, remove: (i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: workers }, async () => {
+      while (next < count) await remove(next++).catch(() => undefined);
+    }),
+  );
+}
+
+function record(out: Map<string, BenchResult>, who: string, c: CaseKey, r: { stats: LoopStats; error: string | null }, size: number): void {
+  const name = `${who} ${keyOf(c)}`;
+  if (r.error !== null && r.stats.ops === 0) {
+    const skipped: BenchResult = { name, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: r.error };
+    out.set(name, skipped);
+    return;
+  }
+  const result = resultOf(name, r.stats, size, { MBps: (r.stats.ops * size) / r.stats.seconds / 1e6, ops: r.stats.ops, ...(r.error ? { error: r.error } : {}) });
+  out.set(name, result);
+}
+
+function withCluster(s3: BenchResult, cluster: BenchResult | undefined, label: string): BenchResult {
+  if (s3.skipped || !cluster || cluster.skipped) return { ...s3, ...(cluster?.skipped ? { baselineSkipped: cluster.reason } : {}) };
+  const ratio = figureOf(label, s3) / figureOf(label, cluster);
+  const floor = FLOORS[label];
+  return {
+    ...s3,
+    baseline: cluster.name,
+    baselineValue: figureOf(label, cluster),
+    ratioToBaseline: ratio,
+    unit: label === '4KiB' ? 'ops/s' : 'B/s',
+    ...(floor !== undefined ? { floor, meetsFloor: ratio >= floor } : {}),
+  };
+}
+
+async function startTessera(dir: string): Promise<{ child: ChildProcess; target: Target; map: string }> {
+  const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
+  const base = 22_000 + (process.pid % 500) * 16;
+  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--s3-port', String(base + 14), '--pgs', '64'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.startsWith('Ctrl-C')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`tessera up exited ${code}`)));
+  });
+  const file = JSON.parse(await readFile(join(dir, 'client.json'), 'utf8')) as { map: string; s3: { endpoint: string; admin: { accessKeyId: string; secretAccessKey: string } } };
+  return {
+    child,
+    map: file.map,
+    target: { name: 'tessera', endpoint: file.s3.endpoint, accessKeyId: file.s3.admin.accessKeyId, secretAccessKey: file.s3.admin.secretAccessKey, placement: (pool) => ({ location: pool }) },
+  };
+}
+
+async function peerTarget(): Promise<Target | null> {
+  let endpoint = args['peer-endpoint'];
+  let accessKeyId = args['peer-access-key'];
+  let secretAccessKey = args['peer-secret-key'];
+  if (args['peer-env']) {
+    const vars = new Map<string, string>();
+    for (const m of (await readFile(args['peer-env'], 'utf8')).matchAll(/^(?:export\s+)?([A-Z_]+)=(.*)$/gm)) vars.set(m[1]!, m[2]!.replace(/^["']|["']$/g, ''));
+    endpoint ??= vars.get('S3_ENDPOINT');
+    accessKeyId ??= vars.get('AWS_ACCESS_KEY_ID');
+    secretAccessKey ??= vars.get('AWS_SECRET_ACCESS_KEY');
+  }
+  if (!endpoint) return null;
+  if (!accessKeyId || !secretAccessKey) throw new Error('the peer needs --peer-access-key and --peer-secret-key (or --peer-env)');
+  const ecClass = args['peer-ec-storage-class'] ?? 'STANDARD_IA';
+  return { name: args['peer-name'] ?? 'peer', endpoint, accessKeyId, secretAccessKey, placement: (pool) => (pool === 'ec' ? { storageClass: ecClass } : {}) };
+}
+
+function emitAll(results: Map<string, BenchResult>, cluster: Map<string, BenchResult>, who: string): void {
+  for (const pool of pools) for (const label of sizes) for (const op of ['put', 'get'] as const) for (const workers of concurrencies) {
+    const c = { pool, label, workers, op };
+    const r = results.get(`s3 ${who} ${keyOf(c)}`);
+    if (r) emit(withCluster(r, cluster.get(`cluster ${keyOf(c)}`), label));
+  }
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'tessera-s3-bench-'));
+  printHost({ bench: 's3', seconds, sizes, concurrencies, pools, client: 'aws-sdk v3, UNSIGNED-PAYLOAD, no checksums' });
+  let tessera: { child: ChildProcess; target: Target; map: string } | null = null;
+  const clusterResults = new Map<string, BenchResult>();
+  const tesseraResults = new Map<string, BenchResult>();
+  try {
+    let target: Target;
+    if (args.endpoint) {
+      if (!args['access-key'] || !args['secret-key']) throw new Error('--endpoint needs --access-key and --secret-key');
+      target = { name: 'target', endpoint: args.endpoint, accessKeyId: args['access-key'], secretAccessKey: args['secret-key'], placement: (pool) => ({ location: pool }) };
+    } else {
+      tessera = await startTessera(join(dir, 'cluster'));
+      target = tessera.target;
+    }
+    const s3 = s3For(target);
+    try {
+      for (const pool of pools) {
+        await s3Cases(target, s3, pool, tesseraResults);
+        if (tessera) {
+          const conn = connectMapService(io, tessera.map);
+          const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 600_000 });
+          try {
+            if (client.view.map.pools.some((p) => p.name === pool)) await clusterCases(client, pool, clusterResults);
+          } finally {
+            await client.close();
+            await conn.close();
+          }
+        }
+      }
+    } finally {
+      s3.destroy();
+    }
+    for (const r of clusterResults.values()) emit(r);
+    emitAll(tesseraResults, clusterResults, target.name);
+
+    const peer = await peerTarget();
+    if (peer) {
+      const peerResults = new Map<string, BenchResult>();
+      const ps3 = s3For(peer);
+      try {
+        for (const pool of pools) await s3Cases(peer, ps3, pool, peerResults);
+      } finally {
+        ps3.destroy();
+      }
+      emitAll(peerResults, new Map(), peer.name);
+      for (const [name, r] of tesseraResults) {
+        const p = peerResults.get(name.replace(`s3 ${target.name} `, `s3 ${peer.name} `));
+        const label = sizes.find((l) => name.includes(` ${l} `))!;
+        if (!p || r.skipped || p.skipped) continue;
+        emit({ ...r, name: `${name} vs ${peer.name}`, baseline: p.name, baselineValue: figureOf(label, p), ratioToBaseline: figureOf(label, r) / figureOf(label, p), unit: label === '4KiB' ? 'ops/s' : 'B/s' });
+      }
+    }
+  } finally {
+    if (tessera) {
+      const child = tessera.child;
+      await new Promise<void>((resolve) => {
+        if (child.exitCode !== null) return resolve();
+        child.once('exit', () => resolve());
+        child.kill('SIGINT');
+      });
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
