@@ -3,7 +3,8 @@
 # are missing and this is root on a Debian-like system. Never fails the caller
 # for a package it cannot install: the tests that need it skip loudly instead.
 set -uo pipefail
-packages=(libisal-dev etcd-server)
+# awscli, rclone, s3cmd: real S3 clients for the gateway's tests (test/s3-clients, test/cli-up).
+packages=(libisal-dev etcd-server awscli rclone s3cmd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

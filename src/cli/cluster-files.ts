@@ -2,8 +2,8 @@
  * The files `tessera up` keeps in its data directory:
  *   cluster.json  the layout it created (cluster id, hosts, disks and ports, map service port)
  *   client.json   what clients and scripts need to reach the cluster: the map
- *                 service address and the pools (mode 0600: it will carry
- *                 admin credentials)
+ *                 service address, the pools, the S3 endpoint and the S3
+ *                 admin user's keys (mode 0600: it carries the admin secret)
  *   map/          the map service's files (cluster map epochs, pg history)
  *   disks/diskN/  each disk's store
  * Documented in docs/operations.md.
@@ -14,6 +14,8 @@ import type { Io } from '../io/io.js';
 export interface ClusterLayout {
   clusterId: string;
   mapPort: number;
+  /** Port of the S3 gateway (absent in layouts written before it ran: 9000). */
+  s3Port?: number;
   disks: Array<{ diskId: number; host: string; path: string; listenHost: string; port: number }>;
 }
 
@@ -22,6 +24,27 @@ export interface ClientFile {
   /** "host:port" of the map service. */
   map: string;
   pools: Array<{ name: string; type: string }>;
+  /** The S3 gateway `tessera up` runs, and its admin user. */
+  s3?: ClientFileS3;
+}
+
+export interface S3Credentials {
+  /** The canonical user id (64 hex) S3 returns as Owner. */
+  userId: string;
+  displayName: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+export interface ClientFileS3 {
+  /** "http://host:port", path-style addressing. */
+  endpoint: string;
+  region: string;
+  /** Replicated pool of users, buckets and bucket indexes. */
+  metaPool: string;
+  /** Default data pool of new buckets. */
+  dataPool: string;
+  admin: S3Credentials;
 }
 
 export async function readJson<T>(io: Io, path: string): Promise<T | null> {

@@ -1,29 +1,44 @@
 /**
- * `tessera up`: the all-in-one cluster on local directories. This process
- * runs the map service (embedded, port --map-port) and supervises one storage
- * daemon process per disk: a daemon that exits is marked down in the map at
- * once and restarted with backoff. The first run creates the layout (hosts x
- * disks, failure domains in the map only: it is one machine) and two pools:
- * "rep" (replicated, size 3, min_size 2, one copy per host) and "ec"
- * (erasure-coded 4+2, one shard per disk). Running it again on the same
- * directory resumes the cluster with its data. SIGINT/SIGTERM stop every
- * daemon cleanly (SIGTERM each, by PID; SIGKILL after a timeout). With
- * `etcd` (--etcd URL[,URL...]) the map and pg history live in etcd instead of
- * the data directory (cluster/map-store-etcd.ts); give it on every run.
+ * `tessera up`: the all-in-one cluster on local directories, serving S3. This
+ * process runs the map service (embedded, port --map-port) and supervises one
+ * storage daemon process per disk and one S3 gateway process (`tessera s3`,
+ * 127.0.0.1:--s3-port, default 9000): a child that exits is restarted with
+ * backoff (a daemon is first marked down in the map, at once). The first run
+ * creates the layout (hosts x disks, failure domains in the map only: it is
+ * one machine), two pools: "rep" (replicated, size 3, min_size 2, one copy per
+ * host) and "ec" (erasure-coded 4+2, one shard per disk), and an S3 admin
+ * user with generated keys, which go to the owner-only client file
+ * (client.json) before they go to the cluster; every run makes sure that user
+ * exists, so resuming keeps the same keys. The secret is printed on the first
+ * run only. Running it again on the same directory resumes the cluster with
+ * its data. SIGINT/SIGTERM stop the gateway, then every daemon (SIGTERM each,
+ * by PID; SIGKILL after a timeout), then the map service. With `etcd` (--etcd
+ * URL[,URL...]) the map and pg history live in etcd instead of the data
+ * directory (cluster/map-store-etcd.ts); give it on every run.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { resolve as resolvePath, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Io } from '../io/io.js';
+import { TesseraClient } from '../client/client.js';
+import { UserStore } from '../../gateways/s3/meta/users.js';
 import { startMapDaemon, type MapDaemon } from '../../cluster/map-daemon.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap } from '../../cluster/map.js';
-import { clientPath, layoutPath, readJson, writeJson, type ClusterLayout } from './cluster-files.js';
+import { clientPath, layoutPath, readJson, writeJson, type ClientFile, type ClientFileS3, type ClusterLayout } from './cluster-files.js';
+import { ensureS3User, generateCredentials } from './user.js';
 
 const tesseraBin = fileURLToPath(new URL('../bin/tessera.js', import.meta.url));
 const STOP_TIMEOUT_MS = 15_000;
 const RESTART_BACKOFF_MS = [500, 1000, 2000, 5000, 10_000];
+const S3_PORT_DEFAULT = 9000;
+const S3_REGION = 'us-east-1';
+const META_POOL = 'rep';
+const DATA_POOL = 'rep';
+const ADMIN_NAME = 'admin';
+/** How long the first writes (the admin user) may wait for the replicated pool to become active. */
+const BOOTSTRAP_TIMEOUT_MS = 120_000;
 
 export interface UpOptions {
   io: Io;
@@ -33,14 +48,22 @@ export interface UpOptions {
   basePort: number;
   mapPort: number;
   pgCount: number;
+  /** Port of the S3 gateway: given, else the layout's, else 9000 (0: any free port). */
+  s3Port?: number;
   /** etcd client URLs: keep the map in etcd rather than in dataDir/map (the default). */
   etcd?: string[];
 }
 
+/** A child process `up` keeps running: restarted with backoff when it exits. */
 interface Supervised {
-  disk: ClusterLayout['disks'][number];
+  label: string;
+  /** Arguments after the tessera entry point; the listen address is fixed once the first start bound it. */
+  args: () => string[];
   child: ChildProcess | null;
   restarts: number;
+  port: number | null;
+  /** Runs when the child exits while `up` is not stopping (before the restart). */
+  onCrash?: () => void;
 }
 
 function initialClusterMap(layout: ClusterLayout, o: UpOptions): ClusterMap {
@@ -66,27 +89,26 @@ async function loadOrCreateLayout(o: UpOptions): Promise<{ layout: ClusterLayout
       disks.push({ diskId, host: `host${h}`, path: join(dataDir, 'disks', `disk${diskId}`), listenHost: '127.0.0.1', port: o.basePort + diskId });
     }
   }
-  const layout: ClusterLayout = { clusterId: o.io.random.bytes(8).toString('hex'), mapPort: o.mapPort, disks };
+  const layout: ClusterLayout = { clusterId: o.io.random.bytes(8).toString('hex'), mapPort: o.mapPort, s3Port: o.s3Port ?? S3_PORT_DEFAULT, disks };
   await writeJson(o.io, layoutPath(dataDir), layout);
   return { layout, created: true };
 }
 
-function startDaemon(s: Supervised, layout: ClusterLayout, onExit: (s: Supervised, code: number | null) => void): Promise<void> {
+/** Starts the child; resolves with the port from its {"event":"listening"} line. */
+function startChild(s: Supervised, onExit: (s: Supervised, code: number | null) => void): Promise<number> {
   return new Promise((resolve, reject) => {
-    const { disk } = s;
-    const args = [tesseraBin, 'daemon', '--disk', disk.path, '--listen', `${disk.listenHost}:${disk.port}`, '--cluster-id', layout.clusterId, '--disk-id', String(disk.diskId), '--map', `127.0.0.1:${layout.mapPort}`];
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [tesseraBin, ...s.args()], { stdio: ['ignore', 'pipe', 'inherit'] });
     s.child = child;
     let listening = false;
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (!listening && line.includes('"listening"')) {
-        listening = true;
-        resolve();
-      }
+      if (listening || !line.includes('"listening"')) return;
+      listening = true;
+      s.port = (JSON.parse(line) as { port: number }).port;
+      resolve(s.port);
     });
     child.on('exit', (code) => {
       s.child = null;
-      if (!listening) reject(new Error(`daemon for disk ${disk.diskId} exited with ${code} before listening`));
+      if (!listening) reject(new Error(`${s.label} exited with ${code} before listening`));
       onExit(s, code);
     });
   });
@@ -104,7 +126,44 @@ function stopChild(io: Io, child: ChildProcess | null): Promise<void> {
   });
 }
 
+/** The S3 admin user: the client file's, else new credentials (written to the client file before the cluster). */
+async function adminUser(o: UpOptions, mapd: MapDaemon, file: ClientFile): Promise<{ s3: ClientFileS3; created: boolean }> {
+  const previous = (await readJson<ClientFile>(o.io, clientPath(resolvePath(o.dataDir))))?.s3;
+  const s3: ClientFileS3 = previous ?? { endpoint: '', region: S3_REGION, metaPool: META_POOL, dataPool: DATA_POOL, admin: generateCredentials(o.io, ADMIN_NAME) };
+  if (!previous) await writeJson(o.io, clientPath(resolvePath(o.dataDir)), { ...file, s3 });
+  const client = await TesseraClient.connect({ io: o.io, mapService: mapd.service, timeoutMs: BOOTSTRAP_TIMEOUT_MS });
+  try {
+    const outcome = await ensureS3User(new UserStore(o.io, client, s3.metaPool, 0), s3.admin);
+    return { s3, created: !previous || outcome === 'created' };
+  } finally {
+    await client.close();
+  }
+}
+
+function summary(o: UpOptions, layout: ClusterLayout, map: ClusterMap, daemons: Supervised[], gateway: Supervised, s3: ClientFileS3, adminCreated: boolean): string {
+  const dataDir = resolvePath(o.dataDir);
+  const { admin } = s3;
+  return [
+    `tessera: cluster ${layout.clusterId} up in ${dataDir} (map epoch ${map.epoch})`,
+    `  map service on 127.0.0.1:${layout.mapPort}${o.etcd ? ` (map in etcd: ${o.etcd.join(',')})` : ''}`,
+    ...layout.disks.map((d, i) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${daemons[i]?.child?.pid}`),
+    ...map.pools.map((p) => `  pool ${p.name}: ${p.redundancy.type === 'replicated' ? `replicated, size ${p.redundancy.size}` : `erasure-coded ${p.redundancy.dataShards}+${p.redundancy.parityShards}`}, ${p.pgCount} pgs, one per ${p.failureDomain}`),
+    `  S3 endpoint: ${s3.endpoint} (gateway pid ${gateway.child?.pid}; region ${s3.region}, path-style; users, buckets and indexes in pool ${s3.metaPool}, new buckets' data in pool ${s3.dataPool})`,
+    ...(adminCreated
+      ? [`  S3 admin user "${admin.displayName}" created; its keys (shown only now, and kept in the client file):`, `    AWS_ACCESS_KEY_ID=${admin.accessKeyId}`, `    AWS_SECRET_ACCESS_KEY=${admin.secretAccessKey}`]
+      : [`  S3 admin user "${admin.displayName}": access key ${admin.accessKeyId} (secret key in the client file)`]),
+    `  client file: ${clientPath(dataDir)}`,
+    'Ctrl-C stops everything.',
+    '',
+  ].join('\n');
+}
+
 export async function runUp(o: UpOptions): Promise<number> {
+  // Listen from the start: a signal during start-up stops everything once it is up, not this process alone.
+  const signalled = new Promise<void>((resolve) => {
+    process.once('SIGINT', resolve);
+    process.once('SIGTERM', resolve);
+  });
   const { layout, created } = await loadOrCreateLayout(o);
   const dataDir = resolvePath(o.dataDir);
   const mapd: MapDaemon = await startMapDaemon({
@@ -114,51 +173,59 @@ export async function runUp(o: UpOptions): Promise<number> {
     port: layout.mapPort,
     ...(created ? { create: initialClusterMap(layout, o) } : {}),
   });
+  const mapAddress = `127.0.0.1:${mapd.port}`;
   let stopping = false;
-  const supervised: Supervised[] = layout.disks.map((disk) => ({ disk, child: null, restarts: 0 }));
+  const daemons: Supervised[] = layout.disks.map((disk) => ({
+    label: `daemon of disk ${disk.diskId}`,
+    args: () => ['daemon', '--disk', disk.path, '--listen', `${disk.listenHost}:${disk.port}`, '--cluster-id', layout.clusterId, '--disk-id', String(disk.diskId), '--map', mapAddress],
+    child: null,
+    restarts: 0,
+    port: null,
+    onCrash: () => void mapd.service.change((m) => setDiskState(m, disk.diskId, { up: false })).catch(() => undefined),
+  }));
+  const s3Port = o.s3Port ?? layout.s3Port ?? S3_PORT_DEFAULT;
+  const gateway: Supervised = {
+    label: 'S3 gateway',
+    // A restarted gateway keeps the port its first start bound (with --s3-port 0 too).
+    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION],
+    child: null,
+    restarts: 0,
+    port: null,
+  };
   const onExit = (s: Supervised, code: number | null): void => {
     if (stopping) return;
-    void mapd.service.change((m) => setDiskState(m, s.disk.diskId, { up: false })).catch(() => undefined);
+    s.onCrash?.();
     const delayMs = RESTART_BACKOFF_MS[Math.min(s.restarts, RESTART_BACKOFF_MS.length - 1)]!;
     s.restarts++;
-    process.stderr.write(`tessera up: daemon of disk ${s.disk.diskId} exited (${code}); marked down, restarting in ${delayMs} ms\n`);
+    process.stderr.write(`tessera up: ${s.label} exited (${code})${s.onCrash ? '; marked down' : ''}, restarting in ${delayMs} ms\n`);
     o.io.clock.setTimeout(() => {
-      if (!stopping) startDaemon(s, layout, onExit).catch((err: Error) => process.stderr.write(`tessera up: ${err.message}\n`));
+      if (!stopping) startChild(s, onExit).catch((err: Error) => process.stderr.write(`tessera up: ${err.message}\n`));
     }, delayMs);
   };
   const stopAll = async (): Promise<void> => {
     stopping = true;
-    await Promise.all(supervised.map((s) => stopChild(o.io, s.child)));
+    await stopChild(o.io, gateway.child);
+    await Promise.all(daemons.map((s) => stopChild(o.io, s.child)));
     await mapd.close();
   };
+  let map: ClusterMap;
+  let s3: ClientFileS3;
+  let adminCreated: boolean;
   try {
-    await Promise.all(supervised.map((s) => startDaemon(s, layout, onExit)));
+    await Promise.all(daemons.map((s) => startChild(s, onExit)));
+    map = await mapd.service.current();
+    const file: ClientFile = { clusterId: layout.clusterId, map: mapAddress, pools: map.pools.map((p) => ({ name: p.name, type: p.redundancy.type })) };
+    const admin = await adminUser(o, mapd, file);
+    adminCreated = admin.created;
+    const port = await startChild(gateway, onExit);
+    s3 = { ...admin.s3, endpoint: `http://127.0.0.1:${port}` };
+    await writeJson(o.io, clientPath(dataDir), { ...file, s3 });
   } catch (err) {
     await stopAll();
     throw err;
   }
-  const map = await mapd.service.current();
-  await writeJson(o.io, clientPath(dataDir), {
-    clusterId: layout.clusterId,
-    map: `127.0.0.1:${mapd.port}`,
-    pools: map.pools.map((p) => ({ name: p.name, type: p.redundancy.type })),
-  });
-  process.stdout.write(
-    [
-      `tessera: cluster ${layout.clusterId} up in ${dataDir} (map epoch ${map.epoch})`,
-      `  map service on 127.0.0.1:${mapd.port}${o.etcd ? ` (map in etcd: ${o.etcd.join(',')})` : ''}`,
-      ...layout.disks.map((d) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${supervised[d.diskId]?.child?.pid}`),
-      ...map.pools.map((p) => `  pool ${p.name}: ${p.redundancy.type === 'replicated' ? `replicated, size ${p.redundancy.size}` : `erasure-coded ${p.redundancy.dataShards}+${p.redundancy.parityShards}`}, ${p.pgCount} pgs, one per ${p.failureDomain}`),
-      `  client file: ${clientPath(dataDir)}`,
-      '  (no S3 gateway yet: see README)',
-      'Ctrl-C stops everything.',
-      '',
-    ].join('\n'),
-  );
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
+  process.stdout.write(summary(o, layout, map, daemons, gateway, s3, adminCreated));
+  await signalled;
   process.stdout.write('tessera: stopping\n');
   await stopAll();
   return 0;

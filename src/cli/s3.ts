@@ -1,0 +1,80 @@
+/**
+ * `tessera s3`: the S3 gateway (gateways/s3) as a process of its own, talking
+ * to the cluster through the client library. It follows the map service at
+ * --map, keeps users, buckets and bucket indexes in --meta-pool and new
+ * buckets' data in --data-pool (a bucket may name another pool at creation).
+ * Prints one JSON line when it listens ({"event":"listening",...}: `tessera
+ * up` and tests wait for it). SIGTERM or SIGINT stop accepting, drain the
+ * requests in flight (at most drainTimeoutMs), then close the client.
+ */
+import type { Io } from '../io/io.js';
+import { TesseraClient } from '../client/client.js';
+import { connectMapService } from '../../cluster/map-daemon.js';
+import { S3Gateway } from '../../gateways/s3/gateway.js';
+
+export interface S3CommandOptions {
+  io: Io;
+  /** "host:port" of the map service. */
+  map: string;
+  host: string;
+  port: number;
+  metaPool: string;
+  dataPool: string;
+  region?: string;
+  /** How long a stopping gateway waits for requests in flight before it exits anyway. */
+  drainTimeoutMs?: number;
+}
+
+const DRAIN_TIMEOUT_MS = 10_000;
+const CLIENT_TIMEOUT_MS = 60_000;
+
+function waitForSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+}
+
+function checkPools(client: TesseraClient, o: S3CommandOptions): void {
+  const names = client.view.map.pools.map((p) => p.name);
+  for (const [flag, pool] of [['--meta-pool', o.metaPool], ['--data-pool', o.dataPool]] as const) {
+    if (!names.includes(pool)) throw new Error(`${flag} ${pool}: no such pool (the cluster has ${names.join(', ') || 'none'})`);
+  }
+  const meta = client.pool(o.metaPool);
+  if (meta.redundancy.type !== 'replicated') throw new Error(`--meta-pool ${o.metaPool} must be a replicated pool (bucket indexes use omap)`);
+}
+
+export async function runS3(o: S3CommandOptions): Promise<number> {
+  const signal = waitForSignal();
+  const conn = connectMapService(o.io, o.map);
+  let client: TesseraClient | null = null;
+  let gateway: S3Gateway | null = null;
+  try {
+    client = await TesseraClient.connect({ io: o.io, mapService: conn.service, timeoutMs: CLIENT_TIMEOUT_MS });
+    checkPools(client, o);
+    gateway = await S3Gateway.start({
+      io: o.io,
+      client,
+      host: o.host,
+      port: o.port,
+      metaPool: o.metaPool,
+      defaultDataPool: o.dataPool,
+      ...(o.region !== undefined ? { region: o.region } : {}),
+    });
+    process.stdout.write(`${JSON.stringify({ event: 'listening', service: 's3', host: o.host, port: gateway.port, pid: process.pid })}\n`);
+    await signal;
+    const drained = gateway.close();
+    const cancel = new AbortController();
+    const deadline = o.io.clock.sleep(o.drainTimeoutMs ?? DRAIN_TIMEOUT_MS, cancel.signal).then(() => true, () => false);
+    const timedOut = await Promise.race([drained.then(() => false), deadline]);
+    cancel.abort();
+    if (timedOut) process.stderr.write('tessera s3: requests still in flight after the drain timeout; stopping anyway\n');
+    gateway = null;
+    process.stdout.write(`${JSON.stringify({ event: 'stopped', service: 's3' })}\n`);
+    return 0;
+  } finally {
+    if (gateway) await gateway.close().catch(() => undefined);
+    if (client) await client.close();
+    await conn.close();
+  }
+}
