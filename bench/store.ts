@@ -155,6 +155,10 @@ async function runAll(label: string, store: StoreApi, raw: RawDisk, reference?: 
     if (args.only && !c.key.includes(args.only)) continue;
     const results: BenchResult[] = [];
     const baselines: BenchResult[] = [];
+    if (c.kind === 'get' && (written.get(c.sizeBytes === 4 * KiB ? 1 : 2) ?? 0) === 0) {
+      // --only selected reads without their writes: write what they will read first (untimed).
+      await runCase(store, { ...c, kind: 'put', workers: 64 }, written);
+    }
     for (let r = 0; r < rounds; r++) {
       baselines.push(await c.baseline(raw));
       results.push(await runCase(store, c, written));
@@ -182,7 +186,7 @@ async function runAll(label: string, store: StoreApi, raw: RawDisk, reference?: 
 
 async function startDaemon(disk: string): Promise<{ port: number; stop: () => Promise<void> }> {
   const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
-  const child = spawn(process.execPath, [bin, 'daemon', '--disk', disk, '--listen', '127.0.0.1:0', '--cluster-id', 'bench', '--disk-id', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [...(process.env.BENCH_DAEMON_NODE_ARGS ?? '').split(' ').filter(Boolean), bin, 'daemon', '--disk', disk, '--listen', '127.0.0.1:0', '--cluster-id', 'bench', '--disk-id', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (line.includes('"listening"')) resolve((JSON.parse(line) as { port: number }).port);
