@@ -87,7 +87,18 @@ export function isAllowed(caller: string | null, action: S3Action, b: BucketReco
 export async function authorizeBucket(ctx: S3Context, action: S3Action, name = ctx.req.bucket!): Promise<BucketRecord> {
   const b = await ctx.services.buckets.require(name);
   if (actionNeeds[action].on !== 'object' && !isAllowed(ctx.userId, action, b)) throw accessDenied();
+  if (name === ctx.req.bucket) expectOwner(ctx, b, 'x-amz-expected-bucket-owner');
   return b;
+}
+
+/**
+ * x-amz-expected-bucket-owner (and x-amz-source-expected-bucket-owner for a
+ * copy's source): the client's guard against writing to or reading from a
+ * bucket someone else owns. A bucket of another owner is AccessDenied, as S3.
+ */
+export function expectOwner(ctx: S3Context, b: BucketRecord, header: 'x-amz-expected-bucket-owner' | 'x-amz-source-expected-bucket-owner'): void {
+  const expected = ctx.req.headers.get(header);
+  if (expected !== undefined && expected.trim() !== b.owner) throw accessDenied();
 }
 
 /**

@@ -130,11 +130,14 @@ export class VersionIndex {
    * Adds a version (an object, or a delete marker: data null) as the key's
    * current entry: with a new id (Enabled) or as the null version, replacing
    * the previous null version (Suspended). Returns the entry as stored and the
-   * entries it removed (their data is the caller's to delete).
+   * entries it removed (their data is the caller's to delete). decide() may
+   * refuse (throw) given the current entry as read (checked again on every
+   * retry: the commit compares that entry's exact bytes).
    */
-  async put(key: string, entry: IndexEntry, mode: VersioningMode): Promise<{ entry: IndexEntry; removed: IndexEntry[] }> {
+  async put(key: string, entry: IndexEntry, mode: VersioningMode, decide?: (current: IndexEntry | null) => void): Promise<{ entry: IndexEntry; removed: IndexEntry[] }> {
     for (let attempt = 0; attempt < RECORD_UPDATE_ATTEMPTS_MAX; attempt++) {
       const head = await this.head(key);
+      decide?.(head.current);
       const ops: ObjectOp[] = [{ type: 'create' }, compare(cKey(key), head.cRaw), compare(nKey(key), head.nRaw)];
       const sets: Array<[Buffer, Buffer]> = [];
       const removes: Buffer[] = [];

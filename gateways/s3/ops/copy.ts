@@ -19,14 +19,14 @@
 import { createHash } from 'node:crypto';
 import { TesseraError, isTesseraError } from '../../../src/lib/errors.js';
 import type { S3Context, S3Response } from '../context.js';
-import { authorizeBucket, writerOf } from '../access.js';
+import { authorizeBucket, expectOwner, writerOf } from '../access.js';
 import { s3Error } from '../errors.js';
 import type { IndexEntry } from '../meta/bucket-index.js';
 import type { BucketRecord } from '../meta/buckets.js';
 import { KEY_BYTES_MAX } from '../request.js';
 import { xmlDocument } from '../xml.js';
 import { newResourceAcl } from './acl.js';
-import { PUT_BYTES_MAX, dataPools, objectBytes, storedHeaders, userMeta } from './object.js';
+import { PUT_BYTES_MAX, dataPools, objectBytes, putCondition, storedHeaders, userMeta } from './object.js';
 import { isoDate, xmlHeaders } from './util.js';
 import { commitEntry, requestedEntry, versionIdHeader } from './versions.js';
 import { isVersionId } from '../meta/versions.js';
@@ -150,6 +150,8 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
     throw s3Error('InvalidRequest', "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes.");
   }
   const from = src.bucket === dest.name ? dest : await authorizeBucket(ctx, 'GetObject', src.bucket);
+  expectOwner(ctx, from, 'x-amz-source-expected-bucket-owner');
+  const writeCondition = putCondition(ctx);
   const owner = writerOf(ctx, dest);
   const acl = await newResourceAcl(ctx, { resourceOwner: owner, bucketOwner: dest.owner, on: 'object' });
   for (let attempt = 1; ; attempt++) {
@@ -183,7 +185,7 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
     };
     let committed;
     try {
-      committed = await commitEntry(ctx, dest, key, entry);
+      committed = await commitEntry(ctx, dest, key, entry, writeCondition);
     } catch (err) {
       await ctx.services.striper.remove(dataPools(ctx, dest), dataName).catch(() => undefined);
       throw err;

@@ -66,7 +66,17 @@ async function list(ctx: S3Context, o: { prefix: string; delimiter: string; afte
   }
 }
 
-export const enc = (ctx: S3Context, s: string): string => (ctx.req.query.get('encoding-type') === 'url' ? encodeURIComponent(s).replace(/%2F/g, '/') : s);
+/**
+ * A key, prefix or marker as a listing shows it: percent-encoded (UTF-8,
+ * '/' kept) with encoding-type=url, which lets XML carry keys with control
+ * characters. Any other encoding-type is InvalidArgument, as S3.
+ */
+export function enc(ctx: S3Context, s: string): string {
+  const type = ctx.req.query.get('encoding-type');
+  if (type === undefined) return s;
+  if (type !== 'url') throw s3Error('InvalidArgument', 'Invalid Encoding Method specified in Request', { ArgumentName: 'encoding-type', ArgumentValue: type });
+  return encodeURIComponent(s).replace(/%2F/g, '/');
+}
 
 export function maxKeys(ctx: S3Context): number {
   const v = ctx.req.query.get('max-keys');

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { crc32c } from '../../../src/client/checksum.js';
 import { TesseraError, isTesseraError } from '../../../src/lib/errors.js';
-import { authorizeBucket, writerOf } from '../access.js';
+import { authorizeBucket, expectOwner, writerOf } from '../access.js';
 import { checksumAlgorithms, checksumHeaderName, createChecksummer, requestHeaders, type ChecksumAlgorithm } from '../auth/index.js';
 import type { S3Context, S3Response } from '../context.js';
 import { s3Error } from '../errors.js';
@@ -256,6 +256,7 @@ export async function uploadPartCopy(ctx: S3Context): Promise<S3Response> {
   const record = await requireUpload(ctx, uploads);
   const src = parseCopySource(ctx.req.headers.get('x-amz-copy-source')!);
   const from = src.bucket === bucket.name ? bucket : await authorizeBucket(ctx, 'GetObject', src.bucket);
+  expectOwner(ctx, from, 'x-amz-source-expected-bucket-owner');
   for (let attempt = 1; ; attempt++) {
     const source = await requestedEntry(ctx, { bucket: from, key: src.key, versionId: src.versionId, action: 'GetObject', forCopy: true });
     checkCopyConditions(ctx, source);

@@ -82,6 +82,7 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
     throw s3Error('MissingContentLength', 'You must provide the Content-Length HTTP header.');
   }
   const meta = userMeta(ctx);
+  const writeCondition = putCondition(ctx);
   const dataName = `${bucket.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
   let stored;
   try {
@@ -102,7 +103,7 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
   };
   let committed;
   try {
-    committed = await commitEntry(ctx, bucket, key, entry);
+    committed = await commitEntry(ctx, bucket, key, entry, writeCondition);
   } catch (err) {
     await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
     throw err;
@@ -110,6 +111,26 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
   const headers: Record<string, string> = { etag: entry.etag, ...committed.headers };
   for (const [alg, v] of Object.entries(entry.checksums ?? {})) if (ctx.req.headers.has(checksumHeaderName(alg as ChecksumAlgorithm)) || ctx.req.headers.get('x-amz-sdk-checksum-algorithm')?.toLowerCase() === alg) headers[checksumHeaderName(alg as ChecksumAlgorithm)] = v;
   return { status: 200, headers };
+}
+
+/**
+ * Conditional writes (If-None-Match: *, If-Match: <etag>), decided with the
+ * commit's compare-and-set, so two conditional PUTs of a new key cannot both
+ * win. If-None-Match with anything but "*" is NotImplemented, as S3.
+ */
+export function putCondition(ctx: S3Context): ((current: IndexEntry | null) => void) | undefined {
+  const ifMatch = ctx.req.headers.get('if-match');
+  const ifNoneMatch = ctx.req.headers.get('if-none-match');
+  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
+  if (ifNoneMatch !== undefined && ifNoneMatch.trim() !== '*') throw s3Error('NotImplemented', 'If-None-Match on a write only takes "*".');
+  const key = ctx.req.key!;
+  return (current) => {
+    if (ifNoneMatch !== undefined && current) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
+    if (ifMatch !== undefined) {
+      if (!current) throw s3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+      if (!etagMatches(ifMatch, current.etag)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
+    }
+  };
 }
 
 /** Removes the data an index entry pointed to (it was replaced or deleted). */

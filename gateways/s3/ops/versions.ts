@@ -106,11 +106,22 @@ async function reread(ctx: S3Context, bucket: BucketRecord): Promise<BucketRecor
  * operation that creates an object (PUT, copy, multipart complete, POST)
  * commits through here.
  */
-export async function commitEntry(ctx: S3Context, bucket: BucketRecord, key: string, entry: IndexEntry): Promise<{ entry: IndexEntry; headers: Record<string, string> }> {
+export async function commitEntry(
+  ctx: S3Context,
+  bucket: BucketRecord,
+  key: string,
+  entry: IndexEntry,
+  /** A condition on the key's current entry (null: none, or a delete marker), checked atomically with the commit; throws to refuse. */
+  condition?: (current: IndexEntry | null) => void,
+): Promise<{ entry: IndexEntry; headers: Record<string, string> }> {
   let b = bucket;
+  const decide = (current: IndexEntry | null): void => condition?.(current && !isDeleteMarker(current) ? current : null);
   if (b.versioning === 'Unversioned') {
     try {
-      const replaced = await indexOf(ctx, b).swap(key, entry, refuseVersioned);
+      const replaced = await indexOf(ctx, b).swap(key, entry, (current) => {
+        refuseVersioned(current);
+        decide(current);
+      });
       await removeData(ctx, b, replaced);
       return { entry, headers: {} };
     } catch (err) {
@@ -119,7 +130,7 @@ export async function commitEntry(ctx: S3Context, bucket: BucketRecord, key: str
     }
   }
   const mode = b.versioning === 'Unversioned' ? 'Enabled' : b.versioning;
-  const r = await versionsOf(ctx, b).put(key, entry, mode);
+  const r = await versionsOf(ctx, b).put(key, entry, mode, decide);
   for (const e of r.removed) await removeData(ctx, b, e);
   // S3 names the null version in answers about it, but not in the answer to the PUT that made it.
   return { entry: r.entry, headers: mode === 'Enabled' ? { 'x-amz-version-id': r.entry.versionId! } : {} };
