@@ -64,7 +64,8 @@ export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: 
   const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c, computeChecksums });
   // pipeline (not pipe): a client that disconnects mid-body errors the verifier instead of leaving it waiting.
   void pipeline(ctx.req.raw, verifier).catch(() => undefined);
-  const body = Readable.from(verifier);
+  // A byte stream (not Readable.from's default object mode, which would buffer 16 chunks of any size).
+  const body = Readable.from(verifier, { objectMode: false });
   const declared = Number(ctx.req.headers.get('x-amz-decoded-content-length') ?? ctx.req.headers.get('content-length') ?? NaN);
   if (Number.isFinite(declared) && declared > PUT_BYTES_MAX) throw s3Error('EntityTooLarge', 'Your proposed upload exceeds the maximum allowed object size.');
   const stored = await ctx.services.striper.put(dataPools(ctx, bucket), dataName, body, Number.isFinite(declared) ? { sizeBytes: declared } : {});
@@ -291,7 +292,9 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
         yield n.value;
       }
     }
-    return { status: range ? 206 : 200, headers, body: Readable.from(rest()) };
+    // A byte stream: in object mode Readable.from would read 16 pieces (of a few MiB each) ahead of a slow client,
+    // outside the striper's memory budget. Here it holds at most one piece beyond the striper's read-ahead.
+    return { status: range ? 206 : 200, headers, body: Readable.from(rest(), { objectMode: false }) };
   }
 }
 
