@@ -28,11 +28,11 @@ type Fields = Record<string, unknown>;
 
 const fail = (path: string, message: string): TesseraError => invalid(`invalid cluster map: ${path}: ${message}`);
 
-/** A plain object with exactly `keys` as its own fields. */
-function fields(value: unknown, path: string, keys: readonly string[]): Fields {
+/** A plain object with exactly `keys` as its own fields (plus any of `optional`). */
+function fields(value: unknown, path: string, keys: readonly string[], optional: readonly string[] = []): Fields {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw fail(path, 'must be an object');
   const record = value as Fields;
-  for (const key of Object.keys(record)) if (!keys.includes(key)) throw fail(path, `unknown field "${key}"`);
+  for (const key of Object.keys(record)) if (!keys.includes(key) && !optional.includes(key)) throw fail(path, `unknown field "${key}"`);
   for (const key of keys) if (!Object.hasOwn(record, key)) throw fail(path, `field "${key}" is missing`);
   return record;
 }
@@ -97,8 +97,8 @@ function checkHost(value: unknown, path: string): HostInfo {
 }
 
 function checkDisk(value: unknown, path: string): DiskInfo {
-  const f = fields(value, path, ['id', 'host', 'weight', 'address', 'up', 'in']);
-  return {
+  const f = fields(value, path, ['id', 'host', 'weight', 'address', 'up', 'in'], ['space']);
+  const disk: DiskInfo = {
     id: integer(f.id, `${path}.id`, 0, idMax),
     host: checkName(f.host, `${path}.host`),
     weight: checkWeight(f.weight, `${path}.weight`),
@@ -106,6 +106,11 @@ function checkDisk(value: unknown, path: string): DiskInfo {
     up: boolean(f.up, `${path}.up`),
     in: boolean(f.in, `${path}.in`),
   };
+  if (f.space !== undefined) {
+    if (f.space !== 'nearFull' && f.space !== 'full') throw fail(`${path}.space`, `must be "nearFull" or "full" (or absent), is ${JSON.stringify(f.space)}`);
+    disk.space = f.space;
+  }
+  return disk;
 }
 
 /** Redundancy of a pool: sizes within the limits and the erasure codec's geometry. */

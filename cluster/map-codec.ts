@@ -18,7 +18,8 @@ import type { ClusterMap, DiskInfo, PoolInfo, PoolRedundancy } from './map.js';
 const redundancyFields = (r: PoolRedundancy): PoolRedundancy =>
   r.type === 'replicated' ? { type: r.type, size: r.size, minSize: r.minSize } : { type: r.type, dataShards: r.dataShards, parityShards: r.parityShards };
 
-const diskFields = (d: DiskInfo): DiskInfo => ({ id: d.id, host: d.host, weight: d.weight, address: d.address, up: d.up, in: d.in });
+// `space` only when set: maps without it keep their bytes.
+const diskFields = (d: DiskInfo): DiskInfo => ({ id: d.id, host: d.host, weight: d.weight, address: d.address, up: d.up, in: d.in, ...(d.space !== undefined ? { space: d.space } : {}) });
 
 const poolFields = (p: PoolInfo): PoolInfo => ({
   id: p.id,

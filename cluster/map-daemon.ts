@@ -5,6 +5,8 @@
  * it) or in etcd (`etcd` instead of `dir`: any number of map daemons may
  * serve the same cluster at once; one EtcdClient shared by both, closed
  * last). `tessera up` runs it in its own process; tests run it in theirs.
+ * It also runs failure detection (cluster/liveness.ts: heartbeats, opcode
+ * 130; disks marked down, out, near full and full).
  * Daemons and clients reach it with connectMapService().
  */
 import { join } from 'node:path';
@@ -22,11 +24,13 @@ import { EtcdMapStore } from './map-store-etcd.js';
 import type { ClusterMap } from './map.js';
 import { EmbeddedPgHistory, PgHistoryClient, pgHistoryHandler, PgHistoryOpcode, type PgHistory } from './pg-history.js';
 import { EtcdPgHistory } from './pg-history-etcd.js';
+import { LivenessClient, LivenessMonitor, LivenessOpcode, type LivenessOptions, type LivenessReporter } from './liveness.js';
 
 export interface MapDaemon {
   port: number;
   service: MapService;
   history: PgHistory;
+  liveness: LivenessMonitor;
   close(): Promise<void>;
 }
 
@@ -68,14 +72,31 @@ async function openEtcd(io: Io, etcd: MapDaemonEtcdOptions, create: ClusterMap |
 }
 
 /** Serves the map from `dir` (embedded) or from `etcd`: exactly one of them. */
-export async function startMapDaemon(options: { io: Io; dir?: string; etcd?: MapDaemonEtcdOptions; host: string; port: number; create?: ClusterMap }): Promise<MapDaemon> {
+export async function startMapDaemon(options: {
+  io: Io;
+  dir?: string;
+  etcd?: MapDaemonEtcdOptions;
+  host: string;
+  port: number;
+  create?: ClusterMap;
+  /** Failure detection and full ratios (defaults in src/lib/limits.ts). */
+  liveness?: LivenessOptions;
+}): Promise<MapDaemon> {
   const { io } = options;
   if ((options.dir === undefined) === (options.etcd === undefined)) throw new TesseraError('InvalidArgument', 'map daemon: give either dir or etcd');
   const backend = options.etcd ? await openEtcd(io, options.etcd, options.create) : await openEmbedded(io, options.dir!, options.create);
   const { service, history } = backend;
   const mapServer = new MapServer({ io, service });
   const historyHandler = pgHistoryHandler(history);
+  let liveness: LivenessMonitor;
   let server: RpcServer;
+  try {
+    liveness = new LivenessMonitor(io, service, options.liveness);
+  } catch (err) {
+    await mapServer.close();
+    await backend.close();
+    throw err;
+  }
   try {
     server = await createTcpServer({
       io,
@@ -84,10 +105,12 @@ export async function startMapDaemon(options: { io: Io; dir?: string; etcd?: Map
       handler: (request) => {
         if (request.op >= mapOpcodeMin && request.op <= mapOpcodeMax) return mapServer.handler(request);
         if (request.op === PgHistoryOpcode.get || request.op === PgHistoryOpcode.put) return historyHandler(request);
+        if (request.op === LivenessOpcode.heartbeat) return liveness.handler(request);
         throw new TesseraError('NotSupported', `unknown operation ${request.op}`);
       },
     });
   } catch (err) {
+    await liveness.close();
     await mapServer.close();
     await backend.close();
     throw err;
@@ -96,7 +119,9 @@ export async function startMapDaemon(options: { io: Io; dir?: string; etcd?: Map
     port: server.port,
     service,
     history,
+    liveness,
     async close() {
+      await liveness.close();
       await mapServer.close();
       await server.close({ drainTimeoutMs: 2000 });
       await backend.close();
@@ -107,6 +132,8 @@ export async function startMapDaemon(options: { io: Io; dir?: string; etcd?: Map
 export interface MapConnection {
   service: MapService;
   history: PgHistory;
+  /** Where a storage daemon sends its heartbeats. */
+  liveness: LivenessReporter;
   rpc: RpcClient;
   close(): Promise<void>;
 }
@@ -119,6 +146,7 @@ export function connectMapService(io: Io, address: string): MapConnection {
   return {
     service,
     history: new PgHistoryClient(rpc),
+    liveness: new LivenessClient(rpc),
     rpc,
     async close() {
       await service.close();

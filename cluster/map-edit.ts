@@ -15,7 +15,7 @@
 import { TesseraError, invalid } from '../src/lib/errors.js';
 import { checkAddress, checkFailureDomain, checkMap, checkName, checkPgCount, checkRedundancy, checkWeight } from './map-check.js';
 import { cloneMap, freezeMap } from './map-codec.js';
-import type { ClusterMap, DiskInfo, FailureDomain, HostInfo, PoolInfo, PoolRedundancy, RackInfo, SiteInfo } from './map.js';
+import type { ClusterMap, DiskInfo, DiskSpaceState, FailureDomain, HostInfo, PoolInfo, PoolRedundancy, RackInfo, SiteInfo } from './map.js';
 
 const alreadyExists = (message: string): TesseraError => new TesseraError('AlreadyExists', message);
 const notFound = (message: string): TesseraError => new TesseraError('NotFound', message);
@@ -89,7 +89,7 @@ function editDisk(map: ClusterMap, id: number, edit: (d: DiskInfo) => DiskInfo):
   const disk = map.disks[index];
   if (disk === undefined) throw notFound(`disk ${id} does not exist`);
   const edited = edit(disk);
-  if (edited.up === disk.up && edited.in === disk.in && edited.weight === disk.weight && edited.address === disk.address) return map;
+  if (edited.up === disk.up && edited.in === disk.in && edited.weight === disk.weight && edited.address === disk.address && edited.space === disk.space) return map;
   const disks = map.disks.slice();
   disks[index] = edited;
   return { ...map, disks };
@@ -98,6 +98,14 @@ function editDisk(map: ClusterMap, id: number, edit: (d: DiskInfo) => DiskInfo):
 /** Marks a disk up/down and/or in/out. Returns the map itself when it already had that state. */
 export function setDiskState(map: ClusterMap, diskId: number, state: { up?: boolean; in?: boolean }): ClusterMap {
   return editDisk(map, diskId, (d) => ({ ...d, up: state.up ?? d.up, in: state.in ?? d.in }));
+}
+
+/** The space state a disk's daemon reports (undefined: below near full); returns the same map if nothing changes. */
+export function setDiskSpace(map: ClusterMap, diskId: number, space: DiskSpaceState | undefined): ClusterMap {
+  return editDisk(map, diskId, (d) => {
+    const { space: _old, ...rest } = d;
+    return space === undefined ? rest : { ...rest, space };
+  });
 }
 
 export function setDiskWeight(map: ClusterMap, diskId: number, weight: number): ClusterMap {

@@ -38,7 +38,15 @@ export interface DiskInfo {
   up: boolean;
   /** In: it holds data. Out disks get nothing mapped to them. */
   in: boolean;
+  /**
+   * Space state its daemon last reported (cluster/liveness.ts), absent when
+   * below the near-full ratio. Writes to a pg with a full member are refused
+   * (Full); near full is a warning. Placement ignores it.
+   */
+  space?: DiskSpaceState;
 }
+
+export type DiskSpaceState = 'nearFull' | 'full';
 
 export type PoolRedundancy =
   | { type: 'replicated'; size: number; minSize: number }

@@ -22,9 +22,10 @@ commands:
           with --etcd, the cluster map lives in etcd (give it on every run)
   status  [--data DIR]
           show what runs, where, and how full it is
-  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT]
+  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT] [--capacity-bytes N]
           serve one disk (initialized on first start when --cluster-id and --disk-id are given);
-          with --map, as a member of the cluster whose map service listens there
+          with --map, as a member of the cluster whose map service listens there;
+          --capacity-bytes caps the store (full ratios apply to it; default: the file system)
   disk init --disk DIR --cluster-id ID --disk-id N
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R]
@@ -131,8 +132,9 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'daemon': {
-        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' } } });
         if (!values.disk || !values.listen) throw new Error('daemon needs --disk DIR and --listen HOST:PORT');
+        const capacityBytes = values['capacity-bytes'] === undefined ? undefined : intOption(values['capacity-bytes'], 'capacity-bytes');
         const clusterId = values['cluster-id'];
         const diskId = values['disk-id'] === undefined ? undefined : intOption(values['disk-id'], 'disk-id');
         return await runDaemon({
@@ -142,6 +144,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(clusterId !== undefined ? { clusterId } : {}),
           ...(diskId !== undefined ? { diskId } : {}),
           ...(values.map !== undefined ? { map: values.map } : {}),
+          ...(capacityBytes !== undefined ? { capacityBytes } : {}),
         });
       }
       case 'disk': {

@@ -19,6 +19,8 @@ export interface DaemonCommandOptions {
   diskId?: number;
   /** "host:port" of the map service: join the cluster. */
   map?: string;
+  /** Cap on the bytes the store may use (default: the file system's size); full ratios apply to it. */
+  capacityBytes?: number;
 }
 
 function waitForSignal(): Promise<void> {
@@ -35,7 +37,17 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
     const conn = connectMapService(o.io, o.map);
     let osd: Osd;
     try {
-      osd = await Osd.start({ io: o.io, diskPath: o.diskPath, host: o.host, port: o.port, identity, mapService: conn.service, pgHistory: conn.history });
+      osd = await Osd.start({
+        io: o.io,
+        diskPath: o.diskPath,
+        host: o.host,
+        port: o.port,
+        identity,
+        mapService: conn.service,
+        pgHistory: conn.history,
+        liveness: conn.liveness,
+        ...(o.capacityBytes !== undefined ? { store: { space: { capacityBytes: o.capacityBytes } } } : {}),
+      });
     } catch (err) {
       await conn.close();
       throw err;

@@ -174,7 +174,7 @@ export class TesseraClient {
       let error: unknown;
       if (address) {
         try {
-          return await send(this.connections.get(address), { epoch: this.view.epoch, poolId: pool.id, pg });
+          return await this.unlessPrimaryMoves(pool, pg, placement.primary, send(this.connections.get(address), { epoch: this.view.epoch, poolId: pool.id, pg }));
         } catch (err) {
           if (!isTesseraError(err) || !RETRYABLE.has(err.code)) throw err;
           error = err;
@@ -189,6 +189,24 @@ export class TesseraClient {
       backoffMs = Math.min(backoffMs * 2, this.options.retryBackoffMsMax ?? 1000);
       await this.view.refresh().catch(() => undefined);
     }
+  }
+
+  /**
+   * Settles with `attempt`, or fails StaleEpoch (retried) as soon as a newer
+   * map gives the pg another primary: a request to a daemon that stopped
+   * answering (marked down) moves on instead of waiting for its timeout. A
+   * write so abandoned keeps its request id: the pg log applies it once.
+   */
+  private unlessPrimaryMoves<T>(pool: PoolInfo, pg: number, primary: number, attempt: Promise<T>): Promise<T> {
+    let unsubscribe = (): void => undefined;
+    const moved = new Promise<never>((_resolve, reject) => {
+      unsubscribe = this.view.onChange(() => {
+        const now = this.view.pg(this.view.pool(pool.id), pg).primary;
+        if (now !== primary) reject(new TesseraError('StaleEpoch', `pg ${pool.id}.${pg}: primary moved from disk ${primary} to ${now} (map epoch ${this.view.epoch})`));
+      });
+    });
+    attempt.catch(() => undefined);
+    return Promise.race([attempt, moved]).finally(unsubscribe);
   }
 
   async close(): Promise<void> {

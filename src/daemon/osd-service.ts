@@ -37,6 +37,7 @@ import {
 } from '../protocol/osd-messages.js';
 import { decodeEcCommit, decodeEcResolve, decodeEcStage, EcOpcode } from '../protocol/ec-messages.js';
 import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
+import type { StoreOp } from '../store/types.js';
 import { activateLocal, memberInfo, notPrimary } from './members.js';
 import type { Osd } from './osd.js';
 import { isConditional, requestKey, type Pg } from './pg.js';
@@ -49,14 +50,22 @@ const EMPTY = Buffer.alloc(0);
 const REPOP_TIMEOUT_MS = 30_000;
 
 export function osdHandler(osd: Osd): RpcHandler {
+  const client = async <T>(serve: () => Promise<T>): Promise<T> => {
+    osd.clientRequestsInflight++;
+    try {
+      return await serve();
+    } finally {
+      osd.clientRequestsInflight--;
+    }
+  };
   return async ({ op, header, payload }): Promise<RpcHandlerReply> => {
     switch (op) {
       case OsdOpcode.op:
-        return { header: encodeVersion(await clientWrite(osd, decodeOp(header, payload))) };
+        return client(async () => ({ header: encodeVersion(await clientWrite(osd, decodeOp(header, payload))) }));
       case OsdOpcode.read:
-        return clientRead(osd, decodeRead(header));
+        return client(() => clientRead(osd, decodeRead(header)));
       case OsdOpcode.list:
-        return clientList(osd, header);
+        return client(() => clientList(osd, header));
       case OsdOpcode.repop:
         await replicaWrite(osd, header, payload);
         return { header: EMPTY };
@@ -130,12 +139,26 @@ function checkWriteQuorum(pg: Pg): void {
   }
 }
 
+/** Ops that add no data: a request made only of these is allowed on a full pg (deletes free space). */
+const spaceFreeingOps = new Set<StoreOp['type']>(['remove', 'removeXattr', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear', 'assertXattr', 'assertExists', 'omapCompare']);
+
+/** Writes to a pg with a full member are refused (Full) before any disk runs out; deletes go on. */
+function checkNotFull(osd: Osd, pg: Pg, req: OpRequest): void {
+  if (req.ops.every((op) => spaceFreeingOps.has(op.type))) return;
+  for (const id of pg.acting) {
+    if (osd.view.map.disks.find((d) => d.id === id)?.space === 'full') {
+      throw new TesseraError('Full', `pg ${pg.key}: disk ${id} is full (over the full ratio); writes are refused until space is freed or disks are added, deletes work`);
+    }
+  }
+}
+
 async function clientWrite(osd: Osd, req: OpRequest): Promise<Eversion> {
   const pg = await primaryPg(osd, req);
   pg.requireActive();
   checkWriteQuorum(pg);
   const done = pg.log.versionOf(req.request.client, req.request.seq);
   if (done) return done;
+  checkNotFull(osd, pg, req);
   const key = requestKey(req.request);
   const running = pg.inflightRequests.get(key);
   if (running) return running;

@@ -7,8 +7,13 @@
  * and replication / recovery messages as a member.
  *
  * Lifecycle: start() opens the store, listens, marks the disk up (with its
- * address) in the map, and begins following it; close() marks it down,
- * drains requests, closes the store.
+ * address) in the map, begins following it and heartbeating the map daemon
+ * (cluster/liveness.ts: liveness and space used; a disk marked down while
+ * alive is marked up again by its next heartbeat); close() stops the
+ * heartbeats, marks it down, drains requests, closes the store.
+ *
+ * Recovery and backfill this daemon drives as primary go through one
+ * RecoveryThrottle (src/daemon/recovery-throttle.ts).
  */
 import type { Io } from '../io/io.js';
 import { TesseraError, toTesseraError } from '../lib/errors.js';
@@ -35,6 +40,8 @@ import { peer, type MemberHandle } from './peering.js';
 import { localHandle, remoteHandle } from './members.js';
 import { osdHandler } from './osd-service.js';
 import { storeHandler } from './store-service.js';
+import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
+import type { LivenessReporter } from '../../cluster/liveness.js';
 
 export interface OsdOptions {
   io: Io;
@@ -49,6 +56,10 @@ export interface OsdOptions {
   epochWaitMs?: number;
   /** Delay before a failed peering is tried again. */
   peeringRetryMs?: number;
+  /** Where heartbeats go (the map daemon); none: no heartbeats (the disk is marked down after the grace). */
+  liveness?: LivenessReporter;
+  /** Pace of the recovery and backfill this daemon drives (defaults in src/lib/limits.ts). */
+  recovery?: RecoveryThrottleOptions;
 }
 
 const STORE_OPCODE_MAX = 19;
@@ -63,6 +74,11 @@ export class Osd {
   private closing: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly pgLoads = new Map<string, Promise<Pg>>();
+  /** Client requests (ops, reads, listings) being served: recovery yields to them. */
+  clientRequestsInflight = 0;
+  readonly recovery: RecoveryThrottle;
+  private readonly heartbeats = new AbortController();
+  private heartbeatLoop: Promise<void> | null = null;
 
   private constructor(
     readonly options: OsdOptions,
@@ -74,6 +90,7 @@ export class Osd {
   ) {
     this.peers = new Peers(options.io, view);
     this.ecWriteBudget = new ByteBudget(options.io.clock, limits.ecWriteBytesInflightMax);
+    this.recovery = new RecoveryThrottle(options.io.clock, options.recovery, () => this.clientRequestsInflight);
   }
 
   get diskId(): number {
@@ -106,12 +123,45 @@ export class Osd {
       await view.refresh();
       self.unsubscribe = view.onChange((map) => self.onMap(map));
       self.onMap(view.map);
+      self.startHeartbeats();
       return self;
     } catch (err) {
       if (osd) await osd.close().catch(() => undefined);
       else await store.close();
       throw err;
     }
+  }
+
+  /** Reports liveness and space to the map daemon, at the interval it asks for, until close. */
+  private startHeartbeats(): void {
+    const reporter = this.options.liveness;
+    if (!reporter) return;
+    const { signal } = this.heartbeats;
+    const { clock } = this.io;
+    this.heartbeatLoop = (async () => {
+      let intervalMs: number = limits.heartbeatIntervalMsDefault;
+      let failing = false;
+      let spaceRefreshedMs = -Infinity;
+      while (!signal.aborted) {
+        try {
+          // Space figures are refreshed in the background at most every heartbeatIntervalMsDefault: a heartbeat
+          // never waits for the file system (its thread pool may be busy with recovery).
+          if (clock.monotonicMs() - spaceRefreshedMs >= limits.heartbeatIntervalMsDefault) {
+            spaceRefreshedMs = clock.monotonicMs();
+            void this.store.refreshSpace().catch(() => undefined);
+          }
+          const space = this.store.space();
+          const reply = await reporter.heartbeat({ diskId: this.diskId, epoch: this.view.epoch, usedBytes: space.usedBytes, totalBytes: space.totalBytes }, { signal });
+          intervalMs = Math.min(limits.heartbeatIntervalMsMax, Math.max(limits.heartbeatIntervalMsMin, reply.heartbeatIntervalMs));
+          if (reply.epoch > this.view.epoch) void this.view.refresh().catch(() => undefined);
+          failing = false;
+        } catch (err) {
+          if (!signal.aborted && !failing) console.error(`disk ${this.diskId}: heartbeat failed: ${toTesseraError(err).message}`);
+          failing = true;
+        }
+        await clock.sleep(intervalMs, signal).catch(() => undefined);
+      }
+    })();
   }
 
   get port(): number {
@@ -204,6 +254,7 @@ export class Osd {
           signal: abort.signal,
           handle: (diskId) => this.memberHandle(pg, diskId),
           reloadLocal: async () => pg.resetLog(await PgLog.load(this.store, pg.pool.id, pg.pg)),
+          pace: (priority, sizeBytes, copy) => this.recovery.run({ priority, sizeBytes, signal: abort.signal }, copy),
         });
         if (abort.signal.aborted || pg.intervalStart !== interval) return;
         pg.state = result;
@@ -235,6 +286,9 @@ export class Osd {
     this.closing ??= (async () => {
       this.unsubscribe?.();
       for (const pg of this.pgs.values()) pg.peering?.abort();
+      // No heartbeat may mark the disk up again after it is marked down.
+      this.heartbeats.abort();
+      await this.heartbeatLoop;
       await this.options.mapService.change((m) => setDiskState(m, this.diskId, { up: false })).catch(() => undefined);
       await this.server?.close({ drainTimeoutMs: 10_000 });
       this.view.close();

@@ -17,7 +17,9 @@
  *
  * Objects are copied whole (data, xattrs, omap) through fenced pushes; large
  * omaps are staged under a temporary name and moved into place, so a member
- * never holds half an object under its real name.
+ * never holds half an object under its real name. Copies go through the
+ * daemon's recovery throttle (ctx.pace: bytes/s, copies at once; pgs with
+ * fewer up-to-date members first).
  */
 import { TesseraError } from '../lib/errors.js';
 import { pgSortKeyRange } from '../lib/hash.js';
@@ -45,6 +47,17 @@ export interface PeeringContext {
   signal: AbortSignal;
   /** Called when the primary's own log was rewritten by recovery. */
   reloadLocal(): Promise<void>;
+  /** Runs one object copy under the daemon's recovery throttle (priority: lower first). Default: at once. */
+  pace?: Pace;
+}
+
+/** Runs a copy of sizeBytes when the recovery throttle allows. */
+export type Pace = (priority: number, sizeBytes: number, copy: () => Promise<void>) => Promise<void>;
+
+/** A copy's pacing within one recovery: the throttle, and the pg's priority. */
+interface Copying {
+  signal: AbortSignal;
+  pace: (sizeBytes: number, copy: () => Promise<void>) => Promise<void>;
 }
 
 const COPY_CONCURRENCY = 4;
@@ -68,12 +81,16 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'inc
   });
   // The primary (members[0]) first catches up from the authoritative member, then serves as the source for the others.
   if (auth !== 0) {
-    await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, ctx.signal);
+    const first: Copying = { signal: ctx.signal, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(0, sizeBytes, copy) : copy()) };
+    await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, first);
     await ctx.reloadLocal();
   }
   const source = handles[0]!;
   const sourceInfo = auth === 0 ? infos[0]! : infos[auth]!;
-  await Promise.all(handles.slice(1).map((h, i) => recoverMember(pg, h, infos[i + 1]!, source, sourceInfo, ctx.signal)));
+  // Members already at the authoritative head: the fewer, the sooner this pg's copies run.
+  const upToDate = infos.filter((i) => compareVersions(i.head, sourceInfo.head) === 0).length;
+  const copying: Copying = { signal: ctx.signal, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(upToDate, sizeBytes, copy) : copy()) };
+  await Promise.all(handles.slice(1).map((h, i) => recoverMember(pg, h, infos[i + 1]!, source, sourceInfo, copying)));
   checkAborted(ctx.signal);
   const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === members.join();
   if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: members });
@@ -95,7 +112,8 @@ export function commonPoint(target: MemberInfo, source: MemberInfo): Eversion | 
   return null;
 }
 
-async function recoverMember(pg: Pg, target: MemberHandle, tInfo: MemberInfo, source: MemberHandle, sInfo: MemberInfo, signal: AbortSignal): Promise<void> {
+async function recoverMember(pg: Pg, target: MemberHandle, tInfo: MemberInfo, source: MemberHandle, sInfo: MemberInfo, copying: Copying): Promise<void> {
+  const { signal } = copying;
   if (target.diskId === source.diskId) return;
   const identical = compareVersions(tInfo.head, sInfo.head) === 0 && compareVersions(tInfo.tail, sInfo.tail) <= 0;
   const common = identical ? tInfo.head : commonPoint(tInfo, sInfo);
@@ -104,9 +122,9 @@ async function recoverMember(pg: Pg, target: MemberHandle, tInfo: MemberInfo, so
     const missing = sInfo.entries.filter((e) => compareVersions(e, common) > 0);
     const divergent = tInfo.entries.filter((e) => compareVersions(e, common) > 0);
     const objects = new Set<string>([...missing, ...divergent].map((e: LogEntry) => e.object));
-    await forEachBounded([...objects], COPY_CONCURRENCY, (name) => copyObject(pg, source, target, name, signal));
+    await forEachBounded([...objects], COPY_CONCURRENCY, (name) => copyObject(pg, source, target, name, signal, copying.pace));
   } else {
-    await backfill(pg, source, target, signal);
+    await backfill(pg, source, target, copying);
   }
   checkAborted(signal);
   await target.push(PgLog.replaceOps(pg.pool.id, pg.pg, sInfo.tail, sInfo.entries, { lastEpochStarted: tInfo.lastEpochStarted, lastActing: tInfo.lastActing }));
@@ -124,15 +142,16 @@ async function listPg(pg: Pg, store: StoreApi, into: (name: string) => Promise<v
   }
 }
 
-async function backfill(pg: Pg, source: MemberHandle, target: MemberHandle, signal: AbortSignal): Promise<void> {
+async function backfill(pg: Pg, source: MemberHandle, target: MemberHandle, copying: Copying): Promise<void> {
+  const { signal, pace } = copying;
   const sourceNames = new Set<string>();
   const batch: string[] = [];
   await listPg(pg, source.store, async (name) => {
     sourceNames.add(name);
     batch.push(name);
-    if (batch.length >= 64) await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal));
+    if (batch.length >= 64) await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal, pace));
   }, signal);
-  await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal));
+  await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal, pace));
   const extra: string[] = [];
   await listPg(pg, target.store, async (name) => {
     if (!sourceNames.has(name)) extra.push(name);
@@ -142,24 +161,36 @@ async function backfill(pg: Pg, source: MemberHandle, target: MemberHandle, sign
   }
 }
 
-async function exists(store: StoreApi, id: ObjectId): Promise<boolean> {
+async function sizeOf(store: StoreApi, id: ObjectId): Promise<number | null> {
   try {
-    await store.stat(id);
-    return true;
+    return (await store.stat(id)).sizeBytes;
   } catch (err) {
-    if ((err as { code?: string }).code === 'NotFound') return false;
+    if ((err as { code?: string }).code === 'NotFound') return null;
     throw err;
   }
 }
 
-/** Makes the target's copy of an object equal the source's (or absent). */
-export async function copyObject(pg: Pg, source: MemberHandle, target: MemberHandle, name: string, signal: AbortSignal): Promise<void> {
+/** Makes the target's copy of an object equal the source's (or absent); the copy runs when `pace` lets it. */
+export async function copyObject(
+  pg: Pg,
+  source: MemberHandle,
+  target: MemberHandle,
+  name: string,
+  signal: AbortSignal,
+  pace: Copying['pace'] = (_bytes, copy) => copy(),
+): Promise<void> {
   checkAborted(signal);
   const id = pg.objectId(name);
-  if (!(await exists(source.store, id))) {
+  const sizeBytes = await sizeOf(source.store, id);
+  if (sizeBytes === null) {
     await target.push([{ type: 'remove', id, ifExists: true }]);
     return;
   }
+  await pace(sizeBytes, () => copyPresent(pg, source, target, id, signal));
+}
+
+async function copyPresent(pg: Pg, source: MemberHandle, target: MemberHandle, id: ObjectId, signal: AbortSignal): Promise<void> {
+  checkAborted(signal);
   const [data, xattrs, firstPage] = await Promise.all([source.store.read(id), source.store.getXattrs(id), source.store.omapList(id, { limit: OMAP_PAGE })]);
   const body = (dest: ObjectId): StoreOp[] => [
     { type: 'remove', id: dest, ifExists: true },

@@ -26,6 +26,8 @@ export const ErrorCode = {
   Locked: 18,
   Conflict: 19,
   NotSupported: 20,
+  /** A disk of the placement group is over its full ratio: writes are refused cluster-wide (deletes still work). */
+  Full: 21,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

@@ -121,6 +121,26 @@ export const limits = {
   /** Long-polls one map server holds waiting at once; beyond this a poll fails Busy. */
   mapWatchWaitersMax: 4096,
 
+  // --- failure detection, recovery, full disks (cluster/liveness.ts, src/daemon/recovery-throttle.ts) ---
+  /** A disk whose daemon sent no heartbeat for this long is marked down (map daemon option downGraceMs). */
+  livenessDownGraceMsDefault: 20_000,
+  /** A disk down for this long is marked out: its pgs remap and recover elsewhere (map daemon option outIntervalMs). */
+  livenessOutIntervalMsDefault: 600_000,
+  /** How often a daemon heartbeats, unless the map daemon asks for another interval (it answers grace / 4 by default). */
+  heartbeatIntervalMsDefault: 5_000,
+  /** Bounds of the interval a map daemon may ask for. */
+  heartbeatIntervalMsMin: 20,
+  heartbeatIntervalMsMax: 60_000,
+  /** Used / total of a disk at which it is near full (a warning in the map) and full (writes to its pgs are refused). */
+  diskNearFullRatioDefault: 0.85,
+  diskFullRatioDefault: 0.95,
+  /** Recovery and backfill bytes a daemon pushes per second, as primary (token bucket; burst one second's worth). */
+  recoveryBytesPerSecDefault: 200 * MiB,
+  /** Objects a daemon copies for recovery and backfill at once, over all its pgs. */
+  recoveryOpsInflightMaxDefault: 4,
+  /** While client requests are in flight at a daemon, each recovery copy first waits this long (client I/O goes first). */
+  recoveryYieldMs: 2,
+
   // --- striper (src/client/striper*.ts; docs/striper.md) ---
   /** Largest striped object (S3's object limit). */
   striperObjectSizeBytesMax: 5 * TiB,
@@ -175,6 +195,9 @@ assert(limits.mapHistoryEpochsKept >= 1, 'the map store keeps at least the newes
 assert((limits.ecStripeUnitBytes & (limits.ecStripeUnitBytes - 1)) === 0, 'the EC stripe unit is a power of two');
 assert(limits.ecRecoverySliceBytes % limits.ecStripeUnitBytes === 0, 'a recovery slice is whole stripe units');
 assert(limits.ecWriteBytesInflightMax >= 2 * limits.objectSizeBytesMax, 'the EC write budget holds a largest object with parity');
+assert(limits.heartbeatIntervalMsDefault * 2 <= limits.livenessDownGraceMsDefault, 'a daemon heartbeats at least twice per grace period');
+assert(limits.livenessDownGraceMsDefault < limits.livenessOutIntervalMsDefault, 'a disk is marked down before it is marked out');
+assert(limits.diskNearFullRatioDefault < limits.diskFullRatioDefault && limits.diskFullRatioDefault < 1, 'near full comes before full, full before the end');
 assert(limits.striperPieceBytesMin <= limits.striperPieceBytesDefault && limits.striperPieceBytesDefault <= limits.striperPieceBytesMax, 'the default piece size is within bounds');
 assert(limits.striperPieceBytesMax <= limits.objectSizeBytesMax, 'a piece fits in one object');
 assert(limits.striperPieceBytesMax + limits.xattrTotalBytesMax <= limits.txnBytesMax, 'an inline manifest fits in one transaction');

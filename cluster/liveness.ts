@@ -1,0 +1,278 @@
+/**
+ * Failure detection: storage daemons heartbeat the map daemon, which marks a
+ * silent disk down after a grace period and out after a longer interval, and
+ * records each disk's space state (near full, full) from the figures the
+ * heartbeats carry. Runs in the map daemon beside the map server (opcode 130).
+ *
+ * - A heartbeat from a disk marked down marks it up again (whoever marked it
+ *   down: this monitor, `tessera up` when the process exited, an operator),
+ *   and in again if this monitor had marked it out.
+ * - Only disks this monitor has seen up (in a map or by a heartbeat) are
+ *   marked out: a disk that never started stays in until an operator decides.
+ * - Every check folds all its decisions into one map change (one epoch).
+ * - State is in memory: a restarted map daemon gives every up disk a fresh
+ *   grace period and forgets which disks it marked out (they are marked in
+ *   by an operator then). With etcd and several map daemons, each disk must
+ *   heartbeat the one map daemon that runs the monitor (docs/map-service.md).
+ *
+ * Bounds: the maps kept are one (the latest, from a watch); lastSeen holds one
+ * entry per disk of the map.
+ */
+import type { Io, TimerHandle } from '../src/io/io.js';
+import { Reader, Writer } from '../src/lib/codec.js';
+import { TesseraError, invalid, toTesseraError } from '../src/lib/errors.js';
+import { limits } from '../src/lib/limits.js';
+import type { RpcClient, RpcHandler } from '../src/rpc/types.js';
+import { setDiskSpace, setDiskState } from './map-edit.js';
+import type { MapService } from './map-service.js';
+import type { ClusterMap, DiskSpaceState } from './map.js';
+
+export const LivenessOpcode = { heartbeat: 130 } as const;
+
+export interface HeartbeatReport {
+  diskId: number;
+  /** The map epoch the daemon holds (informational). */
+  epoch: number;
+  usedBytes: number;
+  totalBytes: number;
+}
+
+export interface HeartbeatReply {
+  /** When to send the next heartbeat. */
+  heartbeatIntervalMs: number;
+  /** The newest map epoch the map daemon has. */
+  epoch: number;
+}
+
+/** A daemon's side: where its heartbeats go. */
+export interface LivenessReporter {
+  heartbeat(report: HeartbeatReport, options?: { signal?: AbortSignal }): Promise<HeartbeatReply>;
+}
+
+export interface LivenessOptions {
+  /** Silence after which an up disk is marked down. Default limits.livenessDownGraceMsDefault. */
+  downGraceMs?: number;
+  /** Time down after which an in disk is marked out. Default limits.livenessOutIntervalMsDefault. */
+  outIntervalMs?: number;
+  /** The interval daemons are asked to heartbeat at. Default downGraceMs / 4, within the limits. */
+  heartbeatIntervalMs?: number;
+  /** used / total at which a disk is near full, and full. Defaults limits.diskNearFullRatioDefault, diskFullRatioDefault. */
+  nearFullRatio?: number;
+  fullRatio?: number;
+}
+
+export interface ResolvedLiveness {
+  downGraceMs: number;
+  outIntervalMs: number;
+  heartbeatIntervalMs: number;
+  nearFullRatio: number;
+  fullRatio: number;
+}
+
+export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
+  const downGraceMs = o.downGraceMs ?? limits.livenessDownGraceMsDefault;
+  const outIntervalMs = o.outIntervalMs ?? limits.livenessOutIntervalMsDefault;
+  const heartbeatIntervalMs = o.heartbeatIntervalMs ?? Math.min(limits.heartbeatIntervalMsMax, Math.max(limits.heartbeatIntervalMsMin, Math.floor(downGraceMs / 4)));
+  const nearFullRatio = o.nearFullRatio ?? limits.diskNearFullRatioDefault;
+  const fullRatio = o.fullRatio ?? limits.diskFullRatioDefault;
+  if (!(downGraceMs > 0 && outIntervalMs > 0)) throw invalid(`liveness: downGraceMs (${downGraceMs}) and outIntervalMs (${outIntervalMs}) must be > 0`);
+  if (heartbeatIntervalMs < limits.heartbeatIntervalMsMin || heartbeatIntervalMs > limits.heartbeatIntervalMsMax || heartbeatIntervalMs * 2 > downGraceMs) {
+    throw invalid(`liveness: heartbeatIntervalMs ${heartbeatIntervalMs} must be in [${limits.heartbeatIntervalMsMin}, ${limits.heartbeatIntervalMsMax}] and at most half of downGraceMs ${downGraceMs}`);
+  }
+  if (!(nearFullRatio > 0 && nearFullRatio <= fullRatio && fullRatio <= 1)) throw invalid(`liveness: need 0 < nearFullRatio (${nearFullRatio}) <= fullRatio (${fullRatio}) <= 1`);
+  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, nearFullRatio, fullRatio };
+}
+
+export function spaceState(usedBytes: number, totalBytes: number, o: Pick<ResolvedLiveness, 'nearFullRatio' | 'fullRatio'>): DiskSpaceState | undefined {
+  if (totalBytes <= 0) return undefined;
+  const ratio = usedBytes / totalBytes;
+  if (ratio >= o.fullRatio) return 'full';
+  if (ratio >= o.nearFullRatio) return 'nearFull';
+  return undefined;
+}
+
+export class LivenessMonitor {
+  readonly options: ResolvedLiveness;
+  readonly handler: RpcHandler;
+  private latest: ClusterMap | null = null;
+  private readonly lastSeenMs = new Map<number, number>();
+  private readonly downSinceMs = new Map<number, number>();
+  /** Disks seen up at some point (only those are marked out automatically). */
+  private readonly seenUp = new Set<number>();
+  /** Disks this monitor marked out: a heartbeat marks them in again. */
+  private readonly markedOut = new Set<number>();
+  private readonly startedMs: number;
+  private readonly subscription = new AbortController();
+  private timer: TimerHandle | null = null;
+  private checking: Promise<void> | null = null;
+  private lastCheckMs: number | null = null;
+  private closed = false;
+
+  constructor(
+    private readonly io: Pick<Io, 'clock'>,
+    private readonly service: MapService,
+    options: LivenessOptions = {},
+  ) {
+    this.options = resolveLiveness(options);
+    this.startedMs = io.clock.monotonicMs();
+    this.handler = (request) => this.handle(request.op, request.header);
+    service.watch(0, (map) => this.observe(map), this.subscription.signal, { onError: () => undefined });
+    this.schedule();
+  }
+
+  /** Stops checking; heartbeats are refused (Closed). Idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.subscription.abort();
+    if (this.timer !== null) this.io.clock.clearTimeout(this.timer);
+    await this.checking;
+  }
+
+  /** Records a heartbeat; marks the disk up (and in, if this monitor marked it out) and its space state. */
+  async heartbeat(report: HeartbeatReport): Promise<HeartbeatReply> {
+    if (this.closed) throw new TesseraError('Closed', 'liveness monitor is closing');
+    const now = this.io.clock.monotonicMs();
+    this.lastSeenMs.set(report.diskId, now);
+    this.seenUp.add(report.diskId);
+    let map = this.latest ?? (await this.service.current());
+    const disk = map.disks.find((d) => d.id === report.diskId);
+    if (!disk) throw new TesseraError('NotFound', `disk ${report.diskId} is not in the map`);
+    const space = spaceState(report.usedBytes, report.totalBytes, this.options);
+    const bringIn = !disk.in && this.markedOut.has(disk.id);
+    if (!disk.up || bringIn || disk.space !== space) {
+      map = await this.service.change((m) => {
+        const d = m.disks.find((x) => x.id === report.diskId);
+        if (!d) return m;
+        const state = { up: true, ...(!d.in && this.markedOut.has(d.id) ? { in: true } : {}) };
+        return setDiskSpace(setDiskState(m, d.id, state), d.id, space);
+      });
+      this.markedOut.delete(report.diskId);
+      this.downSinceMs.delete(report.diskId);
+      this.observe(map);
+    }
+    return { heartbeatIntervalMs: this.options.heartbeatIntervalMs, epoch: map.epoch };
+  }
+
+  private observe(map: ClusterMap): void {
+    const previous = this.latest;
+    if (previous !== null && map.epoch <= previous.epoch) return;
+    this.latest = map;
+    const now = this.io.clock.monotonicMs();
+    for (const d of map.disks) {
+      if (!d.up) continue;
+      this.seenUp.add(d.id);
+      // Marked up (by its daemon at start, or an operator): its grace starts now, not when this monitor started.
+      if (previous !== null && previous.disks.find((x) => x.id === d.id)?.up !== true) this.lastSeenMs.set(d.id, Math.max(now, this.lastSeenMs.get(d.id) ?? 0));
+    }
+  }
+
+  private get checkEveryMs(): number {
+    return Math.max(10, Math.min(this.options.heartbeatIntervalMs, Math.floor(this.options.outIntervalMs / 4)));
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    const everyMs = this.checkEveryMs;
+    this.timer = this.io.clock.setTimeout(() => {
+      this.checking = this.check()
+        .catch((err) => console.error(`liveness check failed: ${toTesseraError(err).message}`))
+        .finally(() => {
+          this.checking = null;
+          this.schedule();
+        });
+    }, everyMs);
+  }
+
+  /** Marks silent disks down and long-down disks out, in one map change. */
+  private async check(): Promise<void> {
+    const map = this.latest;
+    if (map === null || this.closed) return;
+    const now = this.io.clock.monotonicMs();
+    const { downGraceMs, outIntervalMs } = this.options;
+    // This process itself stalled (its event loop held up): heartbeats may be waiting unread. Extend
+    // everyone's grace by the stall rather than take our own delay for the disks' silence.
+    const stalledMs = this.lastCheckMs === null ? 0 : now - this.lastCheckMs - 2 * this.checkEveryMs;
+    this.lastCheckMs = now;
+    if (stalledMs > 0) {
+      for (const [id, seen] of this.lastSeenMs) this.lastSeenMs.set(id, seen + stalledMs);
+      return;
+    }
+    const silent = (id: number): boolean => now - (this.lastSeenMs.get(id) ?? this.startedMs) > downGraceMs;
+    const toDown: number[] = [];
+    const toOut: number[] = [];
+    for (const d of map.disks) {
+      if (d.up) {
+        this.downSinceMs.delete(d.id);
+        if (silent(d.id)) toDown.push(d.id);
+        continue;
+      }
+      const since = this.downSinceMs.get(d.id);
+      if (since === undefined) this.downSinceMs.set(d.id, now);
+      else if (d.in && this.seenUp.has(d.id) && now - since > outIntervalMs) toOut.push(d.id);
+    }
+    if (toDown.length === 0 && toOut.length === 0) return;
+    const next = await this.service.change((m) => {
+      let edited = m;
+      for (const id of toDown) {
+        const d = edited.disks.find((x) => x.id === id);
+        // A heartbeat may have arrived meanwhile.
+        if (d?.up && silent(id)) edited = setDiskState(edited, id, { up: false });
+      }
+      for (const id of toOut) {
+        const d = edited.disks.find((x) => x.id === id);
+        if (d && !d.up && d.in) edited = setDiskState(edited, id, { in: false });
+      }
+      return edited;
+    });
+    for (const id of toDown) {
+      if (!next.disks.find((d) => d.id === id)?.up) {
+        this.downSinceMs.set(id, now);
+        console.error(`liveness: disk ${id} marked down (no heartbeat for ${downGraceMs} ms), epoch ${next.epoch}`);
+      }
+    }
+    for (const id of toOut) {
+      if (next.disks.find((d) => d.id === id)?.in === false) {
+        this.markedOut.add(id);
+        console.error(`liveness: disk ${id} marked out (down for ${outIntervalMs} ms), epoch ${next.epoch}`);
+      }
+    }
+    this.observe(next);
+  }
+
+  private async handle(op: number, header: Buffer): Promise<{ header: Buffer }> {
+    if (op !== LivenessOpcode.heartbeat) throw new TesseraError('NotSupported', `unknown liveness operation ${op}`);
+    const reply = await this.heartbeat(decodeReport(header));
+    return { header: new Writer(16).varint(reply.heartbeatIntervalMs).varint(reply.epoch).finish() };
+  }
+}
+
+function encodeReport(r: HeartbeatReport): Buffer {
+  return new Writer(32).varint(r.diskId).varint(r.epoch).varint(r.usedBytes).varint(r.totalBytes).finish();
+}
+
+function decodeReport(header: Buffer): HeartbeatReport {
+  const r = new Reader(header, 'ProtocolError', 'heartbeat');
+  const report = { diskId: r.varint(0xffff_ffff), epoch: r.varint(), usedBytes: r.varint(), totalBytes: r.varint() };
+  r.end();
+  return report;
+}
+
+/** The heartbeat rpc of a map daemon in another process. */
+export class LivenessClient implements LivenessReporter {
+  constructor(
+    private readonly rpc: RpcClient,
+    private readonly timeoutMs = 5_000,
+  ) {}
+
+  async heartbeat(report: HeartbeatReport, options: { signal?: AbortSignal } = {}): Promise<HeartbeatReply> {
+    const reply = await this.rpc.call(LivenessOpcode.heartbeat, encodeReport(report), [], {
+      idempotent: true,
+      timeoutMs: this.timeoutMs,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const r = new Reader(reply.header, 'ProtocolError', 'heartbeat reply');
+    const out = { heartbeatIntervalMs: r.varint(), epoch: r.varint() };
+    r.end();
+    return out;
+  }
+}
