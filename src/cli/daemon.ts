@@ -4,11 +4,15 @@
  * without, it serves its store alone (src/daemon/daemon.ts). Prints one JSON
  * line when it listens ({"event":"listening",...}: scripts and tests wait for
  * it); SIGTERM or SIGINT drain requests in flight and close the store cleanly.
+ * With --metrics HOST:PORT a cluster daemon serves Prometheus metrics there
+ * (src/metrics: client ops, pgs by state, disk space, map epoch).
  */
 import type { Io } from '../io/io.js';
 import { StorageDaemon } from '../daemon/daemon.js';
 import { Osd } from '../daemon/osd.js';
 import { connectMapService } from '../../cluster/map-daemon.js';
+import { daemonMetricsEndpoint } from './daemon-metrics.js';
+import type { MetricsServer } from '../metrics/http.js';
 
 export interface DaemonCommandOptions {
   io: Io;
@@ -19,6 +23,8 @@ export interface DaemonCommandOptions {
   diskId?: number;
   /** "host:port" of the map service: join the cluster. */
   map?: string;
+  /** Serve Prometheus metrics here (cluster daemons only; src/cli/daemon-metrics.ts). */
+  metrics?: { host: string; port: number };
   /** Cap on the bytes the store may use (default: the file system's size); full ratios apply to it. */
   capacityBytes?: number;
 }
@@ -35,6 +41,8 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
   if (o.map) {
     if (!identity) throw new Error('a cluster daemon needs --cluster-id and --disk-id');
     const conn = connectMapService(o.io, o.map);
+    const metrics = daemonMetricsEndpoint();
+    let metricsServer: MetricsServer | null = null;
     let osd: Osd;
     try {
       osd = await Osd.start({
@@ -45,6 +53,7 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
         identity,
         mapService: conn.service,
         pgHistory: conn.history,
+        onClientOp: metrics.onClientOp,
         liveness: conn.liveness,
         ...(o.capacityBytes !== undefined ? { store: { space: { capacityBytes: o.capacityBytes } } } : {}),
       });
@@ -52,8 +61,10 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
       await conn.close();
       throw err;
     }
-    process.stdout.write(`${JSON.stringify({ event: 'listening', host: o.host, port: osd.port, diskId: identity.diskId, clusterId: identity.clusterId, pid: process.pid })}\n`);
+    if (o.metrics) metricsServer = await metrics.serve(osd, o.metrics).catch(async (err: unknown) => (await osd.close(), await conn.close(), Promise.reject(err)));
+    process.stdout.write(`${JSON.stringify({ event: 'listening', host: o.host, port: osd.port, ...(metricsServer ? { metricsPort: metricsServer.port } : {}), diskId: identity.diskId, clusterId: identity.clusterId, pid: process.pid })}\n`);
     await waitForSignal();
+    await metricsServer?.close();
     await osd.close();
     await conn.close();
     process.stdout.write(`${JSON.stringify({ event: 'stopped', diskId: identity.diskId })}\n`);

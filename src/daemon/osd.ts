@@ -39,6 +39,7 @@ import { PgLog } from './pg-log.js';
 import { peer, type MemberHandle } from './peering.js';
 import { localHandle, remoteHandle } from './members.js';
 import { osdHandler } from './osd-service.js';
+import { withAdmin, type ClientOpSample } from './osd-admin.js';
 import { storeHandler } from './store-service.js';
 import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
 import type { LivenessReporter } from '../../cluster/liveness.js';
@@ -56,6 +57,8 @@ export interface OsdOptions {
   epochWaitMs?: number;
   /** Delay before a failed peering is tried again. */
   peeringRetryMs?: number;
+  /** Told of every client op answered (write, read, list): metrics. */
+  onClientOp?: (sample: ClientOpSample) => void;
   /** Where heartbeats go (the map daemon); none: no heartbeats (the disk is marked down after the grace). */
   liveness?: LivenessReporter;
   /** Pace of the recovery and backfill this daemon drives (defaults in src/lib/limits.ts). */
@@ -115,7 +118,7 @@ export class Osd {
       osd = new Osd(options, store, view, null, await EcStagingIndex.build(store, ecPools));
       const self = osd;
       const storeReads = storeHandler(store, { readOnly: true });
-      const cluster = osdHandler(self);
+      const cluster = withAdmin(self, osdHandler(self), options.onClientOp);
       const handler: RpcHandler = (request) => (request.op <= STORE_OPCODE_MAX ? storeReads(request) : cluster(request));
       self.server = await createTcpServer({ io, host: options.host, port: options.port, handler });
       const address = `${options.host}:${self.server.port}`;

@@ -21,6 +21,8 @@ export const OsdOpcode = {
   op: 20,
   read: 21,
   list: 22,
+  /** Admin query: the states of the pgs this disk is primary of (`tessera status`). */
+  pgStats: 23,
   repop: 40,
   pgQuery: 41,
   pgLog: 42,
@@ -416,4 +418,38 @@ export function decodeList(header: Buffer): ListRequest {
   const cursor = r.bool() ? r.string(limits.objectNameBytesMax * 2) : undefined;
   r.end();
   return { ...pg, limit, ...(cursor !== undefined ? { cursor } : {}) };
+}
+
+/** One pg a daemon is primary of, as pgStats reports it. */
+export interface PgStat {
+  poolId: number;
+  pg: number;
+  state: string;
+  /** Map epoch its current interval started in. */
+  intervalStart: number;
+}
+
+export interface PgStatsReply {
+  diskId: number;
+  /** The map epoch the daemon holds. */
+  epoch: number;
+  pgs: PgStat[];
+}
+
+/** pgStats reply: a control document {diskId, epoch, pgs: [[poolId, pg, state, intervalStart], ...]}. */
+export function encodePgStats(r: PgStatsReply): Buffer {
+  return encodeControl({ diskId: r.diskId, epoch: r.epoch, pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]) });
+}
+
+export function decodePgStats(header: Buffer): PgStatsReply {
+  const doc = decodeControl(header, 'pg stats');
+  const rows = doc.pgs;
+  if (!Array.isArray(rows)) throw protocolError('pg stats: pgs is not a list');
+  const pgs = rows.map((row: unknown): PgStat => {
+    if (!Array.isArray(row) || row.length !== 4) throw protocolError('pg stats: bad row');
+    const [poolId, pg, state, intervalStart] = row as unknown[];
+    if (!Number.isSafeInteger(poolId) || !Number.isSafeInteger(pg) || typeof state !== 'string' || !Number.isSafeInteger(intervalStart)) throw protocolError('pg stats: bad row');
+    return { poolId: poolId as number, pg: pg as number, state, intervalStart: intervalStart as number };
+  });
+  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs };
 }

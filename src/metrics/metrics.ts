@@ -1,0 +1,176 @@
+/**
+ * Metric definitions, in one place: what the storage daemons and the map
+ * service export in the Prometheus text format (served by ./http.ts). Every
+ * set registers on a prom-client Registry its caller passes in (never the
+ * global one), so one process may hold several sets and tests may read them.
+ *
+ * The narrow interface is OpObserver: a server reports each operation it
+ * answered (name, outcome, seconds, payload bytes) and knows nothing of
+ * prom-client. OpMetrics turns that into the three series every service
+ * exports (a gateway can reuse it with its own prefix):
+ *   PREFIX_ops_total{op,result}           counter, result "ok" | "error"
+ *   PREFIX_op_bytes_total{op}             counter, payload bytes written (writes) or returned (reads)
+ *   PREFIX_op_duration_seconds{op}        histogram
+ * State is read when scraped (collect callbacks), never pushed: a scrape
+ * costs one statfs of the store and a pass over the daemon's pgs.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export interface OpSample {
+  op: string;
+  ok: boolean;
+  seconds: number;
+  /** Payload bytes the operation wrote or returned. */
+  bytes: number;
+}
+
+export interface OpObserver {
+  observe(sample: OpSample): void;
+}
+
+/** Latency buckets from 0.5 ms to ~16 s (client ops on one machine up to large streamed reads). */
+const LATENCY_BUCKETS_SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 16];
+
+export class OpMetrics implements OpObserver {
+  private readonly ops: Counter<'op' | 'result'>;
+  private readonly bytes: Counter<'op'>;
+  private readonly duration: Histogram<'op'>;
+
+  constructor(registry: Registry, prefix: string) {
+    const registers = [registry];
+    this.ops = new Counter({ name: `${prefix}_ops_total`, help: 'Operations answered, by operation and result', labelNames: ['op', 'result'], registers });
+    this.bytes = new Counter({ name: `${prefix}_op_bytes_total`, help: 'Payload bytes written or returned, by operation', labelNames: ['op'], registers });
+    this.duration = new Histogram({ name: `${prefix}_op_duration_seconds`, help: 'Time to answer an operation', labelNames: ['op'], buckets: LATENCY_BUCKETS_SECONDS, registers });
+  }
+
+  observe(s: OpSample): void {
+    this.ops.inc({ op: s.op, result: s.ok ? 'ok' : 'error' });
+    if (s.bytes > 0) this.bytes.inc({ op: s.op }, s.bytes);
+    this.duration.observe({ op: s.op }, s.seconds);
+  }
+}
+
+/** What a storage daemon's metrics read when scraped. */
+export interface DaemonMetricsSource {
+  /** Placement groups this disk is primary of, counted by state. */
+  pgStates(): Record<string, number>;
+  /** Placement groups this disk is a member of (primary or not). */
+  pgCount(): number;
+  space(): Promise<{ usedBytes: number; freeBytes: number; objects: number }>;
+  /** The map epoch the daemon holds. */
+  mapEpoch(): number;
+}
+
+/** Pg states a daemon reports even when it has none of them (so a dashboard sees 0, not nothing). */
+export const PG_STATES = ['active', 'peering', 'incomplete'] as const;
+
+/**
+ * A storage daemon's metrics: client ops (tessera_osd_*), its pgs by state,
+ * its disk's space and objects, the map epoch it holds. The disk id is a
+ * label on every series.
+ */
+export class DaemonMetrics implements OpObserver {
+  private readonly clientOps: OpMetrics;
+
+  constructor(registry: Registry, diskId: number, source: DaemonMetricsSource) {
+    registry.setDefaultLabels({ disk: String(diskId) });
+    this.clientOps = new OpMetrics(registry, 'tessera_osd');
+    const registers = [registry];
+    new Gauge({
+      name: 'tessera_osd_pgs',
+      help: 'Placement groups this disk is primary of, by state',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const counts = source.pgStates();
+        for (const state of PG_STATES) this.set({ state }, counts[state] ?? 0);
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    new Gauge({ name: 'tessera_osd_pg_members', help: 'Placement groups this disk is a member of', registers, collect() { this.set(source.pgCount()); } });
+    // The three space gauges share one reading per scrape (prom-client collects them concurrently).
+    let reading: Promise<{ usedBytes: number; freeBytes: number; objects: number }> | null = null;
+    const space = (): Promise<{ usedBytes: number; freeBytes: number; objects: number }> =>
+      (reading ??= source.space().finally(() => {
+        reading = null;
+      }));
+    const spaceGauge = (name: string, help: string, pick: (s: { usedBytes: number; freeBytes: number; objects: number }) => number): void =>
+      void new Gauge({
+        name,
+        help,
+        registers,
+        async collect() {
+          this.set(pick(await space()));
+        },
+      });
+    spaceGauge('tessera_disk_used_bytes', 'Bytes used on the disk (segments and metadata)', (s) => s.usedBytes);
+    spaceGauge('tessera_disk_free_bytes', 'Bytes free for the store on the disk', (s) => s.freeBytes);
+    spaceGauge('tessera_disk_objects', 'Objects in the disk store (client objects, pg logs and metadata objects)', (s) => s.objects);
+    new Gauge({ name: 'tessera_map_epoch', help: 'Cluster map epoch held', registers, collect() { this.set(source.mapEpoch()); } });
+  }
+
+  observe(sample: OpSample): void {
+    this.clientOps.observe(sample);
+  }
+}
+
+/** What the map service's metrics read when scraped: a summary of the latest map. */
+export interface MapMetricsSource {
+  summary(): Promise<{ epoch: number; disks: ReadonlyArray<{ up: boolean; in: boolean }>; pools: number }>;
+}
+
+/**
+ * The map service's metrics: the epoch, map changes since this process
+ * started (epochs advanced, seen at scrapes), disks by up/in and pools.
+ */
+export class MapMetrics {
+  constructor(registry: Registry, source: MapMetricsSource) {
+    const registers = [registry];
+    let reading: ReturnType<MapMetricsSource['summary']> | null = null;
+    const summary = (): ReturnType<MapMetricsSource['summary']> =>
+      (reading ??= source.summary().finally(() => {
+        reading = null;
+      }));
+    let lastEpoch: number | null = null;
+    new Gauge({
+      name: 'tessera_map_epoch',
+      help: 'Epoch of the latest cluster map',
+      registers,
+      async collect() {
+        this.set((await summary()).epoch);
+      },
+    });
+    new Counter({
+      name: 'tessera_map_changes_total',
+      help: 'Map epochs advanced since the map service started (counted at scrapes)',
+      registers,
+      async collect() {
+        const { epoch } = await summary();
+        if (lastEpoch !== null && epoch > lastEpoch) this.inc(epoch - lastEpoch);
+        lastEpoch = Math.max(lastEpoch ?? epoch, epoch);
+      },
+    });
+    new Gauge({
+      name: 'tessera_map_disks',
+      help: 'Disks in the map, by up (daemon alive) and in (takes data)',
+      labelNames: ['up', 'in'],
+      registers,
+      async collect() {
+        const counts = new Map<string, number>([['true/true', 0], ['true/false', 0], ['false/true', 0], ['false/false', 0]]);
+        for (const d of (await summary()).disks) counts.set(`${d.up}/${d.in}`, counts.get(`${d.up}/${d.in}`)! + 1);
+        for (const [key, n] of counts) {
+          const [up, inside] = key.split('/') as [string, string];
+          this.set({ up, in: inside }, n);
+        }
+      },
+    });
+    new Gauge({
+      name: 'tessera_map_pools',
+      help: 'Pools in the map',
+      registers,
+      async collect() {
+        this.set((await summary()).pools);
+      },
+    });
+  }
+}
