@@ -1,0 +1,498 @@
+/**
+ * The fault-injection suite: a write / overwrite / read-verify workload runs
+ * against a multi-host cluster (3 hosts x 2 disks, each host a network
+ * namespace when this machine allows it, else plain loopback processes)
+ * while a seeded schedule injects faults one at a time: kill -9 and restart
+ * of a daemon, SIGSTOP/SIGCONT, a host's link cut and healed, a partition
+ * between two hosts, bytes corrupted in a daemon's segment file, kill -9 and
+ * restart of the map service. Before each fault the cluster is back to full
+ * health (every disk up, every pg active), so no more members are ever
+ * missing than the pool tolerates (size 3 / min_size 2: one) and every
+ * acknowledged write must survive.
+ *
+ * Contents are a function of (seed, key, version) (helpers/fault-model.ts):
+ * the test keeps which version each key has acknowledged, never the bytes.
+ * A read during the run must return exactly the acknowledged version; a
+ * write that failed leaves its key at one of two versions, and the key is
+ * left alone until the end. At the end everything is healed, every pg must
+ * be active, every key byte-exact through the client, and every member's
+ * copy byte-exact read straight from its store (the surrogate of a deep
+ * scrub, which the cluster does not have yet). A JSON summary is printed;
+ * lost must be 0.
+ *
+ * The seed is printed; TESSERA_SEED=<seed> replays the same fault schedule
+ * and the same contents (interleavings with the workload differ).
+ * TESSERA_FAULTS=<n> sets the number of faults (CI: 12; `npm run
+ * test:faults -- --faults 1000` for a long run). The erasure-coded pool joins
+ * only with TESSERA_FAULTS_EC=1 (see the warning printed when it is off).
+ * TESSERA_FAULTS_NETNS=0 forces loopback processes; TESSERA_FAULTS_KINDS=
+ * kill9,pause,... restricts the kinds; TESSERA_FAULTS_AUDIT=0 skips the
+ * check of every member's copies after each fault.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { isTesseraError } from '../src/lib/errors.js';
+import { objectToPg } from '../cluster/placement.js';
+import { dataNs, decodeVersionValue, VERSION_XATTR } from '../src/daemon/pg-log.js';
+import type { Eversion } from '../src/protocol/osd-messages.js';
+import { createNetnsLab, netnsSupport, type NetnsLab } from './helpers/netns.js';
+import { startFaultCluster, type FaultCluster } from './helpers/fault-cluster.js';
+import { ContentModel, type KeyState } from './helpers/fault-model.js';
+import { corruptObjectOnDisk } from './helpers/corrupt.js';
+import { seededRng, testSeed, type Rng } from './helpers/random.js';
+import type { TestPool } from './helpers/cluster.js';
+
+const FAULTS = Number(process.env.TESSERA_FAULTS ?? 12);
+const WITH_EC = process.env.TESSERA_FAULTS_EC === '1';
+/** Check every member's copies after each fault (TESSERA_FAULTS_AUDIT=0 turns it off). */
+const AUDIT = process.env.TESSERA_FAULTS_AUDIT !== '0';
+const KEYS_PER_POOL = 40;
+const WORKERS_PER_POOL = 3;
+const HEALTHY_TIMEOUT_MS = 180_000;
+const HOSTS = 3;
+const DISKS_PER_HOST = 2;
+const seed = testSeed();
+const rng = seededRng(seed);
+const model = new ContentModel(seed);
+
+const pools: TestPool[] = [{ name: 'rep', redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 16 }];
+if (WITH_EC) pools.push({ name: 'ec', redundancy: { type: 'erasure', dataShards: 4, parityShards: 2 }, failureDomain: 'disk', pgCount: 8 });
+
+type Fault =
+  | { kind: 'kill9'; disk: number; holdMs: number }
+  | { kind: 'pause'; disk: number; holdMs: number; markDown: boolean }
+  | { kind: 'cutHost'; host: number; holdMs: number }
+  | { kind: 'cutPair'; a: number; b: number; holdMs: number }
+  | { kind: 'corrupt'; pickSeed: number }
+  | { kind: 'mapRestart'; holdMs: number };
+
+interface Stats {
+  faults: Record<string, number>;
+  writesAcknowledged: number;
+  writesFailed: number;
+  readsVerified: number;
+  readsFailed: number;
+  corruptDetected: number;
+  corruptClientReadOk: number;
+  corruptClientReadFailed: number;
+  violations: string[];
+  /** A member's copy differs from the acknowledged version while the cluster is healthy. */
+  divergences: string[];
+}
+
+const stats: Stats = {
+  faults: {},
+  writesAcknowledged: 0,
+  writesFailed: 0,
+  readsVerified: 0,
+  readsFailed: 0,
+  corruptDetected: 0,
+  corruptClientReadOk: 0,
+  corruptClientReadFailed: 0,
+  violations: [],
+  divergences: [],
+};
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const log = (msg: string): void => console.log(`[faults ${new Date().toISOString().slice(11, 23)}] ${msg}`);
+
+let lab: NetnsLab | undefined;
+let cluster: FaultCluster | undefined;
+let netnsNote = '';
+let pairCuts = false;
+
+beforeAll(async () => {
+  console.log(`faults seed: ${seed} (TESSERA_SEED=${seed} to replay), ${FAULTS} faults`);
+  if (!WITH_EC) console.warn('WARNING: faults: the erasure-coded pool is left out (TESSERA_FAULTS_EC=1 adds it): EC acknowledged writes can be lost after kill -9 of members in turn (docs/testing.md)');
+  const support = process.env.TESSERA_FAULTS_NETNS === '0' ? { ok: false, reason: 'TESSERA_FAULTS_NETNS=0', pairCuts: false } : await netnsSupport();
+  if (support.ok) {
+    lab = await createNetnsLab({ hosts: HOSTS });
+    netnsNote = `netns (${lab.prefix}*, ${lab.rootAddress}/24${support.pairCuts ? '' : '; no iptables: no pair cuts'})`;
+  } else {
+    netnsNote = `loopback (no network namespaces: ${support.reason})`;
+    console.warn(`WARNING: faults: hosts are NOT network namespaces, link cuts are NOT injected: ${support.reason}`);
+  }
+  pairCuts = support.pairCuts;
+  cluster = await startFaultCluster({ hosts: HOSTS, disksPerHost: DISKS_PER_HOST, pools, ...(lab ? { lab } : {}) });
+  log(`cluster up: ${netnsNote}; map service at ${cluster.mapAddress}`);
+}, 120_000);
+
+afterAll(async () => {
+  if (cluster && process.env.TESSERA_DEBUG) for (const id of cluster.diskIds) console.log(`--- disk ${id} stderr ---\n${cluster.stderrOf(id)}`);
+  await cluster?.stop();
+  await lab?.remove();
+}, 60_000);
+
+function makeSchedule(count: number): Array<Fault & { gapMs: number }> {
+  const kinds: Array<[Fault['kind'], number]> = [
+    ['kill9', 3],
+    ['pause', 2],
+    ['corrupt', 2],
+    ['mapRestart', 1],
+    ...(lab ? ([['cutHost', 2]] as Array<[Fault['kind'], number]>) : []),
+    ...(lab && pairCuts ? ([['cutPair', 2]] as Array<[Fault['kind'], number]>) : []),
+  ];
+  const only = process.env.TESSERA_FAULTS_KINDS?.split(',').filter(Boolean);
+  if (only) {
+    const unknown = only.filter((k) => !kinds.some(([name]) => name === k));
+    if (unknown.length) throw new Error(`TESSERA_FAULTS_KINDS: ${unknown.join(',')} unknown or not available here (have ${kinds.map(([k]) => k).join(',')})`);
+    kinds.splice(0, kinds.length, ...kinds.filter(([name]) => only.includes(name)));
+  }
+  const total = kinds.reduce((s, [, w]) => s + w, 0);
+  const disks = HOSTS * DISKS_PER_HOST;
+  const out: Array<Fault & { gapMs: number }> = [];
+  for (let i = 0; i < count; i++) {
+    let x = rng.int(total);
+    const kind = kinds.find(([, w]) => (x -= w) < 0)![0];
+    const holdMs = 200 + rng.int(2800);
+    const gapMs = 100 + rng.int(900);
+    const f: Fault =
+      kind === 'kill9' ? { kind, disk: rng.int(disks), holdMs }
+      : kind === 'pause' ? { kind, disk: rng.int(disks), holdMs, markDown: holdMs > 1500 }
+      : kind === 'cutHost' ? { kind, host: rng.int(HOSTS), holdMs }
+      : kind === 'cutPair' ? (() => { const a = rng.int(HOSTS); return { kind, a, b: (a + 1 + rng.int(HOSTS - 1)) % HOSTS, holdMs }; })()
+      : kind === 'corrupt' ? { kind, pickSeed: rng.int(2 ** 31) }
+      : { kind: 'mapRestart', holdMs };
+    out.push({ ...f, gapMs });
+  }
+  return out;
+}
+
+const keyStates = new Map<string, KeyState[]>();
+/** Per key, its acknowledged writes with times (printed for a lost key). */
+const history = new Map<string, string[]>();
+const t0 = Date.now();
+const keysOf = (pool: string): KeyState[] => keyStates.get(pool)!;
+
+function pickFree(pool: string, r: Rng): KeyState | undefined {
+  const free = keysOf(pool).filter((k) => !k.busy && !k.uncertain);
+  return free.length ? r.pick(free) : undefined;
+}
+
+/** Which version of the key (0..acked+1) the bytes are, or -1. */
+function whichVersion(key: string, acked: number, got: Buffer): number {
+  for (let v = acked + 1; v >= 1; v--) if (model.contentAt(key, v).equals(got)) return v;
+  return -1;
+}
+
+async function writeNext(pool: string, k: KeyState): Promise<boolean> {
+  const v = k.acked + 1;
+  const op = model.opOf(k.key, v, model.contentAt(k.key, k.acked));
+  let at: Eversion;
+  try {
+    at = await cluster!.client.transact(pool, k.key, [op]);
+  } catch (err) {
+    k.uncertain = true;
+    stats.writesFailed++;
+    log(`${pool}/${k.key}: write of version ${v} failed (${(err as Error).message}); it holds version ${k.acked} or ${v}`);
+    return false;
+  }
+  k.acked = v;
+  stats.writesAcknowledged++;
+  history.get(`${pool}/${k.key}`)?.push(`v${v} ${op.type}${op.type === 'write' ? `@${op.offsetBytes}+${op.data.length}` : ` ${op.type === 'writeFull' ? op.data.length : 0}B`} acked at +${Date.now() - t0}ms as pg version ${at.epoch}'${at.version}`);
+  return true;
+}
+
+async function readVerify(pool: string, k: KeyState): Promise<void> {
+  let got: Buffer;
+  try {
+    got = await cluster!.client.read(pool, k.key);
+  } catch (err) {
+    stats.readsFailed++;
+    if (isTesseraError(err, 'Corrupt')) stats.violations.push(`${pool}/${k.key}: read failed with Corrupt: ${(err as Error).message}`);
+    else log(`${pool}/${k.key}: read failed (${(err as Error).message})`);
+    return;
+  }
+  const expected = model.contentAt(k.key, k.acked);
+  if (got.equals(expected)) {
+    stats.readsVerified++;
+    return;
+  }
+  const v = whichVersion(k.key, k.acked, got);
+  stats.violations.push(`${pool}/${k.key}: read returned ${v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`}, acknowledged is ${k.acked} (${expected.length} B)`);
+}
+
+async function worker(pool: string, r: Rng, stop: { now: boolean }): Promise<void> {
+  while (!stop.now) {
+    const k = pickFree(pool, r);
+    if (!k) {
+      await sleep(20);
+      continue;
+    }
+    k.busy = true;
+    try {
+      if (k.acked === 0 || r.float() < 0.5) await writeNext(pool, k);
+      else await readVerify(pool, k);
+    } finally {
+      k.busy = false;
+    }
+  }
+}
+
+/** Every disk up and in, the client on the newest map, every pg of every pool active (a full listing touches each). */
+async function waitHealthy(why: string): Promise<void> {
+  const c = cluster!;
+  const deadline = Date.now() + HEALTHY_TIMEOUT_MS;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const map = await c.map.service.current();
+      const notUp = map.disks.filter((d) => !d.up || !d.in).map((d) => d.id);
+      if (notUp.length) await c.markUp(notUp);
+      await c.client.view.refresh();
+      for (const p of pools) {
+        let cursor: string | undefined;
+        do {
+          const page = await c.client.list(p.name, { limit: 10_000, ...(cursor ? { cursor } : {}) });
+          cursor = page.cursor;
+        } while (cursor);
+      }
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`cluster not healthy ${HEALTHY_TIMEOUT_MS} ms after ${why} (attempt ${attempt}): ${(err as Error).message}`, { cause: err });
+      await sleep(500);
+    }
+  }
+}
+
+async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<string> {
+  const c = cluster!;
+  const r = seededRng(f.pickSeed);
+  const pool = 'rep';
+  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(k.key, k.acked).length >= 4096);
+  if (!candidates.length) return 'no candidate object';
+  const k = r.pick(candidates);
+  k.busy = true;
+  try {
+    const info = c.client.pool(pool);
+    const members = c.client.view.pg(info, objectToPg(info, k.key)).members;
+    const member = r.pick(members);
+    const primary = members[0];
+    const expected = model.contentAt(k.key, k.acked);
+    const places = await corruptObjectOnDisk(c.diskDir(member), expected, r);
+    if (!places.length) return `${k.key}: its bytes were not found on disk ${member}`;
+    const store = c.storeOf(member);
+    try {
+      const direct = await store.read({ ns: dataNs(info.id, 0), name: k.key }).then(
+        (b) => (b.equals(expected) ? 'ok' : 'wrong bytes'),
+        (err: unknown) => (isTesseraError(err, 'Corrupt') ? 'Corrupt' : `error ${(err as Error).message}`),
+      );
+      if (direct === 'Corrupt') stats.corruptDetected++;
+      else stats.violations.push(`corrupt ${pool}/${k.key} on disk ${member}: a direct read returned ${direct}, not the corruption error`);
+    } finally {
+      await store.close();
+    }
+    const viaClient = await c.client.read(pool, k.key).then(
+      (b) => (b.equals(expected) ? 'ok' : 'wrong bytes'),
+      (err: unknown) => `error ${(err as Error).message}`,
+    );
+    if (viaClient === 'ok') stats.corruptClientReadOk++;
+    else if (viaClient === 'wrong bytes') stats.violations.push(`corrupt ${pool}/${k.key} on disk ${member}: the client read returned wrong bytes`);
+    else {
+      stats.corruptClientReadFailed++;
+      log(`FINDING: ${pool}/${k.key} corrupt on disk ${member} (${member === primary ? 'the primary' : 'a replica'}): the client read failed: ${viaClient}`);
+    }
+    // Repair: a full overwrite replaces every member's copy.
+    model.forceFull(k.key, k.acked + 1);
+    await writeNext(pool, k);
+    return `${pool}/${k.key} on disk ${member} (${member === primary ? 'primary' : 'replica'}, ${places.length} place(s)); client read: ${viaClient}`;
+  } finally {
+    k.busy = false;
+  }
+}
+
+async function inject(f: Fault): Promise<string> {
+  const c = cluster!;
+  switch (f.kind) {
+    case 'kill9':
+      await c.kill9(f.disk);
+      await c.markDown([f.disk]);
+      await sleep(f.holdMs);
+      await c.start(f.disk);
+      return `disk ${f.disk} for ${f.holdMs} ms`;
+    case 'pause':
+      c.pause(f.disk);
+      if (f.markDown) await c.markDown([f.disk]);
+      await sleep(f.holdMs);
+      c.resume(f.disk);
+      if (f.markDown) await c.markUp([f.disk]);
+      return `disk ${f.disk} for ${f.holdMs} ms${f.markDown ? ', marked down' : ''}`;
+    case 'cutHost': {
+      const disks = c.diskIds.filter((d) => c.hostOf(d) === f.host);
+      await lab!.cutHost(f.host);
+      await c.markDown(disks);
+      await sleep(f.holdMs);
+      await lab!.healHost(f.host);
+      await c.markUp(disks);
+      return `host ${f.host} for ${f.holdMs} ms`;
+    }
+    case 'cutPair':
+      await lab!.cutPair(f.a, f.b);
+      await sleep(f.holdMs);
+      await lab!.healPair(f.a, f.b);
+      return `hosts ${f.a} <-> ${f.b} for ${f.holdMs} ms`;
+    case 'corrupt':
+      return injectCorrupt(f);
+    case 'mapRestart':
+      await c.restartMap();
+      return 'map service kill -9 and restart';
+  }
+}
+
+/** "disk:epoch'version" of the object's version xattr on each member (for reports). */
+async function memberVersions(poolId: number, key: string, members: readonly number[]): Promise<string> {
+  const out: string[] = [];
+  for (const m of members) {
+    const store = cluster!.storeOf(m);
+    try {
+      const x = (await store.getXattrs({ ns: dataNs(poolId, 0), name: key })).get(VERSION_XATTR);
+      const v = x ? decodeVersionValue(x) : null;
+      out.push(`${m}:${v ? `${v.epoch}'${v.version}` : 'none'}`);
+    } catch (err) {
+      out.push(`${m}:${(err as Error).message}`);
+    } finally {
+      await store.close();
+    }
+  }
+  return out.join(' ');
+}
+
+/**
+ * After the cluster is healthy again: every member of every pg holds each
+ * idle key's acknowledged version (keys are locked one at a time, so the
+ * workload goes on). Names the fault after which a copy diverged.
+ */
+async function auditReplicas(afterWhat: string): Promise<void> {
+  const c = cluster!;
+  for (const p of pools) {
+    if (p.redundancy.type !== 'replicated') continue;
+    const info = c.client.pool(p.name);
+    for (const k of keysOf(p.name)) {
+      if (k.busy || k.uncertain || k.acked === 0) continue;
+      k.busy = true;
+      try {
+        const expected = model.contentAt(k.key, k.acked);
+        const members = c.client.view.pg(info, objectToPg(info, k.key)).members;
+        for (const member of members) {
+          const store = c.storeOf(member);
+          const copy = await store.read({ ns: dataNs(info.id, 0), name: k.key }).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
+          await store.close();
+          if (copy instanceof Buffer && copy.equals(expected)) continue;
+          const held = copy instanceof Error ? `an error (${copy.message})` : `version ${whichVersion(k.key, k.acked, copy)}`;
+          const versions = await memberVersions(info.id, k.key, members);
+          stats.divergences.push(`after ${afterWhat}: ${p.name}/${k.key} on disk ${member} holds ${held}, acknowledged is ${k.acked} (pg ${info.id}.${objectToPg(info, k.key)}, members ${members.join(',')}; object version per member: ${versions}); history: ${history.get(`${p.name}/${k.key}`)?.slice(-4).join('; ')}`);
+          log(`DIVERGENCE: ${stats.divergences.at(-1)}`);
+        }
+      } finally {
+        k.busy = false;
+      }
+    }
+  }
+}
+
+async function finalCheck(): Promise<{ verified: number; lost: string[]; replicasChecked: number }> {
+  const c = cluster!;
+  const lost: string[] = [];
+  let verified = 0;
+  let replicasChecked = 0;
+  for (const p of pools) {
+    const info = c.client.pool(p.name);
+    for (const k of keysOf(p.name)) {
+      if (k.acked === 0 && !k.uncertain) continue;
+      let got: Buffer | null;
+      try {
+        got = await c.client.read(p.name, k.key);
+      } catch (err) {
+        if (!isTesseraError(err, 'NotFound')) {
+          lost.push(`${p.name}/${k.key}: read failed at the end: ${(err as Error).message}`);
+          continue;
+        }
+        got = null;
+      }
+      const ok = (v: number): boolean => (v === 0 ? got === null : got !== null && model.contentAt(k.key, v).equals(got));
+      if (ok(k.acked)) {
+        verified++;
+      } else if (k.uncertain && ok(k.acked + 1)) {
+        k.acked++;
+        verified++;
+      } else {
+        const v = got ? whichVersion(k.key, k.acked, got) : 0;
+        lost.push(`${p.name}/${k.key}: holds ${got ? (v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`) : 'nothing'}; acknowledged ${k.acked}${k.uncertain ? ` (or ${k.acked + 1})` : ''}`);
+        continue;
+      }
+      if (p.redundancy.type !== 'replicated') continue;
+      const expected = model.contentAt(k.key, k.acked);
+      for (const member of c.client.view.pg(info, objectToPg(info, k.key)).members) {
+        const store = c.storeOf(member);
+        try {
+          const copy = await store.read({ ns: dataNs(info.id, 0), name: k.key });
+          replicasChecked++;
+          if (!copy.equals(expected)) {
+            const v = whichVersion(k.key, k.acked, copy);
+            const versions = await memberVersions(info.id, k.key, c.client.view.pg(info, objectToPg(info, k.key)).members);
+            lost.push(`${p.name}/${k.key}: the copy on disk ${member} holds ${v === -1 ? `bytes of no version (${copy.length} B)` : `version ${v}`}, not version ${k.acked} (pg ${info.id}.${objectToPg(info, k.key)}, members ${c.client.view.pg(info, objectToPg(info, k.key)).members.join(',')}; object version per member: ${versions})`);
+          }
+        } catch (err) {
+          lost.push(`${p.name}/${k.key}: the copy on disk ${member} cannot be read: ${(err as Error).message}`);
+        } finally {
+          await store.close();
+        }
+      }
+    }
+  }
+  return { verified, lost, replicasChecked };
+}
+
+it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () => {
+  const c = cluster!;
+  const schedule = makeSchedule(FAULTS);
+  for (const p of pools) keyStates.set(p.name, Array.from({ length: KEYS_PER_POOL }, (_, i) => ({ key: `obj-${i}`, acked: 0, uncertain: false, busy: false })));
+  for (const p of pools) for (const k of keysOf(p.name)) history.set(`${p.name}/${k.key}`, []);
+  const stop = { now: false };
+  const workers = pools.flatMap((p) => Array.from({ length: WORKERS_PER_POOL }, () => worker(p.name, seededRng(rng.int(2 ** 31)), stop)));
+  const startedMs = Date.now();
+  try {
+    for (const [i, f] of schedule.entries()) {
+      await waitHealthy(i === 0 ? 'start' : `fault ${i - 1}`);
+      if (i > 0 && AUDIT) await auditReplicas(`fault ${i - 1} (${schedule[i - 1]!.kind})`);
+      const startMs = Date.now() - t0;
+      const what = await inject(f);
+      stats.faults[f.kind] = (stats.faults[f.kind] ?? 0) + 1;
+      log(`fault ${i}/${FAULTS} (+${startMs}..${Date.now() - t0}ms): ${f.kind}: ${what} (acked ${stats.writesAcknowledged}, verified ${stats.readsVerified})`);
+      await sleep(f.gapMs);
+    }
+  } finally {
+    stop.now = true;
+    await Promise.all(workers);
+    await lab?.healAll();
+    for (const d of c.diskIds) c.resume(d);
+    for (const d of c.diskIds) if (!c.running().includes(d)) await c.start(d);
+  }
+  await waitHealthy('the last fault');
+  const end = await finalCheck();
+  const summary = {
+    seed,
+    mode: netnsNote,
+    pools: pools.map((p) => p.name),
+    seconds: Math.round((Date.now() - startedMs) / 1000),
+    faultsInjected: stats.faults,
+    operations: {
+      writesAcknowledged: stats.writesAcknowledged,
+      writesFailed: stats.writesFailed,
+      readsVerifiedDuringRun: stats.readsVerified,
+      readsFailedDuringRun: stats.readsFailed,
+      objectsVerifiedAtEnd: end.verified,
+      replicaCopiesVerifiedAtEnd: end.replicasChecked,
+    },
+    corruption: { detectedByStore: stats.corruptDetected, clientReadOk: stats.corruptClientReadOk, clientReadFailed: stats.corruptClientReadFailed },
+    lost: end.lost.length,
+    violations: stats.violations.length,
+    replicaDivergences: stats.divergences.length,
+  };
+  console.log(`faults summary: ${JSON.stringify(summary)}`);
+  for (const l of end.lost) console.log(`LOST: ${l}\n  history: ${history.get(l.slice(0, l.indexOf(':')))?.slice(-6).join('; ')}`);
+  for (const v of stats.violations) console.log(`VIOLATION: ${v}`);
+  for (const d of stats.divergences) console.log(`DIVERGENCE: ${d}`);
+  if (end.lost.length || stats.violations.length || stats.divergences.length) console.log(`replay with TESSERA_SEED=${seed} TESSERA_FAULTS=${FAULTS}${WITH_EC ? ' TESSERA_FAULTS_EC=1' : ''}`);
+  expect(end.lost, 'acknowledged writes lost or corrupt').toEqual([]);
+  expect(stats.violations, 'reads that returned other than the acknowledged version').toEqual([]);
+  expect(stats.divergences, 'member copies that differ from the acknowledged version while healthy').toEqual([]);
+  expect(stats.writesAcknowledged).toBeGreaterThan(0);
+}, Math.max(170_000, FAULTS * 30_000));

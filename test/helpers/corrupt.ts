@@ -1,0 +1,64 @@
+/**
+ * Corrupts an object's bytes where a daemon keeps them: it searches the
+ * disk's segment files (DIR/segments/*.seg, docs/store.md) for a run of the
+ * object's current content and flips bytes in every place it is found, as a
+ * failing disk would. The content is random per version, so a 64-byte run
+ * names this object's blobs only (older versions of the same object too,
+ * which nothing reads any more).
+ */
+import { open, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Rng } from './random.js';
+
+const NEEDLE_BYTES = 64;
+const FLIP_BYTES = 16;
+
+async function findAll(path: string, needle: Buffer): Promise<number[]> {
+  const file = await open(path, 'r');
+  try {
+    const { size } = await file.stat();
+    const chunkBytes = 8 * 1024 * 1024;
+    const found: number[] = [];
+    const buf = Buffer.alloc(chunkBytes + needle.length);
+    for (let pos = 0; pos < size; pos += chunkBytes) {
+      const { bytesRead } = await file.read(buf, 0, buf.length, pos);
+      const view = buf.subarray(0, bytesRead);
+      for (let at = view.indexOf(needle); at !== -1 && at < chunkBytes; at = view.indexOf(needle, at + 1)) found.push(pos + at);
+    }
+    return found;
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * Flips FLIP_BYTES bytes of `content` (the object's current bytes) in the
+ * disk's segment files. Returns the places changed (none: the object is not
+ * there in a form this finds, e.g. inline in metadata).
+ */
+export async function corruptObjectOnDisk(diskDir: string, content: Buffer, rng: Rng): Promise<Array<{ file: string; offsetBytes: number }>> {
+  if (content.length < NEEDLE_BYTES * 2) return [];
+  const dir = join(diskDir, 'segments');
+  const files = (await readdir(dir)).filter((f) => f.endsWith('.seg')).sort();
+  for (let attempt = 0; attempt < 12; attempt++) {
+    const at = rng.int(content.length - NEEDLE_BYTES);
+    const needle = content.subarray(at, at + NEEDLE_BYTES);
+    const places: Array<{ file: string; offsetBytes: number }> = [];
+    for (const f of files) for (const offsetBytes of await findAll(join(dir, f), needle)) places.push({ file: join(dir, f), offsetBytes });
+    if (places.length === 0) continue;
+    for (const p of places) {
+      const file = await open(p.file, 'r+');
+      try {
+        const bytes = Buffer.alloc(FLIP_BYTES);
+        await file.read(bytes, 0, FLIP_BYTES, p.offsetBytes + (NEEDLE_BYTES - FLIP_BYTES) / 2);
+        for (let i = 0; i < FLIP_BYTES; i++) bytes[i] = bytes[i]! ^ 0xff;
+        await file.write(bytes, 0, FLIP_BYTES, p.offsetBytes + (NEEDLE_BYTES - FLIP_BYTES) / 2);
+        await file.sync();
+      } finally {
+        await file.close();
+      }
+    }
+    return places;
+  }
+  return [];
+}
