@@ -4,7 +4,8 @@
 # for a package it cannot install: the tests that need it skip loudly instead.
 set -uo pipefail
 # awscli, rclone, s3cmd: real S3 clients for the gateway's tests (test/s3-clients, test/cli-up).
-packages=(libisal-dev etcd-server awscli rclone s3cmd)
+# iptables: partitions between two test hosts (network namespaces; test/helpers/netns.ts).
+packages=(libisal-dev etcd-server awscli rclone s3cmd iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

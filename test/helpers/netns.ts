@@ -7,8 +7,8 @@
  * a whole host by taking its veth down (cutHost), one pair of hosts by DROP
  * rules in both namespaces (cutPair, needs iptables).
  *
- * Every name starts with `tf<pid>` (the test process's pid), so parallel runs
- * never collide; the lab removes everything it made in remove(), also when the
+ * Every name starts with `tf<pid><letter>` (the test process's pid, then one
+ * letter per lab of that process), so parallel runs never collide; the lab removes everything it made in remove(), also when the
  * test fails (call it from afterAll), and at process exit as a last resort.
  * Leftovers of a run that was killed -9 (its pid gone) are swept at creation.
  *
@@ -30,7 +30,7 @@ export interface NetnsSupport {
 }
 
 export interface NetnsLab {
-  /** Prefix of every name this lab made (`tf<pid>`). */
+  /** Prefix of every name this lab made (`tf<pid><letter>`). */
   prefix: string;
   /** Address of the bridge in the root namespace (where the map service and the test's client live). */
   rootAddress: string;
@@ -64,7 +64,7 @@ export async function netnsSupport(): Promise<NetnsSupport> {
   const pairCuts = hasCommand('iptables');
   if (process.platform !== 'linux') return { ok: false, reason: `network namespaces need Linux (this is ${process.platform})`, pairCuts };
   if (!hasCommand('ip')) return { ok: false, reason: 'the `ip` tool (iproute2) is not installed', pairCuts };
-  const probe = `tf${process.pid}probe`;
+  const probe = `tp${process.pid}`;
   try {
     await ip('netns', 'add', probe);
   } catch (err) {
@@ -88,14 +88,25 @@ const pidAlive = (pid: number): boolean => existsSync(`/proc/${pid}`);
 async function sweepLeftovers(): Promise<void> {
   const { stdout: nsList } = await run('ip', ['netns', 'list']);
   for (const line of nsList.split('\n')) {
-    const m = /^(tf(\d+)h\d+)\b/.exec(line.trim());
+    const m = /^(tf(\d+)[a-z]h\d+)\b/.exec(line.trim());
     if (m && !pidAlive(Number(m[2]))) await ip('netns', 'del', m[1]!).catch(() => undefined);
   }
   const { stdout: links } = await run('ip', ['-o', 'link', 'show']);
   for (const line of links.split('\n')) {
-    const m = /^\d+:\s+(tf(\d+)(?:br|v\d+))[@:]/.exec(line);
+    const m = /^\d+:\s+(tf(\d+)[a-z](?:br|v\d+))[@:]/.exec(line);
     if (m && !pidAlive(Number(m[2]))) await ip('link', 'del', m[1]!).catch(() => undefined);
   }
+}
+
+/** `tf<pid><letter>`: the first letter no lab of this process uses yet. */
+async function freePrefix(): Promise<string> {
+  const { stdout: nsList } = await run('ip', ['netns', 'list']);
+  const { stdout: links } = await run('ip', ['-o', 'link', 'show']);
+  for (const letter of 'abcdefghijklmnopqrstuvwxyz') {
+    const prefix = `tf${process.pid}${letter}`;
+    if (!nsList.includes(`${prefix}h`) && !links.includes(`${prefix}br`)) return prefix;
+  }
+  throw new Error('netns: 26 labs in one process');
 }
 
 /** A /24 under 10.77.0.0/16 that no interface here uses yet (starting from one derived from the pid). */
@@ -112,7 +123,7 @@ async function freeSubnet(): Promise<number> {
 export async function createNetnsLab(o: { hosts: number }): Promise<NetnsLab> {
   if (o.hosts < 1 || o.hosts > 200) throw new Error(`netns: ${o.hosts} hosts is out of range`);
   await sweepLeftovers();
-  const prefix = `tf${process.pid}`;
+  const prefix = await freePrefix();
   const subnet = await freeSubnet();
   const bridge = `${prefix}br`;
   const rootAddress = `10.77.${subnet}.1`;
