@@ -11,18 +11,40 @@ import { initDisk } from '../cli/disk.js';
 import { runUp } from '../cli/up.js';
 import { runStatus } from '../cli/status.js';
 import { runS3 } from '../cli/s3.js';
+import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
+import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
+import { objectGet, objectList, objectPut, objectRemove, objectStat } from '../cli/object.js';
+import { CliError, type TargetOptions } from '../cli/target.js';
+import type { FailureDomain, PoolRedundancy } from '../../cluster/map.js';
 import { runUser, userCreate, userKeyAdd, userKeyRemove, userList, userRemove, type ClusterTarget } from '../cli/user.js';
 
 const usage = `usage: tessera <command> [options]
 
 commands:
-  up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]]
+  up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]] [--metrics-port-offset N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
           with --etcd, the cluster map lives in etcd (give it on every run)
-  status  [--data DIR]
-          show what runs, where, and how full it is
-  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT] [--capacity-bytes N]
+  status  [--json]
+          health (with reasons), disks up/in, pools, pgs by state, capacity
+  disk ls [--json]
+  disk add --host HOST [--weight W]
+          (all-in-one cluster of --data: creates the disk, \`tessera up\` starts its daemon, then it is marked in)
+  disk out ID | disk in ID
+          mark a disk out (its pgs move to other disks) or in again
+  host add NAME [--rack RACK]
+  pool create NAME [--replicated SIZE [--min-size N] | --erasure K+M] [--pgs N] [--failure-domain disk|host|rack|site]
+          (default: replicated 3, min_size 2, 64 pgs, one member per host)
+  pool ls [--json]
+  pool rm NAME --yes-i-really-mean-it
+  object put --pool POOL NAME FILE|-
+  object get --pool POOL NAME [FILE|-]
+  object ls --pool POOL [--limit N] [--cursor C] [--json]
+  object stat --pool POOL NAME [--json]
+  object rm --pool POOL NAME
+          status, disk, host, pool and object commands act on the cluster of --data DIR
+          (default ./tessera-data: its client.json names the map service) or --map HOST:PORT
+  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT] [--metrics HOST:PORT] [--capacity-bytes N]
           serve one disk (initialized on first start when --cluster-id and --disk-id are given);
           with --map, as a member of the cluster whose map service listens there;
           --capacity-bytes caps the store (full ratios apply to it; default: the file system)
@@ -31,7 +53,7 @@ commands:
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R]
           serve S3 for the cluster whose map service listens at --map (pools default to rep)
   user create --name NAME [--email E] [--access-key AK --secret-key SK|-]
-  user ls
+  user ls [--json]
   user rm USER
   user key add USER [--access-key AK --secret-key SK|-]
   user key rm ACCESS_KEY
@@ -64,6 +86,7 @@ const userOptions = {
   email: { type: 'string' },
   'access-key': { type: 'string' },
   'secret-key': { type: 'string' },
+  json: { type: 'boolean' },
 } as const;
 
 async function userCommand(io: ReturnType<typeof systemIo>, args: string[]): Promise<number> {
@@ -87,7 +110,7 @@ async function userCommand(io: ReturnType<typeof systemIo>, args: string[]): Pro
       return runUser(target, (s) => userCreate(s, { name: values.name!, ...(values.email !== undefined ? { email: values.email } : {}), ...(key ? { key } : {}) }, out));
     }
     case 'ls':
-      return runUser(target, (s) => userList(s, out));
+      return runUser(target, (s) => userList(s, out, values.json === true));
     case 'rm': {
       const user = one('USER');
       return runUser(target, (s) => userRemove(s, user, out));
@@ -109,10 +132,10 @@ async function userCommand(io: ReturnType<typeof systemIo>, args: string[]): Pro
   }
 }
 
-function parseListen(value: string): { host: string; port: number } {
+function parseListen(value: string, flag = 'listen'): { host: string; port: number } {
   const at = value.lastIndexOf(':');
   const port = Number(value.slice(at + 1));
-  if (at <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--listen wants HOST:PORT, got ${value}`);
+  if (at <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--${flag} wants HOST:PORT, got ${value}`);
   return { host: value.slice(0, at), port };
 }
 
@@ -126,13 +149,165 @@ function intOption(value: string | undefined, name: string, fallback?: number): 
   return n;
 }
 
+const targetOptions = { data: { type: 'string' }, map: { type: 'string' }, json: { type: 'boolean' } } as const;
+
+function targetOf(io: ReturnType<typeof systemIo>, values: { data?: string | undefined; map?: string | undefined }): TargetOptions {
+  if (values.data !== undefined && values.map !== undefined) throw new CliError('give --data DIR or --map HOST:PORT, not both');
+  return { io, ...(values.data !== undefined ? { dataDir: values.data } : {}), ...(values.map !== undefined ? { map: values.map } : {}) };
+}
+
+const out = (text: string): void => void process.stdout.write(text);
+const err = (text: string): void => void process.stderr.write(text);
+
+function diskIdArg(value: string | undefined, usage: string): number {
+  if (value === undefined) throw new CliError(`usage: ${usage}`);
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 0) throw new CliError(`a disk id is a non-negative integer, got ${value}`);
+  return n;
+}
+
+/** Positionals must be exactly `count`; else the usage line. */
+function exactly(positionals: string[], count: number, usage: string): string[] {
+  if (positionals.length !== count) throw new CliError(`usage: ${usage}`);
+  return positionals;
+}
+
+async function diskCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
+  if (sub === 'init') {
+    const { values } = parseArgs({ args, options: { disk: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' } } });
+    if (!values.disk || !values['cluster-id']) throw new CliError('usage: tessera disk init --disk DIR --cluster-id ID --disk-id N');
+    await initDisk({ io, diskPath: values.disk, clusterId: values['cluster-id'], diskId: intOption(values['disk-id'], 'disk-id') });
+    return 0;
+  }
+  const { values, positionals } = parseArgs({ args, options: { ...targetOptions, host: { type: 'string' }, weight: { type: 'string' } }, allowPositionals: true });
+  const target = targetOf(io, values);
+  switch (sub) {
+    case 'ls':
+      exactly(positionals, 0, 'tessera disk ls [--json]');
+      await diskList(target, values.json === true, out);
+      return 0;
+    case 'add': {
+      exactly(positionals, 0, 'tessera disk add --host HOST [--weight W]');
+      if (!values.host) throw new CliError('usage: tessera disk add --host HOST [--weight W]');
+      const weight = values.weight === undefined ? 1 : Number(values.weight);
+      if (!Number.isFinite(weight) || weight <= 0) throw new CliError(`--weight wants a positive number, got ${values.weight}`);
+      await diskAdd(target, { host: values.host, weight }, out);
+      return 0;
+    }
+    case 'out':
+    case 'in': {
+      const [id] = exactly(positionals, 1, `tessera disk ${sub} ID`);
+      await diskSetIn(target, { diskId: diskIdArg(id, `tessera disk ${sub} ID`), in: sub === 'in' }, out);
+      return 0;
+    }
+    default:
+      throw new CliError('usage: tessera disk ls|add|out|in|init (see tessera help)');
+  }
+}
+
+async function hostCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: { ...targetOptions, rack: { type: 'string' } }, allowPositionals: true });
+  if (sub !== 'add') throw new CliError('usage: tessera host add NAME [--rack RACK]');
+  const [name] = exactly(positionals, 1, 'tessera host add NAME [--rack RACK]');
+  await hostAdd(targetOf(io, values), { name: name!, ...(values.rack !== undefined ? { rack: values.rack } : {}) }, out);
+  return 0;
+}
+
+const FAILURE_DOMAINS: readonly FailureDomain[] = ['disk', 'host', 'rack', 'site'];
+
+function redundancyOf(values: { replicated?: string | undefined; 'min-size'?: string | undefined; erasure?: string | undefined }): PoolRedundancy {
+  if (values.erasure !== undefined) {
+    if (values.replicated !== undefined || values['min-size'] !== undefined) throw new CliError('--erasure K+M excludes --replicated and --min-size');
+    const m = /^(\d+)\+(\d+)$/.exec(values.erasure);
+    if (!m) throw new CliError(`--erasure wants K+M (e.g. 4+2), got ${values.erasure}`);
+    return { type: 'erasure', dataShards: Number(m[1]), parityShards: Number(m[2]) };
+  }
+  const size = intOption(values.replicated, 'replicated', 3);
+  return { type: 'replicated', size, minSize: intOption(values['min-size'], 'min-size', Math.max(1, size - 1)) };
+}
+
+async function poolCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { ...targetOptions, replicated: { type: 'string' }, 'min-size': { type: 'string' }, erasure: { type: 'string' }, pgs: { type: 'string' }, 'failure-domain': { type: 'string' }, [CONFIRM_FLAG]: { type: 'boolean' } },
+    allowPositionals: true,
+  });
+  const target = targetOf(io, values);
+  switch (sub) {
+    case 'create': {
+      const usage = 'tessera pool create NAME [--replicated SIZE [--min-size N] | --erasure K+M] [--pgs N] [--failure-domain disk|host|rack|site]';
+      const [name] = exactly(positionals, 1, usage);
+      const failureDomain = (values['failure-domain'] ?? 'host') as FailureDomain;
+      if (!FAILURE_DOMAINS.includes(failureDomain)) throw new CliError(`--failure-domain wants one of ${FAILURE_DOMAINS.join(', ')}, got ${failureDomain}`);
+      await poolCreate(target, { name: name!, redundancy: redundancyOf(values), failureDomain, pgCount: intOption(values.pgs, 'pgs', 64) }, out);
+      return 0;
+    }
+    case 'ls':
+      exactly(positionals, 0, 'tessera pool ls [--json]');
+      await poolList(target, values.json === true, out);
+      return 0;
+    case 'rm': {
+      const [name] = exactly(positionals, 1, `tessera pool rm NAME --${CONFIRM_FLAG}`);
+      await poolRemove(target, { name: name!, confirmed: values[CONFIRM_FLAG] === true }, out);
+      return 0;
+    }
+    default:
+      throw new CliError('usage: tessera pool create|ls|rm (see tessera help)');
+  }
+}
+
+async function objectCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, options: { ...targetOptions, pool: { type: 'string' }, limit: { type: 'string' }, cursor: { type: 'string' } }, allowPositionals: true });
+  const target = targetOf(io, values);
+  const pool = values.pool;
+  const needPool = (usage: string): string => {
+    if (pool === undefined) throw new CliError(`usage: ${usage} (--pool is required)`);
+    return pool;
+  };
+  switch (sub) {
+    case 'put': {
+      const usage = 'tessera object put --pool POOL NAME FILE|-';
+      const [name, file] = exactly(positionals, 2, usage);
+      await objectPut(target, { pool: needPool(usage), name: name!, file: file! }, out);
+      return 0;
+    }
+    case 'get': {
+      const usage = 'tessera object get --pool POOL NAME [FILE|-]';
+      if (positionals.length < 1 || positionals.length > 2) throw new CliError(`usage: ${usage}`);
+      const [name, file] = positionals;
+      await objectGet(target, { pool: needPool(usage), name: name!, ...(file !== undefined ? { file } : {}) });
+      return 0;
+    }
+    case 'ls': {
+      const usage = 'tessera object ls --pool POOL [--limit N] [--cursor C] [--json]';
+      exactly(positionals, 0, usage);
+      await objectList(target, { pool: needPool(usage), json: values.json === true, ...(values.limit !== undefined ? { limit: intOption(values.limit, 'limit') } : {}), ...(values.cursor !== undefined ? { cursor: values.cursor } : {}) }, out, err);
+      return 0;
+    }
+    case 'stat': {
+      const usage = 'tessera object stat --pool POOL NAME [--json]';
+      const [name] = exactly(positionals, 1, usage);
+      await objectStat(target, { pool: needPool(usage), name: name!, json: values.json === true }, out);
+      return 0;
+    }
+    case 'rm': {
+      const usage = 'tessera object rm --pool POOL NAME';
+      const [name] = exactly(positionals, 1, usage);
+      await objectRemove(target, { pool: needPool(usage), name: name! }, out);
+      return 0;
+    }
+    default:
+      throw new CliError('usage: tessera object put|get|ls|stat|rm (see tessera help)');
+  }
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   const io = systemIo();
   try {
     switch (command) {
       case 'daemon': {
-        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' } } });
         if (!values.disk || !values.listen) throw new Error('daemon needs --disk DIR and --listen HOST:PORT');
         const capacityBytes = values['capacity-bytes'] === undefined ? undefined : intOption(values['capacity-bytes'], 'capacity-bytes');
         const clusterId = values['cluster-id'];
@@ -145,19 +320,21 @@ export async function main(argv: string[]): Promise<number> {
           ...(diskId !== undefined ? { diskId } : {}),
           ...(values.map !== undefined ? { map: values.map } : {}),
           ...(capacityBytes !== undefined ? { capacityBytes } : {}),
+          ...(values.metrics !== undefined ? { metrics: parseListen(values.metrics, 'metrics') } : {}),
         });
       }
-      case 'disk': {
-        const [sub, ...args] = rest;
-        const { values } = parseArgs({ args, options: { disk: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' } } });
-        if (sub !== 'init' || !values.disk || !values['cluster-id']) throw new Error('usage: tessera disk init --disk DIR --cluster-id ID --disk-id N');
-        await initDisk({ io, diskPath: values.disk, clusterId: values['cluster-id'], diskId: intOption(values['disk-id'], 'disk-id') });
-        return 0;
-      }
+      case 'disk':
+        return await diskCommand(io, rest[0], rest.slice(1));
+      case 'host':
+        return await hostCommand(io, rest[0], rest.slice(1));
+      case 'pool':
+        return await poolCommand(io, rest[0], rest.slice(1));
+      case 'object':
+        return await objectCommand(io, rest[0], rest.slice(1));
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' } },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' } },
         });
         const etcd = values.etcd?.split(',').map((u) => u.trim()).filter((u) => u !== '');
         if (values.etcd !== undefined && etcd!.length === 0) throw new Error('--etcd wants URL[,URL...]');
@@ -171,6 +348,7 @@ export async function main(argv: string[]): Promise<number> {
           pgCount: intOption(values.pgs, "pgs", 64),
           ...(values['s3-port'] !== undefined ? { s3Port: intOption(values['s3-port'], 's3-port') } : {}),
           ...(etcd ? { etcd } : {}),
+          ...(values['metrics-port-offset'] !== undefined ? { metricsPortOffset: intOption(values['metrics-port-offset'], 'metrics-port-offset') } : {}),
         });
       }
       case 's3': {
@@ -188,8 +366,9 @@ export async function main(argv: string[]): Promise<number> {
       case 'user':
         return await userCommand(io, rest);
       case 'status': {
-        const { values } = parseArgs({ args: rest, options: { data: { type: 'string' } } });
-        return await runStatus({ io, dataDir: values.data ?? 'tessera-data' });
+        const { values, positionals } = parseArgs({ args: rest, options: targetOptions, allowPositionals: true });
+        exactly(positionals, 0, 'tessera status [--data DIR | --map HOST:PORT] [--json]');
+        return await runStatus({ ...targetOf(io, values), json: values.json === true });
       }
       case undefined:
       case 'help':
@@ -198,12 +377,13 @@ export async function main(argv: string[]): Promise<number> {
         process.stdout.write(usage);
         return command === undefined ? 2 : 0;
       default:
-        process.stderr.write(`tessera: unknown command ${command}\n${usage}`);
+        process.stderr.write(`tessera: unknown command ${command} (tessera help lists them)\n`);
         return 2;
     }
   } catch (err) {
-    const message = isTesseraError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
-    process.stderr.write(`tessera ${command ?? ''}: ${message}\n`);
+    const message = err instanceof CliError ? err.message : isTesseraError(err) ? `${err.code}: ${err.message}` : err instanceof Error ? err.message : String(err);
+    // One line: scripts read the first line of stderr.
+    process.stderr.write(`tessera ${command ?? ''}: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
     return 1;
   }
 }

@@ -16,7 +16,12 @@ export interface ClusterLayout {
   mapPort: number;
   /** Port of the S3 gateway (absent in layouts written before it ran: 9000). */
   s3Port?: number;
-  disks: Array<{ diskId: number; host: string; path: string; listenHost: string; port: number }>;
+  /** Prometheus metrics of the map service (served by `tessera up`); absent in older layouts: mapPort + metricsPortOffset. */
+  mapMetricsPort?: number;
+  /** Metrics port = service port + this offset (default 1000) for services added later (`tessera disk add`). */
+  metricsPortOffset?: number;
+  /** metricsPort: the daemon's Prometheus metrics (absent in older layouts: port + metricsPortOffset). */
+  disks: Array<{ diskId: number; host: string; path: string; listenHost: string; port: number; metricsPort?: number }>;
 }
 
 export interface ClientFile {

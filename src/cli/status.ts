@@ -1,56 +1,185 @@
-/** `tessera status`: the map (disks up/down, pools), each daemon's space, and the active native implementations. */
-import { resolve as resolvePath } from 'node:path';
+/**
+ * `tessera status`: the cluster at a glance, from the map and the daemons.
+ *   health   HEALTH_OK | HEALTH_WARN | HEALTH_ERR, with one reason a line
+ *   disks    how many are up and in; each disk's state, objects and space
+ *   pools    redundancy and pg count
+ *   pgs      every pg of every pool by state: the state its primary reports
+ *            (OsdOpcode.pgStats: active, peering, incomplete), "down" when no
+ *            member is up, "unknown" when its primary did not answer; and
+ *            "+degraded" when fewer members than the pool's width are up
+ *   capacity used and free bytes over the disks that answered
+ * HEALTH_ERR: pgs down or incomplete. HEALTH_WARN: disks down, unreachable
+ * or out, pgs not active (peering, unknown) or degraded, disks near full or
+ * full. Exit code 1 when the map service or a disk that is in is down or
+ * unreachable, or on HEALTH_ERR; else 0. `--json` prints the same as one
+ * JSON document.
+ */
 import type { Io } from '../io/io.js';
 import { nativeStatus } from '../../native/index.js';
-import { StoreClient } from '../protocol/store-client.js';
+import { decodePgStats, OsdOpcode, type PgStatsReply } from '../protocol/osd-messages.js';
 import { createTcpClient } from '../rpc/tcp.js';
-import { connectMapService } from '../../cluster/map-daemon.js';
-import { clientPath, readJson, type ClientFile } from './cluster-files.js';
+import type { ClusterMap } from '../../cluster/map.js';
+import { poolWidth } from '../../cluster/map.js';
+import { buildPlacementIndex, HOLE, pgActing, pgMembers, primaryOf } from '../../cluster/placement.js';
+import { diskSpaces, type DiskSpace } from './disk-admin.js';
+import { describeRedundancy } from './pool.js';
+import { CliError, openCluster, type TargetOptions } from './target.js';
 
+const QUERY_TIMEOUT_MS = 3000;
 const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`;
 
-export async function runStatus(o: { io: Io; dataDir: string }): Promise<number> {
-  const file = await readJson<ClientFile>(o.io, clientPath(resolvePath(o.dataDir)));
-  if (!file) {
-    process.stderr.write(`no cluster in ${o.dataDir} (start one with: tessera up --data ${o.dataDir})\n`);
-    return 1;
-  }
-  const native = nativeStatus();
-  process.stdout.write(`cluster ${file.clusterId}\nchecksum: ${native.checksum}, erasure coding: ${native.codec}\n`);
-  const conn = connectMapService(o.io, file.map);
-  try {
-    const map = await conn.service.current({ signal: AbortSignal.timeout(3000) });
-    process.stdout.write(`map epoch ${map.epoch}, map service ${file.map}\n`);
-    for (const p of map.pools) {
-      const r = p.redundancy;
-      process.stdout.write(`  pool ${p.name} (id ${p.id}): ${r.type === 'replicated' ? `replicated ${r.size}/${r.minSize}` : `erasure ${r.dataShards}+${r.parityShards}`}, ${p.pgCount} pgs\n`);
-    }
-    let down = 0;
-    const lines = await Promise.all(
-      map.disks.map(async (d) => {
-        if (!d.up) {
-          down++;
-          return `  disk ${d.id} ${d.address} (${d.host}): DOWN\n`;
-        }
+/** Each up disk's pg report (pgStats), or null when it did not answer. */
+async function pgReports(io: Io, map: ClusterMap): Promise<Map<number, PgStatsReply | null>> {
+  const result = new Map<number, PgStatsReply | null>();
+  await Promise.all(
+    map.disks
+      .filter((d) => d.up)
+      .map(async (d) => {
         const at = d.address.lastIndexOf(':');
-        const client = new StoreClient(createTcpClient({ io: o.io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } }), { timeoutMs: 3000 });
+        const rpc = createTcpClient({ io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
         try {
-          const s = await client.statfs();
-          return `  disk ${d.id} ${d.address} (${d.host}): up, ${s.objects} objects, ${mib(s.usedBytes)} used, ${mib(s.freeBytes)} free\n`;
-        } catch (err) {
-          down++;
-          return `  disk ${d.id} ${d.address} (${d.host}): UNREACHABLE (${(err as Error).message})\n`;
+          result.set(d.id, decodePgStats((await rpc.call(OsdOpcode.pgStats, Buffer.alloc(0), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true })).header));
+        } catch {
+          result.set(d.id, null);
         } finally {
-          await client.close();
+          await rpc.close();
         }
       }),
-    );
-    process.stdout.write(lines.join(''));
-    return down === 0 ? 0 : 1;
-  } catch (err) {
-    process.stdout.write(`map service ${file.map}: DOWN (${(err as Error).message})\n`);
-    return 1;
+  );
+  return result;
+}
+
+export interface ClusterStatus {
+  clusterId: string;
+  epoch: number;
+  health: 'HEALTH_OK' | 'HEALTH_WARN' | 'HEALTH_ERR';
+  reasons: string[];
+  disks: { total: number; up: number; in: number; list: Array<{ id: number; host: string; address: string; up: boolean; in: boolean; space?: string; reachable: boolean } & Partial<DiskSpace>> };
+  pools: Array<{ id: number; name: string; redundancy: string; pgCount: number; pgs: Record<string, number> }>;
+  pgs: { total: number; byState: Record<string, number> };
+  capacity: { usedBytes: number; freeBytes: number; objects: number };
+  /** Exit code: 1 when a disk that is in is down or unreachable, or on HEALTH_ERR. */
+  failing: boolean;
+}
+
+/** Counts of each pg state, "active" first. */
+function countStates(states: string[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const s of states) counts[s] = (counts[s] ?? 0) + 1;
+  return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => (a === 'active' ? -1 : b === 'active' ? 1 : a.localeCompare(b))));
+}
+
+export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterStatus> {
+  const [spaces, reports] = await Promise.all([diskSpaces(io, map), pgReports(io, map)]);
+  const reported = new Map<string, string>();
+  for (const [diskId, r] of reports) for (const p of r?.pgs ?? []) reported.set(`${p.poolId}.${p.pg}`, `${diskId}:${p.state}`);
+  const index = buildPlacementIndex(map);
+  const all: string[] = [];
+  const pools = map.pools.map((pool) => {
+    const states: string[] = [];
+    for (let pg = 0; pg < pool.pgCount; pg++) {
+      const acting = pgActing(index, pgMembers(index, pool, pg), pool);
+      const primary = primaryOf(acting);
+      let state: string;
+      if (primary === HOLE) state = 'down';
+      else {
+        const r = reported.get(`${pool.id}.${pg}`);
+        state = r !== undefined && r.startsWith(`${primary}:`) ? r.slice(r.indexOf(':') + 1) : 'unknown';
+        if (acting.filter((d) => d !== HOLE).length < poolWidth(pool)) state += '+degraded';
+      }
+      states.push(state);
+    }
+    all.push(...states);
+    return { id: pool.id, name: pool.name, redundancy: describeRedundancy(pool.redundancy), pgCount: pool.pgCount, pgs: countStates(states) };
+  });
+  const byState = countStates(all);
+  const reasons: string[] = [];
+  let err = false;
+  const disks = map.disks.map((d) => {
+    const s = spaces.get(d.id);
+    const space = (d as { space?: string }).space;
+    return { id: d.id, host: d.host, address: d.address, up: d.up, in: d.in, reachable: typeof s === 'object', ...(typeof s === 'object' ? s : {}), ...(space !== undefined ? { space } : {}) };
+  });
+  const down = disks.filter((d) => !d.up);
+  const unreachable = disks.filter((d) => d.up && !d.reachable);
+  const out = disks.filter((d) => !d.in);
+  const full = disks.filter((d) => d.space !== undefined);
+  const ids = (list: Array<{ id: number }>): string => list.map((d) => d.id).join(', ');
+  const count = (state: (s: string) => boolean): number => Object.entries(byState).reduce((n, [s, k]) => n + (state(s) ? k : 0), 0);
+  const pgDown = count((s) => s === 'down' || s.startsWith('incomplete'));
+  if (pgDown > 0) {
+    err = true;
+    reasons.push(`${pgDown} pgs down or incomplete (no member up, or history lost): their objects are unavailable`);
+  }
+  if (down.length > 0) reasons.push(`${down.length} disks down: ${ids(down)}`);
+  if (unreachable.length > 0) reasons.push(`${unreachable.length} disks up in the map but not answering: ${ids(unreachable)}`);
+  if (out.length > 0) reasons.push(`${out.length} disks out: ${ids(out)}`);
+  for (const d of full) reasons.push(`disk ${d.id} is ${d.space}`);
+  const notActive = count((s) => !s.startsWith('active') && s !== 'down' && !s.startsWith('incomplete'));
+  if (notActive > 0) reasons.push(`${notActive} pgs not active yet (peering or not reported)`);
+  const degraded = count((s) => s.endsWith('+degraded'));
+  if (degraded > 0) reasons.push(`${degraded} pgs degraded (fewer members up than the pool's width)`);
+  const capacity = { usedBytes: 0, freeBytes: 0, objects: 0 };
+  for (const d of disks) {
+    capacity.usedBytes += d.usedBytes ?? 0;
+    capacity.freeBytes += d.freeBytes ?? 0;
+    capacity.objects += d.objects ?? 0;
+  }
+  return {
+    clusterId: map.clusterId,
+    epoch: map.epoch,
+    health: err ? 'HEALTH_ERR' : reasons.length > 0 ? 'HEALTH_WARN' : 'HEALTH_OK',
+    reasons,
+    disks: { total: disks.length, up: disks.length - down.length, in: disks.length - out.length, list: disks },
+    pools,
+    pgs: { total: all.length, byState },
+    capacity,
+    failing: err || disks.some((d) => d.in && (!d.up || !d.reachable)),
+  };
+}
+
+const states = (counts: Record<string, number>): string => Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ') || 'none';
+
+function render(s: ClusterStatus, mapAddress: string): string {
+  const native = nativeStatus();
+  const lines = [
+    `cluster ${s.clusterId}`,
+    `  health: ${s.health}`,
+    ...s.reasons.map((r) => `    ${r}`),
+    `  map: epoch ${s.epoch}, map service ${mapAddress}`,
+    `  disks: ${s.disks.total} total, ${s.disks.up} up, ${s.disks.in} in`,
+    ...s.disks.list.map((d) => {
+      const state = `${d.up ? 'up' : 'DOWN'}, ${d.in ? 'in' : 'out'}`;
+      const space = d.usedBytes !== undefined ? `, ${d.objects} objects, ${mib(d.usedBytes)} used, ${mib(d.freeBytes!)} free` : d.up ? ', UNREACHABLE' : '';
+      return `    disk ${d.id} ${d.address} (${d.host}): ${state}${space}${d.space !== undefined ? `, ${d.space}` : ''}`;
+    }),
+    `  pools: ${s.pools.length}`,
+    ...s.pools.map((p) => `    pool ${p.name} (id ${p.id}): ${p.redundancy}, ${p.pgCount} pgs: ${states(p.pgs)}`),
+    `  pgs: ${s.pgs.total} total: ${states(s.pgs.byState)}`,
+    `  capacity: ${mib(s.capacity.usedBytes)} used, ${mib(s.capacity.freeBytes)} free, ${s.capacity.objects} objects (disks that answered)`,
+    `  checksum: ${native.checksum}, erasure coding: ${native.codec}`,
+    '',
+  ];
+  return lines.join('\n');
+}
+
+export async function runStatus(o: TargetOptions & { json?: boolean }): Promise<number> {
+  const cluster = await openCluster(o);
+  try {
+    let map: ClusterMap;
+    try {
+      map = await cluster.current(QUERY_TIMEOUT_MS);
+    } catch (err) {
+      if (!(err instanceof CliError)) throw err;
+      if (o.json) process.stdout.write(`${JSON.stringify({ health: 'HEALTH_ERR', reasons: [err.message] })}\n`);
+      else process.stdout.write(`health: HEALTH_ERR\n  ${err.message}\n`);
+      return 1;
+    }
+    const s = await clusterStatus(o.io, map);
+    const { failing, ...doc } = s;
+    process.stdout.write(o.json ? `${JSON.stringify(doc)}\n` : render(s, cluster.address));
+    return failing ? 1 : 0;
   } finally {
-    await conn.close();
+    await cluster.close();
   }
 }

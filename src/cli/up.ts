@@ -15,6 +15,13 @@
  * by PID; SIGKILL after a timeout), then the map service. With `etcd` (--etcd
  * URL[,URL...]) the map and pg history live in etcd instead of the data
  * directory (cluster/map-store-etcd.ts); give it on every run.
+ *
+ * Metrics: every daemon serves Prometheus metrics on its port +
+ * --metrics-port-offset (default 1000), and this process serves the map
+ * service's on the map port + the offset; the ports are kept in
+ * cluster.json. Disks added later (`tessera disk add` appends them to
+ * cluster.json) are noticed by reading cluster.json every second: a disk
+ * this process does not supervise yet gets its daemon started.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -28,6 +35,10 @@ import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskStat
 import type { ClusterMap } from '../../cluster/map.js';
 import { clientPath, layoutPath, readJson, writeJson, type ClientFile, type ClientFileS3, type ClusterLayout } from './cluster-files.js';
 import { ensureS3User, generateCredentials } from './user.js';
+import { Registry } from 'prom-client';
+import { MapMetrics } from '../metrics/metrics.js';
+import { serveMetrics, type MetricsServer } from '../metrics/http.js';
+import { METRICS_PORT_OFFSET_DEFAULT } from './disk-admin.js';
 
 const tesseraBin = fileURLToPath(new URL('../bin/tessera.js', import.meta.url));
 const STOP_TIMEOUT_MS = 15_000;
@@ -39,6 +50,8 @@ const DATA_POOL = 'rep';
 const ADMIN_NAME = 'admin';
 /** How long the first writes (the admin user) may wait for the replicated pool to become active. */
 const BOOTSTRAP_TIMEOUT_MS = 120_000;
+/** How often cluster.json is read for disks added by `tessera disk add`. */
+const LAYOUT_POLL_MS = 1000;
 
 export interface UpOptions {
   io: Io;
@@ -52,6 +65,8 @@ export interface UpOptions {
   s3Port?: number;
   /** etcd client URLs: keep the map in etcd rather than in dataDir/map (the default). */
   etcd?: string[];
+  /** Metrics port = service port + this (default: the layout's, else 1000). */
+  metricsPortOffset?: number;
 }
 
 /** A child process `up` keeps running: restarted with backoff when it exits. */
@@ -81,15 +96,35 @@ async function loadOrCreateLayout(o: UpOptions): Promise<{ layout: ClusterLayout
   const dataDir = resolvePath(o.dataDir);
   await o.io.fs.mkdir(dataDir);
   const existing = await readJson<ClusterLayout>(o.io, layoutPath(dataDir));
-  if (existing) return { layout: existing, created: false };
+  if (existing) {
+    // Layouts written before metrics existed get their metrics ports now.
+    if (existing.mapMetricsPort !== undefined && existing.disks.every((d) => d.metricsPort !== undefined)) return { layout: existing, created: false };
+    const offset = existing.metricsPortOffset ?? o.metricsPortOffset ?? METRICS_PORT_OFFSET_DEFAULT;
+    const layout: ClusterLayout = {
+      ...existing,
+      metricsPortOffset: offset,
+      mapMetricsPort: existing.mapMetricsPort ?? existing.mapPort + offset,
+      disks: existing.disks.map((d) => ({ ...d, metricsPort: d.metricsPort ?? d.port + offset })),
+    };
+    await writeJson(o.io, layoutPath(dataDir), layout);
+    return { layout, created: false };
+  }
+  const offset = o.metricsPortOffset ?? METRICS_PORT_OFFSET_DEFAULT;
   const disks: ClusterLayout['disks'] = [];
   for (let h = 0; h < o.hosts; h++) {
     for (let d = 0; d < o.disksPerHost; d++) {
       const diskId = h * o.disksPerHost + d;
-      disks.push({ diskId, host: `host${h}`, path: join(dataDir, 'disks', `disk${diskId}`), listenHost: '127.0.0.1', port: o.basePort + diskId });
+      disks.push({ diskId, host: `host${h}`, path: join(dataDir, 'disks', `disk${diskId}`), listenHost: '127.0.0.1', port: o.basePort + diskId, metricsPort: o.basePort + diskId + offset });
     }
   }
-  const layout: ClusterLayout = { clusterId: o.io.random.bytes(8).toString('hex'), mapPort: o.mapPort, s3Port: o.s3Port ?? S3_PORT_DEFAULT, disks };
+  const layout: ClusterLayout = {
+    clusterId: o.io.random.bytes(8).toString('hex'),
+    mapPort: o.mapPort,
+    s3Port: o.s3Port ?? S3_PORT_DEFAULT,
+    metricsPortOffset: offset,
+    mapMetricsPort: o.mapPort + offset,
+    disks,
+  };
   await writeJson(o.io, layoutPath(dataDir), layout);
   return { layout, created: true };
 }
@@ -146,7 +181,8 @@ function summary(o: UpOptions, layout: ClusterLayout, map: ClusterMap, daemons: 
   return [
     `tessera: cluster ${layout.clusterId} up in ${dataDir} (map epoch ${map.epoch})`,
     `  map service on 127.0.0.1:${layout.mapPort}${o.etcd ? ` (map in etcd: ${o.etcd.join(',')})` : ''}`,
-    ...layout.disks.map((d, i) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${daemons[i]?.child?.pid}`),
+    `  map service metrics: http://127.0.0.1:${layout.mapMetricsPort}/metrics`,
+    ...layout.disks.map((d, i) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${daemons[i]?.child?.pid}, metrics http://${d.listenHost}:${d.metricsPort}/metrics`),
     ...map.pools.map((p) => `  pool ${p.name}: ${p.redundancy.type === 'replicated' ? `replicated, size ${p.redundancy.size}` : `erasure-coded ${p.redundancy.dataShards}+${p.redundancy.parityShards}`}, ${p.pgCount} pgs, one per ${p.failureDomain}`),
     `  S3 endpoint: ${s3.endpoint} (gateway pid ${gateway.child?.pid}; region ${s3.region}, path-style; users, buckets and indexes in pool ${s3.metaPool}, new buckets' data in pool ${s3.dataPool})`,
     ...(adminCreated
@@ -175,14 +211,19 @@ export async function runUp(o: UpOptions): Promise<number> {
   });
   const mapAddress = `127.0.0.1:${mapd.port}`;
   let stopping = false;
-  const daemons: Supervised[] = layout.disks.map((disk) => ({
+  const superviseDisk = (disk: ClusterLayout['disks'][number]): Supervised => ({
     label: `daemon of disk ${disk.diskId}`,
-    args: () => ['daemon', '--disk', disk.path, '--listen', `${disk.listenHost}:${disk.port}`, '--cluster-id', layout.clusterId, '--disk-id', String(disk.diskId), '--map', mapAddress],
+    args: () => [
+      'daemon', '--disk', disk.path, '--listen', `${disk.listenHost}:${disk.port}`, '--cluster-id', layout.clusterId, '--disk-id', String(disk.diskId), '--map', mapAddress,
+      ...(disk.metricsPort !== undefined ? ['--metrics', `${disk.listenHost}:${disk.metricsPort}`] : []),
+    ],
     child: null,
     restarts: 0,
     port: null,
     onCrash: () => void mapd.service.change((m) => setDiskState(m, disk.diskId, { up: false })).catch(() => undefined),
-  }));
+  });
+  const daemons: Supervised[] = layout.disks.map(superviseDisk);
+  const supervised = new Set(layout.disks.map((d) => d.diskId));
   const s3Port = o.s3Port ?? layout.s3Port ?? S3_PORT_DEFAULT;
   const gateway: Supervised = {
     label: 'S3 gateway',
@@ -202,8 +243,38 @@ export async function runUp(o: UpOptions): Promise<number> {
       if (!stopping) startChild(s, onExit).catch((err: Error) => process.stderr.write(`tessera up: ${err.message}\n`));
     }, delayMs);
   };
+  // Disks `tessera disk add` appended to cluster.json: start their daemons.
+  let layoutPoll: ReturnType<Io['clock']['setTimeout']> | null = null;
+  const pollLayout = async (): Promise<void> => {
+    const latest = await readJson<ClusterLayout>(o.io, layoutPath(dataDir)).catch(() => null);
+    for (const disk of latest?.disks ?? []) {
+      if (stopping || supervised.has(disk.diskId)) continue;
+      supervised.add(disk.diskId);
+      const s = superviseDisk(disk);
+      daemons.push(s);
+      startChild(s, onExit).then(
+        () => process.stdout.write(`tessera up: disk ${disk.diskId} (${disk.host}) added: storage daemon on ${disk.listenHost}:${disk.port}, pid ${s.child?.pid}\n`),
+        (err: Error) => process.stderr.write(`tessera up: ${err.message}\n`),
+      );
+    }
+  };
+  const scheduleLayoutPoll = (): void => {
+    layoutPoll = o.io.clock.setTimeout(() => {
+      if (!stopping) void pollLayout().finally(() => !stopping && scheduleLayoutPoll());
+    }, LAYOUT_POLL_MS);
+  };
+  const metricsRegistry = new Registry();
+  new MapMetrics(metricsRegistry, {
+    summary: async () => {
+      const m = await mapd.service.current();
+      return { epoch: m.epoch, disks: m.disks, pools: m.pools.length };
+    },
+  });
+  let metricsServer: MetricsServer | null = null;
   const stopAll = async (): Promise<void> => {
     stopping = true;
+    if (layoutPoll !== null) o.io.clock.clearTimeout(layoutPoll);
+    await metricsServer?.close();
     await stopChild(o.io, gateway.child);
     await Promise.all(daemons.map((s) => stopChild(o.io, s.child)));
     await mapd.close();
@@ -212,7 +283,9 @@ export async function runUp(o: UpOptions): Promise<number> {
   let s3: ClientFileS3;
   let adminCreated: boolean;
   try {
+    if (layout.mapMetricsPort !== undefined) metricsServer = await serveMetrics({ registry: metricsRegistry, host: '127.0.0.1', port: layout.mapMetricsPort });
     await Promise.all(daemons.map((s) => startChild(s, onExit)));
+    scheduleLayoutPoll();
     map = await mapd.service.current();
     const file: ClientFile = { clusterId: layout.clusterId, map: mapAddress, pools: map.pools.map((p) => ({ name: p.name, type: p.redundancy.type })) };
     const admin = await adminUser(o, mapd, file);

@@ -128,8 +128,9 @@ export async function userCreate(s: UserSession, o: { name: string; email?: stri
   printKey(out, key, o.key !== undefined);
 }
 
-export async function userList(s: UserSession, out: Out): Promise<void> {
+export async function userList(s: UserSession, out: Out, json = false): Promise<void> {
   const users = (await s.users.list()).sort((a, b) => a.displayName.localeCompare(b.displayName) || a.userId.localeCompare(b.userId));
+  if (json) return out(`${JSON.stringify(users.map((u) => ({ userId: u.userId, name: u.displayName, email: u.email || null, accessKeyIds: u.accessKeyIds })))}\n`);
   const rows = [['USER ID', 'NAME', 'EMAIL', 'ACCESS KEYS'], ...users.map((u) => [u.userId, u.displayName, u.email || '-', u.accessKeyIds.join(',') || '-'])];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   out(rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n');
