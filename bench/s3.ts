@@ -10,9 +10,11 @@
  * concurrency into the same pool): each S3 figure comes with its ratio to
  * that baseline, and the floors of the issue are checked (4 MiB >= 80%,
  * 4 KiB >= 60%). With --peer-endpoint (or --peer-env FILE, as written by
- * ../shared/peers/ceph-up.sh) it then measures the peer the same way (its EC
+ * ../shared/peers/ceph-up.sh) it measures the peer the same way (its EC
  * cases through --peer-ec-storage-class, default STANDARD_IA: radosgw's EC
- * 2+1 pool) and prints Tessera / peer ratios. A case the endpoint refuses
+ * 2+1 pool) and prints Tessera / peer ratios. Each (pool, size, concurrency)
+ * runs on Tessera's S3, the cluster layer and the peer back to back, so the
+ * three figures of a case are minutes, not a whole run, apart. A case the endpoint refuses
  * (an EC pool that answers NotImplemented) is printed as skipped.
  *
  * The client is the AWS SDK v3 with its lightest settings (UNSIGNED-PAYLOAD
@@ -135,8 +137,16 @@ interface CaseKey {
 const keyOf = (c: CaseKey): string => `${c.pool} ${c.op} ${c.label} c=${c.workers}`;
 const figureOf = (label: string, r: BenchResult): number => (label === '4KiB' ? r.opsPerSec : r.bytesPerSec);
 
-/** S3 PUT then GET (then DELETE of large objects) for every size and concurrency on one pool of one target. */
-async function s3Cases(t: Target, s3: S3Client, pool: string, out: Map<string, BenchResult>): Promise<void> {
+/** A bucket on one target for one pool, or why the pool is skipped there. */
+interface S3Pool {
+  t: Target;
+  s3: S3Client;
+  pool: string;
+  bucket: string;
+  storageClass: string | undefined;
+}
+
+async function prepareS3(t: Target, s3: S3Client, pool: string): Promise<S3Pool | string> {
   const bucket = `bench-${pool}-${randomBytes(3).toString('hex')}`;
   const { location, storageClass } = t.placement(pool);
   try {
@@ -144,50 +154,47 @@ async function s3Cases(t: Target, s3: S3Client, pool: string, out: Map<string, B
     // Probe: an endpoint whose pool refuses writes (EC still being built) skips this pool.
     await s3.send(new PutObjectCommand({ Bucket: bucket, Key: 'probe', Body: Buffer.alloc(64 * KiB, 7), ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }));
   } catch (err) {
-    for (const label of sizes) for (const workers of concurrencies) for (const op of ['put', 'get'] as const) {
-      emit({ name: `s3 ${t.name} ${keyOf({ pool, label, workers, op })}`, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: `${errorName(err)}: ${(err as Error).message}` });
-    }
-    return;
+    return `${errorName(err)}: ${(err as Error).message}`;
   }
-  for (const label of sizes) {
-    const size = SIZES[label]!;
-    const data = randomBytes(size);
-    for (const workers of concurrencies) {
-      const prefix = `${label}/c${workers}/`;
-      const put = await timed(workers, async (i) => {
-        await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${i}`, Body: Readable.from([data]), ContentLength: size, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }));
-      });
-      const written = put.stats.ops;
-      record(out, `s3 ${t.name}`, { pool, label, workers, op: 'put' }, put, size);
-      const get = await timed(workers, async (i) => {
-        const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${i % Math.max(1, written)}` }));
-        const n = await drain(res.Body);
-        if (n !== size) throw new Error(`GET returned ${n} of ${size} bytes`);
-      });
-      record(out, `s3 ${t.name}`, { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size);
-      if (size >= 4 * MiB) await removeAll(written, 16, (i) => s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}${i}` })).then(() => undefined));
-    }
-  }
+  return { t, s3, pool, bucket, storageClass };
 }
 
-/** The cluster layer's figure: TesseraClient put/read of the same sizes, same concurrency, same pool. */
-async function clusterCases(client: TesseraClient, pool: string, out: Map<string, BenchResult>): Promise<void> {
-  for (const label of sizes) {
-    const size = SIZES[label]!;
-    const data = randomBytes(size);
-    for (const workers of concurrencies) {
-      const prefix = `bench/${label}/c${workers}/`;
-      const put = await timed(workers, (i) => client.put(pool, `${prefix}${i}`, data).then(() => undefined));
-      const written = put.stats.ops;
-      record(out, 'cluster', { pool, label, workers, op: 'put' }, put, size);
-      const get = await timed(workers, async (i) => {
-        const got = await client.read(pool, `${prefix}${i % Math.max(1, written)}`);
-        if (got.length !== size) throw new Error(`read ${got.length} of ${size} bytes`);
-      });
-      record(out, 'cluster', { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size);
-      if (size >= 4 * MiB) await removeAll(written, 16, (i) => client.remove(pool, `${prefix}${i}`).then(() => undefined));
-    }
+/** S3 PUT then GET (then DELETE of large objects) of one size at one concurrency on one target's pool. */
+async function s3Step(p: S3Pool | string, who: { name: string; pool: string }, label: string, workers: number, data: Buffer, out: Map<string, BenchResult>): Promise<void> {
+  const size = data.length;
+  if (typeof p === 'string') {
+    for (const op of ['put', 'get'] as const) out.set(`s3 ${who.name} ${keyOf({ pool: who.pool, label, workers, op })}`, { name: `s3 ${who.name} ${keyOf({ pool: who.pool, label, workers, op })}`, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: p });
+    return;
   }
+  const { s3, bucket, storageClass, pool } = p;
+  const prefix = `${label}/c${workers}/`;
+  const put = await timed(workers, async (i) => {
+    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${i}`, Body: Readable.from([data]), ContentLength: size, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }));
+  });
+  const written = put.stats.ops;
+  record(out, `s3 ${p.t.name}`, { pool, label, workers, op: 'put' }, put, size);
+  const get = await timed(workers, async (i) => {
+    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${i % Math.max(1, written)}` }));
+    const n = await drain(res.Body);
+    if (n !== size) throw new Error(`GET returned ${n} of ${size} bytes`);
+  });
+  record(out, `s3 ${p.t.name}`, { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size);
+  if (size >= 4 * MiB) await removeAll(written, 16, (i) => s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}${i}` })).then(() => undefined));
+}
+
+/** The cluster layer's figure: TesseraClient put/read of the same size, same concurrency, same pool. */
+async function clusterStep(client: TesseraClient, pool: string, label: string, workers: number, data: Buffer, out: Map<string, BenchResult>): Promise<void> {
+  const size = data.length;
+  const prefix = `bench/${label}/c${workers}/`;
+  const put = await timed(workers, (i) => client.put(pool, `${prefix}${i}`, data).then(() => undefined));
+  const written = put.stats.ops;
+  record(out, 'cluster', { pool, label, workers, op: 'put' }, put, size);
+  const get = await timed(workers, async (i) => {
+    const got = await client.read(pool, `${prefix}${i % Math.max(1, written)}`);
+    if (got.length !== size) throw new Error(`read ${got.length} of ${size} bytes`);
+  });
+  record(out, 'cluster', { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size);
+  if (size >= 4 * MiB) await removeAll(written, 16, (i) => client.remove(pool, `${prefix}${i}`).then(() => undefined));
 }
 
 async function removeAll(count: number, workers: number, remove: (i: number) => Promise<void>): Promise<void> {
@@ -248,7 +255,7 @@ async function peerTarget(): Promise<Target | null> {
   let secretAccessKey = args['peer-secret-key'];
   if (args['peer-env']) {
     const vars = new Map<string, string>();
-    for (const m of (await readFile(args['peer-env'], 'utf8')).matchAll(/^(?:export\s+)?([A-Z_]+)=(.*)$/gm)) vars.set(m[1]!, m[2]!.replace(/^["']|["']$/g, ''));
+    for (const m of (await readFile(args['peer-env'], 'utf8')).matchAll(/^(?:export\s+)?([A-Z0-9_]+)=(.*)$/gm)) vars.set(m[1]!, m[2]!.replace(/^["']|["']$/g, ''));
     endpoint ??= vars.get('S3_ENDPOINT');
     accessKeyId ??= vars.get('AWS_ACCESS_KEY_ID');
     secretAccessKey ??= vars.get('AWS_SECRET_ACCESS_KEY');
@@ -282,36 +289,37 @@ async function main(): Promise<void> {
       tessera = await startTessera(join(dir, 'cluster'));
       target = tessera.target;
     }
+    const peer = await peerTarget();
     const s3 = s3For(target);
+    const ps3 = peer ? s3For(peer) : null;
+    const peerResults = new Map<string, BenchResult>();
+    const conn = tessera ? connectMapService(io, tessera.map) : null;
+    const client = conn ? await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 600_000 }) : null;
     try {
+      // Each (pool, size, concurrency) runs on the target, the cluster layer and the peer back to back:
+      // on a shared machine, figures measured minutes apart are not comparable.
       for (const pool of pools) {
-        await s3Cases(target, s3, pool, tesseraResults);
-        if (tessera) {
-          const conn = connectMapService(io, tessera.map);
-          const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 600_000 });
-          try {
-            if (client.view.map.pools.some((p) => p.name === pool)) await clusterCases(client, pool, clusterResults);
-          } finally {
-            await client.close();
-            await conn.close();
+        const mine = await prepareS3(target, s3, pool);
+        const theirs = peer && ps3 ? await prepareS3(peer, ps3, pool) : null;
+        const clusterHasPool = client?.view.map.pools.some((p) => p.name === pool) ?? false;
+        for (const label of sizes) {
+          const data = randomBytes(SIZES[label]!);
+          for (const workers of concurrencies) {
+            await s3Step(mine, { name: target.name, pool }, label, workers, data, tesseraResults);
+            if (client && clusterHasPool) await clusterStep(client, pool, label, workers, data, clusterResults);
+            if (peer && theirs) await s3Step(theirs, { name: peer.name, pool }, label, workers, data, peerResults);
           }
         }
       }
     } finally {
       s3.destroy();
+      ps3?.destroy();
+      await client?.close();
+      await conn?.close();
     }
     for (const r of clusterResults.values()) emit(r);
     emitAll(tesseraResults, clusterResults, target.name);
-
-    const peer = await peerTarget();
     if (peer) {
-      const peerResults = new Map<string, BenchResult>();
-      const ps3 = s3For(peer);
-      try {
-        for (const pool of pools) await s3Cases(peer, ps3, pool, peerResults);
-      } finally {
-        ps3.destroy();
-      }
       emitAll(peerResults, new Map(), peer.name);
       for (const [name, r] of tesseraResults) {
         const p = peerResults.get(name.replace(`s3 ${target.name} `, `s3 ${peer.name} `));
