@@ -32,12 +32,13 @@ beforeAll(async () => {
     pools: [{ name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 16 }],
     liveness: { downGraceMs: DOWN_GRACE_MS, outIntervalMs: OUT_INTERVAL_MS, heartbeatIntervalMs: 250 },
   });
-  for (let i = 0; i < 150; i++) {
-    const data = randomBytes(i % 10 === 0 ? 300_000 : 1000 + ((i * 7919) % 30_000));
+  // 16 pgs, about 40 objects each: more than limits.recoveryInlineObjectsMax, so new members are filled while their pg serves I/O.
+  for (let i = 0; i < 640; i++) {
+    const data = randomBytes(i % 40 === 0 ? 300_000 : 500 + ((i * 7919) % 20_000));
     objects.set(`obj-${i}`, data);
   }
   const names = [...objects.keys()];
-  for (let i = 0; i < names.length; i += 8) await Promise.all(names.slice(i, i + 8).map((n) => cluster.client.put(POOL, n, objects.get(n)!)));
+  for (let i = 0; i < names.length; i += 16) await Promise.all(names.slice(i, i + 16).map((n) => cluster.client.put(POOL, n, objects.get(n)!)));
 }, 60_000);
 
 afterAll(async () => {
@@ -58,26 +59,44 @@ async function waitFor<T>(what: string | (() => string), timeoutMs: number, prob
 
 const currentMap = (): Promise<ClusterMap> => cluster.mapd.service.current();
 
-/** Reads every object through the client, byte-exact, until stopped; counts reads. */
-function readLoop(): { stop: () => Promise<number> } {
+/**
+ * Reads every object through the client, byte-exact, and overwrites a few objects of its own, until
+ * stopped; counts reads and writes, and the slowest of each.
+ */
+function readLoop(): { stop: () => Promise<number>; figures: () => { reads: number; writes: number; readMsMax: number; writeMsMax: number } } {
   let stopped = false;
-  let reads = 0;
-  const loop = (async () => {
+  const f = { reads: 0, writes: 0, readMsMax: 0, writeMsMax: 0 };
+  const reading = (async () => {
     while (!stopped) {
       for (const [name, data] of objects) {
         if (stopped) break;
+        const t = Date.now();
         const got = await cluster.client.read(POOL, name);
+        f.readMsMax = Math.max(f.readMsMax, Date.now() - t);
         expect(got.equals(data), `read of ${name}`).toBe(true);
-        reads++;
+        f.reads++;
       }
+    }
+  })();
+  const writing = (async () => {
+    for (let round = 0; !stopped; round++) {
+      const name = `rw-${round % 16}`;
+      const data = randomBytes(2000 + (round % 7) * 1000);
+      objects.delete(name); // not read while it changes
+      const t = Date.now();
+      await cluster.client.put(POOL, name, data);
+      f.writeMsMax = Math.max(f.writeMsMax, Date.now() - t);
+      objects.set(name, data);
+      f.writes++;
     }
   })();
   return {
     stop: async () => {
       stopped = true;
-      await loop;
-      return reads;
+      await Promise.all([reading, writing]);
+      return f.reads;
     },
+    figures: () => f,
   };
 }
 
@@ -157,6 +176,8 @@ it('marks a stopped daemon down, then out; its pgs recover elsewhere; it comes b
   await fullRedundancy(60_000);
   console.log(JSON.stringify({ case: 'sigcont', upAndInMs: upMs, fullRedundancyMs: Date.now() - t1 }));
   expect(await reader.stop()).toBeGreaterThan(objects.size);
+  console.log(JSON.stringify({ case: 'client-io-throughout', ...reader.figures() }));
+  expect(reader.figures().writes).toBeGreaterThan(0);
   for (const [name, data] of objects) expect((await cluster.client.read(POOL, name)).equals(data), name).toBe(true);
 }, 120_000);
 
@@ -190,6 +211,7 @@ it('adding a disk moves only the pgs placement remaps; data stays readable', asy
   } finally {
     expect(await reader.stop()).toBeGreaterThan(0);
   }
+  console.log(JSON.stringify({ case: 'client-io-during-add', ...reader.figures() }));
   // Adding weight to a host shifts every domain's rate a little (docs/placement.md): a few pgs move without
   // the new disk. Every disk must hold only objects of pgs it is (or was, before the change) a member of:
   // nothing moved anywhere else. Old members keep their copies (strays are not removed yet).

@@ -41,7 +41,7 @@ import type { StoreOp } from '../store/types.js';
 import { activateLocal, memberInfo, notPrimary } from './members.js';
 import type { Osd } from './osd.js';
 import { isConditional, requestKey, type Pg } from './pg.js';
-import { dataNs, decodeVersionValue, VERSION_XATTR } from './pg-log.js';
+import { dataNs, decodeVersionValue, metaObject, PgLog, VERSION_XATTR } from './pg-log.js';
 import { ecCommit, ecMemberInfo, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
 import { ecClientRead } from './ec-read.js';
 import { ecPrimaryWrite } from './ec-write.js';
@@ -93,6 +93,10 @@ export function osdHandler(osd: Osd): RpcHandler {
         const pg = await memberPg(osd, push);
         await osd.store.transact(push.ops);
         notePush(osd, pg, push.ops);
+        // Replicated: recovery replaced this member's log; the next query must see it (a member recovered
+        // while its pg is active without it is queried again before it is activated).
+        const meta = metaObject(pg.pool.id, pg.pg);
+        if (!pg.ec && push.ops.some((o) => o.id.ns === meta.ns && o.id.name === meta.name)) pg.resetLog(await PgLog.load(osd.store, pg.pool.id, pg.pg));
         return { header: EMPTY };
       }
       case OsdOpcode.pgActivate: {
@@ -131,8 +135,9 @@ async function memberPg(osd: Osd, ref: PgRef): Promise<Pg> {
 /** Writes need min_size members (replicated) or k+1 shards (erasure-coded: one failure from losing the ability to read). */
 function checkWriteQuorum(pg: Pg): void {
   const r = pg.pool.redundancy;
-  if (r.type === 'replicated' && pg.acting.length < r.minSize) {
-    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${r.size} members up, min_size ${r.minSize}`);
+  const writable = pg.acting.length - pg.backfilling.size;
+  if (r.type === 'replicated' && writable < r.minSize) {
+    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${writable} of ${r.size} members up and complete, min_size ${r.minSize}`);
   }
   if (r.type === 'erasure' && pg.acting.length < r.dataShards + 1) {
     throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${r.dataShards + r.parityShards} shards up; writes need ${r.dataShards + 1}`);
@@ -201,7 +206,8 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
         throw err;
       }
     }
-    const others = pg.acting.filter((d) => d !== osd.diskId);
+    // Members being backfilled get this write from the log when they join (peering.ts, backfillLater).
+    const others = pg.acting.filter((d) => d !== osd.diskId && !pg.backfilling.has(d));
     const repops = others.map((d) => {
       const { header, payload } = encodeRepop({ epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg, entry, ops: txn });
       return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: REPOP_TIMEOUT_MS });

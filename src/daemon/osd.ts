@@ -231,6 +231,7 @@ export class Osd {
     pg.positions = [...placement.acting];
     pg.primary = placement.primary;
     pg.state = 'peering';
+    pg.backfilling.clear();
     pg.peering?.abort();
     pg.peering = null;
     if (pg.primary === this.diskId) this.startPeering(pg);
@@ -258,6 +259,7 @@ export class Osd {
           handle: (diskId) => this.memberHandle(pg, diskId),
           reloadLocal: async () => pg.resetLog(await PgLog.load(this.store, pg.pool.id, pg.pg)),
           pace: (priority, sizeBytes, copy) => this.recovery.run({ priority, sizeBytes, signal: abort.signal }, copy),
+          backfillLater: (backfill) => this.backfillInBackground(pg, abort.signal, interval, backfill),
         });
         if (abort.signal.aborted || pg.intervalStart !== interval) return;
         pg.state = result;
@@ -272,6 +274,29 @@ export class Osd {
       }
     };
     void run();
+  }
+
+  /**
+   * Runs a deferred backfill while the pg serves I/O; then stops new I/O, lets the writes in flight
+   * finish and peers again, which brings the backfilled members up to date from the log.
+   */
+  private backfillInBackground(pg: Pg, signal: AbortSignal, interval: number, backfill: () => Promise<void>): void {
+    const current = (): boolean => !signal.aborted && pg.intervalStart === interval && !this.closing;
+    void (async () => {
+      const startedMs = this.io.clock.monotonicMs();
+      try {
+        await backfill();
+        console.error(`disk ${this.diskId}: pg ${pg.key}: backfilled disk(s) ${[...pg.backfilling].join(',')} in ${this.io.clock.monotonicMs() - startedMs} ms while active`);
+      } catch (err) {
+        if (!current()) return;
+        console.error(`disk ${this.diskId}: pg ${pg.key}: backfill failed, peering again: ${toTesseraError(err).message}`);
+        await this.io.clock.sleep(this.options.peeringRetryMs ?? 1000, signal).catch(() => undefined);
+      }
+      if (!current()) return;
+      pg.state = 'peering';
+      await Promise.allSettled([...pg.inflightRequests.values()]);
+      if (current()) this.repeer(pg);
+    })();
   }
 
   memberHandle(pg: Pg, diskId: number): MemberHandle {

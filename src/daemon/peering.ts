@@ -22,6 +22,7 @@
  * fewer up-to-date members first).
  */
 import { TesseraError } from '../lib/errors.js';
+import { limits } from '../lib/limits.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { compareVersions, type Eversion, type LogEntry, type MemberInfo } from '../protocol/osd-messages.js';
 import type { ObjectId, StoreApi, StoreOp } from '../store/types.js';
@@ -49,6 +50,14 @@ export interface PeeringContext {
   reloadLocal(): Promise<void>;
   /** Runs one object copy under the daemon's recovery throttle (priority: lower first). Default: at once. */
   pace?: Pace;
+  /**
+   * Replicated pools: given, members that need a backfill (their log shares nothing with the
+   * primary's) or more than limits.recoveryInlineObjectsMax objects recovered are brought up to
+   * date after the pg goes active without them, if at least min_size members are complete. `run`
+   * copies them; when it resolves the caller peers the pg again (same interval), which catches
+   * them up from the log (the writes made meanwhile) and activates them.
+   */
+  backfillLater?: (run: () => Promise<void>) => void;
 }
 
 /** Runs a copy of sizeBytes when the recovery throttle allows. */
@@ -90,13 +99,36 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'inc
   // Members already at the authoritative head: the fewer, the sooner this pg's copies run.
   const upToDate = infos.filter((i) => compareVersions(i.head, sourceInfo.head) === 0).length;
   const copying: Copying = { signal: ctx.signal, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(upToDate, sizeBytes, copy) : copy()) };
-  await Promise.all(handles.slice(1).map((h, i) => recoverMember(pg, h, infos[i + 1]!, source, sourceInfo, copying)));
+  // Members to backfill after activation (the pg serves I/O meanwhile, without them).
+  const r = pg.pool.redundancy;
+  let later = ctx.backfillLater && r.type === 'replicated' ? members.slice(1).filter((_, i) => objectsToRecover(infos[i + 1]!, sourceInfo) > limits.recoveryInlineObjectsMax) : [];
+  if (members.length - later.length < (r.type === 'replicated' ? r.minSize : 0)) later = [];
+  const active = members.filter((d) => !later.includes(d));
+  await Promise.all(handles.slice(1).map((h, i) => (later.includes(h.diskId) ? undefined : recoverMember(pg, h, infos[i + 1]!, source, sourceInfo, copying))));
   checkAborted(ctx.signal);
-  const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === members.join();
-  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: members });
+  // A record of this very interval stands: its members (possibly fewer, while others were backfilled) hold every write.
+  const sameInterval = record && record.epoch === pg.intervalStart;
+  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: active });
   checkAborted(ctx.signal);
-  await Promise.all(handles.map((h) => h.activate(pg.intervalStart, members)));
+  pg.backfilling = new Set(later);
+  // The log as it is now: the backfilled members get it, and the writes after it come from the log at the next run.
+  const snapshot: MemberInfo = { ...sourceInfo, entries: sourceInfo.entries.slice() };
+  await Promise.all(handles.filter((h) => active.includes(h.diskId)).map((h) => h.activate(pg.intervalStart, active)));
+  if (later.length > 0) {
+    ctx.backfillLater!(async () => {
+      for (const id of later) await recoverMember(pg, handles[members.indexOf(id)]!, infos[members.indexOf(id)]!, source, snapshot, copying);
+    });
+  }
   return 'active';
+}
+
+/** Objects a member's recovery copies: those its log misses or holds in excess; Infinity when it needs a backfill. */
+function objectsToRecover(target: MemberInfo, source: MemberInfo): number {
+  if (compareVersions(target.head, source.head) === 0 && compareVersions(target.tail, source.tail) <= 0) return 0;
+  const common = commonPoint(target, source);
+  if (!(common && compareVersions(common, source.tail) >= 0)) return Infinity;
+  const changed = [...source.entries, ...target.entries].filter((e) => compareVersions(e, common) > 0);
+  return new Set(changed.map((e) => e.object)).size;
 }
 
 /** The newest version both logs hold identically, or null when they share none. */

@@ -52,6 +52,8 @@ export class Pg {
   readonly inflightRequests = new Map<string, Promise<Eversion>>();
   /** Peering runs one at a time; a new interval aborts the old run. */
   peering: AbortController | null = null;
+  /** Primary, replicated pools: acting members being backfilled while the pg is active without them (no repops). */
+  backfilling = new Set<number>();
   private stagingIds = 0;
 
   constructor(

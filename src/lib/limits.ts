@@ -92,6 +92,8 @@ export const limits = {
   ecWaitMsMax: 30_000,
   /** Timeout of a primary's stage and commit messages to a member. */
   ecSubWriteTimeoutMs: 30_000,
+  /** Longest wait of a peering query for the pg's writes in flight on the member (then Busy: peering retries). */
+  peeringWriteDrainMsMax: 30_000,
 
   // --- cluster map and map service (cluster/) ---
   /** An encoded cluster map (file on disk, rpc payload); decoders check it before parsing. */
@@ -140,6 +142,11 @@ export const limits = {
   recoveryOpsInflightMaxDefault: 4,
   /** While client requests are in flight at a daemon, each recovery copy first waits this long (client I/O goes first). */
   recoveryYieldMs: 2,
+  /**
+   * A pg member missing at most this many objects is recovered before the pg goes active (I/O waits,
+   * briefly); one missing more, or needing a backfill, is recovered while the pg serves I/O without it.
+   */
+  recoveryInlineObjectsMax: 32,
 
   // --- striper (src/client/striper*.ts; docs/striper.md) ---
   /** Largest striped object (S3's object limit). */
