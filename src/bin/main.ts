@@ -22,9 +22,12 @@ const usage = `usage: tessera <command> [options]
 
 commands:
   up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]] [--metrics-port-offset N]
+          [--down-grace-ms MS] [--out-interval-ms MS] [--near-full-ratio R] [--full-ratio R]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
-          with --etcd, the cluster map lives in etcd (give it on every run)
+          with --etcd, the cluster map lives in etcd (give it on every run); a disk silent for
+          --down-grace-ms (20000) is marked down, one down for --out-interval-ms (600000) out;
+          writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85)
   status  [--json]
           health (with reasons), disks up/in, pools, pgs by state, capacity
   disk ls [--json]
@@ -334,8 +337,20 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' } },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' } },
         });
+        const ratio = (v: string | undefined, name: string): number | undefined => {
+          if (v === undefined) return undefined;
+          const r = Number(v);
+          if (!(r > 0 && r <= 1)) throw new Error(`--${name} wants a number in (0, 1], got ${v}`);
+          return r;
+        };
+        const liveness = {
+          ...(values['down-grace-ms'] !== undefined ? { downGraceMs: intOption(values['down-grace-ms'], 'down-grace-ms') } : {}),
+          ...(values['out-interval-ms'] !== undefined ? { outIntervalMs: intOption(values['out-interval-ms'], 'out-interval-ms') } : {}),
+          ...(values['near-full-ratio'] !== undefined ? { nearFullRatio: ratio(values['near-full-ratio'], 'near-full-ratio')! } : {}),
+          ...(values['full-ratio'] !== undefined ? { fullRatio: ratio(values['full-ratio'], 'full-ratio')! } : {}),
+        };
         const etcd = values.etcd?.split(',').map((u) => u.trim()).filter((u) => u !== '');
         if (values.etcd !== undefined && etcd!.length === 0) throw new Error('--etcd wants URL[,URL...]');
         return await runUp({
@@ -349,6 +364,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values['s3-port'] !== undefined ? { s3Port: intOption(values['s3-port'], 's3-port') } : {}),
           ...(etcd ? { etcd } : {}),
           ...(values['metrics-port-offset'] !== undefined ? { metricsPortOffset: intOption(values['metrics-port-offset'], 'metrics-port-offset') } : {}),
+          liveness,
         });
       }
       case 's3': {

@@ -33,6 +33,7 @@ import { UserStore } from '../../gateways/s3/meta/users.js';
 import { startMapDaemon, type MapDaemon } from '../../cluster/map-daemon.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap } from '../../cluster/map.js';
+import type { LivenessOptions } from '../../cluster/liveness.js';
 import { clientPath, layoutPath, readJson, writeJson, type ClientFile, type ClientFileS3, type ClusterLayout } from './cluster-files.js';
 import { ensureS3User, generateCredentials } from './user.js';
 import { Registry } from 'prom-client';
@@ -67,6 +68,8 @@ export interface UpOptions {
   etcd?: string[];
   /** Metrics port = service port + this (default: the layout's, else 1000). */
   metricsPortOffset?: number;
+  /** Failure detection and full ratios of the map daemon (cluster/liveness.ts; defaults in src/lib/limits.ts). */
+  liveness?: LivenessOptions;
 }
 
 /** A child process `up` keeps running: restarted with backoff when it exits. */
@@ -208,6 +211,7 @@ export async function runUp(o: UpOptions): Promise<number> {
     host: '127.0.0.1',
     port: layout.mapPort,
     ...(created ? { create: initialClusterMap(layout, o) } : {}),
+    ...(o.liveness ? { liveness: o.liveness } : {}),
   });
   const mapAddress = `127.0.0.1:${mapd.port}`;
   let stopping = false;
