@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fault-injection suite on demand (docs/testing.md):
-#   npm run test:faults -- [--faults N] [--seed S] [--ec] [--kinds kill9,pause,...] [--loopback]
+#   npm run test:faults -- [--faults N] [--seed S] [--no-ec] [--kinds kill9,pause,...] [--loopback]
 # builds, then runs test/faults.test.ts with the matching TESSERA_* variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,11 +8,11 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --faults) export TESSERA_FAULTS="$2"; shift 2 ;;
     --seed) export TESSERA_SEED="$2"; shift 2 ;;
-    --ec) export TESSERA_FAULTS_EC=1; shift ;;
+    --no-ec) export TESSERA_FAULTS_EC=0; shift ;;
     --kinds) export TESSERA_FAULTS_KINDS="$2"; shift 2 ;;
     --loopback) export TESSERA_FAULTS_NETNS=0; shift ;;
     --no-audit) export TESSERA_FAULTS_AUDIT=0; shift ;;
-    *) echo "test:faults: unknown option $1 (--faults N, --seed S, --ec, --kinds K1,K2, --loopback, --no-audit)" >&2; exit 2 ;;
+    *) echo "test:faults: unknown option $1 (--faults N, --seed S, --no-ec, --kinds K1,K2, --loopback, --no-audit)" >&2; exit 2 ;;
   esac
 done
 npm run build >/dev/null

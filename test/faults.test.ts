@@ -23,8 +23,8 @@
  * The seed is printed; TESSERA_SEED=<seed> replays the same fault schedule
  * and the same contents (interleavings with the workload differ).
  * TESSERA_FAULTS=<n> sets the number of faults (CI: 12; `npm run
- * test:faults -- --faults 1000` for a long run). The erasure-coded pool joins
- * only with TESSERA_FAULTS_EC=1 (see the warning printed when it is off).
+ * test:faults -- --faults 1000` for a long run). TESSERA_FAULTS_EC=0 leaves
+ * the erasure-coded pool out.
  * TESSERA_FAULTS_NETNS=0 forces loopback processes; TESSERA_FAULTS_KINDS=
  * kill9,pause,... restricts the kinds; TESSERA_FAULTS_AUDIT=0 skips the
  * check of every member's copies after each fault.
@@ -39,10 +39,11 @@ import { startFaultCluster, type FaultCluster } from './helpers/fault-cluster.js
 import { ContentModel, type KeyState } from './helpers/fault-model.js';
 import { corruptObjectOnDisk } from './helpers/corrupt.js';
 import { seededRng, testSeed, type Rng } from './helpers/random.js';
-import type { TestPool } from './helpers/cluster.js';
+import type { TestCluster, TestPool } from './helpers/cluster.js';
+import { checkShards } from './cluster-ec-helpers.js';
 
 const FAULTS = Number(process.env.TESSERA_FAULTS ?? 12);
-const WITH_EC = process.env.TESSERA_FAULTS_EC === '1';
+const WITH_EC = process.env.TESSERA_FAULTS_EC !== '0';
 /** Check every member's copies after each fault (TESSERA_FAULTS_AUDIT=0 turns it off). */
 const AUDIT = process.env.TESSERA_FAULTS_AUDIT !== '0';
 const KEYS_PER_POOL = 40;
@@ -101,7 +102,7 @@ let pairCuts = false;
 
 beforeAll(async () => {
   console.log(`faults seed: ${seed} (TESSERA_SEED=${seed} to replay), ${FAULTS} faults`);
-  if (!WITH_EC) console.warn('WARNING: faults: the erasure-coded pool is left out (TESSERA_FAULTS_EC=1 adds it): EC acknowledged writes can be lost after kill -9 of members in turn (docs/testing.md)');
+  if (!WITH_EC) console.warn('WARNING: faults: the erasure-coded pool is left out (TESSERA_FAULTS_EC=0)');
   const support = process.env.TESSERA_FAULTS_NETNS === '0' ? { ok: false, reason: 'TESSERA_FAULTS_NETNS=0', pairCuts: false } : await netnsSupport();
   if (support.ok) {
     lab = await createNetnsLab({ hosts: HOSTS });
@@ -331,8 +332,8 @@ async function inject(f: Fault): Promise<string> {
     case 'corrupt':
       return injectCorrupt(f);
     case 'mapRestart':
-      await c.restartMap();
-      return 'map service kill -9 and restart';
+      await c.restartMap(f.holdMs);
+      return `map service kill -9, down for ${f.holdMs} ms, restarted`;
   }
 }
 
@@ -387,11 +388,12 @@ async function auditReplicas(afterWhat: string): Promise<void> {
   }
 }
 
-async function finalCheck(): Promise<{ verified: number; lost: string[]; replicasChecked: number }> {
+async function finalCheck(): Promise<{ verified: number; lost: string[]; replicasChecked: number; shardsChecked: number }> {
   const c = cluster!;
   const lost: string[] = [];
   let verified = 0;
   let replicasChecked = 0;
+  let shardsChecked = 0;
   for (const p of pools) {
     const info = c.client.pool(p.name);
     for (const k of keysOf(p.name)) {
@@ -417,7 +419,15 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
         lost.push(`${p.name}/${k.key}: holds ${got ? (v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`) : 'nothing'}; acknowledged ${k.acked}${k.uncertain ? ` (or ${k.acked + 1})` : ''}`);
         continue;
       }
-      if (p.redundancy.type !== 'replicated') continue;
+      if (p.redundancy.type !== 'replicated') {
+        // Every shard at one version, parity equal to the data's, data equal to the model (also decoded from parity).
+        const shardView = { client: c.client, storeOf: (id: number) => c.storeOf(id) } as unknown as TestCluster;
+        await checkShards(shardView, p.name, k.key, model.contentAt(k.key, k.acked)).then(
+          () => (shardsChecked++),
+          (err: unknown) => lost.push(`${p.name}/${k.key}: shards inconsistent with version ${k.acked}: ${(err as Error).message.split('\n')[0]}`),
+        );
+        continue;
+      }
       const expected = model.contentAt(k.key, k.acked);
       for (const member of c.client.view.pg(info, objectToPg(info, k.key)).members) {
         const store = c.storeOf(member);
@@ -437,7 +447,7 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
       }
     }
   }
-  return { verified, lost, replicasChecked };
+  return { verified, lost, replicasChecked, shardsChecked };
 }
 
 it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () => {
@@ -480,6 +490,7 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
       readsFailedDuringRun: stats.readsFailed,
       objectsVerifiedAtEnd: end.verified,
       replicaCopiesVerifiedAtEnd: end.replicasChecked,
+      ecObjectsShardChecked: end.shardsChecked,
     },
     corruption: { detectedByStore: stats.corruptDetected, clientReadOk: stats.corruptClientReadOk, clientReadFailed: stats.corruptClientReadFailed },
     lost: end.lost.length,
@@ -490,7 +501,9 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
   for (const l of end.lost) console.log(`LOST: ${l}\n  history: ${history.get(l.slice(0, l.indexOf(':')))?.slice(-6).join('; ')}`);
   for (const v of stats.violations) console.log(`VIOLATION: ${v}`);
   for (const d of stats.divergences) console.log(`DIVERGENCE: ${d}`);
-  if (end.lost.length || stats.violations.length || stats.divergences.length) console.log(`replay with TESSERA_SEED=${seed} TESSERA_FAULTS=${FAULTS}${WITH_EC ? ' TESSERA_FAULTS_EC=1' : ''}`);
+  if (end.lost.length || stats.violations.length || stats.divergences.length) {
+    console.log(`replay with TESSERA_SEED=${seed} TESSERA_FAULTS=${FAULTS}${WITH_EC ? '' : ' TESSERA_FAULTS_EC=0'}${process.env.TESSERA_FAULTS_KINDS ? ` TESSERA_FAULTS_KINDS=${process.env.TESSERA_FAULTS_KINDS}` : ''}`);
+  }
   expect(end.lost, 'acknowledged writes lost or corrupt').toEqual([]);
   expect(stats.violations, 'reads that returned other than the acknowledged version').toEqual([]);
   expect(stats.divergences, 'member copies that differ from the acknowledged version while healthy').toEqual([]);

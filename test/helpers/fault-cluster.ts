@@ -84,8 +84,8 @@ export interface FaultCluster {
   resume(diskId: number): void;
   markDown(diskIds: number[]): Promise<void>;
   markUp(diskIds: number[]): Promise<void>;
-  /** kill -9 the map service process and start it again on the same port and directory. */
-  restartMap(): Promise<void>;
+  /** kill -9 the map service process and, downMs later, start it again on the same port and directory. */
+  restartMap(downMs?: number): Promise<void>;
   /** A running daemon's store, read directly (the caller closes it). */
   storeOf(diskId: number): StoreClient;
   stderrOf(diskId: number): string;
@@ -178,9 +178,10 @@ export async function startFaultCluster(o: { hosts: number; disksPerHost: number
     },
     markDown: (ids) => setUp(ids, false),
     markUp: (ids) => setUp(ids, true),
-    async restartMap() {
+    async restartMap(downMs = 0) {
       const port = mapProc!.port;
       await killProc(mapProc!, 'SIGKILL');
+      if (downMs > 0) await new Promise((resolve) => setTimeout(resolve, downMs));
       await startMap(port);
     },
     storeOf(diskId) {
