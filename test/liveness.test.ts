@@ -1,0 +1,165 @@
+/**
+ * Failure detection and recovery pacing in one process: the map daemon's
+ * LivenessMonitor (cluster/liveness.ts) on an embedded map store with short
+ * timings and heartbeats sent by hand (down after the grace, out after the
+ * interval, up and in again on a heartbeat, space states from the reported
+ * bytes, disks never seen up left in, options validated); the heartbeat rpc
+ * through a map daemon; the optional `space` field of the map (canonical
+ * bytes unchanged without it); and the RecoveryThrottle's bounds (copies at
+ * once, priority order, bytes per second).
+ */
+import { afterEach, expect, it } from 'vitest';
+import { systemIo } from '../src/io/system.js';
+import { EmbeddedMapStore } from '../cluster/map-store-embedded.js';
+import { LivenessMonitor, resolveLiveness, spaceState } from '../cluster/liveness.js';
+import { connectMapService, startMapDaemon } from '../cluster/map-daemon.js';
+import { addDisk, nextEpoch, setDiskSpace, setDiskState } from '../cluster/map-edit.js';
+import { decodeMap, encodeMap } from '../cluster/map-codec.js';
+import { checkMap } from '../cluster/map-check.js';
+import { RecoveryThrottle } from '../src/daemon/recovery-throttle.js';
+import { sampleMap } from './helpers/map-service-conformance.js';
+import { makeTempDir } from './helpers/tmp.js';
+
+const io = systemIo();
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+async function openStore() {
+  const dir = await makeTempDir('liveness');
+  const store = await EmbeddedMapStore.open({ io, path: dir.path, create: sampleMap('live') });
+  cleanups.push(async () => (await store.close(), await dir.remove()));
+  return store;
+}
+
+it('marks a silent disk down after the grace and out after the interval; a heartbeat brings it back up and in', async () => {
+  const store = await openStore();
+  const monitor = new LivenessMonitor(io, store, { downGraceMs: 300, outIntervalMs: 400, heartbeatIntervalMs: 50 });
+  cleanups.push(() => monitor.close());
+  // Disks 0-4 heartbeat; disk 5 falls silent.
+  let beating = true;
+  const beats = (async () => {
+    while (beating) {
+      await Promise.all([0, 1, 2, 3, 4].map((diskId) => monitor.heartbeat({ diskId, epoch: 1, usedBytes: 10, totalBytes: 100 })));
+      await sleep(50);
+    }
+  })();
+  cleanups.push(async () => ((beating = false), await beats));
+  const t0 = Date.now();
+  const down = await until('down', async () => ((await store.current()).disks.find((d) => d.id === 5)!.up ? undefined : Date.now() - t0));
+  expect(down).toBeGreaterThanOrEqual(250);
+  const out = await until('out', async () => ((await store.current()).disks.find((d) => d.id === 5)!.in ? undefined : Date.now() - t0));
+  expect(out).toBeGreaterThanOrEqual(650);
+  const map = await store.current();
+  expect(map.disks.filter((d) => d.id !== 5).every((d) => d.up && d.in)).toBe(true);
+  // It comes back: one heartbeat marks it up and in (the monitor marked it out), with its space state.
+  const reply = await monitor.heartbeat({ diskId: 5, epoch: map.epoch, usedBytes: 90, totalBytes: 100 });
+  expect(reply.heartbeatIntervalMs).toBe(50);
+  const back = (await store.current()).disks.find((d) => d.id === 5)!;
+  expect(back).toMatchObject({ up: true, in: true, space: 'nearFull' });
+  expect(reply.epoch).toBe((await store.current()).epoch);
+  await monitor.heartbeat({ diskId: 5, epoch: reply.epoch, usedBytes: 96, totalBytes: 100 });
+  expect((await store.current()).disks.find((d) => d.id === 5)!.space).toBe('full');
+  await monitor.heartbeat({ diskId: 5, epoch: reply.epoch, usedBytes: 10, totalBytes: 100 });
+  expect((await store.current()).disks.find((d) => d.id === 5)!.space).toBeUndefined();
+});
+
+it('leaves in a disk it never saw up, and out a disk an operator marked out', async () => {
+  const store = await openStore();
+  await store.change((m) => setDiskState(addDisk(m, { id: 9, host: 'host0', weight: 1, address: '127.0.0.1:7009', up: false, in: true }), 4, { in: false }));
+  const monitor = new LivenessMonitor(io, store, { downGraceMs: 100, outIntervalMs: 100, heartbeatIntervalMs: 20 });
+  cleanups.push(() => monitor.close());
+  await sleep(600);
+  const map = await store.current();
+  expect(map.disks.find((d) => d.id === 9)).toMatchObject({ up: false, in: true });
+  // Disk 4 (marked out by an operator) heartbeats: up again, but it stays out.
+  await monitor.heartbeat({ diskId: 4, epoch: map.epoch, usedBytes: 0, totalBytes: 100 });
+  expect((await store.current()).disks.find((d) => d.id === 4)).toMatchObject({ up: true, in: false });
+  await expect(monitor.heartbeat({ diskId: 77, epoch: 1, usedBytes: 0, totalBytes: 1 })).rejects.toMatchObject({ code: 'NotFound' });
+});
+
+it('validates its options', () => {
+  expect(resolveLiveness()).toEqual({ downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5_000, nearFullRatio: 0.85, fullRatio: 0.95 });
+  expect(() => resolveLiveness({ downGraceMs: 100, heartbeatIntervalMs: 80 })).toThrow(/at most half/);
+  expect(() => resolveLiveness({ nearFullRatio: 0.9, fullRatio: 0.8 })).toThrow(/nearFullRatio/);
+  expect(() => resolveLiveness({ outIntervalMs: 0 })).toThrow(/must be > 0/);
+  expect(spaceState(0, 0, { nearFullRatio: 0.5, fullRatio: 0.9 })).toBeUndefined();
+  expect(spaceState(95, 100, { nearFullRatio: 0.85, fullRatio: 0.95 })).toBe('full');
+});
+
+it('heartbeats travel over the map daemon rpc', async () => {
+  const dir = await makeTempDir('liveness-rpc');
+  const mapd = await startMapDaemon({ io, dir: dir.path, host: '127.0.0.1', port: 0, create: sampleMap('rpc'), liveness: { downGraceMs: 2000, heartbeatIntervalMs: 100 } });
+  const conn = connectMapService(io, `127.0.0.1:${mapd.port}`);
+  cleanups.push(async () => (await conn.close(), await mapd.close(), await dir.remove()));
+  await mapd.service.change((m) => setDiskState(m, 2, { up: false }));
+  const reply = await conn.liveness.heartbeat({ diskId: 2, epoch: 1, usedBytes: 1, totalBytes: 2 });
+  expect(reply.heartbeatIntervalMs).toBe(100);
+  expect((await mapd.service.current()).disks.find((d) => d.id === 2)).toMatchObject({ up: true });
+});
+
+it('the map carries a disk space state only when set: canonical bytes unchanged without it', () => {
+  const m = sampleMap('spacemap');
+  const bytes = encodeMap(m);
+  expect(bytes.toString()).not.toContain('"space"');
+  const full = nextEpoch(m, (d) => setDiskSpace(d, 3, 'full'));
+  expect(decodeMap(encodeMap(full)).disks.find((d) => d.id === 3)!.space).toBe('full');
+  const cleared = nextEpoch(full, (d) => setDiskSpace(d, 3, undefined));
+  expect(encodeMap({ ...cleared, epoch: m.epoch })).toEqual(bytes);
+  expect(setDiskSpace(m, 3, undefined)).toBe(m); // nothing changes: same map
+  expect(() => checkMap({ ...m, disks: m.disks.map((d) => ({ ...d, space: 'empty' })) })).toThrow(/nearFull/);
+});
+
+it('the recovery throttle bounds copies at once, runs degraded pgs first, and paces bytes', async () => {
+  const t = new RecoveryThrottle(io.clock, { opsInflightMax: 2, bytesPerSec: 0, yieldMs: 0 });
+  let running = 0;
+  let most = 0;
+  const order: number[] = [];
+  const gate: (() => void)[] = [];
+  const copy = (id: number) => async () => {
+    running++;
+    most = Math.max(most, running);
+    order.push(id);
+    await new Promise<void>((r) => gate.push(r));
+    running--;
+  };
+  const all = [t.run({ priority: 3, sizeBytes: 1 }, copy(1)), t.run({ priority: 3, sizeBytes: 1 }, copy(2))];
+  await sleep(10);
+  all.push(t.run({ priority: 3, sizeBytes: 1 }, copy(3)), t.run({ priority: 1, sizeBytes: 1 }, copy(4)), t.run({ priority: 2, sizeBytes: 1 }, copy(5)));
+  while (order.length < 5 || gate.length > 0) {
+    gate.shift()?.();
+    await sleep(5);
+  }
+  await Promise.all(all);
+  expect(most).toBe(2);
+  expect(order).toEqual([1, 2, 4, 5, 3]);
+  // 1 MiB/s: the bucket holds one second's worth, so 3 MiB take about 2 s more.
+  const paced = new RecoveryThrottle(io.clock, { opsInflightMax: 4, bytesPerSec: 1024 * 1024, yieldMs: 0 });
+  const start = Date.now();
+  await Promise.all([0, 1, 2].map(() => paced.run({ priority: 0, sizeBytes: 1024 * 1024 }, async () => undefined)));
+  expect(Date.now() - start).toBeGreaterThanOrEqual(1900);
+  expect(paced.stats).toMatchObject({ copies: 3, bytes: 3 * 1024 * 1024 });
+  // A cancelled wait leaves the queue.
+  const abort = new AbortController();
+  const blocker = new RecoveryThrottle(io.clock, { opsInflightMax: 1, bytesPerSec: 0 });
+  let release!: () => void;
+  const first = blocker.run({ priority: 0, sizeBytes: 0 }, () => new Promise<void>((r) => (release = r)));
+  const second = blocker.run({ priority: 0, sizeBytes: 0, signal: abort.signal }, async () => undefined);
+  abort.abort();
+  await expect(second).rejects.toMatchObject({ code: 'Aborted' });
+  release();
+  await first;
+});
