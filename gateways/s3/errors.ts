@@ -95,6 +95,7 @@ const fromTessera: Partial<Record<ErrorCodeName, S3ErrorCode>> = {
   InvalidArgument: 'InvalidArgument',
   LimitExceeded: 'InvalidArgument',
   NoSpace: 'ServiceUnavailable',
+  Full: 'ServiceUnavailable',
   Unavailable: 'ServiceUnavailable',
   NoQuorum: 'ServiceUnavailable',
   Busy: 'SlowDown',
