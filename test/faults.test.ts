@@ -22,7 +22,7 @@
  *
  * The seed is printed; TESSERA_SEED=<seed> replays the same fault schedule
  * and the same contents (interleavings with the workload differ).
- * TESSERA_FAULTS=<n> sets the number of faults (CI: 12; `npm run
+ * TESSERA_FAULTS=<n> sets the number of faults (CI: 10; `npm run
  * test:faults -- --faults 1000` for a long run). TESSERA_FAULTS_EC=0 leaves
  * the erasure-coded pool out.
  * TESSERA_FAULTS_NETNS=0 forces loopback processes; TESSERA_FAULTS_KINDS=
@@ -42,7 +42,7 @@ import { seededRng, testSeed, type Rng } from './helpers/random.js';
 import type { TestCluster, TestPool } from './helpers/cluster.js';
 import { checkShards } from './cluster-ec-helpers.js';
 
-const FAULTS = Number(process.env.TESSERA_FAULTS ?? 12);
+const FAULTS = Number(process.env.TESSERA_FAULTS ?? 10);
 const WITH_EC = process.env.TESSERA_FAULTS_EC !== '0';
 /** Check every member's copies after each fault (TESSERA_FAULTS_AUDIT=0 turns it off). */
 const AUDIT = process.env.TESSERA_FAULTS_AUDIT !== '0';

@@ -9,8 +9,9 @@
  *
  * Every name starts with `tf<pid><letter>` (the test process's pid, then one
  * letter per lab of that process), so parallel runs never collide; the lab removes everything it made in remove(), also when the
- * test fails (call it from afterAll), and at process exit as a last resort.
- * Leftovers of a run that was killed -9 (its pid gone) are swept at creation.
+ * test fails (call it from afterAll; processes still inside are killed), and
+ * at process exit as a last resort. Leftovers of a run that was killed -9
+ * (its pid gone), processes inside included, are swept at creation.
  *
  * netnsSupport() says whether namespaces can be made here (root or
  * CAP_NET_ADMIN, the `ip` tool) and, if not, why: tests skip loudly with it.
@@ -84,12 +85,27 @@ export async function netnsSupport(): Promise<NetnsSupport> {
 
 const pidAlive = (pid: number): boolean => existsSync(`/proc/${pid}`);
 
-/** Removes namespaces and bridges of earlier runs whose test process is gone. */
+/** SIGKILLs whatever still runs inside a namespace (daemons of a test that was itself killed). */
+async function killInside(ns: string): Promise<void> {
+  const { stdout } = await run('ip', ['netns', 'pids', ns]).catch(() => ({ stdout: '' }));
+  for (const pid of stdout.split(/\s+/).filter(Boolean).map(Number)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Removes namespaces (and what runs in them) and bridges of earlier runs whose test process is gone. */
 async function sweepLeftovers(): Promise<void> {
   const { stdout: nsList } = await run('ip', ['netns', 'list']);
   for (const line of nsList.split('\n')) {
     const m = /^(tf(\d+)[a-z]h\d+)\b/.exec(line.trim());
-    if (m && !pidAlive(Number(m[2]))) await ip('netns', 'del', m[1]!).catch(() => undefined);
+    if (m && !pidAlive(Number(m[2]))) {
+      await killInside(m[1]!);
+      await ip('netns', 'del', m[1]!).catch(() => undefined);
+    }
   }
   const { stdout: links } = await run('ip', ['-o', 'link', 'show']);
   for (const line of links.split('\n')) {
@@ -140,6 +156,10 @@ export async function createNetnsLab(o: { hosts: number }): Promise<NetnsLab> {
     if (removed) return;
     removed = true;
     for (const h of made.hosts) {
+      try {
+        const pids = execFileSync('ip', ['netns', 'pids', ns(h)], { encoding: 'utf8' }).split(/\s+/).filter(Boolean);
+        for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+      } catch { /* nothing inside */ }
       try { execFileSync('ip', ['link', 'del', rootVeth(h)], { stdio: 'ignore' }); } catch { /* already gone */ }
       try { execFileSync('ip', ['netns', 'del', ns(h)], { stdio: 'ignore' }); } catch { /* already gone */ }
     }
@@ -191,6 +211,7 @@ export async function createNetnsLab(o: { hosts: number }): Promise<NetnsLab> {
       removed = true;
       process.removeListener('exit', removeSync);
       for (const h of made.hosts) {
+        await killInside(ns(h));
         await ip('link', 'del', rootVeth(h)).catch(() => undefined);
         await ip('netns', 'del', ns(h)).catch(() => undefined);
       }
