@@ -145,7 +145,7 @@ export async function ecMemberInfo(osd: Osd, pg: Pg): Promise<MemberInfo> {
     tail: pg.log.tail,
     lastEpochStarted: pg.log.info.lastEpochStarted,
     lastActing: pg.log.info.lastActing,
-    entries: pg.log.entries,
+    entries: [...pg.log.entries],
     shard: pg.log.info.shard ?? -1,
     stagings: [...records.values()].map((r) => ({ shard: r.shard, entry: r.entry })),
   };

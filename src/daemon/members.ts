@@ -4,6 +4,7 @@
  * and for erasure-coded pgs resolve) and store reads.
  */
 import { TesseraError } from '../lib/errors.js';
+import { limits } from '../lib/limits.js';
 import {
   compareVersions,
   decodeControl,
@@ -26,13 +27,31 @@ import { PgLog } from './pg-log.js';
 
 const PEER_TIMEOUT_MS = 60_000;
 
+/**
+ * Peering's query of this member: a consistent snapshot. The pg stops taking
+ * writes (it is peering), the writes whose store transactions are in flight
+ * finish, and the log is reloaded if one of them landed after its interval
+ * ended (its entry is in the store, not yet in memory). So the log reported
+ * holds every write this store holds: a write that lands is never missing
+ * from the history peering settles (it would not be recovered onto the
+ * others, and a retry of it would be applied a second time).
+ */
+export async function queryMember(osd: Osd, pg: Pg): Promise<MemberInfo> {
+  if (pg.ec) return ecMemberInfo(osd, pg);
+  pg.state = 'peering';
+  await pg.settleStoreWrites(osd.io.clock, limits.peeringWriteDrainMsMax);
+  if (pg.logBehindStore) pg.resetLog(await PgLog.load(osd.store, pg.pool.id, pg.pg));
+  return memberInfo(pg);
+}
+
 export function memberInfo(pg: Pg): MemberInfo {
   return {
     head: pg.log.head,
     tail: pg.log.tail,
     lastEpochStarted: pg.log.info.lastEpochStarted,
     lastActing: pg.log.info.lastActing,
-    entries: pg.log.entries,
+    // A copy: the primary's own answer must not grow with entries remembered after the query.
+    entries: [...pg.log.entries],
   };
 }
 
@@ -59,7 +78,7 @@ export function localHandle(osd: Osd, pg: Pg): MemberHandle {
   return {
     diskId: osd.diskId,
     store: osd.store,
-    info: async () => (pg.ec ? ecMemberInfo(osd, pg) : memberInfo(pg)),
+    info: () => queryMember(osd, pg),
     push: async (ops: StoreOp[]) => {
       await osd.store.transact(ops);
       notePush(osd, pg, ops);

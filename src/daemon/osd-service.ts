@@ -38,11 +38,11 @@ import {
 import { decodeEcCommit, decodeEcResolve, decodeEcStage, EcOpcode } from '../protocol/ec-messages.js';
 import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
 import type { StoreOp } from '../store/types.js';
-import { activateLocal, memberInfo, notPrimary } from './members.js';
+import { activateLocal, notPrimary, queryMember } from './members.js';
 import type { Osd } from './osd.js';
 import { isConditional, requestKey, type Pg } from './pg.js';
 import { dataNs, decodeVersionValue, metaObject, PgLog, VERSION_XATTR } from './pg-log.js';
-import { ecCommit, ecMemberInfo, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
+import { ecCommit, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
 import { ecClientRead } from './ec-read.js';
 import { ecPrimaryWrite } from './ec-write.js';
 
@@ -71,7 +71,7 @@ export function osdHandler(osd: Osd): RpcHandler {
         return { header: EMPTY };
       case OsdOpcode.pgQuery: {
         const pg = await memberPg(osd, decodePgRef(header));
-        return { header: encodeControl(pg.ec ? await ecMemberInfo(osd, pg) : memberInfo(pg)) };
+        return { header: encodeControl(await queryMember(osd, pg)) };
       }
       case EcOpcode.stage: {
         const m = decodeEcStage(header, payload);
@@ -185,6 +185,8 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
   let version!: Eversion;
   await pg.withGate(conditional, async () => {
     const interval = pg.intervalStart;
+    // The gate may have waited into a peering: its query already reported this member's log.
+    pg.requireActive();
     version = pg.nextVersion(osd.view.epoch);
     const entry: LogEntry = { ...version, object: req.object, kind, request: req.request };
     let txn;
@@ -194,9 +196,8 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
       pg.releaseVersion(version);
       throw err;
     }
-    const local = osd.store.transact(txn).then(() => {
-      if (pg.intervalStart === interval) pg.log.remember(entry);
-    });
+    // Tracked: a peering query waits for it, so the log it reports holds it if the store does.
+    const local = pg.trackStoreWrite(osd.store.transact(txn), entry, interval);
     if (conditional) {
       // The outcome depends on the object's state: decide it here before anyone else applies it.
       try {
@@ -204,6 +205,10 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
       } catch (err) {
         pg.releaseVersion(version);
         throw err;
+      }
+      // Peering began meanwhile: its query saw this write in the log here; peering settles it, not repops.
+      if (pg.intervalStart !== interval || pg.state !== 'active') {
+        throw new TesseraError('Busy', `pg ${pg.key}: peering began while write ${version.version} was decided; the pg settles it`);
       }
     }
     // Members being backfilled get this write from the log when they join (peering.ts, backfillLater).
@@ -237,19 +242,8 @@ async function replicaWrite(osd: Osd, header: Buffer, payload: Buffer): Promise<
       throw new TesseraError('Conflict', `pg ${pg.key}: repop version ${repop.entry.version}, expected ${expected}`);
     }
     pg.replicaBacklog++;
-    const interval = pg.intervalStart;
-    return {
-      done: osd.store.transact(repop.ops).then(
-        () => {
-          pg.replicaBacklog--;
-          if (pg.intervalStart === interval) pg.log.remember(repop.entry);
-        },
-        (err: unknown) => {
-          pg.replicaBacklog--;
-          throw err;
-        },
-      ),
-    };
+    // Tracked: a peering query waits for it, so the log it reports holds it if the store does.
+    return { done: pg.trackStoreWrite(osd.store.transact(repop.ops), repop.entry, pg.intervalStart, () => pg.replicaBacklog--) };
   };
   const step = pg.replicaChain.then(submit, submit);
   pg.replicaChain = step.catch(() => ({ done: Promise.resolve() }));

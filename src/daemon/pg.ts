@@ -9,6 +9,7 @@
  * pg's history), active, incomplete (no member of the last active interval is
  * reachable: no I/O, to never serve stale data), and stray (not a member).
  */
+import type { Clock } from '../io/io.js';
 import { TesseraError, invalid } from '../lib/errors.js';
 import { compareVersions, type Eversion, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
 import type { ObjectId, StoreOp } from '../store/types.js';
@@ -52,6 +53,16 @@ export class Pg {
   readonly inflightRequests = new Map<string, Promise<Eversion>>();
   /** Peering runs one at a time; a new interval aborts the old run. */
   peering: AbortController | null = null;
+  /**
+   * Replicated pools: client writes' store transactions in flight on this member (as primary or replica).
+   * Peering's query waits for them, so the log it reports holds every write this store has.
+   */
+  private readonly storeWrites = new Set<Promise<void>>();
+  /**
+   * A write's transaction became durable after its interval ended, so its entry is in the store's log
+   * but not in memory: the log in memory is reloaded before it is reported or used again.
+   */
+  logBehindStore = false;
   /** Primary, replicated pools: acting members being backfilled while the pg is active without them (no repops). */
   backfilling = new Set<number>();
   private stagingIds = 0;
@@ -73,10 +84,11 @@ export class Pg {
     return `${this.pool.id}.${this.pg}`;
   }
 
-  /** Adopts the log after recovery or activation rewrote it. */
+  /** Adopts the log after recovery or activation rewrote it (read from the store: it holds every durable entry). */
   resetLog(log: PgLog): void {
     this.log = log;
     this.assigned = log.head;
+    this.logBehindStore = false;
   }
 
   objectId(name: string, shard = 0): ObjectId {
@@ -124,6 +136,45 @@ export class Pg {
       return await fn();
     } finally {
       open();
+    }
+  }
+
+  /**
+   * A client write's store transaction (replicated pools): peering's query waits for it. `entry` is
+   * remembered in the log once it is durable, if the interval it was written in still holds (else the
+   * log is marked behind the store: the entry is there, whatever happened to the interval since).
+   * onSettled runs first, in the same step (a replica's backlog count moves with its log head).
+   */
+  trackStoreWrite(txn: Promise<void>, entry: LogEntry, interval: number, onSettled?: () => void): Promise<void> {
+    const done = txn.then(
+      () => {
+        onSettled?.();
+        if (this.intervalStart === interval && !this.logBehindStore) this.log.remember(entry);
+        else this.logBehindStore = true;
+      },
+      (err: unknown) => {
+        onSettled?.();
+        throw err;
+      },
+    );
+    const settled = done.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.storeWrites.add(settled);
+    void settled.then(() => this.storeWrites.delete(settled));
+    return done;
+  }
+
+  /** Waits (bounded) until no client write's store transaction is in flight here. */
+  async settleStoreWrites(clock: Clock, waitMs: number): Promise<void> {
+    const deadline = clock.monotonicMs() + waitMs;
+    while (this.storeWrites.size > 0) {
+      const left = deadline - clock.monotonicMs();
+      if (left <= 0) throw new TesseraError('Busy', `pg ${this.key}: writes still in flight after ${waitMs} ms`);
+      let timer!: ReturnType<Clock['setTimeout']>;
+      await Promise.race([Promise.all([...this.storeWrites]), new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, left)))]);
+      clock.clearTimeout(timer);
     }
   }
 
