@@ -12,8 +12,12 @@
  * - Every check folds all its decisions into one map change (one epoch).
  * - State is in memory: a restarted map daemon gives every up disk a fresh
  *   grace period and forgets which disks it marked out (they are marked in
- *   by an operator then). With etcd and several map daemons, each disk must
- *   heartbeat the one map daemon that runs the monitor (docs/map-service.md).
+ *   by an operator then).
+ * - Scope: 'all' disks of the map (one map daemon: the embedded backend), or
+ *   only disks 'heard' from (a heartbeat to this monitor) since it started:
+ *   with etcd, several map daemons serve one map and each knows only the
+ *   heartbeats sent to it, so none may take another's disks for silent
+ *   (docs/map-service.md).
  *
  * Bounds: the maps kept are one (the latest, from a watch); lastSeen holds one
  * entry per disk of the map.
@@ -59,6 +63,8 @@ export interface LivenessOptions {
   /** used / total at which a disk is near full, and full. Defaults limits.diskNearFullRatioDefault, diskFullRatioDefault. */
   nearFullRatio?: number;
   fullRatio?: number;
+  /** Disks this monitor judges: 'all' (default) or only those that heartbeat it ('heard'). */
+  scope?: 'all' | 'heard';
 }
 
 export interface ResolvedLiveness {
@@ -67,6 +73,7 @@ export interface ResolvedLiveness {
   heartbeatIntervalMs: number;
   nearFullRatio: number;
   fullRatio: number;
+  scope: 'all' | 'heard';
 }
 
 export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
@@ -80,7 +87,7 @@ export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
     throw invalid(`liveness: heartbeatIntervalMs ${heartbeatIntervalMs} must be in [${limits.heartbeatIntervalMsMin}, ${limits.heartbeatIntervalMsMax}] and at most half of downGraceMs ${downGraceMs}`);
   }
   if (!(nearFullRatio > 0 && nearFullRatio <= fullRatio && fullRatio <= 1)) throw invalid(`liveness: need 0 < nearFullRatio (${nearFullRatio}) <= fullRatio (${fullRatio}) <= 1`);
-  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, nearFullRatio, fullRatio };
+  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, nearFullRatio, fullRatio, scope: o.scope ?? 'all' };
 }
 
 export function spaceState(usedBytes: number, totalBytes: number, o: Pick<ResolvedLiveness, 'nearFullRatio' | 'fullRatio'>): DiskSpaceState | undefined {
@@ -99,6 +106,8 @@ export class LivenessMonitor {
   private readonly downSinceMs = new Map<number, number>();
   /** Disks seen up at some point (only those are marked out automatically). */
   private readonly seenUp = new Set<number>();
+  /** Disks that heartbeat this monitor (scope 'heard' judges only these). */
+  private readonly heard = new Set<number>();
   /** Disks this monitor marked out: a heartbeat marks them in again. */
   private readonly markedOut = new Set<number>();
   private readonly startedMs: number;
@@ -134,6 +143,7 @@ export class LivenessMonitor {
     const now = this.io.clock.monotonicMs();
     this.lastSeenMs.set(report.diskId, now);
     this.seenUp.add(report.diskId);
+    this.heard.add(report.diskId);
     let map = this.latest ?? (await this.service.current());
     const disk = map.disks.find((d) => d.id === report.diskId);
     if (!disk) throw new TesseraError('NotFound', `disk ${report.diskId} is not in the map`);
@@ -201,6 +211,7 @@ export class LivenessMonitor {
     const toDown: number[] = [];
     const toOut: number[] = [];
     for (const d of map.disks) {
+      if (this.options.scope === 'heard' && !this.heard.has(d.id)) continue;
       if (d.up) {
         this.downSinceMs.delete(d.id);
         if (silent(d.id)) toDown.push(d.id);

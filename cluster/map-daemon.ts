@@ -91,7 +91,8 @@ export async function startMapDaemon(options: {
   let liveness: LivenessMonitor;
   let server: RpcServer;
   try {
-    liveness = new LivenessMonitor(io, service, options.liveness);
+    // With etcd, other map daemons may serve the same map and hear other disks: judge only the disks heard here.
+    liveness = new LivenessMonitor(io, service, { ...(options.etcd ? { scope: 'heard' as const } : {}), ...options.liveness });
   } catch (err) {
     await mapServer.close();
     await backend.close();

@@ -91,8 +91,21 @@ it('leaves in a disk it never saw up, and out a disk an operator marked out', as
   await expect(monitor.heartbeat({ diskId: 77, epoch: 1, usedBytes: 0, totalBytes: 1 })).rejects.toMatchObject({ code: 'NotFound' });
 });
 
+it("with scope 'heard' (etcd: several map daemons) judges only the disks that heartbeat it", async () => {
+  const store = await openStore();
+  const monitor = new LivenessMonitor(io, store, { downGraceMs: 100, outIntervalMs: 100, heartbeatIntervalMs: 20, scope: 'heard' });
+  cleanups.push(() => monitor.close());
+  await monitor.heartbeat({ diskId: 1, epoch: 1, usedBytes: 0, totalBytes: 100 });
+  await until('disk 1 down', async () => ((await store.current()).disks.find((d) => d.id === 1)!.up ? undefined : true));
+  await sleep(300);
+  const map = await store.current();
+  // Disk 1 went silent here: down, then out. The others heartbeat another map daemon: untouched.
+  expect(map.disks.find((d) => d.id === 1)).toMatchObject({ up: false, in: false });
+  expect(map.disks.filter((d) => d.id !== 1).every((d) => d.up && d.in)).toBe(true);
+});
+
 it('validates its options', () => {
-  expect(resolveLiveness()).toEqual({ downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5_000, nearFullRatio: 0.85, fullRatio: 0.95 });
+  expect(resolveLiveness()).toEqual({ downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5_000, nearFullRatio: 0.85, fullRatio: 0.95, scope: 'all' });
   expect(() => resolveLiveness({ downGraceMs: 100, heartbeatIntervalMs: 80 })).toThrow(/at most half/);
   expect(() => resolveLiveness({ nearFullRatio: 0.9, fullRatio: 0.8 })).toThrow(/nearFullRatio/);
   expect(() => resolveLiveness({ outIntervalMs: 0 })).toThrow(/must be > 0/);
