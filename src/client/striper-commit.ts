@@ -39,7 +39,17 @@ export async function commitManifest(ctx: StriperContext, pool: string, name: st
       return current;
     } catch (err) {
       if (o.outcome && !isDefinitive(err)) o.outcome.uncertain = true;
-      if (!isTesseraError(err, 'Conflict') || o.ifGeneration !== undefined) throw err;
+      if (!isTesseraError(err, 'Conflict')) throw err;
+      // An earlier attempt of this very transaction landed (an ambiguous answer
+      // retried): the manifest carries the generation this commit wrote, which
+      // nobody else writes. It replaced `current`; taking it for someone else's
+      // would remove the pieces just written.
+      const written = ops.find((op) => op.type === 'setXattr' && op.name === X.generation);
+      if (written?.type === 'setXattr' && (await readManifest(ctx, pool, name))?.generation === written.value.toString('latin1')) {
+        if (o.outcome) o.outcome.uncertain = false;
+        return current;
+      }
+      if (o.ifGeneration !== undefined) throw err;
       if (attempt >= limits.striperCommitAttemptsMax) {
         throw new TesseraError('Conflict', `${pool}/${name}: ${attempt} commit attempts lost to concurrent writers`, { cause: err });
       }

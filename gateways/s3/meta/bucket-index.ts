@@ -115,6 +115,11 @@ export class BucketIndex {
         return current?.entry ?? null;
       } catch (err) {
         if (!isTesseraError(err, 'Conflict')) throw err;
+        // Our own change, applied by an earlier attempt of the same request (the
+        // cluster answered it ambiguously): the entry names this PUT's unique data,
+        // so nobody else wrote these bytes. Treating it as someone else's would
+        // delete the data just written as "replaced".
+        if (next !== null && (await this.getRaw(key))?.raw.equals(Buffer.from(JSON.stringify(next)))) return current?.entry ?? null;
       }
     }
     throw s3Error('SlowDown', 'Please reduce your request rate.');
