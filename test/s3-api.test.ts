@@ -19,7 +19,7 @@
  *   MissingContentLength;
  * - conditional writes: If-None-Match: * and If-Match on PutObject and
  *   CopyObject, decided atomically with the commit (of racing creators exactly
- *   one wins; the losers leave no data);
+ *   one wins; the losers leave no data); If-Match on DeleteObject;
  * - settings we do not enforce are NotImplemented (501) and nothing is
  *   stored: lifecycle, policy, object lock, tagging, encryption, website,
  *   replication configurations; object lock, tagging, SSE, website redirect
@@ -322,6 +322,21 @@ describe('conditional writes', () => {
     // Only the two objects' data is left (the refused writes removed theirs).
     expect((await dataObjectsOf('api')).filter((n) => !n.includes('\0'))).toHaveLength(2);
     for (const Key of ['cw', 'cw-copy']) await s3.send(new DeleteObjectCommand({ Bucket: 'api', Key }));
+  });
+
+  it('DeleteObject with If-Match deletes only the object with that ETag', async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: 'cond-del-v' }));
+    await s3.send(new PutBucketVersioningCommand({ Bucket: 'cond-del-v', VersioningConfiguration: { Status: 'Enabled' } }));
+    for (const Bucket of ['api', 'cond-del-v']) {
+      const put = await s3.send(new PutObjectCommand({ Bucket, Key: 'cd', Body: 'delete me' }));
+      expect(await failure(s3.send(new DeleteObjectCommand({ Bucket, Key: 'cd', IfMatch: '"0123"' })))).toEqual({ name: 'PreconditionFailed', status: 412 });
+      expect(await text((await s3.send(new GetObjectCommand({ Bucket, Key: 'cd' }))).Body)).toBe('delete me');
+      expect((await failure(s3.send(new DeleteObjectCommand({ Bucket, Key: 'cd', IfMatchSize: 9 })))).status).toBe(501);
+      expect((await failure(s3.send(new DeleteObjectCommand({ Bucket, Key: 'cd-missing', IfMatch: put.ETag })))).name).toBe('NoSuchKey');
+      if (put.VersionId) expect((await failure(s3.send(new DeleteObjectCommand({ Bucket, Key: 'cd', VersionId: put.VersionId, IfMatch: put.ETag })))).status).toBe(501);
+      await s3.send(new DeleteObjectCommand({ Bucket, Key: 'cd', IfMatch: put.ETag }));
+      expect((await failure(s3.send(new GetObjectCommand({ Bucket, Key: 'cd' })))).name).toBe('NoSuchKey');
+    }
   });
 
   it('of racing If-None-Match creators exactly one wins, in unversioned and versioned buckets', async () => {

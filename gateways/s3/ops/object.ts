@@ -168,7 +168,7 @@ function parseRange(header: string | undefined, sizeBytes: number): { start: num
   return { start, end };
 }
 
-function etagMatches(list: string, etag: string): boolean {
+export function etagMatches(list: string, etag: string): boolean {
   return list.split(',').some((t) => {
     const v = t.trim();
     return v === '*' || v === etag || `"${v}"` === etag;

@@ -24,7 +24,7 @@ import type { BucketRecord } from '../meta/buckets.js';
 import { VersionIndex, isDeleteMarker, isVersionId, type ListedVersion } from '../meta/versions.js';
 import { xmlDocumentOrdered, type XmlNode, type XmlValue } from '../xml.js';
 import { enc, maxKeys } from './list.js';
-import { indexOf, removeData } from './object.js';
+import { etagMatches, indexOf, removeData } from './object.js';
 import { httpDate, isoDate, xmlHeaders } from './util.js';
 
 export function versionsOf(ctx: S3Context, bucket: BucketRecord): VersionIndex {
@@ -144,16 +144,32 @@ export interface DeleteOutcome {
 }
 
 /** DeleteObject's effect, for DELETE and DeleteObjects: see the module comment. */
-export async function deleteKey(ctx: S3Context, bucket: BucketRecord, key: string, versionId: string | null): Promise<DeleteOutcome> {
+export async function deleteKey(
+  ctx: S3Context,
+  bucket: BucketRecord,
+  key: string,
+  versionId: string | null,
+  /** A condition on the key's current object (null: none), checked atomically with the change; throws to refuse. */
+  condition?: (current: IndexEntry | null) => void,
+): Promise<DeleteOutcome> {
   let b = bucket;
+  const decide = (current: IndexEntry | null): void => condition?.(current && !isDeleteMarker(current) ? current : null);
   if (versionId !== null) {
+    if (condition) throw s3Error('NotImplemented', 'A conditional DeleteObject of a specific version is not implemented.');
     const removed = await versionsOf(ctx, b).remove(key, versionId);
     await removeData(ctx, b, removed);
     return { versionId, deleteMarker: removed !== null && isDeleteMarker(removed) };
   }
   if (b.versioning === 'Unversioned') {
     try {
-      await removeData(ctx, b, await indexOf(ctx, b).swap(key, null, refuseVersioned));
+      await removeData(
+        ctx,
+        b,
+        await indexOf(ctx, b).swap(key, null, (current) => {
+          refuseVersioned(current);
+          decide(current);
+        }),
+      );
       return { deleteMarker: false };
     } catch (err) {
       if (!(err instanceof BucketBecameVersioned)) throw err;
@@ -161,14 +177,32 @@ export async function deleteKey(ctx: S3Context, bucket: BucketRecord, key: strin
     }
   }
   const marker: IndexEntry = { sizeBytes: 0, etag: '', mtimeMs: ctx.services.io.clock.nowMs(), data: null, owner: writerOf(ctx, b) };
-  const r = await versionsOf(ctx, b).put(key, marker, b.versioning === 'Suspended' ? 'Suspended' : 'Enabled');
+  const r = await versionsOf(ctx, b).put(key, marker, b.versioning === 'Suspended' ? 'Suspended' : 'Enabled', condition ? decide : undefined);
   for (const e of r.removed) await removeData(ctx, b, e);
   return { versionId: r.entry.versionId!, deleteMarker: true };
 }
 
+/**
+ * DeleteObject's If-Match (S3 general purpose buckets): the key's current
+ * object must have that ETag (412 otherwise; NoSuchKey when there is none).
+ * The directory-bucket conditions (x-amz-if-match-last-modified-time, -size)
+ * are NotImplemented.
+ */
+export function deleteCondition(ctx: S3Context): ((current: IndexEntry | null) => void) | undefined {
+  const h = ctx.req.headers;
+  if (h.has('x-amz-if-match-last-modified-time') || h.has('x-amz-if-match-size')) throw s3Error('NotImplemented', 'x-amz-if-match-last-modified-time and x-amz-if-match-size are not implemented.');
+  const ifMatch = h.get('if-match');
+  if (ifMatch === undefined) return undefined;
+  const key = ctx.req.key!;
+  return (current) => {
+    if (!current) throw s3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
+    if (!etagMatches(ifMatch, current.etag)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
+  };
+}
+
 /** DELETE /bucket/key[?versionId=]. */
 export async function deleteObjectResponse(ctx: S3Context, bucket: BucketRecord): Promise<S3Response> {
-  const outcome = await deleteKey(ctx, bucket, ctx.req.key!, requestedVersion(ctx));
+  const outcome = await deleteKey(ctx, bucket, ctx.req.key!, requestedVersion(ctx), deleteCondition(ctx));
   const headers: Record<string, string> = {};
   if (outcome.versionId !== undefined) headers['x-amz-version-id'] = outcome.versionId;
   if (outcome.deleteMarker) headers['x-amz-delete-marker'] = 'true';
