@@ -4,7 +4,9 @@
  * As primary: client writes (ordered by pg version, applied locally and on
  * every other acting member, acknowledged when all have them), reads (after
  * any write of the object in flight has finished, so an unacknowledged write
- * is never shown), listings. As member: replicated writes in version order,
+ * is never shown; a local copy that fails its checksum is replaced by a
+ * replica's and the read served from it: read repair, pg-repair.ts),
+ * listings. As member: replicated writes in version order,
  * and peering's query, fenced pushes and activation. Erasure-coded pgs go
  * through src/daemon/ec-write.ts, ec-read.ts and ec-member.ts (two-phase
  * shard writes, resolve at peering).
@@ -12,7 +14,7 @@
  * Every request first waits for the map epoch its sender has seen; a sender
  * whose epoch predates the pg's current interval is told StaleEpoch.
  */
-import { TesseraError, invalid } from '../lib/errors.js';
+import { isTesseraError, TesseraError, invalid } from '../lib/errors.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { encodeObjectPage, encodeOmapPage, encodeOmapValues, encodeXattrs } from '../protocol/store-messages.js';
 import {
@@ -44,6 +46,7 @@ import { isConditional, requestKey, type Pg } from './pg.js';
 import { dataNs, decodeVersionValue, metaObject, PgLog, VERSION_XATTR } from './pg-log.js';
 import { ecCommit, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
 import { ecClientRead } from './ec-read.js';
+import { readRepair } from './pg-repair.js';
 import { ecPrimaryWrite } from './ec-write.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -256,6 +259,17 @@ async function clientRead(osd: Osd, q: ReadRequest): Promise<RpcHandlerReply> {
   pg.requireActive();
   if (pg.ec) return ecClientRead(osd, pg, q);
   await pg.objectSettled(q.object);
+  try {
+    return await readLocal(osd, pg, q);
+  } catch (err) {
+    // The primary's copy failed its checksum: serve and keep a replica's good copy instead (pg-repair.ts).
+    if (!isTesseraError(err, 'Corrupt')) throw err;
+    await readRepair(osd, pg, q.object, err);
+    return readLocal(osd, pg, q);
+  }
+}
+
+async function readLocal(osd: Osd, pg: Pg, q: ReadRequest): Promise<RpcHandlerReply> {
   const id = pg.objectId(q.object);
   const store = osd.store;
   switch (q.kind) {

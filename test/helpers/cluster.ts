@@ -42,6 +42,8 @@ export interface TestCluster {
   addDisk(o: { host: string; weight?: number }): Promise<number>;
   /** The store of a running daemon, read directly (its store protocol; the caller closes it). */
   storeOf(diskId: number): StoreClient;
+  /** The disk's directory (its segment files are under segments/). */
+  diskDir(diskId: number): string;
   /** Resolves when every pg of every pool is active on its primary (polls with reads). */
   stop(): Promise<void>;
 }
@@ -118,6 +120,7 @@ export async function startTestCluster(o: {
         await start(id);
         return id;
       },
+      diskDir: (diskId) => `${dir.path}/disk${diskId}`,
       storeOf(diskId) {
         const d = daemons.get(diskId);
         if (!d) throw new Error(`disk ${diskId} is not running`);
