@@ -13,6 +13,7 @@ import { runStatus } from '../cli/status.js';
 import { runS3 } from '../cli/s3.js';
 import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
 import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
+import { pgScrub, poolScrub, type ScrubCommandOptions } from '../cli/scrub.js';
 import { objectGet, objectList, objectPut, objectRemove, objectStat } from '../cli/object.js';
 import { CliError, type TargetOptions } from '../cli/target.js';
 import type { FailureDomain, PoolRedundancy } from '../../cluster/map.js';
@@ -40,6 +41,11 @@ commands:
           (default: replicated 3, min_size 2, 64 pgs, one member per host)
   pool ls [--json]
   pool rm NAME --yes-i-really-mean-it
+  pool scrub POOL [--deep] [--repair] [--bytes-per-sec N] [--json]
+  pg scrub POOL.PG [--deep] [--repair] [--bytes-per-sec N] [--json]
+          compare the copies of every object of the pool's pgs (of one pg) on their members:
+          sizes, versions, xattrs, omap; --deep also reads and verifies all data; --repair
+          pushes the authoritative copy to members that differ (exit 1 if any is left)
   object put --pool POOL NAME FILE|-
   object get --pool POOL NAME [FILE|-]
   object ls --pool POOL [--limit N] [--cursor C] [--json]
@@ -48,9 +54,12 @@ commands:
           status, disk, host, pool and object commands act on the cluster of --data DIR
           (default ./tessera-data: its client.json names the map service) or --map HOST:PORT
   daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT] [--metrics HOST:PORT] [--capacity-bytes N]
+          [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
           serve one disk (initialized on first start when --cluster-id and --disk-id are given);
           with --map, as a member of the cluster whose map service listens there;
-          --capacity-bytes caps the store (full ratios apply to it; default: the file system)
+          --capacity-bytes caps the store (full ratios apply to it; default: the file system);
+          background scrub of the pgs it is primary of every --scrub-interval-ms (1 day),
+          deep every --deep-scrub-interval-ms (7 days; 0: never), reading --scrub-bytes-per-sec
   disk init --disk DIR --cluster-id ID --disk-id N
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R]
@@ -229,10 +238,29 @@ function redundancyOf(values: { replicated?: string | undefined; 'min-size'?: st
   return { type: 'replicated', size, minSize: intOption(values['min-size'], 'min-size', Math.max(1, size - 1)) };
 }
 
+const scrubFlags = { deep: { type: 'boolean' }, repair: { type: 'boolean' }, 'bytes-per-sec': { type: 'string' } } as const;
+
+function scrubOptions(values: { deep?: boolean | undefined; repair?: boolean | undefined; json?: boolean | undefined; 'bytes-per-sec'?: string | undefined }): ScrubCommandOptions {
+  return {
+    deep: values.deep === true,
+    repair: values.repair === true,
+    json: values.json === true,
+    ...(values['bytes-per-sec'] !== undefined ? { bytesPerSec: intOption(values['bytes-per-sec'], 'bytes-per-sec') } : {}),
+  };
+}
+
+async function pgCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
+  const usage = 'tessera pg scrub POOL.PG [--deep] [--repair] [--bytes-per-sec N] [--json]';
+  const { values, positionals } = parseArgs({ args, options: { ...targetOptions, ...scrubFlags }, allowPositionals: true });
+  if (sub !== 'scrub') throw new CliError(`usage: ${usage}`);
+  const [pgid] = exactly(positionals, 1, usage);
+  return pgScrub(targetOf(io, values), { pgid: pgid!, ...scrubOptions(values) }, out);
+}
+
 async function poolCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
-    options: { ...targetOptions, replicated: { type: 'string' }, 'min-size': { type: 'string' }, erasure: { type: 'string' }, pgs: { type: 'string' }, 'failure-domain': { type: 'string' }, [CONFIRM_FLAG]: { type: 'boolean' } },
+    options: { ...targetOptions, ...scrubFlags, replicated: { type: 'string' }, 'min-size': { type: 'string' }, erasure: { type: 'string' }, pgs: { type: 'string' }, 'failure-domain': { type: 'string' }, [CONFIRM_FLAG]: { type: 'boolean' } },
     allowPositionals: true,
   });
   const target = targetOf(io, values);
@@ -254,8 +282,12 @@ async function poolCommand(io: ReturnType<typeof systemIo>, sub: string | undefi
       await poolRemove(target, { name: name!, confirmed: values[CONFIRM_FLAG] === true }, out);
       return 0;
     }
+    case 'scrub': {
+      const [name] = exactly(positionals, 1, 'tessera pool scrub POOL [--deep] [--repair] [--bytes-per-sec N] [--json]');
+      return poolScrub(target, { pool: name!, ...scrubOptions(values) }, out);
+    }
     default:
-      throw new CliError('usage: tessera pool create|ls|rm (see tessera help)');
+      throw new CliError('usage: tessera pool create|ls|rm|scrub (see tessera help)');
   }
 }
 
@@ -310,11 +342,16 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'daemon': {
-        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' }, 'scrub-interval-ms': { type: 'string' }, 'deep-scrub-interval-ms': { type: 'string' }, 'scrub-bytes-per-sec': { type: 'string' } } });
         if (!values.disk || !values.listen) throw new Error('daemon needs --disk DIR and --listen HOST:PORT');
         const capacityBytes = values['capacity-bytes'] === undefined ? undefined : intOption(values['capacity-bytes'], 'capacity-bytes');
         const clusterId = values['cluster-id'];
         const diskId = values['disk-id'] === undefined ? undefined : intOption(values['disk-id'], 'disk-id');
+        const scrub = {
+          ...(values['scrub-interval-ms'] !== undefined ? { intervalMs: intOption(values['scrub-interval-ms'], 'scrub-interval-ms') } : {}),
+          ...(values['deep-scrub-interval-ms'] !== undefined ? { deepIntervalMs: intOption(values['deep-scrub-interval-ms'], 'deep-scrub-interval-ms') } : {}),
+          ...(values['scrub-bytes-per-sec'] !== undefined ? { bytesPerSec: intOption(values['scrub-bytes-per-sec'], 'scrub-bytes-per-sec') } : {}),
+        };
         return await runDaemon({
           io,
           diskPath: values.disk,
@@ -324,6 +361,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values.map !== undefined ? { map: values.map } : {}),
           ...(capacityBytes !== undefined ? { capacityBytes } : {}),
           ...(values.metrics !== undefined ? { metrics: parseListen(values.metrics, 'metrics') } : {}),
+          scrub,
         });
       }
       case 'disk':
@@ -334,6 +372,8 @@ export async function main(argv: string[]): Promise<number> {
         return await poolCommand(io, rest[0], rest.slice(1));
       case 'object':
         return await objectCommand(io, rest[0], rest.slice(1));
+      case 'pg':
+        return await pgCommand(io, rest[0], rest.slice(1));
       case 'up': {
         const { values } = parseArgs({
           args: rest,

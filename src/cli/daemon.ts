@@ -5,11 +5,13 @@
  * line when it listens ({"event":"listening",...}: scripts and tests wait for
  * it); SIGTERM or SIGINT drain requests in flight and close the store cleanly.
  * With --metrics HOST:PORT a cluster daemon serves Prometheus metrics there
- * (src/metrics: client ops, pgs by state, disk space, map epoch).
+ * (src/metrics: client ops, pgs by state, disk space, map epoch). It scrubs
+ * the pgs it is primary of in the background (src/daemon/pg-scrub.ts).
  */
 import type { Io } from '../io/io.js';
 import { StorageDaemon } from '../daemon/daemon.js';
 import { Osd } from '../daemon/osd.js';
+import { ScrubScheduler, type ScrubScheduleOptions } from '../daemon/pg-scrub.js';
 import { connectMapService } from '../../cluster/map-daemon.js';
 import { daemonMetricsEndpoint } from './daemon-metrics.js';
 import type { MetricsServer } from '../metrics/http.js';
@@ -27,6 +29,8 @@ export interface DaemonCommandOptions {
   metrics?: { host: string; port: number };
   /** Cap on the bytes the store may use (default: the file system's size); full ratios apply to it. */
   capacityBytes?: number;
+  /** Background scrub of the pgs this daemon is primary of (src/daemon/pg-scrub.ts; defaults in src/lib/limits.ts). */
+  scrub?: ScrubScheduleOptions;
 }
 
 function waitForSignal(): Promise<void> {
@@ -62,8 +66,10 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
       throw err;
     }
     if (o.metrics) metricsServer = await metrics.serve(osd, o.metrics).catch(async (err: unknown) => (await osd.close(), await conn.close(), Promise.reject(err)));
+    const scrubs = new ScrubScheduler(osd, o.scrub);
     process.stdout.write(`${JSON.stringify({ event: 'listening', host: o.host, port: osd.port, ...(metricsServer ? { metricsPort: metricsServer.port } : {}), diskId: identity.diskId, clusterId: identity.clusterId, pid: process.pid })}\n`);
     await waitForSignal();
+    await scrubs.close();
     await metricsServer?.close();
     await osd.close();
     await conn.close();

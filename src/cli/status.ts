@@ -6,9 +6,11 @@
  *   pgs      every pg of every pool by state: the state its primary reports
  *            (OsdOpcode.pgStats: active, peering, incomplete), "down" when no
  *            member is up, "unknown" when its primary did not answer; and
- *            "+degraded" when fewer members than the pool's width are up
+ *            "+degraded" when fewer members than the pool's width are up,
+ *            "+inconsistent" when the last scrub left copies that differ
  *   capacity used and free bytes over the disks that answered
- * HEALTH_ERR: pgs down or incomplete. HEALTH_WARN: disks down, unreachable
+ * HEALTH_ERR: pgs down or incomplete, or inconsistent (their primary's last
+ * scrub found copies that differ: "+inconsistent"). HEALTH_WARN: disks down, unreachable
  * or out, pgs not active (peering, unknown) or degraded, disks near full or
  * full. Exit code 1 when the map service or a disk that is in is down or
  * unreachable, or on HEALTH_ERR; else 0. `--json` prints the same as one
@@ -117,6 +119,11 @@ export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterSta
   for (const d of full) reasons.push(`disk ${d.id} is ${d.space}`);
   const notActive = count((s) => !s.startsWith('active') && s !== 'down' && !s.startsWith('incomplete'));
   if (notActive > 0) reasons.push(`${notActive} pgs not active yet (peering or not reported)`);
+  const inconsistent = count((s) => s.includes('+inconsistent'));
+  if (inconsistent > 0) {
+    err = true;
+    reasons.push(`${inconsistent} pgs inconsistent (their last scrub found copies that differ: tessera pg scrub POOL.PG --deep --repair)`);
+  }
   const degraded = count((s) => s.endsWith('+degraded'));
   if (degraded > 0) reasons.push(`${degraded} pgs degraded (fewer members up than the pool's width)`);
   const capacity = { usedBytes: 0, freeBytes: 0, objects: 0 };

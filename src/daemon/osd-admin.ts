@@ -15,7 +15,9 @@ export function pgStats(osd: Osd): PgStatsReply {
   const pgs: PgStatsReply['pgs'] = [];
   for (const pg of osd.pgs.values()) {
     if (pg.primary !== osd.diskId || !osd.view.map.pools.some((p) => p.id === pg.pool.id)) continue;
-    pgs.push({ poolId: pg.pool.id, pg: pg.pg, state: pg.state, intervalStart: pg.intervalStart });
+    // "+inconsistent": the last scrub left copies that differ (src/daemon/pg-scrub.ts).
+    const state = pg.scrub.inconsistent > 0 ? `${pg.state}+inconsistent` : pg.state;
+    pgs.push({ poolId: pg.pool.id, pg: pg.pg, state, intervalStart: pg.intervalStart });
   }
   return { diskId: osd.diskId, epoch: osd.view.epoch, pgs };
 }

@@ -25,6 +25,8 @@ import {
   decodePush,
   decodeRead,
   decodeRepop,
+  decodePgScrubRequest,
+  decodeScrubMapRequest,
   encodeControl,
   encodeObjectStat,
   encodeRepop,
@@ -47,6 +49,7 @@ import { dataNs, decodeVersionValue, metaObject, PgLog, VERSION_XATTR } from './
 import { ecCommit, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
 import { ecClientRead } from './ec-read.js';
 import { readRepair } from './pg-repair.js';
+import { scrubMapPage, scrubPgSerialized } from './pg-scrub.js';
 import { ecPrimaryWrite } from './ec-write.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -101,6 +104,16 @@ export function osdHandler(osd: Osd): RpcHandler {
         const meta = metaObject(pg.pool.id, pg.pg);
         if (!pg.ec && push.ops.some((o) => o.id.ns === meta.ns && o.id.name === meta.name)) pg.resetLog(await PgLog.load(osd.store, pg.pool.id, pg.pg));
         return { header: EMPTY };
+      }
+      case OsdOpcode.pgScrub: {
+        const q = decodePgScrubRequest(header);
+        const pg = await primaryPg(osd, q);
+        const result = await scrubPgSerialized(osd, pg, { deep: q.deep, repair: q.repair, ...(q.bytesPerSec !== undefined ? { bytesPerSec: q.bytesPerSec } : {}) });
+        return { header: encodeControl(result) };
+      }
+      case OsdOpcode.pgScrubMap: {
+        const q = decodeScrubMapRequest(header);
+        return { header: encodeControl(await scrubMapPage(osd, await memberPg(osd, q), q)) };
       }
       case OsdOpcode.pgActivate: {
         const doc = decodeControl(header, 'pg activate');

@@ -66,6 +66,16 @@ export class Pg {
   /** Primary, replicated pools: acting members being backfilled while the pg is active without them (no repops). */
   backfilling = new Set<number>();
   private stagingIds = 0;
+  /**
+   * Scrub, as primary (src/daemon/pg-scrub.ts): when it was last scrubbed and deep-scrubbed (monotonic
+   * ms; 0: not yet), inconsistencies the last scrub left unrepaired, the scrub running.
+   */
+  readonly scrub: { lastMs: number; lastDeepMs: number; inconsistent: number; running: Promise<unknown> | null } = {
+    lastMs: 0,
+    lastDeepMs: 0,
+    inconsistent: 0,
+    running: null,
+  };
 
   constructor(
     readonly pool: PoolInfo,

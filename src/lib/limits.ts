@@ -148,6 +148,22 @@ export const limits = {
    */
   recoveryInlineObjectsMax: 32,
 
+  // --- scrub (src/daemon/pg-scrub.ts; docs/operations.md, "Scrub") ---
+  /** Data a member reads per second for a deep scrub of its copies (background and on demand). */
+  scrubBytesPerSecDefault: 64 * MiB,
+  /** How often a primary scrubs each of its pgs in the background (metadata), and deep-scrubs it (all data). */
+  scrubIntervalMsDefault: 24 * 3600_000,
+  deepScrubIntervalMsDefault: 7 * 24 * 3600_000,
+  /** How often the background scheduler looks for a pg due; it scrubs one pg at a time. */
+  scrubCheckIntervalMsDefault: 60_000,
+  /** Objects of one pg a scrub compares (every member's map of the pg is held in memory). */
+  scrubObjectsPerPgMax: 200_000,
+  /** One scrub map page: at most this many objects, and the page ends after this much data was read. */
+  scrubMapPageObjectsMax: 256,
+  scrubMapPageBytesMax: 64 * MiB,
+  /** Inconsistencies one pg scrub reports (the count goes on past it). */
+  scrubInconsistenciesReportedMax: 1000,
+
   // --- striper (src/client/striper*.ts; docs/striper.md) ---
   /** Largest striped object (S3's object limit). */
   striperObjectSizeBytesMax: 5 * TiB,
@@ -212,4 +228,6 @@ assert(limits.striperObjectSizeBytesMax / limits.striperPieceBytesMin <= Number.
 assert(limits.striperBufferBytesDefault >= limits.striperPieceBytesMax, 'the buffer budget holds the largest piece');
 assert(limits.striperAttrsBytesMax <= limits.xattrValueBytesMax, 'encoded attributes fit in one xattr');
 assert(limits.striperLeaseMsDefault > 2 * limits.rpcTimeoutMsDefault, 'a commit started with half a lease left ends within the lease');
+assert(limits.scrubCheckIntervalMsDefault <= limits.scrubIntervalMsDefault && limits.scrubIntervalMsDefault <= limits.deepScrubIntervalMsDefault, 'the scheduler looks often enough; deep scrubs are the rarer');
+assert(limits.scrubMapPageObjectsMax <= 1000, 'a scrub map page fits the names limit of its request (SCRUB_NAMES_MAX)');
 assert(limits.striperLeaseMsDefault < limits.striperSweepGraceMsDefault, 'the sweeper waits longer than a lease');

@@ -23,12 +23,17 @@ export const OsdOpcode = {
   list: 22,
   /** Admin query: the states of the pgs this disk is primary of (`tessera status`). */
   pgStats: 23,
+  /** Admin: scrub (and optionally repair) one pg at its primary (`tessera pg scrub`, `pool scrub`). */
+  pgScrub: 24,
   repop: 40,
   pgQuery: 41,
   pgLog: 42,
   pgPush: 43,
   pgActivate: 44,
   pgList: 45,
+  // 46-48: erasure-coded pools (src/protocol/ec-messages.ts EcOpcode).
+  /** Primary -> member: a page of the member's scrub map of the pg. */
+  pgScrubMap: 49,
 } as const;
 
 export interface PgRef {
@@ -452,4 +457,118 @@ export function decodePgStats(header: Buffer): PgStatsReply {
     return { poolId: poolId as number, pg: pg as number, state, intervalStart: intervalStart as number };
   });
   return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs };
+}
+
+// --- scrub (src/daemon/pg-scrub.ts): control documents ---
+
+export interface ScrubMapRequest extends PgRef {
+  /** Deep: read every object's data (verifying its checksums) and digest it; else metadata only. */
+  deep: boolean;
+  /** Only these objects (a recheck); else the pg's objects from `cursor` on. */
+  names?: string[];
+  cursor?: string;
+  /** Pace of the member's deep reads (0: unpaced; absent: its default). */
+  bytesPerSec?: number;
+}
+
+/** One object as a member holds it: its digests, or the error reading it gave (Corrupt: a checksum failed). */
+export type ScrubMapEntry =
+  | { name: string; sizeBytes: number; version: Eversion; dataCrc: number | null; xattrsCrc: number; omapCrc: number; omapKeys: number }
+  | { name: string; error: string };
+
+export interface ScrubMapReply {
+  entries: ScrubMapEntry[];
+  cursor?: string;
+}
+
+export const SCRUB_NAMES_MAX = 1000;
+
+export function decodeScrubMapRequest(header: Buffer): ScrubMapRequest {
+  const doc = decodeControl(header, 'scrub map request');
+  const names = doc.names;
+  if (names !== undefined && (!Array.isArray(names) || names.length > SCRUB_NAMES_MAX || !names.every((n) => typeof n === 'string'))) throw protocolError('field names is not a list of names');
+  return {
+    epoch: field.uint(doc, 'epoch'),
+    poolId: field.uint(doc, 'poolId'),
+    pg: field.uint(doc, 'pg'),
+    deep: field.bool(doc, 'deep'),
+    ...(names !== undefined ? { names: names as string[] } : {}),
+    ...(doc.cursor !== undefined ? { cursor: field.string(doc, 'cursor', limits.objectNameBytesMax * 2) } : {}),
+    ...(doc.bytesPerSec !== undefined ? { bytesPerSec: field.uint(doc, 'bytesPerSec') } : {}),
+  };
+}
+
+function scrubEntryFromJson(doc: Record<string, unknown>): ScrubMapEntry {
+  const name = field.string(doc, 'name', limits.objectNameBytesMax);
+  if (doc.error !== undefined) return { name, error: field.string(doc, 'error', 4096) };
+  return {
+    name,
+    sizeBytes: field.uint(doc, 'sizeBytes'),
+    version: field.version(doc, 'version'),
+    dataCrc: doc.dataCrc === null ? null : field.uint(doc, 'dataCrc'),
+    xattrsCrc: field.uint(doc, 'xattrsCrc'),
+    omapCrc: field.uint(doc, 'omapCrc'),
+    omapKeys: field.uint(doc, 'omapKeys'),
+  };
+}
+
+export function decodeScrubMapReply(header: Buffer): ScrubMapReply {
+  const doc = decodeControl(header, 'scrub map reply');
+  return {
+    entries: field.array(doc, 'entries', SCRUB_NAMES_MAX).map(scrubEntryFromJson),
+    ...(doc.cursor !== undefined ? { cursor: field.string(doc, 'cursor', limits.objectNameBytesMax * 2) } : {}),
+  };
+}
+
+export interface PgScrubRequest extends PgRef {
+  deep: boolean;
+  repair: boolean;
+  bytesPerSec?: number;
+}
+
+export function decodePgScrubRequest(header: Buffer): PgScrubRequest {
+  const doc = decodeControl(header, 'pg scrub request');
+  return {
+    epoch: field.uint(doc, 'epoch'),
+    poolId: field.uint(doc, 'poolId'),
+    pg: field.uint(doc, 'pg'),
+    deep: field.bool(doc, 'deep'),
+    repair: field.bool(doc, 'repair'),
+    ...(doc.bytesPerSec !== undefined ? { bytesPerSec: field.uint(doc, 'bytesPerSec') } : {}),
+  };
+}
+
+export type InconsistencyKind = 'missing' | 'extra' | 'corrupt' | 'error' | 'version' | 'size' | 'data' | 'xattrs' | 'omap';
+
+/** One object whose copy on one member differs from the authoritative copy. */
+export interface Inconsistency {
+  object: string;
+  diskId: number;
+  kinds: InconsistencyKind[];
+  detail: string;
+  /** The member the authoritative copy came from (null: the object should not exist, or no good copy). */
+  authDiskId: number | null;
+  repaired: boolean;
+}
+
+export interface PgScrubResult {
+  poolId: number;
+  pg: number;
+  deep: boolean;
+  /** Done, or why not (an erasure-coded pg: not scrubbed yet). */
+  scrubbed: boolean;
+  note?: string;
+  members: number[];
+  objects: number;
+  bytesRead: number;
+  inconsistencies: Inconsistency[];
+}
+
+export function decodePgScrubResult(header: Buffer): PgScrubResult {
+  const doc = decodeControl(header, 'pg scrub result');
+  field.uint(doc, 'poolId');
+  field.uint(doc, 'pg');
+  field.bool(doc, 'scrubbed');
+  field.array(doc, 'inconsistencies', 1_000_000);
+  return doc as unknown as PgScrubResult;
 }

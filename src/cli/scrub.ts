@@ -1,0 +1,129 @@
+/**
+ * `tessera pg scrub POOL.PG` and `tessera pool scrub POOL`: scrubs pgs on
+ * demand at their primaries (OsdOpcode.pgScrub; the comparison and repair
+ * are src/daemon/pg-scrub.ts). --deep reads and verifies all data (else
+ * metadata only: sizes, versions, xattrs, omap); --repair pushes the
+ * authoritative copy to every member that differs. A pool's pgs are
+ * scrubbed one at a time.
+ *
+ * Prints a table of the inconsistencies (object, disk, kinds, repaired,
+ * detail) and a summary line, or with --json one document
+ * {pgs: [result...], inconsistencies, repaired, unrepaired, notScrubbed}.
+ * Exit code 1 when an inconsistency is left unrepaired or a pg could not be
+ * scrubbed; else 0.
+ */
+import type { Io } from '../io/io.js';
+import { isTesseraError, toTesseraError } from '../lib/errors.js';
+import { decodePgScrubResult, encodeControl, OsdOpcode, type PgScrubResult } from '../protocol/osd-messages.js';
+import { createTcpClient } from '../rpc/tcp.js';
+import type { ClusterMap, PoolInfo } from '../../cluster/map.js';
+import { buildPlacementIndex, HOLE, pgActing, pgMembers, primaryOf } from '../../cluster/placement.js';
+import { CliError, table, withCluster, type Cluster, type TargetOptions } from './target.js';
+
+/** One pg's scrub can read a whole pg's data on every member. */
+const PG_SCRUB_TIMEOUT_MS = 30 * 60_000;
+const ATTEMPTS_MAX = 10;
+const RETRY_MS = 1000;
+
+export interface ScrubCommandOptions {
+  deep: boolean;
+  repair: boolean;
+  json: boolean;
+  /** Members' deep read pace (default: the daemons' scrub default). */
+  bytesPerSec?: number;
+}
+
+type Out = (text: string) => void;
+
+/** A pg that could not be scrubbed: why. */
+interface PgFailure {
+  poolId: number;
+  pg: number;
+  error: string;
+}
+
+function poolNamed(map: ClusterMap, name: string): PoolInfo {
+  const pool = map.pools.find((p) => p.name === name);
+  if (!pool) throw new CliError(`no pool ${name}`);
+  return pool;
+}
+
+/** Asks the pg's primary to scrub it; retried through map changes and peering (StaleEpoch, Busy, unreachable). */
+async function scrubOne(io: Io, c: Cluster, poolName: string, pg: number, o: ScrubCommandOptions): Promise<PgScrubResult> {
+  let last: unknown;
+  for (let attempt = 0; attempt < ATTEMPTS_MAX; attempt++) {
+    if (attempt > 0) await io.clock.sleep(RETRY_MS);
+    const map = await c.current();
+    const pool = poolNamed(map, poolName);
+    if (pg >= pool.pgCount) throw new CliError(`pool ${pool.name} has ${pool.pgCount} pgs (0..${pool.pgCount - 1}), not ${pg}`);
+    const index = buildPlacementIndex(map);
+    const primary = primaryOf(pgActing(index, pgMembers(index, pool, pg), pool));
+    const disk = primary === HOLE ? undefined : map.disks.find((d) => d.id === primary);
+    if (!disk) {
+      last = new CliError(`pg ${pool.id}.${pg} has no member up`);
+      continue;
+    }
+    const at = disk.address.lastIndexOf(':');
+    const rpc = createTcpClient({ io, host: disk.address.slice(0, at), port: Number(disk.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
+    try {
+      const request = { epoch: map.epoch, poolId: pool.id, pg, deep: o.deep, repair: o.repair, ...(o.bytesPerSec !== undefined ? { bytesPerSec: o.bytesPerSec } : {}) };
+      const reply = await rpc.call(OsdOpcode.pgScrub, encodeControl(request), [], { timeoutMs: PG_SCRUB_TIMEOUT_MS });
+      return decodePgScrubResult(reply.header);
+    } catch (err) {
+      last = err;
+      if (isTesseraError(err) && !['StaleEpoch', 'Busy', 'Unavailable', 'Timeout', 'Closed', 'NoQuorum'].includes(err.code)) throw err;
+    } finally {
+      await rpc.close();
+    }
+  }
+  throw last instanceof CliError ? last : new CliError(`pg scrub of ${poolName} pg ${pg} failed ${ATTEMPTS_MAX} times: ${toTesseraError(last).message}`);
+}
+
+function report(results: PgScrubResult[], failures: PgFailure[], o: ScrubCommandOptions, out: Out): number {
+  const all = results.flatMap((r) => r.inconsistencies.map((i) => ({ ...i, pgid: `${r.poolId}.${r.pg}` })));
+  const repaired = all.filter((i) => i.repaired).length;
+  const notScrubbed = results.filter((r) => !r.scrubbed);
+  const summary = { inconsistencies: all.length, repaired, unrepaired: all.length - repaired, notScrubbed: notScrubbed.length + failures.length };
+  if (o.json) {
+    out(`${JSON.stringify({ deep: o.deep, repair: o.repair, pgs: results, failures, ...summary })}\n`);
+  } else {
+    if (all.length > 0) {
+      out(table([['PG', 'OBJECT', 'DISK', 'KINDS', 'REPAIRED', 'DETAIL'], ...all.map((i) => [i.pgid, i.object, String(i.diskId), i.kinds.join(','), i.repaired ? 'yes' : 'no', i.detail])]));
+    }
+    for (const r of notScrubbed) out(`pg ${r.poolId}.${r.pg} not scrubbed: ${r.note ?? 'unknown reason'}\n`);
+    for (const f of failures) out(`pg ${f.poolId}.${f.pg} not scrubbed: ${f.error}\n`);
+    const objects = results.reduce((n, r) => n + r.objects, 0);
+    out(`${o.deep ? 'deep ' : ''}scrub of ${results.length} pgs, ${objects} objects: ${all.length} inconsistencies, ${repaired} repaired${summary.notScrubbed > 0 ? `, ${summary.notScrubbed} pgs not scrubbed` : ''}\n`);
+  }
+  return summary.unrepaired > 0 || summary.notScrubbed > 0 ? 1 : 0;
+}
+
+/** `tessera pg scrub POOL.PG` (POOL: a pool name or id). */
+export async function pgScrub(t: TargetOptions, o: ScrubCommandOptions & { pgid: string }, out: Out): Promise<number> {
+  const m = /^(.+)\.(\d+)$/.exec(o.pgid);
+  if (!m) throw new CliError(`a pg is POOL.PG (pool name or id, then the pg number), got ${o.pgid}`);
+  return withCluster(t, async (c) => {
+    const map = await c.current();
+    const pool = map.pools.find((p) => p.name === m[1] || String(p.id) === m[1]);
+    if (!pool) throw new CliError(`no pool ${m[1]}`);
+    const result = await scrubOne(t.io, c, pool.name, Number(m[2]), o);
+    return report([result], [], o, out);
+  });
+}
+
+/** `tessera pool scrub POOL`: every pg of the pool, one at a time; a pg that fails is reported and the others go on. */
+export async function poolScrub(t: TargetOptions, o: ScrubCommandOptions & { pool: string }, out: Out): Promise<number> {
+  return withCluster(t, async (c) => {
+    const pool = poolNamed(await c.current(), o.pool);
+    const results: PgScrubResult[] = [];
+    const failures: PgFailure[] = [];
+    for (let pg = 0; pg < pool.pgCount; pg++) {
+      try {
+        results.push(await scrubOne(t.io, c, pool.name, pg, o));
+      } catch (err) {
+        failures.push({ poolId: pool.id, pg, error: err instanceof CliError ? err.message : toTesseraError(err).message });
+      }
+    }
+    return report(results, failures, o, out);
+  });
+}

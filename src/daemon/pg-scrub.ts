@@ -1,0 +1,380 @@
+/**
+ * Scrub of a replicated placement group, run by its primary: every acting
+ * member (backfilling ones excepted) builds a scrub map of its copies of the
+ * pg (per object: size, version xattr, crc32c of the xattrs and of the omap;
+ * deep: also of the data, read whole, which verifies every stored checksum),
+ * the primary compares them object by object, and reports each member whose
+ * copy differs from the authoritative one: missing, extra (the pg log says
+ * the object was deleted), corrupt (a checksum failed there), version, size,
+ * data, xattrs or omap.
+ *
+ * The authoritative copy: among the readable copies of the newest version,
+ * the primary's if it is one of them, else the digest most members share.
+ * Writes land on members at slightly different times, so a first pass only
+ * names suspects: each is compared again once no write of it is in flight,
+ * and with --repair once more under the pg's write gate (pg-repair.ts), where
+ * the authoritative copy is pushed to every member that differs (the
+ * recovery copy: data, xattrs with the version, omap), or removed where the
+ * log says it was deleted. Erasure-coded pgs are not scrubbed (yet): the
+ * result says so.
+ *
+ * Limits: a scrub holds every member's map of the pg in memory
+ * (scrubObjectsPerPgMax objects), pages of scrubMapPageObjectsMax; members
+ * pace their deep reads (bytesPerSec). The background scheduler
+ * (ScrubScheduler) scrubs one pg at a time.
+ */
+import { crc32c } from '../../native/index.js';
+import { isTesseraError, TesseraError, toTesseraError } from '../lib/errors.js';
+import { limits } from '../lib/limits.js';
+import { pgSortKeyRange } from '../lib/hash.js';
+import {
+  compareVersions,
+  decodeScrubMapReply,
+  encodeControl,
+  OsdOpcode,
+  SCRUB_NAMES_MAX,
+  zeroVersion,
+  type Inconsistency,
+  type InconsistencyKind,
+  type PgScrubResult,
+  type ScrubMapEntry,
+  type ScrubMapReply,
+  type ScrubMapRequest,
+} from '../protocol/osd-messages.js';
+import type { ObjectId, StoreApi } from '../store/types.js';
+import type { Osd } from './osd.js';
+import type { Pg } from './pg.js';
+import { decodeVersionValue, VERSION_XATTR } from './pg-log.js';
+import { copyObject } from './peering.js';
+import { withPgQuiet } from './pg-repair.js';
+
+const READ_PIECE_BYTES = 4 * 1024 * 1024;
+const OMAP_PAGE = 1000;
+const SCRUB_MAP_TIMEOUT_MS = 300_000;
+
+type Digest = Exclude<ScrubMapEntry, { error: string }>;
+const isDigest = (e: ScrubMapEntry | undefined): e is Digest => e !== undefined && !('error' in e);
+
+// --- member side: the scrub map ---
+
+/** One object's scrub map entry; null when it is absent. Deep reads are paced at bytesPerSec. */
+async function entryOf(osd: Osd, id: ObjectId, deep: boolean, bytesPerSec: number): Promise<ScrubMapEntry | null> {
+  const store: StoreApi = osd.store;
+  try {
+    const { sizeBytes } = await store.stat(id);
+    const xattrs = await store.getXattrs(id);
+    const v = xattrs.get(VERSION_XATTR);
+    const version = v ? decodeVersionValue(v) : zeroVersion;
+    let xattrsCrc = 0;
+    const sorted = [...xattrs].filter(([k]) => k !== VERSION_XATTR).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const [k, value] of sorted) xattrsCrc = crc32c(value, crc32c(Buffer.from(`${k}\0`), xattrsCrc));
+    let omapCrc = 0;
+    let omapKeys = 0;
+    let afterKey: Buffer | undefined;
+    for (;;) {
+      const page = await store.omapList(id, { limit: OMAP_PAGE, ...(afterKey ? { afterKey } : {}) });
+      for (const [k, value] of page.entries) omapCrc = crc32c(value, crc32c(k, omapCrc));
+      omapKeys += page.entries.length;
+      if (!page.more || page.entries.length === 0) break;
+      afterKey = page.entries[page.entries.length - 1]![0];
+    }
+    let dataCrc: number | null = null;
+    if (deep) {
+      dataCrc = 0;
+      for (let at = 0; at < sizeBytes; at += READ_PIECE_BYTES) {
+        dataCrc = crc32c(await store.read(id, { offsetBytes: at, lengthBytes: Math.min(READ_PIECE_BYTES, sizeBytes - at) }), dataCrc);
+      }
+      if (bytesPerSec > 0 && sizeBytes > 0) await osd.io.clock.sleep((sizeBytes / bytesPerSec) * 1000);
+    }
+    return { name: id.name, sizeBytes, version, dataCrc, xattrsCrc, omapCrc, omapKeys };
+  } catch (err) {
+    if (isTesseraError(err, 'NotFound')) return null;
+    const e = toTesseraError(err);
+    return { name: id.name, error: `${e.code}: ${e.message}` };
+  }
+}
+
+/** A page of this member's scrub map of the pg (the objects named, or the pg's objects from the cursor on). */
+export async function scrubMapPage(osd: Osd, pg: Pg, q: ScrubMapRequest): Promise<ScrubMapReply> {
+  const rate = q.bytesPerSec ?? limits.scrubBytesPerSecDefault;
+  const entries: ScrubMapEntry[] = [];
+  const add = async (name: string): Promise<void> => {
+    const e = await entryOf(osd, pg.objectId(name), q.deep, rate);
+    if (e) entries.push(e);
+  };
+  if (q.names) {
+    for (const name of q.names) await add(name);
+    return { entries };
+  }
+  const page = await osd.store.listObjects({
+    ns: pg.objectId('x').ns,
+    sortKeyRange: pgSortKeyRange(pg.pg, Math.log2(pg.pool.pgCount)),
+    limit: limits.scrubMapPageObjectsMax,
+    ...(q.cursor !== undefined ? { cursor: q.cursor } : {}),
+  });
+  for (const o of page.objects) await add(o.name);
+  return { entries, ...(page.cursor ? { cursor: page.cursor } : {}) };
+}
+
+// --- primary side ---
+
+export interface PgScrubOptions {
+  deep: boolean;
+  repair: boolean;
+  /** Members' deep read pace; default limits.scrubBytesPerSecDefault (0: unpaced). */
+  bytesPerSec?: number;
+}
+
+type MemberMap = Map<string, ScrubMapEntry>;
+
+/** A member's scrub map of the pg (whole, or of the objects named). */
+async function memberMap(osd: Osd, pg: Pg, diskId: number, o: PgScrubOptions, names?: string[]): Promise<MemberMap> {
+  const map: MemberMap = new Map();
+  const ask = async (q: ScrubMapRequest): Promise<ScrubMapReply> => {
+    const withRate = { ...q, ...(o.bytesPerSec !== undefined ? { bytesPerSec: o.bytesPerSec } : {}) };
+    if (diskId === osd.diskId) return scrubMapPage(osd, pg, withRate);
+    const reply = await osd.peers.rpc(diskId).call(OsdOpcode.pgScrubMap, encodeControl(withRate), [], { timeoutMs: SCRUB_MAP_TIMEOUT_MS });
+    return decodeScrubMapReply(reply.header);
+  };
+  const ref = { epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg, deep: o.deep };
+  if (names) {
+    for (let i = 0; i < names.length; i += SCRUB_NAMES_MAX) {
+      for (const e of (await ask({ ...ref, names: names.slice(i, i + SCRUB_NAMES_MAX) })).entries) map.set(e.name, e);
+    }
+    return map;
+  }
+  let cursor: string | undefined;
+  do {
+    const page = await ask({ ...ref, ...(cursor !== undefined ? { cursor } : {}) });
+    for (const e of page.entries) map.set(e.name, e);
+    if (map.size > limits.scrubObjectsPerPgMax) throw new TesseraError('LimitExceeded', `pg ${pg.key}: more than ${limits.scrubObjectsPerPgMax} objects on disk ${diskId}; not scrubbed`);
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+  return map;
+}
+
+const digestKey = (d: Digest, deep: boolean): string => `${d.sizeBytes}/${deep ? d.dataCrc : ''}/${d.xattrsCrc}/${d.omapCrc}/${d.omapKeys}`;
+const showVersion = (v: { epoch: number; version: number }): string => `${v.epoch}'${v.version}`;
+
+/** The newest log entry of an object in the primary's log (the log is bounded: older writes are not there). */
+function lastLogEntry(pg: Pg, name: string): { kind: string; epoch: number; version: number } | undefined {
+  const entries = pg.log.entries;
+  for (let i = entries.length - 1; i >= 0; i--) if (entries[i]!.object === name) return entries[i];
+  return undefined;
+}
+
+/** Compares one object's copies; the inconsistencies (each member that differs from the authoritative copy). */
+export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<number, MemberMap>, deep: boolean): Inconsistency[] {
+  const copies = members.map((diskId) => ({ diskId, e: maps.get(diskId)!.get(name) }));
+  const good = copies.filter((c): c is { diskId: number; e: Digest } => isDigest(c.e));
+  let newest: Digest | undefined;
+  for (const c of good) if (!newest || compareVersions(c.e.version, newest.version) > 0) newest = c.e;
+  const last = lastLogEntry(pg, name);
+  const out: Inconsistency[] = [];
+  const add = (diskId: number, kinds: InconsistencyKind[], detail: string, authDiskId: number | null): void => {
+    out.push({ object: name, diskId, kinds, detail, authDiskId, repaired: false });
+  };
+  if (last?.kind === 'delete' && (!newest || compareVersions(last, newest.version) >= 0)) {
+    for (const c of copies) if (c.e) add(c.diskId, ['extra'], `present; the pg log deleted it at ${showVersion(last)}`, null);
+    return out;
+  }
+  if (!newest) {
+    for (const c of copies) {
+      if (c.e && 'error' in c.e) add(c.diskId, [c.e.error.startsWith('Corrupt') ? 'corrupt' : 'error'], `${c.e.error}; no member has a good copy`, null);
+      else add(c.diskId, ['missing'], 'absent; no member has a good copy', null);
+    }
+    return out;
+  }
+  // Readable copies of the newest version, grouped by digest: the primary's group, else the largest.
+  const groups = new Map<string, number[]>();
+  for (const c of good) {
+    if (compareVersions(c.e.version, newest.version) !== 0) continue;
+    const k = digestKey(c.e, deep);
+    groups.set(k, [...(groups.get(k) ?? []), c.diskId]);
+  }
+  let chosen: number[] = [];
+  for (const g of groups.values()) if (g.includes(members[0]!) || (!chosen.includes(members[0]!) && g.length > chosen.length)) chosen = g;
+  const authDiskId = chosen[0]!;
+  const auth = good.find((c) => c.diskId === authDiskId)!.e;
+  for (const c of copies) {
+    if (chosen.includes(c.diskId)) continue;
+    if (!c.e) {
+      add(c.diskId, ['missing'], `absent (disk ${authDiskId} holds version ${showVersion(auth.version)})`, authDiskId);
+      continue;
+    }
+    if ('error' in c.e) {
+      add(c.diskId, [c.e.error.startsWith('Corrupt') ? 'corrupt' : 'error'], c.e.error, authDiskId);
+      continue;
+    }
+    const kinds: InconsistencyKind[] = [];
+    const details: string[] = [];
+    const d = c.e;
+    if (compareVersions(d.version, auth.version) !== 0) (kinds.push('version'), details.push(`version ${showVersion(d.version)}, not ${showVersion(auth.version)}`));
+    if (d.sizeBytes !== auth.sizeBytes) (kinds.push('size'), details.push(`size ${d.sizeBytes}, not ${auth.sizeBytes}`));
+    if (deep && d.dataCrc !== auth.dataCrc) (kinds.push('data'), details.push('data digest differs'));
+    if (d.xattrsCrc !== auth.xattrsCrc) (kinds.push('xattrs'), details.push('xattrs differ'));
+    if (d.omapCrc !== auth.omapCrc || d.omapKeys !== auth.omapKeys) (kinds.push('omap'), details.push(`omap differs (${d.omapKeys} keys, not ${auth.omapKeys})`));
+    add(c.diskId, kinds, details.join('; '), authDiskId);
+  }
+  return out;
+}
+
+function judgeAll(pg: Pg, members: number[], maps: Map<number, MemberMap>, deep: boolean, names: Iterable<string>): Map<string, Inconsistency[]> {
+  const found = new Map<string, Inconsistency[]>();
+  for (const name of names) {
+    const bad = judgeObject(pg, name, members, maps, deep);
+    if (bad.length > 0) found.set(name, bad);
+  }
+  return found;
+}
+
+/** Pushes the authoritative copy (or the removal) to each member that differs; marks what it fixed. */
+async function repairObject(osd: Osd, pg: Pg, name: string, bad: Inconsistency[], signal: AbortSignal): Promise<void> {
+  for (const inc of bad) {
+    const target = osd.memberHandle(pg, inc.diskId);
+    if (inc.kinds.includes('extra')) {
+      await target.push([{ type: 'remove', id: pg.objectId(name), ifExists: true }]);
+    } else if (inc.authDiskId !== null) {
+      await copyObject(pg, osd.memberHandle(pg, inc.authDiskId), target, name, signal);
+    } else {
+      continue;
+    }
+    inc.repaired = true;
+  }
+}
+
+/**
+ * Scrubs one pg this daemon is primary of (and repairs it if asked). Records
+ * the count of inconsistencies left unrepaired on the pg (pgStats shows
+ * "+inconsistent"), and when it was scrubbed.
+ */
+export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgScrubResult> {
+  const startedMs = osd.io.clock.monotonicMs();
+  const members = pg.acting.filter((d) => !pg.backfilling.has(d));
+  const result: PgScrubResult = { poolId: pg.pool.id, pg: pg.pg, deep: o.deep, scrubbed: false, members, objects: 0, bytesRead: 0, inconsistencies: [] };
+  if (pg.ec) return { ...result, note: 'erasure-coded pgs are not scrubbed yet' };
+  pg.requireActive();
+  const interval = pg.intervalStart;
+  const maps = new Map<number, MemberMap>();
+  await Promise.all(members.map(async (d) => maps.set(d, await memberMap(osd, pg, d, o))));
+  const names = new Set<string>();
+  for (const m of maps.values()) for (const n of m.keys()) names.add(n);
+  result.objects = names.size;
+  if (o.deep) for (const m of maps.values()) for (const e of m.values()) if (isDigest(e)) result.bytesRead += e.sizeBytes;
+  // Suspects are compared again once no write of them is in flight (a write reaches members at different times).
+  let suspects = judgeAll(pg, members, maps, o.deep, names);
+  if (suspects.size > 0) {
+    for (const name of suspects.keys()) await pg.objectSettled(name);
+    const again = new Map<number, MemberMap>();
+    await Promise.all(members.map(async (d) => again.set(d, await memberMap(osd, pg, d, o, [...suspects.keys()]))));
+    suspects = judgeAll(pg, members, again, o.deep, suspects.keys());
+  }
+  if (o.repair && suspects.size > 0) {
+    const signal = new AbortController().signal;
+    for (const name of [...suspects.keys()]) {
+      if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
+      pg.requireActive();
+      // Under the write gate: compared once more, then repaired from what is there now.
+      const bad = await withPgQuiet(osd, pg, async () => {
+        const now = new Map<number, MemberMap>();
+        await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { ...o, bytesPerSec: 0 }, [name]))));
+        const found = judgeObject(pg, name, members, now, o.deep);
+        await repairObject(osd, pg, name, found, signal);
+        return found;
+      });
+      if (bad.length > 0) suspects.set(name, bad);
+      else suspects.delete(name);
+    }
+  }
+  const all = [...suspects.values()].flat();
+  result.inconsistencies = all.slice(0, limits.scrubInconsistenciesReportedMax);
+  result.scrubbed = true;
+  if (all.length > result.inconsistencies.length) result.note = `${all.length} inconsistencies, the first ${result.inconsistencies.length} listed`;
+  if (pg.intervalStart === interval) {
+    pg.scrub.inconsistent = all.filter((i) => !i.repaired).length;
+    pg.scrub.lastMs = osd.io.clock.monotonicMs();
+    if (o.deep) pg.scrub.lastDeepMs = pg.scrub.lastMs;
+  }
+  const unrepaired = all.filter((i) => !i.repaired).length;
+  if (all.length > 0) {
+    console.error(`disk ${osd.diskId}: pg ${pg.key}: ${o.deep ? 'deep ' : ''}scrub found ${all.length} inconsistencies (${all.length - unrepaired} repaired) in ${osd.io.clock.monotonicMs() - startedMs} ms`);
+  }
+  return result;
+}
+
+/** Runs scrubs of one pg one after another (a scrub on demand waits for the background one). */
+export async function scrubPgSerialized(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgScrubResult> {
+  const before = pg.scrub.running;
+  const run = (async () => {
+    await before?.catch(() => undefined);
+    return scrubPg(osd, pg, o);
+  })();
+  pg.scrub.running = run;
+  try {
+    return await run;
+  } finally {
+    if (pg.scrub.running === run) pg.scrub.running = null;
+  }
+}
+
+export interface ScrubScheduleOptions {
+  /** Shallow scrub of each pg this often; 0: never in the background. */
+  intervalMs?: number;
+  /** Deep scrub of each pg this often; 0: never in the background. */
+  deepIntervalMs?: number;
+  checkIntervalMs?: number;
+  bytesPerSec?: number;
+}
+
+/**
+ * Background scrubs: every checkIntervalMs, the pgs this daemon is primary of
+ * (active, replicated) whose last scrub is older than the interval are
+ * scrubbed one at a time (deep when the deep interval is due), without repair:
+ * what is found is logged and shown in status and metrics. A pg first seen
+ * counts as scrubbed at that moment (a restart postpones its next scrub).
+ */
+export class ScrubScheduler {
+  private readonly abort = new AbortController();
+  private readonly loop: Promise<void>;
+
+  constructor(
+    private readonly osd: Osd,
+    private readonly o: ScrubScheduleOptions = {},
+  ) {
+    this.loop = this.run();
+  }
+
+  private async run(): Promise<void> {
+    const { clock } = this.osd.io;
+    const { signal } = this.abort;
+    const intervalMs = this.o.intervalMs ?? limits.scrubIntervalMsDefault;
+    const deepMs = this.o.deepIntervalMs ?? limits.deepScrubIntervalMsDefault;
+    const checkMs = this.o.checkIntervalMs ?? limits.scrubCheckIntervalMsDefault;
+    while (!signal.aborted) {
+      await clock.sleep(checkMs, signal).catch(() => undefined);
+      for (const pg of [...this.osd.pgs.values()]) {
+        if (signal.aborted) return;
+        if (pg.primary !== this.osd.diskId || pg.ec || pg.state !== 'active') continue;
+        const now = clock.monotonicMs();
+        if (pg.scrub.lastMs === 0) {
+          pg.scrub.lastMs = now;
+          pg.scrub.lastDeepMs = now;
+          continue;
+        }
+        const deep = deepMs > 0 && now - pg.scrub.lastDeepMs >= deepMs;
+        if (!deep && !(intervalMs > 0 && now - pg.scrub.lastMs >= intervalMs)) continue;
+        try {
+          await scrubPgSerialized(this.osd, pg, { deep, repair: false, ...(this.o.bytesPerSec !== undefined ? { bytesPerSec: this.o.bytesPerSec } : {}) });
+        } catch (err) {
+          if (!signal.aborted) console.error(`disk ${this.osd.diskId}: pg ${pg.key}: background scrub failed: ${toTesseraError(err).message}`);
+          pg.scrub.lastMs = clock.monotonicMs(); // tried: not again before the interval
+        }
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.abort.abort();
+    await this.loop;
+  }
+}
