@@ -12,7 +12,9 @@
  *
  * Contents are a function of (seed, key, version) (helpers/fault-model.ts):
  * the test keeps which version each key has acknowledged, never the bytes.
- * A read during the run must return exactly the acknowledged version; a
+ * A corrupt copy must be detected by its store, and the client must still
+ * read the object (from the primary's read repair when the primary's copy
+ * is the corrupt one). A read during the run must return exactly the acknowledged version; a
  * write that failed leaves its key at one of two versions, and the key is
  * left alone until the end. At the end everything is healed, every pg must
  * be active, every key byte-exact through the client, and every member's
@@ -264,8 +266,9 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
   try {
     const info = c.client.pool(pool);
     const members = c.client.view.pg(info, objectToPg(info, k.key)).members;
-    const member = r.pick(members);
-    const primary = members[0];
+    // The primary half of the time: its copy is the one client reads use (read repair), a replica's only recovery.
+    const primary = members[0]!;
+    const member = r.float() < 0.5 ? primary : r.pick(members.slice(1));
     const expected = model.contentAt(k.key, k.acked);
     const places = await corruptObjectOnDisk(c.diskDir(member), expected, r);
     if (!places.length) return `${k.key}: its bytes were not found on disk ${member}`;
@@ -287,8 +290,9 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
     if (viaClient === 'ok') stats.corruptClientReadOk++;
     else if (viaClient === 'wrong bytes') stats.violations.push(`corrupt ${pool}/${k.key} on disk ${member}: the client read returned wrong bytes`);
     else {
+      // The primary must serve a good copy: read repair from a replica (src/daemon read repair).
       stats.corruptClientReadFailed++;
-      log(`FINDING: ${pool}/${k.key} corrupt on disk ${member} (${member === primary ? 'the primary' : 'a replica'}): the client read failed: ${viaClient}`);
+      stats.violations.push(`corrupt ${pool}/${k.key} on disk ${member} (${member === primary ? 'the primary' : 'a replica'}): the client read failed: ${viaClient}`);
     }
     // Repair: a full overwrite replaces every member's copy.
     model.forceFull(k.key, k.acked + 1);
