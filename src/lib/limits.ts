@@ -158,9 +158,8 @@ export const limits = {
   scrubCheckIntervalMsDefault: 60_000,
   /** Objects of one pg a scrub compares (every member's map of the pg is held in memory). */
   scrubObjectsPerPgMax: 200_000,
-  /** One scrub map page: at most this many objects, and the page ends after this much data was read. */
+  /** Objects in one scrub map page (a member's answer to one request). */
   scrubMapPageObjectsMax: 256,
-  scrubMapPageBytesMax: 64 * MiB,
   /** Inconsistencies one pg scrub reports (the count goes on past it). */
   scrubInconsistenciesReportedMax: 1000,
 

@@ -61,8 +61,11 @@ export interface DaemonMetricsSource {
   mapEpoch(): number;
 }
 
-/** Pg states a daemon reports even when it has none of them (so a dashboard sees 0, not nothing). */
-export const PG_STATES = ['active', 'peering', 'incomplete'] as const;
+/**
+ * Pg states a daemon reports even when it has none of them (so a dashboard sees 0, not nothing, and a
+ * state that ends, like a pg's "+inconsistent" after its repair, drops back to 0).
+ */
+export const PG_STATES = ['active', 'peering', 'incomplete', 'active+inconsistent'] as const;
 
 /**
  * A storage daemon's metrics: client ops (tessera_osd_*), its pgs by state,
