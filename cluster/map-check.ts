@@ -177,8 +177,9 @@ function checkEntries<T>(value: unknown, path: string, check: (v: unknown, p: st
 
 /** Proves `value` is a valid ClusterMap, or throws InvalidArgument naming the first wrong field. */
 export function checkMap(value: unknown): asserts value is ClusterMap {
-  const f = fields(value, 'map', ['clusterId', 'epoch', 'sites', 'racks', 'hosts', 'disks', 'pools']);
+  const f = fields(value, 'map', ['clusterId', 'epoch', 'sites', 'racks', 'hosts', 'disks', 'pools'], ['poolIdNext']);
   checkName(f.clusterId, 'clusterId');
+  if (f.poolIdNext !== undefined) integer(f.poolIdNext, 'poolIdNext', 0, idMax + 1);
   integer(f.epoch, 'epoch', 1, Number.MAX_SAFE_INTEGER);
   const sites = checkEntries(f.sites, 'sites', checkSite);
   const racks = checkEntries(f.racks, 'racks', checkRack);

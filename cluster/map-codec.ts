@@ -40,6 +40,8 @@ export function cloneMap(map: ClusterMap): ClusterMap {
     hosts: map.hosts.map((h) => ({ name: h.name, rack: h.rack })),
     disks: map.disks.map(diskFields),
     pools: map.pools.map(poolFields),
+    // Only once a pool was removed: maps without it keep their bytes.
+    ...(map.poolIdNext !== undefined ? { poolIdNext: map.poolIdNext } : {}),
   };
 }
 

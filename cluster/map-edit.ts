@@ -10,7 +10,8 @@
  * does not exist is NotFound; a bad value is InvalidArgument.
  *
  * Ids are never reused: disks are marked out, never removed, and pool ids
- * come from nextPoolId. (A future pool removal must keep its id reserved.)
+ * come from nextPoolId, which stays above the ids of removed pools
+ * (removePool records them in map.poolIdNext).
  */
 import { TesseraError, invalid } from '../src/lib/errors.js';
 import { checkAddress, checkFailureDomain, checkMap, checkName, checkPgCount, checkRedundancy, checkWeight } from './map-check.js';
@@ -52,9 +53,9 @@ export function nextDiskId(map: ClusterMap): number {
   return map.disks.reduce((max, d) => Math.max(max, d.id + 1), 0);
 }
 
-/** The smallest pool id above every id in the map (0 for the first). */
+/** The smallest pool id above every id in the map and every id a removed pool had (0 for the first). */
 export function nextPoolId(map: ClusterMap): number {
-  return map.pools.reduce((max, p) => Math.max(max, p.id + 1), 0);
+  return map.pools.reduce((max, p) => Math.max(max, p.id + 1), map.poolIdNext ?? 0);
 }
 
 export interface NewDisk {
@@ -136,6 +137,7 @@ export function createPool(map: ClusterMap, pool: NewPool): ClusterMap {
   if (!Number.isSafeInteger(id) || id < 0 || id > 0xffff_ffff) throw invalid(`pool id ${id} must be an integer in [0, 2^32)`);
   const name = checkName(pool.name, 'pool.name');
   if (map.pools.some((p) => p.id === id)) throw alreadyExists(`pool id ${id} exists`);
+  if (pool.id !== undefined && id < (map.poolIdNext ?? 0)) throw alreadyExists(`pool id ${id} may have belonged to a removed pool (ids below ${map.poolIdNext} are not given again)`);
   if (map.pools.some((p) => p.name === name)) throw alreadyExists(`pool "${name}" exists`);
   const created: PoolInfo = {
     id,
@@ -146,6 +148,12 @@ export function createPool(map: ClusterMap, pool: NewPool): ClusterMap {
     readOnly: pool.readOnly ?? false,
   };
   return { ...map, pools: [...map.pools, created] };
+}
+
+/** Removes pool `name`; its id (and every id below the next) is never given again. */
+export function removePool(map: ClusterMap, name: string): ClusterMap {
+  if (!map.pools.some((p) => p.name === name)) throw notFound(`pool "${name}" does not exist`);
+  return { ...map, pools: map.pools.filter((p) => p.name !== name), poolIdNext: nextPoolId(map) };
 }
 
 /**

@@ -72,6 +72,12 @@ export interface ClusterMap {
   hosts: HostInfo[];
   disks: DiskInfo[];
   pools: PoolInfo[];
+  /**
+   * Pool ids below this have been given (some to pools since removed) and
+   * are never given again: daemons may still hold a removed pool's objects
+   * under its id. Absent until a pool is removed.
+   */
+  poolIdNext?: number;
 }
 
 /** Members a pg of this pool has: size for replicated, k + m for erasure-coded. */

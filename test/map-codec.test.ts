@@ -18,6 +18,7 @@ import {
   nextDiskId,
   nextEpoch,
   nextPoolId,
+  removePool,
   setDiskAddress,
   setDiskState,
   setDiskWeight,
@@ -186,6 +187,25 @@ describe('edits', () => {
     expect(failure(() => createPool(m, { ...pool, failureDomain: 'row' as never })).code).toBe('InvalidArgument');
     expect(failure(() => createPool(m, { ...pool, name: 'rbd' })).code).toBe('AlreadyExists');
     expect(failure(() => createPool(m, { ...pool, id: 0 })).code).toBe('AlreadyExists');
+  });
+
+  test('removePool: the removed id (and every id below the next) is never given again, also across encoding', () => {
+    const m = base();
+    const pool = { redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 } as const;
+    const two = createPool(createPool(m, { ...pool, name: 'a' }), { ...pool, name: 'b' });
+    expect(two.pools.map((p) => p.id)).toEqual([0, 1, 2]);
+    expect(encodeMap(two).toString()).not.toContain('poolIdNext'); // maps that never removed a pool keep their bytes
+    const removed = removePool(two, 'b');
+    expect(removed.pools.map((p) => p.name)).toEqual(['rbd', 'a']);
+    expect(removed.poolIdNext).toBe(3);
+    const decoded = decodeMap(encodeMap(removed));
+    expect(decoded.poolIdNext).toBe(3);
+    expect(nextPoolId(decoded)).toBe(3);
+    expect(createPool(decoded, { ...pool, name: 'b' }).pools.find((p) => p.name === 'b')!.id).toBe(3);
+    expect(failure(() => createPool(decoded, { ...pool, name: 'c', id: 2 })).code).toBe('AlreadyExists');
+    expect(nextPoolId(removePool(removePool(decoded, 'a'), 'rbd'))).toBe(3);
+    expect(failure(() => removePool(m, 'nope')).code).toBe('NotFound');
+    expect(failure(() => checkMap({ ...removed, poolIdNext: -1 })).code).toBe('InvalidArgument');
   });
 
   test('nextEpoch: epoch + 1, validated, frozen, input untouched even by an edit that mutates its draft', () => {

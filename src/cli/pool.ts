@@ -3,14 +3,13 @@
  * service's compare-and-set (change()).
  *
  * Pool ids are never reused (daemons may still hold a removed pool's data
- * under its id): `pool create` gives a new pool the epoch of the map that
- * creates it (or the next free id, when that is higher), and epochs only grow.
+ * under its id): the map remembers the ids removed pools had (poolIdNext,
+ * cluster/map-edit.ts removePool) and nextPoolId stays above them.
  * `pool rm` refuses without --yes-i-really-mean-it; it removes the pool
  * from the map: clients can no longer reach its objects at once, and daemons
  * stop serving its pgs (the objects stay on the disks: no purge yet).
  */
-import { TesseraError } from '../lib/errors.js';
-import { createPool, nextPoolId } from '../../cluster/map-edit.js';
+import { createPool, removePool } from '../../cluster/map-edit.js';
 import type { ClusterMap, FailureDomain, PoolInfo, PoolRedundancy } from '../../cluster/map.js';
 import { poolWidth } from '../../cluster/map.js';
 import { CliError, table, withCluster, type TargetOptions } from './target.js';
@@ -45,7 +44,7 @@ export async function poolCreate(t: TargetOptions, o: PoolCreateOptions, out: Ou
     const draftWidth = o.redundancy.type === 'replicated' ? o.redundancy.size : o.redundancy.dataShards + o.redundancy.parityShards;
     const domains = domainsWithDisks(map, o.failureDomain);
     if (domains < draftWidth) throw new CliError(`a pool of ${draftWidth} members one per ${o.failureDomain} needs ${draftWidth} ${o.failureDomain}s with disks in; the map has ${domains} (see --failure-domain)`);
-    const next = await c.map.service.change((draft) => createPool(draft, { id: Math.max(nextPoolId(draft), draft.epoch + 1), name: o.name, redundancy: o.redundancy, failureDomain: o.failureDomain, pgCount: o.pgCount }));
+    const next = await c.map.service.change((draft) => createPool(draft, { name: o.name, redundancy: o.redundancy, failureDomain: o.failureDomain, pgCount: o.pgCount }));
     const pool = next.pools.find((p) => p.name === o.name)!;
     out(`pool ${pool.name} created (id ${pool.id}, ${describeRedundancy(pool.redundancy)}, ${pool.pgCount} pgs, one member per ${pool.failureDomain}; map epoch ${next.epoch})\n`);
   });
@@ -66,12 +65,7 @@ export const CONFIRM_FLAG = 'yes-i-really-mean-it';
 export async function poolRemove(t: TargetOptions, o: { name: string; confirmed: boolean }, out: Out): Promise<void> {
   if (!o.confirmed) throw new CliError(`removing pool ${o.name} makes all its objects unreachable; to do it, repeat with --${CONFIRM_FLAG}`);
   await withCluster(t, async (c) => {
-    const next = await c.map.service.change((draft) => {
-      const index = draft.pools.findIndex((p) => p.name === o.name);
-      if (index < 0) throw new TesseraError('NotFound', `no pool ${o.name}`);
-      draft.pools.splice(index, 1);
-      return draft;
-    });
+    const next = await c.map.service.change((draft) => removePool(draft, o.name));
     out(`pool ${o.name} removed (map epoch ${next.epoch})\n`);
   });
 }

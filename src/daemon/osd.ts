@@ -40,6 +40,7 @@ import { peer, type MemberHandle } from './peering.js';
 import { localHandle, remoteHandle } from './members.js';
 import { osdHandler } from './osd-service.js';
 import { withAdmin, type ClientOpSample } from './osd-admin.js';
+import { PoolPurger } from './pool-purge.js';
 import { storeHandler } from './store-service.js';
 import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
 import type { LivenessReporter } from '../../cluster/liveness.js';
@@ -70,6 +71,8 @@ const STORE_OPCODE_MAX = 19;
 export class Osd {
   readonly pgs = new Map<string, Pg>();
   readonly peers: Peers;
+  /** Deletes what removed pools left in the store (src/daemon/pool-purge.ts). */
+  readonly purger: PoolPurger;
   /** Erasure codecs by geometry, shared by the daemon's pgs. */
   readonly ecCodecs = new EcCodecs(createErasureCodec);
   /** Encoded shard bytes of erasure-coded writes in flight at this primary. */
@@ -92,6 +95,7 @@ export class Osd {
     readonly ecStagings: EcStagingIndex,
   ) {
     this.peers = new Peers(options.io, view);
+    this.purger = new PoolPurger(store, (message) => console.error(`disk ${options.identity.diskId}: ${message}`));
     this.ecWriteBudget = new ByteBudget(options.io.clock, limits.ecWriteBytesInflightMax);
     this.recovery = new RecoveryThrottle(options.io.clock, options.recovery, () => this.clientRequestsInflight);
   }
@@ -173,6 +177,22 @@ export class Osd {
 
   /** Every pg this disk is a member of: new intervals start peering. */
   private onMap(map: ClusterMap): void {
+    for (const [key, pg] of this.pgs) {
+      const pool = map.pools.find((p) => p.id === pg.pool.id);
+      if (!pool) {
+        // A removed pool: forgotten, and its objects deleted (the purger).
+        pg.peering?.abort();
+        this.pgs.delete(key);
+      } else if (pg.intervalStart !== 0 && !this.view.pg(pool, pg.pg).members.includes(this.diskId)) {
+        // No longer a member (marked out, or placement moved the pg): if the pg maps here again, that
+        // is a new interval to peer (others may have written meanwhile), never the old one resumed.
+        pg.peering?.abort();
+        pg.peering = null;
+        pg.intervalStart = 0;
+        pg.state = 'peering';
+      }
+    }
+    this.purger.onMap(map);
     for (const pool of map.pools) {
       for (let pg = 0; pg < pool.pgCount; pg++) {
         const placement = this.view.pg(pool, pg);
@@ -321,6 +341,7 @@ export class Osd {
       await this.server?.close({ drainTimeoutMs: 10_000 });
       this.view.close();
       await this.peers.close();
+      await this.purger.close();
       await this.store.close();
     })();
     return this.closing;
