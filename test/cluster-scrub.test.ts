@@ -1,6 +1,7 @@
 /**
  * Read repair and pg scrub on a real cluster (3 daemon processes, one per
- * host, a replicated pool of size 3: every disk holds every pg).
+ * host, a replicated pool of size 3 and an erasure-coded 2+1 pool: every
+ * disk holds every pg).
  *
  * Read repair: bytes flipped in the primary's segment file make its copy fail
  * its checksum; a client read still returns the object byte-exact (the
@@ -12,6 +13,11 @@
  * finds the two metadata differences, `pool scrub --deep` exactly the three;
  * `--repair` fixes them; a second deep scrub is clean, `tessera status` is
  * healthy again, and every object reads back byte-exact from every member.
+ *
+ * Erasure-coded (a 2+1 pool on the same disks): a data shard's bytes flipped
+ * on disk and a parity shard removed: a deep scrub finds exactly those,
+ * --repair rebuilds them from the other shards, and every shard checks out
+ * (one version, parity consistent, data equal).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -20,6 +26,7 @@ import { encodePush, OsdOpcode } from '../src/protocol/osd-messages.js';
 import { createTcpClient } from '../src/rpc/index.js';
 import type { StoreOp } from '../src/store/types.js';
 import { tesseraBin } from './helpers/daemon-process.js';
+import { checkShards } from './cluster-ec-helpers.js';
 import { isTesseraError } from '../src/lib/errors.js';
 import { objectToPg } from '../cluster/placement.js';
 import { dataNs } from '../src/daemon/pg-log.js';
@@ -29,12 +36,16 @@ import { seededRng } from './helpers/random.js';
 
 let cluster: TestCluster;
 const POOL = 'rep';
+const EC_POOL = 'ec';
 
 beforeAll(async () => {
   cluster = await startTestCluster({
     hosts: 3,
     disksPerHost: 1,
-    pools: [{ name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 }],
+    pools: [
+      { name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 },
+      { name: EC_POOL, redundancy: { type: 'erasure', dataShards: 2, parityShards: 1 }, failureDomain: 'host', pgCount: 4 },
+    ],
   });
 }, 60_000);
 afterAll(async () => {
@@ -93,11 +104,11 @@ function tessera(args: string[]): Promise<{ code: number; stdout: string; stderr
 }
 
 /** A fenced store transaction on one member's copy (what recovery sends), to damage it on purpose. */
-async function pushTo(diskId: number, name: string, ops: (id: { ns: number; name: string }) => StoreOp[]): Promise<void> {
-  const info = cluster.client.pool(POOL);
+async function pushTo(diskId: number, name: string, ops: (id: { ns: number; name: string }) => StoreOp[], pool = POOL, shard = 0): Promise<void> {
+  const info = cluster.client.pool(pool);
   const rpc = createTcpClient({ io: cluster.io, host: '127.0.0.1', port: cluster.daemons.get(diskId)!.port });
   try {
-    const { header, payload } = encodePush({ epoch: cluster.client.view.epoch, poolId: info.id, pg: objectToPg(info, name), ops: ops({ ns: dataNs(info.id, 0), name }) });
+    const { header, payload } = encodePush({ epoch: cluster.client.view.epoch, poolId: info.id, pg: objectToPg(info, name), ops: ops({ ns: dataNs(info.id, shard), name }) });
     await rpc.call(OsdOpcode.pgPush, header, payload, { timeoutMs: 30_000 });
   } finally {
     await rpc.close();
@@ -163,5 +174,39 @@ it('pool scrub finds a corrupt, a missing and a changed replica copy; --repair f
       const copy = await directRead(diskId, name);
       expect(Buffer.isBuffer(copy) && copy.equals(data), `${name} on disk ${diskId}`).toBe(true);
     }
+  }
+}, 120_000);
+
+it('pool scrub of an erasure-coded pool finds a corrupt and a missing shard; --repair rebuilds them', async () => {
+  const { client } = cluster;
+  const info = client.pool(EC_POOL);
+  const positions = (name: string): number[] => client.view.pg(info, objectToPg(info, name)).members;
+  const objects = new Map<string, Buffer>();
+  for (let i = 0; i < 6; i++) {
+    const data = randomBytes(100_000 + i * 3000);
+    objects.set(`e-${i}`, data);
+    await client.put(EC_POOL, `e-${i}`, data);
+  }
+  const clean = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(clean.code, clean.stderr + clean.stdout).toBe(0);
+  expect(found(JSON.parse(clean.stdout) as ScrubJson)).toEqual([]);
+
+  // Position 1 holds data: the object's own bytes are in its segment file.
+  const corruptOn = positions('e-1')[1]!;
+  expect((await corruptObjectOnDisk(cluster.diskDir(corruptOn), objects.get('e-1')!, seededRng(3))).length).toBeGreaterThan(0);
+  const missingOn = positions('e-2')[2]!;
+  await pushTo(missingOn, 'e-2', (id) => [{ type: 'remove', id }], EC_POOL, 2);
+
+  const deep = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(deep.code).toBe(1);
+  expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([`e-1@${corruptOn}:corrupt`, `e-2@${missingOn}:missing`].sort());
+  const repair = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--repair']);
+  expect(repair.code, repair.stdout + repair.stderr).toBe(0);
+  expect(repair.stdout).toMatch(/2 inconsistencies, 2 repaired/);
+  const again = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(again.code, again.stdout).toBe(0);
+  for (const [name, data] of objects) {
+    expect((await client.read(EC_POOL, name)).equals(data), name).toBe(true);
+    await checkShards(cluster, EC_POOL, name, data);
   }
 }, 120_000);

@@ -1,5 +1,5 @@
 /**
- * Scrub of a replicated placement group, run by its primary: every acting
+ * Scrub of a placement group, run by its primary: every acting
  * member (backfilling ones excepted) builds a scrub map of its copies of the
  * pg (per object: size, version xattr, crc32c of the xattrs and of the omap;
  * deep: also of the data, read whole, which verifies every stored checksum),
@@ -15,8 +15,15 @@
  * and with --repair once more under the pg's write gate (pg-repair.ts), where
  * the authoritative copy is pushed to every member that differs (the
  * recovery copy: data, xattrs with the version, omap), or removed where the
- * log says it was deleted. Erasure-coded pgs are not scrubbed (yet): the
- * result says so.
+ * log says it was deleted.
+ *
+ * Erasure-coded pgs: each member holds its shard position's object, so the
+ * comparison is of presence, version and readability (a deep scrub reads
+ * every shard whole, verifying its chunk checksums); a bad shard is rebuilt
+ * from k good ones by the recovery rebuild (ec-recovery.ts), under the
+ * object's lock (writes of it hold it from staging to commit). Parity is not
+ * re-derived and compared (a shard whose bytes are wrong but whose checksums
+ * match, written so by a bug, is not found).
  *
  * Limits: a scrub holds every member's map of the pg in memory
  * (scrubObjectsPerPgMax objects), pages of scrubMapPageObjectsMax; members
@@ -44,8 +51,10 @@ import {
 import type { ObjectId, StoreApi } from '../store/types.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';
-import { decodeVersionValue, VERSION_XATTR } from './pg-log.js';
+import { dataNs, decodeVersionValue, VERSION_XATTR } from './pg-log.js';
 import { copyObject } from './peering.js';
+import { positionOf } from './ec-member.js';
+import { rebuildObject, type RecoveryMember } from './ec-recovery.js';
 import { withPgQuiet } from './pg-repair.js';
 
 const READ_PIECE_BYTES = 4 * 1024 * 1024;
@@ -94,12 +103,16 @@ async function entryOf(osd: Osd, id: ObjectId, deep: boolean, bytesPerSec: numbe
   }
 }
 
+/** Where this member keeps the pg's objects: erasure-coded pgs, the namespace of its shard position. */
+const localNs = (osd: Osd, pg: Pg): number => (pg.ec ? dataNs(pg.pool.id, positionOf(osd, pg)) : pg.objectId('x').ns);
+
 /** A page of this member's scrub map of the pg (the objects named, or the pg's objects from the cursor on). */
 export async function scrubMapPage(osd: Osd, pg: Pg, q: ScrubMapRequest): Promise<ScrubMapReply> {
   const rate = q.bytesPerSec ?? limits.scrubBytesPerSecDefault;
   const entries: ScrubMapEntry[] = [];
+  const ns = localNs(osd, pg);
   const add = async (name: string): Promise<void> => {
-    const e = await entryOf(osd, pg.objectId(name), q.deep, rate);
+    const e = await entryOf(osd, { ns, name }, q.deep, rate);
     if (e) entries.push(e);
   };
   if (q.names) {
@@ -107,7 +120,7 @@ export async function scrubMapPage(osd: Osd, pg: Pg, q: ScrubMapRequest): Promis
     return { entries };
   }
   const page = await osd.store.listObjects({
-    ns: pg.objectId('x').ns,
+    ns,
     sortKeyRange: pgSortKeyRange(pg.pg, Math.log2(pg.pool.pgCount)),
     limit: limits.scrubMapPageObjectsMax,
     ...(q.cursor !== undefined ? { cursor: q.cursor } : {}),
@@ -163,8 +176,14 @@ function lastLogEntry(pg: Pg, name: string): { kind: string; epoch: number; vers
   return undefined;
 }
 
-/** Compares one object's copies; the inconsistencies (each member that differs from the authoritative copy). */
+/**
+ * Compares one object's copies; the inconsistencies (each member that differs from the authoritative copy).
+ * Erasure-coded pgs: each member holds a different shard, so only presence, readability (deep: every
+ * chunk checksum) and version are compared; authDiskId names a member with a good shard (the repair
+ * rebuilds from k of them).
+ */
 export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<number, MemberMap>, deep: boolean): Inconsistency[] {
+  const ec = pg.ec !== null;
   const copies = members.map((diskId) => ({ diskId, e: maps.get(diskId)!.get(name) }));
   const good = copies.filter((c): c is { diskId: number; e: Digest } => isDigest(c.e));
   let newest: Digest | undefined;
@@ -189,7 +208,7 @@ export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<n
   const groups = new Map<string, number[]>();
   for (const c of good) {
     if (compareVersions(c.e.version, newest.version) !== 0) continue;
-    const k = digestKey(c.e, deep);
+    const k = ec ? 'shard' : digestKey(c.e, deep);
     groups.set(k, [...(groups.get(k) ?? []), c.diskId]);
   }
   let chosen: number[] = [];
@@ -210,6 +229,10 @@ export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<n
     const details: string[] = [];
     const d = c.e;
     if (compareVersions(d.version, auth.version) !== 0) (kinds.push('version'), details.push(`version ${showVersion(d.version)}, not ${showVersion(auth.version)}`));
+    if (ec) {
+      add(c.diskId, kinds, details.join('; '), authDiskId);
+      continue;
+    }
     if (d.sizeBytes !== auth.sizeBytes) (kinds.push('size'), details.push(`size ${d.sizeBytes}, not ${auth.sizeBytes}`));
     if (deep && d.dataCrc !== auth.dataCrc) (kinds.push('data'), details.push('data digest differs'));
     if (d.xattrsCrc !== auth.xattrsCrc) (kinds.push('xattrs'), details.push('xattrs differ'));
@@ -244,6 +267,40 @@ async function repairObject(osd: Osd, pg: Pg, name: string, bad: Inconsistency[]
 }
 
 /**
+ * Erasure-coded: rebuilds the shards of `name` the members in `bad` hold wrongly from k members whose
+ * shard is good (ec-recovery.ts), or removes them where the log deleted the object. A corrupt shard
+ * carries the right version, so it is removed first (the rebuild then sees it missing).
+ */
+async function repairEcObject(osd: Osd, pg: Pg, name: string, members: number[], bad: Inconsistency[], signal: AbortSignal): Promise<void> {
+  const member = (diskId: number): RecoveryMember => ({ position: pg.positions.indexOf(diskId), handle: osd.memberHandle(pg, diskId) });
+  const shard = (m: RecoveryMember): ObjectId => ({ ns: dataNs(pg.pool.id, m.position), name });
+  const rebuild = bad.filter((i) => !i.kinds.includes('extra') && i.authDiskId !== null);
+  for (const inc of bad.filter((i) => i.kinds.includes('extra'))) {
+    const m = member(inc.diskId);
+    await m.handle.push([{ type: 'remove', id: shard(m), ifExists: true }]);
+    inc.repaired = true;
+  }
+  if (rebuild.length === 0) return;
+  const badDisks = new Set(bad.map((i) => i.diskId));
+  const targets = rebuild.map((i) => member(i.diskId));
+  for (const t of targets) await t.handle.push([{ type: 'remove', id: shard(t), ifExists: true }]);
+  const sources = members.filter((d) => !badDisks.has(d)).map(member);
+  await rebuildObject({ pg, ec: pg.ec!, sources, signal }, name, targets);
+  for (const inc of rebuild) inc.repaired = true;
+}
+
+/** Runs fn while no write of the object is in flight: erasure-coded, under its lock; replicated, under the pg's write gate. */
+async function withObjectQuiet<T>(osd: Osd, pg: Pg, name: string, fn: () => Promise<T>): Promise<T> {
+  if (!pg.ec) return withPgQuiet(osd, pg, fn);
+  const unlock = await pg.ec.locks.acquire(name, 'exclusive', limits.ecWaitMsMax);
+  try {
+    return await fn();
+  } finally {
+    unlock();
+  }
+}
+
+/**
  * Scrubs one pg this daemon is primary of (and repairs it if asked). Records
  * the count of inconsistencies left unrepaired on the pg (pgStats shows
  * "+inconsistent"), and when it was scrubbed.
@@ -252,7 +309,6 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   const startedMs = osd.io.clock.monotonicMs();
   const members = pg.acting.filter((d) => !pg.backfilling.has(d));
   const result: PgScrubResult = { poolId: pg.pool.id, pg: pg.pg, deep: o.deep, scrubbed: false, members, objects: 0, bytesRead: 0, inconsistencies: [] };
-  if (pg.ec) return { ...result, note: 'erasure-coded pgs are not scrubbed yet' };
   pg.requireActive();
   const interval = pg.intervalStart;
   const maps = new Map<number, MemberMap>();
@@ -264,9 +320,30 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   // Suspects are compared again once no write of them is in flight (a write reaches members at different times).
   let suspects = judgeAll(pg, members, maps, o.deep, names);
   if (suspects.size > 0) {
-    for (const name of suspects.keys()) await pg.objectSettled(name);
     const again = new Map<number, MemberMap>();
-    await Promise.all(members.map(async (d) => again.set(d, await memberMap(osd, pg, d, o, [...suspects.keys()]))));
+    const fetch = async (names: string[]): Promise<void> => {
+      await Promise.all(
+        members.map(async (d) => {
+          const m = await memberMap(osd, pg, d, o, names);
+          again.set(d, new Map([...(again.get(d) ?? []), ...m]));
+        }),
+      );
+    };
+    if (pg.ec) {
+      // Erasure-coded writes hold their object's lock from staging to commit: compared under it, shared.
+      for (const name of suspects.keys()) {
+        const unlock = await pg.ec.locks.acquire(name, 'shared', limits.ecWaitMsMax);
+        try {
+          await fetch([name]);
+        } finally {
+          unlock();
+        }
+      }
+    } else {
+      for (const name of suspects.keys()) await pg.objectSettled(name);
+      await fetch([...suspects.keys()]);
+    }
+    for (const d of members) if (!again.has(d)) again.set(d, new Map());
     suspects = judgeAll(pg, members, again, o.deep, suspects.keys());
   }
   if (o.repair && suspects.size > 0) {
@@ -274,12 +351,13 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
     for (const name of [...suspects.keys()]) {
       if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
       pg.requireActive();
-      // Under the write gate: compared once more, then repaired from what is there now.
-      const bad = await withPgQuiet(osd, pg, async () => {
+      // With no write of it in flight: compared once more, then repaired from what is there now.
+      const bad = await withObjectQuiet(osd, pg, name, async () => {
         const now = new Map<number, MemberMap>();
         await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { ...o, bytesPerSec: 0 }, [name]))));
         const found = judgeObject(pg, name, members, now, o.deep);
-        await repairObject(osd, pg, name, found, signal);
+        if (pg.ec) await repairEcObject(osd, pg, name, members, found, signal);
+        else await repairObject(osd, pg, name, found, signal);
         return found;
       });
       if (bad.length > 0) suspects.set(name, bad);
@@ -328,7 +406,7 @@ export interface ScrubScheduleOptions {
 
 /**
  * Background scrubs: every checkIntervalMs, the pgs this daemon is primary of
- * (active, replicated) whose last scrub is older than the interval are
+ * (active) whose last scrub is older than the interval are
  * scrubbed one at a time (deep when the deep interval is due), without repair:
  * what is found is logged and shown in status and metrics. A pg first seen
  * counts as scrubbed at that moment (a restart postpones its next scrub).
@@ -354,7 +432,7 @@ export class ScrubScheduler {
       await clock.sleep(checkMs, signal).catch(() => undefined);
       for (const pg of [...this.osd.pgs.values()]) {
         if (signal.aborted) return;
-        if (pg.primary !== this.osd.diskId || pg.ec || pg.state !== 'active') continue;
+        if (pg.primary !== this.osd.diskId || pg.state !== 'active') continue;
         const now = clock.monotonicMs();
         if (pg.scrub.lastMs === 0) {
           pg.scrub.lastMs = now;
