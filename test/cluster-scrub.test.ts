@@ -18,6 +18,9 @@
  * on disk and a parity shard removed: a deep scrub finds exactly those,
  * --repair rebuilds them from the other shards, and every shard checks out
  * (one version, parity consistent, data equal).
+ *
+ * Background: daemons deep-scrubbing every 1.5 s notice a corrupt replica
+ * copy on their own (status HEALTH_ERR, "pgs inconsistent") until a repair.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -91,9 +94,9 @@ it('read repair: a corrupt primary copy is served from a replica and repaired', 
 }, 60_000);
 
 /** Runs the tessera binary against the test cluster's map service. */
-function tessera(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function tessera(args: string[], on: TestCluster = cluster): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${cluster.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${on.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -210,3 +213,37 @@ it('pool scrub of an erasure-coded pool finds a corrupt and a missing shard; --r
     await checkShards(cluster, EC_POOL, name, data);
   }
 }, 120_000);
+
+it('background deep scrub finds a corrupt replica copy: status turns HEALTH_ERR until a repair', async () => {
+  const own = await startTestCluster({
+    hosts: 3,
+    disksPerHost: 1,
+    pools: [{ name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 4 }],
+    daemonArgs: ['--scrub-interval-ms', '0', '--deep-scrub-interval-ms', '1500'],
+  });
+  try {
+    const data = randomBytes(50_000);
+    await own.client.put(POOL, 'bg-1', data);
+    const info = own.client.pool(POOL);
+    const replica = own.client.view.pg(info, objectToPg(info, 'bg-1')).members[1]!;
+    expect((await corruptObjectOnDisk(own.diskDir(replica), data, seededRng(4))).length).toBeGreaterThan(0);
+    const health = async (): Promise<{ health: string; reasons: string[] }> => JSON.parse((await tessera(['status', '--json'], own)).stdout) as { health: string; reasons: string[] };
+    const waitFor = async (want: (h: { health: string; reasons: string[] }) => boolean, what: string): Promise<void> => {
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        const h = await health();
+        if (want(h)) return;
+        if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(h)}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    };
+    await waitFor((h) => h.health === 'HEALTH_ERR' && h.reasons.some((r) => r.includes('1 pgs inconsistent')), 'background scrub');
+    const repair = await tessera(['pool', 'scrub', POOL, '--deep', '--repair'], own);
+    expect(repair.code, repair.stdout + repair.stderr).toBe(0);
+    expect(repair.stdout).toMatch(/1 inconsistencies, 1 repaired/);
+    await waitFor((h) => h.health === 'HEALTH_OK', 'after the repair');
+    expect((await own.client.read(POOL, 'bg-1')).equals(data)).toBe(true);
+  } finally {
+    await own.stop();
+  }
+}, 90_000);

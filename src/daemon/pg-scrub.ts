@@ -60,6 +60,7 @@ import { withPgQuiet } from './pg-repair.js';
 const READ_PIECE_BYTES = 4 * 1024 * 1024;
 const OMAP_PAGE = 1000;
 const SCRUB_MAP_TIMEOUT_MS = 300_000;
+const SCHEDULER_CHECK_MS_MIN = 100;
 
 type Digest = Exclude<ScrubMapEntry, { error: string }>;
 const isDigest = (e: ScrubMapEntry | undefined): e is Digest => e !== undefined && !('error' in e);
@@ -427,7 +428,9 @@ export class ScrubScheduler {
     const { signal } = this.abort;
     const intervalMs = this.o.intervalMs ?? limits.scrubIntervalMsDefault;
     const deepMs = this.o.deepIntervalMs ?? limits.deepScrubIntervalMsDefault;
-    const checkMs = this.o.checkIntervalMs ?? limits.scrubCheckIntervalMsDefault;
+    // Short intervals (tests) are looked at four times per interval.
+    const quarter = [intervalMs, deepMs].filter((ms) => ms > 0).map((ms) => Math.max(SCHEDULER_CHECK_MS_MIN, ms / 4));
+    const checkMs = this.o.checkIntervalMs ?? Math.min(limits.scrubCheckIntervalMsDefault, ...quarter);
     while (!signal.aborted) {
       await clock.sleep(checkMs, signal).catch(() => undefined);
       for (const pg of [...this.osd.pgs.values()]) {

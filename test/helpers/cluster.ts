@@ -57,6 +57,8 @@ export async function startTestCluster(o: {
   liveness?: LivenessOptions;
   /** Store capacity of every daemon (--capacity-bytes); default the file system's. */
   capacityBytes?: number;
+  /** More `tessera daemon` flags for every daemon (e.g. the scrub schedule). */
+  daemonArgs?: string[];
 }): Promise<TestCluster> {
   const io = systemIo();
   const dir = await makeTempDir('cluster');
@@ -78,7 +80,7 @@ export async function startTestCluster(o: {
   const mapAddress = `127.0.0.1:${mapd.port}`;
   const daemons = new Map<number, DaemonProcess>();
   const start = async (diskId: number): Promise<void> => {
-    daemons.set(diskId, await startDaemonProcess({ diskPath: `${dir.path}/disk${diskId}`, clusterId, diskId, map: mapAddress, ...(o.capacityBytes !== undefined ? { capacityBytes: o.capacityBytes } : {}) }));
+    daemons.set(diskId, await startDaemonProcess({ diskPath: `${dir.path}/disk${diskId}`, clusterId, diskId, map: mapAddress, ...(o.capacityBytes !== undefined ? { capacityBytes: o.capacityBytes } : {}), ...(o.daemonArgs ? { extraArgs: o.daemonArgs } : {}) }));
   };
   const paused = new Set<number>();
   const signal = (diskId: number, sig: 'SIGSTOP' | 'SIGCONT'): void => {

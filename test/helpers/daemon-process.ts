@@ -22,12 +22,13 @@ export interface DaemonProcess {
 
 const running = new Set<DaemonProcess>();
 
-export async function startDaemonProcess(o: { diskPath: string; port?: number; clusterId?: string; diskId?: number; map?: string; capacityBytes?: number }): Promise<DaemonProcess> {
+export async function startDaemonProcess(o: { diskPath: string; port?: number; clusterId?: string; diskId?: number; map?: string; capacityBytes?: number; extraArgs?: string[] }): Promise<DaemonProcess> {
   if (!existsSync(tesseraBin)) throw new Error(`${tesseraBin} is missing: run npm run build first`);
   const args = [tesseraBin, 'daemon', '--disk', o.diskPath, '--listen', `127.0.0.1:${o.port ?? 0}`];
   if (o.clusterId !== undefined) args.push('--cluster-id', o.clusterId, '--disk-id', String(o.diskId ?? 0));
   if (o.map !== undefined) args.push('--map', o.map);
   if (o.capacityBytes !== undefined) args.push('--capacity-bytes', String(o.capacityBytes));
+  if (o.extraArgs) args.push(...o.extraArgs);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
