@@ -308,13 +308,15 @@ describe('limits', () => {
 
 describe('conditional writes', () => {
   it('If-None-Match: * creates only; If-Match replaces only the ETag it names', async () => {
-    const first = await s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: 'one', IfNoneMatch: '*' }));
-    expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: 'two', IfNoneMatch: '*' })))).toEqual({ name: 'PreconditionFailed', status: 412 });
-    expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: 'two', IfMatch: '"0123"' })))).toEqual({ name: 'PreconditionFailed', status: 412 });
+    // Bodies above the gateway's inline size (4 KiB): the refused writes' data objects are what this counts.
+    const big = (s: string): string => s.padEnd(5000, '.');
+    const first = await s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: big('one'), IfNoneMatch: '*' }));
+    expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: big('two'), IfNoneMatch: '*' })))).toEqual({ name: 'PreconditionFailed', status: 412 });
+    expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: big('two'), IfMatch: '"0123"' })))).toEqual({ name: 'PreconditionFailed', status: 412 });
     expect((await failure(s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw-missing', Body: 'x', IfMatch: first.ETag })))).name).toBe('NoSuchKey');
     expect((await failure(s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: 'x', IfNoneMatch: first.ETag })))).status).toBe(501);
-    await s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: 'three', IfMatch: first.ETag }));
-    expect(await text((await s3.send(new GetObjectCommand({ Bucket: 'api', Key: 'cw' }))).Body)).toBe('three');
+    await s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'cw', Body: big('three'), IfMatch: first.ETag }));
+    expect(await text((await s3.send(new GetObjectCommand({ Bucket: 'api', Key: 'cw' }))).Body)).toBe(big('three'));
     // CopyObject takes the same conditions on its destination.
     expect((await failure(s3.send(new CopyObjectCommand({ Bucket: 'api', Key: 'cw', CopySource: 'api/cw', MetadataDirective: 'REPLACE', IfNoneMatch: '*' } as never)))).status).toBe(412);
     await s3.send(new CopyObjectCommand({ Bucket: 'api', Key: 'cw-copy', CopySource: 'api/cw', IfNoneMatch: '*' } as never));
@@ -343,7 +345,8 @@ describe('conditional writes', () => {
     await s3.send(new CreateBucketCommand({ Bucket: 'race-v' }));
     await s3.send(new PutBucketVersioningCommand({ Bucket: 'race-v', VersioningConfiguration: { Status: 'Enabled' } }));
     for (const Bucket of ['api', 'race-v']) {
-      const bodies = Array.from({ length: 8 }, (_, i) => `racer ${i} ${randomBytes(2000).toString('hex')}`);
+      // Above the inline size (4 KiB): each racer stores a data object, and the losers' must be gone.
+      const bodies = Array.from({ length: 8 }, (_, i) => `racer ${i} ${randomBytes(2100).toString('hex')}`);
       const outcomes = await Promise.allSettled(bodies.map((Body) => s3.send(new PutObjectCommand({ Bucket, Key: 'race', Body, IfNoneMatch: '*' }))));
       const winners = outcomes.flatMap((o, i) => (o.status === 'fulfilled' ? [i] : []));
       expect(winners, Bucket).toHaveLength(1);
@@ -405,7 +408,7 @@ describe('settings we do not enforce', () => {
     for (const [what, p] of refused) expect(await failure(p()), what).toEqual({ name: 'NotImplemented', status: 501 });
     expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'x12', Body: 'x', StorageClass: 'COLD' as StorageClass })))).toEqual({ name: 'InvalidStorageClass', status: 400 });
     // STANDARD is what every object is: accepted.
-    await s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'standard', Body: 's', StorageClass: 'STANDARD' }));
+    await s3.send(new PutObjectCommand({ Bucket: 'api', Key: 'standard', Body: 's'.repeat(5000), StorageClass: 'STANDARD' })); // above the inline size: one data object
     expect(await keysOf('api')).toEqual(['standard', 'target']);
     expect((await s3.send(new ListMultipartUploadsCommand({ Bucket: 'api' }))).Uploads ?? []).toEqual([]);
     expect((await dataObjectsOf('api')).filter((n) => !n.includes('\0'))).toHaveLength(before.filter((n) => !n.includes('\0')).length + 1);

@@ -117,10 +117,11 @@ it('copies striped, inline and empty objects within and across buckets and pools
   await s3.send(new DeleteObjectCommand({ Bucket: 'src', Key: 'big/ünï code+&?.bin' }));
   expect((await bytes((await s3.send(new GetObjectCommand({ Bucket: 'dst', Key: 'copy of small' }))).Body)).toString()).toBe('small object');
   expect((await bytes((await s3.send(new GetObjectCommand({ Bucket: 'dst', Key: 'copy of big/ünï code+&?.bin' }))).Body)).equals(big)).toBe(true);
-  // Overwriting a copy removes the data it replaced: one manifest per key.
+  // Overwriting a copy removes the data it replaced: one manifest per key above the inline size (4 KiB: only the
+  // big copy; the small, empty and replaced copies live in their index entries).
   await s3.send(new CopyObjectCommand({ Bucket: 'dst', Key: 'copy of empty', CopySource: source('src', 'small') }));
   const keys = (await manifests('dst')).length;
-  expect(keys).toBe(objects.size + 1);
+  expect(keys).toBe(1);
 });
 
 it('copies onto itself only with REPLACE or a named source version; restores old versions', async () => {

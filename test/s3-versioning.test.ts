@@ -227,16 +227,18 @@ it('Suspended: PUT and DELETE write the null version, replacing the previous one
   const Bucket = 'susp';
   await s3.send(new CreateBucketCommand({ Bucket }));
   await setVersioning(Bucket, 'Enabled');
-  const v1 = (await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: 'one' }))).VersionId!;
+  // Bodies above the inline size (4 KiB), so each version has a data object to count.
+  const big = (s: string): string => s.repeat(2000);
+  const v1 = (await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: big('one') }))).VersionId!;
   await setVersioning(Bucket, 'Suspended');
-  const put2 = await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: 'two' }));
+  const put2 = await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: big('two') }));
   expect(put2.VersionId).toBeUndefined(); // S3 does not name the null version in the PUT's answer
-  await expectRead({ Bucket, Key: 'k' }, Buffer.from('two'), 'null');
-  await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: 'three' }));
-  await expectRead({ Bucket, Key: 'k', VersionId: 'null' }, Buffer.from('three'), 'null');
+  await expectRead({ Bucket, Key: 'k' }, Buffer.from(big('two')), 'null');
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'k', Body: big('three') }));
+  await expectRead({ Bucket, Key: 'k', VersionId: 'null' }, Buffer.from(big('three')), 'null');
   expect(await allVersions(Bucket)).toEqual([
-    { key: 'k', id: 'null', latest: true, marker: false, size: 5 },
-    { key: 'k', id: v1, latest: false, marker: false, size: 3 },
+    { key: 'k', id: 'null', latest: true, marker: false, size: 10000 },
+    { key: 'k', id: v1, latest: false, marker: false, size: 6000 },
   ]);
   expect(await manifests(Bucket)).toHaveLength(2); // "two" is gone with its version
 
@@ -244,7 +246,7 @@ it('Suspended: PUT and DELETE write the null version, replacing the previous one
   expect([del.DeleteMarker, del.VersionId]).toEqual([true, 'null']);
   expect(await allVersions(Bucket)).toEqual([
     { key: 'k', id: 'null', latest: true, marker: true },
-    { key: 'k', id: v1, latest: false, marker: false, size: 3 },
+    { key: 'k', id: v1, latest: false, marker: false, size: 6000 },
   ]);
   expect(await manifests(Bucket)).toHaveLength(1);
 
@@ -332,7 +334,7 @@ it('keeps every version of concurrent PUTs to one key, newest current; lists rig
   const Bucket = 'vconc';
   await s3.send(new CreateBucketCommand({ Bucket }));
   await setVersioning(Bucket, 'Enabled');
-  const bodies = Array.from({ length: 12 }, (_, i) => randomBytes(i % 3 === 0 ? 2 * 1024 * 1024 + i : 100 + i));
+  const bodies = Array.from({ length: 12 }, (_, i) => randomBytes(i % 3 === 0 ? 2 * 1024 * 1024 + i : i % 3 === 1 ? 5000 + i : 100 + i));
   const puts = await Promise.all(bodies.map((Body) => s3.send(new PutObjectCommand({ Bucket, Key: 'hot', Body }))));
   const ids = puts.map((p) => p.VersionId!);
   expect(new Set(ids).size).toBe(bodies.length);
@@ -342,7 +344,8 @@ it('keeps every version of concurrent PUTs to one key, newest current; lists rig
   for (const [i, id] of ids.entries()) expect((await read(Bucket, 'hot', id)).body.equals(bodies[i]!)).toBe(true);
   const current = await read(Bucket, 'hot');
   expect(current.versionId).toBe(listed[0]!.id);
-  expect(await manifests(Bucket)).toHaveLength(bodies.length);
+  // Bodies of at most 4 KiB live in their version's entry (no data object).
+  expect(await manifests(Bucket)).toHaveLength(bodies.filter((body) => body.length > 4096).length);
 
   // List-after-write: each PUT and DELETE is visible to the very next listing.
   for (let i = 0; i < 5; i++) {

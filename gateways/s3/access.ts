@@ -85,11 +85,38 @@ export function isAllowed(caller: string | null, action: S3Action, b: BucketReco
  * object's own check is authorizeObject's, once the entry is read.
  */
 export async function authorizeBucket(ctx: S3Context, action: S3Action, name = ctx.req.bucket!): Promise<BucketRecord> {
-  const b = await ctx.services.buckets.require(name);
+  // Object reads may use a record up to a second old (docs/s3-api.md, "Consistency"); everything else reads it.
+  if (!readsOnly(ctx, action)) return checkBucket(ctx, action, await ctx.services.buckets.require(name));
+  const cached = await ctx.services.buckets.requireForRead(name);
+  try {
+    return checkBucket(ctx, action, cached);
+  } catch (err) {
+    const fresh = await freshBucket(ctx, cached);
+    if (!fresh) throw err;
+    return checkBucket(ctx, action, fresh);
+  }
+}
+
+function checkBucket(ctx: S3Context, action: S3Action, b: BucketRecord): BucketRecord {
   if (actionNeeds[action].on !== 'object' && !isAllowed(ctx.userId, action, b)) throw accessDenied();
-  if (name === ctx.req.bucket) expectOwner(ctx, b, 'x-amz-expected-bucket-owner');
+  if (b.name === ctx.req.bucket) expectOwner(ctx, b, 'x-amz-expected-bucket-owner');
   return b;
 }
+
+/**
+ * For a refusal decided on a cached record (a missing key, AccessDenied):
+ * the bucket's current record if it differs from the one used (then decide
+ * again with it), null if it is the same (the refusal stands). So a cached
+ * record only ever delays a revocation, never a grant, and a bucket deleted
+ * and recreated elsewhere is never read through its old index.
+ */
+export async function freshBucket(ctx: S3Context, used: BucketRecord): Promise<BucketRecord | null> {
+  const current = await ctx.services.buckets.require(used.name);
+  return JSON.stringify(current) === JSON.stringify(used) ? null : current;
+}
+
+/** GET and HEAD of an object (a copy's source is read fresh: a copy is a write). */
+const readsOnly = (ctx: S3Context, action: S3Action): boolean => (action === 'GetObject' || action === 'HeadObject') && (ctx.req.method === 'GET' || ctx.req.method === 'HEAD');
 
 /**
  * x-amz-expected-bucket-owner (and x-amz-source-expected-bucket-owner for a

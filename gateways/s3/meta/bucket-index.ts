@@ -20,8 +20,13 @@ export interface IndexEntry {
   sizeBytes: number;
   etag: string;
   mtimeMs: number;
-  /** The striped object holding the data; null for a delete marker. */
+  /** The striped object holding the data; null for a delete marker or an inline object. */
   data: string | null;
+  /**
+   * Small objects (at most INLINE_OBJECT_BYTES_MAX): the bytes themselves, base64, with `data: null`.
+   * One compare-and-set stores data and entry; a GET reads only the entry; a replaced inline entry leaves nothing to delete.
+   */
+  inline?: string;
   /**
    * Multipart objects: the parts' striped objects, in order (the object is their concatenation).
    * Empty when the list is in a part table (partTable): read it through meta/part-table.ts segmentsOf.
@@ -49,6 +54,13 @@ export interface IndexEntry {
 }
 
 export const DEFAULT_INDEX_SHARDS = 8;
+/**
+ * Objects up to this size live in their index entry (`inline`). Bounded by the
+ * omap value limit (64 KiB: base64 makes 4 KiB into 5.5 KiB, plus at most
+ * 2 KiB of user metadata and an ACL) and by listings, which read whole
+ * entries (a page of 1000 keys from 8 shards reads up to 8008 entries).
+ */
+export const INLINE_OBJECT_BYTES_MAX = 4096;
 const CURRENT = 0x63; // 'c'
 
 export class BucketIndex {
@@ -104,8 +116,26 @@ export class BucketIndex {
    * changes through meta/versions.ts (ops/versions.ts commitEntry, deleteKey).
    */
   async swap(key: string, next: IndexEntry | null, decide?: (current: IndexEntry | null) => void): Promise<IndexEntry | null> {
+    const nextRaw = next === null ? null : Buffer.from(JSON.stringify(next));
+    // A new key (the common case of a PUT) needs no read: a compare-and-set on "absent" commits it, or fails
+    // Conflict when the key has an entry, and then the read-decide-commit loop below takes over. Only when the
+    // condition accepts "no object" (If-Match refuses it: that needs the read for its NoSuchKey).
+    let read: { entry: IndexEntry; raw: Buffer } | null | undefined;
+    if (next !== null && acceptsAbsent(decide)) {
+      try {
+        await this.compareAndSet(key, null, next);
+        return null;
+      } catch (err) {
+        if (!isTesseraError(err, 'Conflict')) throw err;
+        read = await this.getRaw(key);
+        // Our own blind commit, applied by an earlier attempt the cluster answered ambiguously: it replaced nothing.
+        if (read?.raw.equals(nextRaw!)) return null;
+      }
+    }
     for (let attempt = 0; attempt < RECORD_UPDATE_ATTEMPTS_MAX; attempt++) {
-      const current = await this.getRaw(key);
+      // The read made after a refused blind commit serves as the first attempt's.
+      const current = read !== undefined ? read : await this.getRaw(key);
+      read = undefined;
       decide?.(current?.entry ?? null);
       // Replacing it here would drop a version the version list still names (and remove its data).
       if (current?.entry.versionStamp) throw new Error(`bucket index: swap on versioned key ${JSON.stringify(key)}; commit through ops/versions.ts`);
@@ -119,7 +149,7 @@ export class BucketIndex {
         // cluster answered it ambiguously): the entry names this PUT's unique data,
         // so nobody else wrote these bytes. Treating it as someone else's would
         // delete the data just written as "replaced".
-        if (next !== null && (await this.getRaw(key))?.raw.equals(Buffer.from(JSON.stringify(next)))) return current?.entry ?? null;
+        if (nextRaw !== null && (await this.getRaw(key))?.raw.equals(nextRaw)) return current?.entry ?? null;
       }
     }
     throw s3Error('SlowDown', 'Please reduce your request rate.');
@@ -162,5 +192,16 @@ export class BucketIndex {
     for (let n = 0; n < this.shards; n++) {
       await this.client.transact(this.pool, `s3.index.${this.bucketId}.${n}`, [{ type: 'remove', ifExists: true }]);
     }
+  }
+}
+
+/** Whether a commit condition lets a write go ahead on a key with no entry (it throws to refuse). */
+function acceptsAbsent(decide: ((current: IndexEntry | null) => void) | undefined): boolean {
+  if (!decide) return true;
+  try {
+    decide(null);
+    return true;
+  } catch {
+    return false;
   }
 }

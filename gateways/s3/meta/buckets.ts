@@ -42,19 +42,54 @@ export function checkBucketName(name: string): void {
   if (!ok) throw s3Error('InvalidBucketName', 'The specified bucket is not valid.', { BucketName: name });
 }
 
+/** Bucket records the read cache holds at most (cleared whole beyond). */
+const BUCKET_CACHE_ENTRIES_MAX = 10_000;
+
 export class BucketStore {
   private readonly records: OmapRecords<BucketRecord>;
+  /**
+   * Records read for object reads (requireForRead), kept at most cacheMs. This
+   * process's own changes drop them; another gateway's show within cacheMs.
+   */
+  private readonly cache = new Map<string, { record: BucketRecord; atMs: number }>();
+  /** Bumped by every change this process makes: a read that started before one does not fill the cache. */
+  private changes = 0;
 
   constructor(
     private readonly io: Io,
     client: TesseraClient,
     pool: string,
+    /** Staleness bound of requireForRead, ms (0: no cache). */
+    private readonly cacheMs = 1000,
   ) {
     this.records = new OmapRecords(client, pool, 's3.buckets');
   }
 
   get(name: string): Promise<BucketRecord | null> {
     return this.records.get(name);
+  }
+
+  /**
+   * The bucket for a request that only reads objects (GET, HEAD): a record at
+   * most cacheMs old, or NoSuchBucket. Writes and configuration use require()
+   * (read from the cluster every time). Docs: docs/s3-api.md, "Consistency".
+   */
+  async requireForRead(name: string): Promise<BucketRecord> {
+    const now = this.io.clock.monotonicMs();
+    const hit = this.cache.get(name);
+    if (hit && now - hit.atMs < this.cacheMs) return hit.record;
+    const changes = this.changes;
+    const record = await this.require(name);
+    if (this.cacheMs > 0 && changes === this.changes) {
+      if (this.cache.size >= BUCKET_CACHE_ENTRIES_MAX) this.cache.clear();
+      this.cache.set(name, { record, atMs: now });
+    }
+    return record;
+  }
+
+  private changed(name: string): void {
+    this.changes++;
+    this.cache.delete(name);
   }
 
   /** The bucket, or NoSuchBucket. */
@@ -76,6 +111,7 @@ export class BucketStore {
       ...(o.acl !== undefined ? { acl: o.acl } : {}),
     };
     try {
+      this.changed(o.name);
       await this.records.compareAndSet(o.name, null, record);
       return record;
     } catch (err) {
@@ -86,16 +122,27 @@ export class BucketStore {
     }
   }
 
-  update(name: string, edit: (b: BucketRecord) => BucketRecord): Promise<BucketRecord | null> {
-    return this.records.update(name, (current) => {
-      if (!current) throw s3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: name });
-      return edit(current);
-    });
+  async update(name: string, edit: (b: BucketRecord) => BucketRecord): Promise<BucketRecord | null> {
+    // Dropped before and after: a read racing the change neither keeps the old record nor caches it afterwards.
+    this.changed(name);
+    try {
+      return await this.records.update(name, (current) => {
+        if (!current) throw s3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: name });
+        return edit(current);
+      });
+    } finally {
+      this.changed(name);
+    }
   }
 
   /** Removes the record if it is still the one given (same id). */
   async remove(bucket: BucketRecord): Promise<void> {
-    await this.records.update(bucket.name, (current) => (current && current.id === bucket.id ? null : undefined));
+    this.changed(bucket.name);
+    try {
+      await this.records.update(bucket.name, (current) => (current && current.id === bucket.id ? null : undefined));
+    } finally {
+      this.changed(bucket.name);
+    }
   }
 
   async *list(): AsyncGenerator<BucketRecord> {

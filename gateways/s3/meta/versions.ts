@@ -42,7 +42,7 @@ const TIME_MASK = (1n << 64n) - 1n;
 const SCAN_PAGE_ENTRIES = 256;
 
 export const isVersionId = (s: string): boolean => s === 'null' || STAMP_HEX.test(s);
-export const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts;
+export const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts && e.inline === undefined;
 
 const utf8 = (s: string): Buffer => Buffer.from(s, 'utf8');
 const cKey = (key: string): Buffer => Buffer.concat([Buffer.from([CURRENT]), utf8(key)]);

@@ -21,7 +21,7 @@ import { TesseraError, isTesseraError } from '../../../src/lib/errors.js';
 import type { S3Context, S3Response } from '../context.js';
 import { authorizeBucket, expectOwner, writerOf } from '../access.js';
 import { s3Error } from '../errors.js';
-import type { IndexEntry } from '../meta/bucket-index.js';
+import { INLINE_OBJECT_BYTES_MAX, type IndexEntry } from '../meta/bucket-index.js';
 import type { BucketRecord } from '../meta/buckets.js';
 import { KEY_BYTES_MAX } from '../request.js';
 import { xmlDocument } from '../xml.js';
@@ -141,6 +141,15 @@ async function copyData(ctx: S3Context, o: { from: BucketRecord; source: IndexEn
   return md5.digest('hex');
 }
 
+/** A small source's bytes (at most INLINE_OBJECT_BYTES_MAX), for an inline entry; and their MD5 (hex). */
+async function copySmall(ctx: S3Context, from: BucketRecord, source: IndexEntry): Promise<{ md5Hex: string; inline: string }> {
+  const chunks: Buffer[] = [];
+  if (source.sizeBytes > 0) for await (const chunk of objectBytes(ctx, from, source, 0, source.sizeBytes - 1)) chunks.push(chunk);
+  const data = Buffer.concat(chunks);
+  if (data.length !== source.sizeBytes) throw new TesseraError('Corrupt', `copy source read ${data.length} bytes, expected ${source.sizeBytes}`);
+  return { md5Hex: createHash('md5').update(data).digest('hex'), inline: data.toString('base64') };
+}
+
 export async function copyObject(ctx: S3Context): Promise<S3Response> {
   const dest = await authorizeBucket(ctx, 'PutObject');
   const key = ctx.req.key!;
@@ -160,12 +169,16 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
     if (source.sizeBytes > PUT_BYTES_MAX) {
       throw s3Error('InvalidRequest', `The specified copy source is larger than the maximum allowable size for a copy source: ${PUT_BYTES_MAX}`);
     }
-    const dataName = `${dest.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
+    // A small copy is inline in its entry, as a small PUT (no data object).
+    const small = source.sizeBytes <= INLINE_OBJECT_BYTES_MAX;
+    const dataName = small ? null : `${dest.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
     let md5Hex: string;
+    let inline: string | undefined;
     try {
-      md5Hex = await copyData(ctx, { from, source, to: dest, dataName });
+      if (dataName === null) ({ md5Hex, inline } = await copySmall(ctx, from, source));
+      else md5Hex = await copyData(ctx, { from, source, to: dest, dataName });
     } catch (err) {
-      await ctx.services.striper.remove(dataPools(ctx, dest), dataName).catch(() => undefined);
+      if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, dest), dataName).catch(() => undefined);
       // The source was replaced (its data removed) under the copy: resolve it again.
       if (attempt < COPY_ATTEMPTS_MAX && (isTesseraError(err, 'NotFound') || isTesseraError(err, 'Conflict'))) continue;
       throw err;
@@ -177,6 +190,7 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
       etag: `"${md5Hex}"`,
       mtimeMs: ctx.services.io.clock.nowMs(),
       data: dataName,
+      ...(inline !== undefined ? { inline } : {}),
       owner,
       ...(acl ? { acl } : {}),
       ...copiedMetadata(ctx, source, directive),
@@ -187,7 +201,7 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
     try {
       committed = await commitEntry(ctx, dest, key, entry, writeCondition);
     } catch (err) {
-      await ctx.services.striper.remove(dataPools(ctx, dest), dataName).catch(() => undefined);
+      if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, dest), dataName).catch(() => undefined);
       throw err;
     }
     const sourceVersion = versionIdHeader(from, source)['x-amz-version-id'];

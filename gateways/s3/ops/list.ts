@@ -29,7 +29,7 @@ function afterPrefix(p: string): Buffer {
   return Buffer.concat([Buffer.from(p, 'utf8'), Buffer.from([0xff])]);
 }
 
-const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts;
+const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts && e.inline === undefined;
 
 async function list(ctx: S3Context, o: { prefix: string; delimiter: string; after: string; maxKeys: number }): Promise<Listing> {
   const bucket = await authorizeBucket(ctx, 'ListObjects');

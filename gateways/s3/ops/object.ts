@@ -10,6 +10,11 @@
  * data it names; if that data was replaced meanwhile, it reads the entry again.
  * Versioned buckets (versions.ts): the commit adds a version instead of
  * replacing, GET/HEAD/DELETE take a versionId.
+ *
+ * Objects of at most INLINE_OBJECT_BYTES_MAX (4 KiB) declared by their
+ * request are read into memory and stored in their index entry (`inline`):
+ * the commit's compare-and-set writes data and entry at once, a GET reads
+ * only the entry, and a replaced inline entry leaves nothing to remove.
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -17,10 +22,10 @@ import { crc32c } from '../../../src/client/checksum.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import { createBodyVerifier, checksumHeaderName, type ChecksumAlgorithm } from '../auth/index.js';
 import type { S3Context, S3Response } from '../context.js';
-import { authorizeBucket, writerOf } from '../access.js';
+import { authorizeBucket, freshBucket, writerOf } from '../access.js';
 import { newResourceAcl } from './acl.js';
-import { s3Error } from '../errors.js';
-import { BucketIndex, type IndexEntry } from '../meta/bucket-index.js';
+import { S3Error, s3Error } from '../errors.js';
+import { BucketIndex, INLINE_OBJECT_BYTES_MAX, type IndexEntry } from '../meta/bucket-index.js';
 import type { BucketRecord } from '../meta/buckets.js';
 import { httpDate } from './util.js';
 import { dataNamesOf, segmentsOf } from '../meta/part-table.js';
@@ -74,6 +79,30 @@ export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: 
   return { sizeBytes: stored.sizeBytes, etag: `"${digest.md5Hex}"`, checksums: digest.checksums as Record<string, string> };
 }
 
+/** The declared body length (x-amz-decoded-content-length, else Content-Length), or NaN. */
+function declaredLength(ctx: S3Context): number {
+  return Number(ctx.req.headers.get('x-amz-decoded-content-length') ?? ctx.req.headers.get('content-length') ?? NaN);
+}
+
+/**
+ * Reads a small verified body (declared at most INLINE_OBJECT_BYTES_MAX) into
+ * memory, for an entry that holds its bytes: nothing goes to the striper.
+ */
+export async function readSmallBody(ctx: S3Context, declaredBytes: number): Promise<Pick<IndexEntry, 'sizeBytes' | 'etag' | 'checksums' | 'inline'>> {
+  const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c });
+  void pipeline(ctx.req.raw, verifier).catch(() => undefined);
+  const chunks: Buffer[] = [];
+  let sizeBytes = 0;
+  for await (const chunk of verifier as AsyncIterable<Buffer>) {
+    sizeBytes += chunk.length;
+    if (sizeBytes > declaredBytes) throw s3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
+    chunks.push(chunk);
+  }
+  const digest = verifier.result();
+  if (digest.decodedLengthBytes !== sizeBytes || sizeBytes !== declaredBytes) throw s3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
+  return { sizeBytes, etag: `"${digest.md5Hex}"`, checksums: digest.checksums as Record<string, string>, inline: Buffer.concat(chunks, sizeBytes).toString('base64') };
+}
+
 export async function putObject(ctx: S3Context): Promise<S3Response> {
   const bucket = await authorizeBucket(ctx, 'PutObject');
   const owner = writerOf(ctx, bucket);
@@ -84,12 +113,15 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
   }
   const meta = userMeta(ctx);
   const writeCondition = putCondition(ctx);
-  const dataName = `${bucket.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
+  const declared = declaredLength(ctx);
+  // Small objects live in their index entry: no data object, so nothing to clean up on failure.
+  const small = Number.isFinite(declared) && declared <= INLINE_OBJECT_BYTES_MAX;
+  const dataName = small ? null : `${bucket.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
   let stored;
   try {
-    stored = await storeBody(ctx, bucket, dataName);
+    stored = dataName === null ? await readSmallBody(ctx, declared) : await storeBody(ctx, bucket, dataName);
   } catch (err) {
-    await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+    if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
     throw err;
   }
   const entry: IndexEntry = {
@@ -106,7 +138,7 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
   try {
     committed = await commitEntry(ctx, bucket, key, entry, writeCondition);
   } catch (err) {
-    await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+    if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
     throw err;
   }
   const headers: Record<string, string> = { etag: entry.etag, ...committed.headers };
@@ -224,14 +256,26 @@ function objectHeaders(ctx: S3Context, entry: IndexEntry, ranged: boolean): Reco
   return headers;
 }
 
-/** The key's current entry (or the version asked for) if the caller may read it (NoSuchKey, or AccessDenied to a caller who may not list the bucket). */
-async function currentEntry(ctx: S3Context, bucket: BucketRecord): Promise<IndexEntry> {
-  return requestedEntry(ctx, { bucket, key: ctx.req.key!, versionId: requestedVersion(ctx), action: ctx.req.method === 'HEAD' ? 'HeadObject' : 'GetObject' });
+/**
+ * The key's current entry (or the version asked for) if the caller may read it
+ * (NoSuchKey, or AccessDenied to a caller who may not list the bucket), and the
+ * bucket record it was decided with. The record may be cached (access.ts); a
+ * refusal is decided again with the current record when that differs.
+ */
+async function currentEntry(ctx: S3Context, bucket: BucketRecord): Promise<{ bucket: BucketRecord; entry: IndexEntry }> {
+  const read = (b: BucketRecord) => requestedEntry(ctx, { bucket: b, key: ctx.req.key!, versionId: requestedVersion(ctx), action: ctx.req.method === 'HEAD' ? 'HeadObject' : 'GetObject' });
+  try {
+    return { bucket, entry: await read(bucket) };
+  } catch (err) {
+    if (!(err instanceof S3Error) || !['NoSuchKey', 'NoSuchVersion', 'AccessDenied'].includes(err.code)) throw err;
+    const fresh = await freshBucket(ctx, bucket);
+    if (!fresh) throw err;
+    return { bucket: fresh, entry: await read(fresh) };
+  }
 }
 
 export async function headObject(ctx: S3Context): Promise<S3Response> {
-  const bucket = await authorizeBucket(ctx, 'HeadObject');
-  const entry = await currentEntry(ctx, bucket);
+  const { bucket, entry } = await currentEntry(ctx, await authorizeBucket(ctx, 'HeadObject'));
   checkConditions(ctx, entry);
   const part = await partSelection(ctx, ctx.services.striper, dataPools(ctx, bucket), entry);
   const range = part ?? parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
@@ -247,6 +291,10 @@ export async function headObject(ctx: S3Context): Promise<S3Response> {
 
 /** The bytes [start, end] of an object, across its parts when multipart. */
 export async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: IndexEntry, start: number, end: number): AsyncGenerator<Buffer> {
+  if (entry.inline !== undefined) {
+    yield Buffer.from(entry.inline, 'base64').subarray(start, end + 1);
+    return;
+  }
   const pools = dataPools(ctx, bucket);
   const segments = await segmentsOf(ctx.services.striper, pools, entry);
   let base = 0;
@@ -263,9 +311,10 @@ export async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: 
 }
 
 export async function getObject(ctx: S3Context): Promise<S3Response> {
-  const bucket = await authorizeBucket(ctx, 'GetObject');
+  let bucket = await authorizeBucket(ctx, 'GetObject');
   for (let attempt = 0; ; attempt++) {
-    const entry = await currentEntry(ctx, bucket);
+    let entry: IndexEntry;
+    ({ bucket, entry } = await currentEntry(ctx, bucket));
     checkConditions(ctx, entry);
     const part = await partSelection(ctx, ctx.services.striper, dataPools(ctx, bucket), entry);
     const range = part ?? parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
