@@ -7,7 +7,8 @@ import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-export const tesseraBin = fileURLToPath(new URL('../../dist/src/bin/tessera.js', import.meta.url));
+// From the sources (vitest) the binary is in dist/; compiled (bench/recovery.ts imports these helpers) this file is in dist/test/helpers.
+export const tesseraBin = fileURLToPath(new URL(import.meta.url.includes('/dist/test/') ? '../../src/bin/tessera.js' : '../../dist/src/bin/tessera.js', import.meta.url));
 
 export interface DaemonProcess {
   port: number;
