@@ -22,6 +22,7 @@ import { commitOps, decodeRecord, isRecoveryTempOf, isStagingOf, readHead, readR
 import type { EcPgState } from './ec-state.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';
+import { memberInfo } from './members.js';
 import { metaObject, PgLog } from './pg-log.js';
 
 const REMOVE_BATCH = 256;
@@ -141,11 +142,7 @@ export async function ecMemberInfo(osd: Osd, pg: Pg): Promise<MemberInfo> {
   await quiesce(osd, pg, ec);
   const { records } = await listStagings(osd, pg);
   return {
-    head: pg.log.head,
-    tail: pg.log.tail,
-    lastEpochStarted: pg.log.info.lastEpochStarted,
-    lastActing: pg.log.info.lastActing,
-    entries: [...pg.log.entries],
+    ...memberInfo(pg),
     shard: pg.log.info.shard ?? -1,
     stagings: [...records.values()].map((r) => ({ shard: r.shard, entry: r.entry })),
   };
