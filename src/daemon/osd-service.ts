@@ -201,6 +201,8 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
   let version!: Eversion;
   await pg.withGate(conditional, async () => {
     const interval = pg.intervalStart;
+    // Aborts when the interval ends: repops to a member that left (stopped, died) fail then, not at their timeout.
+    const intervalSignal = pg.intervalAbort.signal;
     // The gate may have waited into a peering: its query already reported this member's log.
     pg.requireActive();
     version = pg.nextVersion(osd.view.epoch);
@@ -231,7 +233,7 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
     const others = pg.acting.filter((d) => d !== osd.diskId && !pg.backfilling.has(d));
     const repops = others.map((d) => {
       const { header, payload } = encodeRepop({ epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg, entry, ops: txn });
-      return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: REPOP_TIMEOUT_MS });
+      return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: REPOP_TIMEOUT_MS, signal: intervalSignal });
     });
     replicated = Promise.all([local, ...repops]).then(
       () => undefined,

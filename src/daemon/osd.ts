@@ -182,12 +182,14 @@ export class Osd {
       if (!pool) {
         // A removed pool: forgotten, and its objects deleted (the purger).
         pg.peering?.abort();
+        pg.endInterval();
         this.pgs.delete(key);
       } else if (pg.intervalStart !== 0 && !this.view.pg(pool, pg.pg).members.includes(this.diskId)) {
         // No longer a member (marked out, or placement moved the pg): if the pg maps here again, that
         // is a new interval to peer (others may have written meanwhile), never the old one resumed.
         pg.peering?.abort();
         pg.peering = null;
+        pg.endInterval();
         pg.intervalStart = 0;
         pg.state = 'peering';
       }
@@ -246,6 +248,8 @@ export class Osd {
     const acting = placement.acting.filter((d) => d !== HOLE);
     // Erasure-coded pgs compare positions (with holes): shard i lives on position i.
     if (pg.intervalStart !== 0 && placement.acting.join() === pg.positions.join() && placement.primary === pg.primary) return;
+    // Writes in flight to the old acting set stop waiting for it (a stopped member would hold them to the repop timeout).
+    pg.endInterval();
     pg.intervalStart = map.epoch;
     pg.acting = acting;
     pg.positions = [...placement.acting];

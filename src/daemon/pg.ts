@@ -53,6 +53,8 @@ export class Pg {
   readonly inflightRequests = new Map<string, Promise<Eversion>>();
   /** Peering runs one at a time; a new interval aborts the old run. */
   peering: AbortController | null = null;
+  /** Aborts when the interval ends (endInterval): the primary's repops in flight for it stop waiting. */
+  intervalAbort = new AbortController();
   /**
    * Replicated pools: client writes' store transactions in flight on this member (as primary or replica).
    * Peering's query waits for them, so the log it reports holds every write this store has.
@@ -147,6 +149,16 @@ export class Pg {
     } finally {
       open();
     }
+  }
+
+  /**
+   * The current interval ended (new acting set or primary, or no longer a member): repops sent in it
+   * fail at once instead of waiting for a member that may be stopped (the client retries the write
+   * with its request id; the pg log deduplicates it). The next interval gets a fresh signal.
+   */
+  endInterval(): void {
+    this.intervalAbort.abort(new TesseraError('StaleEpoch', `pg ${this.key}: interval ${this.intervalStart} ended`));
+    this.intervalAbort = new AbortController();
   }
 
   /**

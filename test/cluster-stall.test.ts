@@ -1,0 +1,112 @@
+/**
+ * Writes in flight to a replica that stops (SIGSTOP) on a real cluster (8
+ * daemon processes, 4 hosts, short liveness timings): when the map marks the
+ * disk down, its pgs' interval ends and the primary's repops to it stop
+ * waiting (Pg.endInterval aborts them) instead of running to the 30 s repop
+ * timeout; the client retries with the same request id and the pg log
+ * deduplicates the retry (every write here is an exclusive create: a retry
+ * applied twice would fail AlreadyExists). Every acknowledged write reads
+ * back byte-exact after SIGCONT.
+ *
+ * The slowest write is printed; the only timed assertion is a bound well
+ * under the repop timeout.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { startTestCluster, type TestCluster } from './helpers/cluster.js';
+import { pgMembers } from '../cluster/placement.js';
+import type { ClusterMap } from '../cluster/map.js';
+
+const POOL = 'rep';
+// As in cluster-failures.test.ts: a grace of several heartbeats (the daemons and the test share 2 cores).
+const DOWN_GRACE_MS = 3000;
+const OUT_INTERVAL_MS = 3000;
+const WRITERS = 8;
+let cluster: TestCluster;
+
+beforeAll(async () => {
+  cluster = await startTestCluster({
+    hosts: 4,
+    disksPerHost: 2,
+    pools: [{ name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 16 }],
+    liveness: { downGraceMs: DOWN_GRACE_MS, outIntervalMs: OUT_INTERVAL_MS, heartbeatIntervalMs: 250 },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const currentMap = (): Promise<ClusterMap> => cluster.mapd.service.current();
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+it('writes in flight to a stopped replica fail over when its pgs re-peer, each applied once', async () => {
+  const map0 = await currentMap();
+  const pool = map0.pools.find((p) => p.name === POOL)!;
+  const victim = 3;
+  // The victim is a replica (not the primary) of some pgs: writes to those are the ones that wait on its repops.
+  const replicaPgs = Array.from({ length: pool.pgCount }, (_, pg) => pg).filter((pg) => pgMembers(map0, pool, pg).slice(1).includes(victim));
+  expect(replicaPgs.length).toBeGreaterThan(0);
+
+  const acked = new Map<string, Buffer>();
+  let stopped = false;
+  let writeMsMax = 0;
+  let slowest = '';
+  let writes = 0;
+  const writers = Array.from({ length: WRITERS }, async (_, w) => {
+    for (let round = 0; !stopped; round++) {
+      const name = `w${w}-${round}`;
+      const data = randomBytes(1000 + ((round * 7919 + w * 131) % 30_000));
+      const t = Date.now();
+      // Exclusive: a retry the pg log did not recognise as the same request would fail AlreadyExists.
+      await cluster.client.transact(POOL, name, [{ type: 'create', exclusive: true }, { type: 'writeFull', data }]);
+      const ms = Date.now() - t;
+      if (ms > writeMsMax) {
+        writeMsMax = ms;
+        slowest = name;
+      }
+      acked.set(name, data);
+      writes++;
+    }
+  });
+  const failed: unknown[] = [];
+  const running = Promise.all(writers.map((p) => p.catch((err: unknown) => void failed.push(err))));
+
+  await sleep(1000);
+  const t0 = Date.now();
+  cluster.pauseDisk(victim);
+  let downMs = 0;
+  try {
+    await waitFor('down', 15_000, async () => ((await currentMap()).disks.find((d) => d.id === victim)!.up ? undefined : true));
+    downMs = Date.now() - t0;
+    // Writes go on for a while with the disk down (size 3, min_size 2), past the out.
+    await sleep(OUT_INTERVAL_MS + 2000);
+    stopped = true;
+    await running;
+  } finally {
+    stopped = true;
+    cluster.resumeDisk(victim);
+  }
+  const stallMs = Date.now() - t0;
+  console.log(JSON.stringify({ case: 'replica-sigstop', downGraceMs: DOWN_GRACE_MS, downMs, writers: WRITERS, writes, writeMsMax, slowest, stallMs, replicaPgs: replicaPgs.length }));
+  expect(failed).toEqual([]);
+  expect(writes).toBeGreaterThan(WRITERS);
+  // Generous: the grace plus re-peering on 2 shared cores, well under the 30 s repop timeout.
+  expect(writeMsMax).toBeLessThan(DOWN_GRACE_MS + 12_000);
+
+  await waitFor('up and in again', 20_000, async () => {
+    const d = (await currentMap()).disks.find((x) => x.id === victim)!;
+    return d.up && d.in ? true : undefined;
+  });
+  for (const [name, data] of acked) expect((await cluster.client.read(POOL, name)).equals(data), name).toBe(true);
+}, 120_000);
