@@ -8,10 +8,11 @@
  * applied twice would fail AlreadyExists). Every acknowledged write reads
  * back byte-exact after SIGCONT.
  *
- * The slowest write is printed; the only timed assertion is a bound well
- * under the repop timeout.
+ * The slowest write is printed; it must be shorter than the repop timeout
+ * (a write that waited for the timeout cannot be).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { limits } from '../src/lib/limits.js';
 import { randomBytes } from 'node:crypto';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { pgMembers } from '../cluster/placement.js';
@@ -101,8 +102,9 @@ it('writes in flight to a stopped replica fail over when its pgs re-peer, each a
   console.log(JSON.stringify({ case: 'replica-sigstop', downGraceMs: DOWN_GRACE_MS, downMs, writers: WRITERS, writes, writeMsMax, slowest, stallMs, replicaPgs: replicaPgs.length }));
   expect(failed).toEqual([]);
   expect(writes).toBeGreaterThan(WRITERS);
-  // Generous: the grace plus re-peering on 2 shared cores, well under the 30 s repop timeout.
-  expect(writeMsMax).toBeLessThan(DOWN_GRACE_MS + 12_000);
+  // Not a speed check: a write that waited for its repop to time out takes
+  // longer than the timeout itself; an aborted one is retried well before.
+  expect(writeMsMax).toBeLessThan(limits.repopTimeoutMs);
 
   await waitFor('up and in again', 20_000, async () => {
     const d = (await currentMap()).disks.find((x) => x.id === victim)!;

@@ -15,6 +15,7 @@
  * whose epoch predates the pg's current interval is told StaleEpoch.
  */
 import { isTesseraError, TesseraError, invalid } from '../lib/errors.js';
+import { limits } from '../lib/limits.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { encodeObjectPage, encodeOmapPage, encodeOmapValues, encodeXattrs } from '../protocol/store-messages.js';
 import {
@@ -53,7 +54,6 @@ import { scrubMapPage, scrubPgSerialized } from './pg-scrub.js';
 import { ecPrimaryWrite } from './ec-write.js';
 
 const EMPTY = Buffer.alloc(0);
-const REPOP_TIMEOUT_MS = 30_000;
 
 export function osdHandler(osd: Osd): RpcHandler {
   const client = async <T>(serve: () => Promise<T>): Promise<T> => {
@@ -233,7 +233,7 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
     const others = pg.acting.filter((d) => d !== osd.diskId && !pg.backfilling.has(d));
     const repops = others.map((d) => {
       const { header, payload } = encodeRepop({ epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg, entry, ops: txn });
-      return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: REPOP_TIMEOUT_MS, signal: intervalSignal });
+      return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: limits.repopTimeoutMs, signal: intervalSignal });
     });
     replicated = Promise.all([local, ...repops]).then(
       () => undefined,

@@ -67,6 +67,8 @@ export const limits = {
   daemonInflightBytesMax: 1024 * MiB,
   connectionsPerDaemonMax: 1024,
   rpcTimeoutMsDefault: 30_000,
+  /** A primary's wait for one replica's repop (an ended interval aborts it sooner). */
+  repopTimeoutMs: 30_000,
   /** Calls an rpc client holds waiting, beyond the connectionInflightMax it has in flight; beyond both a call fails Busy. */
   rpcQueueMax: 4096,
   /** Connection attempts plus sends of one call before it fails Unavailable (retries: idempotent calls only). */
