@@ -30,7 +30,7 @@ import {
   type Grant,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { startS3Env, type S3TestEnv } from './helpers/s3.js';
+import { startS3Env, type S3TestEnv, bytes } from './helpers/s3.js';
 import { addUser, codeOf, errorOf, rawRequest, type TestUser } from './helpers/s3-access.js';
 
 const ALL_USERS = 'http://acs.amazonaws.com/groups/global/AllUsers';
@@ -50,7 +50,6 @@ afterAll(async () => {
   await env?.stop();
 });
 
-const bytes = async (body: unknown): Promise<Buffer> => Buffer.from(await (body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
 const anonymous = (method: string, path: string, body?: string) => rawRequest(env.endpoint, { method, path, ...(body !== undefined ? { body } : {}) });
 const grantsOf = (grants: Grant[] | undefined) =>
   (grants ?? []).map((g) => `${g.Grantee?.Type}:${g.Grantee?.ID ?? g.Grantee?.URI}:${g.Permission}`).sort();

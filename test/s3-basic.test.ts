@@ -19,7 +19,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { startS3Env, type S3TestEnv } from './helpers/s3.js';
+import { startS3Env, type S3TestEnv, errorOf, bytes } from './helpers/s3.js';
 
 let env: S3TestEnv;
 let s3: S3Client;
@@ -32,17 +32,6 @@ afterAll(async () => {
   await env?.stop();
 });
 
-async function errorOf(p: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as { name: string; $metadata?: { httpStatusCode?: number } };
-    return { name: e.name, status: e.$metadata?.httpStatusCode };
-  }
-  throw new Error('expected an error');
-}
-
-const bytes = async (body: unknown): Promise<Buffer> => Buffer.from(await (body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
 
 it('creates buckets, stores and reads objects byte-exact, lists and deletes', async () => {
   await s3.send(new CreateBucketCommand({ Bucket: 'alpha' }));

@@ -29,7 +29,7 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { startS3Env, type S3TestEnv } from './helpers/s3.js';
+import { startS3Env, type S3TestEnv, errorOf, bytes } from './helpers/s3.js';
 
 let env: S3TestEnv;
 let s3: S3Client;
@@ -45,17 +45,6 @@ afterAll(async () => {
   await env?.stop();
 });
 
-async function errorOf(p: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as { name: string; $metadata?: { httpStatusCode?: number } };
-    return { name: e.name, status: e.$metadata?.httpStatusCode };
-  }
-  throw new Error('expected an error');
-}
-
-const bytes = async (body: unknown): Promise<Buffer> => Buffer.from(await (body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
 const md5 = (b: Buffer): string => `"${createHash('md5').update(b).digest('hex')}"`;
 const source = (bucket: string, key: string, versionId?: string) => `${bucket}/${encodeURIComponent(key)}${versionId ? `?versionId=${versionId}` : ''}`;
 

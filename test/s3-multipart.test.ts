@@ -39,7 +39,7 @@ import { S3Gateway } from '../gateways/s3/gateway.js';
 import { crc64nvme } from '../gateways/s3/auth/crc64nvme.js';
 import { combineCrcs } from '../gateways/s3/ops/multipart-checksum.js';
 import { objectToPg } from '../cluster/placement.js';
-import { startS3Env, type S3TestEnv } from './helpers/s3.js';
+import { startS3Env, type S3TestEnv, bytes } from './helpers/s3.js';
 import { seededRng, testSeed } from './helpers/random.js';
 
 const MiB = 1024 * 1024;
@@ -67,7 +67,6 @@ async function errorOf(p: Promise<unknown>): Promise<{ name: string; status: num
   throw new Error('expected an error');
 }
 
-const bytes = async (body: unknown): Promise<Buffer> => Buffer.from(await (body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
 const md5 = (b: Buffer): Buffer => createHash('md5').update(b).digest();
 const multipartEtag = (parts: Buffer[]): string => `"${createHash('md5').update(Buffer.concat(parts.map(md5))).digest('hex')}-${parts.length}"`;
 const b64 = (n: number, width: 4 | 8): string => {

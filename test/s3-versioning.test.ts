@@ -31,7 +31,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { BuildMiddleware } from '@smithy/types';
-import { startS3Env, type S3TestEnv } from './helpers/s3.js';
+import { startS3Env, type S3TestEnv, errorOf, bytes } from './helpers/s3.js';
 
 let env: S3TestEnv;
 let s3: S3Client;
@@ -44,17 +44,6 @@ afterAll(async () => {
   await env?.stop();
 });
 
-async function errorOf(p: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as { name: string; $metadata?: { httpStatusCode?: number } };
-    return { name: e.name, status: e.$metadata?.httpStatusCode };
-  }
-  throw new Error('expected an error');
-}
-
-const bytes = async (body: unknown): Promise<Buffer> => Buffer.from(await (body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
 const read = async (Bucket: string, Key: string, VersionId?: string) => {
   const got = await s3.send(new GetObjectCommand({ Bucket, Key, ...(VersionId ? { VersionId } : {}) }));
   return { body: await bytes(got.Body), versionId: got.VersionId };

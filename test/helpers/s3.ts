@@ -51,3 +51,17 @@ export async function startS3Env(): Promise<S3TestEnv> {
     },
   };
 }
+
+/** The S3 error code and HTTP status a call fails with; throws if it succeeds. */
+export async function errorOf(p: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
+  try {
+    await p;
+  } catch (err) {
+    const e = err as { name: string; $metadata?: { httpStatusCode?: number } };
+    return { name: e.name, status: e.$metadata?.httpStatusCode };
+  }
+  throw new Error('expected an error');
+}
+
+/** An SDK response body, whole. */
+export const bytes = async (body: unknown): Promise<Buffer> => Buffer.from(await (body as { transformToByteArray(): Promise<Uint8Array> }).transformToByteArray());
