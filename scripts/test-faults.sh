@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fault-injection suite on demand (docs/testing.md):
-#   npm run test:faults -- [--faults N] [--seed S] [--no-ec] [--kinds kill9,pause,...] [--loopback]
+#   npm run test:faults -- [--faults N] [--seed S] [--ec|--no-ec] [--kinds kill9,pause,...] [--loopback]
 # builds, then runs test/faults.test.ts with the matching TESSERA_* variables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,7 @@ while [ $# -gt 0 ]; do
     --faults) export TESSERA_FAULTS="$2"; shift 2 ;;
     --seed) export TESSERA_SEED="$2"; shift 2 ;;
     --no-ec) export TESSERA_FAULTS_EC=0; shift ;;
+    --ec) export TESSERA_FAULTS_EC=1; shift ;;
     --kinds) export TESSERA_FAULTS_KINDS="$2"; shift 2 ;;
     --loopback) export TESSERA_FAULTS_NETNS=0; shift ;;
     --no-audit) export TESSERA_FAULTS_AUDIT=0; shift ;;
