@@ -4,6 +4,8 @@
  *
  * - crc32c(data, previous): standard CRC-32C (Castagnoli), continuing a running
  *   value: crc32c(b, crc32c(a)) === crc32c(a followed by b). Unsigned result.
+ * - crc32cCombine(crcA, crcB, lengthBBytes): crc32c(a followed by b) from the
+ *   two checksums and b's length, without the bytes (crc32c-combine.ts).
  * - createErasureCodec({ dataShards, parityShards }): Reed-Solomon k+m with
  *   ISA-L's Cauchy matrix (format: docs/erasure-coding.md).
  * - nativeStatus(): which implementations are active, for `tessera status`.
@@ -22,7 +24,10 @@ import { checkGeometry, createCodec } from './codec.js';
 import { isalBackend, loadAddon, type AddonLoad, type IsalAddon } from './isal.js';
 import { loadWasmKernel, wasmBackend, type WasmKernelKind, type WasmLoad } from './wasm-codec.js';
 
+import { crc32cCombine as combine } from './crc32c-combine.js';
+
 export type { CodecImplementation, ErasureCodec, ErasureCodecOptions } from './codec.js';
+export { crc32cCombineWith, crc32cShiftOperator } from './crc32c-combine.js';
 export { DATA_SHARDS_MAX, PARITY_SHARDS_MAX, SHARD_BYTES_MAX } from './codec.js';
 
 export type ChecksumImplementation = 'isa-l' | '@node-rs/crc32';
@@ -86,6 +91,19 @@ export function crc32c(data: Uint8Array, previous = 0): number {
   checkCrcArguments(data, previous);
   const { addon } = addonHandle();
   return addon === null ? nodeRsChecksum(data, previous) : addon.crc32c(data, previous);
+}
+
+/**
+ * crc32c(A followed by B) from crc32c(A), crc32c(B) and the length of B in
+ * bytes: O(log lengthBBytes), the bytes are not needed. For many pieces of
+ * one length, crc32cShiftOperator(length) once and crc32cCombineWith.
+ */
+export function crc32cCombine(crcA: number, crcB: number, lengthBBytes: number): number {
+  for (const [name, value] of [['crcA', crcA], ['crcB', crcB]] as const) {
+    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new TesseraError('InvalidArgument', `crc32cCombine: ${name} must be an unsigned 32-bit integer, got ${value}`);
+  }
+  if (!Number.isSafeInteger(lengthBBytes) || lengthBBytes < 0) throw new TesseraError('InvalidArgument', `crc32cCombine: bad length ${lengthBBytes}`);
+  return combine(crcA, crcB, lengthBBytes);
 }
 
 /**

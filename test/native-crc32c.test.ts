@@ -6,13 +6,15 @@
  * Proves: the standard check value and RFC 3720 (iSCSI) test vectors; that
  * crc32c(b, crc32c(a)) === crc32c(a + b) at every split of random data; that
  * the implementations agree on random data of many lengths and offsets, also
- * as running values; misuse throws InvalidArgument. A missing addon is
- * skipped with a console.warn saying why.
+ * as running values; misuse throws InvalidArgument; crc32cCombine gives
+ * crc32c of a concatenation from the two checksums and the second length
+ * (every split, empty pieces, lengths up to 128 MiB, many pieces folded in
+ * order). A missing addon is skipped with a console.warn saying why.
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { isTesseraError } from '../src/lib/errors.js';
-import { crc32c, crc32cChunks, crc32cWith, nativeStatus, type ChecksumImplementation } from '../native/index.js';
+import { crc32c, crc32cChunks, crc32cCombine, crc32cCombineWith, crc32cShiftOperator, crc32cWith, nativeStatus, type ChecksumImplementation } from '../native/index.js';
 
 const status = nativeStatus();
 const implementations: ChecksumImplementation[] = status.addonPath === null ? ['@node-rs/crc32'] : ['isa-l', '@node-rs/crc32'];
@@ -112,5 +114,59 @@ describe('crc32cChunks', () => {
     }
     expect(() => crc32cChunks(randomBytes(10_000), 4096, new Uint32Array(2))).toThrow(/out holds 2 values, 3 needed/);
     expect(() => crc32cChunks(randomBytes(10), 0, new Uint32Array(1))).toThrow(/bad chunk size/);
+  });
+});
+
+describe('crc32cCombine', () => {
+  it('equals the direct crc32c of the concatenation at every split', () => {
+    const data = randomBytes(300);
+    const whole = crc32c(data);
+    for (let split = 0; split <= data.length; split++) {
+      const a = data.subarray(0, split);
+      const b = data.subarray(split);
+      expect(crc32cCombine(crc32c(a), crc32c(b), b.length), `split ${split}`).toBe(whole);
+    }
+  });
+
+  it('holds for large and odd lengths, and for many pieces folded in order', () => {
+    const data = randomBytes(5 * 1024 * 1024 + 13);
+    const whole = crc32c(data);
+    for (const split of [1, 4095, 65536, 1 << 20, 4 * 1024 * 1024, data.length - 1]) {
+      const a = data.subarray(0, split);
+      const b = data.subarray(split);
+      expect(crc32cCombine(crc32c(a), crc32c(b), b.length)).toBe(whole);
+    }
+    // 64 KiB chunks the way a blob stores them (the last one short), with one shift operator.
+    const chunk = 65536;
+    const out = new Uint32Array(Math.ceil(data.length / chunk));
+    crc32cChunks(data, chunk, out);
+    const op = crc32cShiftOperator(chunk);
+    let folded = 0;
+    for (let i = 0; i < out.length; i++) {
+      const length = Math.min(chunk, data.length - i * chunk);
+      folded = length === chunk ? crc32cCombineWith(folded, out[i]!, op) : crc32cCombine(folded, out[i]!, length);
+    }
+    expect(folded).toBe(whole);
+  });
+
+  it('treats empty pieces as nothing, and reaches lengths up to 128 MiB', () => {
+    const a = randomBytes(1000);
+    expect(crc32cCombine(crc32c(a), 0, 0)).toBe(crc32c(a));
+    expect(crc32cCombine(0, crc32c(a), a.length)).toBe(crc32c(a));
+    // crc32c of zeros is cheap to compute directly: compare a long run of them.
+    const zeros = new Uint8Array(128 * 1024 * 1024);
+    expect(crc32cCombine(crc32c(a), crc32c(zeros), zeros.length)).toBe(crc32c(zeros, crc32c(a)));
+  });
+
+  it('rejects misuse with InvalidArgument', () => {
+    for (const args of [[-1, 0, 1], [0, 2 ** 32, 1], [0, 0, -1], [0, 0, 1.5], [1.5, 0, 0]] as const) {
+      let thrown: unknown;
+      try {
+        crc32cCombine(...args);
+      } catch (err) {
+        thrown = err;
+      }
+      expect(isTesseraError(thrown, 'InvalidArgument'), args.join(',')).toBe(true);
+    }
   });
 });
