@@ -159,10 +159,11 @@ describe('crc32cCombine', () => {
   });
 
   it('rejects misuse with InvalidArgument', () => {
-    for (const args of [[-1, 0, 1], [0, 2 ** 32, 1], [0, 0, -1], [0, 0, 1.5], [1.5, 0, 0]] as const) {
+    const bad: [number, number, number][] = [[-1, 0, 1], [0, 2 ** 32, 1], [0, 0, -1], [0, 0, 1.5], [1.5, 0, 0]];
+    for (const args of bad) {
       let thrown: unknown;
       try {
-        crc32cCombine(...args);
+        crc32cCombine(args[0], args[1], args[2]);
       } catch (err) {
         thrown = err;
       }
