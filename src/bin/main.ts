@@ -10,6 +10,7 @@ import { runDaemon } from '../cli/daemon.js';
 import { initDisk } from '../cli/disk.js';
 import { runUp } from '../cli/up.js';
 import { runStatus } from '../cli/status.js';
+import { runRecoveryWatch } from '../cli/recovery.js';
 import { runS3 } from '../cli/s3.js';
 import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
 import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
@@ -30,7 +31,12 @@ commands:
           --down-grace-ms (20000) is marked down, one down for --out-interval-ms (600000) out;
           writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85)
   status  [--json]
-          health (with reasons), disks up/in, pools, pgs by state, capacity
+          health (with reasons), disks up/in, pools, pgs by state, recovery (pgs degraded,
+          recovering, backfilling; objects and bytes left, rate, ETA), capacity
+  recovery watch [--interval-ms MS] [--once] [--json]
+          a progress bar of recovery (percentage, left, rate, ETA) redrawn every --interval-ms
+          (1000; one line per update when stdout is not a terminal) until every pg is active and
+          complete (exit 0) or Ctrl-C (130); --once: one update, exit 0 if done, 1 if work is left
   disk ls [--json]
   disk add --host HOST [--weight W]
           (all-in-one cluster of --data: creates the disk, \`tessera up\` starts its daemon, then it is marked in)
@@ -55,11 +61,14 @@ commands:
           (default ./tessera-data: its client.json names the map service) or --map HOST:PORT
   daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT] [--metrics HOST:PORT] [--capacity-bytes N]
           [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
+          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N]
           serve one disk (initialized on first start when --cluster-id and --disk-id are given);
           with --map, as a member of the cluster whose map service listens there;
           --capacity-bytes caps the store (full ratios apply to it; default: the file system);
           background scrub of the pgs it is primary of every --scrub-interval-ms (1 day),
-          deep every --deep-scrub-interval-ms (7 days; 0: never), reading --scrub-bytes-per-sec
+          deep every --deep-scrub-interval-ms (7 days; 0: never), reading --scrub-bytes-per-sec;
+          recovery it drives as primary copies --recovery-bytes-per-sec (200 MiB/s; 0: no limit)
+          with at most --recovery-ops-inflight (4) copies at once
   disk init --disk DIR --cluster-id ID --disk-id N
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R]
@@ -342,7 +351,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'daemon': {
-        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' }, 'scrub-interval-ms': { type: 'string' }, 'deep-scrub-interval-ms': { type: 'string' }, 'scrub-bytes-per-sec': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' }, 'scrub-interval-ms': { type: 'string' }, 'deep-scrub-interval-ms': { type: 'string' }, 'scrub-bytes-per-sec': { type: 'string' }, 'recovery-bytes-per-sec': { type: 'string' }, 'recovery-ops-inflight': { type: 'string' } } });
         if (!values.disk || !values.listen) throw new Error('daemon needs --disk DIR and --listen HOST:PORT');
         const capacityBytes = values['capacity-bytes'] === undefined ? undefined : intOption(values['capacity-bytes'], 'capacity-bytes');
         const clusterId = values['cluster-id'];
@@ -351,6 +360,10 @@ export async function main(argv: string[]): Promise<number> {
           ...(values['scrub-interval-ms'] !== undefined ? { intervalMs: intOption(values['scrub-interval-ms'], 'scrub-interval-ms') } : {}),
           ...(values['deep-scrub-interval-ms'] !== undefined ? { deepIntervalMs: intOption(values['deep-scrub-interval-ms'], 'deep-scrub-interval-ms') } : {}),
           ...(values['scrub-bytes-per-sec'] !== undefined ? { bytesPerSec: intOption(values['scrub-bytes-per-sec'], 'scrub-bytes-per-sec') } : {}),
+        };
+        const recovery = {
+          ...(values['recovery-bytes-per-sec'] !== undefined ? { bytesPerSec: intOption(values['recovery-bytes-per-sec'], 'recovery-bytes-per-sec') } : {}),
+          ...(values['recovery-ops-inflight'] !== undefined ? { opsInflightMax: intOption(values['recovery-ops-inflight'], 'recovery-ops-inflight') } : {}),
         };
         return await runDaemon({
           io,
@@ -362,6 +375,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(capacityBytes !== undefined ? { capacityBytes } : {}),
           ...(values.metrics !== undefined ? { metrics: parseListen(values.metrics, 'metrics') } : {}),
           scrub,
+          recovery,
         });
       }
       case 'disk':
@@ -421,6 +435,13 @@ export async function main(argv: string[]): Promise<number> {
       }
       case 'user':
         return await userCommand(io, rest);
+      case 'recovery': {
+        const watchUsage = 'tessera recovery watch [--data DIR | --map HOST:PORT] [--interval-ms MS] [--once] [--json]';
+        const { values, positionals } = parseArgs({ args: rest, options: { ...targetOptions, 'interval-ms': { type: 'string' }, once: { type: 'boolean' } }, allowPositionals: true });
+        const [sub] = exactly(positionals, 1, watchUsage);
+        if (sub !== 'watch') throw new CliError(`usage: ${watchUsage}`);
+        return await runRecoveryWatch({ ...targetOf(io, values), intervalMs: intOption(values['interval-ms'], 'interval-ms', 1000), once: values.once === true, json: values.json === true });
+      }
       case 'status': {
         const { values, positionals } = parseArgs({ args: rest, options: targetOptions, allowPositionals: true });
         exactly(positionals, 0, 'tessera status [--data DIR | --map HOST:PORT] [--json]');

@@ -2,12 +2,12 @@
  * The metrics of a `tessera daemon --map ... --metrics HOST:PORT` process:
  * a Registry of its own with DaemonMetrics (src/metrics) read from the Osd
  * (pgs by state through the same pgStats the status command queries, the
- * store's statfs, the map epoch) plus the client ops the Osd reports, served
+ * store's statfs, the map epoch, the recovery it drives as primary) plus the client ops the Osd reports, served
  * at http://HOST:PORT/metrics.
  */
 import { Registry } from 'prom-client';
 import type { Osd } from '../daemon/osd.js';
-import { pgStats, type ClientOpSample } from '../daemon/osd-admin.js';
+import { pgStats, recoveryStats, type ClientOpSample } from '../daemon/osd-admin.js';
 import { DaemonMetrics } from '../metrics/metrics.js';
 import { serveMetrics, type MetricsServer } from '../metrics/http.js';
 
@@ -33,6 +33,18 @@ export function daemonMetricsEndpoint(): DaemonMetricsEndpoint {
         pgCount: () => osd.pgs.size,
         space: async () => osd.store.statfs(),
         mapEpoch: () => osd.view.epoch,
+        recovery() {
+          const r = recoveryStats(osd);
+          let bytesLeft: number | null = 0;
+          for (const p of r.pgs) bytesLeft = bytesLeft === null || p.bytesLeft === null ? null : bytesLeft + p.bytesLeft;
+          return {
+            objectsRecovered: r.objectsRecovered,
+            bytesRecovered: r.bytesRecovered,
+            objectsLeft: r.pgs.reduce((n, p) => n + Math.max(0, p.objectsTotal - p.objectsDone), 0),
+            bytesLeft,
+            pgsRecovering: r.pgs.length,
+          };
+        },
       });
       try {
         return await serveMetrics({ registry, ...address });

@@ -14,6 +14,7 @@ import { Osd } from '../daemon/osd.js';
 import { ScrubScheduler, type ScrubScheduleOptions } from '../daemon/pg-scrub.js';
 import { connectMapService } from '../../cluster/map-daemon.js';
 import { daemonMetricsEndpoint } from './daemon-metrics.js';
+import type { RecoveryThrottleOptions } from '../daemon/recovery-throttle.js';
 import type { MetricsServer } from '../metrics/http.js';
 
 export interface DaemonCommandOptions {
@@ -31,6 +32,8 @@ export interface DaemonCommandOptions {
   capacityBytes?: number;
   /** Background scrub of the pgs this daemon is primary of (src/daemon/pg-scrub.ts; defaults in src/lib/limits.ts). */
   scrub?: ScrubScheduleOptions;
+  /** Pace of the recovery this daemon drives as primary (src/daemon/recovery-throttle.ts; defaults in src/lib/limits.ts). */
+  recovery?: RecoveryThrottleOptions;
 }
 
 function waitForSignal(): Promise<void> {
@@ -59,6 +62,7 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
         pgHistory: conn.history,
         onClientOp: metrics.onClientOp,
         liveness: conn.liveness,
+        ...(o.recovery ? { recovery: o.recovery } : {}),
         ...(o.capacityBytes !== undefined ? { store: { space: { capacityBytes: o.capacityBytes } } } : {}),
       });
     } catch (err) {

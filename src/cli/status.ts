@@ -8,17 +8,24 @@
  *            member is up, "unknown" when its primary did not answer; and
  *            "+degraded" when fewer members than the pool's width are up,
  *            "+inconsistent" when the last scrub left copies that differ
+ *   recovery pgs degraded (fewer members up than the pool's width, or
+ *            members being filled), recovering (log-based copies before the
+ *            pg serves I/O) and backfilling (every object copied, possibly
+ *            while the pg is active); objects and bytes left (bytes always an
+ *            estimate; objects too while a backfill still lists its source);
+ *            the rate over the daemons' recent window (about 10 s) and the ETA
+ *            at that rate. From the primaries' pgStats (src/daemon/recovery-progress.ts).
  *   capacity used and free bytes over the disks that answered
  * HEALTH_ERR: pgs down or incomplete, or inconsistent (their primary's last
  * scrub found copies that differ: "+inconsistent"). HEALTH_WARN: disks down, unreachable
  * or out, pgs not active (peering, unknown) or degraded, disks near full or
- * full. Exit code 1 when the map service or a disk that is in is down or
+ * full, pgs recovering or backfilling. Exit code 1 when the map service or a disk that is in is down or
  * unreachable, or on HEALTH_ERR; else 0. `--json` prints the same as one
  * JSON document.
  */
 import type { Io } from '../io/io.js';
 import { nativeStatus } from '../../native/index.js';
-import { decodePgStats, OsdOpcode, type PgStatsReply } from '../protocol/osd-messages.js';
+import { decodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply } from '../protocol/osd-messages.js';
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap } from '../../cluster/map.js';
 import { poolWidth } from '../../cluster/map.js';
@@ -31,7 +38,7 @@ const QUERY_TIMEOUT_MS = 3000;
 const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`;
 
 /** Each up disk's pg report (pgStats), or null when it did not answer. */
-async function pgReports(io: Io, map: ClusterMap): Promise<Map<number, PgStatsReply | null>> {
+export async function pgReports(io: Io, map: ClusterMap): Promise<Map<number, PgStatsReply | null>> {
   const result = new Map<number, PgStatsReply | null>();
   await Promise.all(
     map.disks
@@ -59,9 +66,79 @@ export interface ClusterStatus {
   disks: { total: number; up: number; in: number; list: Array<{ id: number; host: string; address: string; up: boolean; in: boolean; space?: string; reachable: boolean } & Partial<DiskSpace>> };
   pools: Array<{ id: number; name: string; redundancy: string; pgCount: number; pgs: Record<string, number> }>;
   pgs: { total: number; byState: Record<string, number> };
+  recovery: RecoveryStatus;
   capacity: { usedBytes: number; freeBytes: number; objects: number };
   /** Exit code: 1 when a disk that is in is down or unreachable, or on HEALTH_ERR. */
   failing: boolean;
+}
+
+/** Recovery over the cluster, from the primaries' pgStats. */
+export interface RecoveryStatus {
+  /** Pgs with fewer members up than the pool's width, or with members being recovered or backfilled. */
+  degradedPgs: number;
+  /** Pgs whose primary copies the objects named by its log to members that miss them (before the pg serves I/O). */
+  recoveringPgs: number;
+  /** Pgs whose primary copies every object to members whose log shares nothing with its own. */
+  backfillingPgs: number;
+  /** Of the recovering and backfilling pgs, those active meanwhile (members filled in the background). */
+  backgroundPgs: number;
+  objectsLeft: number;
+  /** An estimate; null while a pg has copied nothing yet and the daemons have no mean object size. */
+  bytesLeft: number | null;
+  /** objectsLeft is extrapolated (a backfill still lists its source); bytesLeft is always an estimate. */
+  objectsEstimated: boolean;
+  /** Over the daemons' recent window (RATE_WINDOW_MS), summed. */
+  objectsPerSec: number;
+  bytesPerSec: number;
+  /** Seconds left at that rate (bytes when known, else objects); null when nothing is being copied. */
+  etaSeconds: number | null;
+  /** Objects and bytes the daemons that answered recovered since they started. */
+  objectsRecovered: number;
+  bytesRecovered: number;
+}
+
+/** Whether recovery is over: no pg degraded, recovering or backfilling. */
+export const recoveryDone = (r: RecoveryStatus): boolean => r.degradedPgs === 0 && r.recoveringPgs === 0 && r.backfillingPgs === 0;
+
+/** Sums the recovery figures of each pg's current primary (`current`: those the map says are primaries now). */
+function summarizeRecovery(reports: Map<number, PgStatsReply | null>, current: PgRecoveryStat[], degradedPgs: number): RecoveryStatus {
+  let objectsRecovered = 0;
+  let bytesRecovered = 0;
+  let objectsPerSec = 0;
+  let bytesPerSec = 0;
+  for (const r of reports.values()) {
+    if (!r?.recovery) continue;
+    objectsRecovered += r.recovery.objectsRecovered;
+    bytesRecovered += r.recovery.bytesRecovered;
+    objectsPerSec += r.recovery.objectsPerSec;
+    bytesPerSec += r.recovery.bytesPerSec;
+  }
+  const mean = objectsRecovered > 0 ? bytesRecovered / objectsRecovered : null;
+  let objectsLeft = 0;
+  let bytesLeft: number | null = 0;
+  for (const p of current) {
+    const left = Math.max(0, p.objectsTotal - p.objectsDone);
+    objectsLeft += left;
+    const bytes = p.bytesLeft ?? (mean === null ? null : Math.round(left * mean));
+    bytesLeft = bytesLeft === null || bytes === null ? null : bytesLeft + bytes;
+  }
+  const etaSeconds =
+    objectsLeft === 0 ? 0 : bytesLeft !== null && bytesPerSec > 0 ? bytesLeft / bytesPerSec : objectsPerSec > 0 ? objectsLeft / objectsPerSec : null;
+  const backfilling = current.filter((p) => p.phase === 'backfill');
+  return {
+    degradedPgs,
+    recoveringPgs: current.length - backfilling.length,
+    backfillingPgs: backfilling.length,
+    backgroundPgs: current.filter((p) => p.background).length,
+    objectsLeft,
+    bytesLeft,
+    objectsEstimated: current.some((p) => p.objectsEstimated),
+    objectsPerSec,
+    bytesPerSec,
+    etaSeconds: etaSeconds === null ? null : Math.ceil(etaSeconds),
+    objectsRecovered,
+    bytesRecovered,
+  };
 }
 
 /** Counts of each pg state, "active" first. */
@@ -71,29 +148,49 @@ function countStates(states: string[]): Record<string, number> {
   return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => (a === 'active' ? -1 : b === 'active' ? 1 : a.localeCompare(b))));
 }
 
-export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterStatus> {
-  const [spaces, reports] = await Promise.all([diskSpaces(io, map), pgReports(io, map)]);
+/** Every pg's state as its current primary reports it, by pool, and the recovery of the cluster. */
+export function pgSummary(map: ClusterMap, reports: Map<number, PgStatsReply | null>): { pools: ClusterStatus['pools']; states: string[]; recovery: RecoveryStatus } {
   const reported = new Map<string, string>();
   for (const [diskId, r] of reports) for (const p of r?.pgs ?? []) reported.set(`${p.poolId}.${p.pg}`, `${diskId}:${p.state}`);
+  const recovering = new Map<string, { diskId: number; stat: PgRecoveryStat }>();
+  for (const [diskId, r] of reports) for (const p of r?.recovery?.pgs ?? []) recovering.set(`${p.poolId}.${p.pg}`, { diskId, stat: p });
   const index = buildPlacementIndex(map);
   const all: string[] = [];
+  const current: PgRecoveryStat[] = [];
+  let degradedPgs = 0;
   const pools = map.pools.map((pool) => {
     const states: string[] = [];
     for (let pg = 0; pg < pool.pgCount; pg++) {
       const acting = pgActing(index, pgMembers(index, pool, pg), pool);
       const primary = primaryOf(acting);
       let state: string;
+      let degraded = false;
       if (primary === HOLE) state = 'down';
       else {
         const r = reported.get(`${pool.id}.${pg}`);
         state = r !== undefined && r.startsWith(`${primary}:`) ? r.slice(r.indexOf(':') + 1) : 'unknown';
-        if (acting.filter((d) => d !== HOLE).length < poolWidth(pool)) state += '+degraded';
+        if (acting.filter((d) => d !== HOLE).length < poolWidth(pool)) {
+          state += '+degraded';
+          degraded = true;
+        }
+        const rec = recovering.get(`${pool.id}.${pg}`);
+        if (rec && rec.diskId === primary) {
+          current.push(rec.stat);
+          degraded = true;
+        }
       }
+      if (degraded) degradedPgs++;
       states.push(state);
     }
     all.push(...states);
     return { id: pool.id, name: pool.name, redundancy: describeRedundancy(pool.redundancy), pgCount: pool.pgCount, pgs: countStates(states) };
   });
+  return { pools, states: all, recovery: summarizeRecovery(reports, current, degradedPgs) };
+}
+
+export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterStatus> {
+  const [spaces, reports] = await Promise.all([diskSpaces(io, map), pgReports(io, map)]);
+  const { pools, states: all, recovery } = pgSummary(map, reports);
   const byState = countStates(all);
   const reasons: string[] = [];
   let err = false;
@@ -126,6 +223,9 @@ export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterSta
   }
   const degraded = count((s) => s.endsWith('+degraded'));
   if (degraded > 0) reasons.push(`${degraded} pgs degraded (fewer members up than the pool's width)`);
+  if (recovery.recoveringPgs + recovery.backfillingPgs > 0) {
+    reasons.push(`${recovery.recoveringPgs} pgs recovering, ${recovery.backfillingPgs} backfilling: ${describeLeft(recovery)} left`);
+  }
   const capacity = { usedBytes: 0, freeBytes: 0, objects: 0 };
   for (const d of disks) {
     capacity.usedBytes += d.usedBytes ?? 0;
@@ -140,9 +240,44 @@ export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterSta
     disks: { total: disks.length, up: disks.length - down.length, in: disks.length - out.length, list: disks },
     pools,
     pgs: { total: all.length, byState },
+    recovery,
     capacity,
     failing: err || disks.some((d) => d.in && (!d.up || !d.reachable)),
   };
+}
+
+/** "1.5 MiB" / "12 KiB" / "300 B". */
+export function formatBytes(n: number): string {
+  if (n >= 1024 * 1024 * 1024) return `${(n / 1024 / 1024 / 1024).toFixed(1)} GiB`;
+  if (n >= 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${Math.round(n)} B`;
+}
+
+/** "1h02m" / "3m05s" / "12s". */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${s}s`;
+}
+
+/** "120 objects (estimate), ~1.2 MiB". */
+export function describeLeft(r: RecoveryStatus): string {
+  const bytes = r.bytesLeft === null ? 'bytes unknown yet' : `~${formatBytes(r.bytesLeft)}`;
+  return `${r.objectsLeft} objects${r.objectsEstimated ? ' (estimate)' : ''}, ${bytes}`;
+}
+
+/** "2.0 MiB/s, 20 objects/s". */
+export const describeRate = (r: RecoveryStatus): string => `${formatBytes(r.bytesPerSec)}/s, ${r.objectsPerSec.toFixed(1)} objects/s`;
+
+export const describeEta = (r: RecoveryStatus): string => (r.etaSeconds === null ? 'ETA unknown' : `ETA ${formatDuration(r.etaSeconds)}`);
+
+function renderRecovery(r: RecoveryStatus): string[] {
+  if (recoveryDone(r)) return ['  recovery: none'];
+  const lines = [`  recovery: ${r.degradedPgs} pgs degraded, ${r.recoveringPgs} recovering, ${r.backfillingPgs} backfilling${r.backgroundPgs > 0 ? ` (${r.backgroundPgs} of them active meanwhile)` : ''}`];
+  if (r.recoveringPgs + r.backfillingPgs > 0) lines.push(`    left: ${describeLeft(r)}; rate ${describeRate(r)}; ${describeEta(r)}`);
+  return lines;
 }
 
 const states = (counts: Record<string, number>): string => Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ') || 'none';
@@ -163,6 +298,7 @@ function render(s: ClusterStatus, mapAddress: string): string {
     `  pools: ${s.pools.length}`,
     ...s.pools.map((p) => `    pool ${p.name} (id ${p.id}): ${p.redundancy}, ${p.pgCount} pgs: ${states(p.pgs)}`),
     `  pgs: ${s.pgs.total} total: ${states(s.pgs.byState)}`,
+    ...renderRecovery(s.recovery),
     `  capacity: ${mib(s.capacity.usedBytes)} used, ${mib(s.capacity.freeBytes)} free, ${s.capacity.objects} objects (disks that answered)`,
     `  checksum: ${native.checksum}, erasure coding: ${native.codec}`,
     '',

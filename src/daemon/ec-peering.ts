@@ -73,7 +73,7 @@ async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: Me
     return 'incomplete';
   }
   sources.sort((a, b) => Number(b.diskId === pg.primary) - Number(a.diskId === pg.primary));
-  const rctx: RecoveryContext = { pg, ec, sources, signal: ctx.signal };
+  const rctx: RecoveryContext = { pg, ec, sources, signal: ctx.signal, progress: ctx.progress };
   const objects = new Map<string, Member[]>();
   const backfills: Array<{ m: Member; previous: number }> = [];
   for (const { m, info } of targets) {

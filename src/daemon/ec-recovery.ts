@@ -28,6 +28,7 @@ import { decodeSize, SIZE_XATTR, stagingNs } from './ec-record.js';
 import { readShardSlices, type ShardReader } from './ec-shards.js';
 import { checkAborted, forEachBounded, type MemberHandle } from './peering.js';
 import type { Pg } from './pg.js';
+import type { BackfillListing, RecoveryProgressSink } from './recovery-progress.js';
 import { dataNs, decodeVersionValue, VERSION_XATTR } from './pg-log.js';
 
 const LIST_PAGE = 1000;
@@ -45,6 +46,8 @@ export interface RecoveryContext {
   /** Members holding the authoritative state, the primary first when it is one. */
   sources: RecoveryMember[];
   signal: AbortSignal;
+  /** Told of the objects planned and rebuilt (bytes: shard bytes written to the targets). */
+  progress?: RecoveryProgressSink | undefined;
 }
 
 const shardId = (pg: Pg, position: number, name: string): ObjectId => ({ ns: dataNs(pg.pool.id, position), name });
@@ -63,8 +66,8 @@ const versionOf = (x: Map<string, Buffer> | null): string | null => {
   return v ? v.toString('hex') : null;
 };
 
-/** Makes every target's shard of `name` the authoritative one (or absent). */
-export async function rebuildObject(ctx: RecoveryContext, name: string, targets: readonly RecoveryMember[]): Promise<void> {
+/** Makes every target's shard of `name` the authoritative one (or absent); resolves with the shard bytes written. */
+export async function rebuildObject(ctx: RecoveryContext, name: string, targets: readonly RecoveryMember[]): Promise<number> {
   checkAborted(ctx.signal);
   const { pg, ec } = ctx;
   const metas = await Promise.all(ctx.sources.map((s) => xattrsOrNull(s.handle.store, shardId(pg, s.position, name))));
@@ -75,10 +78,10 @@ export async function rebuildObject(ctx: RecoveryContext, name: string, targets:
   }
   const current = await Promise.all(targets.map((t) => xattrsOrNull(t.handle.store, shardId(pg, t.position, name))));
   const stale = targets.filter((_, i) => versionOf(current[i]!) !== versionOf(newest));
-  if (stale.length === 0) return;
+  if (stale.length === 0) return 0;
   if (!newest) {
     await Promise.all(stale.map((t) => t.handle.push([{ type: 'remove', id: shardId(pg, t.position, name), ifExists: true }])));
-    return;
+    return 0;
   }
   const want = versionOf(newest);
   const usable = ctx.sources.filter((_, i) => versionOf(metas[i]!) === want);
@@ -88,6 +91,13 @@ export async function rebuildObject(ctx: RecoveryContext, name: string, targets:
   const reader: ShardReader = { poolId: pg.pool.id, layout: ec.layout, codec: ec.codec, stores: Array.from({ length: ec.layout.width }, () => null) };
   for (const s of usable) (reader.stores as Array<StoreApi | null>)[s.position] = s.handle.store;
   await writeShards(ctx, reader, name, newest, stale);
+  return ec.layout.shardBytes(decodeSize(newest.get(SIZE_XATTR))) * stale.length;
+}
+
+/** rebuildObject, reported to the recovery's progress. */
+async function rebuildReported(ctx: RecoveryContext, name: string, targets: readonly RecoveryMember[]): Promise<void> {
+  const bytes = await rebuildObject(ctx, name, targets);
+  ctx.progress?.copied(bytes);
 }
 
 async function writeShards(ctx: RecoveryContext, reader: ShardReader, name: string, xattrs: Map<string, Buffer>, targets: readonly RecoveryMember[]): Promise<void> {
@@ -125,16 +135,18 @@ async function writeShards(ctx: RecoveryContext, reader: ShardReader, name: stri
 
 /** Rebuilds the named objects on the targets that need each (bounded concurrency). */
 export async function rebuildObjects(ctx: RecoveryContext, objects: Map<string, RecoveryMember[]>): Promise<void> {
-  await forEachBounded([...objects], limits.ecRecoveryObjectsInflightMax, ([name, targets]) => rebuildObject(ctx, name, targets));
+  ctx.progress?.planned(objects.size);
+  await forEachBounded([...objects], limits.ecRecoveryObjectsInflightMax, ([name, targets]) => rebuildReported(ctx, name, targets));
 }
 
-async function listPgNames(ctx: RecoveryContext, store: StoreApi, position: number, into: (names: string[]) => Promise<void>): Promise<void> {
+async function listPgNames(ctx: RecoveryContext, store: StoreApi, position: number, into: (names: string[]) => Promise<void>, listing?: BackfillListing): Promise<void> {
   const { pg } = ctx;
   const sortKeyRange = pgSortKeyRange(pg.pg, Math.log2(pg.pool.pgCount));
   let cursor: string | undefined;
   for (;;) {
     checkAborted(ctx.signal);
     const page = await store.listObjects({ ns: dataNs(pg.pool.id, position), sortKeyRange, limit: LIST_PAGE, ...(cursor ? { cursor } : {}) });
+    listing?.page(page.objects.length, page.objects[page.objects.length - 1]?.sortKey ?? null, !page.cursor);
     await into(page.objects.map((o) => o.name));
     if (!page.cursor) return;
     cursor = page.cursor;
@@ -158,9 +170,9 @@ export async function backfill(ctx: RecoveryContext, target: RecoveryMember, pre
   await listPgNames(ctx, source.handle.store, source.position, async (page) => {
     for (const n of page) names.add(n);
     for (let i = 0; i < page.length; i += BATCH) {
-      await forEachBounded(page.slice(i, i + BATCH), limits.ecRecoveryObjectsInflightMax, (n) => rebuildObject(ctx, n, [target]));
+      await forEachBounded(page.slice(i, i + BATCH), limits.ecRecoveryObjectsInflightMax, (n) => rebuildReported(ctx, n, [target]));
     }
-  });
+  }, ctx.progress?.backfill());
   const extra: ObjectId[] = [];
   await listPgNames(ctx, target.handle.store, target.position, async (page) => {
     for (const n of page) if (!names.has(n)) extra.push(shardId(ctx.pg, target.position, n));

@@ -1,16 +1,16 @@
 /**
  * What the daemon tells operators, beside serving data: the pgStats query
- * (the states of the pgs this disk is primary of: `tessera status` asks
- * every up daemon) and the timing of client ops for metrics (the daemon
+ * (the states of the pgs this disk is primary of and the recovery they run:
+ * `tessera status` and `tessera recovery watch` ask every up daemon) and the timing of client ops for metrics (the daemon
  * process turns the samples into Prometheus series: src/cli/daemon-metrics.ts).
  * Both wrap the daemon's cluster handler (src/daemon/osd-service.ts).
  */
 import type { Clock } from '../io/io.js';
-import { encodePgStats, OsdOpcode, type PgStatsReply } from '../protocol/osd-messages.js';
+import { encodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply, type RecoveryStats } from '../protocol/osd-messages.js';
 import type { RpcHandler } from '../rpc/types.js';
 import type { Osd } from './osd.js';
 
-/** The pgs this disk is primary of in the map it holds, with their states. */
+/** The pgs this disk is primary of in the map it holds, with their states and recovery. */
 export function pgStats(osd: Osd): PgStatsReply {
   const pgs: PgStatsReply['pgs'] = [];
   for (const pg of osd.pgs.values()) {
@@ -19,7 +19,40 @@ export function pgStats(osd: Osd): PgStatsReply {
     const state = pg.scrub.inconsistent > 0 ? `${pg.state}+inconsistent` : pg.state;
     pgs.push({ poolId: pg.pool.id, pg: pg.pg, state, intervalStart: pg.intervalStart });
   }
-  return { diskId: osd.diskId, epoch: osd.view.epoch, pgs };
+  return { diskId: osd.diskId, epoch: osd.view.epoch, pgs, recovery: recoveryStats(osd) };
+}
+
+/**
+ * The recovery this disk runs as primary: a pg counts while its peering run has copies planned and
+ * it is still peering (recovery before it serves I/O) or filling members in the background
+ * (pg.backfilling); a pg that went active with every member complete has nothing left.
+ */
+export function recoveryStats(osd: Osd): RecoveryStats {
+  const progress = osd.recoveryProgress;
+  const pgs: PgRecoveryStat[] = [];
+  for (const key of progress.keys()) {
+    const pg = osd.pgs.get(key);
+    if (!pg || pg.primary !== osd.diskId || !osd.view.map.pools.some((p) => p.id === pg.pool.id)) {
+      progress.forget(key);
+      continue;
+    }
+    const run = progress.of(key);
+    const background = pg.state === 'active' && pg.backfilling.size > 0;
+    if (!run || !(pg.state === 'peering' || background)) continue;
+    const f = run.figures();
+    // Copies all made, the pg not yet active again (it catches up from the log next): nothing to report.
+    if (f.objectsDone >= f.objectsTotal && !f.objectsEstimated) continue;
+    pgs.push({ poolId: pg.pool.id, pg: pg.pg, background, ...f });
+  }
+  const rate = progress.rate();
+  return {
+    objectsRecovered: progress.totals.objects,
+    bytesRecovered: progress.totals.bytes,
+    objectsPerSec: rate.objectsPerSec,
+    bytesPerSec: rate.bytesPerSec,
+    rateWindowMs: rate.windowMs,
+    pgs,
+  };
 }
 
 /** One client op as the metrics see it (src/metrics: OpSample). */

@@ -43,6 +43,7 @@ import { withAdmin, type ClientOpSample } from './osd-admin.js';
 import { PoolPurger } from './pool-purge.js';
 import { storeHandler } from './store-service.js';
 import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
+import { RecoveryProgress } from './recovery-progress.js';
 import type { LivenessReporter } from '../../cluster/liveness.js';
 
 export interface OsdOptions {
@@ -83,6 +84,8 @@ export class Osd {
   /** Client requests (ops, reads, listings) being served: recovery yields to them. */
   clientRequestsInflight = 0;
   readonly recovery: RecoveryThrottle;
+  /** Copies planned and made by the pgs this daemon peers as primary (src/daemon/recovery-progress.ts). */
+  readonly recoveryProgress: RecoveryProgress;
   private readonly heartbeats = new AbortController();
   private heartbeatLoop: Promise<void> | null = null;
 
@@ -98,6 +101,7 @@ export class Osd {
     this.purger = new PoolPurger(store, (message) => console.error(`disk ${options.identity.diskId}: ${message}`));
     this.ecWriteBudget = new ByteBudget(options.io.clock, limits.ecWriteBytesInflightMax);
     this.recovery = new RecoveryThrottle(options.io.clock, options.recovery, () => this.clientRequestsInflight);
+    this.recoveryProgress = new RecoveryProgress(options.io.clock);
   }
 
   get diskId(): number {
@@ -284,6 +288,7 @@ export class Osd {
           reloadLocal: async () => pg.resetLog(await PgLog.load(this.store, pg.pool.id, pg.pg)),
           pace: (priority, sizeBytes, copy) => this.recovery.run({ priority, sizeBytes, signal: abort.signal }, copy),
           backfillLater: (backfill) => this.backfillInBackground(pg, abort.signal, interval, backfill),
+          progress: this.recoveryProgress.begin(pg),
         });
         if (abort.signal.aborted || pg.intervalStart !== interval) return;
         pg.state = result;

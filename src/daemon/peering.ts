@@ -29,6 +29,7 @@ import type { ObjectId, StoreApi, StoreOp } from '../store/types.js';
 import type { PgHistory } from '../../cluster/pg-history.js';
 import { metaNs, PgLog } from './pg-log.js';
 import type { Pg } from './pg.js';
+import type { BackfillListing, RecoveryProgressSink } from './recovery-progress.js';
 
 export interface MemberHandle {
   diskId: number;
@@ -58,6 +59,8 @@ export interface PeeringContext {
    * them up from the log (the writes made meanwhile) and activates them.
    */
   backfillLater?: (run: () => Promise<void>) => void;
+  /** Told of the copies this run plans and makes (src/daemon/recovery-progress.ts: status and metrics). */
+  progress?: RecoveryProgressSink;
 }
 
 /** Runs a copy of sizeBytes when the recovery throttle allows. */
@@ -67,6 +70,7 @@ export type Pace = (priority: number, sizeBytes: number, copy: () => Promise<voi
 interface Copying {
   signal: AbortSignal;
   pace: (sizeBytes: number, copy: () => Promise<void>) => Promise<void>;
+  progress?: RecoveryProgressSink | undefined;
 }
 
 const COPY_CONCURRENCY = 4;
@@ -90,7 +94,7 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'inc
   });
   // The primary (members[0]) first catches up from the authoritative member, then serves as the source for the others.
   if (auth !== 0) {
-    const first: Copying = { signal: ctx.signal, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(0, sizeBytes, copy) : copy()) };
+    const first: Copying = { signal: ctx.signal, progress: ctx.progress, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(0, sizeBytes, copy) : copy()) };
     await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, first);
     await ctx.reloadLocal();
   }
@@ -98,7 +102,7 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'inc
   const sourceInfo = auth === 0 ? infos[0]! : infos[auth]!;
   // Members already at the authoritative head: the fewer, the sooner this pg's copies run.
   const upToDate = infos.filter((i) => compareVersions(i.head, sourceInfo.head) === 0).length;
-  const copying: Copying = { signal: ctx.signal, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(upToDate, sizeBytes, copy) : copy()) };
+  const copying: Copying = { signal: ctx.signal, progress: ctx.progress, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(upToDate, sizeBytes, copy) : copy()) };
   // Members to backfill after activation (the pg serves I/O meanwhile, without them).
   const r = pg.pool.redundancy;
   let later = ctx.backfillLater && r.type === 'replicated' ? members.slice(1).filter((_, i) => objectsToRecover(infos[i + 1]!, sourceInfo) > limits.recoveryInlineObjectsMax) : [];
@@ -154,7 +158,8 @@ async function recoverMember(pg: Pg, target: MemberHandle, tInfo: MemberInfo, so
     const missing = sInfo.entries.filter((e) => compareVersions(e, common) > 0);
     const divergent = tInfo.entries.filter((e) => compareVersions(e, common) > 0);
     const objects = new Set<string>([...missing, ...divergent].map((e: LogEntry) => e.object));
-    await forEachBounded([...objects], COPY_CONCURRENCY, (name) => copyObject(pg, source, target, name, signal, copying.pace));
+    copying.progress?.planned(objects.size);
+    await forEachBounded([...objects], COPY_CONCURRENCY, (name) => copyReported(pg, source, target, name, copying));
   } else {
     await backfill(pg, source, target, copying);
   }
@@ -162,12 +167,13 @@ async function recoverMember(pg: Pg, target: MemberHandle, tInfo: MemberInfo, so
   await target.push(PgLog.replaceOps(pg.pool.id, pg.pg, sInfo.tail, sInfo.entries, { lastEpochStarted: tInfo.lastEpochStarted, lastActing: tInfo.lastActing }));
 }
 
-async function listPg(pg: Pg, store: StoreApi, into: (name: string) => Promise<void>, signal: AbortSignal): Promise<void> {
+async function listPg(pg: Pg, store: StoreApi, into: (name: string) => Promise<void>, signal: AbortSignal, listing?: BackfillListing): Promise<void> {
   const bits = Math.log2(pg.pool.pgCount);
   let cursor: string | undefined;
   for (;;) {
     checkAborted(signal);
     const page = await store.listObjects({ ns: pg.objectId('x').ns, sortKeyRange: pgSortKeyRange(pg.pg, bits), limit: LIST_PAGE, ...(cursor ? { cursor } : {}) });
+    listing?.page(page.objects.length, page.objects[page.objects.length - 1]?.sortKey ?? null, !page.cursor);
     for (const o of page.objects) await into(o.name);
     if (!page.cursor) return;
     cursor = page.cursor;
@@ -175,15 +181,15 @@ async function listPg(pg: Pg, store: StoreApi, into: (name: string) => Promise<v
 }
 
 async function backfill(pg: Pg, source: MemberHandle, target: MemberHandle, copying: Copying): Promise<void> {
-  const { signal, pace } = copying;
+  const { signal } = copying;
   const sourceNames = new Set<string>();
   const batch: string[] = [];
   await listPg(pg, source.store, async (name) => {
     sourceNames.add(name);
     batch.push(name);
-    if (batch.length >= 64) await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal, pace));
-  }, signal);
-  await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyObject(pg, source, target, n, signal, pace));
+    if (batch.length >= 64) await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyReported(pg, source, target, n, copying));
+  }, signal, copying.progress?.backfill());
+  await forEachBounded(batch.splice(0), COPY_CONCURRENCY, (n) => copyReported(pg, source, target, n, copying));
   const extra: string[] = [];
   await listPg(pg, target.store, async (name) => {
     if (!sourceNames.has(name)) extra.push(name);
@@ -200,6 +206,18 @@ async function sizeOf(store: StoreApi, id: ObjectId): Promise<number | null> {
     if ((err as { code?: string }).code === 'NotFound') return null;
     throw err;
   }
+}
+
+/** copyObject under the recovery's pacing, reported to its progress (the bytes of the copy made; 0 for a removal). */
+async function copyReported(pg: Pg, source: MemberHandle, target: MemberHandle, name: string, copying: Copying): Promise<void> {
+  let copiedBytes = 0;
+  await copyObject(pg, source, target, name, copying.signal, (sizeBytes, copy) =>
+    copying.pace(sizeBytes, async () => {
+      await copy();
+      copiedBytes = sizeBytes;
+    }),
+  );
+  copying.progress?.copied(copiedBytes);
 }
 
 /** Makes the target's copy of an object equal the source's (or absent); the copy runs when `pace` lets it. */

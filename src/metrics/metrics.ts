@@ -59,6 +59,11 @@ export interface DaemonMetricsSource {
   space(): Promise<{ usedBytes: number; freeBytes: number; objects: number }>;
   /** The map epoch the daemon holds. */
   mapEpoch(): number;
+  /**
+   * Recovery this daemon drives as primary (src/daemon/recovery-progress.ts): objects and bytes
+   * recovered since it started, and what its pgs have left (bytes: an estimate, null when unknown).
+   */
+  recovery?(): { objectsRecovered: number; bytesRecovered: number; objectsLeft: number; bytesLeft: number | null; pgsRecovering: number };
 }
 
 /**
@@ -110,11 +115,52 @@ export class DaemonMetrics implements OpObserver {
     spaceGauge('tessera_disk_free_bytes', 'Bytes free for the store on the disk', (s) => s.freeBytes);
     spaceGauge('tessera_disk_objects', 'Objects in the disk store (client objects, pg logs and metadata objects)', (s) => s.objects);
     new Gauge({ name: 'tessera_map_epoch', help: 'Cluster map epoch held', registers, collect() { this.set(source.mapEpoch()); } });
+    if (source.recovery) recoveryMetrics(registers, source.recovery.bind(source));
   }
 
   observe(sample: OpSample): void {
     this.clientOps.observe(sample);
   }
+}
+
+/**
+ * A daemon's recovery series: counters of what it recovered since it started (raised at scrapes by
+ * what the daemon counted since the last one), gauges of what its pgs have left.
+ */
+function recoveryMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['recovery']>): void {
+  const counted = { objects: 0, bytes: 0 };
+  new Counter({
+    name: 'tessera_osd_recovery_objects_total',
+    help: 'Objects recovered or backfilled by this daemon as primary (made equal on a member)',
+    registers,
+    collect() {
+      const now = read().objectsRecovered;
+      if (now > counted.objects) this.inc(now - counted.objects);
+      counted.objects = Math.max(counted.objects, now);
+    },
+  });
+  new Counter({
+    name: 'tessera_osd_recovery_bytes_total',
+    help: 'Bytes recovered or backfilled by this daemon as primary (erasure-coded pools: shard bytes written)',
+    registers,
+    collect() {
+      const now = read().bytesRecovered;
+      if (now > counted.bytes) this.inc(now - counted.bytes);
+      counted.bytes = Math.max(counted.bytes, now);
+    },
+  });
+  new Gauge({ name: 'tessera_osd_recovery_objects_left', help: 'Objects the pgs this disk is primary of have left to recover or backfill (an estimate while a backfill lists)', registers, collect() { this.set(read().objectsLeft); } });
+  new Gauge({
+    name: 'tessera_osd_recovery_bytes_left',
+    help: 'Estimated bytes the pgs this disk is primary of have left to recover or backfill (absent before the first copy)',
+    registers,
+    collect() {
+      const left = read().bytesLeft;
+      if (left === null) this.reset();
+      else this.set(left);
+    },
+  });
+  new Gauge({ name: 'tessera_osd_pgs_recovering', help: 'Pgs this disk is primary of with recovery or backfill copies left', registers, collect() { this.set(read().pgsRecovering); } });
 }
 
 /** What the map service's metrics read when scraped: a summary of the latest map. */

@@ -434,16 +434,90 @@ export interface PgStat {
   intervalStart: number;
 }
 
+/** One pg's recovery, as its primary reports it (src/daemon/recovery-progress.ts). */
+export interface PgRecoveryStat {
+  poolId: number;
+  pg: number;
+  /** "recovery": log-based, before the pg goes active; "backfill": every object copied, maybe while active. */
+  phase: 'recovery' | 'backfill';
+  /** Members are being filled while the pg serves I/O without them. */
+  background: boolean;
+  objectsTotal: number;
+  objectsDone: number;
+  bytesDone: number;
+  /** An estimate (objects left times the mean size copied so far); null before any copy. */
+  bytesLeft: number | null;
+  /** objectsTotal is extrapolated from a backfill's listing so far. */
+  objectsEstimated: boolean;
+  /** Wall-clock ms the recovery started. */
+  startedAtMs: number;
+}
+
+/** A daemon's recovery as primary: totals since it started, the recent rate, the pgs recovering now. */
+export interface RecoveryStats {
+  objectsRecovered: number;
+  bytesRecovered: number;
+  objectsPerSec: number;
+  bytesPerSec: number;
+  /** The span the rate was measured over. */
+  rateWindowMs: number;
+  pgs: PgRecoveryStat[];
+}
+
 export interface PgStatsReply {
   diskId: number;
   /** The map epoch the daemon holds. */
   epoch: number;
   pgs: PgStat[];
+  /** Absent from daemons older than this field (they report no recovery figures). */
+  recovery?: RecoveryStats;
 }
 
-/** pgStats reply: a control document {diskId, epoch, pgs: [[poolId, pg, state, intervalStart], ...]}. */
+/**
+ * pgStats reply: a control document {diskId, epoch, pgs: [[poolId, pg, state, intervalStart], ...],
+ * recovery?: {objectsRecovered, bytesRecovered, objectsPerSec, bytesPerSec, rateWindowMs, pgs: [{poolId, pg, ...}]}}.
+ * `recovery` was added later: readers that do not know it ignore it, and its absence means no figures.
+ */
 export function encodePgStats(r: PgStatsReply): Buffer {
-  return encodeControl({ diskId: r.diskId, epoch: r.epoch, pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]) });
+  return encodeControl({ diskId: r.diskId, epoch: r.epoch, pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]), ...(r.recovery ? { recovery: r.recovery } : {}) });
+}
+
+const finiteNumber = (doc: Record<string, unknown>, name: string): number => {
+  const v = doc[name];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw protocolError(`pg stats: field ${name} is not a non-negative number`);
+  return v;
+};
+
+function decodeRecoveryStats(doc: Record<string, unknown>): RecoveryStats {
+  const rows = doc.pgs;
+  if (!Array.isArray(rows)) throw protocolError('pg stats: recovery.pgs is not a list');
+  const pgs = rows.map((row: unknown): PgRecoveryStat => {
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) throw protocolError('pg stats: bad recovery row');
+    const r = row as Record<string, unknown>;
+    const phase = r.phase;
+    if (phase !== 'recovery' && phase !== 'backfill') throw protocolError('pg stats: bad recovery phase');
+    const bytesLeft = r.bytesLeft === null ? null : field.uint(r, 'bytesLeft');
+    return {
+      poolId: field.uint(r, 'poolId'),
+      pg: field.uint(r, 'pg'),
+      phase,
+      background: field.bool(r, 'background'),
+      objectsTotal: field.uint(r, 'objectsTotal'),
+      objectsDone: field.uint(r, 'objectsDone'),
+      bytesDone: field.uint(r, 'bytesDone'),
+      bytesLeft,
+      objectsEstimated: field.bool(r, 'objectsEstimated'),
+      startedAtMs: field.uint(r, 'startedAtMs'),
+    };
+  });
+  return {
+    objectsRecovered: field.uint(doc, 'objectsRecovered'),
+    bytesRecovered: field.uint(doc, 'bytesRecovered'),
+    objectsPerSec: finiteNumber(doc, 'objectsPerSec'),
+    bytesPerSec: finiteNumber(doc, 'bytesPerSec'),
+    rateWindowMs: field.uint(doc, 'rateWindowMs'),
+    pgs,
+  };
 }
 
 export function decodePgStats(header: Buffer): PgStatsReply {
@@ -456,7 +530,8 @@ export function decodePgStats(header: Buffer): PgStatsReply {
     if (!Number.isSafeInteger(poolId) || !Number.isSafeInteger(pg) || typeof state !== 'string' || !Number.isSafeInteger(intervalStart)) throw protocolError('pg stats: bad row');
     return { poolId: poolId as number, pg: pg as number, state, intervalStart: intervalStart as number };
   });
-  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs };
+  const recovery = doc.recovery === undefined ? undefined : decodeRecoveryStats(field.object(doc, 'recovery'));
+  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs, ...(recovery ? { recovery } : {}) };
 }
 
 // --- scrub (src/daemon/pg-scrub.ts): control documents ---

@@ -12,6 +12,8 @@ export const tesseraBin = fileURLToPath(new URL(import.meta.url.includes('/dist/
 
 export interface DaemonProcess {
   port: number;
+  /** The Prometheus endpoint's port, when started with --metrics. */
+  metricsPort?: number;
   pid: number;
   child: ChildProcess;
   /** SIGTERM, then wait for a clean exit; resolves with the exit code. */
@@ -34,14 +36,15 @@ export async function startDaemonProcess(o: { diskPath: string; port?: number; c
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
+  const { port, metricsPort } = await new Promise<{ port: number; metricsPort?: number }>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (line.includes('"listening"')) resolve((JSON.parse(line) as { port: number }).port);
+      if (line.includes('"listening"')) resolve(JSON.parse(line) as { port: number; metricsPort?: number });
     });
     void exited.then((code) => reject(new Error(`daemon exited (${code}) before listening: ${stderr}`)));
   });
   const d: DaemonProcess = {
     port,
+    ...(metricsPort !== undefined ? { metricsPort } : {}),
     pid: child.pid!,
     child,
     async stop() {

@@ -1,0 +1,175 @@
+/**
+ * Recovery progress on a real cluster, through the real `tessera` binary
+ * (4 hosts x 1 disk, a replicated pool of size 3, daemons with a slow
+ * recovery throttle so the copies take a while and progress is observable):
+ *
+ * - healthy: `status --json` shows no recovery work and `recovery watch
+ *   --once` exits 0;
+ * - a disk killed and marked out: its pgs remap and backfill a new member;
+ *   `status --json` shows pgs backfilling (or recovering), objects and bytes
+ *   left, and the text status a recovery line; `recovery watch` (stdout a
+ *   pipe: one line per update) prints a progress bar and ends with exit 0
+ *   once every pg is active and complete; then status shows no work, and
+ *   every daemon's metrics count the objects and bytes recovered with none
+ *   left;
+ * - the disk restarted and marked in (objects written meanwhile): the pgs
+ *   move back (log-based recovery), and the watch again ends with exit 0.
+ *
+ * Nothing is timed: the throttle only makes the work last long enough to be
+ * seen; every wait polls with a generous bound.
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { startTestCluster, type TestCluster } from './helpers/cluster.js';
+import { tesseraBin } from './helpers/daemon-process.js';
+import { setDiskState } from '../cluster/map-edit.js';
+import type { RecoveryStatus } from '../src/cli/status.js';
+import { runRecoveryWatch } from '../src/cli/recovery.js';
+
+const POOL = 'rep';
+let cluster: TestCluster;
+
+beforeAll(async () => {
+  cluster = await startTestCluster({
+    hosts: 4,
+    disksPerHost: 1,
+    pools: [{ name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 }],
+    // About 100 KB/s of copies per primary: the backfill below lasts several seconds.
+    daemonArgs: ['--recovery-bytes-per-sec', '100000', '--metrics', '127.0.0.1:0'],
+  });
+  // 8 pgs, about 40 objects each (more than limits.recoveryInlineObjectsMax: some pgs fill the new member while active).
+  const names = Array.from({ length: 320 }, (_, i) => `obj-${i}`);
+  for (let i = 0; i < names.length; i += 16) await Promise.all(names.slice(i, i + 16).map((n) => cluster.client.put(POOL, n, randomBytes(12_000))));
+}, 120_000);
+
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** Runs the tessera binary against the test cluster's map service. */
+function tessera(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${cluster.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+interface StatusDoc {
+  health: string;
+  pgs: { total: number; byState: Record<string, number> };
+  recovery: RecoveryStatus;
+}
+
+const status = async (): Promise<StatusDoc> => JSON.parse((await tessera(['status', '--json'])).stdout) as StatusDoc;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(200);
+  }
+}
+
+/** Polls until no pg is degraded, recovering or backfilling and every pg is active. */
+const settled = (timeoutMs: number): Promise<StatusDoc> =>
+  waitFor('recovery to finish', timeoutMs, async () => {
+    const s = await status();
+    const r = s.recovery;
+    return r.degradedPgs === 0 && r.recoveringPgs === 0 && r.backfillingPgs === 0 && s.pgs.byState.active === s.pgs.total ? s : undefined;
+  });
+
+/** One disk's Prometheus text, as name{labels} -> value. */
+async function scrape(diskId: number): Promise<Map<string, number>> {
+  const port = cluster.daemons.get(diskId)!.metricsPort!;
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const series = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    series.set(line.slice(0, at).replace(/\{.*\}$/, ''), Number(line.slice(at + 1)));
+  }
+  return series;
+}
+
+it('healthy: no recovery work; recovery watch --once exits 0', async () => {
+  const s = await settled(60_000);
+  expect(s.recovery).toMatchObject({ degradedPgs: 0, recoveringPgs: 0, backfillingPgs: 0, objectsLeft: 0, etaSeconds: 0 });
+  const once = await tessera(['recovery', 'watch', '--once']);
+  expect(once.stderr).toBe('');
+  expect(once.code).toBe(0);
+  expect(once.stdout).toMatch(/^recovery done/);
+  expect((await tessera(['status'])).stdout).toMatch(/recovery: none/);
+  // On a terminal the line is redrawn in place (carriage return, erase line), then ends with a newline.
+  let drawn = '';
+  const code = await runRecoveryWatch({ io: cluster.io, map: `127.0.0.1:${cluster.mapd.port}`, intervalMs: 1000, once: true, json: false, out: { isTTY: true, write: (t: string) => (drawn += t) }, signal: new AbortController().signal });
+  expect(code).toBe(0);
+  expect(drawn).toMatch(/^\r\x1b\[2Krecovery done.*\n$/);
+}, 90_000);
+
+it('a disk out: status shows the backfill left, recovery watch draws progress and exits 0 when done', async () => {
+  const victim = 3;
+  await cluster.killDisk(victim);
+  await cluster.mapd.service.change((m) => setDiskState(m, victim, { in: false }));
+  const busy = await waitFor('status to show recovery work', 60_000, async () => {
+    const s = await status();
+    return s.recovery.recoveringPgs + s.recovery.backfillingPgs > 0 && s.recovery.objectsLeft > 0 ? s : undefined;
+  });
+  expect(busy.recovery.degradedPgs).toBeGreaterThanOrEqual(busy.recovery.recoveringPgs + busy.recovery.backfillingPgs);
+  expect(busy.health).not.toBe('HEALTH_OK');
+  const text = (await tessera(['status'])).stdout;
+  console.log(text);
+  if (!/recovery: none/.test(text)) expect(text).toMatch(/recovery: \d+ pgs degraded, \d+ recovering, \d+ backfilling/);
+  // While work is left, --once says so (exit 1) with a progress line.
+  const once = await tessera(['recovery', 'watch', '--once']);
+  if (once.code === 1) expect(once.stdout).toMatch(/%|nothing being copied/);
+  else expect(once.stdout).toMatch(/^recovery done/);
+
+  const watch = await tessera(['recovery', 'watch', '--interval-ms', '300']);
+  expect(watch.stderr).toBe('');
+  expect(watch.code).toBe(0);
+  const lines = watch.stdout.trimEnd().split('\n');
+  expect(watch.stdout).not.toContain('\r'); // not a terminal: one line per update
+  expect(lines[lines.length - 1]).toMatch(/^recovery done/);
+  const bars = lines.filter((l) => /^\[[#-]+\]\s+[\d.]+%  left \d+ objects/.test(l));
+  console.log(`recovery watch: ${lines.length} updates, ${bars.length} with a bar; first: ${lines[0]}`);
+  expect(bars.length).toBeGreaterThan(0);
+
+  const after = await settled(60_000);
+  expect(after.recovery).toMatchObject({ recoveringPgs: 0, backfillingPgs: 0, objectsLeft: 0 });
+  expect(after.recovery.objectsRecovered).toBeGreaterThan(0);
+  expect(after.recovery.bytesRecovered).toBeGreaterThan(0);
+  let objectsRecovered = 0;
+  for (const id of cluster.diskIds.filter((d) => d !== victim)) {
+    const m = await scrape(id);
+    expect(m.get('tessera_osd_recovery_objects_left')).toBe(0);
+    expect(m.get('tessera_osd_pgs_recovering')).toBe(0);
+    objectsRecovered += m.get('tessera_osd_recovery_objects_total') ?? 0;
+    expect(m.get('tessera_osd_recovery_bytes_total')).toBeGreaterThanOrEqual(0);
+  }
+  expect(objectsRecovered).toBeGreaterThan(0);
+  expect((await tessera(['recovery', 'watch', '--once'])).code).toBe(0);
+}, 240_000);
+
+it('the disk back in: its pgs move back and the watch ends with exit 0', async () => {
+  const victim = 3;
+  // Written while the disk is out: its pgs' logs on it are behind.
+  await Promise.all(Array.from({ length: 24 }, (_, i) => cluster.client.put(POOL, `later-${i}`, randomBytes(8_000))));
+  await cluster.restartDisk(victim);
+  await cluster.mapd.service.change((m) => setDiskState(m, victim, { in: true }));
+  const watch = await tessera(['recovery', 'watch', '--interval-ms', '300', '--json']);
+  expect(watch.code).toBe(0);
+  const docs = watch.stdout.trimEnd().split('\n').map((l) => JSON.parse(l) as RecoveryStatus & { done: boolean });
+  expect(docs[docs.length - 1]!.done).toBe(true);
+  expect(docs.every((d) => typeof d.objectsLeft === 'number' && typeof d.degradedPgs === 'number')).toBe(true);
+  await settled(60_000);
+  for (let i = 0; i < 24; i++) expect((await cluster.client.read(POOL, `later-${i}`)).length).toBe(8_000);
+}, 240_000);
