@@ -5,15 +5,20 @@
  *
  * - healthy: `status --json` shows no recovery work and `recovery watch
  *   --once` exits 0;
- * - a disk killed and marked out: its pgs remap and backfill a new member;
- *   `status --json` shows pgs backfilling (or recovering), objects and bytes
- *   left, and the text status a recovery line; `recovery watch` (stdout a
- *   pipe: one line per update) prints a progress bar and ends with exit 0
- *   once every pg is active and complete; then status shows no work, and
+ * - a disk killed and marked out (a member of pool bf's one pg, whose log
+ *   was trimmed by more writes than it holds, so its new member is
+ *   backfilled; the other pool's new members recover from the log): its pgs
+ *   remap; `status --json` shows pgs recovering, objects and bytes left, and
+ *   the text status a recovery line; `recovery watch` (stdout a pipe: one
+ *   line per update) prints a progress bar, shows the backfill, and ends
+ *   with exit 0 once every pg is active and complete; then status shows no work, and
  *   every daemon's metrics count the objects and bytes recovered with none
  *   left;
  * - the disk restarted and marked in (objects written meanwhile): the pgs
- *   move back (log-based recovery), and the watch again ends with exit 0.
+ *   move back (log-based recovery), and the watch again ends with exit 0;
+ * - an erasure-coded pool (2+1, a cluster of its own): a disk out, its
+ *   shards rebuilt elsewhere; the rebuilt objects and shard bytes are
+ *   counted and the watch ends with exit 0.
  *
  * Nothing is timed: the throttle only makes the work last long enough to be
  * seen; every wait polls with a generous bound.
@@ -24,33 +29,51 @@ import { randomBytes } from 'node:crypto';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { tesseraBin } from './helpers/daemon-process.js';
 import { setDiskState } from '../cluster/map-edit.js';
+import { pgMembers } from '../cluster/placement.js';
+import { LOG_ENTRIES_MAX } from '../src/daemon/pg-log.js';
 import type { RecoveryStatus } from '../src/cli/status.js';
 import { runRecoveryWatch } from '../src/cli/recovery.js';
 
 const POOL = 'rep';
+/** One pg, written more times than its log holds (LOG_ENTRIES_MAX): a new member shares no log with it and is backfilled. */
+const BACKFILL_POOL = 'bf';
+const BACKFILL_OBJECTS = 150;
+let victim = -1;
 let cluster: TestCluster;
+let clusterStopped = false;
 
 beforeAll(async () => {
   cluster = await startTestCluster({
     hosts: 4,
     disksPerHost: 1,
-    pools: [{ name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 }],
+    pools: [
+      { name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 },
+      { name: BACKFILL_POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 1 },
+    ],
     // About 100 KB/s of copies per primary: the backfill below lasts several seconds.
     daemonArgs: ['--recovery-bytes-per-sec', '100000', '--metrics', '127.0.0.1:0'],
   });
   // 8 pgs, about 40 objects each (more than limits.recoveryInlineObjectsMax: some pgs fill the new member while active).
   const names = Array.from({ length: 320 }, (_, i) => `obj-${i}`);
   for (let i = 0; i < names.length; i += 16) await Promise.all(names.slice(i, i + 16).map((n) => cluster.client.put(POOL, n, randomBytes(12_000))));
-}, 120_000);
+  const writes = LOG_ENTRIES_MAX + 400;
+  for (let i = 0; i < writes; i += 32) {
+    await Promise.all(Array.from({ length: Math.min(32, writes - i) }, (_, j) => cluster.client.put(BACKFILL_POOL, `b-${(i + j) % BACKFILL_OBJECTS}`, randomBytes(6_000))));
+  }
+  // The victim: a non-primary member of the bf pool's pg.
+  const map = await cluster.mapd.service.current();
+  const members = pgMembers(map, map.pools.find((p) => p.name === BACKFILL_POOL)!, 0);
+  victim = members[members.length - 1]!;
+}, 240_000);
 
 afterAll(async () => {
-  await cluster?.stop();
+  if (!clusterStopped) await cluster?.stop();
 });
 
 /** Runs the tessera binary against the test cluster's map service. */
-function tessera(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+function tessera(args: string[], on: TestCluster = cluster): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${cluster.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${on.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -66,7 +89,7 @@ interface StatusDoc {
   recovery: RecoveryStatus;
 }
 
-const status = async (): Promise<StatusDoc> => JSON.parse((await tessera(['status', '--json'])).stdout) as StatusDoc;
+const status = async (on: TestCluster = cluster): Promise<StatusDoc> => JSON.parse((await tessera(['status', '--json'], on)).stdout) as StatusDoc;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
@@ -80,9 +103,9 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
 }
 
 /** Polls until no pg is degraded, recovering or backfilling and every pg is active. */
-const settled = (timeoutMs: number): Promise<StatusDoc> =>
+const settled = (timeoutMs: number, on: TestCluster = cluster): Promise<StatusDoc> =>
   waitFor('recovery to finish', timeoutMs, async () => {
-    const s = await status();
+    const s = await status(on);
     const r = s.recovery;
     return r.degradedPgs === 0 && r.recoveringPgs === 0 && r.backfillingPgs === 0 && s.pgs.byState.active === s.pgs.total ? s : undefined;
   });
@@ -116,7 +139,6 @@ it('healthy: no recovery work; recovery watch --once exits 0', async () => {
 }, 90_000);
 
 it('a disk out: status shows the backfill left, recovery watch draws progress and exits 0 when done', async () => {
-  const victim = 3;
   await cluster.killDisk(victim);
   await cluster.mapd.service.change((m) => setDiskState(m, victim, { in: false }));
   const busy = await waitFor('status to show recovery work', 60_000, async () => {
@@ -140,8 +162,10 @@ it('a disk out: status shows the backfill left, recovery watch draws progress an
   expect(watch.stdout).not.toContain('\r'); // not a terminal: one line per update
   expect(lines[lines.length - 1]).toMatch(/^recovery done/);
   const bars = lines.filter((l) => /^\[[#-]+\]\s+[\d.]+%  left \d+ objects/.test(l));
-  console.log(`recovery watch: ${lines.length} updates, ${bars.length} with a bar; first: ${lines[0]}`);
+  const backfilling = lines.filter((l) => /, [1-9]\d* backfilling/.test(l));
+  console.log(`recovery watch: ${lines.length} updates, ${bars.length} with a bar, ${backfilling.length} with a backfill; first: ${lines[0]}`);
   expect(bars.length).toBeGreaterThan(0);
+  expect(backfilling.length).toBeGreaterThan(0);
 
   const after = await settled(60_000);
   expect(after.recovery).toMatchObject({ recoveringPgs: 0, backfillingPgs: 0, objectsLeft: 0 });
@@ -160,7 +184,6 @@ it('a disk out: status shows the backfill left, recovery watch draws progress an
 }, 240_000);
 
 it('the disk back in: its pgs move back and the watch ends with exit 0', async () => {
-  const victim = 3;
   // Written while the disk is out: its pgs' logs on it are behind.
   await Promise.all(Array.from({ length: 24 }, (_, i) => cluster.client.put(POOL, `later-${i}`, randomBytes(8_000))));
   await cluster.restartDisk(victim);
@@ -172,4 +195,31 @@ it('the disk back in: its pgs move back and the watch ends with exit 0', async (
   expect(docs.every((d) => typeof d.objectsLeft === 'number' && typeof d.degradedPgs === 'number')).toBe(true);
   await settled(60_000);
   for (let i = 0; i < 24; i++) expect((await cluster.client.read(POOL, `later-${i}`)).length).toBe(8_000);
+}, 240_000);
+
+it('erasure-coded pool: shards rebuilt after a disk out are counted, the watch ends with exit 0', async () => {
+  // One cluster at a time (2 cores; and stop() ends every daemon this process started).
+  clusterStopped = true;
+  await cluster.stop();
+  const ec = await startTestCluster({
+    hosts: 4,
+    disksPerHost: 1,
+    clusterId: 'ecprogress',
+    pools: [{ name: 'ec', redundancy: { type: 'erasure', dataShards: 2, parityShards: 1 }, failureDomain: 'host', pgCount: 4 }],
+  });
+  try {
+    for (let i = 0; i < 96; i += 16) await Promise.all(Array.from({ length: 16 }, (_, j) => ec.client.put('ec', `e-${i + j}`, randomBytes(20_000))));
+    const before = await settled(60_000, ec);
+    await ec.killDisk(3);
+    await ec.mapd.service.change((m) => setDiskState(m, 3, { in: false }));
+    const watch = await tessera(['recovery', 'watch', '--interval-ms', '300'], ec);
+    expect(watch.stderr).toBe('');
+    expect(watch.code).toBe(0);
+    const after = await settled(60_000, ec);
+    expect(after.recovery.objectsRecovered).toBeGreaterThan(before.recovery.objectsRecovered);
+    expect(after.recovery.bytesRecovered).toBeGreaterThan(before.recovery.bytesRecovered);
+    for (let i = 0; i < 96; i++) expect((await ec.client.read('ec', `e-${i}`)).length).toBe(20_000);
+  } finally {
+    await ec.stop();
+  }
 }, 240_000);
