@@ -152,12 +152,10 @@ function recoveryMetrics(registers: Registry[], read: NonNullable<DaemonMetricsS
   new Gauge({ name: 'tessera_osd_recovery_objects_left', help: 'Objects the pgs this disk is primary of have left to recover or backfill (an estimate while a backfill lists)', registers, collect() { this.set(read().objectsLeft); } });
   new Gauge({
     name: 'tessera_osd_recovery_bytes_left',
-    help: 'Estimated bytes the pgs this disk is primary of have left to recover or backfill (absent before the first copy)',
+    help: 'Estimated bytes the pgs this disk is primary of have left to recover or backfill (NaN while unknown: before the first copy)',
     registers,
     collect() {
-      const left = read().bytesLeft;
-      if (left === null) this.reset();
-      else this.set(left);
+      this.set(read().bytesLeft ?? NaN);
     },
   });
   new Gauge({ name: 'tessera_osd_pgs_recovering', help: 'Pgs this disk is primary of with recovery or backfill copies left', registers, collect() { this.set(read().pgsRecovering); } });
