@@ -34,6 +34,15 @@ export interface GatewayServices {
   verifier: SigV4Verifier;
   /** Multipart bounds lowered from S3's (ops/multipart-limits.ts); tests use it. */
   multipart?: Partial<MultipartLimits>;
+  /**
+   * Called at named points of a write ('after-data': data stored, entry not
+   * committed; 'after-swap': entry committed, replaced data not removed) so
+   * crash tests can kill the process there (`tessera s3` wires
+   * TESSERA_S3_FAULT to SIGKILL). Absent in production.
+   */
+  faultPoint?: (name: 'after-data' | 'after-swap') => void;
+  /** Journal records younger than this are writes in flight (meta/journal.ts). */
+  journalGraceMs: number;
 }
 
 export interface S3Context {

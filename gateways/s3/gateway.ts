@@ -6,8 +6,10 @@
  * fastify: operations stream them from the raw request through the body
  * verifier (aws-chunked framing, signatures, checksums) into the striper.
  *
- * Lifecycle: start() listens; close() stops accepting and waits for requests
- * in flight (fastify's own drain), then returns.
+ * Lifecycle: start() listens, then sweeps the write journal (meta/journal.ts:
+ * data a killed gateway left unreferenced) at once and every
+ * journalSweepIntervalMs; close() stops the sweeps, stops accepting and waits
+ * for requests in flight (fastify's own drain), then returns.
  */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { Readable } from 'node:stream';
@@ -19,7 +21,9 @@ import type { GatewayServices, S3Context, S3Response } from './context.js';
 import { s3Error, toS3Error } from './errors.js';
 import { BucketStore } from './meta/buckets.js';
 import { UserStore } from './meta/users.js';
-import { parseS3Request } from './request.js';
+import type { SweepStats } from './meta/journal.js';
+import { sweepWrites } from './ops/bucket.js';
+import { baseDomainsOf, parseS3Request } from './request.js';
 import { route } from './router.js';
 import { corsHeadersFor } from './ops/cors.js';
 import { clientErrorHandler } from './client-error.js';
@@ -34,20 +38,59 @@ export interface S3GatewayOptions {
   metaPool: string;
   defaultDataPool: string;
   region?: string;
-  /** Host suffixes for virtual-host-style addressing (bucket.<suffix>). */
+  /** Host suffixes for virtual-host-style addressing (bucket.<suffix>); default ["localhost"]. */
   baseDomains?: string[];
   /** Largest request header section, bytes (fastify/Node). */
   headerBytesMax?: number;
   /** Multipart bounds lowered from S3's (ops/multipart-limits.ts). */
   multipart?: Partial<MultipartLimits>;
+  /** Journal records younger than this are writes in flight, left alone by sweeps (default 1 h). */
+  journalGraceMs?: number;
+  /** Time between journal sweeps (default 10 min; the first runs at start; 0: only the first). */
+  journalSweepIntervalMs?: number;
+  /** Each sweep's figures (for logs and tests). */
+  onJournalSweep?: (stats: SweepStats) => void;
+  /** Crash-test hook (context.ts GatewayServices.faultPoint). */
+  faultPoint?: GatewayServices['faultPoint'];
 }
 
+export const JOURNAL_GRACE_MS_DEFAULT = 60 * 60 * 1000;
+export const JOURNAL_SWEEP_INTERVAL_MS_DEFAULT = 10 * 60 * 1000;
+
 export class S3Gateway {
+  private readonly sweeps = new AbortController();
+  private sweeping: Promise<void> = Promise.resolve();
+
   private constructor(
     private readonly app: FastifyInstance,
     readonly services: GatewayServices,
     readonly port: number,
   ) {}
+
+  /** One journal sweep over every bucket (or one), with the gateway's grace period unless given. */
+  sweepJournal(o: { graceMs?: number; bucketName?: string } = {}): Promise<SweepStats> {
+    return sweepWrites(this.services, { ...o, signal: this.sweeps.signal });
+  }
+
+  private startSweeps(intervalMs: number, onSweep: ((stats: SweepStats) => void) | undefined): void {
+    const loop = async (): Promise<void> => {
+      for (;;) {
+        try {
+          const stats = await this.sweepJournal();
+          if (!this.sweeps.signal.aborted) onSweep?.(stats);
+        } catch (err) {
+          if (!this.sweeps.signal.aborted) console.error(`s3: journal sweep failed: ${(err as Error)?.message ?? err}`);
+        }
+        if (intervalMs <= 0 || this.sweeps.signal.aborted) return;
+        try {
+          await this.services.io.clock.sleep(intervalMs, this.sweeps.signal);
+        } catch {
+          return; // aborted: closing
+        }
+      }
+    };
+    this.sweeping = loop();
+  }
 
   static async start(o: S3GatewayOptions): Promise<S3Gateway> {
     const services: GatewayServices = {
@@ -61,9 +104,11 @@ export class S3Gateway {
       region: o.region ?? 'us-east-1',
       verifier: new SigV4Verifier({ lookupKey: (ak) => services.users.lookupKey(ak), clock: o.io.clock }),
       ...(o.multipart ? { multipart: o.multipart } : {}),
+      journalGraceMs: o.journalGraceMs ?? JOURNAL_GRACE_MS_DEFAULT,
+      ...(o.faultPoint ? { faultPoint: o.faultPoint } : {}),
     };
     const verifier = services.verifier;
-    const baseDomains = o.baseDomains ?? ['localhost'];
+    const baseDomains = baseDomainsOf(o.baseDomains ?? ['localhost']);
     const app: FastifyInstance = Fastify({
       // No logger, so no request logging either (disableRequestLogging is deprecated in fastify 5).
       logger: false,
@@ -108,10 +153,14 @@ export class S3Gateway {
     });
     const address = await app.listen({ host: o.host, port: o.port });
     const port = Number(new URL(address).port);
-    return new S3Gateway(app, services, port);
+    const gateway = new S3Gateway(app, services, port);
+    gateway.startSweeps(o.journalSweepIntervalMs ?? JOURNAL_SWEEP_INTERVAL_MS_DEFAULT, o.onJournalSweep);
+    return gateway;
   }
 
   async close(): Promise<void> {
+    this.sweeps.abort();
+    await this.sweeping;
     await this.app.close();
   }
 }

@@ -46,6 +46,23 @@ function parseQuery(raw: string): Map<string, string> {
   return out;
 }
 
+/**
+ * Checks and normalizes the domains of virtual-host-style addressing
+ * (`--domain`, like MinIO's MINIO_DOMAIN): lowercase host names without a
+ * port, longest first, so `b.s3.example.com` names bucket `b` under
+ * `s3.example.com` even when `example.com` is also given. Throws a plain
+ * Error naming the bad value (a start-up error).
+ */
+export function baseDomainsOf(domains: readonly string[]): string[] {
+  const out = new Set<string>();
+  for (const given of domains) {
+    const d = given.trim().toLowerCase().replace(/\.$/, '');
+    if (!/^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/.test(d)) throw new Error(`--domain ${JSON.stringify(given)}: not a host name (no scheme, port or path)`);
+    out.add(d);
+  }
+  return [...out].sort((a, b) => b.length - a.length);
+}
+
 export function parseS3Request(raw: IncomingMessage, baseDomains: readonly string[]): S3Request {
   const target = raw.url ?? '/';
   const q = target.indexOf('?');
@@ -59,7 +76,9 @@ export function parseS3Request(raw: IncomingMessage, baseDomains: readonly strin
   const host = (headers.get('host') ?? '').replace(/:\d+$/, '').toLowerCase();
   let bucket: string | null = null;
   let keyPath = path;
-  const vhost = baseDomains.find((d) => host.endsWith(`.${d}`));
+  // baseDomains come longest first (baseDomainsOf): the most specific domain names the bucket.
+  // A host that is itself a domain (s3.example.com with example.com also given) addresses the service: path-style.
+  const vhost = baseDomains.includes(host) ? undefined : baseDomains.find((d) => host.endsWith(`.${d}`));
   if (vhost) {
     bucket = host.slice(0, host.length - vhost.length - 1);
   } else {

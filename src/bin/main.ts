@@ -12,6 +12,7 @@ import { runUp } from '../cli/up.js';
 import { runStatus } from '../cli/status.js';
 import { runRecoveryWatch } from '../cli/recovery.js';
 import { runS3 } from '../cli/s3.js';
+import { baseDomainsOf } from '../../gateways/s3/request.js';
 import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
 import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
 import { pgScrub, poolScrub, type ScrubCommandOptions } from '../cli/scrub.js';
@@ -24,7 +25,7 @@ const usage = `usage: tessera <command> [options]
 
 commands:
   up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]] [--metrics-port-offset N]
-          [--down-grace-ms MS] [--out-interval-ms MS] [--near-full-ratio R] [--full-ratio R]
+          [--down-grace-ms MS] [--out-interval-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
           with --etcd, the cluster map lives in etcd (give it on every run); a disk silent for
@@ -71,8 +72,12 @@ commands:
           with at most --recovery-ops-inflight (4) copies at once
   disk init --disk DIR --cluster-id ID --disk-id N
           initialize a disk directory
-  s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R]
-          serve S3 for the cluster whose map service listens at --map (pools default to rep)
+  s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R] [--domain D ...]
+          serve S3 for the cluster whose map service listens at --map (pools default to rep);
+          [--journal-grace-ms MS] [--journal-sweep-interval-ms MS]
+          --domain (repeatable): Host bucket.D/key addresses bucket (virtual-host style; default localhost);
+          data that writes journaled and never committed or freed (a killed gateway) is freed once older
+          than --journal-grace-ms (3600000), by a sweep at start and every --journal-sweep-interval-ms (600000)
   user create --name NAME [--email E] [--access-key AK --secret-key SK|-]
   user ls [--json]
   user rm USER
@@ -83,6 +88,11 @@ commands:
           given (--secret-key - reads the secret from standard input); a secret is shown only
           when it is created
 `;
+
+/** --domain values (repeatable, each may also be a comma-separated list), checked. */
+function domainsOption(values: string[]): string[] {
+  return baseDomainsOf(values.flatMap((v) => v.split(',')).filter((v) => v.trim() !== ''));
+}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -391,7 +401,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' } },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' }, domain: { type: 'string', multiple: true } },
         });
         const ratio = (v: string | undefined, name: string): number | undefined => {
           if (v === undefined) return undefined;
@@ -417,12 +427,13 @@ export async function main(argv: string[]): Promise<number> {
           pgCount: intOption(values.pgs, "pgs", 64),
           ...(values['s3-port'] !== undefined ? { s3Port: intOption(values['s3-port'], 's3-port') } : {}),
           ...(etcd ? { etcd } : {}),
+          ...(values.domain !== undefined ? { s3Domains: domainsOption(values.domain) } : {}),
           ...(values['metrics-port-offset'] !== undefined ? { metricsPortOffset: intOption(values['metrics-port-offset'], 'metrics-port-offset') } : {}),
           liveness,
         });
       }
       case 's3': {
-        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' } } });
         if (!values.map || !values.listen) throw new Error('s3 needs --map HOST:PORT and --listen HOST:PORT');
         return await runS3({
           io,
@@ -431,6 +442,10 @@ export async function main(argv: string[]): Promise<number> {
           metaPool: values['meta-pool'] ?? 'rep',
           dataPool: values['data-pool'] ?? 'rep',
           ...(values.region !== undefined ? { region: values.region } : {}),
+          ...(values.domain !== undefined ? { domains: domainsOption(values.domain) } : {}),
+          ...(values['journal-grace-ms'] !== undefined ? { journalGraceMs: intOption(values['journal-grace-ms'], 'journal-grace-ms') } : {}),
+          ...(values['journal-sweep-interval-ms'] !== undefined ? { journalSweepIntervalMs: intOption(values['journal-sweep-interval-ms'], 'journal-sweep-interval-ms') } : {}),
+          ...(process.env.TESSERA_S3_FAULT ? { faultPoint: process.env.TESSERA_S3_FAULT } : {}),
         });
       }
       case 'user':

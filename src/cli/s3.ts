@@ -21,6 +21,16 @@ export interface S3CommandOptions {
   metaPool: string;
   dataPool: string;
   region?: string;
+  /** Domains of virtual-host-style addressing (bucket.<domain>); default localhost. */
+  domains?: string[];
+  /** Write-journal sweeps (gateways/s3/meta/journal.ts): grace period and interval; defaults 1 h and 10 min. */
+  journalGraceMs?: number;
+  journalSweepIntervalMs?: number;
+  /**
+   * Crash tests: the gateway kills itself (SIGKILL) at this point of its next
+   * write that reaches it ('after-data', 'after-swap'); from TESSERA_S3_FAULT.
+   */
+  faultPoint?: string;
   /** How long a stopping gateway waits for requests in flight before it exits anyway. */
   drainTimeoutMs?: number;
 }
@@ -49,6 +59,7 @@ export async function runS3(o: S3CommandOptions): Promise<number> {
   const conn = connectMapService(o.io, o.map);
   let client: TesseraClient | null = null;
   let gateway: S3Gateway | null = null;
+  let sweeps = 0;
   try {
     client = await TesseraClient.connect({ io: o.io, mapService: conn.service, timeoutMs: CLIENT_TIMEOUT_MS });
     checkPools(client, o);
@@ -60,6 +71,14 @@ export async function runS3(o: S3CommandOptions): Promise<number> {
       metaPool: o.metaPool,
       defaultDataPool: o.dataPool,
       ...(o.region !== undefined ? { region: o.region } : {}),
+      ...(o.domains !== undefined && o.domains.length > 0 ? { baseDomains: o.domains } : {}),
+      ...(o.journalGraceMs !== undefined ? { journalGraceMs: o.journalGraceMs } : {}),
+      ...(o.journalSweepIntervalMs !== undefined ? { journalSweepIntervalMs: o.journalSweepIntervalMs } : {}),
+      onJournalSweep: (stats) => {
+        // The first sweep (at start) always reports; later ones when they did something.
+        if (sweeps++ === 0 || stats.dataFreed > 0 || stats.failures > 0 || stats.recordsReleased > 0) process.stdout.write(`${JSON.stringify({ event: 'journal-swept', service: 's3', ...stats })}\n`);
+      },
+      ...(o.faultPoint ? { faultPoint: (name: string) => (name === o.faultPoint ? process.kill(process.pid, 'SIGKILL') : undefined) } : {}),
     });
     process.stdout.write(`${JSON.stringify({ event: 'listening', service: 's3', host: o.host, port: gateway.port, pid: process.pid })}\n`);
     await signal;

@@ -68,6 +68,8 @@ export interface UpOptions {
   etcd?: string[];
   /** Metrics port = service port + this (default: the layout's, else 1000). */
   metricsPortOffset?: number;
+  /** Domains of the S3 gateway's virtual-host-style addressing (`tessera s3 --domain`); default localhost. */
+  s3Domains?: string[];
   /** Failure detection and full ratios of the map daemon (cluster/liveness.ts; defaults in src/lib/limits.ts). */
   liveness?: LivenessOptions;
 }
@@ -187,7 +189,7 @@ function summary(o: UpOptions, layout: ClusterLayout, map: ClusterMap, daemons: 
     `  map service metrics: http://127.0.0.1:${layout.mapMetricsPort}/metrics`,
     ...layout.disks.map((d, i) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${daemons[i]?.child?.pid}, metrics http://${d.listenHost}:${d.metricsPort}/metrics`),
     ...map.pools.map((p) => `  pool ${p.name}: ${p.redundancy.type === 'replicated' ? `replicated, size ${p.redundancy.size}` : `erasure-coded ${p.redundancy.dataShards}+${p.redundancy.parityShards}`}, ${p.pgCount} pgs, one per ${p.failureDomain}`),
-    `  S3 endpoint: ${s3.endpoint} (gateway pid ${gateway.child?.pid}; region ${s3.region}, path-style; users, buckets and indexes in pool ${s3.metaPool}, new buckets' data in pool ${s3.dataPool})`,
+    `  S3 endpoint: ${s3.endpoint} (gateway pid ${gateway.child?.pid}; region ${s3.region}, path-style${o.s3Domains?.length ? ` or virtual-host-style under ${o.s3Domains.join(', ')}` : ''}; users, buckets and indexes in pool ${s3.metaPool}, new buckets' data in pool ${s3.dataPool})`,
     ...(adminCreated
       ? [`  S3 admin user "${admin.displayName}" created; its keys (shown only now, and kept in the client file):`, `    AWS_ACCESS_KEY_ID=${admin.accessKeyId}`, `    AWS_SECRET_ACCESS_KEY=${admin.secretAccessKey}`]
       : [`  S3 admin user "${admin.displayName}": access key ${admin.accessKeyId} (secret key in the client file)`]),
@@ -232,7 +234,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   const gateway: Supervised = {
     label: 'S3 gateway',
     // A restarted gateway keeps the port its first start bound (with --s3-port 0 too).
-    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION],
+    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION, ...(o.s3Domains ?? []).flatMap((d) => ['--domain', d])],
     child: null,
     restarts: 0,
     port: null,

@@ -10,11 +10,12 @@
  * key's versions ('v') and its null-version pointer ('n') in the key's
  * shard object, next to its current entry (meta/versions.ts).
  */
-import type { TesseraClient } from '../../../src/client/client.js';
+import type { ObjectOp, TesseraClient } from '../../../src/client/client.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import { murmur3 } from '../../../src/lib/hash.js';
 import { RECORD_UPDATE_ATTEMPTS_MAX } from './omap-record.js';
 import { s3Error } from '../errors.js';
+import { checkPending, journalOps, type PendingWrite } from './journal.js';
 
 export interface IndexEntry {
   sizeBytes: number;
@@ -99,12 +100,13 @@ export class BucketIndex {
     return (await this.getRaw(key))?.entry ?? null;
   }
 
-  /** Replaces the entry if it is still `expected` (null: absent); Conflict otherwise. */
-  async compareAndSet(key: string, expected: Buffer | null, next: IndexEntry | null): Promise<void> {
+  /** Replaces the entry if it is still `expected` (null: absent); Conflict otherwise. `extra` joins the transaction (journal records). */
+  async compareAndSet(key: string, expected: Buffer | null, next: IndexEntry | null, extra: ObjectOp[] = []): Promise<void> {
     const k = this.omapKey(key);
     await this.client.transact(this.pool, this.shardObject(key), [
       { type: 'create' },
       { type: 'omapCompare', key: k, value: expected },
+      ...extra,
       next === null ? { type: 'omapRemoveKeys', keys: [k] } : { type: 'omapSet', entries: [[k, Buffer.from(JSON.stringify(next))]] },
     ]);
   }
@@ -114,8 +116,13 @@ export class BucketIndex {
    * returns the entry it replaced. decide() may refuse (throw) given the current entry.
    * For unversioned keys only: a versioned key (its entry has a versionStamp)
    * changes through meta/versions.ts (ops/versions.ts commitEntry, deleteKey).
+   * Journal (meta/journal.ts): the commit removes the pending write's record
+   * (and fails RequestTimeout if a sweep took it), and records the replaced
+   * entry's data as to be freed, in the same transaction.
    */
-  async swap(key: string, next: IndexEntry | null, decide?: (current: IndexEntry | null) => void): Promise<IndexEntry | null> {
+  async swap(key: string, next: IndexEntry | null, decide?: (current: IndexEntry | null) => void, journal?: { pending?: PendingWrite | null; nowMs: number }): Promise<IndexEntry | null> {
+    const pending = journal?.pending ?? null;
+    const nowMs = journal?.nowMs ?? 0;
     const nextRaw = next === null ? null : Buffer.from(JSON.stringify(next));
     // A new key (the common case of a PUT) needs no read: a compare-and-set on "absent" commits it, or fails
     // Conflict when the key has an entry, and then the read-decide-commit loop below takes over. Only when the
@@ -123,13 +130,14 @@ export class BucketIndex {
     let read: { entry: IndexEntry; raw: Buffer } | null | undefined;
     if (next !== null && acceptsAbsent(decide)) {
       try {
-        await this.compareAndSet(key, null, next);
+        await this.compareAndSet(key, null, next, journalOps(pending, [], key, nowMs));
         return null;
       } catch (err) {
         if (!isTesseraError(err, 'Conflict')) throw err;
         read = await this.getRaw(key);
         // Our own blind commit, applied by an earlier attempt the cluster answered ambiguously: it replaced nothing.
         if (read?.raw.equals(nextRaw!)) return null;
+        await checkPending(this, pending);
       }
     }
     for (let attempt = 0; attempt < RECORD_UPDATE_ATTEMPTS_MAX; attempt++) {
@@ -141,7 +149,7 @@ export class BucketIndex {
       if (current?.entry.versionStamp) throw new Error(`bucket index: swap on versioned key ${JSON.stringify(key)}; commit through ops/versions.ts`);
       if (!current && next === null) return null;
       try {
-        await this.compareAndSet(key, current?.raw ?? null, next);
+        await this.compareAndSet(key, current?.raw ?? null, next, journalOps(pending, [current?.entry], key, nowMs));
         return current?.entry ?? null;
       } catch (err) {
         if (!isTesseraError(err, 'Conflict')) throw err;
@@ -150,6 +158,7 @@ export class BucketIndex {
         // so nobody else wrote these bytes. Treating it as someone else's would
         // delete the data just written as "replaced".
         if (nextRaw !== null && (await this.getRaw(key))?.raw.equals(nextRaw)) return current?.entry ?? null;
+        await checkPending(this, pending);
       }
     }
     throw s3Error('SlowDown', 'Please reduce your request rate.');

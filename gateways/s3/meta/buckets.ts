@@ -145,7 +145,8 @@ export class BucketStore {
     }
   }
 
-  async *list(): AsyncGenerator<BucketRecord> {
-    for await (const [, b] of this.records.list()) yield b;
+  /** Every bucket (of every owner) in name order: those starting with prefix, after afterKey. */
+  async *list(options: { prefix?: string; afterKey?: string } = {}): AsyncGenerator<BucketRecord> {
+    for await (const [, b] of this.records.list(options)) yield b;
   }
 }

@@ -61,6 +61,8 @@ export interface CompletionPlan {
   checksum: { algorithm: string; type: ChecksumType; value: string };
   /** The index entry was written (set right after; absent: check the index). */
   committed?: boolean;
+  /** The complete's If-None-Match: * / If-Match (ops/object.ts WriteCondition): whoever commits the plan checks it with the commit. */
+  condition?: { ifNoneMatch?: true; ifMatch?: string };
 }
 
 export type UploadState = { s: 'open' } | { s: 'completing'; plan: CompletionPlan } | { s: 'aborting' };

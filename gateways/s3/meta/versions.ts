@@ -29,6 +29,7 @@ import { s3Error } from '../errors.js';
 import type { BucketIndex, IndexEntry } from './bucket-index.js';
 import { RECORD_UPDATE_ATTEMPTS_MAX } from './omap-record.js';
 import { IndexScan } from './index-scan.js';
+import { checkPending, journalOps, type PendingWrite } from './journal.js';
 
 export type VersioningMode = 'Enabled' | 'Suspended';
 
@@ -134,7 +135,7 @@ export class VersionIndex {
    * refuse (throw) given the current entry as read (checked again on every
    * retry: the commit compares that entry's exact bytes).
    */
-  async put(key: string, entry: IndexEntry, mode: VersioningMode, decide?: (current: IndexEntry | null) => void): Promise<{ entry: IndexEntry; removed: IndexEntry[] }> {
+  async put(key: string, entry: IndexEntry, mode: VersioningMode, decide?: (current: IndexEntry | null) => void, pending?: PendingWrite | null): Promise<{ entry: IndexEntry; removed: IndexEntry[] }> {
     for (let attempt = 0; attempt < RECORD_UPDATE_ATTEMPTS_MAX; attempt++) {
       const head = await this.head(key);
       decide?.(head.current);
@@ -168,7 +169,10 @@ export class VersionIndex {
       if (mode === 'Suspended') sets.push([nKey(key), Buffer.from(stamp, 'latin1')]);
       if (removes.length > 0) ops.push({ type: 'omapRemoveKeys', keys: removes });
       ops.push({ type: 'omapSet', entries: sets });
+      // The journal (meta/journal.ts): this write's record removed, the removed versions' data recorded as to be freed.
+      ops.push(...journalOps(pending, removed, key, this.io.clock.nowMs()));
       if (await this.commit(head.shard, ops)) return { entry: next, removed };
+      await checkPending(this.index, pending);
     }
     throw s3Error('SlowDown', 'Please reduce your request rate.');
   }
@@ -184,7 +188,7 @@ export class VersionIndex {
       const cur = head.current;
       const base: ObjectOp[] = [{ type: 'create' }, compare(cKey(key), head.cRaw), compare(nKey(key), head.nRaw)];
       if (versionId === 'null' && cur && !cur.versionStamp) {
-        if (await this.commit(head.shard, [...base, { type: 'omapRemoveKeys', keys: [cKey(key)] }])) return cur;
+        if (await this.commit(head.shard, [...base, { type: 'omapRemoveKeys', keys: [cKey(key)] }, ...journalOps(null, [cur], key, this.io.clock.nowMs())])) return cur;
         continue;
       }
       const stamp = versionId === 'null' ? head.nRaw?.toString('latin1') : versionId;
@@ -193,7 +197,7 @@ export class VersionIndex {
       const raw = await this.getRaw(head.shard, k);
       const target = raw ? parse(raw) : null;
       if (!target || target.versionId !== versionId) return null;
-      const ops: ObjectOp[] = [...base, compare(k, raw), { type: 'omapRemoveKeys', keys: versionId === 'null' ? [k, nKey(key)] : [k] }];
+      const ops: ObjectOp[] = [...base, compare(k, raw), { type: 'omapRemoveKeys', keys: versionId === 'null' ? [k, nKey(key)] : [k] }, ...journalOps(null, [target], key, this.io.clock.nowMs())];
       if (cur?.versionStamp === stamp) {
         // The current version goes: the next newest (if any) becomes current.
         const page = await this.index.client.omapList(this.index.pool, head.shard, { prefix: vPrefix(key), afterKey: k, limit: 1 });

@@ -5,18 +5,59 @@ import { newResourceAcl } from './acl.js';
 import { endAllUploads } from './multipart.js';
 import { s3Error } from '../errors.js';
 import { BucketIndex } from '../meta/bucket-index.js';
+import { sweepJournal, type SweepStats } from '../meta/journal.js';
+import type { GatewayServices } from '../context.js';
 import { parseXmlDocument, xmlDocument } from '../xml.js';
 import { isoDate, readSmallBody, readVerifiedBody, requireUser, xmlHeaders } from './util.js';
 
+/** ListBuckets' largest page (AWS: max-buckets 1..10000). */
+export const LIST_BUCKETS_MAX = 10_000;
+
+/**
+ * ListBuckets: the caller's buckets in name order, with max-buckets,
+ * continuation-token (the last name of the previous page, base64url), prefix
+ * and bucket-region (one region here: another one lists nothing), as the
+ * current AWS API. Without max-buckets every bucket is listed (up to 10,000
+ * per page, as AWS's quota).
+ */
 export async function listBuckets(ctx: S3Context): Promise<S3Response> {
   const userId = requireUser(ctx);
+  const q = ctx.req.query;
+  const maxParam = q.get('max-buckets');
+  const max = maxParam === undefined ? LIST_BUCKETS_MAX : /^\d{1,5}$/.test(maxParam) ? Number(maxParam) : NaN;
+  if (!(max >= 1 && max <= LIST_BUCKETS_MAX)) throw s3Error('InvalidArgument', `max-buckets must be an integer from 1 to ${LIST_BUCKETS_MAX}`, { ArgumentName: 'max-buckets', ArgumentValue: maxParam ?? '' });
+  const prefix = q.get('prefix') ?? '';
+  const token = q.get('continuation-token');
+  let after: string | undefined;
+  if (token !== undefined) {
+    after = Buffer.from(token, 'base64url').toString('utf8');
+    if (!after || Buffer.from(after, 'utf8').toString('base64url') !== token) throw s3Error('InvalidArgument', 'The continuation token provided is incorrect', { ArgumentName: 'continuation-token', ArgumentValue: token });
+  }
+  const region = q.get('bucket-region');
+  const buckets: Array<{ Name: string; CreationDate: string; BucketRegion: string }> = [];
+  let more = false;
+  if (region === undefined || region === ctx.services.region) {
+    const scan = ctx.services.buckets.list({ ...(prefix ? { prefix } : {}), ...(after !== undefined ? { afterKey: after } : {}) });
+    for await (const b of scan) {
+      if (b.owner !== userId) continue;
+      if (buckets.length >= max) {
+        more = true;
+        break;
+      }
+      buckets.push({ Name: b.name, CreationDate: isoDate(b.createdMs), BucketRegion: ctx.services.region });
+    }
+  }
   const user = await ctx.services.users.get(userId);
-  const buckets = [];
-  for await (const b of ctx.services.buckets.list()) if (b.owner === userId) buckets.push({ Name: b.name, CreationDate: isoDate(b.createdMs) });
+  const last = buckets[buckets.length - 1];
   return {
     status: 200,
     headers: xmlHeaders,
-    body: xmlDocument('ListAllMyBucketsResult', { Owner: { ID: userId, DisplayName: user?.displayName ?? '' }, Buckets: { Bucket: buckets } }),
+    body: xmlDocument('ListAllMyBucketsResult', {
+      Owner: { ID: userId, DisplayName: user?.displayName ?? '' },
+      Buckets: { Bucket: buckets },
+      ...(more && last ? { ContinuationToken: Buffer.from(last.Name, 'utf8').toString('base64url') } : {}),
+      ...(q.has('prefix') ? { Prefix: prefix } : {}),
+    }),
   };
 }
 
@@ -52,6 +93,8 @@ export async function deleteBucket(ctx: S3Context): Promise<S3Response> {
   if (!(await index.isEmpty())) throw s3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: bucket.name });
   await endAllUploads(ctx, bucket); // in-progress multipart uploads go with the bucket (completions already decided are finished first)
   if (!(await index.isEmpty())) throw s3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: bucket.name });
+  // Data that writes journaled and never committed (in flight now, or left by a killed gateway) goes with the bucket.
+  await sweepWrites(ctx.services, { graceMs: 0, bucketName: bucket.name });
   await ctx.services.buckets.remove(bucket);
   await index.destroy();
   return { status: 204 };
@@ -77,4 +120,20 @@ export async function putBucketVersioning(ctx: S3Context): Promise<S3Response> {
   if (doc.MfaDelete === 'Enabled') throw s3Error('NotImplemented', 'MFA delete is not supported');
   await ctx.services.buckets.update(bucket.name, (b) => ({ ...b, versioning: status }));
   return { status: 200 };
+}
+
+/** A journal sweep (meta/journal.ts) over every bucket or one, with the gateway's grace period unless given. */
+export function sweepWrites(s: GatewayServices, o: { graceMs?: number; bucketName?: string; signal?: AbortSignal } = {}): Promise<SweepStats> {
+  return sweepJournal({
+    client: s.client,
+    striper: s.striper,
+    metaPool: s.metaPool,
+    buckets: s.buckets,
+    indexOf: (id) => new BucketIndex(s.client, s.metaPool, id),
+    nowMs: () => s.io.clock.nowMs(),
+    graceMs: o.graceMs ?? s.journalGraceMs,
+    ...(o.bucketName !== undefined ? { bucketName: o.bucketName } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    onError: (err) => console.error(`s3: journal sweep: ${(err as Error)?.message ?? err}`),
+  });
 }

@@ -26,7 +26,7 @@ import type { BucketRecord } from '../meta/buckets.js';
 import { KEY_BYTES_MAX } from '../request.js';
 import { xmlDocument } from '../xml.js';
 import { newResourceAcl } from './acl.js';
-import { PUT_BYTES_MAX, dataPools, objectBytes, putCondition, storedHeaders, userMeta } from './object.js';
+import { PUT_BYTES_MAX, beginData, dataPools, discardData, objectBytes, putCondition, storedHeaders, userMeta } from './object.js';
 import { isoDate, xmlHeaders } from './util.js';
 import { commitEntry, requestedEntry, versionIdHeader } from './versions.js';
 import { isVersionId } from '../meta/versions.js';
@@ -172,19 +172,23 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
     // A small copy is inline in its entry, as a small PUT (no data object).
     const small = source.sizeBytes <= INLINE_OBJECT_BYTES_MAX;
     const dataName = small ? null : `${dest.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
+    const pending = dataName === null ? null : await beginData(ctx, dest, key, dataName);
     let md5Hex: string;
     let inline: string | undefined;
     try {
       if (dataName === null) ({ md5Hex, inline } = await copySmall(ctx, from, source));
       else md5Hex = await copyData(ctx, { from, source, to: dest, dataName });
     } catch (err) {
-      if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, dest), dataName).catch(() => undefined);
+      if (dataName !== null) await discardData(ctx, dest, dataName, pending);
       // The source was replaced (its data removed) under the copy: resolve it again.
       if (attempt < COPY_ATTEMPTS_MAX && (isTesseraError(err, 'NotFound') || isTesseraError(err, 'Conflict'))) continue;
       throw err;
     }
     // A single-part source's ETag is its MD5: a mismatch means the bytes read were not the object's.
-    if (!source.parts && source.etag !== `"${md5Hex}"`) throw new TesseraError('Corrupt', `copy source ${src.bucket}/${src.key} read with MD5 ${md5Hex}, its ETag is ${source.etag}`);
+    if (!source.parts && source.etag !== `"${md5Hex}"`) {
+      if (dataName !== null) await discardData(ctx, dest, dataName, pending);
+      throw new TesseraError('Corrupt', `copy source ${src.bucket}/${src.key} read with MD5 ${md5Hex}, its ETag is ${source.etag}`);
+    }
     const entry: IndexEntry = {
       sizeBytes: source.sizeBytes,
       etag: `"${md5Hex}"`,
@@ -199,9 +203,9 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
     };
     let committed;
     try {
-      committed = await commitEntry(ctx, dest, key, entry, writeCondition);
+      committed = await commitEntry(ctx, dest, key, entry, writeCondition, pending);
     } catch (err) {
-      if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, dest), dataName).catch(() => undefined);
+      if (dataName !== null) await discardData(ctx, dest, dataName, pending);
       throw err;
     }
     const sourceVersion = versionIdHeader(from, source)['x-amz-version-id'];

@@ -10,7 +10,7 @@ import { authorizeBucket } from '../access.js';
 import { s3Error } from '../errors.js';
 import { xmlDocument, type XmlNode } from '../xml.js';
 import { indexOf } from './object.js';
-import { isoDate, xmlHeaders } from './util.js';
+import { displayNames, isoDate, ownerXml, xmlHeaders } from './util.js';
 import type { IndexEntry } from '../meta/bucket-index.js';
 
 const MAX_KEYS = 1000;
@@ -86,14 +86,15 @@ export function maxKeys(ctx: S3Context): number {
   return Math.min(n, MAX_KEYS);
 }
 
-function contentsXml(ctx: S3Context, contents: Array<[string, IndexEntry]>, withOwner: boolean): XmlNode[] {
+async function contentsXml(ctx: S3Context, contents: Array<[string, IndexEntry]>, withOwner: boolean): Promise<XmlNode[]> {
+  const names = withOwner ? await displayNames(ctx, contents.map(([, e]) => e.owner)) : new Map<string, string>();
   return contents.map(([key, e]) => ({
     Key: enc(ctx, key),
     LastModified: isoDate(e.mtimeMs),
     ETag: e.etag,
     Size: e.sizeBytes,
     StorageClass: 'STANDARD',
-    ...(withOwner ? { Owner: { ID: e.owner, DisplayName: '' } } : {}),
+    ...(withOwner ? { Owner: ownerXml(names, e.owner) } : {}),
   }));
 }
 
@@ -123,7 +124,7 @@ export async function listObjectsV2(ctx: S3Context): Promise<S3Response> {
     IsTruncated: r.truncated,
     ...(r.truncated && r.last !== null ? { NextContinuationToken: Buffer.from(r.last).toString('base64url') } : {}),
     ...(q.get('encoding-type') === 'url' ? { EncodingType: 'url' } : {}),
-    Contents: contentsXml(ctx, r.contents, q.get('fetch-owner') === 'true'),
+    Contents: await contentsXml(ctx, r.contents, q.get('fetch-owner') === 'true'),
     CommonPrefixes: r.prefixes.map((p) => ({ Prefix: enc(ctx, p) })),
   };
   return { status: 200, headers: xmlHeaders, body: xmlDocument('ListBucketResult', body) };
@@ -145,7 +146,7 @@ export async function listObjectsV1(ctx: S3Context): Promise<S3Response> {
     IsTruncated: r.truncated,
     ...(r.truncated && delimiter && r.last !== null ? { NextMarker: enc(ctx, r.last) } : {}),
     ...(q.get('encoding-type') === 'url' ? { EncodingType: 'url' } : {}),
-    Contents: contentsXml(ctx, r.contents, true),
+    Contents: await contentsXml(ctx, r.contents, true),
     CommonPrefixes: r.prefixes.map((p) => ({ Prefix: enc(ctx, p) })),
   };
   return { status: 200, headers: xmlHeaders, body: xmlDocument('ListBucketResult', body) };

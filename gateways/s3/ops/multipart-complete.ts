@@ -26,7 +26,7 @@ import { TesseraError, isTesseraError } from '../../../src/lib/errors.js';
 import { authorizeBucket } from '../access.js';
 import { checksumAlgorithms, createBodyVerifier, type ChecksumAlgorithm } from '../auth/index.js';
 import type { S3Context, S3Response } from '../context.js';
-import { s3Error } from '../errors.js';
+import { S3Error, s3Error } from '../errors.js';
 import type { IndexEntry } from '../meta/bucket-index.js';
 import type { BucketRecord } from '../meta/buckets.js';
 import { writePartTable, type PartRef } from '../meta/part-table.js';
@@ -34,7 +34,7 @@ import type { CompletionPlan, PartRecord, UploadContents, UploadRecord, UploadSt
 import { parseXmlDocument, xmlDocument, xmlList } from '../xml.js';
 import { checksumElement, objectChecksum } from './multipart-checksum.js';
 import { multipartLimits, noSuchUpload, removeDataObjects, uploadsOf } from './multipart.js';
-import { dataPools, indexOf } from './object.js';
+import { checkWriteCondition, dataPools, indexOf, writeConditionOf, type WriteCondition } from './object.js';
 import { xmlHeaders } from './util.js';
 import { commitEntry } from './versions.js';
 
@@ -107,7 +107,7 @@ const invalidPart = (uploadId: string, p: RequestedPart) =>
   s3Error('InvalidPart', "One or more of the specified parts could not be found.  The part may not have been uploaded, or the specified entity tag may not match the part's entity tag.", { UploadId: uploadId, PartNumber: String(p.partNumber), ETag: p.etag });
 
 /** Checks the request against the parts (S3's errors) and fixes what the object will be. */
-function makePlan(ctx: S3Context, record: UploadRecord, contents: UploadContents, requested: RequestedPart[]): CompletionPlan {
+function makePlan(ctx: S3Context, record: UploadRecord, contents: UploadContents, requested: RequestedPart[], condition: WriteCondition | null): CompletionPlan {
   const limits = multipartLimits(ctx);
   const { algorithm, type, defaulted } = record.checksum;
   if (requested.length > limits.partsMax) throw s3Error('InvalidArgument', `A multipart upload has at most ${limits.partsMax} parts`);
@@ -142,8 +142,12 @@ function makePlan(ctx: S3Context, record: UploadRecord, contents: UploadContents
     mtimeMs: ctx.services.io.clock.nowMs(),
     sizeBytes,
     checksum: { algorithm, type, value },
+    ...(condition ? { condition } : {}),
   };
 }
+
+/** A conditional complete refused at its commit (412, or NoSuchKey for If-Match on no object). */
+export const isConditionRefusal = (err: unknown): err is S3Error => err instanceof S3Error && (err.code === 'PreconditionFailed' || err.code === 'NoSuchKey');
 
 /** x-amz-checksum-type and x-amz-checksum-<algorithm> on the complete: the object's, as the client computed them. */
 function checkObjectChecksumHeaders(ctx: S3Context, record: UploadRecord, value: string): void {
@@ -236,7 +240,19 @@ export async function finishCompletion(
   const garbage: string[] = [];
   if (!plan.committed) {
     const decision = o.fresh ? 'commit' : await resumeDecision(ctx, bucket, record, plan, parts[0]!);
-    if (decision === 'commit') headers = (await commitEntry(ctx, bucket, record.key, entry)).headers;
+    if (decision === 'commit') {
+      try {
+        headers = (await commitEntry(ctx, bucket, record.key, entry, plan.condition ? checkWriteCondition(record.key, plan.condition) : undefined)).headers;
+      } catch (err) {
+        if (!plan.condition || !isConditionRefusal(err)) throw err;
+        // Refused by its condition: nothing was committed; the upload opens again (as S3 keeps it), its parts untouched.
+        if (entry.partTable) await removeDataObjects(ctx, bucket, [entry.partTable.data]);
+        await uploads.setState(record.uploadId, state.raw, { s: 'open' }).catch((e: unknown) => {
+          if (!isTesseraError(e, 'Conflict')) throw e;
+        });
+        throw err;
+      }
+    }
     // Superseded in an unversioned bucket: nothing names these parts (a versioned bucket may keep them as an older version).
     if (decision === 'superseded' && bucket.versioning === 'Unversioned') garbage.push(...parts.map((p) => p.data), ...(entry.partTable ? [entry.partTable.data] : []));
     await uploads.setState(record.uploadId, state.raw, { s: 'completing', plan: { ...plan, committed: true } }).catch(() => undefined);
@@ -269,9 +285,8 @@ function completeAnswer(ctx: S3Context, bucket: BucketRecord, key: string, entry
 export async function completeMultipartUpload(ctx: S3Context): Promise<S3Response> {
   const bucket = await authorizeBucket(ctx, 'CompleteMultipartUpload');
   const key = ctx.req.key!;
-  const h = ctx.req.headers;
-  // Conditional completes (S3's conditional writes) are not enforced here: refuse rather than ignore them.
-  if (h.has('if-match') || h.has('if-none-match')) throw s3Error('NotImplemented', 'Conditional CompleteMultipartUpload (If-Match, If-None-Match) is not implemented.');
+  // If-None-Match: * / If-Match: decided with the commit's compare-and-set (the plan carries them to whoever commits).
+  const condition = writeConditionOf(ctx);
   const limits = multipartLimits(ctx);
   const requested = parseRequestedParts(await readCompleteBody(ctx, limits.completeBodyBytesMax), limits.completeBodyBytesMax);
   const uploads = uploadsOf(ctx, bucket);
@@ -284,7 +299,7 @@ export async function completeMultipartUpload(ctx: S3Context): Promise<S3Respons
       if (state?.value.s === 'aborting') throw noSuchUpload(uploadId);
       let ours = false;
       if (state?.value.s === 'open') {
-        const plan = makePlan(ctx, record, contents, requested);
+        const plan = makePlan(ctx, record, contents, requested, condition);
         try {
           state.raw = await uploads.setState(uploadId, state.raw, { s: 'completing', plan });
         } catch (err) {

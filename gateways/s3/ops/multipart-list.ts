@@ -14,7 +14,7 @@ import { xmlDocument, type XmlNode } from '../xml.js';
 import { enc } from './list.js';
 import { checksumElement } from './multipart-checksum.js';
 import { multipartLimits, requireUpload, uploadsOf } from './multipart.js';
-import { isoDate, xmlHeaders } from './util.js';
+import { displayNames, isoDate, ownerXml, xmlHeaders } from './util.js';
 
 /** A non-negative integer query parameter, or InvalidArgument. */
 function intParam(ctx: S3Context, name: string, fallback: number): number {
@@ -24,16 +24,6 @@ function intParam(ctx: S3Context, name: string, fallback: number): number {
   if (!Number.isInteger(n)) throw s3Error('InvalidArgument', `Provided ${name} not an integer or within integer range`, { ArgumentName: name, ArgumentValue: v });
   return n;
 }
-
-/** Display names of the users a listing names (one lookup each per answer). */
-async function people(ctx: S3Context, ids: Iterable<string | null>): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  for (const id of ids) if (id !== null && !out.has(id)) out.set(id, (await ctx.services.users.get(id))?.displayName ?? '');
-  return out;
-}
-
-const person = (names: Map<string, string>, id: string | null): XmlNode =>
-  id === null ? { ID: 'anonymous', DisplayName: 'anonymous' } : { ID: id, DisplayName: names.get(id) ?? '' };
 
 function checksumFields(record: UploadRecord): XmlNode {
   return record.checksum.defaulted ? {} : { ChecksumAlgorithm: record.checksum.algorithm.toUpperCase(), ChecksumType: record.checksum.type };
@@ -47,15 +37,15 @@ export async function listParts(ctx: S3Context): Promise<S3Response> {
   const marker = intParam(ctx, 'part-number-marker', 0);
   const maxParts = Math.min(intParam(ctx, 'max-parts', limits.listMax), limits.listMax);
   const page = maxParts === 0 ? { parts: [], more: false } : await uploads.listParts(record.uploadId, { after: Math.min(marker, 99_999), limit: maxParts });
-  const names = await people(ctx, [record.initiator, record.owner]);
+  const names = await displayNames(ctx, [record.initiator, record.owner]);
   const alg = record.checksum.algorithm;
   const last = page.parts[page.parts.length - 1];
   const body: XmlNode = {
     Bucket: bucket.name,
     Key: record.key,
     UploadId: record.uploadId,
-    Initiator: person(names, record.initiator),
-    Owner: person(names, record.owner),
+    Initiator: ownerXml(names, record.initiator),
+    Owner: ownerXml(names, record.owner),
     StorageClass: 'STANDARD',
     PartNumberMarker: marker,
     ...(last ? { NextPartNumberMarker: last.partNumber } : {}),
@@ -120,7 +110,7 @@ export async function listMultipartUploads(ctx: S3Context): Promise<S3Response> 
     }
     if (!page.more) break;
   }
-  const names = await people(ctx, found.flatMap((u) => [u.initiator, u.owner]));
+  const names = await displayNames(ctx, found.flatMap((u) => [u.initiator, u.owner]));
   const body: XmlNode = {
     Bucket: bucket.name,
     KeyMarker: enc(ctx, keyMarker),
@@ -133,8 +123,8 @@ export async function listMultipartUploads(ctx: S3Context): Promise<S3Response> 
     Upload: found.map((u) => ({
       Key: enc(ctx, u.key),
       UploadId: u.uploadId,
-      Initiator: person(names, u.initiator),
-      Owner: person(names, u.owner),
+      Initiator: ownerXml(names, u.initiator),
+      Owner: ownerXml(names, u.owner),
       StorageClass: 'STANDARD',
       Initiated: isoDate(u.initiatedMs),
       ...checksumFields(u),

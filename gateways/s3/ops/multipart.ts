@@ -28,7 +28,7 @@ import type { Operation } from '../router.js';
 import { xmlDocument } from '../xml.js';
 import { newResourceAcl } from './acl.js';
 import { checkCopyConditions, parseCopySource } from './copy.js';
-import { completeMultipartUpload, finishCompletion } from './multipart-complete.js';
+import { completeMultipartUpload, finishCompletion, isConditionRefusal } from './multipart-complete.js';
 import { checksumElement, uploadChecksumOf, type UploadChecksum } from './multipart-checksum.js';
 import { resolveMultipartLimits, type MultipartLimits } from './multipart-limits.js';
 import { listMultipartUploads, listParts } from './multipart-list.js';
@@ -295,7 +295,12 @@ export async function abortMultipartUpload(ctx: S3Context): Promise<S3Response> 
     const state = await uploads.state(record.uploadId);
     if (state?.value.s === 'completing') {
       // A complete got as far as deciding: the object is made; finish that instead.
-      await finishCompletion(ctx, { bucket, uploads, record });
+      try {
+        await finishCompletion(ctx, { bucket, uploads, record });
+      } catch (err) {
+        if (isConditionRefusal(err)) continue; // a conditional complete refused at its commit: open again, abort it
+        throw err;
+      }
       throw noSuchUpload(record.uploadId);
     }
     if (state?.value.s === 'open') {
@@ -351,8 +356,12 @@ export async function endAllUploads(ctx: S3Context, bucket: BucketRecord): Promi
     const page = await uploads.listRecords({ prefix: Buffer.alloc(0), limit: multipartLimits(ctx).listMax });
     for (const [, record] of page.entries) {
       const state = await uploads.state(record.uploadId);
-      if (state?.value.s === 'completing') await finishCompletion(ctx, { bucket, uploads, record });
-      else {
+      if (state?.value.s === 'completing') {
+        // A conditional complete refused at its commit opens again: the next round aborts it.
+        await finishCompletion(ctx, { bucket, uploads, record }).catch((err: unknown) => {
+          if (!isConditionRefusal(err)) throw err;
+        });
+      } else {
         if (state?.value.s === 'open') await uploads.setState(record.uploadId, state.raw, { s: 'aborting' }).catch(() => undefined);
         if ((await uploads.state(record.uploadId))?.value.s === 'completing') continue; // a complete won the race: next round
         await finishAbort(ctx, { bucket, uploads, record });

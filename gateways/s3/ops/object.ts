@@ -29,6 +29,7 @@ import { BucketIndex, INLINE_OBJECT_BYTES_MAX, type IndexEntry } from '../meta/b
 import type { BucketRecord } from '../meta/buckets.js';
 import { httpDate } from './util.js';
 import { dataNamesOf, segmentsOf } from '../meta/part-table.js';
+import { abandonWrite, beginWrite, type PendingWrite } from '../meta/journal.js';
 import { partSelection } from './multipart-get.js';
 import { commitEntry, deleteObjectResponse, requestedEntry, requestedVersion, versionIdHeader } from './versions.js';
 
@@ -117,13 +118,16 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
   // Small objects live in their index entry: no data object, so nothing to clean up on failure.
   const small = Number.isFinite(declared) && declared <= INLINE_OBJECT_BYTES_MAX;
   const dataName = small ? null : `${bucket.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
+  // Journaled before a byte is stored: a gateway killed before the commit leaves a record the sweep frees it by.
+  const pending = dataName === null ? null : await beginData(ctx, bucket, key, dataName);
   let stored;
   try {
     stored = dataName === null ? await readSmallBody(ctx, declared) : await storeBody(ctx, bucket, dataName);
   } catch (err) {
-    if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+    if (dataName !== null) await discardData(ctx, bucket, dataName, pending);
     throw err;
   }
+  if (dataName !== null) ctx.services.faultPoint?.('after-data');
   const entry: IndexEntry = {
     ...stored,
     mtimeMs: ctx.services.io.clock.nowMs(),
@@ -136,9 +140,9 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
   };
   let committed;
   try {
-    committed = await commitEntry(ctx, bucket, key, entry, writeCondition);
+    committed = await commitEntry(ctx, bucket, key, entry, writeCondition, pending);
   } catch (err) {
-    if (dataName !== null) await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+    if (dataName !== null) await discardData(ctx, bucket, dataName, pending);
     throw err;
   }
   const headers: Record<string, string> = { etag: entry.etag, ...committed.headers };
@@ -152,18 +156,45 @@ export async function putObject(ctx: S3Context): Promise<S3Response> {
  * win. If-None-Match with anything but "*" is NotImplemented, as S3.
  */
 export function putCondition(ctx: S3Context): ((current: IndexEntry | null) => void) | undefined {
+  const given = writeConditionOf(ctx);
+  return given ? checkWriteCondition(ctx.req.key!, given) : undefined;
+}
+
+/** A write's conditions as data (kept in a multipart completion plan, so whoever finishes it applies them). */
+export interface WriteCondition {
+  ifNoneMatch?: true;
+  ifMatch?: string;
+}
+
+/** The request's If-None-Match: * / If-Match, or null; If-None-Match with an ETag is NotImplemented, as S3. */
+export function writeConditionOf(ctx: S3Context): WriteCondition | null {
   const ifMatch = ctx.req.headers.get('if-match');
   const ifNoneMatch = ctx.req.headers.get('if-none-match');
-  if (ifMatch === undefined && ifNoneMatch === undefined) return undefined;
+  if (ifMatch === undefined && ifNoneMatch === undefined) return null;
   if (ifNoneMatch !== undefined && ifNoneMatch.trim() !== '*') throw s3Error('NotImplemented', 'If-None-Match on a write only takes "*".');
-  const key = ctx.req.key!;
+  return { ...(ifNoneMatch !== undefined ? { ifNoneMatch: true as const } : {}), ...(ifMatch !== undefined ? { ifMatch } : {}) };
+}
+
+/** The check of a write condition against the key's current object (null: none), for commitEntry. */
+export function checkWriteCondition(key: string, c: WriteCondition): (current: IndexEntry | null) => void {
   return (current) => {
-    if (ifNoneMatch !== undefined && current) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
-    if (ifMatch !== undefined) {
+    if (c.ifNoneMatch && current) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-None-Match' });
+    if (c.ifMatch !== undefined) {
       if (!current) throw s3Error('NoSuchKey', 'The specified key does not exist.', { Key: key });
-      if (!etagMatches(ifMatch, current.etag)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
+      if (!etagMatches(c.ifMatch, current.etag)) throw s3Error('PreconditionFailed', 'At least one of the pre-conditions you specified did not hold', { Condition: 'If-Match' });
     }
   };
+}
+
+/** Journals the data object a write is about to store for key (meta/journal.ts), before any byte of it. */
+export function beginData(ctx: S3Context, bucket: BucketRecord, key: string, dataName: string): Promise<PendingWrite> {
+  return beginWrite(indexOf(ctx, bucket), key, dataName, ctx.services.io.clock.nowMs());
+}
+
+/** A write that failed before (or at) its commit: its data goes, then its journal record. */
+export async function discardData(ctx: S3Context, bucket: BucketRecord, dataName: string, pending: PendingWrite | null): Promise<void> {
+  await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+  await abandonWrite(indexOf(ctx, bucket), pending);
 }
 
 /** Removes the data an index entry pointed to (it was replaced or deleted). */

@@ -26,7 +26,7 @@ import { checkPostPolicy, parsePostPolicy } from '../post-policy.js';
 import { KEY_BYTES_MAX } from '../request.js';
 import type { Operation } from '../router.js';
 import { escapeXml } from '../xml.js';
-import { dataPools, PUT_BYTES_MAX, STORED_HEADERS, USER_META_BYTES_MAX } from './object.js';
+import { beginData, dataPools, discardData, PUT_BYTES_MAX, STORED_HEADERS, USER_META_BYTES_MAX } from './object.js';
 import { commitEntry } from './versions.js';
 import { readPostForm, type PostForm } from './post-form.js';
 
@@ -151,13 +151,14 @@ export async function postObject(ctx: S3Context): Promise<S3Response> {
   const cannedAcl = form.fields.get('acl');
   const acl = cannedAcl === undefined ? null : await aclFromHeaders(asUploader, new Map([['x-amz-acl', [cannedAcl]]]), { resourceOwner: owner, bucketOwner: bucket.owner, on: 'object' });
   const dataName = `${bucket.id}/${ctx.services.io.random.bytes(12).toString('hex')}`;
+  const pending = await beginData(ctx, bucket, key, dataName);
   let committed: { entry: IndexEntry; headers: Record<string, string> };
   try {
     const stored = await storeFile(ctx, bucket, form, dataName, range);
     const entry: IndexEntry = { ...stored, mtimeMs: ctx.services.io.clock.nowMs(), data: dataName, owner, ...described, ...(acl ? { acl } : {}) };
-    committed = await commitEntry(ctx, bucket, key, entry);
+    committed = await commitEntry(ctx, bucket, key, entry, undefined, pending);
   } catch (err) {
-    await ctx.services.striper.remove(dataPools(ctx, bucket), dataName).catch(() => undefined);
+    await discardData(ctx, bucket, dataName, pending);
     throw err;
   }
   const res = answer(ctx, form, key, committed.entry.etag);

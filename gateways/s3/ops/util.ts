@@ -4,6 +4,7 @@ import { crc32c } from '../../../src/client/checksum.js';
 import { createBodyVerifier } from '../auth/index.js';
 import { s3Error } from '../errors.js';
 import type { S3Context } from '../context.js';
+import type { XmlNode } from '../xml.js';
 
 export const xmlHeaders = { 'content-type': 'application/xml' };
 
@@ -53,3 +54,18 @@ export async function readVerifiedBody(ctx: S3Context, maxBytes: number): Promis
   });
   return Buffer.concat(chunks);
 }
+
+/**
+ * Display names of the users a listing names, from their user records: one
+ * lookup per distinct user per answer (a page of 1000 keys of one writer is
+ * one lookup). A user that no longer exists has an empty name.
+ */
+export async function displayNames(ctx: S3Context, ids: Iterable<string | null>): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const id of ids) if (id !== null && !out.has(id)) out.set(id, (await ctx.services.users.get(id))?.displayName ?? '');
+  return out;
+}
+
+/** An Owner / Initiator element: the canonical id and its display name (anonymous for null). */
+export const ownerXml = (names: ReadonlyMap<string, string>, id: string | null): XmlNode =>
+  id === null ? { ID: 'anonymous', DisplayName: 'anonymous' } : { ID: id, DisplayName: names.get(id) ?? '' };

@@ -22,10 +22,11 @@ import { S3Error, s3Error } from '../errors.js';
 import type { IndexEntry } from '../meta/bucket-index.js';
 import type { BucketRecord } from '../meta/buckets.js';
 import { VersionIndex, isDeleteMarker, isVersionId, type ListedVersion } from '../meta/versions.js';
+import { releaseReplaced, type PendingWrite } from '../meta/journal.js';
 import { xmlDocumentOrdered, type XmlNode, type XmlValue } from '../xml.js';
 import { enc, maxKeys } from './list.js';
 import { etagMatches, indexOf, removeData } from './object.js';
-import { httpDate, isoDate, xmlHeaders } from './util.js';
+import { displayNames, httpDate, isoDate, ownerXml, xmlHeaders } from './util.js';
 
 export function versionsOf(ctx: S3Context, bucket: BucketRecord): VersionIndex {
   return new VersionIndex(indexOf(ctx, bucket), ctx.services.io);
@@ -113,16 +114,25 @@ export async function commitEntry(
   entry: IndexEntry,
   /** A condition on the key's current entry (null: none, or a delete marker), checked atomically with the commit; throws to refuse. */
   condition?: (current: IndexEntry | null) => void,
+  /** The journal record of the entry's new data object (meta/journal.ts beginWrite), removed by the commit. */
+  pending?: PendingWrite | null,
 ): Promise<{ entry: IndexEntry; headers: Record<string, string> }> {
   let b = bucket;
+  const nowMs = ctx.services.io.clock.nowMs();
   const decide = (current: IndexEntry | null): void => condition?.(current && !isDeleteMarker(current) ? current : null);
   if (b.versioning === 'Unversioned') {
     try {
-      const replaced = await indexOf(ctx, b).swap(key, entry, (current) => {
-        refuseVersioned(current);
-        decide(current);
-      });
-      await removeData(ctx, b, replaced);
+      const replaced = await indexOf(ctx, b).swap(
+        key,
+        entry,
+        (current) => {
+          refuseVersioned(current);
+          decide(current);
+        },
+        { pending: pending ?? null, nowMs },
+      );
+      ctx.services.faultPoint?.('after-swap');
+      await freeDropped(ctx, b, key, [replaced]);
       return { entry, headers: {} };
     } catch (err) {
       if (!(err instanceof BucketBecameVersioned)) throw err;
@@ -130,10 +140,25 @@ export async function commitEntry(
     }
   }
   const mode = b.versioning === 'Unversioned' ? 'Enabled' : b.versioning;
-  const r = await versionsOf(ctx, b).put(key, entry, mode, decide);
-  for (const e of r.removed) await removeData(ctx, b, e);
+  const r = await versionsOf(ctx, b).put(key, entry, mode, decide, pending);
+  ctx.services.faultPoint?.('after-swap');
+  await freeDropped(ctx, b, key, r.removed);
   // S3 names the null version in answers about it, but not in the answer to the PUT that made it.
   return { entry: r.entry, headers: mode === 'Enabled' ? { 'x-amz-version-id': r.entry.versionId! } : {} };
+}
+
+/**
+ * Removes the data of entries a commit dropped from the index, then their
+ * journal records (written by that commit: a gateway that dies in between
+ * leaves them to the sweep, meta/journal.ts).
+ */
+async function freeDropped(ctx: S3Context, bucket: BucketRecord, key: string, dropped: ReadonlyArray<IndexEntry | null>): Promise<void> {
+  const index = indexOf(ctx, bucket);
+  for (const e of dropped) {
+    if (!e) continue;
+    await removeData(ctx, bucket, e);
+    await releaseReplaced(index, key, e);
+  }
 }
 
 export interface DeleteOutcome {
@@ -157,19 +182,21 @@ export async function deleteKey(
   if (versionId !== null) {
     if (condition) throw s3Error('NotImplemented', 'A conditional DeleteObject of a specific version is not implemented.');
     const removed = await versionsOf(ctx, b).remove(key, versionId);
-    await removeData(ctx, b, removed);
+    await freeDropped(ctx, b, key, [removed]);
     return { versionId, deleteMarker: removed !== null && isDeleteMarker(removed) };
   }
   if (b.versioning === 'Unversioned') {
     try {
-      await removeData(
-        ctx,
-        b,
-        await indexOf(ctx, b).swap(key, null, (current) => {
+      const dropped = await indexOf(ctx, b).swap(
+        key,
+        null,
+        (current) => {
           refuseVersioned(current);
           decide(current);
-        }),
+        },
+        { nowMs: ctx.services.io.clock.nowMs() },
       );
+      await freeDropped(ctx, b, key, [dropped]);
       return { deleteMarker: false };
     } catch (err) {
       if (!(err instanceof BucketBecameVersioned)) throw err;
@@ -178,7 +205,7 @@ export async function deleteKey(
   }
   const marker: IndexEntry = { sizeBytes: 0, etag: '', mtimeMs: ctx.services.io.clock.nowMs(), data: null, owner: writerOf(ctx, b) };
   const r = await versionsOf(ctx, b).put(key, marker, b.versioning === 'Suspended' ? 'Suspended' : 'Enabled', condition ? decide : undefined);
-  for (const e of r.removed) await removeData(ctx, b, e);
+  await freeDropped(ctx, b, key, r.removed);
   return { versionId: r.entry.versionId!, deleteMarker: true };
 }
 
@@ -224,7 +251,7 @@ export async function listObjectVersions(ctx: S3Context): Promise<S3Response> {
   const stamp = versionMarker === '' ? undefined : versionMarker === 'null' ? ((await versions.nullStamp(keyMarker)) ?? undefined) : versionMarker;
   const scan = await versions.scan({ prefix, ...(keyMarker ? { start: { key: keyMarker, ...(stamp ? { stamp } : {}) } } : {}) });
 
-  const rows: Array<readonly [string, XmlValue]> = [];
+  const listed: ListedVersion[] = [];
   const prefixes: string[] = [];
   let count = 0;
   let truncated = false;
@@ -249,9 +276,11 @@ export async function listObjectVersions(ctx: S3Context): Promise<S3Response> {
       scan.skipPrefix(common);
       continue;
     }
-    rows.push(versionRow(ctx, v));
+    listed.push(v);
     last = { key: v.key, versionId: v.entry.versionId ?? 'null' };
   }
+  const names = await displayNames(ctx, listed.map((v) => v.entry.owner));
+  const rows = listed.map((v) => versionRow(ctx, v, names));
   const head: Array<readonly [string, XmlValue]> = [
     ['Name', bucket.name],
     ['Prefix', enc(ctx, prefix)],
@@ -269,9 +298,9 @@ export async function listObjectVersions(ctx: S3Context): Promise<S3Response> {
   return { status: 200, headers: xmlHeaders, body: xmlDocumentOrdered('ListVersionsResult', [...head, ...rows, ...tail]) };
 }
 
-function versionRow(ctx: S3Context, v: ListedVersion): readonly [string, XmlNode] {
+function versionRow(ctx: S3Context, v: ListedVersion, names: ReadonlyMap<string, string>): readonly [string, XmlNode] {
   const common = { Key: enc(ctx, v.key), VersionId: v.entry.versionId ?? 'null', IsLatest: v.isLatest, LastModified: isoDate(v.entry.mtimeMs) };
-  const owner = { Owner: { ID: v.entry.owner, DisplayName: '' } };
+  const owner = { Owner: ownerXml(names, v.entry.owner) };
   if (isDeleteMarker(v.entry)) return ['DeleteMarker', { ...common, ...owner }];
   return ['Version', { ...common, ETag: v.entry.etag, Size: v.entry.sizeBytes, StorageClass: 'STANDARD', ...owner }];
 }
