@@ -5,6 +5,10 @@
  * (every shard carries `_s`, `_v` and the user's xattrs); data from the data
  * shards that hold the range (one shard for a small read), or from any k
  * shards with the rest rebuilt when one is missing or fails (degraded read).
+ * Every shard read must carry the primary's own shard's version (a shard at
+ * another version is left out like a failed one, and the pg peers again),
+ * and a read that overlapped the start of a peering run fails Busy: the size
+ * and the bytes returned are always one version's.
  * Omap reads are refused: omap is not supported on erasure-coded pools.
  */
 import { TesseraError, notFound } from '../lib/errors.js';
@@ -14,7 +18,7 @@ import { encodeXattrs } from '../protocol/store-messages.js';
 import type { RpcHandlerReply } from '../rpc/types.js';
 import { ecOf, positionOf } from './ec-member.js';
 import { decodeSize, SIZE_XATTR } from './ec-record.js';
-import { readRangePieces } from './ec-shards.js';
+import { readRangePieces, type ShardReader } from './ec-shards.js';
 import { shardReader } from './ec-write.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';
@@ -27,8 +31,11 @@ export async function ecClientRead(osd: Osd, pg: Pg, q: ReadRequest): Promise<Rp
     throw new TesseraError('NotSupported', 'omap is not supported on erasure-coded pools (keep bucket indexes and directories on a replicated pool)');
   }
   const ec = ecOf(pg);
+  const generation = ec.generation;
   const unlock = await ec.locks.acquire(q.object, 'shared', limits.ecWaitMsMax);
   try {
+    // The lock may be granted after peering began (a write that held it failed): members' shards may be changing.
+    checkUnchanged(pg, generation);
     const id = { ns: dataNs(pg.pool.id, positionOf(osd, pg)), name: q.object };
     const x = await osd.store.getXattrs(id);
     switch (q.kind) {
@@ -46,7 +53,20 @@ export async function ecClientRead(osd: Osd, pg: Pg, q: ReadRequest): Promise<Rp
         const offset = q.options.offsetBytes ?? 0;
         const length = Math.max(0, Math.min(q.options.lengthBytes ?? size, size - offset));
         if (length > limits.readBytesMax) throw new TesseraError('LimitExceeded', `read of ${length} bytes, limit ${limits.readBytesMax}`);
-        return { header: EMPTY, payload: await readRangePieces(shardReader(osd, pg), q.object, offset, length) };
+        // Every shard read must be at this shard's version: the size above and the bytes are then one version's.
+        let otherVersion = false;
+        const reader: ShardReader = { ...shardReader(osd, pg), version: x.get(VERSION_XATTR), onOtherVersion: () => (otherVersion = true) };
+        try {
+          const payload = await readRangePieces(reader, q.object, offset, length);
+          checkUnchanged(pg, generation);
+          return { header: EMPTY, payload };
+        } finally {
+          // Members disagree on a committed object while the pg is active: peering settles it (rebuilds the stale shards).
+          if (otherVersion && ec.generation === generation && pg.state === 'active') {
+            console.error(`disk ${osd.diskId}: pg ${pg.key}: object ${q.object}: shards at another version than this primary's; peering again`);
+            osd.repeer(pg);
+          }
+        }
       }
     }
   } catch (err) {
@@ -54,5 +74,12 @@ export async function ecClientRead(osd: Osd, pg: Pg, q: ReadRequest): Promise<Rp
     throw err;
   } finally {
     unlock();
+  }
+}
+
+/** Busy (the client retries) when the pg left the state the read began in: peering may be rewriting shards. */
+function checkUnchanged(pg: Pg, generation: number): void {
+  if (pg.state !== 'active' || ecOf(pg).generation !== generation) {
+    throw new TesseraError('Busy', `pg ${pg.key} began peering during the read`);
   }
 }

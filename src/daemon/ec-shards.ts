@@ -4,7 +4,8 @@
  * position is a hole or its read fails, from any k readable positions with
  * the rest rebuilt (degraded reads, read-modify-write of a degraded pg,
  * recovery). Shards shorter than asked read as zeros past their end (the
- * format pads with zeros).
+ * format pads with zeros). Given the object's version, every shard read is
+ * checked to be at it, so bytes of two versions are never put together.
  *
  * Bounds: one request per position per call; the caller bounds the bytes
  * (read size, or a recovery slice).
@@ -14,7 +15,7 @@ import { assert } from '../lib/assert.js';
 import type { StoreApi } from '../store/types.js';
 import type { ErasureCodec } from '../../native/index.js';
 import type { EcLayout } from './ec-layout.js';
-import { dataNs } from './pg-log.js';
+import { dataNs, decodeVersionValue, VERSION_XATTR } from './pg-log.js';
 
 export interface ShardReader {
   poolId: number;
@@ -22,12 +23,35 @@ export interface ShardReader {
   codec: ErasureCodec;
   /** By position: the store to read that shard from, or null (hole, or not trusted). */
   stores: ReadonlyArray<StoreApi | null>;
+  /**
+   * The object's version (`_v` value) every shard read must carry; a shard at
+   * another version counts as unreadable (the rest is rebuilt from k shards
+   * at this version, or the read fails Unavailable) and is reported to
+   * onOtherVersion. Unset: not checked (the caller chose its stores by version).
+   */
+  version?: Buffer;
+  onOtherVersion?: (position: number) => void;
 }
+
+const versionText = (v: Buffer | undefined): string => {
+  if (!v) return 'none';
+  const e = decodeVersionValue(v);
+  return `${e.epoch}'${e.version}`;
+};
 
 async function readOne(r: ShardReader, position: number, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
   const store = r.stores[position];
   assert(store, `position ${position} is readable`);
-  const got = await store.read({ ns: dataNs(r.poolId, position), name }, { offsetBytes, lengthBytes });
+  const id = { ns: dataNs(r.poolId, position), name };
+  // The version is read beside the bytes: the caller's object lock and pg generation keep them from changing in between.
+  const [got, xattrs] = await Promise.all([store.read(id, { offsetBytes, lengthBytes }), r.version ? store.getXattrs(id) : null]);
+  if (r.version && xattrs) {
+    const v = xattrs.get(VERSION_XATTR);
+    if (!v || !v.equals(r.version)) {
+      r.onOtherVersion?.(position);
+      throw new TesseraError('Conflict', `object ${name}: shard ${position} is at version ${versionText(v)}, not ${versionText(r.version)}`);
+    }
+  }
   if (got.length === lengthBytes) return got;
   const padded = Buffer.alloc(lengthBytes);
   got.copy(padded, 0, 0, Math.min(got.length, lengthBytes));

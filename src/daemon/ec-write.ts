@@ -31,7 +31,7 @@ import { decodeSize, encodeRecord, SIZE_XATTR } from './ec-record.js';
 import { readStripes, type ShardReader } from './ec-shards.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';
-import { dataNs } from './pg-log.js';
+import { dataNs, VERSION_XATTR } from './pg-log.js';
 
 /** Reads of an object's shards from the pg's acting members (this daemon's own store for its position). */
 export function shardReader(osd: Osd, pg: Pg): ShardReader {
@@ -44,17 +44,17 @@ export function shardReader(osd: Osd, pg: Pg): ShardReader {
   };
 }
 
-/** The object's state from this daemon's own shard. */
-export async function loadMeta(osd: Osd, pg: Pg, name: string): Promise<EcObjectMeta> {
+/** The object's state from this daemon's own shard, and that shard's version (`_v` value; none when absent). */
+export async function loadMeta(osd: Osd, pg: Pg, name: string): Promise<{ meta: EcObjectMeta; version: Buffer | undefined }> {
   let x: Map<string, Buffer>;
   try {
     x = await osd.store.getXattrs({ ns: dataNs(pg.pool.id, positionOf(osd, pg)), name });
   } catch (err) {
-    if (toTesseraError(err).code === 'NotFound') return { exists: false, sizeBytes: 0, xattrs: new Map() };
+    if (toTesseraError(err).code === 'NotFound') return { meta: { exists: false, sizeBytes: 0, xattrs: new Map() }, version: undefined };
     throw err;
   }
   const xattrs = new Map([...x].filter(([n]) => !n.startsWith('_')));
-  return { exists: true, sizeBytes: decodeSize(x.get(SIZE_XATTR)), xattrs };
+  return { meta: { exists: true, sizeBytes: decodeSize(x.get(SIZE_XATTR)), xattrs }, version: x.get(VERSION_XATTR) };
 }
 
 async function loadStripes(reader: ShardReader, name: string, stripes: number[]): Promise<Map<number, Buffer>> {
@@ -103,9 +103,15 @@ export async function ecPrimaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<
   validateTransaction(req.ops.map((op) => ({ ...op, id: shardId }) as StoreOp), limits);
   const unlock = await ec.locks.acquire(req.object, 'exclusive', limits.ecWaitMsMax);
   try {
-    const reader = shardReader(osd, pg);
-    const meta = await loadMeta(osd, pg, req.object);
-    const plan = await planTransaction(meta, req.ops, ec.layout, (stripes) => loadStripes(reader, req.object, stripes));
+    const { meta, version } = await loadMeta(osd, pg, req.object);
+    // Old stripes only from shards at this shard's version (a read-modify-write never mixes two versions).
+    let otherVersion = false;
+    const reader: ShardReader = { ...shardReader(osd, pg), version, onOtherVersion: () => (otherVersion = true) };
+    const plan = await planTransaction(meta, req.ops, ec.layout, (stripes) => loadStripes(reader, req.object, stripes)).finally(() => {
+      // Members disagree on a committed object while the pg is active: peering rebuilds the stale shards first.
+      if (otherVersion && ec.generation === generation && pg.state === 'active') osd.repeer(pg);
+    });
+    if (otherVersion) throw new TesseraError('Unavailable', `pg ${pg.key}: object ${req.object} has shards at another version than the primary's; peering again`);
     const budgetBytes = planStripes(plan, ec.layout) * ec.layout.unitBytes * ec.layout.width;
     const unreserve = await osd.ecWriteBudget.reserve(budgetBytes, limits.ecWaitMsMax);
     try {

@@ -203,6 +203,13 @@ export class Osd {
       for (let pg = 0; pg < pool.pgCount; pg++) {
         const placement = this.view.pg(pool, pg);
         if (!placement.members.includes(this.diskId)) continue;
+        // A loaded pg is compared now, against this very map (the view calls onMap as it accepts each one):
+        // no epoch the view accepted is passed over (maybeNewInterval treats an epoch it never compared as a change).
+        const loaded = this.pgs.get(`${pool.id}.${pg}`);
+        if (loaded) {
+          this.maybeNewInterval(loaded, map);
+          continue;
+        }
         void this.pgFor(pool.id, pg).then(
           (p) => this.maybeNewInterval(p, map),
           (err) => console.error(`disk ${this.diskId}: pg ${pool.id}.${pg}: ${toTesseraError(err).message}`),
@@ -244,14 +251,28 @@ export class Osd {
    * A new interval starts when the pg's acting set or primary changes: the pg
    * goes back to peering, and its primary peers it. A pg seen for the first
    * time by this process starts a new interval at the epoch held now (it
-   * cannot know whether the acting set changed while it was away).
+   * cannot know whether the acting set changed while it was away). So does a
+   * pg that did not see every epoch since it last compared: the map service
+   * may skip epochs (its watch delivers at least the latest), and a daemon
+   * stopped or cut off while it was marked down and up again goes straight
+   * to an epoch with the acting set it had, while another primary took
+   * writes without it. Keeping its old interval, it served reads from its
+   * stale copy (erasure-coded: its own shard's old size with the other
+   * shards' new bytes, seed 475731535 of the fault suite).
    */
   private maybeNewInterval(pg: Pg, map: ClusterMap): void {
     if (map.epoch < this.view.epoch) return; // a newer map's pass handles it
+    const missedEpochs = pg.mapEpoch !== 0 && map.epoch > pg.mapEpoch + 1;
+    const lastSeen = pg.mapEpoch;
+    pg.mapEpoch = Math.max(pg.mapEpoch, map.epoch);
     const placement = this.view.pg(pg.pool, pg.pg);
     const acting = placement.acting.filter((d) => d !== HOLE);
     // Erasure-coded pgs compare positions (with holes): shard i lives on position i.
-    if (pg.intervalStart !== 0 && placement.acting.join() === pg.positions.join() && placement.primary === pg.primary) return;
+    const same = placement.acting.join() === pg.positions.join() && placement.primary === pg.primary;
+    if (pg.intervalStart !== 0 && !missedEpochs && same) return;
+    if (pg.intervalStart !== 0 && same && placement.primary === this.diskId) {
+      console.error(`disk ${this.diskId}: pg ${pg.key}: map epochs ${lastSeen + 1}..${map.epoch - 1} not seen (the acting set may have changed meanwhile): new interval at ${map.epoch}`);
+    }
     // Writes in flight to the old acting set stop waiting for it (a stopped member would hold them to the repop timeout).
     pg.endInterval();
     pg.intervalStart = map.epoch;

@@ -33,6 +33,8 @@ export class Pg {
   state: PgState = 'peering';
   /** Map epoch the current interval started in: older repops and pushes are refused. */
   intervalStart = 0;
+  /** Newest map epoch the interval was compared against (osd.ts maybeNewInterval: an epoch skipped is a possible change). */
+  mapEpoch = 0;
   acting: number[] = [];
   /** Acting members by position: erasure-coded pools keep HOLE (-1) for a shard whose member is down; replicated: = acting. */
   positions: number[] = [];
