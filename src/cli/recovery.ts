@@ -24,7 +24,7 @@ export interface RecoveryWatchOptions extends TargetOptions {
   once: boolean;
   json: boolean;
   /** Where updates go (default stdout) and whether it is a terminal (redraw in place). */
-  out?: { write(text: string): unknown; isTTY?: boolean };
+  out?: { write(text: string): unknown; isTTY?: boolean; columns?: number };
   /** Stops the watch (default: SIGINT). */
   signal?: AbortSignal;
 }
@@ -78,7 +78,9 @@ export async function runRecoveryWatch(o: RecoveryWatchOptions): Promise<number>
   const show = (line: string, json: unknown): void => {
     if (o.json) out.write(`${JSON.stringify(json)}\n`);
     else if (tty) {
-      out.write(`\r\x1b[2K${line}`);
+      // Cut to the terminal's width: a wrapped line would not be redrawn in place.
+      const width = out.columns !== undefined && out.columns > 1 ? out.columns - 1 : Infinity;
+      out.write(`\r\x1b[2K${line.length > width ? line.slice(0, width) : line}`);
       drawn = true;
     } else out.write(`${line}\n`);
   };
