@@ -10,6 +10,8 @@
  * - conditional CompleteMultipartUpload: If-None-Match: * and If-Match,
  *   decided with the commit (a refused complete leaves the upload open and
  *   the object untouched; of two racing If-None-Match completes one wins);
+ * - small (inline) objects answered from one buffer: whole, ranged, suffix
+ *   ranges, empty, conditional;
  * - virtual-host-style addressing under `tessera s3 --domain` (a gateway
  *   process with two domains; the SDK's default addressing against a custom
  *   endpoint, its host names resolved to 127.0.0.1 by the HTTP agent).
@@ -168,6 +170,28 @@ describe('conditional CompleteMultipartUpload', () => {
     expect(won.length).toBe(1);
     for (const o of outcomes) if (o.status === 'rejected') expect((o.reason as Error).name).toBe('PreconditionFailed');
     expect(await read('cmp-race', 'race')).toBe(`body-${won[0]}`);
+  });
+});
+
+describe('small objects', () => {
+  it('GET answers inline objects whole, by range and suffix range, empty, and with conditions', async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: 'inline' }));
+    const body = Buffer.from(Array.from({ length: 4096 }, (_, i) => i % 251));
+    const put = await s3.send(new PutObjectCommand({ Bucket: 'inline', Key: 'k', Body: body, ContentType: 'text/x-test' }));
+    const whole = await s3.send(new GetObjectCommand({ Bucket: 'inline', Key: 'k' }));
+    expect(whole.ContentLength).toBe(4096);
+    expect(whole.ContentType).toBe('text/x-test');
+    expect(whole.ETag).toBe(put.ETag);
+    expect((await bytes(whole.Body)).equals(body)).toBe(true);
+    const ranged = await s3.send(new GetObjectCommand({ Bucket: 'inline', Key: 'k', Range: 'bytes=100-199' }));
+    expect(ranged.ContentRange).toBe('bytes 100-199/4096');
+    expect((await bytes(ranged.Body)).equals(body.subarray(100, 200))).toBe(true);
+    const suffix = await s3.send(new GetObjectCommand({ Bucket: 'inline', Key: 'k', Range: 'bytes=-10' }));
+    expect((await bytes(suffix.Body)).equals(body.subarray(4086))).toBe(true);
+    await s3.send(new PutObjectCommand({ Bucket: 'inline', Key: 'empty', Body: Buffer.alloc(0) }));
+    expect((await bytes((await s3.send(new GetObjectCommand({ Bucket: 'inline', Key: 'empty' }))).Body)).length).toBe(0);
+    expect(await errorOf(s3.send(new GetObjectCommand({ Bucket: 'inline', Key: 'k', IfNoneMatch: put.ETag })))).toMatchObject({ status: 304 });
+    expect(await errorOf(s3.send(new GetObjectCommand({ Bucket: 'inline', Key: 'k', Range: 'bytes=5000-' })))).toEqual({ name: 'InvalidRange', status: 416 });
   });
 });
 

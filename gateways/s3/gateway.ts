@@ -145,9 +145,9 @@ export class S3Gateway {
         if (!request.raw.readableEnded) reply.header('connection', 'close');
       }
       reply.code(res.status);
-      for (const [k, v] of Object.entries(res.headers ?? {})) reply.header(k, v);
+      if (res.headers) reply.headers(res.headers);
       // A browser's cross-origin request (errors included) gets the Access-Control-* headers its bucket's CORS rules allow.
-      for (const [k, v] of Object.entries(await corsHeadersFor(services, request.raw, baseDomains))) reply.header(k, v);
+      if (request.raw.headers.origin !== undefined) reply.headers(await corsHeadersFor(services, request.raw, baseDomains));
       if (res.body === undefined || res.body === null) return reply.send();
       return reply.send(res.body instanceof Readable ? res.body : res.body);
     });

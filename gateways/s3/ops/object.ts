@@ -355,6 +355,8 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
     headers['content-length'] = Math.max(0, end - start + 1);
     if (range) headers['content-range'] = `bytes ${start}-${end}/${entry.sizeBytes}`;
     if (entry.sizeBytes === 0) return { status: 200, headers, body: Buffer.alloc(0) };
+    // An inline object's bytes came with its entry: one buffer, sent with the headers in one write (no stream to set up).
+    if (entry.inline !== undefined) return { status: range ? 206 : 200, headers, body: Buffer.from(entry.inline, 'base64').subarray(start, end + 1) };
     // Read the first piece before answering: a replaced object (its data removed) is retried from the index.
     const iterator = objectBytes(ctx, bucket, entry, start, end)[Symbol.asyncIterator]();
     let first: IteratorResult<Buffer>;
