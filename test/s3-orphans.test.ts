@@ -12,6 +12,9 @@
  *   bucket's objects in the pool are then exactly those its index names,
  *   no journal record is left, and every acknowledged object reads back
  *   byte-exact.
+ * Versioned buckets: removing versions, and Suspended overwrites replacing
+ * the null version, leave no records and no unnamed data; a gateway killed
+ * after such a replace leaves the null version's data, freed by the sweep.
  * And a write slower than the grace: a sweep takes its record while its
  * body is still arriving; the write then fails (RequestTimeout) and leaves
  * nothing. Sizes: 64 KiB (one manifest with its data inline) and 5 MiB
@@ -22,7 +25,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { PassThrough } from 'node:stream';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, ListObjectVersionsCommand, PutBucketVersioningCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { startS3Env, errorOf, bytes, type S3TestEnv } from './helpers/s3.js';
 import { tesseraBin } from './helpers/daemon-process.js';
 import { BucketIndex, type IndexEntry } from '../gateways/s3/meta/bucket-index.js';
@@ -210,4 +213,38 @@ it('a write that outlives the grace fails when a sweep took its record, and leav
   // The key takes a write again.
   await s3.send(new PutObjectCommand({ Bucket: 'slow', Key: 'k', Body: body }));
   expect((await bytes((await s3.send(new GetObjectCommand({ Bucket: 'slow', Key: 'k' }))).Body)).equals(body)).toBe(true);
+}, 120_000);
+
+it('versioned buckets: removed versions and replaced null versions leave nothing; a kill after the replace is swept', async () => {
+  await s3.send(new CreateBucketCommand({ Bucket: 'orphans-v' }));
+  await s3.send(new PutBucketVersioningCommand({ Bucket: 'orphans-v', VersioningConfiguration: { Status: 'Enabled' } }));
+  const v1 = await s3.send(new PutObjectCommand({ Bucket: 'orphans-v', Key: 'k', Body: randomBytes(64 * KiB) }));
+  const v2body = randomBytes(64 * KiB);
+  await s3.send(new PutObjectCommand({ Bucket: 'orphans-v', Key: 'k', Body: v2body }));
+  await s3.send(new DeleteObjectCommand({ Bucket: 'orphans-v', Key: 'k', VersionId: v1.VersionId }));
+  await s3.send(new PutBucketVersioningCommand({ Bucket: 'orphans-v', VersioningConfiguration: { Status: 'Suspended' } }));
+  await s3.send(new PutObjectCommand({ Bucket: 'orphans-v', Key: 'k', Body: randomBytes(64 * KiB) })); // the null version
+  const nullBody = randomBytes(64 * KiB);
+  await s3.send(new PutObjectCommand({ Bucket: 'orphans-v', Key: 'k', Body: nullBody })); // replaces it
+  expect(await records('orphans-v', 'j')).toEqual([]);
+  expect(await unreferenced('orphans-v')).toEqual([]);
+
+  // Killed after replacing the null version again, before removing the replaced one's data.
+  const gw = await startGateway({ fault: 'after-swap' });
+  const last = randomBytes(64 * KiB);
+  const put = errorOf(gw.client.send(new PutObjectCommand({ Bucket: 'orphans-v', Key: 'k', Body: last })));
+  expect((await gw.exited).signal).toBe('SIGKILL');
+  await put;
+  gw.client.destroy();
+  expect((await unreferenced('orphans-v')).length).toBe(1);
+  expect((await records('orphans-v', 'j')).length).toBe(1);
+  const stats = await env.gateway.sweepJournal({ graceMs: 0, bucketName: 'orphans-v' });
+  expect(stats).toMatchObject({ dataFreed: 1, failures: 0 });
+  expect(await unreferenced('orphans-v')).toEqual([]);
+  expect(await records('orphans-v', 'j')).toEqual([]);
+  // Both versions left read back: the committed null version and the older enabled one.
+  const versions = (await s3.send(new ListObjectVersionsCommand({ Bucket: 'orphans-v' }))).Versions ?? [];
+  expect(versions.map((v) => v.VersionId === 'null')).toEqual([true, false]);
+  expect((await bytes((await s3.send(new GetObjectCommand({ Bucket: 'orphans-v', Key: 'k' }))).Body)).equals(last)).toBe(true);
+  expect((await bytes((await s3.send(new GetObjectCommand({ Bucket: 'orphans-v', Key: 'k', VersionId: versions[1]!.VersionId }))).Body)).equals(v2body)).toBe(true);
 }, 120_000);
