@@ -16,7 +16,7 @@
 import { DATA_SHARDS_MAX, PARITY_SHARDS_MAX } from '../native/index.js';
 import { invalid, type TesseraError } from '../src/lib/errors.js';
 import { limits } from '../src/lib/limits.js';
-import type { ClusterMap, DiskInfo, FailureDomain, HostInfo, PoolInfo, PoolRedundancy, RackInfo, SiteInfo } from './map.js';
+import type { ClusterMap, DiskInfo, FailureDomain, HostInfo, PgTempInfo, PoolInfo, PoolRedundancy, RackInfo, SiteInfo } from './map.js';
 
 /** Ids travel as u32 on the wire and in store keys. */
 const idMax = 0xffff_ffff;
@@ -177,7 +177,7 @@ function checkEntries<T>(value: unknown, path: string, check: (v: unknown, p: st
 
 /** Proves `value` is a valid ClusterMap, or throws InvalidArgument naming the first wrong field. */
 export function checkMap(value: unknown): asserts value is ClusterMap {
-  const f = fields(value, 'map', ['clusterId', 'epoch', 'sites', 'racks', 'hosts', 'disks', 'pools'], ['poolIdNext']);
+  const f = fields(value, 'map', ['clusterId', 'epoch', 'sites', 'racks', 'hosts', 'disks', 'pools'], ['poolIdNext', 'pgTemp']);
   checkName(f.clusterId, 'clusterId');
   if (f.poolIdNext !== undefined) integer(f.poolIdNext, 'poolIdNext', 0, idMax + 1);
   integer(f.epoch, 'epoch', 1, Number.MAX_SAFE_INTEGER);
@@ -195,4 +195,29 @@ export function checkMap(value: unknown): asserts value is ClusterMap {
   references(racks, 'racks', 'site', (r) => r.site, siteNames, 'site');
   references(hosts, 'hosts', 'rack', (h) => h.rack, rackNames, 'rack');
   references(disks, 'disks', 'host', (d) => d.host, hostNames, 'host');
+  if (f.pgTemp !== undefined) {
+    const temps = checkEntries(f.pgTemp, 'pgTemp', checkPgTemp);
+    unique(temps, 'pgTemp', (t) => `${t.pool}.${t.pg}`, 'pg');
+  }
+}
+
+function diskIdList(value: unknown, path: string): number[] {
+  const ids = list(value, path);
+  if (ids.length < 1 || ids.length > 64) throw fail(path, `must have 1 to 64 disk ids, has ${ids.length}`);
+  return ids.map((id, i) => integer(id, `${path}[${i}]`, 0, idMax));
+}
+
+function checkPgTemp(value: unknown, path: string): PgTempInfo {
+  const f = fields(value, path, ['pool', 'pg', 'up', 'acting']);
+  const t: PgTempInfo = {
+    pool: integer(f.pool, `${path}.pool`, 0, idMax),
+    pg: integer(f.pg, `${path}.pg`, 0, idMax),
+    up: diskIdList(f.up, `${path}.up`),
+    acting: diskIdList(f.acting, `${path}.acting`),
+  };
+  if (new Set(t.up).size !== t.up.length) throw fail(`${path}.up`, 'lists a disk twice');
+  if (t.acting.length !== t.up.length || !t.acting.every((id) => t.up.includes(id)) || new Set(t.acting).size !== t.acting.length) {
+    throw fail(`${path}.acting`, 'must be a reordering of up');
+  }
+  return t;
 }

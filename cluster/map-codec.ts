@@ -42,6 +42,9 @@ export function cloneMap(map: ClusterMap): ClusterMap {
     pools: map.pools.map(poolFields),
     // Only once a pool was removed: maps without it keep their bytes.
     ...(map.poolIdNext !== undefined ? { poolIdNext: map.poolIdNext } : {}),
+    ...(map.pgTemp !== undefined && map.pgTemp.length > 0
+      ? { pgTemp: [...map.pgTemp].sort((a, b) => a.pool - b.pool || a.pg - b.pg).map((t) => ({ pool: t.pool, pg: t.pg, up: [...t.up], acting: [...t.acting] })) }
+      : {}),
   };
 }
 

@@ -16,6 +16,7 @@
 import { TesseraError, invalid } from '../src/lib/errors.js';
 import { checkAddress, checkFailureDomain, checkMap, checkName, checkPgCount, checkRedundancy, checkWeight } from './map-check.js';
 import { cloneMap, freezeMap } from './map-codec.js';
+import { buildPlacementIndex, pgMembers } from './placement.js';
 import type { ClusterMap, DiskInfo, DiskSpaceState, FailureDomain, HostInfo, PoolInfo, PoolRedundancy, RackInfo, SiteInfo } from './map.js';
 
 const alreadyExists = (message: string): TesseraError => new TesseraError('AlreadyExists', message);
@@ -154,6 +155,34 @@ export function createPool(map: ClusterMap, pool: NewPool): ClusterMap {
 export function removePool(map: ClusterMap, name: string): ClusterMap {
   if (!map.pools.some((p) => p.name === name)) throw notFound(`pool "${name}" does not exist`);
   return { ...map, pools: map.pools.filter((p) => p.name !== name), poolIdNext: nextPoolId(map) };
+}
+
+/**
+ * Sets a pg's temporary acting set (a reordering of its computed members, a member holding the pg's
+ * data first), or clears it (`acting` null or in computed order); drops every entry that no longer
+ * applies (pool gone or not replicated, computed members changed). Replicated pools only.
+ */
+export function setPgTemp(map: ClusterMap, poolId: number, pg: number, acting: readonly number[] | null): ClusterMap {
+  const index = buildPlacementIndex(map);
+  const pool = map.pools.find((p) => p.id === poolId);
+  if (!pool) throw notFound(`pool ${poolId} does not exist`);
+  if (pool.redundancy.type !== 'replicated') throw invalid(`pool ${pool.name} is erasure-coded: temporary acting sets are for replicated pools`);
+  if (!Number.isInteger(pg) || pg < 0 || pg >= pool.pgCount) throw invalid(`pg ${pg} is not a pg of pool ${pool.name}`);
+  const kept = (map.pgTemp ?? []).filter((t) => {
+    if (t.pool === poolId && t.pg === pg) return false;
+    const p = map.pools.find((x) => x.id === t.pool);
+    if (!p || p.redundancy.type !== 'replicated' || t.pg >= p.pgCount) return false;
+    const members = pgMembers(index, p, t.pg);
+    return members.length === t.up.length && members.every((id, i) => id === t.up[i]);
+  });
+  const up = pgMembers(index, pool, pg);
+  const reordered = acting !== null && acting.some((id, i) => id !== up[i]);
+  if (acting !== null && (acting.length !== up.length || !up.every((id) => acting.includes(id)))) {
+    throw invalid(`pg ${poolId}.${pg}: temporary acting set ${acting.join(',')} is not a reordering of its members ${up.join(',')}`);
+  }
+  const pgTemp = reordered ? [...kept, { pool: poolId, pg, up, acting: [...acting] }] : kept;
+  const { pgTemp: _old, ...rest } = map;
+  return pgTemp.length > 0 ? { ...rest, pgTemp } : rest;
 }
 
 /**

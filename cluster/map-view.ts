@@ -12,14 +12,14 @@ import type { Io } from '../src/io/io.js';
 import { TesseraError } from '../src/lib/errors.js';
 import type { MapService } from './map-service.js';
 import type { ClusterMap, PoolInfo } from './map.js';
-import { buildPlacementIndex, HOLE, pgActing, pgMembers, primaryOf, type PlacementIndex } from './placement.js';
+import { buildPlacementIndex, HOLE, pgPlacement, type PlacementIndex } from './placement.js';
 
 const PG_CACHE_MAX = 65_536;
 
 export interface PgPlacement {
   /** The pg's members from placement (up or not); EC: position i = shard i, HOLE for none. */
   members: number[];
-  /** Members that are up (EC: positions kept, HOLE for down). */
+  /** Members that are up, in the temporary acting set's order if the map has one (EC: positions kept, HOLE for down). */
   acting: number[];
   /** The first acting member, or HOLE. */
   primary: number;
@@ -125,9 +125,7 @@ export class MapView {
     const key = `${pool.id}.${pg}`;
     let p = this.pgCache.get(key);
     if (!p) {
-      const members = pgMembers(this.placement, pool, pg);
-      const acting = pgActing(this.placement, members, pool);
-      p = { members, acting, primary: primaryOf(acting) };
+      p = pgPlacement(this.current, this.placement, pool, pg);
       if (this.pgCache.size < PG_CACHE_MAX) this.pgCache.set(key, p);
     }
     return p;

@@ -78,6 +78,26 @@ export interface ClusterMap {
    * under its id. Absent until a pool is removed.
    */
   poolIdNext?: number;
+  /**
+   * Temporary acting sets (replicated pools): a pg whose computed primary must
+   * first be filled (a new or emptied disk) is served meanwhile by a member
+   * that has its data; see PgTempInfo. Absent when there are none.
+   */
+  pgTemp?: PgTempInfo[];
+}
+
+/**
+ * A pg's temporary acting set (Ceph's pg_temp): `acting` is a reordering of
+ * `up`, the pg's computed members when it was set, with a member holding the
+ * pg's data first (it is the primary). It applies only while the computed
+ * members still equal `up`; a stale entry is ignored and dropped at the next
+ * change of pg temps. Set and cleared by the pg's primary (src/daemon/peering.ts).
+ */
+export interface PgTempInfo {
+  pool: number;
+  pg: number;
+  up: number[];
+  acting: number[];
 }
 
 /** Members a pg of this pool has: size for replicated, k + m for erasure-coded. */

@@ -66,6 +66,28 @@ export function pgActing(map: ClusterMap | PlacementIndex, members: readonly num
   return pool.redundancy.type === 'replicated' ? acting.filter((id) => id !== HOLE) : acting;
 }
 
+/**
+ * The pg's temporary acting set (map.pgTemp) if it applies: replicated pools only, and only while
+ * the computed members still equal the entry's `up`. Otherwise null.
+ */
+export function pgTempActing(map: ClusterMap, members: readonly number[], pool: PoolInfo, pg: number): number[] | null {
+  if (!map.pgTemp || pool.redundancy.type !== 'replicated') return null;
+  const temp = map.pgTemp.find((t) => t.pool === pool.id && t.pg === pg);
+  if (!temp || temp.up.length !== members.length || temp.up.some((id, i) => id !== members[i])) return null;
+  return temp.acting;
+}
+
+/**
+ * Members, acting set and primary of a pg as every process computes them: pgMembers, then the
+ * temporary acting set if one applies (its order, down members dropped), else pgActing.
+ */
+export function pgPlacement(map: ClusterMap, index: PlacementIndex, pool: PoolInfo, pg: number): { members: number[]; acting: number[]; primary: number } {
+  const members = pgMembers(index, pool, pg);
+  const temp = pgTempActing(map, members, pool, pg);
+  const acting = temp ? pgActing(index, temp, pool) : pgActing(index, members, pool);
+  return { members, acting, primary: primaryOf(acting) };
+}
+
 /** The first entry that is not a hole (the primary), or HOLE. */
 export function primaryOf(acting: readonly number[]): number {
   return acting.find((id) => id !== HOLE) ?? HOLE;

@@ -22,7 +22,9 @@ import {
   setDiskAddress,
   setDiskState,
   setDiskWeight,
+  setPgTemp,
 } from '../cluster/map-edit.js';
+import { buildPlacementIndex, pgMembers, pgPlacement } from '../cluster/placement.js';
 import type { ClusterMap } from '../cluster/map.js';
 import { TesseraError, type ErrorCodeName } from '../src/lib/errors.js';
 import { limits } from '../src/lib/limits.js';
@@ -226,5 +228,59 @@ describe('edits', () => {
     expect(failure(() => nextEpoch(m, (d) => ({ ...d, clusterId: 'other' }))).code).toBe('InvalidArgument');
     expect(failure(() => nextEpoch(m, (d) => ({ ...d, pools: [{ ...d.pools[0]!, pgCount: 5 }] })))).toMatchObject({ code: 'InvalidArgument' });
     expect(nextEpoch(nextEpoch(m, (d) => d), (d) => d).epoch).toBe(m.epoch + 2);
+  });
+});
+
+describe('temporary acting sets (map.pgTemp)', () => {
+  const pool = (m: ClusterMap) => m.pools.find((p) => p.name === 'rbd')!;
+
+  test('setPgTemp reorders the acting set every process computes, and clears it', () => {
+    const m = sampleMap();
+    const index = buildPlacementIndex(m);
+    const up = pgMembers(index, pool(m), 5);
+    const acting = [up[2]!, up[0]!, up[1]!];
+    const temp = nextEpoch(m, (d) => setPgTemp(d, pool(m).id, 5, acting));
+    expect(temp.pgTemp).toEqual([{ pool: pool(m).id, pg: 5, up, acting }]);
+    const p = pgPlacement(temp, buildPlacementIndex(temp), pool(temp), 5);
+    expect(p).toEqual({ members: up, acting, primary: up[2] });
+    // Other pgs are untouched.
+    expect(pgPlacement(temp, buildPlacementIndex(temp), pool(temp), 6).primary).toBe(pgMembers(index, pool(m), 6)[0]);
+    // The byte form keeps it; decoding validates it.
+    expect(sameMap(decodeMap(encodeMap(temp)), temp)).toBe(true);
+    // Clearing (null, or the computed order) removes the field.
+    const cleared = nextEpoch(temp, (d) => setPgTemp(d, pool(m).id, 5, null));
+    expect(cleared.pgTemp).toBeUndefined();
+    expect(nextEpoch(temp, (d) => setPgTemp(d, pool(m).id, 5, up)).pgTemp).toBeUndefined();
+  });
+
+  test('an entry stops applying when the computed members change, and the next change drops it', () => {
+    const m = sampleMap();
+    const up = pgMembers(buildPlacementIndex(m), pool(m), 9);
+    const temp = nextEpoch(m, (d) => setPgTemp(d, pool(m).id, 9, [up[1]!, up[0]!, up[2]!]));
+    // The computed primary's disk goes out: placement picks another member, the entry no longer applies.
+    const moved = nextEpoch(temp, (d) => setDiskState(d, up[0]!, { in: false }));
+    const index = buildPlacementIndex(moved);
+    const members = pgMembers(index, pool(moved), 9);
+    expect(members).not.toEqual(up);
+    expect(pgPlacement(moved, index, pool(moved), 9).acting).toEqual(members.filter((id) => moved.disks.find((d) => d.id === id)!.up));
+    // Setting another pg's entry drops the stale one.
+    const other = pgMembers(index, pool(moved), 3);
+    const next = nextEpoch(moved, (d) => setPgTemp(d, pool(moved).id, 3, [other[1]!, other[0]!, other[2]!]));
+    expect(next.pgTemp?.map((t) => t.pg)).toEqual([3]);
+  });
+
+  test('bad entries are refused and change nothing', () => {
+    const m = sampleMap();
+    const up = pgMembers(buildPlacementIndex(m), pool(m), 1);
+    expect(failure(() => setPgTemp(m, pool(m).id, 1, [up[0]!, up[1]!])).code).toBe('InvalidArgument');
+    expect(failure(() => setPgTemp(m, pool(m).id, 1, [up[0]!, up[1]!, 99])).code).toBe('InvalidArgument');
+    expect(failure(() => setPgTemp(m, pool(m).id, 64, null)).code).toBe('InvalidArgument');
+    expect(failure(() => setPgTemp(m, 77, 1, null)).code).toBe('NotFound');
+    const bad = (pgTemp: unknown) => failure(() => checkMap({ ...m, pgTemp })).message;
+    expect(bad([{ pool: 1, pg: 1, up: [0, 2, 4], acting: [0, 2, 5] }])).toMatch(/pgTemp\[0\]\.acting: must be a reordering of up/);
+    expect(bad([{ pool: 1, pg: 1, up: [0, 0, 4], acting: [0, 0, 4] }])).toMatch(/lists a disk twice/);
+    expect(bad([{ pool: 1, pg: 1, up: [0, 2], acting: [2, 0] }, { pool: 1, pg: 1, up: [0, 2], acting: [2, 0] }])).toMatch(/pgTemp/);
+    expect(bad([{ pool: 1, pg: 1, up: [0], acting: [0], extra: 1 }])).toMatch(/unknown field "extra"/);
+    expect(m.pgTemp).toBeUndefined();
   });
 });

@@ -17,7 +17,7 @@ import { isTesseraError, toTesseraError } from '../lib/errors.js';
 import { decodePgScrubResult, encodeControl, OsdOpcode, type PgScrubResult } from '../protocol/osd-messages.js';
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap, PoolInfo } from '../../cluster/map.js';
-import { buildPlacementIndex, HOLE, pgActing, pgMembers, primaryOf } from '../../cluster/placement.js';
+import { buildPlacementIndex, HOLE, pgPlacement } from '../../cluster/placement.js';
 import { CliError, table, withCluster, type Cluster, type TargetOptions } from './target.js';
 
 /** One pg's scrub can read a whole pg's data on every member. */
@@ -57,7 +57,7 @@ async function scrubOne(io: Io, c: Cluster, poolName: string, pg: number, o: Scr
     const pool = poolNamed(map, poolName);
     if (pg >= pool.pgCount) throw new CliError(`pool ${pool.name} has ${pool.pgCount} pgs (0..${pool.pgCount - 1}), not ${pg}`);
     const index = buildPlacementIndex(map);
-    const primary = primaryOf(pgActing(index, pgMembers(index, pool, pg), pool));
+    const { primary } = pgPlacement(map, index, pool, pg);
     const disk = primary === HOLE ? undefined : map.disks.find((d) => d.id === primary);
     if (!disk) {
       last = new CliError(`pg ${pool.id}.${pg} has no member up`);

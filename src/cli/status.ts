@@ -29,7 +29,7 @@ import { decodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply } from
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap } from '../../cluster/map.js';
 import { poolWidth } from '../../cluster/map.js';
-import { buildPlacementIndex, HOLE, pgActing, pgMembers, primaryOf } from '../../cluster/placement.js';
+import { buildPlacementIndex, HOLE, pgPlacement, pgTempActing } from '../../cluster/placement.js';
 import { diskSpaces, type DiskSpace } from './disk-admin.js';
 import { describeRedundancy } from './pool.js';
 import { CliError, openCluster, type TargetOptions } from './target.js';
@@ -161,14 +161,15 @@ export function pgSummary(map: ClusterMap, reports: Map<number, PgStatsReply | n
   const pools = map.pools.map((pool) => {
     const states: string[] = [];
     for (let pg = 0; pg < pool.pgCount; pg++) {
-      const acting = pgActing(index, pgMembers(index, pool, pg), pool);
-      const primary = primaryOf(acting);
+      const { members, acting, primary } = pgPlacement(map, index, pool, pg);
       let state: string;
       let degraded = false;
       if (primary === HOLE) state = 'down';
       else {
         const r = reported.get(`${pool.id}.${pg}`);
         state = r !== undefined && r.startsWith(`${primary}:`) ? r.slice(r.indexOf(':') + 1) : 'unknown';
+        // Served by a temporary acting set while its computed primary is filled.
+        if (pgTempActing(map, members, pool, pg)) state += '+remapped';
         if (acting.filter((d) => d !== HOLE).length < poolWidth(pool)) {
           state += '+degraded';
           degraded = true;

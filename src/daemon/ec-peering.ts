@@ -21,7 +21,7 @@ import { ecOf } from './ec-member.js';
 import { headOps } from './ec-record.js';
 import { backfill, rebuildObjects, type RecoveryContext, type RecoveryMember } from './ec-recovery.js';
 import { newestMember, planResolve } from './ec-resolve.js';
-import { checkAborted, commonPoint, type PeeringContext } from './peering.js';
+import { activateMembers, checkAborted, commonPoint, type PeeringContext } from './peering.js';
 import type { Pg } from './pg.js';
 import { PgLog } from './pg-log.js';
 
@@ -57,7 +57,7 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === positions.join();
   if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: positions });
   checkAborted(ctx.signal);
-  await Promise.all(members.map((m) => m.handle.activate(pg.intervalStart, positions)));
+  await activateMembers(pg, members.map((m) => m.handle), (h) => h.activate(pg.intervalStart, positions));
   return 'active';
 }
 

@@ -56,10 +56,12 @@ export function memberInfo(pg: Pg): MemberInfo {
 }
 
 /**
- * Persists the interval a member is activated in and makes its pg active; `interval`
- * (the primary's own activation) guards against a stale peering run activating a newer interval.
+ * Persists the interval a member is activated in and makes its pg active. For the primary's
+ * own activation, `stillCurrent` guards against a stale peering run making the pg active: one of a
+ * past interval, or one of this interval that a repeer aborted while it was activating (the pg would take writes
+ * while the new run peers, and the log its queries reported would miss them).
  */
-export async function activateLocal(osd: Osd, pg: Pg, lastEpochStarted: number, lastActing: number[], interval?: number): Promise<void> {
+export async function activateLocal(osd: Osd, pg: Pg, lastEpochStarted: number, lastActing: number[], stillCurrent?: () => boolean): Promise<void> {
   // Erasure-coded members keep their log in memory in step with the store (ec-member.ts): reload only after a recovery push.
   const current = pg.ec !== null && !pg.ec.logReplaced && compareVersions(await readHead(osd.store, pg.pool.id, pg.pg), pg.log.head) === 0;
   const log = current ? pg.log : await PgLog.load(osd.store, pg.pool.id, pg.pg);
@@ -69,12 +71,15 @@ export async function activateLocal(osd: Osd, pg: Pg, lastEpochStarted: number, 
   await osd.store.transact(log.infoOps({ lastEpochStarted, lastActing, ...shard }));
   pg.resetLog(log);
   pg.ec?.resetMember(log.head);
-  if (interval !== undefined && pg.intervalStart !== interval) return; // a new interval began meanwhile: its peering activates
+  if (stillCurrent && !stillCurrent()) return; // a newer peering run (new interval, or a repeer) activates
   pg.state = 'active';
 }
 
 export function localHandle(osd: Osd, pg: Pg): MemberHandle {
   const interval = pg.intervalStart;
+  // The peering run this handle serves (created within it): only that run, unaborted, may activate.
+  const run = pg.peering;
+  const current = (): boolean => pg.intervalStart === interval && pg.peering === run && !(run?.signal.aborted ?? false);
   return {
     diskId: osd.diskId,
     store: osd.store,
@@ -83,7 +88,7 @@ export function localHandle(osd: Osd, pg: Pg): MemberHandle {
       await osd.store.transact(ops);
       notePush(osd, pg, ops);
     },
-    activate: (lastEpochStarted, lastActing) => activateLocal(osd, pg, lastEpochStarted, lastActing, interval),
+    activate: (lastEpochStarted, lastActing) => activateLocal(osd, pg, lastEpochStarted, lastActing, current),
     resolve: (commit) => ecResolveLocal(osd, pg, commit),
   };
 }

@@ -23,9 +23,9 @@ import { ObjectStore, type ObjectStoreOptions, type StoreIdentity } from '../sto
 import type { MapService } from '../../cluster/map-service.js';
 import { MapView } from '../../cluster/map-view.js';
 import type { PgHistory } from '../../cluster/pg-history.js';
-import { setDiskAddress, setDiskState } from '../../cluster/map-edit.js';
+import { setDiskAddress, setDiskState, setPgTemp } from '../../cluster/map-edit.js';
 import type { ClusterMap } from '../../cluster/map.js';
-import { HOLE } from '../../cluster/placement.js';
+import { HOLE, pgTempActing } from '../../cluster/placement.js';
 import { limits } from '../lib/limits.js';
 import { createErasureCodec } from '../../native/index.js';
 import { EcStagingIndex } from './ec-index.js';
@@ -310,8 +310,20 @@ export class Osd {
           pace: (priority, sizeBytes, copy) => this.recovery.run({ priority, sizeBytes, signal: abort.signal }, copy),
           backfillLater: (backfill) => this.backfillInBackground(pg, abort.signal, interval, backfill),
           progress: this.recoveryProgress.begin(pg),
+          setTemp: async (acting) => {
+            const map = await this.options.mapService.change((m) => setPgTemp(m, pg.pool.id, pg.pg, acting), { signal: abort.signal });
+            console.error(`disk ${this.diskId}: pg ${pg.key}: ${acting ? `temporary acting set ${acting.join(',')}` : 'temporary acting set cleared'}, epoch ${map.epoch}`);
+          },
+          hasTemp: () => pgTempActing(this.view.map, this.view.pg(pg.pool, pg.pg).members, pg.pool, pg.pg) !== null,
         });
         if (abort.signal.aborted || pg.intervalStart !== interval) return;
+        if (result === 'remapped') {
+          // The map change that starts the new interval is on its way; peer again if it never comes.
+          this.io.clock.setTimeout(() => {
+            if (!abort.signal.aborted && pg.intervalStart === interval && !this.closing) void run();
+          }, Math.max(this.options.peeringRetryMs ?? 1000, 5000));
+          return;
+        }
         pg.state = result;
       } catch (err) {
         if (abort.signal.aborted || pg.intervalStart !== interval || this.closing) return;

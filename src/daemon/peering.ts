@@ -6,7 +6,11 @@
  * 2. Read the pg's last active interval from the pg history registry; go on
  *    only if at least one of its members answered (it holds every write that
  *    interval acknowledged); otherwise the pg is incomplete, and waits.
- * 3. The authoritative log is the one with the newest head. Recover the
+ * 3. The authoritative log is the one with the newest head. If the primary
+ *    itself would need a long fill, hand the pg to a member holding the data
+ *    (a temporary acting set in the map, tempActingSet) and stop: the new
+ *    interval peers again there, and that primary clears the entry once every
+ *    member is complete. Otherwise recover the
  *    primary from it, then every other member from the primary: members whose
  *    log overlaps get the objects named by the entries they miss or hold in
  *    excess (divergent: written but never acknowledged); the others are
@@ -59,6 +63,13 @@ export interface PeeringContext {
    * them up from the log (the writes made meanwhile) and activates them.
    */
   backfillLater?: (run: () => Promise<void>) => void;
+  /**
+   * Replicated pools: sets (or, null, clears) the pg's temporary acting set in the map (map.pgTemp),
+   * resolving once the map service has the change; the new interval that follows peers the pg again.
+   */
+  setTemp?: (acting: number[] | null) => Promise<void>;
+  /** The map holds a temporary acting set for this pg that applies now. */
+  hasTemp?: () => boolean;
   /** Told of the copies this run plans and makes (src/daemon/recovery-progress.ts: status and metrics). */
   progress?: RecoveryProgressSink;
 }
@@ -81,7 +92,10 @@ export function checkAborted(signal: AbortSignal): void {
   if (signal.aborted) throw new TesseraError('Aborted', 'peering interrupted by a new interval');
 }
 
-export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'incomplete'> {
+/** 'remapped': the pg waits for the temporary acting set it asked for (a new interval). */
+export type PeeringResult = 'active' | 'incomplete' | 'remapped';
+
+export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> {
   const members = pg.acting;
   const handles = members.map((id) => ctx.handle(id));
   const infos = await Promise.all(handles.map((h) => h.info()));
@@ -92,6 +106,12 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'inc
   infos.forEach((info, i) => {
     if (compareVersions(info.head, infos[auth]!.head) > 0) auth = i;
   });
+  // The primary needs a fill, too long to keep the pg from serving: hand it to a member with the data (map.pgTemp).
+  const temp = auth !== 0 ? tempActingSet(pg, ctx, members, infos, auth) : null;
+  if (temp) {
+    await ctx.setTemp!(temp);
+    return 'remapped';
+  }
   // The primary (members[0]) first catches up from the authoritative member, then serves as the source for the others.
   if (auth !== 0) {
     const first: Copying = { signal: ctx.signal, progress: ctx.progress, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(0, sizeBytes, copy) : copy()) };
@@ -117,13 +137,42 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<'active' | 'inc
   pg.backfilling = new Set(later);
   // The log as it is now: the backfilled members get it, and the writes after it come from the log at the next run.
   const snapshot: MemberInfo = { ...sourceInfo, entries: sourceInfo.entries.slice() };
-  await Promise.all(handles.filter((h) => active.includes(h.diskId)).map((h) => h.activate(pg.intervalStart, active)));
+  await activateMembers(pg, handles.filter((h) => active.includes(h.diskId)), (h) => h.activate(pg.intervalStart, active));
   if (later.length > 0) {
     ctx.backfillLater!(async () => {
       for (const id of later) await recoverMember(pg, handles[members.indexOf(id)]!, infos[members.indexOf(id)]!, source, snapshot, copying);
     });
+  } else if (ctx.hasTemp?.()) {
+    // Every member is complete: the computed primary takes the pg back (a new interval; it peers from an identical log).
+    await ctx.setTemp!(null);
   }
   return 'active';
+}
+
+/**
+ * The temporary acting set to ask for, or null: when this (computed) primary would need more than
+ * limits.recoveryInlineObjectsMax objects copied before the pg could serve I/O, and at least min_size
+ * members need no more than that. Those members come first (the authoritative one leads), the others
+ * after, to be filled in the background by the new primary.
+ */
+function tempActingSet(pg: Pg, ctx: PeeringContext, members: number[], infos: MemberInfo[], auth: number): number[] | null {
+  const r = pg.pool.redundancy;
+  if (!ctx.setTemp || !ctx.backfillLater || r.type !== 'replicated') return null;
+  const authInfo = infos[auth]!;
+  if (objectsToRecover(infos[0]!, authInfo) <= limits.recoveryInlineObjectsMax) return null;
+  const complete = members.filter((_, i) => i !== 0 && objectsToRecover(infos[i]!, authInfo) <= limits.recoveryInlineObjectsMax);
+  if (complete.length < r.minSize) return null;
+  const lead = members[auth]!;
+  return [lead, ...complete.filter((d) => d !== lead), ...members.filter((d) => d !== lead && !complete.includes(d))];
+}
+
+/**
+ * Activates the other members first, then the primary: the primary takes writes once it is active,
+ * and a repop to a member not yet active would fail (Busy) and make the pg peer again.
+ */
+export async function activateMembers(pg: Pg, handles: readonly MemberHandle[], activate: (h: MemberHandle) => Promise<void>): Promise<void> {
+  await Promise.all(handles.filter((h) => h.diskId !== pg.primary).map(activate));
+  await Promise.all(handles.filter((h) => h.diskId === pg.primary).map(activate));
 }
 
 /** Objects a member's recovery copies: those its log misses or holds in excess; Infinity when it needs a backfill. */
