@@ -17,9 +17,15 @@
  *   replies finished meanwhile wait behind it, in order; a call giving up
  *   mid-stream closes its connection while queued calls go out on the next;
  *   a streamed request is never resent; a failed reply stream is released;
- *   server close waits for a stream in progress.
+ *   server close waits for a stream in progress;
+ * - pieces with a known crc32c: the trailer is combined from them and the
+ *   reply verifies; a wrong one is a payload checksum mismatch at the
+ *   receiver (the call fails, no bytes handed out); each piece's release()
+ *   runs once, after the socket is done with its bytes.
  */
 import { randomBytes } from 'node:crypto';
+import { crc32c } from '../native/index.js';
+import type { RpcPayloadPiece } from '../src/rpc/types.js';
 import { createServer, connect as netConnect, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import { FrameDecoder } from '../src/rpc/decoder.js';
@@ -481,5 +487,42 @@ describe('rpc tcp: streamed payloads on the wire', () => {
     held.open();
     expect((await reply).payload.equals(pattern(2 * MiB))).toBe(true);
     await closing;
+  });
+
+  test('pieces with a known crc32c: the trailer is combined from them; a wrong crc fails the call; release runs after the write', async () => {
+    const body = randomBytes(3 * MiB + 12345);
+    const pieceBytes = MiB;
+    const released: number[] = [];
+    let lie = false;
+    let sent = 0;
+    const handler: RpcHandler = async () => ({
+      header: new Uint8Array(0),
+      payload: {
+        lengthBytes: body.byteLength,
+        chunks: (async function* (): AsyncGenerator<RpcPayloadPiece> {
+          for (let at = 0, i = 0; at < body.byteLength; at += pieceBytes, i++) {
+            // A copy the test scribbles over once released: bytes still being sent would arrive wrong.
+            const bytes = Buffer.from(body.subarray(at, at + pieceBytes));
+            const index = i;
+            const crc = crc32c(bytes) ^ (lie && i === 2 ? 1 : 0);
+            sent++;
+            yield { bytes, crc32c: crc >>> 0, release: () => { released.push(index); bytes.fill(0xee); } };
+          }
+        })(),
+      },
+    });
+    const server = await startServer(handler);
+    const client = startClient(server.port);
+    for (let round = 0; round < 3; round++) {
+      const reply = await client.call(Op.Echo, new Uint8Array(0), []);
+      expect(reply.payload.equals(body)).toBe(true);
+    }
+    await waitFor(() => released.length === sent, 'every piece released');
+    expect(released.length).toBe(12);
+    expect(new Set(released.map((x, i) => `${Math.floor(i / 4)}:${x}`)).size).toBe(12);
+    lie = true;
+    const err = await rejectionOf(client.call(Op.Echo, new Uint8Array(0), []));
+    expect(err.code).toBe('Unavailable');
+    expect(err.message).toMatch(/payload checksum mismatch/);
   });
 });

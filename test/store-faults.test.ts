@@ -9,8 +9,9 @@ import { afterEach, beforeEach, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { open as fsOpen, readdir, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
+import { crc32c } from '../native/index.js';
 import { systemIo } from '../src/io/system.js';
-import { ObjectStore, openRocksKv, type ObjectId } from '../src/store/index.js';
+import { ObjectStore, openRocksKv, type ObjectId, type ReadPiece } from '../src/store/index.js';
 import { isTesseraError, type ErrorCodeName } from '../src/lib/errors.js';
 import { objectKey } from '../src/store/keys.js';
 import { makeTempDir } from './helpers/tmp.js';
@@ -174,13 +175,19 @@ it('a streaming read returns the version it started with, whatever happens to th
   const stream = await store.readStream(id('s'), { pieceBytes: 256 * 1024 });
   expect(stream.lengthBytes).toBe(original.length);
   const it = stream.chunks[Symbol.asyncIterator]();
-  const pieces: Buffer[] = [(await it.next()).value as Buffer];
+  const first = (await it.next()).value as ReadPiece;
+  // Each piece carries the crc32c of its bytes (combined from the verified chunk checksums).
+  expect(first.crc32c).toBe(crc32c(first.bytes));
+  const pieces: Buffer[] = [first.bytes];
   // Overwrite, remove, and compact everything: the segments it reads from must outlive the stream.
   await store.transact([{ type: 'writeFull', id: id('s'), data: randomBytes(3 * 1024 * 1024) }]);
   await store.transact([{ type: 'remove', id: id('s') }]);
   for (let i = 0; i < 4; i++) await store.transact([{ type: 'writeFull', id: id(`filler${i}`), data: randomBytes(1024 * 1024) }]);
   await store.runMaintenance();
-  for (let n = await it.next(); !n.done; n = await it.next()) pieces.push(n.value);
+  for (let n = await it.next(); !n.done; n = await it.next()) {
+    expect(n.value.crc32c).toBe(crc32c(n.value.bytes));
+    pieces.push(n.value.bytes);
+  }
   expect(Buffer.concat(pieces).equals(original)).toBe(true);
   await store.runMaintenance();
   await store.close();

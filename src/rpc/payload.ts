@@ -10,7 +10,7 @@
 import { crc32c } from '../../native/index.js';
 import { invalid, toTesseraError, type TesseraError } from '../lib/errors.js';
 import { emptyBuffer } from './frame.js';
-import type { RpcPayload, RpcPayloadStream } from './types.js';
+import type { RpcPayload, RpcPayloadPiece, RpcPayloadStream } from './types.js';
 
 export function isPayloadStream(payload: RpcPayload): payload is RpcPayloadStream {
   return !Array.isArray(payload);
@@ -35,6 +35,11 @@ export function payloadsCrc32c(payloads: readonly Uint8Array[]): number {
   return crc;
 }
 
+/** A stream chunk as a piece (a bare Uint8Array is a piece without a known crc or a release). */
+export function asPiece(chunk: Uint8Array | RpcPayloadPiece): RpcPayloadPiece {
+  return chunk instanceof Uint8Array ? { bytes: chunk } : chunk;
+}
+
 export function streamOverrun(lengthBytes: number): TesseraError {
   return invalid(`payload stream produced more than the ${lengthBytes} bytes it announced`);
 }
@@ -54,9 +59,14 @@ export async function collectStream(stream: RpcPayloadStream): Promise<Buffer> {
   let filled = 0;
   try {
     for await (const chunk of stream.chunks) {
-      if (chunk.byteLength > lengthBytes - filled) throw streamOverrun(lengthBytes);
-      out.set(chunk, filled);
-      filled += chunk.byteLength;
+      const { bytes, release } = asPiece(chunk);
+      try {
+        if (bytes.byteLength > lengthBytes - filled) throw streamOverrun(lengthBytes);
+        out.set(bytes, filled);
+        filled += bytes.byteLength;
+      } finally {
+        release?.();
+      }
     }
   } catch (err) {
     throw toTesseraError(err);

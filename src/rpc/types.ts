@@ -31,11 +31,28 @@ export interface RpcCallOptions {
   idempotent?: boolean;
 }
 
+/**
+ * A chunk of a streamed payload with what its producer knows about it:
+ * - crc32c: the bytes' CRC-32C, when the producer has it already (the store
+ *   verified these bytes against the checksums it stored with them). The TCP
+ *   sender then combines it into the frame's trailer (crc32cCombine) instead
+ *   of reading the bytes again. A wrong value makes the receiver reject the
+ *   frame (payload checksum mismatch): it is never trusted further than that.
+ * - release: called once the transport no longer reads the bytes (handed to
+ *   the kernel, copied, or dropped with a failed stream), so the producer may
+ *   reuse the buffer; possibly never called (the buffer is then garbage).
+ */
+export interface RpcPayloadPiece {
+  readonly bytes: Uint8Array;
+  readonly crc32c?: number;
+  readonly release?: () => void;
+}
+
 /** Payload bytes produced as they are sent; chunks must add up to exactly lengthBytes. */
 export interface RpcPayloadStream {
   readonly lengthBytes: number;
   /** Iterated once, when the frame is sent; never again (a call with a streamed payload is not resent once sending began). */
-  readonly chunks: AsyncIterable<Uint8Array>;
+  readonly chunks: AsyncIterable<Uint8Array | RpcPayloadPiece>;
 }
 
 /** In-memory buffers (sent in order as one run of bytes, never copied first) or a stream. */

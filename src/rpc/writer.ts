@@ -18,6 +18,9 @@
  * order. The writer asks for the next chunk as soon as it has written one
  * (producing overlaps sending) and waits for 'drain' before writing another,
  * so a stream holds at most two chunks beyond what the kernel buffers. A
+ * chunk whose crc32c its producer already knows (RpcPayloadPiece) is not read
+ * again: its crc is combined into the trailer; a piece's release() runs when
+ * the socket is done with its bytes (its write callback). A
  * stream that throws or yields more or fewer bytes than it announced cannot
  * be finished on the wire: the writer destroys the socket with that error.
  *
@@ -26,11 +29,11 @@
  * true again.
  */
 import type { Duplex } from 'node:stream';
-import { crc32c } from '../../native/index.js';
+import { crc32c, crc32cCombine } from '../../native/index.js';
 import { TesseraError, toTesseraError } from '../lib/errors.js';
 import { encodeFrameHead, encodeTrailer, type OutgoingFrame } from './frame.js';
-import { payloadsCrc32c, streamOverrun, streamShort } from './payload.js';
-import type { RpcPayloadStream } from './types.js';
+import { asPiece, payloadsCrc32c, streamOverrun, streamShort } from './payload.js';
+import type { RpcPayloadPiece, RpcPayloadStream } from './types.js';
 
 /** A streamed frame and the promise its sender waits on. */
 class StreamJob {
@@ -147,8 +150,8 @@ export class FrameWriter {
   private async sendStream(frame: OutgoingFrame): Promise<void> {
     const { lengthBytes, chunks } = frame.payload as RpcPayloadStream;
     this.putHead(frame);
-    let iterator: AsyncIterator<Uint8Array> | null = null;
-    let pending: Promise<IteratorResult<Uint8Array>> | null = null;
+    let iterator: AsyncIterator<Uint8Array | RpcPayloadPiece> | null = null;
+    let pending: Promise<IteratorResult<Uint8Array | RpcPayloadPiece>> | null = null;
     let crc = 0;
     let sentBytes = 0;
     try {
@@ -158,15 +161,19 @@ export class FrameWriter {
         const result = await this.nextChunk(pending);
         pending = null;
         if (result.done) break;
-        const chunk = result.value;
-        if (chunk.byteLength > lengthBytes - sentBytes) throw streamOverrun(lengthBytes);
-        sentBytes += chunk.byteLength;
-        if (chunk.byteLength > 0) {
-          crc = crc32c(chunk, crc);
+        const { bytes, crc32c: knownCrc, release } = asPiece(result.value);
+        if (bytes.byteLength > lengthBytes - sentBytes) {
+          release?.();
+          throw streamOverrun(lengthBytes);
+        }
+        sentBytes += bytes.byteLength;
+        if (bytes.byteLength > 0) {
+          crc = knownCrc === undefined ? crc32c(bytes, crc) : crc32cCombine(crc, knownCrc, bytes.byteLength);
           // Nothing else is written during a stream: no trailer waits in front of its chunks.
           this.cork();
-          this.send(chunk);
-        }
+          if (release === undefined) this.send(bytes);
+          else if (!this.socket.write(bytes, () => release())) this.needDrain = true;
+        } else release?.();
         pending = iterator.next();
         if (this.needDrain) await this.drain();
       }
@@ -183,7 +190,7 @@ export class FrameWriter {
     }
   }
 
-  private nextChunk(pending: Promise<IteratorResult<Uint8Array>>): Promise<IteratorResult<Uint8Array>> {
+  private nextChunk(pending: Promise<IteratorResult<Uint8Array | RpcPayloadPiece>>): Promise<IteratorResult<Uint8Array | RpcPayloadPiece>> {
     if (this.closed) return Promise.reject(connectionClosed());
     return new Promise((resolve, reject) => {
       this.cancelWait = reject;

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { assert } from '../lib/assert.js';
 import { corrupt, TesseraError } from '../lib/errors.js';
 import type { FileIo, FileSystem } from '../io/io.js';
-import { crc32cChunks } from '../../native/index.js';
+import { crc32c, crc32cChunks, crc32cCombine, crc32cCombineWith, crc32cShiftOperator } from '../../native/index.js';
 import type { Blob, SegmentRecord } from './records.js';
 
 const OPEN_HANDLES_MAX = 128;
@@ -200,6 +200,19 @@ export class SegmentFiles {
    * retired meanwhile (the caller reloads the object record and retries).
    */
   async readBlob(blob: Blob, fromBlobOffset: number, lengthBytes: number, into?: Buffer, pinned = false): Promise<Buffer | null> {
+    return (await this.readBlobRange(blob, fromBlobOffset, lengthBytes, into, pinned, false))?.data ?? null;
+  }
+
+  /**
+   * readBlob, and the crc32c of the bytes returned: combined from the
+   * verified chunk checksums (crc32cCombine), only the partly covered chunks
+   * at either end are checksummed again, over the part returned.
+   */
+  async readBlobWithCrc(blob: Blob, fromBlobOffset: number, lengthBytes: number, into?: Buffer, pinned = false): Promise<{ data: Buffer; crc32c: number } | null> {
+    return this.readBlobRange(blob, fromBlobOffset, lengthBytes, into, pinned, true);
+  }
+
+  private async readBlobRange(blob: Blob, fromBlobOffset: number, lengthBytes: number, into: Buffer | undefined, pinned: boolean, withCrc: boolean): Promise<{ data: Buffer; crc32c: number } | null> {
     if (!pinned && (!this.isKnown(blob.segmentId) || this.retired.has(blob.segmentId))) return null;
     assert(fromBlobOffset + lengthBytes <= blob.lengthBytes, 'read inside the blob');
     const chunkBytes = 2 ** blob.chunkShift;
@@ -234,7 +247,8 @@ export class SegmentFiles {
       }
     }
     const skip = fromBlobOffset - readStart;
-    return skip === 0 && buffer.length === lengthBytes ? buffer : buffer.subarray(skip, skip + lengthBytes);
+    const data = skip === 0 && buffer.length === lengthBytes ? buffer : buffer.subarray(skip, skip + lengthBytes);
+    return { data, crc32c: withCrc ? rangeCrc(buffer, chunkBytes, actual, skip, lengthBytes) : 0 };
   }
 
   /** Marks a segment whose record removal is committed; its file goes once no reader holds it. */
@@ -268,4 +282,26 @@ export class SegmentFiles {
     this.handles.clear();
     await Promise.all(files.map((f) => f.then((x) => x.close()).catch(() => undefined)));
   }
+}
+
+/**
+ * The crc32c of buffer[skip, skip + lengthBytes), where buffer holds whole
+ * checksum chunks of chunkBytes (the last may be short) whose verified crcs
+ * are chunkCrcs: wholly covered chunks are combined, partly covered ones
+ * checksummed over the covered part.
+ */
+function rangeCrc(buffer: Buffer, chunkBytes: number, chunkCrcs: Uint32Array, skip: number, lengthBytes: number): number {
+  const end = skip + lengthBytes;
+  const shift = crc32cShiftOperator(chunkBytes);
+  let crc = 0;
+  for (let i = 0, chunkStart = 0; chunkStart < end; i++, chunkStart += chunkBytes) {
+    const chunkEnd = Math.min(chunkStart + chunkBytes, buffer.length);
+    const from = Math.max(chunkStart, skip);
+    const to = Math.min(chunkEnd, end);
+    if (from >= to) continue;
+    if (from !== chunkStart || to !== chunkEnd) crc = crc32c(buffer.subarray(from, to), crc);
+    else if (to - from === chunkBytes) crc = crc32cCombineWith(crc, chunkCrcs[i]!, shift);
+    else crc = crc32cCombine(crc, chunkCrcs[i]!, to - from);
+  }
+  return crc;
 }

@@ -9,7 +9,7 @@
  */
 import { join } from 'node:path';
 import type { Io } from '../io/io.js';
-import { crc32c } from '../../native/index.js';
+import { crc32c, crc32cCombine } from '../../native/index.js';
 import { assert } from '../lib/assert.js';
 import { corrupt, invalid, limitExceeded, notFound, TesseraError } from '../lib/errors.js';
 import { objectSortKey } from '../lib/hash.js';
@@ -22,7 +22,7 @@ import { objectKey, objectKeyBound, omapKey, omapPrefix, omapUserKey, parseObjec
 import { Maintenance, type MaintenanceOptions } from './maintenance.js';
 import type { Onode } from './records.js';
 import { SegmentFiles } from './segments.js';
-import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, StoreApi, StoreOp, StoreSpace } from './types.js';
+import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, ReadPiece, ReadStreamOptions, StoreApi, StoreOp, StoreSpace } from './types.js';
 import { validateTransaction } from './validate.js';
 
 export interface ObjectStoreOptions {
@@ -203,7 +203,7 @@ export class ObjectStore implements StoreApi {
    * overwritten or compacted while it is read (its segments stay until the
    * stream ends, or until releaseAfterMs if it is never consumed).
    */
-  async readStream(id: ObjectId, options: ReadOptions & { pieceBytes?: number; releaseAfterMs?: number } = {}): Promise<{ lengthBytes: number; chunks: AsyncIterable<Buffer> }> {
+  async readStream(id: ObjectId, options: ReadStreamOptions = {}): Promise<{ lengthBytes: number; chunks: AsyncIterable<ReadPiece> }> {
     return this.reading(async () => {
       for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
         const onode = await this.mustLoad(id);
@@ -212,35 +212,52 @@ export class ObjectStore implements StoreApi {
         const end = options.lengthBytes === undefined ? onode.sizeBytes : Math.min(onode.sizeBytes, start + Math.max(0, options.lengthBytes));
         if (onode.inline) {
           const data = await this.readOnce(id, onode, { offsetBytes: start, lengthBytes: end - start });
-          return { lengthBytes: end - start, chunks: (async function* () { if (data && data.length > 0) yield data; })() };
+          return { lengthBytes: end - start, chunks: (async function* () { if (data && data.length > 0) yield { bytes: data, crc32c: crc32c(data) }; })() };
         }
         const release = this.core.segments.pin(overlapping(onode.extents, start, end).map((e) => e.blob.segmentId));
         if (!release) continue; // a segment went while we looked: reload the record
-        return { lengthBytes: end - start, chunks: this.pieces(id, onode, start, end, options.pieceBytes ?? 1024 * 1024, release, options.releaseAfterMs ?? 600_000) };
+        const allocate = options.allocate ?? ((n: number) => Buffer.allocUnsafe(n));
+        return { lengthBytes: end - start, chunks: this.pieces(id, onode, { start, end, pieceBytes: options.pieceBytes ?? 1024 * 1024, allocate }, release, options.releaseAfterMs ?? 600_000) };
       }
       throw new TesseraError('Busy', `object ${id.ns}/${id.name} kept moving while being read; retry`);
     });
   }
 
-  private async *pieces(id: ObjectId, onode: Onode, start: number, end: number, pieceBytes: number, release: () => void, releaseAfterMs: number): AsyncGenerator<Buffer> {
+  /** Pieces of [start, end), each with its crc32c: holes are checksummed as zeros, extents combined from their verified chunk crcs. */
+  private async *pieces(
+    id: ObjectId,
+    onode: Onode,
+    range: { start: number; end: number; pieceBytes: number; allocate: (lengthBytes: number) => Buffer },
+    release: () => void,
+    releaseAfterMs: number,
+  ): AsyncGenerator<ReadPiece> {
+    const { start, end, pieceBytes, allocate } = range;
     const timer = this.core.io.clock.setTimeout(release, releaseAfterMs);
     try {
       for (let at = start; at < end; at += pieceBytes) {
         const to = Math.min(end, at + pieceBytes);
-        const out = Buffer.allocUnsafe(to - at);
+        const out = allocate(to - at);
+        assert(out.length === to - at, 'an allocated piece has the size asked');
         let covered = at;
+        let crc = 0;
+        const zeros = (from: number, upTo: number): void => {
+          const hole = out.subarray(from - at, upTo - at);
+          hole.fill(0);
+          crc = crc32c(hole, crc);
+        };
         for (const e of overlapping(onode.extents, at, to)) {
           const from = Math.max(at, e.logicalOffset);
           const upTo = Math.min(to, e.logicalOffset + e.lengthBytes);
-          if (from > covered) out.fill(0, covered - at, from - at);
+          if (from > covered) zeros(covered, from);
           const target = out.subarray(from - at, upTo - at);
-          const data = await this.core.segments.readBlob(e.blob, e.blobOffset + (from - e.logicalOffset), upTo - from, target, true);
-          if (!data) throw new TesseraError('Internal', `object ${id.ns}/${id.name}: a pinned segment vanished`);
-          if (data !== target) data.copy(target);
+          const got = await this.core.segments.readBlobWithCrc(e.blob, e.blobOffset + (from - e.logicalOffset), upTo - from, target, true);
+          if (!got) throw new TesseraError('Internal', `object ${id.ns}/${id.name}: a pinned segment vanished`);
+          if (got.data !== target) got.data.copy(target);
+          crc = crc32cCombine(crc, got.crc32c, upTo - from);
           covered = upTo;
         }
-        if (covered < to) out.fill(0, covered - at);
-        yield out;
+        if (covered < to) zeros(covered, to);
+        yield { bytes: out, crc32c: crc };
       }
     } finally {
       this.core.io.clock.clearTimeout(timer);

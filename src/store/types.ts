@@ -66,6 +66,22 @@ export interface ReadOptions {
   lengthBytes?: number;
 }
 
+/** A piece of a streamed read (ObjectStore.readStream): verified bytes and their crc32c. */
+export interface ReadPiece {
+  bytes: Buffer;
+  /** crc32c of bytes, combined from the chunk checksums they were verified against (no second pass over them). */
+  crc32c: number;
+}
+
+export interface ReadStreamOptions extends ReadOptions {
+  /** At most this many bytes per piece (default 1 MiB). */
+  pieceBytes?: number;
+  /** The pinned segments are released after this long even if the stream is never consumed (default 10 min). */
+  releaseAfterMs?: number;
+  /** Where each piece's bytes go (default Buffer.allocUnsafe): a caller may hand out buffers it reuses. */
+  allocate?: (lengthBytes: number) => Buffer;
+}
+
 export interface OmapListOptions {
   /** Only keys >= startKey (default: from the first key). */
   startKey?: Buffer;
