@@ -9,7 +9,7 @@ while [ $# -gt 0 ]; do
     --faults) export TESSERA_FAULTS="$2"; shift 2 ;;
     --seed) export TESSERA_SEED="$2"; shift 2 ;;
     --no-ec) export TESSERA_FAULTS_EC=0; shift ;;
-    --ec) export TESSERA_FAULTS_EC=1; shift ;;
+    --ec) export TESSERA_FAULTS_EC=1; shift ;; # the default
     --kinds) export TESSERA_FAULTS_KINDS="$2"; shift 2 ;;
     --loopback) export TESSERA_FAULTS_NETNS=0; shift ;;
     --no-audit) export TESSERA_FAULTS_AUDIT=0; shift ;;
