@@ -50,7 +50,7 @@ interface ClientFile {
 
 function up(): Promise<{ child: ChildProcess; output: string[] }> {
   return new Promise((resolve, reject) => {
-    const args = [tesseraBin, 'up', '--data', dir.path, '--hosts', '3', '--disks-per-host', '2', '--base-port', String(basePort), '--map-port', String(basePort + 15), '--s3-port', String(s3Port), '--pgs', '16'];
+    const args = [tesseraBin, 'up', '--data', dir.path, '--hosts', '3', '--disks-per-host', '2', '--base-port', String(basePort), '--map-port', String(basePort + 15), '--s3-port', String(s3Port), '--pgs', '16', '--recovery-bytes-per-sec', '300000000'];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     started.push(child);
     const output: string[] = [];
@@ -135,6 +135,12 @@ it('runs, reports, serves S3, manages users, stops and resumes the all-in-one cl
   const status = await run(['status', '--data', dir.path]);
   expect(status.code).toBe(0);
   expect(status.stdout.match(/: up,/g)).toHaveLength(6);
+  // Daemon flags given to `up` reach every daemon it runs.
+  const children = (await readFile(`/proc/${first.child.pid}/task/${first.child.pid}/children`, 'utf8')).trim().split(/\s+/);
+  const commands = await Promise.all(children.map(async (pid) => (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0')));
+  const daemonCommands = commands.filter((argv) => argv.includes('daemon'));
+  expect(daemonCommands).toHaveLength(6);
+  for (const argv of daemonCommands) expect(argv.slice(argv.indexOf('--recovery-bytes-per-sec'), argv.indexOf('--recovery-bytes-per-sec') + 2)).toEqual(['--recovery-bytes-per-sec', '300000000']);
   await withClient(clientFile.map, (c) => c.put('rep', 'hello', Buffer.from('world')));
 
   // S3 with the printed keys.

@@ -26,11 +26,13 @@ const usage = `usage: tessera <command> [options]
 commands:
   up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]] [--metrics-port-offset N]
           [--down-grace-ms MS] [--out-interval-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
+          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
           with --etcd, the cluster map lives in etcd (give it on every run); a disk silent for
           --down-grace-ms (20000) is marked down, one down for --out-interval-ms (600000) out;
-          writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85)
+          writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85);
+          the recovery and scrub flags are passed to every daemon (see daemon below)
   status  [--json]
           health (with reasons), disks up/in, pools, pgs by state, recovery (pgs degraded,
           recovering, backfilling; objects and bytes left, rate, ETA), capacity
@@ -257,6 +259,24 @@ function redundancyOf(values: { replicated?: string | undefined; 'min-size'?: st
   return { type: 'replicated', size, minSize: intOption(values['min-size'], 'min-size', Math.max(1, size - 1)) };
 }
 
+/** Daemon flags `tessera up` passes on to every daemon it runs (checked here, so a typo fails at once). */
+const daemonPaceFlags = {
+  'recovery-bytes-per-sec': { type: 'string' },
+  'recovery-ops-inflight': { type: 'string' },
+  'scrub-interval-ms': { type: 'string' },
+  'deep-scrub-interval-ms': { type: 'string' },
+  'scrub-bytes-per-sec': { type: 'string' },
+} as const;
+
+function daemonPaceArgs(values: Partial<Record<keyof typeof daemonPaceFlags, string | undefined>>): string[] {
+  const args: string[] = [];
+  for (const name of Object.keys(daemonPaceFlags) as Array<keyof typeof daemonPaceFlags>) {
+    const v = values[name];
+    if (v !== undefined) args.push(`--${name}`, String(intOption(v, name)));
+  }
+  return args;
+}
+
 const scrubFlags = { deep: { type: 'boolean' }, repair: { type: 'boolean' }, 'bytes-per-sec': { type: 'string' } } as const;
 
 function scrubOptions(values: { deep?: boolean | undefined; repair?: boolean | undefined; json?: boolean | undefined; 'bytes-per-sec'?: string | undefined }): ScrubCommandOptions {
@@ -401,7 +421,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' }, domain: { type: 'string', multiple: true } },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' }, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
         });
         const ratio = (v: string | undefined, name: string): number | undefined => {
           if (v === undefined) return undefined;
@@ -430,6 +450,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values.domain !== undefined ? { s3Domains: domainsOption(values.domain) } : {}),
           ...(values['metrics-port-offset'] !== undefined ? { metricsPortOffset: intOption(values['metrics-port-offset'], 'metrics-port-offset') } : {}),
           liveness,
+          daemonArgs: daemonPaceArgs(values),
         });
       }
       case 's3': {

@@ -72,6 +72,8 @@ export interface UpOptions {
   s3Domains?: string[];
   /** Failure detection and full ratios of the map daemon (cluster/liveness.ts; defaults in src/lib/limits.ts). */
   liveness?: LivenessOptions;
+  /** More `tessera daemon` flags for every daemon (recovery and scrub pace). */
+  daemonArgs?: string[];
 }
 
 /** A child process `up` keeps running: restarted with backoff when it exits. */
@@ -222,6 +224,7 @@ export async function runUp(o: UpOptions): Promise<number> {
     args: () => [
       'daemon', '--disk', disk.path, '--listen', `${disk.listenHost}:${disk.port}`, '--cluster-id', layout.clusterId, '--disk-id', String(disk.diskId), '--map', mapAddress,
       ...(disk.metricsPort !== undefined ? ['--metrics', `${disk.listenHost}:${disk.metricsPort}`] : []),
+      ...(o.daemonArgs ?? []),
     ],
     child: null,
     restarts: 0,

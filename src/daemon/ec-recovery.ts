@@ -48,6 +48,8 @@ export interface RecoveryContext {
   signal: AbortSignal;
   /** Told of the objects planned and rebuilt (bytes: shard bytes written to the targets). */
   progress?: RecoveryProgressSink | undefined;
+  /** Runs one object's shard writes (sizeBytes: shard bytes written) under the daemon's recovery throttle. Default: at once. */
+  pace?: ((sizeBytes: number, copy: () => Promise<void>) => Promise<void>) | undefined;
 }
 
 const shardId = (pg: Pg, position: number, name: string): ObjectId => ({ ns: dataNs(pg.pool.id, position), name });
@@ -90,8 +92,10 @@ export async function rebuildObject(ctx: RecoveryContext, name: string, targets:
   }
   const reader: ShardReader = { poolId: pg.pool.id, layout: ec.layout, codec: ec.codec, stores: Array.from({ length: ec.layout.width }, () => null) };
   for (const s of usable) (reader.stores as Array<StoreApi | null>)[s.position] = s.handle.store;
-  await writeShards(ctx, reader, name, newest, stale);
-  return ec.layout.shardBytes(decodeSize(newest.get(SIZE_XATTR))) * stale.length;
+  const writtenBytes = ec.layout.shardBytes(decodeSize(newest.get(SIZE_XATTR))) * stale.length;
+  const write = (): Promise<void> => writeShards(ctx, reader, name, newest, stale);
+  await (ctx.pace ? ctx.pace(writtenBytes, write) : write());
+  return writtenBytes;
 }
 
 /** rebuildObject, reported to the recovery's progress. */
