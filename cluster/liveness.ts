@@ -19,6 +19,29 @@
  *   heartbeats sent to it, so none may take another's disks for silent
  *   (docs/map-service.md).
  *
+ * - Leases: every heartbeat reply grants the daemon a lease of `leaseMs`
+ *   (default half of downGraceMs), counted by the daemon from when it *sent*
+ *   that heartbeat; a primary serves client reads and acknowledges writes
+ *   only while its lease holds (src/daemon/lease.ts). Why a lease always ends
+ *   before this monitor can mark the disk down (and so before another primary
+ *   can take over its pgs): the heartbeat was sent before it was received;
+ *   the monitor records the *receipt* (lastSeenMs) and marks the disk down
+ *   only after downGraceMs more of silence; so on a timeline of real time the
+ *   lease ends at most leaseMs (daemon's clock) after the send, and the mark
+ *   comes at least downGraceMs (monitor's clock) after the receipt. With
+ *   monotonic clocks on both sides whose rates differ from real time by at
+ *   most a fraction r, that holds while leaseMs / (1 - r) < downGraceMs / (1 + r):
+ *   r < 1/3 for the default half (r < 1/7 at the allowed maximum, 3/4);
+ *   real clocks drift by about 1e-4. Network delay, a slow reply, a resent
+ *   heartbeat (the rpc may send it again; the daemon keeps the first send
+ *   time) and this monitor's own stalls (it then extends every grace) only
+ *   widen the gap. A restarted monitor starts every grace afresh, after the
+ *   last receipt of its previous incarnation. Not covered: a host suspended
+ *   as a whole (CLOCK_MONOTONIC does not advance while a machine sleeps), and
+ *   marks by others than this monitor: `tessera up` marks a daemon down when
+ *   its process exits (no lease to fear), an operator's `disk out` of a
+ *   daemon that is alive but unreachable should wait for the monitor's mark.
+ *
  * Bounds: the maps kept are one (the latest, from a watch); lastSeen holds one
  * entry per disk of the map.
  */
@@ -46,11 +69,16 @@ export interface HeartbeatReply {
   heartbeatIntervalMs: number;
   /** The newest map epoch the map daemon has. */
   epoch: number;
+  /**
+   * How long after sending this heartbeat its daemon may serve as a primary (a lease renewed by every reply;
+   * absent from a map daemon too old to grant leases: the daemon then serves unfenced).
+   */
+  leaseMs?: number;
 }
 
 /** A daemon's side: where its heartbeats go. */
 export interface LivenessReporter {
-  heartbeat(report: HeartbeatReport, options?: { signal?: AbortSignal }): Promise<HeartbeatReply>;
+  heartbeat(report: HeartbeatReport, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<HeartbeatReply>;
 }
 
 export interface LivenessOptions {
@@ -60,6 +88,11 @@ export interface LivenessOptions {
   outIntervalMs?: number;
   /** The interval daemons are asked to heartbeat at. Default downGraceMs / 4, within the limits. */
   heartbeatIntervalMs?: number;
+  /**
+   * The lease each heartbeat reply grants (from the heartbeat's send time). Default downGraceMs x
+   * limits.leaseGraceRatioDefault (half); at most leaseGraceRatioMax of it, at least two heartbeat intervals.
+   */
+  leaseMs?: number;
   /** used / total at which a disk is near full, and full. Defaults limits.diskNearFullRatioDefault, diskFullRatioDefault. */
   nearFullRatio?: number;
   fullRatio?: number;
@@ -71,6 +104,7 @@ export interface ResolvedLiveness {
   downGraceMs: number;
   outIntervalMs: number;
   heartbeatIntervalMs: number;
+  leaseMs: number;
   nearFullRatio: number;
   fullRatio: number;
   scope: 'all' | 'heard';
@@ -80,14 +114,18 @@ export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
   const downGraceMs = o.downGraceMs ?? limits.livenessDownGraceMsDefault;
   const outIntervalMs = o.outIntervalMs ?? limits.livenessOutIntervalMsDefault;
   const heartbeatIntervalMs = o.heartbeatIntervalMs ?? Math.min(limits.heartbeatIntervalMsMax, Math.max(limits.heartbeatIntervalMsMin, Math.floor(downGraceMs / 4)));
+  const leaseMs = o.leaseMs ?? Math.floor(downGraceMs * limits.leaseGraceRatioDefault);
   const nearFullRatio = o.nearFullRatio ?? limits.diskNearFullRatioDefault;
   const fullRatio = o.fullRatio ?? limits.diskFullRatioDefault;
   if (!(downGraceMs > 0 && outIntervalMs > 0)) throw invalid(`liveness: downGraceMs (${downGraceMs}) and outIntervalMs (${outIntervalMs}) must be > 0`);
-  if (heartbeatIntervalMs < limits.heartbeatIntervalMsMin || heartbeatIntervalMs > limits.heartbeatIntervalMsMax || heartbeatIntervalMs * 2 > downGraceMs) {
-    throw invalid(`liveness: heartbeatIntervalMs ${heartbeatIntervalMs} must be in [${limits.heartbeatIntervalMsMin}, ${limits.heartbeatIntervalMsMax}] and at most half of downGraceMs ${downGraceMs}`);
+  if (!(leaseMs > 0 && leaseMs <= downGraceMs * limits.leaseGraceRatioMax)) {
+    throw invalid(`liveness: leaseMs ${leaseMs} must be > 0 and at most ${limits.leaseGraceRatioMax} of downGraceMs ${downGraceMs} (a lease must end before the disk can be marked down)`);
+  }
+  if (heartbeatIntervalMs < limits.heartbeatIntervalMsMin || heartbeatIntervalMs > limits.heartbeatIntervalMsMax || heartbeatIntervalMs * 2 > leaseMs) {
+    throw invalid(`liveness: heartbeatIntervalMs ${heartbeatIntervalMs} must be in [${limits.heartbeatIntervalMsMin}, ${limits.heartbeatIntervalMsMax}] and at most half of leaseMs ${leaseMs} (downGraceMs ${downGraceMs})`);
   }
   if (!(nearFullRatio > 0 && nearFullRatio <= fullRatio && fullRatio <= 1)) throw invalid(`liveness: need 0 < nearFullRatio (${nearFullRatio}) <= fullRatio (${fullRatio}) <= 1`);
-  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, nearFullRatio, fullRatio, scope: o.scope ?? 'all' };
+  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, leaseMs, nearFullRatio, fullRatio, scope: o.scope ?? 'all' };
 }
 
 export function spaceState(usedBytes: number, totalBytes: number, o: Pick<ResolvedLiveness, 'nearFullRatio' | 'fullRatio'>): DiskSpaceState | undefined {
@@ -160,7 +198,7 @@ export class LivenessMonitor {
       this.downSinceMs.delete(report.diskId);
       this.observe(map);
     }
-    return { heartbeatIntervalMs: this.options.heartbeatIntervalMs, epoch: map.epoch };
+    return { heartbeatIntervalMs: this.options.heartbeatIntervalMs, epoch: map.epoch, leaseMs: this.options.leaseMs };
   }
 
   private observe(map: ClusterMap): void {
@@ -253,7 +291,7 @@ export class LivenessMonitor {
   private async handle(op: number, header: Buffer): Promise<{ header: Buffer }> {
     if (op !== LivenessOpcode.heartbeat) throw new TesseraError('NotSupported', `unknown liveness operation ${op}`);
     const reply = await this.heartbeat(decodeReport(header));
-    return { header: new Writer(16).varint(reply.heartbeatIntervalMs).varint(reply.epoch).finish() };
+    return { header: new Writer(24).varint(reply.heartbeatIntervalMs).varint(reply.epoch).varint(reply.leaseMs ?? 0).finish() };
   }
 }
 
@@ -268,22 +306,32 @@ function decodeReport(header: Buffer): HeartbeatReport {
   return report;
 }
 
+/** A reply: interval, epoch, then the lease (absent from map daemons that grant none; 0 reads as absent). */
+export function decodeReply(header: Buffer): HeartbeatReply {
+  const r = new Reader(header, 'ProtocolError', 'heartbeat reply');
+  const out: HeartbeatReply = { heartbeatIntervalMs: r.varint(), epoch: r.varint() };
+  if (r.remainingBytes > 0) {
+    const leaseMs = r.varint();
+    if (leaseMs > 0) out.leaseMs = leaseMs;
+  }
+  r.end();
+  return out;
+}
+
 /** The heartbeat rpc of a map daemon in another process. */
 export class LivenessClient implements LivenessReporter {
   constructor(
     private readonly rpc: RpcClient,
-    private readonly timeoutMs = 5_000,
+    private readonly timeoutMs: number = limits.heartbeatTimeoutMsMax,
   ) {}
 
-  async heartbeat(report: HeartbeatReport, options: { signal?: AbortSignal } = {}): Promise<HeartbeatReply> {
+  async heartbeat(report: HeartbeatReport, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<HeartbeatReply> {
     const reply = await this.rpc.call(LivenessOpcode.heartbeat, encodeReport(report), [], {
+      // Resent on a new connection if need be: the daemon counts its lease from the first send, so a resend only shortens it.
       idempotent: true,
-      timeoutMs: this.timeoutMs,
+      timeoutMs: options.timeoutMs ?? this.timeoutMs,
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const r = new Reader(reply.header, 'ProtocolError', 'heartbeat reply');
-    const out = { heartbeatIntervalMs: r.varint(), epoch: r.varint() };
-    r.end();
-    return out;
+    return decodeReply(reply.header);
   }
 }

@@ -11,7 +11,8 @@
 import { afterEach, expect, it } from 'vitest';
 import { systemIo } from '../src/io/system.js';
 import { EmbeddedMapStore } from '../cluster/map-store-embedded.js';
-import { LivenessMonitor, resolveLiveness, spaceState } from '../cluster/liveness.js';
+import { decodeReply, LivenessMonitor, resolveLiveness, spaceState } from '../cluster/liveness.js';
+import { PrimaryLease } from '../src/daemon/lease.js';
 import { connectMapService, startMapDaemon } from '../cluster/map-daemon.js';
 import { addDisk, nextEpoch, setDiskSpace, setDiskState } from '../cluster/map-edit.js';
 import { decodeMap, encodeMap } from '../cluster/map-codec.js';
@@ -105,8 +106,12 @@ it("with scope 'heard' (etcd: several map daemons) judges only the disks that he
 });
 
 it('validates its options', () => {
-  expect(resolveLiveness()).toEqual({ downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5_000, nearFullRatio: 0.85, fullRatio: 0.95, scope: 'all' });
+  expect(resolveLiveness()).toEqual({ downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5_000, leaseMs: 10_000, nearFullRatio: 0.85, fullRatio: 0.95, scope: 'all' });
   expect(() => resolveLiveness({ downGraceMs: 100, heartbeatIntervalMs: 80 })).toThrow(/at most half/);
+  // A lease must end before the disk can be marked down, and outlast two heartbeat intervals.
+  expect(() => resolveLiveness({ downGraceMs: 1000, leaseMs: 800 })).toThrow(/leaseMs 800/);
+  expect(() => resolveLiveness({ downGraceMs: 1000, leaseMs: 300, heartbeatIntervalMs: 200 })).toThrow(/at most half of leaseMs/);
+  expect(resolveLiveness({ downGraceMs: 1000, leaseMs: 750, heartbeatIntervalMs: 250 }).leaseMs).toBe(750);
   expect(() => resolveLiveness({ nearFullRatio: 0.9, fullRatio: 0.8 })).toThrow(/nearFullRatio/);
   expect(() => resolveLiveness({ outIntervalMs: 0 })).toThrow(/must be > 0/);
   expect(spaceState(0, 0, { nearFullRatio: 0.5, fullRatio: 0.9 })).toBeUndefined();
@@ -121,7 +126,10 @@ it('heartbeats travel over the map daemon rpc', async () => {
   await mapd.service.change((m) => setDiskState(m, 2, { up: false }));
   const reply = await conn.liveness.heartbeat({ diskId: 2, epoch: 1, usedBytes: 1, totalBytes: 2 });
   expect(reply.heartbeatIntervalMs).toBe(100);
+  expect(reply.leaseMs, 'half the grace').toBe(1000);
   expect((await mapd.service.current()).disks.find((d) => d.id === 2)).toMatchObject({ up: true });
+  // A map daemon that grants no lease (an older one: two fields) reads as no lease.
+  expect(decodeReply(Buffer.from([100, 7]))).toEqual({ heartbeatIntervalMs: 100, epoch: 7 });
 });
 
 it('the map carries a disk space state only when set: canonical bytes unchanged without it', () => {
@@ -175,4 +183,38 @@ it('the recovery throttle bounds copies at once, runs degraded pgs first, and pa
   await expect(second).rejects.toMatchObject({ code: 'Aborted' });
   release();
   await first;
+});
+
+it('a primary lease holds until its heartbeat\'s send time + leaseMs, never shortened, and is logged when it lapses and comes back', () => {
+  let nowMs = 1000;
+  const logs: string[] = [];
+  const lease = new PrimaryLease({ monotonicMs: () => nowMs }, (m) => logs.push(m), true);
+  expect(lease.holds(), 'none granted yet').toBe(false);
+  expect(() => lease.check()).toThrow(/lease lapsed/);
+  lease.renew(900, 500); // sent at 900: holds until 1400
+  expect(lease.holds()).toBe(true);
+  lease.renew(800, 500); // an older heartbeat's late reply shortens nothing
+  nowMs = 1350;
+  expect(lease.holds()).toBe(true);
+  nowMs = 1400;
+  expect(lease.holds()).toBe(false);
+  let code = '';
+  try {
+    lease.check();
+  } catch (err) {
+    code = (err as { code: string }).code;
+  }
+  expect(code, 'clients retry it').toBe('Unavailable');
+  expect([lease.lapses, lease.refusals]).toEqual([2, 2]);
+  lease.noticeLapse();
+  expect(lease.lapses, 'one lapse is noticed once').toBe(2);
+  lease.renew(1450, 500);
+  nowMs = 1500;
+  expect(lease.holds()).toBe(true);
+  expect(logs.filter((l) => l.includes('renewed'))).toHaveLength(2);
+  // Not enforced: no heartbeats, or a map daemon that grants none.
+  const open = new PrimaryLease({ monotonicMs: () => nowMs }, () => undefined, false);
+  expect(open.holds()).toBe(true);
+  lease.unfenced();
+  expect(lease.holds()).toBe(true);
 });

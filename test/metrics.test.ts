@@ -119,6 +119,8 @@ it('daemons count client ops, bytes and latency; report pgs by state, disk space
     expect(sum(own, 'tessera_disk_free_bytes')).toBeGreaterThan(0);
     expect(sum(own, 'tessera_disk_used_bytes')).toBeGreaterThanOrEqual(0);
     expect(sum(own, 'tessera_osd_pg_members')).toBe(8); // 3 copies on 3 disks: every disk holds every pg
+    expect(sum(own, 'tessera_osd_lease_held'), 'the primary lease holds (heartbeats answered)').toBe(1);
+    expect(own.some((s) => s.name === 'tessera_osd_lease_refusals_total')).toBe(true);
   }
   const epoch = (await conn!.service.current()).epoch;
   for (const s of before.filter((x) => x.name === 'tessera_map_epoch')) expect(s.value).toBe(epoch);

@@ -2,7 +2,7 @@
  * The metrics of a `tessera daemon --map ... --metrics HOST:PORT` process:
  * a Registry of its own with DaemonMetrics (src/metrics) read from the Osd
  * (pgs by state through the same pgStats the status command queries, the
- * store's statfs, the map epoch, the recovery it drives as primary) plus the client ops the Osd reports, served
+ * store's statfs, the map epoch, the recovery it drives as primary, its primary lease) plus the client ops the Osd reports, served
  * at http://HOST:PORT/metrics.
  */
 import { Registry } from 'prom-client';
@@ -45,6 +45,7 @@ export function daemonMetricsEndpoint(): DaemonMetricsEndpoint {
             pgsRecovering: r.pgs.length,
           };
         },
+        lease: () => ({ held: osd.lease.holds(), lapses: osd.lease.lapses, refusals: osd.lease.refusals }),
       });
       try {
         return await serveMetrics({ registry, ...address });

@@ -13,6 +13,13 @@
  *
  * Every request first waits for the map epoch its sender has seen; a sender
  * whose epoch predates the pg's current interval is told StaleEpoch.
+ *
+ * Client requests (ops, reads, listings) are served only under the
+ * daemon's primary lease (src/daemon/lease.ts): checked when one arrives and
+ * again before it is answered, so a primary cut off from the map daemon
+ * (soon marked down, its pgs served by others) neither shows old bytes nor
+ * acknowledges a write once its lease is over; it answers Unavailable, which
+ * clients retry with a fresh map.
  */
 import { isTesseraError, TesseraError, invalid } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
@@ -57,9 +64,15 @@ const EMPTY = Buffer.alloc(0);
 
 export function osdHandler(osd: Osd): RpcHandler {
   const client = async <T>(serve: () => Promise<T>): Promise<T> => {
+    osd.lease.check();
     osd.clientRequestsInflight++;
     try {
-      return await serve();
+      const reply = await serve();
+      // Everything the reply holds was read (or made durable) before this check, so before the lease ended, so
+      // before any other primary of the pg could exist. A write refused here may be applied: it is not
+      // acknowledged, and a retry with its request id is answered from the pg log.
+      osd.lease.check();
+      return reply;
     } finally {
       osd.clientRequestsInflight--;
     }

@@ -9,8 +9,9 @@
  * Lifecycle: start() opens the store, listens, marks the disk up (with its
  * address) in the map, begins following it and heartbeating the map daemon
  * (cluster/liveness.ts: liveness and space used; a disk marked down while
- * alive is marked up again by its next heartbeat); close() stops the
- * heartbeats, marks it down, drains requests, closes the store.
+ * alive is marked up again by its next heartbeat; each reply renews the
+ * primary lease client I/O is served under: src/daemon/lease.ts); close()
+ * stops the heartbeats, marks it down, drains requests, closes the store.
  *
  * Recovery and backfill this daemon drives as primary go through one
  * RecoveryThrottle (src/daemon/recovery-throttle.ts).
@@ -45,6 +46,7 @@ import { storeHandler } from './store-service.js';
 import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
 import { RecoveryProgress } from './recovery-progress.js';
 import type { LivenessReporter } from '../../cluster/liveness.js';
+import { PrimaryLease, startHeartbeats } from './lease.js';
 
 export interface OsdOptions {
   io: Io;
@@ -88,6 +90,8 @@ export class Osd {
   readonly recoveryProgress: RecoveryProgress;
   private readonly heartbeats = new AbortController();
   private heartbeatLoop: Promise<void> | null = null;
+  /** Client I/O as a primary is served only while this holds (src/daemon/lease.ts); renewed by heartbeat replies. */
+  readonly lease: PrimaryLease;
 
   private constructor(
     readonly options: OsdOptions,
@@ -102,6 +106,7 @@ export class Osd {
     this.ecWriteBudget = new ByteBudget(options.io.clock, limits.ecWriteBytesInflightMax);
     this.recovery = new RecoveryThrottle(options.io.clock, options.recovery, () => this.clientRequestsInflight);
     this.recoveryProgress = new RecoveryProgress(options.io.clock);
+    this.lease = new PrimaryLease(options.io.clock, (message) => console.error(`disk ${options.identity.diskId}: ${message}`), options.liveness !== undefined);
   }
 
   get diskId(): number {
@@ -134,7 +139,8 @@ export class Osd {
       await view.refresh();
       self.unsubscribe = view.onChange((map) => self.onMap(map));
       self.onMap(view.map);
-      self.startHeartbeats();
+      // The first reply grants the lease: the daemon serves clients as soon as start() returns.
+      await self.startHeartbeats();
       return self;
     } catch (err) {
       if (osd) await osd.close().catch(() => undefined);
@@ -143,36 +149,23 @@ export class Osd {
     }
   }
 
-  /** Reports liveness and space to the map daemon, at the interval it asks for, until close. */
-  private startHeartbeats(): void {
+  /** Reports liveness and space to the map daemon, at the interval it asks for, until close; resolves after the first reply. */
+  private startHeartbeats(): Promise<void> {
     const reporter = this.options.liveness;
-    if (!reporter) return;
-    const { signal } = this.heartbeats;
-    const { clock } = this.io;
-    this.heartbeatLoop = (async () => {
-      let intervalMs: number = limits.heartbeatIntervalMsDefault;
-      let failing = false;
-      let spaceRefreshedMs = -Infinity;
-      while (!signal.aborted) {
-        try {
-          // Space figures are refreshed in the background at most every heartbeatIntervalMsDefault: a heartbeat
-          // never waits for the file system (its thread pool may be busy with recovery).
-          if (clock.monotonicMs() - spaceRefreshedMs >= limits.heartbeatIntervalMsDefault) {
-            spaceRefreshedMs = clock.monotonicMs();
-            void this.store.refreshSpace().catch(() => undefined);
-          }
-          const space = this.store.space();
-          const reply = await reporter.heartbeat({ diskId: this.diskId, epoch: this.view.epoch, usedBytes: space.usedBytes, totalBytes: space.totalBytes }, { signal });
-          intervalMs = Math.min(limits.heartbeatIntervalMsMax, Math.max(limits.heartbeatIntervalMsMin, reply.heartbeatIntervalMs));
-          if (reply.epoch > this.view.epoch) void this.view.refresh().catch(() => undefined);
-          failing = false;
-        } catch (err) {
-          if (!signal.aborted && !failing) console.error(`disk ${this.diskId}: heartbeat failed: ${toTesseraError(err).message}`);
-          failing = true;
-        }
-        await clock.sleep(intervalMs, signal).catch(() => undefined);
-      }
-    })();
+    if (!reporter) return Promise.resolve();
+    const { firstReply, stopped } = startHeartbeats({
+      io: this.io,
+      reporter,
+      lease: this.lease,
+      view: this.view,
+      diskId: this.diskId,
+      space: () => this.store.space(),
+      refreshSpace: () => void this.store.refreshSpace().catch(() => undefined),
+      signal: this.heartbeats.signal,
+      log: (message) => console.error(`disk ${this.diskId}: ${message}`),
+    });
+    this.heartbeatLoop = stopped;
+    return firstReply;
   }
 
   get port(): number {

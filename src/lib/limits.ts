@@ -135,6 +135,15 @@ export const limits = {
   /** Bounds of the interval a map daemon may ask for. */
   heartbeatIntervalMsMin: 20,
   heartbeatIntervalMsMax: 60_000,
+  /**
+   * A primary's lease (cluster/liveness.ts, src/daemon/lease.ts): a heartbeat answered by the map daemon lets its
+   * daemon serve clients until the heartbeat's send time + leaseMs, by default this fraction of downGraceMs. At most
+   * leaseGraceRatioMax of it (the rest absorbs clock rate drift), and at least two heartbeat intervals long.
+   */
+  leaseGraceRatioDefault: 0.5,
+  leaseGraceRatioMax: 0.75,
+  /** Longest wait for one heartbeat's reply (shorter when the lease is: a later reply renews nothing). */
+  heartbeatTimeoutMsMax: 5_000,
   /** Used / total of a disk at which it is near full (a warning in the map) and full (writes to its pgs are refused). */
   diskNearFullRatioDefault: 0.85,
   diskFullRatioDefault: 0.95,
@@ -220,6 +229,8 @@ assert((limits.ecStripeUnitBytes & (limits.ecStripeUnitBytes - 1)) === 0, 'the E
 assert(limits.ecRecoverySliceBytes % limits.ecStripeUnitBytes === 0, 'a recovery slice is whole stripe units');
 assert(limits.ecWriteBytesInflightMax >= 2 * limits.objectSizeBytesMax, 'the EC write budget holds a largest object with parity');
 assert(limits.heartbeatIntervalMsDefault * 2 <= limits.livenessDownGraceMsDefault, 'a daemon heartbeats at least twice per grace period');
+assert(limits.heartbeatIntervalMsDefault * 2 <= limits.livenessDownGraceMsDefault * limits.leaseGraceRatioDefault, 'a daemon heartbeats at least twice per lease');
+assert(limits.leaseGraceRatioDefault <= limits.leaseGraceRatioMax && limits.leaseGraceRatioMax < 1, 'a lease ends before the grace does');
 assert(limits.livenessDownGraceMsDefault < limits.livenessOutIntervalMsDefault, 'a disk is marked down before it is marked out');
 assert(limits.diskNearFullRatioDefault < limits.diskFullRatioDefault && limits.diskFullRatioDefault < 1, 'near full comes before full, full before the end');
 assert(limits.striperPieceBytesMin <= limits.striperPieceBytesDefault && limits.striperPieceBytesDefault <= limits.striperPieceBytesMax, 'the default piece size is within bounds');

@@ -64,6 +64,11 @@ export interface DaemonMetricsSource {
    * recovered since it started, and what its pgs have left (bytes: an estimate, null when unknown).
    */
   recovery?(): { objectsRecovered: number; bytesRecovered: number; objectsLeft: number; bytesLeft: number | null; pgsRecovering: number };
+  /**
+   * The daemon's primary lease (src/daemon/lease.ts): whether it holds now, times it lapsed and client
+   * requests refused because it had, since the daemon started.
+   */
+  lease?(): { held: boolean; lapses: number; refusals: number };
 }
 
 /**
@@ -116,6 +121,7 @@ export class DaemonMetrics implements OpObserver {
     spaceGauge('tessera_disk_objects', 'Objects in the disk store (client objects, pg logs and metadata objects)', (s) => s.objects);
     new Gauge({ name: 'tessera_map_epoch', help: 'Cluster map epoch held', registers, collect() { this.set(source.mapEpoch()); } });
     if (source.recovery) recoveryMetrics(registers, source.recovery.bind(source));
+    if (source.lease) leaseMetrics(registers, source.lease.bind(source));
   }
 
   observe(sample: OpSample): void {
@@ -159,6 +165,25 @@ function recoveryMetrics(registers: Registry[], read: NonNullable<DaemonMetricsS
     },
   });
   new Gauge({ name: 'tessera_osd_pgs_recovering', help: 'Pgs this disk is primary of with recovery or backfill copies left', registers, collect() { this.set(read().pgsRecovering); } });
+}
+
+/** A daemon's lease series: held now (1/0), and counters raised at scrapes by what the daemon counted since the last. */
+function leaseMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['lease']>): void {
+  const counted = { lapses: 0, refusals: 0 };
+  new Gauge({ name: 'tessera_osd_lease_held', help: 'Whether this daemon holds its primary lease (1) and may serve clients, or not (0: cut off from the map daemon, or it is restarting)', registers, collect() { this.set(read().held ? 1 : 0); } });
+  const counter = (name: string, help: string, key: 'lapses' | 'refusals'): void =>
+    void new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const now = read()[key];
+        if (now > counted[key]) this.inc(now - counted[key]);
+        counted[key] = Math.max(counted[key], now);
+      },
+    });
+  counter('tessera_osd_lease_lapses_total', 'Times this daemon\'s primary lease ran out (no heartbeat answered by the map daemon in time)', 'lapses');
+  counter('tessera_osd_lease_refusals_total', 'Client requests refused (Unavailable) because the primary lease had lapsed', 'refusals');
 }
 
 /** What the map service's metrics read when scraped: a summary of the latest map. */

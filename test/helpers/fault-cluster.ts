@@ -23,6 +23,7 @@ import { TesseraClient } from '../../src/client/client.js';
 import { connectMapService, startMapDaemon, type MapConnection } from '../../cluster/map-daemon.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap } from '../../cluster/map.js';
+import type { LivenessOptions } from '../../cluster/liveness.js';
 import { StoreClient } from '../../src/protocol/store-client.js';
 import { createTcpClient } from '../../src/rpc/index.js';
 import { makeTempDir } from './tmp.js';
@@ -92,7 +93,15 @@ export interface FaultCluster {
   stop(): Promise<void>;
 }
 
-export async function startFaultCluster(o: { hosts: number; disksPerHost: number; pools: TestPool[]; lab?: NetnsLab; clientTimeoutMs?: number }): Promise<FaultCluster> {
+export async function startFaultCluster(o: {
+  hosts: number;
+  disksPerHost: number;
+  pools: TestPool[];
+  lab?: NetnsLab;
+  clientTimeoutMs?: number;
+  /** The map daemon's failure detection (default: cluster/liveness.ts's; the schedule marks disks itself). */
+  liveness?: LivenessOptions;
+}): Promise<FaultCluster> {
   if (!existsSync(mapMain)) throw new Error(`${mapMain} is missing: run npm run build first`);
   const io = systemIo();
   const dir = await makeTempDir('faults');
@@ -125,7 +134,7 @@ export async function startFaultCluster(o: { hosts: number; disksPerHost: number
   let mapAddress = '';
 
   const startMap = async (port: number): Promise<void> => {
-    mapProc = await spawnListening([process.execPath, mapMain, mapDir, mapHost, String(port)], 'map service');
+    mapProc = await spawnListening([process.execPath, mapMain, mapDir, mapHost, String(port), ...(o.liveness ? [JSON.stringify(o.liveness)] : [])], 'map service');
     mapAddress = `${mapHost}:${mapProc.port}`;
   };
   const start = async (diskId: number): Promise<void> => {

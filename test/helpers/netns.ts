@@ -48,6 +48,12 @@ export interface NetnsLab {
   /** Drops every packet between hosts a and b (both directions); the rest of the network works. */
   cutPair(a: number, b: number): Promise<void>;
   healPair(a: number, b: number): Promise<void>;
+  /**
+   * Drops every packet between host h and the given hosts, and between h and the given TCP ports of the root
+   * namespace (both directions, rules in h's namespace); h still reaches, and is reached by, the rest (say, a
+   * client in the root namespace while the map service there is cut off). Needs iptables.
+   */
+  cutHostFrom(h: number, from: { hosts: number[]; rootPorts: number[] }): Promise<void>;
   /** Heals every cut this lab made. */
   healAll(): Promise<void>;
   /** Removes every namespace, link and bridge of the lab (idempotent). */
@@ -150,6 +156,8 @@ export async function createNetnsLab(o: { hosts: number }): Promise<NetnsLab> {
   const made = { bridge: false, hosts: [] as number[] };
   const pairCuts = new Set<string>();
   const hostCuts = new Set<number>();
+  /** Rules cutHostFrom added (host, rule), removed by healAll. */
+  const hostRules: Array<[number, string[]]> = [];
   let removed = false;
 
   const removeSync = (): void => {
@@ -199,7 +207,20 @@ export async function createNetnsLab(o: { hosts: number }): Promise<NetnsLab> {
       for (const [h, rule] of pairRules(a, b)) await iptables(h, '-D', ...rule).catch(() => undefined);
       pairCuts.delete(`${a},${b}`);
     },
+    async cutHostFrom(h, from) {
+      if (!hasCommand('iptables')) throw new Error('netns: cutHostFrom needs iptables (scripts/system-deps.sh installs it)');
+      const rules: string[][] = [];
+      for (const b of from.hosts) rules.push(['INPUT', '-s', address(b), '-j', 'DROP'], ['OUTPUT', '-d', address(b), '-j', 'DROP']);
+      for (const port of from.rootPorts) {
+        rules.push(['INPUT', '-s', rootAddress, '-p', 'tcp', '--sport', String(port), '-j', 'DROP'], ['OUTPUT', '-d', rootAddress, '-p', 'tcp', '--dport', String(port), '-j', 'DROP']);
+      }
+      for (const rule of rules) {
+        await iptables(h, '-A', ...rule);
+        hostRules.push([h, rule]);
+      }
+    },
     async healAll() {
+      for (const [h, rule] of hostRules.splice(0)) await iptables(h, '-D', ...rule).catch(() => undefined);
       for (const h of [...hostCuts]) await lab.healHost(h);
       for (const key of [...pairCuts]) {
         const [a, b] = key.split(',').map(Number) as [number, number];
