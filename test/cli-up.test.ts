@@ -8,13 +8,17 @@
  * other users' buckets out of reach and secrets shown once; a gateway killed
  * with kill -9 is restarted on its port; SIGINT stops everything; a second
  * `up` on the same directory resumes the cluster with the same keys (not
- * printed again) and the data reads back.
+ * printed again) and the data reads back; `--domain` reaches the gateway
+ * (virtual-host-style requests under it).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { Agent } from 'node:http';
+import type { LookupFunction } from 'node:net';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, GetObjectCommand, ListBucketsCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { systemIo } from '../src/io/system.js';
 import { TesseraClient } from '../src/client/client.js';
@@ -50,7 +54,7 @@ interface ClientFile {
 
 function up(): Promise<{ child: ChildProcess; output: string[] }> {
   return new Promise((resolve, reject) => {
-    const args = [tesseraBin, 'up', '--data', dir.path, '--hosts', '3', '--disks-per-host', '2', '--base-port', String(basePort), '--map-port', String(basePort + 15), '--s3-port', String(s3Port), '--pgs', '16', '--recovery-bytes-per-sec', '300000000'];
+    const args = [tesseraBin, 'up', '--data', dir.path, '--hosts', '3', '--disks-per-host', '2', '--base-port', String(basePort), '--map-port', String(basePort + 15), '--s3-port', String(s3Port), '--pgs', '16', '--recovery-bytes-per-sec', '300000000', '--domain', 'up.test'];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     started.push(child);
     const output: string[] = [];
@@ -147,6 +151,15 @@ it('runs, reports, serves S3, manages users, stops and resumes the all-in-one cl
   const adminS3 = s3With(admin.accessKeyId, admin.secretAccessKey);
   await adminS3.send(new CreateBucketCommand({ Bucket: 'photos' }));
   await adminS3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'cat.jpg', Body: 'meow' }));
+  // `up --domain up.test` reaches the gateway: photos.up.test addresses the bucket (host names resolved to 127.0.0.1 here).
+  expect(text).toContain('virtual-host-style under up.test');
+  const lookup = ((_host: string, opts: { all?: boolean }, cb: (...args: unknown[]) => void) => {
+    if (opts?.all) cb(null, [{ address: '127.0.0.1', family: 4 }]);
+    else cb(null, '127.0.0.1', 4);
+  }) as unknown as LookupFunction;
+  const vhost = new S3Client({ endpoint: `http://up.test:${s3Port}`, region: 'us-east-1', forcePathStyle: false, credentials: { accessKeyId: admin.accessKeyId, secretAccessKey: admin.secretAccessKey }, maxAttempts: 1, requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ lookup }) }) });
+  clients.push(vhost);
+  expect(await textOf(vhost, 'photos', 'cat.jpg')).toBe('meow');
   if (aws) {
     // As the README says: the printed keys in the environment, the endpoint on the command line.
     const cli = await awsCli(aws, { endpoint, accessKeyId: admin.accessKeyId, secretAccessKey: admin.secretAccessKey }, join(dir.path, 'aws'));
