@@ -233,7 +233,7 @@ it.skipIf(!failuresGate)('adding a disk moves only the pgs placement remaps; dat
   console.log(JSON.stringify({ case: 'client-io-during-add', ...reader.figures() }));
   // Adding weight to a host shifts every domain's rate a little (docs/placement.md): a few pgs move without
   // the new disk. Every disk must hold only objects of pgs it is (or was, before the change) a member of:
-  // nothing moved anywhere else. Old members keep their copies (strays are not removed yet).
+  // nothing moved anywhere else. (Old members remove their copies once the pg is clean: test/cluster-strays.test.ts.)
   const remapped = new Set<number>();
   const membersBefore = (pg: number): number[] => pgMembers(before, pool, pg);
   const membersAfter = (pg: number): number[] => pgMembers(after, pool, pg);

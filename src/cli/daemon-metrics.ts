@@ -33,6 +33,7 @@ export function daemonMetricsEndpoint(): DaemonMetricsEndpoint {
         pgCount: () => osd.pgs.size,
         space: async () => osd.store.statfs(),
         mapEpoch: () => osd.view.epoch,
+        strays: () => osd.strays.figures(),
         recovery() {
           const r = recoveryStats(osd);
           let bytesLeft: number | null = 0;

@@ -67,6 +67,8 @@ export interface ClusterStatus {
   pools: Array<{ id: number; name: string; redundancy: string; pgCount: number; pgs: Record<string, number> }>;
   pgs: { total: number; byState: Record<string, number> };
   recovery: RecoveryStatus;
+  /** Copies of pgs disks are no longer members of, summed over the disks that answered (src/daemon/stray-cleanup.ts). */
+  strays: { pgsWaiting: number; pgsRemoved: number; objectsRemoved: number };
   capacity: { usedBytes: number; freeBytes: number; objects: number };
   /** Exit code: 1 when a disk that is in is down or unreachable, or on HEALTH_ERR. */
   failing: boolean;
@@ -227,6 +229,13 @@ export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterSta
   if (recovery.recoveringPgs + recovery.backfillingPgs > 0) {
     reasons.push(`${recovery.recoveringPgs} pgs recovering, ${recovery.backfillingPgs} backfilling: ${describeLeft(recovery)} left`);
   }
+  const strays = { pgsWaiting: 0, pgsRemoved: 0, objectsRemoved: 0 };
+  for (const r of reports.values()) {
+    if (!r?.strays) continue;
+    strays.pgsWaiting += r.strays.pgsWaiting;
+    strays.pgsRemoved += r.strays.pgsRemoved;
+    strays.objectsRemoved += r.strays.objectsRemoved;
+  }
   const capacity = { usedBytes: 0, freeBytes: 0, objects: 0 };
   for (const d of disks) {
     capacity.usedBytes += d.usedBytes ?? 0;
@@ -242,6 +251,7 @@ export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterSta
     pools,
     pgs: { total: all.length, byState },
     recovery,
+    strays,
     capacity,
     failing: err || disks.some((d) => d.in && (!d.up || !d.reachable)),
   };
@@ -300,6 +310,9 @@ function render(s: ClusterStatus, mapAddress: string): string {
     ...s.pools.map((p) => `    pool ${p.name} (id ${p.id}): ${p.redundancy}, ${p.pgCount} pgs: ${states(p.pgs)}`),
     `  pgs: ${s.pgs.total} total: ${states(s.pgs.byState)}`,
     ...renderRecovery(s.recovery),
+    ...(s.strays.pgsWaiting + s.strays.pgsRemoved > 0
+      ? [`  stray copies: ${s.strays.pgsWaiting} pgs to remove once clean on their members; ${s.strays.pgsRemoved} removed (${s.strays.objectsRemoved} objects) since the daemons started`]
+      : []),
     `  capacity: ${mib(s.capacity.usedBytes)} used, ${mib(s.capacity.freeBytes)} free, ${s.capacity.objects} objects (disks that answered)`,
     `  checksum: ${native.checksum}, erasure coding: ${native.codec}`,
     '',

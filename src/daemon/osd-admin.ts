@@ -1,14 +1,18 @@
 /**
  * What the daemon tells operators, beside serving data: the pgStats query
- * (the states of the pgs this disk is primary of and the recovery they run:
+ * (the states of the pgs this disk is primary of, the recovery they run and
+ * the stray copies this disk still holds:
  * `tessera status` and `tessera recovery watch` ask every up daemon) and the timing of client ops for metrics (the daemon
  * process turns the samples into Prometheus series: src/cli/daemon-metrics.ts).
- * Both wrap the daemon's cluster handler (src/daemon/osd-service.ts).
+ * Both wrap the daemon's cluster handler (src/daemon/osd-service.ts), as
+ * does pgClean (another disk asks whether a pg is clean before it removes its
+ * stray copy: src/daemon/stray-cleanup.ts).
  */
 import type { Clock } from '../io/io.js';
-import { encodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply, type RecoveryStats } from '../protocol/osd-messages.js';
+import { decodePgCleanRequest, encodeControl, encodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply, type RecoveryStats } from '../protocol/osd-messages.js';
 import type { RpcHandler } from '../rpc/types.js';
 import type { Osd } from './osd.js';
+import { pgCleanState } from './stray-cleanup.js';
 
 /** The pgs this disk is primary of in the map it holds, with their states and recovery. */
 export function pgStats(osd: Osd): PgStatsReply {
@@ -19,7 +23,7 @@ export function pgStats(osd: Osd): PgStatsReply {
     const state = pg.scrub.inconsistent > 0 ? `${pg.state}+inconsistent` : pg.state;
     pgs.push({ poolId: pg.pool.id, pg: pg.pg, state, intervalStart: pg.intervalStart });
   }
-  return { diskId: osd.diskId, epoch: osd.view.epoch, pgs, recovery: recoveryStats(osd) };
+  return { diskId: osd.diskId, epoch: osd.view.epoch, pgs, recovery: recoveryStats(osd), strays: osd.strays.figures() };
 }
 
 /**
@@ -89,5 +93,10 @@ function observeClientOps(handler: RpcHandler, clock: Clock, observe: (sample: C
 /** The cluster handler with the pgStats query and, given an observer, client ops timed. */
 export function withAdmin(osd: Osd, handler: RpcHandler, onClientOp?: (sample: ClientOpSample) => void): RpcHandler {
   const observed = onClientOp ? observeClientOps(handler, osd.io.clock, onClientOp) : handler;
-  return async (request) => (request.op === OsdOpcode.pgStats ? { header: encodePgStats(pgStats(osd)) } : observed(request));
+  return async (request) => {
+    if (request.op === OsdOpcode.pgStats) return { header: encodePgStats(pgStats(osd)) };
+    // Another disk asks before it removes its stray copy of the pg (src/daemon/stray-cleanup.ts).
+    if (request.op === OsdOpcode.pgClean) return { header: encodeControl(await pgCleanState(osd, decodePgCleanRequest(request.header))) };
+    return observed(request);
+  };
 }

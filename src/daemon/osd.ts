@@ -42,6 +42,7 @@ import { localHandle, remoteHandle } from './members.js';
 import { osdHandler } from './osd-service.js';
 import { withAdmin, type ClientOpSample } from './osd-admin.js';
 import { PoolPurger } from './pool-purge.js';
+import { StrayCleaner, type StrayCleanerOptions } from './stray-cleanup.js';
 import { storeHandler } from './store-service.js';
 import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
 import { RecoveryProgress } from './recovery-progress.js';
@@ -67,6 +68,8 @@ export interface OsdOptions {
   liveness?: LivenessReporter;
   /** Pace of the recovery and backfill this daemon drives (defaults in src/lib/limits.ts). */
   recovery?: RecoveryThrottleOptions;
+  /** Removal of this disk's copies of pgs it left (src/daemon/stray-cleanup.ts). */
+  strays?: StrayCleanerOptions;
 }
 
 const STORE_OPCODE_MAX = 19;
@@ -76,6 +79,8 @@ export class Osd {
   readonly peers: Peers;
   /** Deletes what removed pools left in the store (src/daemon/pool-purge.ts). */
   readonly purger: PoolPurger;
+  /** Removes this disk's copies of pgs it is no longer a member of, once they are clean elsewhere (src/daemon/stray-cleanup.ts). */
+  readonly strays: StrayCleaner;
   /** Erasure codecs by geometry, shared by the daemon's pgs. */
   readonly ecCodecs = new EcCodecs(createErasureCodec);
   /** Encoded shard bytes of erasure-coded writes in flight at this primary. */
@@ -103,6 +108,7 @@ export class Osd {
   ) {
     this.peers = new Peers(options.io, view);
     this.purger = new PoolPurger(store, (message) => console.error(`disk ${options.identity.diskId}: ${message}`));
+    this.strays = new StrayCleaner(this, options.strays);
     this.ecWriteBudget = new ByteBudget(options.io.clock, limits.ecWriteBytesInflightMax);
     this.recovery = new RecoveryThrottle(options.io.clock, options.recovery, () => this.clientRequestsInflight);
     this.recoveryProgress = new RecoveryProgress(options.io.clock);
@@ -189,9 +195,13 @@ export class Osd {
         pg.endInterval();
         pg.intervalStart = 0;
         pg.state = 'peering';
+        this.strays.noteLeft(pool.id, pg.pg);
       }
     }
     this.purger.onMap(map);
+    // Stray copies: the store is scanned once (the first map), pgs waiting for their primary's go-ahead are asked again.
+    this.strays.start();
+    this.strays.poke();
     for (const pool of map.pools) {
       for (let pg = 0; pg < pool.pgCount; pg++) {
         const placement = this.view.pg(pool, pg);
@@ -218,7 +228,9 @@ export class Osd {
     if (existing) return Promise.resolve(existing);
     let loading = this.pgLoads.get(key);
     if (!loading) {
-      loading = (async () => {
+      // Never beside a removal batch of a stray copy (src/daemon/stray-cleanup.ts): the log read is the store's as it is
+      // now, and the Pg is in this.pgs before the next batch looks (a batch drops the Pg of a pg this disk left).
+      loading = this.strays.exclusive(key, async () => {
         const log = await PgLog.load(this.store, poolId, pg);
         const pool = this.view.pool(poolId);
         const p = new Pg(pool, pg, log);
@@ -229,7 +241,7 @@ export class Osd {
         this.pgs.set(key, p);
         this.pgLoads.delete(key);
         return p;
-      })();
+      });
       this.pgLoads.set(key, loading);
     }
     return loading;
@@ -369,6 +381,7 @@ export class Osd {
     this.closing ??= (async () => {
       this.unsubscribe?.();
       for (const pg of this.pgs.values()) pg.peering?.abort();
+      await this.strays.close();
       // No heartbeat may mark the disk up again after it is marked down.
       this.heartbeats.abort();
       await this.heartbeatLoop;

@@ -59,6 +59,8 @@ export interface DaemonMetricsSource {
   space(): Promise<{ usedBytes: number; freeBytes: number; objects: number }>;
   /** The map epoch the daemon holds. */
   mapEpoch(): number;
+  /** Stray copies (src/daemon/stray-cleanup.ts): pgs waiting to be removed, and pgs and objects removed since the daemon started. */
+  strays?(): { pgsWaiting: number; pgsRemoved: number; objectsRemoved: number };
   /**
    * Recovery this daemon drives as primary (src/daemon/recovery-progress.ts): objects and bytes
    * recovered since it started, and what its pgs have left (bytes: an estimate, null when unknown).
@@ -120,12 +122,34 @@ export class DaemonMetrics implements OpObserver {
     spaceGauge('tessera_disk_free_bytes', 'Bytes free for the store on the disk', (s) => s.freeBytes);
     spaceGauge('tessera_disk_objects', 'Objects in the disk store (client objects, pg logs and metadata objects)', (s) => s.objects);
     new Gauge({ name: 'tessera_map_epoch', help: 'Cluster map epoch held', registers, collect() { this.set(source.mapEpoch()); } });
+    if (source.strays) strayMetrics(registers, source.strays.bind(source));
     if (source.recovery) recoveryMetrics(registers, source.recovery.bind(source));
     if (source.lease) leaseMetrics(registers, source.lease.bind(source));
   }
 
   observe(sample: OpSample): void {
     this.clientOps.observe(sample);
+  }
+}
+
+/** A daemon's stray-copy series: pgs waiting, and counters raised at scrapes by what it removed since the last. */
+function strayMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['strays']>): void {
+  new Gauge({ name: 'tessera_osd_stray_pgs', help: 'Pgs this disk holds a copy of without being a member, not yet removed (waiting until the pg is clean on its members)', registers, collect() { this.set(read().pgsWaiting); } });
+  const counted = { pgsRemoved: 0, objectsRemoved: 0 };
+  for (const [name, help, key] of [
+    ['tessera_osd_stray_pgs_removed_total', 'Stray pg copies this disk removed', 'pgsRemoved'],
+    ['tessera_osd_stray_objects_removed_total', 'Objects of stray pg copies this disk removed', 'objectsRemoved'],
+  ] as const) {
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const now = read()[key];
+        if (now > counted[key]) this.inc(now - counted[key]);
+        counted[key] = Math.max(counted[key], now);
+      },
+    });
   }
 }
 

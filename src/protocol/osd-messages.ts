@@ -25,6 +25,8 @@ export const OsdOpcode = {
   pgStats: 23,
   /** Admin: scrub (and optionally repair) one pg at its primary (`tessera pg scrub`, `pool scrub`). */
   pgScrub: 24,
+  /** Disk -> a pg's primary: is the pg clean (active, every member complete)? Asked before a stray copy is removed. */
+  pgClean: 25,
   repop: 40,
   pgQuery: 41,
   pgLog: 42,
@@ -471,6 +473,8 @@ export interface PgStatsReply {
   pgs: PgStat[];
   /** Absent from daemons older than this field (they report no recovery figures). */
   recovery?: RecoveryStats;
+  /** Absent from daemons older than this field. */
+  strays?: StrayStats;
 }
 
 /**
@@ -479,7 +483,7 @@ export interface PgStatsReply {
  * `recovery` was added later: readers that do not know it ignore it, and its absence means no figures.
  */
 export function encodePgStats(r: PgStatsReply): Buffer {
-  return encodeControl({ diskId: r.diskId, epoch: r.epoch, pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]), ...(r.recovery ? { recovery: r.recovery } : {}) });
+  return encodeControl({ diskId: r.diskId, epoch: r.epoch, pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]), ...(r.recovery ? { recovery: r.recovery } : {}), ...(r.strays ? { strays: r.strays } : {}) });
 }
 
 const finiteNumber = (doc: Record<string, unknown>, name: string): number => {
@@ -531,7 +535,46 @@ export function decodePgStats(header: Buffer): PgStatsReply {
     return { poolId: poolId as number, pg: pg as number, state, intervalStart: intervalStart as number };
   });
   const recovery = doc.recovery === undefined ? undefined : decodeRecoveryStats(field.object(doc, 'recovery'));
-  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs, ...(recovery ? { recovery } : {}) };
+  const s = doc.strays === undefined ? undefined : field.object(doc, 'strays');
+  const strays = s ? { pgsWaiting: field.uint(s, 'pgsWaiting'), pgsRemoved: field.uint(s, 'pgsRemoved'), objectsRemoved: field.uint(s, 'objectsRemoved') } : undefined;
+  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs, ...(recovery ? { recovery } : {}), ...(strays ? { strays } : {}) };
+}
+
+// --- stray copies (src/daemon/stray-cleanup.ts): control documents ---
+
+/** pgClean request: a control document {epoch, poolId, pg}; the primary answers once it holds `epoch`. */
+export type PgCleanRequest = PgRef;
+
+export function decodePgCleanRequest(header: Buffer): PgCleanRequest {
+  const doc = decodeControl(header, 'pg clean request');
+  return { epoch: field.uint(doc, 'epoch'), poolId: field.uint(doc, 'poolId'), pg: field.uint(doc, 'pg') };
+}
+
+/** What a pg's primary says of it: clean, or why not; the interval it is in and its acting set (by position, -1: hole). */
+export interface PgCleanReply {
+  epoch: number;
+  clean: boolean;
+  reason: string;
+  intervalStart: number;
+  acting: number[];
+}
+
+export function decodePgCleanReply(header: Buffer): PgCleanReply {
+  const doc = decodeControl(header, 'pg clean reply');
+  return {
+    epoch: field.uint(doc, 'epoch'),
+    clean: field.bool(doc, 'clean'),
+    reason: field.string(doc, 'reason', 1024),
+    intervalStart: field.uint(doc, 'intervalStart'),
+    acting: field.intList(doc, 'acting', 64),
+  };
+}
+
+/** Stray copies a daemon holds (pgStats, optional): pgs waiting to be removed, and what it removed since it started. */
+export interface StrayStats {
+  pgsWaiting: number;
+  pgsRemoved: number;
+  objectsRemoved: number;
 }
 
 // --- scrub (src/daemon/pg-scrub.ts): control documents ---
