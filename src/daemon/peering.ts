@@ -25,7 +25,7 @@
  * daemon's recovery throttle (ctx.pace: bytes/s, copies at once; pgs with
  * fewer up-to-date members first).
  */
-import { TesseraError } from '../lib/errors.js';
+import { isTesseraError, TesseraError } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { compareVersions, type Eversion, type LogEntry, type MemberInfo } from '../protocol/osd-messages.js';
@@ -82,6 +82,8 @@ interface Copying {
   signal: AbortSignal;
   pace: (sizeBytes: number, copy: () => Promise<void>) => Promise<void>;
   progress?: RecoveryProgressSink | undefined;
+  /** Members at the source's head: where a copy goes to when the source's copy fails its checksum. */
+  alternates?: MemberHandle[];
 }
 
 const COPY_CONCURRENCY = 4;
@@ -114,7 +116,8 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   }
   // The primary (members[0]) first catches up from the authoritative member, then serves as the source for the others.
   if (auth !== 0) {
-    const first: Copying = { signal: ctx.signal, progress: ctx.progress, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(0, sizeBytes, copy) : copy()) };
+    const atAuthHead = handles.filter((_, i) => i !== 0 && compareVersions(infos[i]!.head, infos[auth]!.head) === 0);
+    const first: Copying = { signal: ctx.signal, progress: ctx.progress, alternates: atAuthHead, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(0, sizeBytes, copy) : copy()) };
     await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, first);
     await ctx.reloadLocal();
   }
@@ -122,7 +125,8 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   const sourceInfo = auth === 0 ? infos[0]! : infos[auth]!;
   // Members already at the authoritative head: the fewer, the sooner this pg's copies run.
   const upToDate = infos.filter((i) => compareVersions(i.head, sourceInfo.head) === 0).length;
-  const copying: Copying = { signal: ctx.signal, progress: ctx.progress, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(upToDate, sizeBytes, copy) : copy()) };
+  const alternates = handles.filter((_, i) => i !== 0 && compareVersions(infos[i]!.head, sourceInfo.head) === 0);
+  const copying: Copying = { signal: ctx.signal, progress: ctx.progress, alternates, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(upToDate, sizeBytes, copy) : copy()) };
   // Members to backfill after activation (the pg serves I/O meanwhile, without them).
   const r = pg.pool.redundancy;
   let later = ctx.backfillLater && r.type === 'replicated' ? members.slice(1).filter((_, i) => objectsToRecover(infos[i + 1]!, sourceInfo) > limits.recoveryInlineObjectsMax) : [];
@@ -260,13 +264,39 @@ async function sizeOf(store: StoreApi, id: ObjectId): Promise<number | null> {
 /** copyObject under the recovery's pacing, reported to its progress (the bytes of the copy made; 0 for a removal). */
 async function copyReported(pg: Pg, source: MemberHandle, target: MemberHandle, name: string, copying: Copying): Promise<void> {
   let copiedBytes = 0;
-  await copyObject(pg, source, target, name, copying.signal, (sizeBytes, copy) =>
+  const paced: Copying['pace'] = (sizeBytes, copy) =>
     copying.pace(sizeBytes, async () => {
       await copy();
       copiedBytes = sizeBytes;
-    }),
-  );
+    });
+  try {
+    await copyObject(pg, source, target, name, copying.signal, paced);
+  } catch (err) {
+    if (!isTesseraError(err, 'Corrupt')) throw err;
+    await copyAroundCorruption(pg, source, target, name, copying, paced, err);
+  }
   copying.progress?.copied(copiedBytes);
+}
+
+/**
+ * The source's copy of an object failed its checksum (latent corruption found by recovery): copy it
+ * from a member at the same head instead, and mend the source's copy from there too. Without one
+ * whose copy reads, the error stands (the pg peers again later; scrub reports the object).
+ */
+async function copyAroundCorruption(pg: Pg, source: MemberHandle, target: MemberHandle, name: string, copying: Copying, paced: Copying['pace'], cause: TesseraError): Promise<void> {
+  for (const alternate of copying.alternates ?? []) {
+    if (alternate.diskId === source.diskId || alternate.diskId === target.diskId) continue;
+    try {
+      await copyObject(pg, alternate, target, name, copying.signal, paced);
+    } catch (err) {
+      if (isTesseraError(err, 'Corrupt')) continue;
+      throw err;
+    }
+    console.error(`pg ${pg.key}: object ${name} on disk ${source.diskId} failed its checksum during recovery; copied from disk ${alternate.diskId}, which mends disk ${source.diskId} too`);
+    await copyObject(pg, alternate, source, name, copying.signal);
+    return;
+  }
+  throw cause;
 }
 
 /** Makes the target's copy of an object equal the source's (or absent); the copy runs when `pace` lets it. */
