@@ -18,9 +18,11 @@
  * write that failed leaves its key at one of two versions, and the key is
  * left alone until the end. At the end everything is healed, every pg must
  * be active, every key byte-exact through the client, and every member's
- * copy byte-exact read straight from its store (the surrogate of a deep
- * scrub, which the cluster does not have yet). A JSON summary is printed;
- * lost must be 0.
+ * copy byte-exact read straight from its store; then `tessera pool scrub
+ * --deep` of every pool must scrub every pg and find nothing. Corruption
+ * hits a replica or primary copy of the replicated pool, or one shard of
+ * the erasure-coded pool (the client must still read the acknowledged
+ * bytes). A JSON summary is printed; lost must be 0.
  *
  * The seed is printed; TESSERA_SEED=<seed> replays the same fault schedule
  * and the same contents (interleavings with the workload differ).
@@ -43,6 +45,7 @@ import { corruptObjectOnDisk } from './helpers/corrupt.js';
 import { seededRng, testSeed, type Rng } from './helpers/random.js';
 import type { TestCluster, TestPool } from './helpers/cluster.js';
 import { checkShards } from './cluster-ec-helpers.js';
+import { poolScrub } from '../src/cli/scrub.js';
 
 const FAULTS = Number(process.env.TESSERA_FAULTS ?? 10);
 const WITH_EC = process.env.TESSERA_FAULTS_EC !== '0';
@@ -258,6 +261,7 @@ async function waitHealthy(why: string): Promise<void> {
 async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<string> {
   const c = cluster!;
   const r = seededRng(f.pickSeed);
+  if (WITH_EC && r.float() < 0.4) return injectCorruptShard(r);
   const pool = 'rep';
   const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(k.key, k.acked).length >= 4096);
   if (!candidates.length) return 'no candidate object';
@@ -301,6 +305,78 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
   } finally {
     k.busy = false;
   }
+}
+
+/**
+ * Bytes of one shard of an erasure-coded object flipped on its member's disk: the member's store
+ * must refuse it (Corrupt), the client must still read the acknowledged bytes (the primary decodes
+ * from the other shards), then a full overwrite replaces every shard.
+ */
+async function injectCorruptShard(r: Rng): Promise<string> {
+  const c = cluster!;
+  const pool = 'ec';
+  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(k.key, k.acked).length >= 16 * 1024);
+  if (!candidates.length) return 'no candidate erasure-coded object';
+  const k = r.pick(candidates);
+  k.busy = true;
+  try {
+    const info = c.client.pool(pool);
+    const members = c.client.view.pg(info, objectToPg(info, k.key)).members;
+    const position = r.int(members.length);
+    const member = members[position]!;
+    const id = { ns: dataNs(info.id, position), name: k.key };
+    const expected = model.contentAt(k.key, k.acked);
+    const store = c.storeOf(member);
+    try {
+      const shard = await store.read(id).catch(() => null);
+      if (!shard || shard.length < 4096) return `${pool}/${k.key}: shard ${position} on disk ${member} not readable or too small to find on disk`;
+      const places = await corruptObjectOnDisk(c.diskDir(member), shard, r);
+      if (!places.length) return `${pool}/${k.key}: shard ${position}'s bytes were not found on disk ${member}`;
+      const direct = await store.read(id).then(
+        (b) => (b.equals(shard) ? 'ok' : 'wrong bytes'),
+        (err: unknown) => (isTesseraError(err, 'Corrupt') ? 'Corrupt' : `error ${(err as Error).message}`),
+      );
+      if (direct === 'Corrupt') stats.corruptDetected++;
+      else stats.violations.push(`corrupt ${pool}/${k.key} shard ${position} on disk ${member}: a direct read returned ${direct}, not the corruption error`);
+    } finally {
+      await store.close();
+    }
+    const viaClient = await c.client.read(pool, k.key).then(
+      (b) => (b.equals(expected) ? 'ok' : 'wrong bytes'),
+      (err: unknown) => `error ${(err as Error).message}`,
+    );
+    if (viaClient === 'ok') stats.corruptClientReadOk++;
+    else {
+      if (viaClient !== 'wrong bytes') stats.corruptClientReadFailed++;
+      stats.violations.push(`corrupt ${pool}/${k.key} shard ${position} on disk ${member}: the client read ${viaClient === 'wrong bytes' ? 'returned wrong bytes' : `failed: ${viaClient}`}`);
+    }
+    model.forceFull(k.key, k.acked + 1);
+    await writeNext(pool, k);
+    return `${pool}/${k.key} shard ${position} on disk ${member}; client read: ${viaClient}`;
+  } finally {
+    k.busy = false;
+  }
+}
+
+/**
+ * `tessera pool scrub POOL --deep` of every pool, as an operator runs it (src/cli/scrub.ts, through
+ * each pg's primary): resolves with the inconsistencies it found and the pgs it could not scrub.
+ */
+async function deepScrubAll(): Promise<{ pgs: number; objects: number; inconsistencies: string[]; notScrubbed: number }> {
+  const c = cluster!;
+  const out = { pgs: 0, objects: 0, inconsistencies: [] as string[], notScrubbed: 0 };
+  for (const p of pools) {
+    let text = '';
+    await poolScrub({ io: c.client.io, map: c.mapAddress }, { pool: p.name, deep: true, repair: false, json: true }, (t) => (text += t));
+    const report = JSON.parse(text) as { pgs: Array<{ objects: number; inconsistencies: Array<{ object: string; diskId: number; kinds: string[]; detail: string }> }>; notScrubbed: number };
+    out.pgs += report.pgs.length;
+    out.notScrubbed += report.notScrubbed;
+    for (const r of report.pgs) {
+      out.objects += r.objects;
+      for (const i of r.inconsistencies) out.inconsistencies.push(`${p.name}/${i.object} on disk ${i.diskId}: ${i.kinds.join(',')} (${i.detail})`);
+    }
+  }
+  return out;
 }
 
 async function inject(f: Fault): Promise<string> {
@@ -481,6 +557,8 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
   }
   await waitHealthy('the last fault');
   const end = await finalCheck();
+  const scrub = await deepScrubAll();
+  for (const i of scrub.inconsistencies) log(`SCRUB: ${i}`);
   const summary = {
     seed,
     mode: netnsNote,
@@ -497,6 +575,7 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
       ecObjectsShardChecked: end.shardsChecked,
     },
     corruption: { detectedByStore: stats.corruptDetected, clientReadOk: stats.corruptClientReadOk, clientReadFailed: stats.corruptClientReadFailed },
+    deepScrub: { pgs: scrub.pgs, objects: scrub.objects, inconsistencies: scrub.inconsistencies.length, pgsNotScrubbed: scrub.notScrubbed },
     lost: end.lost.length,
     violations: stats.violations.length,
     replicaDivergences: stats.divergences.length,
@@ -512,4 +591,7 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
   expect(stats.violations, 'reads that returned other than the acknowledged version').toEqual([]);
   expect(stats.divergences, 'member copies that differ from the acknowledged version while healthy').toEqual([]);
   expect(stats.writesAcknowledged).toBeGreaterThan(0);
+  expect(scrub.inconsistencies, 'a deep scrub of every pool at the end').toEqual([]);
+  expect(scrub.notScrubbed, 'pgs the deep scrub could not scrub').toBe(0);
+  expect(scrub.pgs).toBe(pools.reduce((n, p) => n + p.pgCount, 0));
 }, Math.max(170_000, FAULTS * 30_000));
