@@ -6,13 +6,17 @@
  * bytes, disks never seen up left in, options validated); the heartbeat rpc
  * through a map daemon; the optional `space` field of the map (canonical
  * bytes unchanged without it); and the RecoveryThrottle's bounds (copies at
- * once, priority order, bytes per second).
+ * once, priority order, bytes per second); the primary lease
+ * (src/daemon/lease.ts): held until a heartbeat's send time + leaseMs, never
+ * shortened, logged when it lapses and comes back, renewed by a reply naming
+ * a newer map only once the daemon holds it, unfenced with an older map daemon.
  */
 import { afterEach, expect, it } from 'vitest';
 import { systemIo } from '../src/io/system.js';
 import { EmbeddedMapStore } from '../cluster/map-store-embedded.js';
 import { decodeReply, LivenessMonitor, resolveLiveness, spaceState } from '../cluster/liveness.js';
-import { PrimaryLease } from '../src/daemon/lease.js';
+import { PrimaryLease, startHeartbeats } from '../src/daemon/lease.js';
+import type { MapView } from '../cluster/map-view.js';
 import { connectMapService, startMapDaemon } from '../cluster/map-daemon.js';
 import { addDisk, nextEpoch, setDiskSpace, setDiskState } from '../cluster/map-edit.js';
 import { decodeMap, encodeMap } from '../cluster/map-codec.js';
@@ -217,4 +221,29 @@ it('a primary lease holds until its heartbeat\'s send time + leaseMs, never shor
   expect(open.holds()).toBe(true);
   lease.unfenced();
   expect(lease.holds()).toBe(true);
+});
+
+it('a heartbeat reply naming a newer map renews the lease only once the daemon holds that map', async () => {
+  const run = async (o: { replyEpoch: number; reachable: number; leaseMs?: number }): Promise<{ holds: boolean; epoch: number; logs: string[] }> => {
+    let epoch = 3;
+    const view = { get epoch() { return epoch; }, refresh: async () => { epoch = Math.max(epoch, o.reachable); } } as unknown as MapView;
+    const logs: string[] = [];
+    const lease = new PrimaryLease(io.clock, (m) => logs.push(m), true);
+    const stop = new AbortController();
+    const reporter = { heartbeat: async () => ({ heartbeatIntervalMs: 20, epoch: o.replyEpoch, ...(o.leaseMs !== undefined ? { leaseMs: o.leaseMs } : {}) }) };
+    const { firstReply, stopped } = startHeartbeats({ io, reporter, lease, view, diskId: 1, space: () => ({ usedBytes: 0, totalBytes: 1 }), refreshSpace: () => undefined, signal: stop.signal, log: () => undefined });
+    await firstReply;
+    const holds = lease.holds();
+    stop.abort();
+    await stopped;
+    return { holds, epoch, logs };
+  };
+  // Marked down (and up) while cut off: the reply names epoch 5; the daemon may not serve before it holds it.
+  expect(await run({ replyEpoch: 5, reachable: 4, leaseMs: 60_000 })).toMatchObject({ holds: false, epoch: 4 });
+  expect(await run({ replyEpoch: 5, reachable: 5, leaseMs: 60_000 })).toMatchObject({ holds: true, epoch: 5 });
+  expect(await run({ replyEpoch: 2, reachable: 3, leaseMs: 60_000 })).toMatchObject({ holds: true, epoch: 3 });
+  // An older map daemon grants no lease: served unfenced, and said so.
+  const unfenced = await run({ replyEpoch: 3, reachable: 3 });
+  expect(unfenced.holds).toBe(true);
+  expect(unfenced.logs.join('\n')).toMatch(/grants no primary lease/);
 });
