@@ -25,12 +25,13 @@ const usage = `usage: tessera <command> [options]
 
 commands:
   up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]] [--metrics-port-offset N]
-          [--down-grace-ms MS] [--out-interval-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
+          [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
           [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
           with --etcd, the cluster map lives in etcd (give it on every run); a disk silent for
           --down-grace-ms (20000) is marked down, one down for --out-interval-ms (600000) out;
+          a primary serves clients for --lease-ms (half the grace) after each answered heartbeat;
           writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85);
           the recovery and scrub flags are passed to every daemon (see daemon below)
   status  [--json]
@@ -421,7 +422,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' }, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'lease-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' }, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
         });
         const ratio = (v: string | undefined, name: string): number | undefined => {
           if (v === undefined) return undefined;
@@ -432,6 +433,7 @@ export async function main(argv: string[]): Promise<number> {
         const liveness = {
           ...(values['down-grace-ms'] !== undefined ? { downGraceMs: intOption(values['down-grace-ms'], 'down-grace-ms') } : {}),
           ...(values['out-interval-ms'] !== undefined ? { outIntervalMs: intOption(values['out-interval-ms'], 'out-interval-ms') } : {}),
+          ...(values['lease-ms'] !== undefined ? { leaseMs: intOption(values['lease-ms'], 'lease-ms') } : {}),
           ...(values['near-full-ratio'] !== undefined ? { nearFullRatio: ratio(values['near-full-ratio'], 'near-full-ratio')! } : {}),
           ...(values['full-ratio'] !== undefined ? { fullRatio: ratio(values['full-ratio'], 'full-ratio')! } : {}),
         };
