@@ -130,6 +130,17 @@ export function startHeartbeats(o: HeartbeatOptions): { firstReply: Promise<void
   const { signal, lease } = o;
   let firstDone!: () => void;
   const firstReply = new Promise<void>((resolve) => (firstDone = resolve));
+  // One map fetch at a time, however many replies name a newer epoch while it runs.
+  let refreshing: Promise<void> | null = null;
+  const refresh = (): Promise<void> =>
+    (refreshing ??= o.view.refresh().then(
+      () => {
+        refreshing = null;
+      },
+      () => {
+        refreshing = null;
+      },
+    ));
   const stopped = (async () => {
     let intervalMs: number = limits.heartbeatIntervalMsDefault;
     let timeoutMs: number = limits.heartbeatTimeoutMsMax;
@@ -150,7 +161,7 @@ export function startHeartbeats(o: HeartbeatOptions): { firstReply: Promise<void
         intervalMs = Math.min(limits.heartbeatIntervalMsMax, Math.max(limits.heartbeatIntervalMsMin, reply.heartbeatIntervalMs));
         // A reply later than the lease renews nothing: no point waiting longer for one.
         if (reply.leaseMs !== undefined) timeoutMs = Math.min(limits.heartbeatTimeoutMsMax, Math.max(intervalMs, reply.leaseMs));
-        const granted = grant(o, reply, sentMs);
+        const granted = grant(o, reply, sentMs, refresh);
         // Only the first waits for the map it names (start-up); later ones never hold the next heartbeat back.
         if (first) await granted;
         failing = false;
@@ -173,15 +184,15 @@ export function startHeartbeats(o: HeartbeatOptions): { firstReply: Promise<void
 }
 
 /** Renews the lease from a reply, once this daemon holds the map epoch the reply names (fetched if need be). */
-async function grant(o: HeartbeatOptions, reply: HeartbeatReply, sentMs: number): Promise<void> {
+async function grant(o: HeartbeatOptions, reply: HeartbeatReply, sentMs: number, refresh: () => Promise<void>): Promise<void> {
   if (reply.leaseMs === undefined) {
     o.lease.unfenced();
-    if (reply.epoch > o.view.epoch) await o.view.refresh().catch(() => undefined);
+    if (reply.epoch > o.view.epoch) await refresh();
     return;
   }
   if (reply.epoch > o.view.epoch) {
     // This daemon may have been marked down meanwhile: its pgs' new intervals must start (onMap) before it serves again.
-    await o.view.refresh().catch(() => undefined);
+    await refresh();
     if (o.view.epoch < reply.epoch) return;
   }
   o.lease.renew(sentMs, reply.leaseMs);
