@@ -18,11 +18,14 @@
  * write that failed leaves its key at one of two versions, and the key is
  * left alone until the end. At the end everything is healed, every pg must
  * be active, every key byte-exact through the client, and every member's
- * copy byte-exact read straight from its store; then `tessera pool scrub
- * --deep` of every pool must scrub every pg and find nothing. Corruption
- * hits a replica or primary copy of the replicated pool, or one shard of
- * the erasure-coded pool (the client must still read the acknowledged
- * bytes). A JSON summary is printed; lost must be 0.
+ * copy byte-exact read straight from its store. Corruption hits a replica or
+ * primary copy of the replicated pool, or one shard of the erasure-coded
+ * pool (the client must still read the acknowledged bytes); half of the
+ * corrupt copies are left on disk (their keys idle), and at the end
+ * `tessera pool scrub --deep --repair` of every pool must find those (or
+ * fewer: a client read mends a primary's) and nothing else, and repair them;
+ * then the member checks run, and a second deep scrub must find nothing.
+ * A JSON summary is printed; lost must be 0.
  *
  * The seed is printed; TESSERA_SEED=<seed> replays the same fault schedule
  * and the same contents (interleavings with the workload differ).
@@ -162,6 +165,11 @@ function makeSchedule(count: number): Array<Fault & { gapMs: number }> {
   return out;
 }
 
+/**
+ * Corrupt copies left on disk for the deep scrub at the end to find and repair: their keys stay busy
+ * (no workload write replaces them, no audit reads them) until then.
+ */
+const leftCorrupt: Array<{ pool: string; key: string; disk: number }> = [];
 const keyStates = new Map<string, KeyState[]>();
 /** Per key, its acknowledged writes with times (printed for a lost key). */
 const history = new Map<string, string[]>();
@@ -267,6 +275,7 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
   if (!candidates.length) return 'no candidate object';
   const k = r.pick(candidates);
   k.busy = true;
+  let keep = false;
   try {
     const info = c.client.pool(pool);
     const members = c.client.view.pg(info, objectToPg(info, k.key)).members;
@@ -298,12 +307,18 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
       stats.corruptClientReadFailed++;
       stats.violations.push(`corrupt ${pool}/${k.key} on disk ${member} (${member === primary ? 'the primary' : 'a replica'}): the client read failed: ${viaClient}`);
     }
-    // Repair: a full overwrite replaces every member's copy.
+    // Half the time the copy stays corrupt for the deep scrub at the end (the client read mended a primary's).
+    if (r.float() < 0.5) {
+      leftCorrupt.push({ pool, key: k.key, disk: member });
+      keep = true;
+      return `${pool}/${k.key} on disk ${member} (${member === primary ? 'primary' : 'replica'}, ${places.length} place(s)); client read: ${viaClient}; left for the scrub`;
+    }
+    // Else: a full overwrite replaces every member's copy.
     model.forceFull(k.key, k.acked + 1);
     await writeNext(pool, k);
     return `${pool}/${k.key} on disk ${member} (${member === primary ? 'primary' : 'replica'}, ${places.length} place(s)); client read: ${viaClient}`;
   } finally {
-    k.busy = false;
+    if (!keep) k.busy = false;
   }
 }
 
@@ -319,6 +334,7 @@ async function injectCorruptShard(r: Rng): Promise<string> {
   if (!candidates.length) return 'no candidate erasure-coded object';
   const k = r.pick(candidates);
   k.busy = true;
+  let keep = false;
   try {
     const info = c.client.pool(pool);
     const members = c.client.view.pg(info, objectToPg(info, k.key)).members;
@@ -350,30 +366,49 @@ async function injectCorruptShard(r: Rng): Promise<string> {
       if (viaClient !== 'wrong bytes') stats.corruptClientReadFailed++;
       stats.violations.push(`corrupt ${pool}/${k.key} shard ${position} on disk ${member}: the client read ${viaClient === 'wrong bytes' ? 'returned wrong bytes' : `failed: ${viaClient}`}`);
     }
+    if (r.float() < 0.5) {
+      leftCorrupt.push({ pool, key: k.key, disk: member });
+      keep = true;
+      return `${pool}/${k.key} shard ${position} on disk ${member}; client read: ${viaClient}; left for the scrub`;
+    }
     model.forceFull(k.key, k.acked + 1);
     await writeNext(pool, k);
     return `${pool}/${k.key} shard ${position} on disk ${member}; client read: ${viaClient}`;
   } finally {
-    k.busy = false;
+    if (!keep) k.busy = false;
   }
 }
 
+/** An inconsistency a scrub reported: which copy, and whether it repaired it. */
+interface ScrubFinding {
+  pool: string;
+  object: string;
+  diskId: number;
+  text: string;
+  repaired: boolean;
+}
+
 /**
- * `tessera pool scrub POOL --deep` of every pool, as an operator runs it (src/cli/scrub.ts, through
- * each pg's primary): resolves with the inconsistencies it found and the pgs it could not scrub.
+ * `tessera pool scrub POOL --deep [--repair]` of every pool, as an operator runs it (src/cli/scrub.ts,
+ * through each pg's primary): resolves with what it found and the pgs it could not scrub.
  */
-async function deepScrubAll(): Promise<{ pgs: number; objects: number; inconsistencies: string[]; notScrubbed: number }> {
+async function deepScrubAll(repair: boolean): Promise<{ pgs: number; objects: number; findings: ScrubFinding[]; notScrubbed: number }> {
   const c = cluster!;
-  const out = { pgs: 0, objects: 0, inconsistencies: [] as string[], notScrubbed: 0 };
+  const out = { pgs: 0, objects: 0, findings: [] as ScrubFinding[], notScrubbed: 0 };
   for (const p of pools) {
     let text = '';
-    await poolScrub({ io: c.client.io, map: c.mapAddress }, { pool: p.name, deep: true, repair: false, json: true }, (t) => (text += t));
-    const report = JSON.parse(text) as { pgs: Array<{ objects: number; inconsistencies: Array<{ object: string; diskId: number; kinds: string[]; detail: string }> }>; notScrubbed: number };
+    await poolScrub({ io: c.client.io, map: c.mapAddress }, { pool: p.name, deep: true, repair, json: true }, (t) => (text += t));
+    const report = JSON.parse(text) as {
+      pgs: Array<{ objects: number; inconsistencies: Array<{ object: string; diskId: number; kinds: string[]; detail: string; repaired: boolean }> }>;
+      notScrubbed: number;
+    };
     out.pgs += report.pgs.length;
     out.notScrubbed += report.notScrubbed;
     for (const r of report.pgs) {
       out.objects += r.objects;
-      for (const i of r.inconsistencies) out.inconsistencies.push(`${p.name}/${i.object} on disk ${i.diskId}: ${i.kinds.join(',')} (${i.detail})`);
+      for (const i of r.inconsistencies) {
+        out.findings.push({ pool: p.name, object: i.object, diskId: i.diskId, repaired: i.repaired, text: `${p.name}/${i.object} on disk ${i.diskId}: ${i.kinds.join(',')} (${i.detail})${i.repaired ? ', repaired' : ''}` });
+      }
     }
   }
   return out;
@@ -556,9 +591,16 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
     for (const d of c.diskIds) if (!c.running().includes(d)) await c.start(d);
   }
   await waitHealthy('the last fault');
+  // The deep scrub finds and repairs the corrupt copies left on purpose, and nothing else.
+  const repair = await deepScrubAll(true);
+  for (const f of repair.findings) log(`SCRUB (repair): ${f.text}`);
+  const unexpected = repair.findings.filter((f) => !leftCorrupt.some((l) => l.pool === f.pool && l.key === f.object && l.disk === f.diskId)).map((f) => f.text);
+  const unrepaired = repair.findings.filter((f) => !f.repaired).map((f) => f.text);
+  for (const l of leftCorrupt) keysOf(l.pool).find((k) => k.key === l.key)!.busy = false;
   const end = await finalCheck();
-  const scrub = await deepScrubAll();
-  for (const i of scrub.inconsistencies) log(`SCRUB: ${i}`);
+  // And then every copy agrees.
+  const scrub = await deepScrubAll(false);
+  for (const f of scrub.findings) log(`SCRUB: ${f.text}`);
   const summary = {
     seed,
     mode: netnsNote,
@@ -575,7 +617,15 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
       ecObjectsShardChecked: end.shardsChecked,
     },
     corruption: { detectedByStore: stats.corruptDetected, clientReadOk: stats.corruptClientReadOk, clientReadFailed: stats.corruptClientReadFailed },
-    deepScrub: { pgs: scrub.pgs, objects: scrub.objects, inconsistencies: scrub.inconsistencies.length, pgsNotScrubbed: scrub.notScrubbed },
+    deepScrub: {
+      corruptCopiesLeft: leftCorrupt.length,
+      foundAndRepaired: repair.findings.length - unrepaired.length,
+      unexpected: unexpected.length,
+      pgs: scrub.pgs,
+      objects: scrub.objects,
+      inconsistenciesAfterRepair: scrub.findings.length,
+      pgsNotScrubbed: repair.notScrubbed + scrub.notScrubbed,
+    },
     lost: end.lost.length,
     violations: stats.violations.length,
     replicaDivergences: stats.divergences.length,
@@ -591,7 +641,9 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
   expect(stats.violations, 'reads that returned other than the acknowledged version').toEqual([]);
   expect(stats.divergences, 'member copies that differ from the acknowledged version while healthy').toEqual([]);
   expect(stats.writesAcknowledged).toBeGreaterThan(0);
-  expect(scrub.inconsistencies, 'a deep scrub of every pool at the end').toEqual([]);
-  expect(scrub.notScrubbed, 'pgs the deep scrub could not scrub').toBe(0);
+  expect(unexpected, 'inconsistencies the deep scrub found other than the corrupt copies left on purpose').toEqual([]);
+  expect(unrepaired, 'inconsistencies the deep scrub could not repair').toEqual([]);
+  expect(scrub.findings.map((f) => f.text), 'a deep scrub of every pool after the repair').toEqual([]);
+  expect(repair.notScrubbed + scrub.notScrubbed, 'pgs the deep scrubs could not scrub').toBe(0);
   expect(scrub.pgs).toBe(pools.reduce((n, p) => n + p.pgCount, 0));
 }, Math.max(170_000, FAULTS * 30_000));
