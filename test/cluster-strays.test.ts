@@ -16,9 +16,13 @@
  * - killed again, one pg it is a member of half removed the same way, and
  *   restarted: peering treats the copy as a member that needs filling
  *   (objects written meanwhile too); every member then holds every object
- *   byte-exact.
+ *   byte-exact;
+ * - another disk marked out while its daemon runs: it removes its copies of
+ *   both pools (erasure-coded shards included) once they are clean.
  *
- * Cluster B (4 hosts x 1 disk, replicated, recovery throttled to 150 KB/s
+ * Cluster B (4 hosts x 1 disk, replicated only: adding a disk shifts
+ * erasure-coded pgs' positions and leaves such pgs incomplete, a known EC
+ * peering bug; recovery throttled to 150 KB/s
  * so new members are filled slowly): a disk is added while the daemons run;
  * for every pg that moved, the disk it left keeps its whole copy as long as
  * any current member of the pg misses an object: each poll reads the stray
@@ -240,6 +244,19 @@ describe('cluster A: a disk out, restarted mid-removal, back in', () => {
     await settled(cluster, 120_000);
     await checkEverywhere(cluster, objects);
   }, 300_000);
+
+  it('a running disk marked out removes its copies of both pools once they are clean elsewhere', async () => {
+    const map = await cluster.mapd.service.current();
+    const pools = [poolOf(map, REP), poolOf(map, EC)];
+    const out = 1;
+    expect(await poolObjects(cluster, out, pools)).toBeGreaterThan(0);
+    await cluster.mapd.service.change((m) => setDiskState(m, out, { in: false }));
+    await waitFor('the out disk to hold nothing of either pool', 120_000, async () => ((await poolObjects(cluster, out, pools)) === 0 ? true : undefined));
+    const removed = cluster.daemons.get(out)!.stderr().match(/pg 2\.\d+: stray copy removed/g) ?? [];
+    expect(removed.length).toBeGreaterThan(0);
+    await settled(cluster, 120_000);
+    await checkEverywhere(cluster, objects);
+  }, 300_000);
 });
 
 describe('cluster B: a disk added while new members are filled slowly', () => {
@@ -250,6 +267,8 @@ describe('cluster B: a disk added while new members are filled slowly', () => {
     cluster = await startTestCluster({
       hosts: 4,
       disksPerHost: 1,
+      // Replicated only: adding a disk shifts erasure-coded pgs' positions, and such a pg stays incomplete (a known
+      // bug of EC peering, which does not query the disks that left: see the report in docs/operations.md "Not done").
       pools: [{ name: REP, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 }],
       daemonArgs: ['--recovery-bytes-per-sec', '150000', '--metrics', '127.0.0.1:0'],
     });
@@ -281,21 +300,30 @@ describe('cluster B: a disk added while new members are filled slowly', () => {
 
   it('the disk a pg left keeps its whole copy until the pg is clean, then removes it', async () => {
     const before = await cluster.mapd.service.current();
-    const pool = poolOf(before, REP);
+    const pools = [poolOf(before, REP)];
     const added = await cluster.addDisk({ host: 'host1' });
     const after = await cluster.mapd.service.current();
-    const perPg = new Map<number, number>();
-    for (const [name] of objects) perPg.set(objectToPg(pool, name), (perPg.get(objectToPg(pool, name)) ?? 0) + 1);
-    // (pg, disk it left)
-    const strays: Array<{ pg: number; diskId: number }> = [];
-    for (let pg = 0; pg < pool.pgCount; pg++) {
-      const now = pgMembers(after, pool, pg);
-      for (const d of pgMembers(before, pool, pg)) if (!now.includes(d)) strays.push({ pg, diskId: d });
+    const perPg = new Map<string, number>();
+    for (const [name, o] of objects) {
+      const pool = poolOf(before, o.pool);
+      const key = `${pool.id}.${objectToPg(pool, name)}`;
+      perPg.set(key, (perPg.get(key) ?? 0) + 1);
     }
-    expect(strays.length).toBeGreaterThan(0);
-    expect(strays.some(({ pg }) => pgMembers(after, pool, pg).includes(added))).toBe(true);
-    const pgObjects = (diskId: number, pg: number): Promise<number> =>
-      withStore(cluster, diskId, async (store) => (await listNs(store, dataNs(pool.id, 0), pgSortKeyRange(pg, Math.log2(pool.pgCount)))).length);
+    // (pool, pg, disk it left, the position its copy belongs to: erasure-coded shards live in one namespace per position)
+    const strays: Array<{ pool: PoolInfo; pg: number; diskId: number; position: number }> = [];
+    for (const pool of pools) {
+      for (let pg = 0; pg < pool.pgCount; pg++) {
+        const now = pgMembers(after, pool, pg);
+        pgMembers(before, pool, pg).forEach((d, i) => {
+          if (!now.includes(d)) strays.push({ pool, pg, diskId: d, position: pool.redundancy.type === 'erasure' ? i : 0 });
+        });
+      }
+    }
+    expect(strays.filter((s) => s.pool.name === REP).length).toBeGreaterThan(0);
+    expect(strays.some((s) => pgMembers(after, s.pool, s.pg).includes(added))).toBe(true);
+    /** Objects of the pg a disk holds in the namespace of a position. */
+    const pgObjects = (pool: PoolInfo, diskId: number, pg: number, position: number): Promise<number> =>
+      withStore(cluster, diskId, async (store) => (await listNs(store, dataNs(pool.id, position), pgSortKeyRange(pg, Math.log2(pool.pgCount)))).length);
     let keptWhileIncomplete = 0;
     let keptWhileNotClean = 0;
     const left = new Set(strays);
@@ -303,17 +331,18 @@ describe('cluster B: a disk added while new members are filled slowly', () => {
       for (const s of [...left]) {
         // The stray store first, the members' stores second: members only gain objects here (no writes), so a
         // stray copy found not whole while a member still misses objects was removed too early.
-        const strayHolds = await pgObjects(s.diskId, s.pg);
-        const reply = await cleanAt(pool, s.pg);
-        const members = pgMembers(after, pool, s.pg);
-        const counts = await Promise.all(members.map((d) => pgObjects(d, s.pg)));
-        const complete = counts.every((n) => n === perPg.get(s.pg));
-        if (strayHolds === perPg.get(s.pg)) {
+        const total = perPg.get(`${s.pool.id}.${s.pg}`) ?? 0;
+        const strayHolds = await pgObjects(s.pool, s.diskId, s.pg, s.position);
+        const reply = await cleanAt(s.pool, s.pg);
+        const members = pgMembers(after, s.pool, s.pg);
+        const counts = await Promise.all(members.map((d, i) => pgObjects(s.pool, d, s.pg, s.pool.redundancy.type === 'erasure' ? i : 0)));
+        const complete = counts.every((n) => n === total);
+        if (total > 0 && strayHolds === total) {
           if (!complete) keptWhileIncomplete++;
           if (reply && !reply.clean) keptWhileNotClean++;
           continue;
         }
-        expect(complete, `pg ${s.pg}: disk ${s.diskId} holds ${strayHolds} of ${perPg.get(s.pg)} objects while its members ${members.join(',')} hold ${counts.join(',')}`).toBe(true);
+        expect(complete, `pg ${s.pool.id}.${s.pg}: disk ${s.diskId} holds ${strayHolds} of ${total} objects while its members ${members.join(',')} hold ${counts.join(',')}`).toBe(true);
         if (strayHolds === 0) left.delete(s);
       }
       return left.size === 0 ? true : undefined;
@@ -322,14 +351,16 @@ describe('cluster B: a disk added while new members are filled slowly', () => {
     expect(keptWhileIncomplete).toBeGreaterThan(0);
     expect(keptWhileNotClean).toBeGreaterThan(0);
     await settled(cluster, 60_000);
-    // Nothing of the pgs they left remains on the old members (the meta objects included).
+    // Nothing of the pgs they left remains on the old members (the meta objects included; EC: staging too).
     for (const s of strays) {
       await withStore(cluster, s.diskId, async (store) => {
-        await expect(store.stat(metaObject(pool.id, s.pg))).rejects.toMatchObject({ code: 'NotFound' });
+        await expect(store.stat(metaObject(s.pool.id, s.pg))).rejects.toMatchObject({ code: 'NotFound' });
+        for (const ns of poolNamespaces(s.pool).slice(0, -2)) expect(await listNs(store, ns, pgSortKeyRange(s.pg, Math.log2(s.pool.pgCount)))).toEqual([]);
       });
     }
+    console.log(JSON.stringify({ case: 'add-disk', strays: strays.length, keptWhileIncomplete, keptWhileNotClean }));
     const st = await status(cluster);
-    expect(st.strays.pgsRemoved).toBeGreaterThanOrEqual(new Set(strays.map((s) => `${s.pg}.${s.diskId}`)).size);
+    expect(st.strays.pgsRemoved).toBeGreaterThanOrEqual(strays.length);
     let removedTotal = 0;
     let logged = 0;
     for (const diskId of new Set(strays.map((s) => s.diskId))) {
