@@ -18,6 +18,10 @@
  * the following reads go straight into it. Payload bytes are checksummed as
  * they arrive and handed out only after the trailer matches. Any violation is
  * a ProtocolError and poisons the decoder: the owner closes the connection.
+ * Its message says where the stream went wrong (the bad frame's byte offset
+ * in the stream, the frame before it, the bad frame's prefix if it was
+ * parsed, the first bytes buffered there), so that a lost sync seen once in a
+ * long run can be told apart from corrupt bytes afterwards.
  */
 import { crc32c } from '../../native/index.js';
 import { TesseraError } from '../lib/errors.js';
@@ -44,6 +48,9 @@ export const directFillBytesMin = 16 * 1024;
 const slabBytes = 64 * 1024;
 /** ...and a slab with less room than this left is replaced, so a read is never tiny. */
 const slabReadBytesMin = 8 * 1024;
+
+/** Bytes a protocol error shows of what was buffered where it happened. */
+const contextBytesMax = 32;
 
 function protocolError(message: string): TesseraError {
   return new TesseraError('ProtocolError', `bad frame: ${message}`);
@@ -76,6 +83,14 @@ export class FrameDecoder {
   /** The last readBuffer() was (a part of) the fill, not the slab. */
   private readingFill = false;
   private failure: TesseraError | null = null;
+  /** Diagnostics for a failure: stream offset of the frame being parsed, frames yielded, and the last one's prefix. */
+  private frameAtBytes = 0;
+  private framesDecoded = 0;
+  private lastKind = 0;
+  private lastOp = 0;
+  private lastRequestId = 0;
+  private lastHeaderBytes = 0;
+  private lastPayloadBytes = 0;
 
   constructor(
     private readonly limits: FrameLimits,
@@ -144,15 +159,57 @@ export class FrameDecoder {
   next(): boolean {
     if (this.failure !== null) throw this.failure;
     try {
-      return this.step();
+      if (!this.step()) return false;
+      this.noteFrame();
+      return true;
     } catch (err) {
-      this.failure = err instanceof TesseraError ? err : protocolError(String(err));
+      const message = err instanceof TesseraError ? err.message : protocolError(String(err)).message;
+      this.failure = new TesseraError('ProtocolError', `${message} (${this.context()})`);
       this.chunks.length = 0;
       this.buffered = 0;
       this.fill = null;
       this.filled = 0;
       throw this.failure;
     }
+  }
+
+  /** A frame was yielded: where the next one starts, and what this one was (for context()). */
+  private noteFrame(): void {
+    const payloadBytes = this.payloadBytes;
+    this.frameAtBytes += frameOverheadBytes + this.headerBytes + payloadBytes + (payloadBytes > 0 ? frameTrailerBytes : 0);
+    this.framesDecoded++;
+    this.lastKind = this.kind;
+    this.lastOp = this.op;
+    this.lastRequestId = this.requestId;
+    this.lastHeaderBytes = this.headerBytes;
+    this.lastPayloadBytes = payloadBytes;
+  }
+
+  /**
+   * Where a malformed stream went wrong, for the error message (a lost sync
+   * is otherwise undiagnosable): the byte offset of the bad frame in the
+   * stream, the frame before it, the bad frame's prefix if it was parsed, and
+   * the first bytes still buffered there.
+   */
+  private context(): string {
+    const parts = [`frame at byte ${this.frameAtBytes} of the stream, after ${this.framesDecoded} frames`];
+    if (this.framesDecoded > 0) {
+      parts.push(`previous: kind ${this.lastKind} op ${this.lastOp} request ${this.lastRequestId}, ${this.lastHeaderBytes} + ${this.lastPayloadBytes} bytes`);
+    }
+    if (this.phase !== Phase.Prefix) parts.push(`this one: kind ${this.kind} op ${this.op} request ${this.requestId}, ${this.headerBytes} + ${this.payloadBytes} bytes`);
+    parts.push(this.buffered > 0 ? `${this.buffered} bytes buffered, starting ${this.bufferedHex(contextBytesMax)}` : 'nothing buffered');
+    return parts.join('; ');
+  }
+
+  /** The first buffered bytes in hex (nothing allocated but the string: a refused frame allocates no buffer). */
+  private bufferedHex(lengthBytes: number): string {
+    let hex = '';
+    let skip = this.headOffset;
+    for (const chunk of this.chunks) {
+      for (let i = skip; i < chunk.byteLength && hex.length < 2 * lengthBytes; i++) hex += chunk[i]!.toString(16).padStart(2, '0');
+      skip = 0;
+    }
+    return hex;
   }
 
   private step(): boolean {
