@@ -18,7 +18,9 @@
  *   (objects written meanwhile too); every member then holds every object
  *   byte-exact;
  * - another disk marked out while its daemon runs: it removes its copies of
- *   both pools (erasure-coded shards included) once they are clean.
+ *   both pools (erasure-coded shards included) once they are clean; it is
+ *   killed (kill -9) once it has removed its first pg and started again
+ *   (still out), and finishes from its store.
  *
  * Cluster B (4 hosts x 1 disk, replicated only: adding a disk shifts
  * erasure-coded pgs' positions and leaves such pgs incomplete, a known EC
@@ -245,14 +247,19 @@ describe('cluster A: a disk out, restarted mid-removal, back in', () => {
     await checkEverywhere(cluster, objects);
   }, 300_000);
 
-  it('a running disk marked out removes its copies of both pools once they are clean elsewhere', async () => {
+  it('a running disk marked out removes its copies of both pools once they are clean elsewhere, also across a kill -9', async () => {
     const map = await cluster.mapd.service.current();
     const pools = [poolOf(map, REP), poolOf(map, EC)];
     const out = 1;
     expect(await poolObjects(cluster, out, pools)).toBeGreaterThan(0);
     await cluster.mapd.service.change((m) => setDiskState(m, out, { in: false }));
+    // kill -9 once it has removed its first pg (wherever the removal of the next one is then), and start it again.
+    await waitFor('a first stray copy removed', 120_000, async () => (/stray copy removed/.test(cluster.daemons.get(out)!.stderr()) ? true : undefined));
+    const firstLife = cluster.daemons.get(out)!.stderr();
+    await cluster.killDisk(out);
+    await cluster.restartDisk(out);
     await waitFor('the out disk to hold nothing of either pool', 120_000, async () => ((await poolObjects(cluster, out, pools)) === 0 ? true : undefined));
-    const removed = cluster.daemons.get(out)!.stderr().match(/pg 2\.\d+: stray copy removed/g) ?? [];
+    const removed = `${firstLife}${cluster.daemons.get(out)!.stderr()}`.match(/pg 2\.\d+: stray copy removed/g) ?? [];
     expect(removed.length).toBeGreaterThan(0);
     await settled(cluster, 120_000);
     await checkEverywhere(cluster, objects);
