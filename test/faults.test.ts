@@ -58,6 +58,8 @@ const KEYS_PER_POOL = 40;
 const WORKERS_PER_POOL = 3;
 const HEALTHY_TIMEOUT_MS = 180_000;
 const HOSTS = 3;
+/** The cluster's full ratio: fillDisk restarts a daemon with a capacity its data fills just past it. */
+const FULL_RATIO = 0.5;
 const DISKS_PER_HOST = 2;
 const seed = testSeed();
 const rng = seededRng(seed);
@@ -72,7 +74,8 @@ type Fault =
   | { kind: 'cutHost'; host: number; holdMs: number }
   | { kind: 'cutPair'; a: number; b: number; holdMs: number }
   | { kind: 'corrupt'; pickSeed: number }
-  | { kind: 'mapRestart'; holdMs: number };
+  | { kind: 'mapRestart'; holdMs: number }
+  | { kind: 'fillDisk'; disk: number; holdMs: number };
 
 interface Stats {
   faults: Record<string, number>;
@@ -83,6 +86,8 @@ interface Stats {
   corruptDetected: number;
   corruptClientReadOk: number;
   corruptClientReadFailed: number;
+  /** Writes refused with Full while a disk was full (fillDisk). */
+  fullRefusals: number;
   violations: string[];
   /** A member's copy differs from the acknowledged version while the cluster is healthy. */
   divergences: string[];
@@ -97,6 +102,7 @@ const stats: Stats = {
   corruptDetected: 0,
   corruptClientReadOk: 0,
   corruptClientReadFailed: 0,
+  fullRefusals: 0,
   violations: [],
   divergences: [],
 };
@@ -111,6 +117,9 @@ let pairCuts = false;
 beforeAll(async () => {
   console.log(`faults seed: ${seed} (TESSERA_SEED=${seed} to replay), ${FAULTS} faults`);
   if (!WITH_EC) console.warn('WARNING: faults: the erasure-coded pool is left out (TESSERA_FAULTS_EC=0)');
+  if (!process.env.TESSERA_FAULTS_KINDS?.split(',').includes('fillDisk')) {
+    console.warn('WARNING: faults: the fillDisk fault runs only when TESSERA_FAULTS_KINDS names it (docs/testing.md, finding 4: not understood yet)');
+  }
   const support = process.env.TESSERA_FAULTS_NETNS === '0' ? { ok: false, reason: 'TESSERA_FAULTS_NETNS=0', pairCuts: false } : await netnsSupport();
   if (support.ok) {
     lab = await createNetnsLab({ hosts: HOSTS });
@@ -120,7 +129,14 @@ beforeAll(async () => {
     console.warn(`WARNING: faults: hosts are NOT network namespaces, link cuts are NOT injected: ${support.reason}`);
   }
   pairCuts = support.pairCuts;
-  cluster = await startFaultCluster({ hosts: HOSTS, disksPerHost: DISKS_PER_HOST, pools, ...(lab ? { lab } : {}) });
+  cluster = await startFaultCluster({
+    hosts: HOSTS,
+    disksPerHost: DISKS_PER_HOST,
+    pools,
+    ...(lab ? { lab } : {}),
+    // Heartbeats every second (a full disk is seen soon); the full ratio well below the file system's use.
+    liveness: { heartbeatIntervalMs: 1000, nearFullRatio: FULL_RATIO - 0.1, fullRatio: FULL_RATIO },
+  });
   log(`cluster up: ${netnsNote}; map service at ${cluster.mapAddress}`);
 }, 120_000);
 
@@ -136,6 +152,9 @@ function makeSchedule(count: number): Array<Fault & { gapMs: number }> {
     ['pause', 2],
     ['corrupt', 2],
     ['mapRestart', 1],
+    // Only when named in TESSERA_FAULTS_KINDS for now: docs/testing.md, finding 4 (an erasure-coded shard of a
+    // write that was never acknowledged stayed on the disk restarted full; seed 482048815).
+    ...(process.env.TESSERA_FAULTS_KINDS?.split(',').includes('fillDisk') ? ([['fillDisk', 1]] as Array<[Fault['kind'], number]>) : []),
     ...(lab ? ([['cutHost', 2]] as Array<[Fault['kind'], number]>) : []),
     ...(lab && pairCuts ? ([['cutPair', 2]] as Array<[Fault['kind'], number]>) : []),
   ];
@@ -159,6 +178,7 @@ function makeSchedule(count: number): Array<Fault & { gapMs: number }> {
       : kind === 'cutHost' ? { kind, host: rng.int(HOSTS), holdMs }
       : kind === 'cutPair' ? (() => { const a = rng.int(HOSTS); return { kind, a, b: (a + 1 + rng.int(HOSTS - 1)) % HOSTS, holdMs }; })()
       : kind === 'corrupt' ? { kind, pickSeed: rng.int(2 ** 31) }
+      : kind === 'fillDisk' ? { kind, disk: rng.int(disks), holdMs }
       : { kind: 'mapRestart', holdMs };
     out.push({ ...f, gapMs });
   }
@@ -414,6 +434,68 @@ async function deepScrubAll(repair: boolean): Promise<{ pgs: number; objects: nu
   return out;
 }
 
+/**
+ * A disk fills up: its daemon is restarted with a capacity its data already fills past the full ratio
+ * (FULL_RATIO of this cluster). Once the map marks it full, a write to one of its pgs must be refused
+ * with Full (nothing applied: the key still reads as before); then it restarts with its real capacity.
+ */
+async function injectFill(f: Extract<Fault, { kind: 'fillDisk' }>): Promise<string> {
+  const c = cluster!;
+  const store = c.storeOf(f.disk);
+  let usedBytes: number;
+  try {
+    usedBytes = (await store.statfs()).usedBytes;
+  } finally {
+    await store.close();
+  }
+  // Past the full ratio, yet room above the store's reserve (at least 4 MiB) for peering's metadata and
+  // recovery pushes, as a real disk at its full ratio has.
+  const capacityBytes = Math.max(Math.ceil(usedBytes / (FULL_RATIO + 0.03)), usedBytes + 12 * 1024 * 1024);
+  if (usedBytes / capacityBytes < FULL_RATIO) return `disk ${f.disk} holds too little (${usedBytes} B) to be filled past the full ratio with room above the reserve: not injected`;
+  await c.kill9(f.disk);
+  await c.markDown([f.disk]);
+  await c.start(f.disk, ['--capacity-bytes', String(capacityBytes)]);
+  await c.markUp([f.disk]);
+  const deadline = Date.now() + 20_000;
+  let marked = false;
+  while (!(marked = (await c.map.service.current()).disks.find((d) => d.id === f.disk)?.space === 'full') && Date.now() < deadline) await sleep(200);
+  let probe = 'not probed';
+  if (!marked) stats.violations.push(`fillDisk: disk ${f.disk} (capacity ${capacityBytes} B, ${usedBytes} B used) was not marked full within 20 s`);
+  else {
+    // A key of the replicated pool whose pg has the full disk: the write is refused, and nothing changes.
+    const info = c.client.pool('rep');
+    const k = keysOf('rep').find((x) => !x.busy && !x.uncertain && x.acked > 0 && c.client.view.pg(info, objectToPg(info, x.key)).members.includes(f.disk));
+    if (k) {
+      k.busy = true;
+      try {
+        const refused = await c.client.transact('rep', k.key, [model.opOf(k.key, k.acked + 1, model.contentAt(k.key, k.acked))]).then(
+          () => 'acknowledged',
+          (err: unknown) => (isTesseraError(err, 'Full') ? 'Full' : `error ${(err as Error).message}`),
+        );
+        probe = `${k.key}: ${refused}`;
+        if (refused === 'acknowledged') {
+          k.acked++;
+          stats.violations.push(`fillDisk: a write of rep/${k.key} to a pg with full disk ${f.disk} was acknowledged`);
+        } else if (refused !== 'Full') {
+          k.uncertain = true;
+          stats.violations.push(`fillDisk: a write of rep/${k.key} to a pg with full disk ${f.disk} failed with ${refused}, not Full`);
+        } else {
+          stats.fullRefusals++;
+          await readVerify('rep', k);
+        }
+      } finally {
+        k.busy = false;
+      }
+    }
+  }
+  await sleep(f.holdMs);
+  await c.kill9(f.disk);
+  await c.markDown([f.disk]);
+  await c.start(f.disk);
+  await c.markUp([f.disk]);
+  return `disk ${f.disk} capacity ${capacityBytes} B (${usedBytes} B used) for ${f.holdMs} ms: ${marked ? 'marked full' : 'NOT marked full'}; probe ${probe}`;
+}
+
 async function inject(f: Fault): Promise<string> {
   const c = cluster!;
   switch (f.kind) {
@@ -446,6 +528,8 @@ async function inject(f: Fault): Promise<string> {
       return `hosts ${f.a} <-> ${f.b} for ${f.holdMs} ms`;
     case 'corrupt':
       return injectCorrupt(f);
+    case 'fillDisk':
+      return injectFill(f);
     case 'mapRestart':
       await c.restartMap(f.holdMs);
       return `map service kill -9, down for ${f.holdMs} ms, restarted`;
@@ -617,6 +701,7 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
       ecObjectsShardChecked: end.shardsChecked,
     },
     corruption: { detectedByStore: stats.corruptDetected, clientReadOk: stats.corruptClientReadOk, clientReadFailed: stats.corruptClientReadFailed },
+    fullRefusals: stats.fullRefusals,
     deepScrub: {
       corruptCopiesLeft: leftCorrupt.length,
       foundAndRepaired: repair.findings.length - unrepaired.length,

@@ -80,7 +80,8 @@ export interface FaultCluster {
   /** Disk ids whose daemon process runs (stopped or not). */
   running(): number[];
   kill9(diskId: number): Promise<void>;
-  start(diskId: number): Promise<void>;
+  /** Starts the disk's daemon (more `tessera daemon` flags: e.g. --capacity-bytes). */
+  start(diskId: number, extraArgs?: string[]): Promise<void>;
   pause(diskId: number): void;
   resume(diskId: number): void;
   markDown(diskIds: number[]): Promise<void>;
@@ -137,10 +138,10 @@ export async function startFaultCluster(o: {
     mapProc = await spawnListening([process.execPath, mapMain, mapDir, mapHost, String(port), ...(o.liveness ? [JSON.stringify(o.liveness)] : [])], 'map service');
     mapAddress = `${mapHost}:${mapProc.port}`;
   };
-  const start = async (diskId: number): Promise<void> => {
+  const start = async (diskId: number, extraArgs: string[] = []): Promise<void> => {
     const h = hostOf(diskId);
     const argv = [...(lab ? lab.execPrefix(h) : []), process.execPath, tesseraBin, 'daemon', '--disk', diskDir(diskId), '--listen', `${hostAddress(h)}:0`];
-    argv.push('--cluster-id', clusterId, '--disk-id', String(diskId), '--map', mapAddress);
+    argv.push('--cluster-id', clusterId, '--disk-id', String(diskId), '--map', mapAddress, ...extraArgs);
     daemons.set(diskId, await spawnListening(argv, `daemon ${diskId}`));
   };
   const stopAll = async (): Promise<void> => {
@@ -152,7 +153,7 @@ export async function startFaultCluster(o: {
   };
   try {
     await startMap(0);
-    await Promise.all(diskIds.map(start));
+    await Promise.all(diskIds.map((id) => start(id)));
     mapConn = connectMapService(io, mapAddress);
     client = await TesseraClient.connect({ io, mapService: mapConn.service, timeoutMs: o.clientTimeoutMs ?? 60_000 });
   } catch (err) {
