@@ -247,7 +247,7 @@ export class StrayCleaner {
       return 'wait';
     }
     let confirmedEpoch = osd.view.epoch;
-    /** Checked synchronously before each batch is submitted: stop at once if this disk is a member again. */
+    /** Before each batch: the primary asked again if the map moved; membership is checked again, synchronously, under the lock. */
     const stillStray = async (): Promise<Outcome | null> => {
       if (this.stop.signal.aborted) return 'wait';
       if (osd.view.epoch !== confirmedEpoch) {
