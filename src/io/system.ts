@@ -79,8 +79,8 @@ class SystemFile implements FileIo {
 }
 
 export const systemFs: FileSystem = {
-  async open(path, mode) {
-    return new SystemFile(await fsp.open(path, openFlags[mode], 0o600));
+  async open(path, mode, options) {
+    return new SystemFile(await fsp.open(path, openFlags[mode] | (options?.syncWrites ? fsConstants.O_DSYNC : 0), 0o600));
   },
   readFile: (path) => fsp.readFile(path),
   async writeFileAtomic(path, data) {

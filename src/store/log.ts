@@ -1,7 +1,7 @@
 /**
  * The store's write-ahead log lives in the segment files themselves: each
  * group commit appends one record, its data blobs followed by its metadata
- * batch, with one fdatasync. The metadata batch is then written to the
+ * batch, with one synced write (O_DSYNC: segments.ts). The metadata batch is then written to the
  * KvStore without a sync; a synced KvStore write every so often (a
  * checkpoint) makes everything before it durable there too. After a crash,
  * recovery replays the records after the last checkpoint. One fdatasync per
