@@ -145,6 +145,12 @@ it('daemons count client ops, bytes and latency; report pgs by state, disk space
   expect(moved('tessera_osd_op_duration_seconds_bucket', { op: 'write', le: '+Inf' })).toBeGreaterThanOrEqual(objects);
   // The objects landed on the disks (3 copies each; pg logs add their own).
   expect(moved('tessera_disk_objects', {})).toBeGreaterThanOrEqual(objects * 3);
+  // Each write is one store transaction on each of its 3 disks, made durable by some group commit.
+  const txns = moved('tessera_store_commit_transactions_total', {});
+  expect(txns).toBeGreaterThanOrEqual(objects * 3);
+  expect(moved('tessera_store_commit_groups_total', {})).toBeGreaterThanOrEqual(1);
+  expect(moved('tessera_store_commit_groups_total', {})).toBeLessThanOrEqual(txns);
+  expect(moved('tessera_store_commit_data_sync_seconds_total', {})).toBeGreaterThan(0);
 }, 60_000);
 
 it('the map service reports its epoch, changes, disks and pools', async () => {

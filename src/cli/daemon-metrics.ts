@@ -47,6 +47,7 @@ export function daemonMetricsEndpoint(): DaemonMetricsEndpoint {
           };
         },
         lease: () => ({ held: osd.lease.holds(), lapses: osd.lease.lapses, refusals: osd.lease.refusals }),
+        commit: () => osd.store.commitStats(),
       });
       try {
         return await serveMetrics({ registry, ...address });

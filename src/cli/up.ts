@@ -139,7 +139,9 @@ async function loadOrCreateLayout(o: UpOptions): Promise<{ layout: ClusterLayout
 /** Starts the child; resolves with the port from its {"event":"listening"} line. */
 function startChild(s: Supervised, onExit: (s: Supervised, code: number | null) => void): Promise<number> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin, ...s.args()], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // TESSERA_CHILD_NODE_ARGS: node flags for every child (e.g. "--cpu-prof --cpu-prof-dir=DIR" to profile a cluster).
+    const nodeArgs = (process.env.TESSERA_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, tesseraBin, ...s.args()], { stdio: ['ignore', 'pipe', 'inherit'] });
     s.child = child;
     let listening = false;
     createInterface({ input: child.stdout! }).on('line', (line) => {

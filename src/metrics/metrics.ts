@@ -71,6 +71,12 @@ export interface DaemonMetricsSource {
    * requests refused because it had, since the daemon started.
    */
   lease?(): { held: boolean; lapses: number; refusals: number };
+  /**
+   * The store's group commit (src/store/commit.ts): groups committed and the transactions they held
+   * since the daemon started (their ratio is the batching the commit achieves), and the time spent
+   * appending and syncing the groups' log records.
+   */
+  commit?(): { groups: number; transactions: number; dataSyncMs: number };
 }
 
 /**
@@ -125,6 +131,7 @@ export class DaemonMetrics implements OpObserver {
     if (source.strays) strayMetrics(registers, source.strays.bind(source));
     if (source.recovery) recoveryMetrics(registers, source.recovery.bind(source));
     if (source.lease) leaseMetrics(registers, source.lease.bind(source));
+    if (source.commit) commitMetrics(registers, source.commit.bind(source));
   }
 
   observe(sample: OpSample): void {
@@ -208,6 +215,25 @@ function leaseMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSour
     });
   counter('tessera_osd_lease_lapses_total', 'Times this daemon\'s primary lease ran out (no heartbeat answered by the map daemon in time)', 'lapses');
   counter('tessera_osd_lease_refusals_total', 'Client requests refused (Unavailable) because the primary lease had lapsed', 'refusals');
+}
+
+/** The store's group-commit counters, raised at scrapes by what was committed since the last. */
+function commitMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['commit']>): void {
+  const counted = { groups: 0, transactions: 0, dataSyncMs: 0 };
+  const counter = (name: string, help: string, key: keyof typeof counted, scale = 1): void =>
+    void new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const now = read()[key];
+        if (now > counted[key]) this.inc((now - counted[key]) * scale);
+        counted[key] = Math.max(counted[key], now);
+      },
+    });
+  counter('tessera_store_commit_groups_total', 'Group commits of the disk\'s store (one log append and fdatasync each)', 'groups');
+  counter('tessera_store_commit_transactions_total', 'Store transactions those group commits made durable', 'transactions');
+  counter('tessera_store_commit_data_sync_seconds_total', 'Time the group commits spent appending and syncing their log records', 'dataSyncMs', 1 / 1000);
 }
 
 /** What the map service's metrics read when scraped: a summary of the latest map. */
