@@ -10,18 +10,26 @@
  * 2. Settle two-phase writes (ec-resolve.ts): each member commits the
  *    versions rolled forward and drops the others; query again.
  * 3. The newest head is authoritative; members holding exactly that log are
- *    the sources (at least k are needed if anyone must be rebuilt). Others get
- *    the objects named by the entries they miss or hold in excess rebuilt from
- *    the sources, or are backfilled; then their log becomes the authoritative one.
+ *    the sources (at least k are needed if anyone must be rebuilt). When the
+ *    members at their own position are fewer than k (a disk added or moved
+ *    shifted positions), the disks that held each position in the last
+ *    active interval (pg history) are read too, members or not: one whose
+ *    stored log is the authoritative one and belongs to that position is a
+ *    read-only source there (its shards stay under that position until the
+ *    pg is clean: stray cleanup keeps them). Others get the objects named by
+ *    the entries they miss or hold in excess rebuilt from the sources, or are
+ *    backfilled; then their log becomes the authoritative one (a member read
+ *    at the position it left has that position's objects removed only then).
  * 4. Record the interval in the pg history registry, activate every member.
  */
 import { compareVersions, type MemberInfo } from '../protocol/osd-messages.js';
 import { HOLE } from '../../cluster/placement.js';
 import { ecOf } from './ec-member.js';
-import { headOps } from './ec-record.js';
-import { backfill, rebuildObjects, type RecoveryContext, type RecoveryMember } from './ec-recovery.js';
+import type { PgIntervalRecord } from '../../cluster/pg-history.js';
+import { headOps, readHead } from './ec-record.js';
+import { backfill, rebuildObjects, removePosition, type RecoveryContext, type RecoveryMember } from './ec-recovery.js';
 import { newestMember, planResolve } from './ec-resolve.js';
-import { activateMembers, checkAborted, commonPoint, type PeeringContext } from './peering.js';
+import { activateMembers, checkAborted, commonPoint, type MemberHandle, type PeeringContext } from './peering.js';
 import type { Pg } from './pg.js';
 import { PgLog } from './pg-log.js';
 
@@ -51,7 +59,7 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   checkAborted(ctx.signal);
   infos = await Promise.all(members.map((m) => m.handle.info()));
   checkAborted(ctx.signal);
-  const recovered = await recover(pg, ctx, members, infos);
+  const recovered = await recover(pg, ctx, members, infos, record);
   if (recovered === 'incomplete') return 'incomplete';
   checkAborted(ctx.signal);
   const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === positions.join();
@@ -61,13 +69,53 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   return 'active';
 }
 
-async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: MemberInfo[]): Promise<'done' | 'incomplete'> {
+/** A handle that only reads a disk's store: a past position's holder is a source, never written to by this run. */
+function readOnly(handle: MemberHandle): MemberHandle {
+  const refuse = (): Promise<never> => Promise.reject(new Error(`disk ${handle.diskId} is a read-only recovery source`));
+  return { diskId: handle.diskId, store: handle.store, info: refuse, push: refuse, activate: refuse, resolve: refuse };
+}
+
+/**
+ * Sources at the last active interval's positions that no current member
+ * supplies: the disk that held position p then, if its stored log (read from
+ * its store: it takes no sub-writes for this pg, the interval's current
+ * members were quiesced by the query) still belongs to p and has the
+ * authoritative head, so every shard it holds at p is at its latest version.
+ * A disk that cannot be read is skipped (it may be down): fewer than k
+ * sources leaves the pg incomplete.
+ */
+async function pastSources(pg: Pg, ctx: PeeringContext, record: PgIntervalRecord | null, sources: readonly Member[], auth: MemberInfo): Promise<Member[]> {
+  const found: Member[] = [];
+  if (!record) return found;
+  for (const [position, diskId] of record.acting.entries()) {
+    if (diskId === HOLE || sources.some((s) => s.position === position)) continue;
+    const handle = ctx.handle(diskId);
+    try {
+      const log = await PgLog.load(handle.store, pg.pool.id, pg.pg);
+      const head = await readHead(handle.store, pg.pool.id, pg.pg);
+      if (log.info.shard !== position || compareVersions(head, auth.head) !== 0) continue;
+      found.push({ diskId, position, handle: readOnly(handle) });
+    } catch (err) {
+      checkAborted(ctx.signal);
+      console.error(`pg ${pg.key}: disk ${diskId}, position ${position} in epoch ${record.epoch}, could not be read: ${String(err)}`);
+    }
+  }
+  return found;
+}
+
+async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: MemberInfo[], record: PgIntervalRecord | null): Promise<'done' | 'incomplete'> {
   const ec = ecOf(pg);
   const auth = infos[newestMember(infos)]!;
   const isSource = (i: number): boolean => ownsPosition(infos[i]!, members[i]!.position) && compareVersions(infos[i]!.head, auth.head) === 0;
   const sources = members.filter((_, i) => isSource(i));
   const targets = members.map((m, i) => ({ m, info: infos[i]! })).filter((_, i) => !isSource(i));
   if (targets.length === 0) return 'done';
+  if (sources.length < ec.layout.dataShards) {
+    const past = await pastSources(pg, ctx, record, sources, auth);
+    checkAborted(ctx.signal);
+    if (past.length > 0) console.error(`pg ${pg.key}: reading positions ${past.map((s) => `${s.position} from disk ${s.diskId}`).join(', ')} where the last active interval left them`);
+    sources.push(...past);
+  }
   if (sources.length < ec.layout.dataShards) {
     console.error(`pg ${pg.key}: ${sources.length} members hold the newest log, ${ec.layout.dataShards} needed to rebuild ${targets.length} others: waiting for more members`);
     return 'incomplete';
@@ -93,12 +141,17 @@ async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: Me
     }
   }
   await rebuildObjects(rctx, objects);
-  for (const b of backfills) await backfill(rctx, b.m, b.previous);
+  // A member whose previous position is a source in this run keeps that position's objects until every target is
+  // rebuilt and its log has moved to the new position (emptied earlier, a run cut short would leave it looking like a
+  // source there with its shards gone). (Cut short between the two, they are left behind.)
+  const readFrom = (b: { m: Member; previous: number }): boolean => sources.some((s) => s.diskId === b.m.diskId && s.position === b.previous);
+  for (const b of backfills) await backfill(rctx, b.m, readFrom(b) ? -1 : b.previous);
   checkAborted(ctx.signal);
   for (const { m, info } of targets) {
     const interval = { lastEpochStarted: info.lastEpochStarted, lastActing: info.lastActing, shard: m.position };
     await m.handle.push([...PgLog.replaceOps(pg.pool.id, pg.pg, auth.tail, auth.entries, interval), ...headOps(pg.pool.id, pg.pg, auth.head)]);
   }
+  for (const b of backfills) if (readFrom(b)) await removePosition(rctx, b.m, b.previous);
   // A target's log in memory is reloaded when it is activated (the push marked it replaced).
   return 'done';
 }

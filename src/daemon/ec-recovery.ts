@@ -181,10 +181,15 @@ export async function backfill(ctx: RecoveryContext, target: RecoveryMember, pre
   await listPgNames(ctx, target.handle.store, target.position, async (page) => {
     for (const n of page) if (!names.has(n)) extra.push(shardId(ctx.pg, target.position, n));
   });
-  if (previousPosition >= 0 && previousPosition !== target.position) {
-    await listPgNames(ctx, target.handle.store, previousPosition, async (page) => {
-      for (const n of page) extra.push(shardId(ctx.pg, previousPosition, n));
-    });
-  }
   await removeAll(target, extra);
+  if (previousPosition >= 0 && previousPosition !== target.position) await removePosition(ctx, target, previousPosition);
+}
+
+/** Removes the target's objects of the pg under another position (one it held before). */
+export async function removePosition(ctx: RecoveryContext, target: RecoveryMember, position: number): Promise<void> {
+  const ids: ObjectId[] = [];
+  await listPgNames(ctx, target.handle.store, position, async (page) => {
+    for (const n of page) ids.push(shardId(ctx.pg, position, n));
+  });
+  await removeAll(target, ids);
 }
