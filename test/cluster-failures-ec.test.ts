@@ -13,6 +13,7 @@ import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { HOLE, objectToPg, pgMembers } from '../cluster/placement.js';
 import { dataNs } from '../src/daemon/pg-log.js';
 import type { ClusterMap } from '../cluster/map.js';
+import { waitFor } from './helpers/wait.js';
 
 const POOL = 'ec';
 let cluster: TestCluster;
@@ -33,18 +34,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.stop();
 });
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: () => string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what()}`);
-    await sleep(200);
-  }
-}
 
 /** Every object has its 6 shards, at one version, on the members at their positions. */
 async function allShards(timeoutMs: number): Promise<ClusterMap> {

@@ -10,6 +10,14 @@
  * objects of pgs it is or was a member of), data stays readable throughout.
  *
  * Timings (time to down, out, full redundancy) are printed, not asserted.
+ *
+ * These tests were gated for a while (a member filled in the background
+ * stayed without an object, 3 of 4 quiet runs at 94524d1). Two mechanisms
+ * that can do that were fixed since: a pg that missed map epochs kept its
+ * old interval (c13d397), and a peering run aborted by a repeer could make
+ * the primary active during the next run (8dd3c24). The failure did not
+ * reproduce in about 35 runs on 2026-11-27, 15 of them with both fixes,
+ * all on a loaded machine.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -17,25 +25,7 @@ import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { objectToPg, pgMembers } from '../cluster/placement.js';
 import { dataNs } from '../src/daemon/pg-log.js';
 import type { ClusterMap } from '../cluster/map.js';
-import { warnSkipped } from './helpers/s3-tools.js';
-
-/**
- * Known bug, not fixed yet: with a writer running throughout, a replicated
- * pg member that was filled in the background ("recovery while serving") can
- * stay without an object for good, so full redundancy never comes (seen in
- * 3 of 4 runs on a quiet machine on 2026-11-27, e.g. "rw-14 on disk 2 of
- * 1,7,2, epoch 12"; passed under load and with TESSERA_DEBUG). Client data
- * stays readable from the other members. Runs with TESSERA_FAILURES=1 until
- * fixed; then this gate goes.
- */
-const failuresGate = process.env.TESSERA_FAILURES === '1';
-if (!failuresGate) {
-  warnSkipped(
-    'the recovery tests of test/cluster-failures.test.ts',
-    'a known bug: a member filled in the background while writes continue can miss an object for good (full redundancy never reached)',
-    'run them with TESSERA_FAILURES=1',
-  );
-}
+import { waitFor } from './helpers/wait.js';
 
 const POOL = 'rep';
 // A grace of several heartbeats: 9 daemons and the test share 2 cores, and recovery delays heartbeats.
@@ -64,27 +54,26 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string | (() => string), timeoutMs: number, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
-    await sleep(100);
-  }
-}
-
 const currentMap = (): Promise<ClusterMap> => cluster.mapd.service.current();
+
+/** The workload of readLoop; pauseWriter() holds its writes (resolves once none is in flight) until resume(). */
+interface ClientLoad {
+  stop: () => Promise<number>;
+  figures: () => { reads: number; writes: number; readMsMax: number; writeMsMax: number };
+  pauseWriter: () => Promise<() => void>;
+}
 
 /**
  * Reads every object through the client, byte-exact, and overwrites a few objects of its own, until
- * stopped; counts reads and writes, and the slowest of each.
+ * stopped; counts reads and writes, and the slowest of each. A read that overlaps an overwrite of its
+ * object may return the old or the new bytes (both are right); anything else fails the test.
  */
-function readLoop(): { stop: () => Promise<number>; figures: () => { reads: number; writes: number; readMsMax: number; writeMsMax: number } } {
+function readLoop(): ClientLoad {
   let stopped = false;
   const f = { reads: 0, writes: 0, readMsMax: 0, writeMsMax: 0 };
+  /** The overwrite in flight (a holder: set and cleared by the writer, read by the reader). */
+  const writer: { inFlight: { name: string; data: Buffer } | null } = { inFlight: null };
+  let hold: Promise<void> | null = null;
   const reading = (async () => {
     while (!stopped) {
       for (const [name, data] of objects) {
@@ -92,20 +81,26 @@ function readLoop(): { stop: () => Promise<number>; figures: () => { reads: numb
         const t = Date.now();
         const got = await cluster.client.read(POOL, name);
         f.readMsMax = Math.max(f.readMsMax, Date.now() - t);
-        expect(got.equals(data), `read of ${name}`).toBe(true);
+        const w = writer.inFlight;
+        const overlapped = (w?.name === name && got.equals(w.data)) || got.equals(objects.get(name) ?? data);
+        expect(got.equals(data) || overlapped, `read of ${name}`).toBe(true);
         f.reads++;
       }
     }
   })();
   const writing = (async () => {
     for (let round = 0; !stopped; round++) {
+      if (hold) await hold;
+      if (stopped) break;
       const name = `rw-${round % 16}`;
       const data = randomBytes(2000 + (round % 7) * 1000);
-      objects.delete(name); // not read while it changes
+      objects.delete(name); // not checked by fullRedundancy while it changes
+      writer.inFlight = { name, data };
       const t = Date.now();
       await cluster.client.put(POOL, name, data);
       f.writeMsMax = Math.max(f.writeMsMax, Date.now() - t);
       objects.set(name, data);
+      writer.inFlight = null;
       f.writes++;
     }
   })();
@@ -116,13 +111,35 @@ function readLoop(): { stop: () => Promise<number>; figures: () => { reads: numb
       return f.reads;
     },
     figures: () => f,
+    pauseWriter: async () => {
+      let resume!: () => void;
+      hold = new Promise((r) => (resume = r));
+      while (writer.inFlight) await new Promise((r) => setTimeout(r, 10));
+      return () => {
+        hold = null;
+        resume();
+      };
+    },
   };
 }
 
-/** Resolves once every object is byte-exact on each of its pg's `size` members (read from their stores). */
-async function fullRedundancy(timeoutMs: number): Promise<ClusterMap> {
+/**
+ * Resolves once every object is byte-exact on each of its pg's `size` members (read from their stores).
+ * Each attempt holds the load's writer (an object overwritten while its members are read would differ
+ * between them without anything being wrong: with a fast writer, every attempt could meet one).
+ */
+async function fullRedundancy(timeoutMs: number, load?: ClientLoad): Promise<ClusterMap> {
   let missing = '';
   return waitFor(() => `full redundancy (${missing})`, timeoutMs, async () => {
+    const resume = load ? await load.pauseWriter() : () => undefined;
+    try {
+      return await redundantNow();
+    } finally {
+      resume();
+    }
+  });
+
+  async function redundantNow(): Promise<ClusterMap | undefined> {
     const map = await currentMap();
     const pool = map.pools.find((p) => p.name === POOL)!;
     const stores = new Map<number, ReturnType<TestCluster['storeOf']>>();
@@ -144,10 +161,10 @@ async function fullRedundancy(timeoutMs: number): Promise<ClusterMap> {
     } finally {
       await Promise.all([...stores.values()].map((s) => s.close()));
     }
-  });
+  }
 }
 
-it.skipIf(!failuresGate)('marks a stopped daemon down, then out; its pgs recover elsewhere; it comes back up and in', async () => {
+it('marks a stopped daemon down, then out; its pgs recover elsewhere; it comes back up and in', async () => {
   const map0 = await currentMap();
   const pool = map0.pools.find((p) => p.name === POOL)!;
   const victim = 3;
@@ -177,7 +194,7 @@ it.skipIf(!failuresGate)('marks a stopped daemon down, then out; its pgs recover
       if (victimPgs.includes(pg)) expect(after).not.toContain(victim);
       else expect(after).toEqual(before);
     }
-    await fullRedundancy(60_000);
+    await fullRedundancy(60_000, reader);
     const recoveredMs = Date.now() - t0;
     const bytes = [...objects.values()].reduce((n, b) => n + b.length, 0);
     console.log(
@@ -192,7 +209,7 @@ it.skipIf(!failuresGate)('marks a stopped daemon down, then out; its pgs recover
     return d.up && d.in ? true : undefined;
   });
   const upMs = Date.now() - t1;
-  await fullRedundancy(60_000);
+  await fullRedundancy(60_000, reader);
   console.log(JSON.stringify({ case: 'sigcont', upAndInMs: upMs, fullRedundancyMs: Date.now() - t1 }));
   expect(await reader.stop()).toBeGreaterThan(objects.size);
   console.log(JSON.stringify({ case: 'client-io-throughout', ...reader.figures() }));
@@ -200,7 +217,7 @@ it.skipIf(!failuresGate)('marks a stopped daemon down, then out; its pgs recover
   for (const [name, data] of objects) expect((await cluster.client.read(POOL, name)).equals(data), name).toBe(true);
 }, 120_000);
 
-it.skipIf(!failuresGate)('adding a disk moves only the pgs placement remaps; data stays readable', async () => {
+it('adding a disk moves only the pgs placement remaps; data stays readable', async () => {
   const before = await currentMap();
   const pool = before.pools.find((p) => p.name === POOL)!;
   const listDisk = async (diskId: number): Promise<string[]> => {
@@ -226,7 +243,7 @@ it.skipIf(!failuresGate)('adding a disk moves only the pgs placement remaps; dat
   let added: number;
   try {
     added = await cluster.addDisk({ host: 'host1' });
-    after = await fullRedundancy(60_000);
+    after = await fullRedundancy(60_000, reader);
   } finally {
     expect(await reader.stop()).toBeGreaterThan(0);
   }

@@ -24,6 +24,7 @@ import { dataNs } from '../src/daemon/pg-log.js';
 import { limits } from '../src/lib/limits.js';
 import { pgSummary } from '../src/cli/status.js';
 import type { ClusterMap, PoolInfo } from '../cluster/map.js';
+import { waitFor } from './helpers/wait.js';
 
 const POOL = 'rep';
 const OBJECT_BYTES = 16 * 1024;
@@ -44,18 +45,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.stop();
 });
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string | (() => string), timeoutMs: number, probe: () => Promise<T | undefined> | T | undefined): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === 'string' ? what : what()}`);
-    await sleep(100);
-  }
-}
 
 const currentMap = (): Promise<ClusterMap> => cluster.mapd.service.current();
 const poolOf = (map: ClusterMap): PoolInfo => map.pools.find((p) => p.name === POOL)!;

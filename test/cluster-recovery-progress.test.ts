@@ -33,6 +33,7 @@ import { pgMembers } from '../cluster/placement.js';
 import { LOG_ENTRIES_MAX } from '../src/daemon/pg-log.js';
 import type { RecoveryStatus } from '../src/cli/status.js';
 import { runRecoveryWatch } from '../src/cli/recovery.js';
+import { waitFor } from './helpers/wait.js';
 
 const POOL = 'rep';
 /** One pg, written more times than its log holds (LOG_ENTRIES_MAX): a new member shares no log with it and is backfilled. */
@@ -90,17 +91,6 @@ interface StatusDoc {
 }
 
 const status = async (on: TestCluster = cluster): Promise<StatusDoc> => JSON.parse((await tessera(['status', '--json'], on)).stdout) as StatusDoc;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 /** Polls until no pg is degraded, recovering or backfilling and every pg is active. */
 const settled = (timeoutMs: number, on: TestCluster = cluster): Promise<StatusDoc> =>

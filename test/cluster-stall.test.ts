@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { pgMembers } from '../cluster/placement.js';
 import type { ClusterMap } from '../cluster/map.js';
+import { sleep, waitFor } from './helpers/wait.js';
 
 const POOL = 'rep';
 // As in cluster-failures.test.ts: a grace of several heartbeats (the daemons and the test share 2 cores).
@@ -38,18 +39,7 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const currentMap = (): Promise<ClusterMap> => cluster.mapd.service.current();
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 it('writes in flight to a stopped replica fail over when its pgs re-peer, each applied once', async () => {
   const map0 = await currentMap();

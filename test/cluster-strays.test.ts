@@ -51,20 +51,10 @@ import { decodePgCleanReply, encodeControl, OsdOpcode, type PgCleanReply } from 
 import { createTcpClient } from '../src/rpc/index.js';
 import { ObjectStore } from '../src/store/index.js';
 import type { StoreApi } from '../src/store/types.js';
+import { waitFor } from './helpers/wait.js';
 
 const REP = 'rep';
 const EC = 'ec';
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(250);
-  }
-}
 
 const poolOf = (map: ClusterMap, name: string): PoolInfo => map.pools.find((p) => p.name === name)!;
 const shardCount = (pool: PoolInfo): number => (pool.redundancy.type === 'erasure' ? pool.redundancy.dataShards + pool.redundancy.parityShards : 1);
