@@ -139,53 +139,35 @@ export class DaemonMetrics implements OpObserver {
   }
 }
 
-/** A daemon's stray-copy series: pgs waiting, and counters raised at scrapes by what it removed since the last. */
-function strayMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['strays']>): void {
-  new Gauge({ name: 'tessera_osd_stray_pgs', help: 'Pgs this disk holds a copy of without being a member, not yet removed (waiting until the pg is clean on its members)', registers, collect() { this.set(read().pgsWaiting); } });
-  const counted = { pgsRemoved: 0, objectsRemoved: 0 };
-  for (const [name, help, key] of [
-    ['tessera_osd_stray_pgs_removed_total', 'Stray pg copies this disk removed', 'pgsRemoved'],
-    ['tessera_osd_stray_objects_removed_total', 'Objects of stray pg copies this disk removed', 'objectsRemoved'],
-  ] as const) {
-    new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        const now = read()[key];
-        if (now > counted[key]) this.inc(now - counted[key]);
-        counted[key] = Math.max(counted[key], now);
-      },
-    });
-  }
+/**
+ * A counter that follows a total the daemon keeps since it started (read at each scrape): raised by
+ * what the total grew since the last scrape, times `scale` (e.g. 1/1000 for ms to seconds).
+ */
+function followingCounter(registers: Registry[], name: string, help: string, total: () => number, scale = 1): void {
+  let counted = 0;
+  new Counter({
+    name,
+    help,
+    registers,
+    collect() {
+      const now = total();
+      if (now > counted) this.inc((now - counted) * scale);
+      counted = Math.max(counted, now);
+    },
+  });
 }
 
-/**
- * A daemon's recovery series: counters of what it recovered since it started (raised at scrapes by
- * what the daemon counted since the last one), gauges of what its pgs have left.
- */
+/** A daemon's stray-copy series: pgs waiting, and counters of what it removed. */
+function strayMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['strays']>): void {
+  new Gauge({ name: 'tessera_osd_stray_pgs', help: 'Pgs this disk holds a copy of without being a member, not yet removed (waiting until the pg is clean on its members)', registers, collect() { this.set(read().pgsWaiting); } });
+  followingCounter(registers, 'tessera_osd_stray_pgs_removed_total', 'Stray pg copies this disk removed', () => read().pgsRemoved);
+  followingCounter(registers, 'tessera_osd_stray_objects_removed_total', 'Objects of stray pg copies this disk removed', () => read().objectsRemoved);
+}
+
+/** A daemon's recovery series: counters of what it recovered since it started, gauges of what its pgs have left. */
 function recoveryMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['recovery']>): void {
-  const counted = { objects: 0, bytes: 0 };
-  new Counter({
-    name: 'tessera_osd_recovery_objects_total',
-    help: 'Objects recovered or backfilled by this daemon as primary (made equal on a member)',
-    registers,
-    collect() {
-      const now = read().objectsRecovered;
-      if (now > counted.objects) this.inc(now - counted.objects);
-      counted.objects = Math.max(counted.objects, now);
-    },
-  });
-  new Counter({
-    name: 'tessera_osd_recovery_bytes_total',
-    help: 'Bytes recovered or backfilled by this daemon as primary (erasure-coded pools: shard bytes written)',
-    registers,
-    collect() {
-      const now = read().bytesRecovered;
-      if (now > counted.bytes) this.inc(now - counted.bytes);
-      counted.bytes = Math.max(counted.bytes, now);
-    },
-  });
+  followingCounter(registers, 'tessera_osd_recovery_objects_total', 'Objects recovered or backfilled by this daemon as primary (made equal on a member)', () => read().objectsRecovered);
+  followingCounter(registers, 'tessera_osd_recovery_bytes_total', 'Bytes recovered or backfilled by this daemon as primary (erasure-coded pools: shard bytes written)', () => read().bytesRecovered);
   new Gauge({ name: 'tessera_osd_recovery_objects_left', help: 'Objects the pgs this disk is primary of have left to recover or backfill (an estimate while a backfill lists)', registers, collect() { this.set(read().objectsLeft); } });
   new Gauge({
     name: 'tessera_osd_recovery_bytes_left',
@@ -198,42 +180,18 @@ function recoveryMetrics(registers: Registry[], read: NonNullable<DaemonMetricsS
   new Gauge({ name: 'tessera_osd_pgs_recovering', help: 'Pgs this disk is primary of with recovery or backfill copies left', registers, collect() { this.set(read().pgsRecovering); } });
 }
 
-/** A daemon's lease series: held now (1/0), and counters raised at scrapes by what the daemon counted since the last. */
+/** A daemon's lease series: held now (1/0), and counters of lapses and refusals. */
 function leaseMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['lease']>): void {
-  const counted = { lapses: 0, refusals: 0 };
   new Gauge({ name: 'tessera_osd_lease_held', help: 'Whether this daemon holds its primary lease (1) and may serve clients, or not (0: cut off from the map daemon, or it is restarting)', registers, collect() { this.set(read().held ? 1 : 0); } });
-  const counter = (name: string, help: string, key: 'lapses' | 'refusals'): void =>
-    void new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        const now = read()[key];
-        if (now > counted[key]) this.inc(now - counted[key]);
-        counted[key] = Math.max(counted[key], now);
-      },
-    });
-  counter('tessera_osd_lease_lapses_total', 'Times this daemon\'s primary lease ran out (no heartbeat answered by the map daemon in time)', 'lapses');
-  counter('tessera_osd_lease_refusals_total', 'Client requests refused (Unavailable) because the primary lease had lapsed', 'refusals');
+  followingCounter(registers, 'tessera_osd_lease_lapses_total', 'Times this daemon\'s primary lease ran out (no heartbeat answered by the map daemon in time)', () => read().lapses);
+  followingCounter(registers, 'tessera_osd_lease_refusals_total', 'Client requests refused (Unavailable) because the primary lease had lapsed', () => read().refusals);
 }
 
-/** The store's group-commit counters, raised at scrapes by what was committed since the last. */
+/** The store's group-commit counters. */
 function commitMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['commit']>): void {
-  const counted = { groups: 0, transactions: 0, dataSyncMs: 0 };
-  const counter = (name: string, help: string, key: keyof typeof counted, scale = 1): void =>
-    void new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        const now = read()[key];
-        if (now > counted[key]) this.inc((now - counted[key]) * scale);
-        counted[key] = Math.max(counted[key], now);
-      },
-    });
-  counter('tessera_store_commit_groups_total', 'Group commits of the disk\'s store (one log append and fdatasync each)', 'groups');
-  counter('tessera_store_commit_transactions_total', 'Store transactions those group commits made durable', 'transactions');
-  counter('tessera_store_commit_data_sync_seconds_total', 'Time the group commits spent appending and syncing their log records', 'dataSyncMs', 1 / 1000);
+  followingCounter(registers, 'tessera_store_commit_groups_total', 'Group commits of the disk\'s store (one synced log append each)', () => read().groups);
+  followingCounter(registers, 'tessera_store_commit_transactions_total', 'Store transactions those group commits made durable', () => read().transactions);
+  followingCounter(registers, 'tessera_store_commit_data_sync_seconds_total', 'Time the group commits spent appending and syncing their log records', () => read().dataSyncMs, 1 / 1000);
 }
 
 /** What the map service's metrics read when scraped: a summary of the latest map. */
