@@ -286,6 +286,14 @@ async function waitHealthy(why: string): Promise<void> {
   }
 }
 
+/** What a read gave: 'ok' (the expected bytes), 'wrong bytes', 'Corrupt', or 'error <message>'. */
+function readOutcome(read: Promise<Buffer>, expected: Buffer): Promise<string> {
+  return read.then(
+    (b) => (b.equals(expected) ? 'ok' : 'wrong bytes'),
+    (err: unknown) => (isTesseraError(err, 'Corrupt') ? 'Corrupt' : `error ${(err as Error).message}`),
+  );
+}
+
 async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<string> {
   const c = cluster!;
   const r = seededRng(f.pickSeed);
@@ -307,19 +315,13 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
     if (!places.length) return `${k.key}: its bytes were not found on disk ${member}`;
     const store = c.storeOf(member);
     try {
-      const direct = await store.read({ ns: dataNs(info.id, 0), name: k.key }).then(
-        (b) => (b.equals(expected) ? 'ok' : 'wrong bytes'),
-        (err: unknown) => (isTesseraError(err, 'Corrupt') ? 'Corrupt' : `error ${(err as Error).message}`),
-      );
+      const direct = await readOutcome(store.read({ ns: dataNs(info.id, 0), name: k.key }), expected);
       if (direct === 'Corrupt') stats.corruptDetected++;
       else stats.violations.push(`corrupt ${pool}/${k.key} on disk ${member}: a direct read returned ${direct}, not the corruption error`);
     } finally {
       await store.close();
     }
-    const viaClient = await c.client.read(pool, k.key).then(
-      (b) => (b.equals(expected) ? 'ok' : 'wrong bytes'),
-      (err: unknown) => `error ${(err as Error).message}`,
-    );
+    const viaClient = await readOutcome(c.client.read(pool, k.key), expected);
     if (viaClient === 'ok') stats.corruptClientReadOk++;
     else if (viaClient === 'wrong bytes') stats.violations.push(`corrupt ${pool}/${k.key} on disk ${member}: the client read returned wrong bytes`);
     else {
@@ -368,19 +370,13 @@ async function injectCorruptShard(r: Rng): Promise<string> {
       if (!shard || shard.length < 4096) return `${pool}/${k.key}: shard ${position} on disk ${member} not readable or too small to find on disk`;
       const places = await corruptObjectOnDisk(c.diskDir(member), shard, r);
       if (!places.length) return `${pool}/${k.key}: shard ${position}'s bytes were not found on disk ${member}`;
-      const direct = await store.read(id).then(
-        (b) => (b.equals(shard) ? 'ok' : 'wrong bytes'),
-        (err: unknown) => (isTesseraError(err, 'Corrupt') ? 'Corrupt' : `error ${(err as Error).message}`),
-      );
+      const direct = await readOutcome(store.read(id), shard);
       if (direct === 'Corrupt') stats.corruptDetected++;
       else stats.violations.push(`corrupt ${pool}/${k.key} shard ${position} on disk ${member}: a direct read returned ${direct}, not the corruption error`);
     } finally {
       await store.close();
     }
-    const viaClient = await c.client.read(pool, k.key).then(
-      (b) => (b.equals(expected) ? 'ok' : 'wrong bytes'),
-      (err: unknown) => `error ${(err as Error).message}`,
-    );
+    const viaClient = await readOutcome(c.client.read(pool, k.key), expected);
     if (viaClient === 'ok') stats.corruptClientReadOk++;
     else {
       if (viaClient !== 'wrong bytes') stats.corruptClientReadFailed++;
