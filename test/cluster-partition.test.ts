@@ -41,6 +41,7 @@ import type { RpcClient } from '../src/rpc/types.js';
 import { createNetnsLab, netnsSupport, type NetnsLab, type NetnsSupport } from './helpers/netns.js';
 import { startFaultCluster, type FaultCluster } from './helpers/fault-cluster.js';
 import { seededRng, testSeed } from './helpers/random.js';
+import { listEveryPg, retryFor, sleep } from './helpers/wait.js';
 
 const support: NetnsSupport = await netnsSupport();
 const usable = support.ok && support.pairCuts;
@@ -56,7 +57,6 @@ const VICTIM = 0;
 const KiB = 1024;
 const seed = testSeed();
 const rng = seededRng(seed);
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A map service stuck at one epoch: a client that has not heard of anything since. */
 function frozenMapService(map: ClusterMap): MapService {
@@ -116,24 +116,11 @@ describe.skipIf(!usable)('a partitioned primary is fenced by its lease', () => {
 
   /** Every disk up, every pg of both pools active (a full listing touches each pg's primary). */
   async function waitHealthy(): Promise<void> {
-    const deadline = Date.now() + 90_000;
-    for (;;) {
-      try {
-        const map = await cluster.client.view.refresh();
-        if (!map.disks.every((d) => d.up)) throw new Error(`disks down: ${map.disks.filter((d) => !d.up).map((d) => d.id).join(',')}`);
-        for (const pool of [REP, EC]) {
-          let cursor: string | undefined;
-          do {
-            const page = await cluster.client.list(pool, { limit: 10_000, ...(cursor ? { cursor } : {}) });
-            cursor = page.cursor;
-          } while (cursor);
-        }
-        return;
-      } catch (err) {
-        if (Date.now() > deadline) throw err;
-        await sleep(200);
-      }
-    }
+    await retryFor(90_000, async () => {
+      const map = await cluster.client.view.refresh();
+      if (!map.disks.every((d) => d.up)) throw new Error(`disks down: ${map.disks.filter((d) => !d.up).map((d) => d.id).join(',')}`);
+      await listEveryPg(cluster.client, [REP, EC]);
+    });
   }
 
   /** A read sent straight to disk `diskId`'s daemon as if by a client at `epoch`. */

@@ -49,6 +49,7 @@ import { seededRng, testSeed, type Rng } from './helpers/random.js';
 import type { TestCluster, TestPool } from './helpers/cluster.js';
 import { checkShards } from './cluster-ec-helpers.js';
 import { poolScrub } from '../src/cli/scrub.js';
+import { sleep, listEveryPg } from './helpers/wait.js';
 
 const FAULTS = Number(process.env.TESSERA_FAULTS ?? 10);
 const WITH_EC = process.env.TESSERA_FAULTS_EC !== '0';
@@ -106,7 +107,6 @@ const stats: Stats = {
   violations: [],
   divergences: [],
 };
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const log = (msg: string): void => console.log(`[faults ${new Date().toISOString().slice(11, 23)}] ${msg}`);
 
 let lab: NetnsLab | undefined;
@@ -271,13 +271,7 @@ async function waitHealthy(why: string): Promise<void> {
       const notUp = map.disks.filter((d) => !d.up || !d.in).map((d) => d.id);
       if (notUp.length) await c.markUp(notUp);
       await c.client.view.refresh();
-      for (const p of pools) {
-        let cursor: string | undefined;
-        do {
-          const page = await c.client.list(p.name, { limit: 10_000, ...(cursor ? { cursor } : {}) });
-          cursor = page.cursor;
-        } while (cursor);
-      }
+      await listEveryPg(c.client, pools.map((p) => p.name));
       return;
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`cluster not healthy ${HEALTHY_TIMEOUT_MS} ms after ${why} (attempt ${attempt}): ${(err as Error).message}`, { cause: err });
