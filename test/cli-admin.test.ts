@@ -7,7 +7,8 @@
  * disk ls --json, disk out then in (status and the map reflect it; objects
  * overwritten while it was out read back new from it afterwards), host
  * add, disk add (`tessera up` starts a daemon for the new disk and it comes
- * up and in), status --json (pgs by state), and errors: one line on stderr
+ * up and in), disk add --address (a daemon the test starts from the printed
+ * command, as on another machine; --wait marks it in), status --json (pgs by state), and errors: one line on stderr
  * and a non-zero exit code. The cluster is stopped with SIGINT at the end;
  * if that fails, every process it started is killed by PID.
  */
@@ -245,6 +246,41 @@ it('host add, then disk add: up starts its daemon and the disk comes up and in',
   expect((await tessera(['object', 'get', '--pool', 'photos', 'from-stdin'])).stdout.length).toBe(1000);
   await fails(['disk', 'add', '--host', 'nohost'], /no host nohost/);
 }, 90_000);
+
+it('disk add --address (a disk whose daemon runs elsewhere): added down and out, its printed daemon command brings it up, --wait marks it in', async () => {
+  const mapArgs = ['--map', `127.0.0.1:${basePort + 14}`];
+  const address = `127.0.0.1:${basePort + 9}`;
+  // The command waits for the daemon it tells us to start: read its output as it comes.
+  const add = spawn(process.execPath, [tesseraBin, 'disk', 'add', '--host', 'host3', '--address', address, '--wait', ...mapArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let addOut = '';
+  let addErr = '';
+  add.stderr.on('data', (d: Buffer) => (addErr += d.toString()));
+  const addExit = new Promise<number | null>((resolve) => add.on('exit', (code) => resolve(code)));
+  const command = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: add.stdout }).on('line', (line) => {
+      addOut += `${line}\n`;
+      const m = /^on its machine run: tessera (daemon .*)$/.exec(line);
+      if (m) resolve(m[1]!);
+    });
+    add.on('exit', () => reject(new Error(`disk add exited before printing the daemon command: ${addOut} ${addErr}`)));
+  });
+  expect(addOut).toMatch(new RegExp(`disk 7 added on host host3 at ${address}, down and out`));
+  const listed = JSON.parse(await ok(['disk', 'ls', '--json', ...mapArgs])) as Array<{ id: number; address: string; up: boolean; in: boolean }>;
+  expect(listed.find((d) => d.id === 7)).toMatchObject({ address, up: false, in: false });
+  await fails(['disk', 'add', '--host', 'host3', '--address', address, ...mapArgs], /disk 7 already has address/);
+  await fails(['disk', 'add', '--host', 'host3', ...mapArgs], /needs --address/);
+  // Run the printed command as the operator would on the disk's machine.
+  const args = command.split(' ').map((a) => (a === 'DIR' ? join(dir.path, 'remote-disk7') : a));
+  const daemon = spawn(process.execPath, [tesseraBin, ...args], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (daemon.pid) pids.push(daemon.pid);
+  expect(await addExit, addErr).toBe(0);
+  expect(addOut).toContain('disk 7 is up and in');
+  await expect.poll(health, { timeout: 60_000, interval: 1000 }).toBe('HEALTH_OK');
+  expect((await status()).disks).toMatchObject({ total: 8, up: 8, in: 8 });
+  const disks = JSON.parse(await ok(['disk', 'ls', '--json'])) as Array<{ id: number; objects?: number }>;
+  expect(disks.find((d) => d.id === 7)!.objects, 'the new disk holds copies').toBeGreaterThan(0);
+  expect((await tessera(['object', 'get', '--pool', 'photos', 'from-stdin'])).stdout.length).toBe(1000);
+}, 120_000);
 
 it('errors: one line on stderr, non-zero exit', async () => {
   await fails(['nonsense'], /unknown command nonsense/);

@@ -44,6 +44,9 @@ commands:
   disk ls [--json]
   disk add --host HOST [--weight W]
           (all-in-one cluster of --data: creates the disk, \`tessera up\` starts its daemon, then it is marked in)
+  disk add --host HOST [--weight W] --address HOST:PORT [--wait]
+          a disk on another machine (any cluster, --map or --data): adds it down and out at HOST:PORT and
+          prints the \`tessera daemon\` command to run there; --wait: wait (60 s) for it to come up, then mark it in
   disk out ID | disk in ID
           mark a disk out (its pgs move to other disks) or in again
   host add NAME [--rack RACK]
@@ -213,7 +216,7 @@ async function diskCommand(io: ReturnType<typeof systemIo>, sub: string | undefi
     await initDisk({ io, diskPath: values.disk, clusterId: values['cluster-id'], diskId: intOption(values['disk-id'], 'disk-id') });
     return 0;
   }
-  const { values, positionals } = parseArgs({ args, options: { ...targetOptions, host: { type: 'string' }, weight: { type: 'string' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ args, options: { ...targetOptions, host: { type: 'string' }, weight: { type: 'string' }, address: { type: 'string' }, wait: { type: 'boolean' } }, allowPositionals: true });
   const target = targetOf(io, values);
   switch (sub) {
     case 'ls':
@@ -221,11 +224,13 @@ async function diskCommand(io: ReturnType<typeof systemIo>, sub: string | undefi
       await diskList(target, values.json === true, out);
       return 0;
     case 'add': {
-      exactly(positionals, 0, 'tessera disk add --host HOST [--weight W]');
-      if (!values.host) throw new CliError('usage: tessera disk add --host HOST [--weight W]');
+      const usage = 'tessera disk add --host HOST [--weight W] [--address HOST:PORT [--wait]]';
+      exactly(positionals, 0, usage);
+      if (!values.host) throw new CliError(`usage: ${usage}`);
       const weight = values.weight === undefined ? 1 : Number(values.weight);
       if (!Number.isFinite(weight) || weight <= 0) throw new CliError(`--weight wants a positive number, got ${values.weight}`);
-      await diskAdd(target, { host: values.host, weight }, out);
+      if (values.address !== undefined && !/^[^:\s]+:\d+$/.test(values.address)) throw new CliError(`--address wants HOST:PORT, got ${values.address}`);
+      await diskAdd(target, { host: values.host, weight, ...(values.address !== undefined ? { address: values.address } : {}), ...(values.wait === true ? { wait: true } : {}) }, out);
       return 0;
     }
     case 'out':

@@ -6,7 +6,7 @@
  * pgs at once and peering and backfill move the data (src/daemon/peering.ts).
  *
  * disk add (the all-in-one cluster of --data DIR; `tessera up` must be
- * running there):
+ * running there; a disk elsewhere: --address, see diskAddRemote below):
  *   1. adds the disk to the map, down and out (no data maps to it yet), with
  *      the next disk id and the next free port;
  *   2. creates and initialises its store directory (DIR/disks/diskN);
@@ -148,8 +148,19 @@ async function waitForUp(c: { current(): Promise<ClusterMap>; io: Io }, diskId: 
   }
 }
 
-export async function diskAdd(t: TargetOptions, o: { host: string; weight: number }, out: Out): Promise<number> {
-  if (t.map !== undefined) throw new CliError('disk add works on the all-in-one cluster of --data DIR (it creates the disk directory and its daemon), not on --map');
+export interface DiskAddOptions {
+  host: string;
+  weight: number;
+  /** "host:port" its daemon will listen on: a disk on another machine (with --map); the all-in-one cluster picks the port itself. */
+  address?: string;
+  /** With address: wait (up to DISK_UP_WAIT_MS) for its daemon to mark it up, then mark it in. */
+  wait?: boolean;
+}
+
+export async function diskAdd(t: TargetOptions, o: DiskAddOptions, out: Out): Promise<number> {
+  if (o.address !== undefined) return diskAddRemote(t, { ...o, address: o.address }, out);
+  if (o.wait === true) throw new CliError('--wait goes with --address (the all-in-one cluster always waits for the daemon it starts)');
+  if (t.map !== undefined) throw new CliError('disk add --map needs --address HOST:PORT, where the new disk\'s daemon will listen (without --address it adds to the all-in-one cluster of --data DIR, which starts the daemon itself)');
   const dataDir = dataDirOf(t);
   const layout = await readLayout(t.io, dataDir);
   return withCluster(t, async (c) => {
@@ -176,6 +187,45 @@ export async function diskAdd(t: TargetOptions, o: { host: string; weight: numbe
     }
     const next = await c.map.service.change((m) => setDiskState(m, diskId, { in: true }));
     out(`disk ${diskId} is up and in (map epoch ${next.epoch}); data moves to it\n`);
+    return diskId;
+  });
+}
+
+/**
+ * disk add --address, for a disk on another machine (or any cluster not run
+ * by `tessera up` here): the command cannot create the directory or start
+ * the daemon, so it
+ *   1. adds the disk to the map with the next id, down and out, at ADDRESS
+ *      (refused when another disk has that address);
+ *   2. prints what to run on the disk's machine (its daemon initialises the
+ *      directory on first start with the cluster id and disk id given);
+ *   3. with --wait, waits for that daemon to mark the disk up, then marks it
+ *      in; without, the operator runs `tessera disk in N` once it is up.
+ */
+async function diskAddRemote(t: TargetOptions, o: DiskAddOptions & { address: string }, out: Out): Promise<number> {
+  return withCluster(t, async (c) => {
+    const map = await c.current();
+    if (!map.hosts.some((h) => h.name === o.host)) throw new CliError(`no host ${o.host} (add it first: tessera host add ${o.host})`);
+    const taken = map.disks.find((d) => d.address === o.address);
+    if (taken) throw new CliError(`disk ${taken.id} already has address ${o.address}`);
+    let diskId = -1;
+    const next = await c.map.service.change((m) => {
+      diskId = nextDiskId(m);
+      if (m.disks.some((d) => d.address === o.address)) throw new TesseraError('Conflict', `another disk took address ${o.address} meanwhile`);
+      return addDisk(m, { id: diskId, host: o.host, weight: o.weight, address: o.address, up: false, in: false });
+    });
+    const mapArg = t.map ?? c.address;
+    out(`disk ${diskId} added on host ${o.host} at ${o.address}, down and out (map epoch ${next.epoch})\n`);
+    out(`on its machine run: tessera daemon --disk DIR --listen ${o.address} --cluster-id ${next.clusterId} --disk-id ${diskId} --map ${mapArg}\n`);
+    if (o.wait !== true) {
+      out(`once it is up: tessera disk in ${diskId} --map ${mapArg}\n`);
+      return diskId;
+    }
+    if (!(await waitForUp(c, diskId))) {
+      throw new CliError(`disk ${diskId} is in the map (down, out), but no daemon marked it up within ${DISK_UP_WAIT_MS / 1000} s; once its daemon runs: tessera disk in ${diskId} --map ${mapArg}`);
+    }
+    const inMap = await c.map.service.change((m) => setDiskState(m, diskId, { in: true }));
+    out(`disk ${diskId} is up and in (map epoch ${inMap.epoch}); data moves to it\n`);
     return diskId;
   });
 }
