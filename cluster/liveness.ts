@@ -13,11 +13,21 @@
  * - State is in memory: a restarted map daemon gives every up disk a fresh
  *   grace period and forgets which disks it marked out (they are marked in
  *   by an operator then).
- * - Scope: 'all' disks of the map (one map daemon: the embedded backend), or
- *   only disks 'heard' from (a heartbeat to this monitor) since it started:
- *   with etcd, several map daemons serve one map and each knows only the
- *   heartbeats sent to it, so none may take another's disks for silent
- *   (docs/map-service.md).
+ * - Shared records (`records`, with etcd: cluster/liveness-etcd.ts): several
+ *   map daemons serve one map, and a daemon's heartbeats may go to any of
+ *   them (it fails over when its map daemon is unreachable). Each heartbeat
+ *   refreshes the disk's record in etcd, which expires downGraceMs after the
+ *   refresh unless refreshed again; every monitor reads the records at each
+ *   check, and exactly one, the judge (elected through etcd, with a lease of
+ *   its own), marks disks down and out. A disk is up to the judge while its
+ *   record exists; once it saw a record expire the grace has passed already
+ *   (etcd counted it); a disk it never saw a record of gets a grace from when
+ *   this monitor started or saw it marked up. The judge's changes are fenced
+ *   in etcd: stored only while it holds its lease and only if the records of
+ *   the disks it marks down are absent. Which disks this monitor marked out
+ *   is shared too (a heartbeat to any map daemon marks them in again).
+ *   Without records (the embedded backend: one map daemon) the monitor judges
+ *   every disk of the map from the heartbeats it receives itself.
  *
  * - Leases: every heartbeat reply grants the daemon a lease of `leaseMs`
  *   (default half of downGraceMs), counted by the daemon from when it *sent*
@@ -36,11 +46,28 @@
  *   heartbeat (the rpc may send it again; the daemon keeps the first send
  *   time) and this monitor's own stalls (it then extends every grace) only
  *   widen the gap. A restarted monitor starts every grace afresh, after the
- *   last receipt of its previous incarnation. Not covered: a host suspended
- *   as a whole (CLOCK_MONOTONIC does not advance while a machine sleeps), and
- *   marks by others than this monitor: `tessera up` marks a daemon down when
- *   its process exits (no lease to fear), an operator's `disk out` of a
- *   daemon that is alive but unreachable should wait for the monitor's mark.
+ *   last receipt of its previous incarnation.
+ *   With shared records (etcd) and failover between map daemons, the grace is
+ *   counted by etcd instead: the map daemon that receives a heartbeat (any
+ *   of them) refreshes the disk's record before it answers, with a lease
+ *   granted after the receipt, so after the send; the record then exists
+ *   until at least that grant + TTL (TTL = downGraceMs rounded up to whole
+ *   seconds, on the etcd leader's clock; a leader change only extends
+ *   leases; later refreshes use later grants: cluster/liveness-etcd.ts). The
+ *   judge's mark down is stored only if the record is absent (the same etcd
+ *   transaction), so at a revision M after the record expired. The reply's
+ *   epoch is read at the refresh's revision Q or later: if Q < M the lease
+ *   (send + leaseMs) ends before the record's expiry, so before M, under the
+ *   same clock-rate condition with etcd's clock for the monitor's; if Q > M
+ *   the reply names an epoch at least M's, and the daemon renews only once it
+ *   holds that map, in which it is down (its pgs in a new interval). So it
+ *   does not matter which map daemon answered, nor whether the one that did
+ *   has died since, nor how long the judge waited. Not covered: a host
+ *   suspended as a whole (CLOCK_MONOTONIC does not advance while a machine
+ *   sleeps), and marks by others than the judge: `tessera up` marks a daemon
+ *   down when its process exits (no lease to fear), an operator's `disk out`
+ *   of a daemon that is alive but unreachable should wait for the judge's
+ *   mark.
  *
  * Bounds: the maps kept are one (the latest, from a watch); lastSeen holds one
  * entry per disk of the map.
@@ -51,7 +78,7 @@ import { TesseraError, invalid, toTesseraError } from '../src/lib/errors.js';
 import { limits } from '../src/lib/limits.js';
 import type { RpcClient, RpcHandler } from '../src/rpc/types.js';
 import { setDiskSpace, setDiskState } from './map-edit.js';
-import type { MapService } from './map-service.js';
+import type { MapEdit, MapService } from './map-service.js';
 import type { ClusterMap, DiskSpaceState } from './map.js';
 
 export const LivenessOpcode = { heartbeat: 130 } as const;
@@ -78,7 +105,29 @@ export interface HeartbeatReply {
 
 /** A daemon's side: where its heartbeats go. */
 export interface LivenessReporter {
+  /** How many map daemons the heartbeats may go to (several: they fail over, and time out sooner). Default 1. */
+  readonly mapDaemons?: number;
   heartbeat(report: HeartbeatReport, options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<HeartbeatReply>;
+}
+
+/**
+ * Liveness shared by several map daemons (cluster/liveness-etcd.ts on etcd). Records expire downGraceMs (rounded
+ * up to whole seconds) after their last refresh; see the module comment for the guarantees the monitor relies on.
+ */
+export interface LivenessRecords {
+  /** Refreshes the disk's record; resolves with a map epoch read at the refresh or later. */
+  refresh(diskId: number, signal?: AbortSignal): Promise<number>;
+  /** The disks whose records exist now. */
+  present(signal?: AbortSignal): Promise<Set<number>>;
+  /** Whether this monitor is the judge now (campaigns when nobody is; renews its hold when it is). */
+  lead(signal?: AbortSignal): Promise<boolean>;
+  /** Whether the judge marked this disk out (a heartbeat then marks it in). */
+  markedOut(diskId: number, signal?: AbortSignal): Promise<boolean>;
+  /** The judge's change: stored only while it leads and none of `silent` has a record (else null); `out` recorded as marked out by it. */
+  judge(edit: MapEdit, o: { silent: readonly number[]; out: readonly number[]; signal?: AbortSignal }): Promise<ClusterMap | null>;
+  /** A heartbeat's change (up, in, space); `back` are no longer marked out. */
+  change(edit: MapEdit, o: { back: readonly number[]; signal?: AbortSignal }): Promise<ClusterMap>;
+  close(): Promise<void>;
 }
 
 export interface LivenessOptions {
@@ -96,8 +145,6 @@ export interface LivenessOptions {
   /** used / total at which a disk is near full, and full. Defaults limits.diskNearFullRatioDefault, diskFullRatioDefault. */
   nearFullRatio?: number;
   fullRatio?: number;
-  /** Disks this monitor judges: 'all' (default) or only those that heartbeat it ('heard'). */
-  scope?: 'all' | 'heard';
 }
 
 export interface ResolvedLiveness {
@@ -107,7 +154,6 @@ export interface ResolvedLiveness {
   leaseMs: number;
   nearFullRatio: number;
   fullRatio: number;
-  scope: 'all' | 'heard';
 }
 
 export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
@@ -125,7 +171,7 @@ export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
     throw invalid(`liveness: heartbeatIntervalMs ${heartbeatIntervalMs} must be in [${limits.heartbeatIntervalMsMin}, ${limits.heartbeatIntervalMsMax}] and at most half of leaseMs ${leaseMs} (downGraceMs ${downGraceMs})`);
   }
   if (!(nearFullRatio > 0 && nearFullRatio <= fullRatio && fullRatio <= 1)) throw invalid(`liveness: need 0 < nearFullRatio (${nearFullRatio}) <= fullRatio (${fullRatio}) <= 1`);
-  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, leaseMs, nearFullRatio, fullRatio, scope: o.scope ?? 'all' };
+  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, leaseMs, nearFullRatio, fullRatio };
 }
 
 export function spaceState(usedBytes: number, totalBytes: number, o: Pick<ResolvedLiveness, 'nearFullRatio' | 'fullRatio'>): DiskSpaceState | undefined {
@@ -144,12 +190,13 @@ export class LivenessMonitor {
   private readonly downSinceMs = new Map<number, number>();
   /** Disks seen up at some point (only those are marked out automatically). */
   private readonly seenUp = new Set<number>();
-  /** Disks that heartbeat this monitor (scope 'heard' judges only these). */
-  private readonly heard = new Set<number>();
-  /** Disks this monitor marked out: a heartbeat marks them in again. */
+  /** Shared records: disks whose record this monitor saw at its last check. */
+  private readonly recorded = new Set<number>();
+  /** Disks this monitor marked out: a heartbeat marks them in again (without shared records). */
   private readonly markedOut = new Set<number>();
   private readonly startedMs: number;
   private readonly subscription = new AbortController();
+  private readonly records: LivenessRecords | null;
   private timer: TimerHandle | null = null;
   private checking: Promise<void> | null = null;
   private lastCheckMs: number | null = null;
@@ -159,46 +206,52 @@ export class LivenessMonitor {
     private readonly io: Pick<Io, 'clock'>,
     private readonly service: MapService,
     options: LivenessOptions = {},
+    /** Liveness shared with other map daemons (etcd: cluster/liveness-etcd.ts); closed with this monitor. */
+    records?: LivenessRecords,
   ) {
     this.options = resolveLiveness(options);
+    this.records = records ?? null;
     this.startedMs = io.clock.monotonicMs();
     this.handler = (request) => this.handle(request.op, request.header);
     service.watch(0, (map) => this.observe(map), this.subscription.signal, { onError: () => undefined });
     this.schedule();
   }
 
-  /** Stops checking; heartbeats are refused (Closed). Idempotent. */
+  /** Stops checking; heartbeats are refused (Closed); resigns as the judge. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
     this.subscription.abort();
     if (this.timer !== null) this.io.clock.clearTimeout(this.timer);
     await this.checking;
+    await this.records?.close();
   }
 
-  /** Records a heartbeat; marks the disk up (and in, if this monitor marked it out) and its space state. */
+  /** Records a heartbeat; marks the disk up (and in, if the failure detector marked it out) and its space state. */
   async heartbeat(report: HeartbeatReport): Promise<HeartbeatReply> {
     if (this.closed) throw new TesseraError('Closed', 'liveness monitor is closing');
+    // Shared records: the record first, then the epoch read after it (the lease argument in the module comment).
+    const refreshedEpoch = this.records ? await this.records.refresh(report.diskId) : 0;
     const now = this.io.clock.monotonicMs();
     this.lastSeenMs.set(report.diskId, now);
     this.seenUp.add(report.diskId);
-    this.heard.add(report.diskId);
     let map = this.latest ?? (await this.service.current());
     const disk = map.disks.find((d) => d.id === report.diskId);
     if (!disk) throw new TesseraError('NotFound', `disk ${report.diskId} is not in the map`);
     const space = spaceState(report.usedBytes, report.totalBytes, this.options);
-    const bringIn = !disk.in && this.markedOut.has(disk.id);
+    const bringIn = !disk.in && (this.records ? await this.records.markedOut(disk.id) : this.markedOut.has(disk.id));
     if (!disk.up || bringIn || disk.space !== space) {
-      map = await this.service.change((m) => {
+      const edit = (m: ClusterMap): ClusterMap => {
         const d = m.disks.find((x) => x.id === report.diskId);
         if (!d) return m;
-        const state = { up: true, ...(!d.in && this.markedOut.has(d.id) ? { in: true } : {}) };
+        const state = { up: true, ...(!d.in && bringIn ? { in: true } : {}) };
         return setDiskSpace(setDiskState(m, d.id, state), d.id, space);
-      });
+      };
+      map = this.records ? await this.records.change(edit, { back: bringIn ? [disk.id] : [] }) : await this.service.change(edit);
       this.markedOut.delete(report.diskId);
       this.downSinceMs.delete(report.diskId);
       this.observe(map);
     }
-    return { heartbeatIntervalMs: this.options.heartbeatIntervalMs, epoch: map.epoch, leaseMs: this.options.leaseMs };
+    return { heartbeatIntervalMs: this.options.heartbeatIntervalMs, epoch: Math.max(map.epoch, refreshedEpoch), leaseMs: this.options.leaseMs };
   }
 
   private observe(map: ClusterMap): void {
@@ -207,7 +260,12 @@ export class LivenessMonitor {
     this.latest = map;
     const now = this.io.clock.monotonicMs();
     for (const d of map.disks) {
-      if (!d.up) continue;
+      if (!d.up) {
+        // Down: counted from when this monitor first saw it so (followers too: a new judge continues the count).
+        if (!this.downSinceMs.has(d.id)) this.downSinceMs.set(d.id, now);
+        continue;
+      }
+      this.downSinceMs.delete(d.id);
       this.seenUp.add(d.id);
       // Marked up (by its daemon at start, or an operator): its grace starts now, not when this monitor started.
       if (previous !== null && previous.disks.find((x) => x.id === d.id)?.up !== true) this.lastSeenMs.set(d.id, Math.max(now, this.lastSeenMs.get(d.id) ?? 0));
@@ -231,10 +289,20 @@ export class LivenessMonitor {
     }, everyMs);
   }
 
+  /** Shared records: who has one now; a record gone since the last check expired (its grace is over). Whether this monitor judges. */
+  private async readRecords(now: number): Promise<{ judge: boolean; present: Set<number> | null }> {
+    if (this.records === null) return { judge: true, present: null };
+    const present = await this.records.present();
+    for (const id of present) this.lastSeenMs.set(id, now);
+    for (const id of this.recorded) if (!present.has(id)) this.lastSeenMs.set(id, -Infinity);
+    this.recorded.clear();
+    for (const id of present) this.recorded.add(id);
+    return { judge: await this.records.lead(), present };
+  }
+
   /** Marks silent disks down and long-down disks out, in one map change. */
   private async check(): Promise<void> {
-    const map = this.latest;
-    if (map === null || this.closed) return;
+    if (this.latest === null || this.closed) return;
     const now = this.io.clock.monotonicMs();
     const { downGraceMs, outIntervalMs } = this.options;
     // This process itself stalled (its event loop held up): heartbeats may be waiting unread. Extend
@@ -245,22 +313,22 @@ export class LivenessMonitor {
       for (const [id, seen] of this.lastSeenMs) this.lastSeenMs.set(id, seen + stalledMs);
       return;
     }
-    const silent = (id: number): boolean => now - (this.lastSeenMs.get(id) ?? this.startedMs) > downGraceMs;
+    const { judge, present } = await this.readRecords(now);
+    const map = this.latest;
+    if (!judge || this.closed) return;
+    const silent = (id: number): boolean => !present?.has(id) && now - (this.lastSeenMs.get(id) ?? this.startedMs) > downGraceMs;
     const toDown: number[] = [];
     const toOut: number[] = [];
     for (const d of map.disks) {
-      if (this.options.scope === 'heard' && !this.heard.has(d.id)) continue;
       if (d.up) {
-        this.downSinceMs.delete(d.id);
         if (silent(d.id)) toDown.push(d.id);
         continue;
       }
       const since = this.downSinceMs.get(d.id);
-      if (since === undefined) this.downSinceMs.set(d.id, now);
-      else if (d.in && this.seenUp.has(d.id) && now - since > outIntervalMs) toOut.push(d.id);
+      if (since !== undefined && d.in && this.seenUp.has(d.id) && now - since > outIntervalMs) toOut.push(d.id);
     }
     if (toDown.length === 0 && toOut.length === 0) return;
-    const next = await this.service.change((m) => {
+    const edit = (m: ClusterMap): ClusterMap => {
       let edited = m;
       for (const id of toDown) {
         const d = edited.disks.find((x) => x.id === id);
@@ -272,12 +340,12 @@ export class LivenessMonitor {
         if (d && !d.up && d.in) edited = setDiskState(edited, id, { in: false });
       }
       return edited;
-    });
+    };
+    const next = this.records ? await this.records.judge(edit, { silent: toDown, out: toOut }) : await this.service.change(edit);
+    // A record came back (a heartbeat), or this monitor is no longer the judge: the next check decides again.
+    if (next === null) return;
     for (const id of toDown) {
-      if (!next.disks.find((d) => d.id === id)?.up) {
-        this.downSinceMs.set(id, now);
-        console.error(`liveness: disk ${id} marked down (no heartbeat for ${downGraceMs} ms), epoch ${next.epoch}`);
-      }
+      if (!next.disks.find((d) => d.id === id)?.up) console.error(`liveness: disk ${id} marked down (no heartbeat for ${downGraceMs} ms), epoch ${next.epoch}`);
     }
     for (const id of toOut) {
       if (next.disks.find((d) => d.id === id)?.in === false) {
@@ -323,6 +391,8 @@ export class LivenessClient implements LivenessReporter {
   constructor(
     private readonly rpc: RpcClient,
     private readonly timeoutMs: number = limits.heartbeatTimeoutMsMax,
+    /** The map daemons `rpc` fails over between. */
+    readonly mapDaemons: number = 1,
   ) {}
 
   async heartbeat(report: HeartbeatReport, options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<HeartbeatReply> {

@@ -7,11 +7,13 @@
  * last). `tessera up` runs it in its own process; tests run it in theirs.
  * It also runs failure detection (cluster/liveness.ts: heartbeats, opcode
  * 130; disks marked down, out, near full and full).
- * Daemons and clients reach it with connectMapService().
+ * Daemons and clients reach it with connectMapService(), which takes several
+ * addresses (map daemons on one etcd) and fails over between them.
  */
 import { join } from 'node:path';
 import type { Io } from '../src/io/io.js';
 import { TesseraError } from '../src/lib/errors.js';
+import { FailoverRpcClient, failoverServersMax } from '../src/rpc/failover.js';
 import { createTcpClient, createTcpServer } from '../src/rpc/tcp.js';
 import type { RpcClient, RpcServer } from '../src/rpc/types.js';
 import { MapClient } from './map-client.js';
@@ -20,11 +22,12 @@ import { MapServer } from './map-server.js';
 import type { MapService } from './map-service.js';
 import { EmbeddedMapStore } from './map-store-embedded.js';
 import { EtcdClient } from './etcd-client.js';
-import { EtcdMapStore } from './map-store-etcd.js';
+import { EtcdMapStore, etcdKeyPrefixDefault } from './map-store-etcd.js';
+import { EtcdLivenessRecords } from './liveness-etcd.js';
 import type { ClusterMap } from './map.js';
 import { EmbeddedPgHistory, PgHistoryClient, pgHistoryHandler, PgHistoryOpcode, type PgHistory } from './pg-history.js';
 import { EtcdPgHistory } from './pg-history-etcd.js';
-import { LivenessClient, LivenessMonitor, LivenessOpcode, type LivenessOptions, type LivenessReporter } from './liveness.js';
+import { LivenessClient, LivenessMonitor, LivenessOpcode, resolveLiveness, type LivenessOptions, type LivenessReporter } from './liveness.js';
 
 export interface MapDaemon {
   port: number;
@@ -49,6 +52,8 @@ export interface MapDaemonEtcdOptions {
 interface Backend {
   service: MapService;
   history: PgHistory;
+  /** etcd: liveness shared with the other map daemons (made for the monitor, which closes it). */
+  records?: (downGraceMs: number) => EtcdLivenessRecords;
   close(): Promise<void>;
 }
 
@@ -64,7 +69,17 @@ async function openEtcd(io: Io, etcd: MapDaemonEtcdOptions, create: ClusterMap |
     const keyPrefix = etcd.keyPrefix !== undefined ? { keyPrefix: etcd.keyPrefix } : {};
     const service = await EtcdMapStore.open({ io, client, ...keyPrefix, ...(etcd.clusterId !== undefined ? { clusterId: etcd.clusterId } : {}), ...(create ? { create } : {}) });
     const history = new EtcdPgHistory({ client, clusterId: service.clusterId, ...keyPrefix });
-    return { service, history, close: async () => (await history.close(), await service.close(), await client.close()) };
+    const records = (downGraceMs: number): EtcdLivenessRecords =>
+      new EtcdLivenessRecords({
+        client,
+        store: service,
+        keyPrefix: etcd.keyPrefix ?? etcdKeyPrefixDefault,
+        // etcd counts lease TTLs in whole seconds: rounded up, so a record never expires before the grace.
+        ttlSeconds: Math.max(1, Math.ceil(downGraceMs / 1000)),
+        identity: 'map daemon (starting)',
+        log: (message) => console.error(message),
+      });
+    return { service, history, records, close: async () => (await history.close(), await service.close(), await client.close()) };
   } catch (err) {
     await client.close();
     throw err;
@@ -89,10 +104,12 @@ export async function startMapDaemon(options: {
   const mapServer = new MapServer({ io, service });
   const historyHandler = pgHistoryHandler(history);
   let liveness: LivenessMonitor;
+  let records: EtcdLivenessRecords | undefined;
   let server: RpcServer;
   try {
-    // With etcd, other map daemons may serve the same map and hear other disks: judge only the disks heard here.
-    liveness = new LivenessMonitor(io, service, { ...(options.etcd ? { scope: 'heard' as const } : {}), ...options.liveness });
+    // With etcd, other map daemons may serve the same map and receive other disks' heartbeats: liveness is shared there.
+    records = backend.records?.(resolveLiveness(options.liveness).downGraceMs);
+    liveness = new LivenessMonitor(io, service, options.liveness, records);
   } catch (err) {
     await mapServer.close();
     await backend.close();
@@ -116,6 +133,7 @@ export async function startMapDaemon(options: {
     await backend.close();
     throw err;
   }
+  if (records) records.identity = `${options.host}:${server.port}`;
   return {
     port: server.port,
     service,
@@ -139,19 +157,35 @@ export interface MapConnection {
   close(): Promise<void>;
 }
 
-/** The map service and pg history of a map daemon at "host:port". */
-export function connectMapService(io: Io, address: string): MapConnection {
-  const at = address.lastIndexOf(':');
-  const rpc = createTcpClient({ io, host: address.slice(0, at), port: Number(address.slice(at + 1)) });
+/**
+ * The map service and pg history of the map daemons at "host:port[,host:port...]" (several: map daemons of one
+ * cluster on etcd, any of which serves every call; calls fail over from one that is unreachable to the next,
+ * src/rpc/failover.ts). `onSwitch` is told when calls move to another map daemon.
+ */
+export function connectMapService(io: Io, address: string, o: { onSwitch?: (from: string, to: string, cause: TesseraError) => void } = {}): MapConnection {
+  const addresses = parseMapAddresses(address);
+  const clients = addresses.map((a) => {
+    const at = a.lastIndexOf(':');
+    return createTcpClient({ io, host: a.slice(0, at), port: Number(a.slice(at + 1)) });
+  });
+  const rpc: RpcClient = clients.length === 1 ? clients[0]! : new FailoverRpcClient({ clock: io.clock, clients, names: addresses, ...(o.onSwitch ? { onSwitch: o.onSwitch } : {}) });
   const service = new MapClient({ io, rpc });
   return {
     service,
     history: new PgHistoryClient(rpc),
-    liveness: new LivenessClient(rpc),
+    liveness: new LivenessClient(rpc, undefined, addresses.length),
     rpc,
     async close() {
       await service.close();
       await rpc.close();
     },
   };
+}
+
+/** "host:port[,host:port...]" -> the addresses (InvalidArgument if one is not host:port, or too many). */
+export function parseMapAddresses(address: string): string[] {
+  const addresses = address.split(',').map((a) => a.trim()).filter((a) => a !== '');
+  if (addresses.length === 0 || addresses.length > failoverServersMax) throw new TesseraError('InvalidArgument', `map service address: 1 to ${failoverServersMax} HOST:PORT, comma-separated; got "${address}"`);
+  for (const a of addresses) if (!/^[^:,]+:\d{1,5}$/.test(a)) throw new TesseraError('InvalidArgument', `map service address "${a}" is not HOST:PORT`);
+  return addresses;
 }

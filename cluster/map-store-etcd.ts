@@ -36,16 +36,20 @@
 import { setMaxListeners } from 'node:events';
 import type { IKeyValue } from 'etcd3';
 import type { Io } from '../src/io/io.js';
-import { TesseraError, corrupt, invalid, notFound } from '../src/lib/errors.js';
+import { TesseraError, corrupt, invalid, isTesseraError, notFound } from '../src/lib/errors.js';
 import { limits } from '../src/lib/limits.js';
 import { EtcdClient, type EtcdAttempt } from './etcd-client.js';
 import { watchKey } from './etcd-watch.js';
 import { checkName } from './map-check.js';
-import { decodeMap, encodeMap, freezeMap } from './map-codec.js';
+import { decodeMap, encodeMap, freezeMap, sameMap } from './map-codec.js';
+import { nextEpoch } from './map-edit.js';
 import {
   MapWatcher,
   abortedError,
   changeByCompareAndSet,
+  isConflict,
+  nextBackoffMs,
+  sleepBackoff,
   type MapCallOptions,
   type MapChangeOptions,
   type MapEdit,
@@ -88,6 +92,25 @@ export function checkEtcdKeyPrefix(keyPrefix: string): string {
   if (!/^(\/[A-Za-z0-9._-]+)+$/.test(keyPrefix) || keyPrefix.length > 256) throw invalid(`etcd key prefix "${keyPrefix}" must look like /tessera or /a/b (at most 256 bytes)`);
   return keyPrefix;
 }
+
+/** Conditions on other keys for a map change (changeGuarded), and keys written with it. */
+export interface EtcdGuard {
+  /** For messages: what the guard stands for. */
+  what: string;
+  /** Keys that must not exist. */
+  absent?: readonly string[];
+  /** Keys that must be attached to these etcd leases (decimal lease ids). */
+  leases?: ReadonlyArray<{ key: string; leaseId: string }>;
+  /** Written in the same transaction as the map. */
+  put?: ReadonlyArray<{ key: string; value: string }>;
+  /** Deleted in the same transaction as the map. */
+  delete?: readonly string[];
+}
+
+const guardFailed = Symbol('etcd guard failed');
+
+/** A changeGuarded whose guard did not hold. */
+export const isGuardFailure = (err: unknown): boolean => isTesseraError(err, 'Conflict') && err.cause === guardFailed;
 
 /** A map as stored, with the mod revision it was read or written at. */
 interface Stored {
@@ -237,7 +260,40 @@ export class EtcdMapStore implements MapService {
     return run;
   }
 
-  private async updateNow(expectedEpoch: number, next: ClusterMap, signal: AbortSignal | undefined): Promise<ClusterMap> {
+  /**
+   * `change`, made only if `guard` holds in the same etcd transaction that stores the map (and with the guard's
+   * puts and deletes in it). A guard that fails ends the change: Conflict, `isGuardFailure`; nothing stored. A
+   * concurrent change of the map is retried like `change` does. An edit that changes nothing stores nothing
+   * (the guard is then not checked).
+   */
+  changeGuarded(edit: MapEdit, guard: EtcdGuard, options: MapChangeOptions = {}): Promise<ClusterMap> {
+    const attemptsMax = options.attemptsMax ?? limits.mapChangeAttemptsMax;
+    return this.track(() =>
+      this.serialize(options.signal, async () => {
+        let backoffMs: number = limits.mapRetryBackoffMsMin;
+        for (let attempt = 1; ; attempt++) {
+          const latest = (await this.read('map change: read', options.signal)).map;
+          const next = nextEpoch(latest, edit);
+          if (sameMap({ ...next, epoch: latest.epoch }, latest)) return latest;
+          try {
+            return await this.updateNow(latest.epoch, next, options.signal, guard);
+          } catch (err) {
+            if (!isConflict(err) || isGuardFailure(err) || attempt >= attemptsMax) throw err;
+          }
+          await sleepBackoff(this.io, backoffMs, options.signal);
+          backoffMs = nextBackoffMs(backoffMs);
+        }
+      }),
+    );
+  }
+
+  /** The epoch of the map stored at `modRevision` or later (what this store knows, else a linearizable read). */
+  epochSince(modRevision: bigint, signal?: AbortSignal): Promise<number> {
+    if (this.known !== null && this.known.modRevision >= modRevision) return Promise.resolve(this.known.map.epoch);
+    return this.track(async () => (await this.read('map epoch', signal)).map.epoch);
+  }
+
+  private async updateNow(expectedEpoch: number, next: ClusterMap, signal: AbortSignal | undefined, guard?: EtcdGuard): Promise<ClusterMap> {
     if (signal?.aborted) throw abortedError(signal);
     if (!Number.isSafeInteger(expectedEpoch) || expectedEpoch < 1) throw invalid(`expected epoch must be an integer >= 1, is ${expectedEpoch}`);
     const frozen = freezeMap(next);
@@ -245,26 +301,32 @@ export class EtcdMapStore implements MapService {
     if (frozen.clusterId !== this.clusterId) throw new TesseraError('WrongCluster', `map of cluster ${frozen.clusterId} offered to cluster ${this.clusterId}`);
     const bytes = encodeMap(frozen);
     const progress = { sent: false };
-    return this.client.run(`map update to epoch ${frozen.epoch}`, signal, (call) => this.compareAndSet(expectedEpoch, frozen, bytes, call, progress));
+    return this.client.run(`map update to epoch ${frozen.epoch}`, signal, (call) => this.compareAndSet(expectedEpoch, frozen, bytes, call, progress, guard));
   }
 
   /** One attempt of an update (see the module comment); `progress.sent` once a transaction went out. */
-  private async compareAndSet(expectedEpoch: number, next: ClusterMap, bytes: Buffer, call: EtcdAttempt, progress: { sent: boolean }): Promise<ClusterMap> {
+  private async compareAndSet(expectedEpoch: number, next: ClusterMap, bytes: Buffer, call: EtcdAttempt, progress: { sent: boolean }, guard?: EtcdGuard): Promise<ClusterMap> {
     const { etcd } = this.client;
     let stored = this.known !== null && this.known.map.epoch === expectedEpoch && !progress.sent ? this.known : this.remember(await this.readOnce(call));
     for (let round = 0; round < 2; round++) {
       if (progress.sent && stored.map.epoch === next.epoch && stored.bytes.equals(bytes)) return next;
       if (stored.map.epoch !== expectedEpoch) throw new TesseraError('Conflict', `map epoch is ${stored.map.epoch}, not ${expectedEpoch}`);
       progress.sent = true;
-      const txn = etcd.if(this.key, 'Mod', '==', String(stored.modRevision)).then(etcd.put(this.key).value(bytes)).else(etcd.get(this.key));
-      const result = await txn.options(call).commit();
+      const compare = etcd.if(this.key, 'Mod', '==', String(stored.modRevision));
+      for (const key of guard?.absent ?? []) compare.and(key, 'Create', '==', 0);
+      for (const { key, leaseId } of guard?.leases ?? []) compare.and(key, 'Lease', '==', leaseId);
+      const ops = [etcd.put(this.key).value(bytes), ...(guard?.put ?? []).map((p) => etcd.put(p.key).value(p.value)), ...(guard?.delete ?? []).map((key) => etcd.delete().key(key))];
+      const result = await compare.then(...ops).else(etcd.get(this.key)).options(call).commit();
       if (result.succeeded) {
         this.remember({ map: next, bytes, modRevision: BigInt(result.header.revision) });
         return next;
       }
       const kv = result.responses[0]?.response_range?.kvs[0];
       if (kv === undefined) throw notFound(`the cluster map at etcd key ${this.key} was deleted`);
-      stored = this.remember(this.decode(kv));
+      const latest = this.remember(this.decode(kv));
+      // The map is as it was: the guard failed (a resent attempt whose first one landed was recognised above).
+      if (guard !== undefined && latest.modRevision === stored.modRevision) throw new TesseraError('Conflict', `map update to epoch ${next.epoch}: ${guard.what} no longer holds`, { cause: guardFailed });
+      stored = latest;
     }
     throw new TesseraError('Conflict', `the map at etcd key ${this.key} keeps changing at epoch ${expectedEpoch}`);
   }

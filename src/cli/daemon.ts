@@ -24,7 +24,7 @@ export interface DaemonCommandOptions {
   port: number;
   clusterId?: string;
   diskId?: number;
-  /** "host:port" of the map service: join the cluster. */
+  /** "host:port[,host:port...]" of the map service (several map daemons on etcd: failover): join the cluster. */
   map?: string;
   /** Serve Prometheus metrics here (cluster daemons only; src/cli/daemon-metrics.ts). */
   metrics?: { host: string; port: number };
@@ -47,7 +47,9 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
   const identity = o.clusterId !== undefined && o.diskId !== undefined ? { clusterId: o.clusterId, diskId: o.diskId } : undefined;
   if (o.map) {
     if (!identity) throw new Error('a cluster daemon needs --cluster-id and --disk-id');
-    const conn = connectMapService(o.io, o.map);
+    const conn = connectMapService(o.io, o.map, {
+      onSwitch: (from, to, cause) => console.error(`disk ${identity.diskId}: map daemon ${from} unreachable (${cause.code}: ${cause.message}): map calls and heartbeats now go to ${to}`),
+    });
     const metrics = daemonMetricsEndpoint();
     let metricsServer: MetricsServer | null = null;
     let osd: Osd;

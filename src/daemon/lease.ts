@@ -27,6 +27,10 @@
  * after the last answered heartbeat: client I/O pauses (Unavailable, which
  * clients retry) and resumes with the first answer; heartbeats are retried
  * every quarter interval meanwhile so the pause ends soon after it is back.
+ * With several map daemons (etcd; the reporter fails over between them) a
+ * heartbeat that fails goes to the next one, soon enough that the lease holds
+ * (heartbeatTimeoutMs below): which map daemon answers does not matter to the
+ * lease argument (cluster/liveness.ts).
  *
  * The hot path is one monotonic clock read and a compare (`check`).
  */
@@ -159,8 +163,7 @@ export function startHeartbeats(o: HeartbeatOptions): { firstReply: Promise<void
         const sentMs = clock.monotonicMs();
         const reply = await o.reporter.heartbeat({ diskId: o.diskId, epoch: o.view.epoch, usedBytes: space.usedBytes, totalBytes: space.totalBytes }, { signal, timeoutMs });
         intervalMs = Math.min(limits.heartbeatIntervalMsMax, Math.max(limits.heartbeatIntervalMsMin, reply.heartbeatIntervalMs));
-        // A reply later than the lease renews nothing: no point waiting longer for one.
-        if (reply.leaseMs !== undefined) timeoutMs = Math.min(limits.heartbeatTimeoutMsMax, Math.max(intervalMs, reply.leaseMs));
+        if (reply.leaseMs !== undefined) timeoutMs = heartbeatTimeoutMs(intervalMs, reply.leaseMs, o.reporter.mapDaemons ?? 1);
         const granted = grant(o, reply, sentMs, refresh);
         // Only the first waits for the map it names (start-up); later ones never hold the next heartbeat back.
         if (first) await granted;
@@ -181,6 +184,20 @@ export function startHeartbeats(o: HeartbeatOptions): { firstReply: Promise<void
     firstDone();
   })();
   return { firstReply, stopped };
+}
+
+/**
+ * How long a heartbeat waits for its reply. One map daemon: up to the lease (a later reply renews nothing). Several
+ * (they fail over): half of what the lease leaves after one interval, so that a heartbeat to a map daemon that went
+ * silent (no reset: its host is gone) times out, and the next one (after a quarter interval) goes to another map
+ * daemon, before the lease ends: interval + timeout + interval / 4 < lease while the interval is at most half the
+ * lease (the monitor's rule). A map daemon killed (its connections reset, connects refused) fails over within the
+ * same heartbeat.
+ */
+export function heartbeatTimeoutMs(intervalMs: number, leaseMs: number, mapDaemons: number): number {
+  const oneMs = Math.min(limits.heartbeatTimeoutMsMax, Math.max(intervalMs, leaseMs));
+  if (mapDaemons <= 1) return oneMs;
+  return Math.min(oneMs, Math.max(limits.heartbeatIntervalMsMin, Math.floor((leaseMs - intervalMs) / 2)));
 }
 
 /** Renews the lease from a reply, once this daemon holds the map epoch the reply names (fetched if need be). */

@@ -6,4 +6,5 @@
 export type * from './types.js';
 export { createTcpServer, createTcpClient, type TcpServerOptions, type TcpClientOptions } from './tcp.js';
 export { createInProcessTransport, type InProcessOptions } from './inprocess.js';
+export { FailoverRpcClient, failoverServersMax, type FailoverOptions } from './failover.js';
 export { resolveRpcLimits, type RpcLimits } from './options.js';

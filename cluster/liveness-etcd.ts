@@ -1,0 +1,194 @@
+/**
+ * Liveness shared through etcd (cluster/liveness.ts's `LivenessRecords`), so
+ * that any number of map daemons on one etcd judge every disk together:
+ *
+ *   <prefix>/<clusterId>/liveness/alive/<diskId>   a disk's record, attached to an etcd lease of TTL ttlSeconds
+ *   <prefix>/<clusterId>/liveness/out/<diskId>     the judge marked this disk out (a heartbeat marks it in again)
+ *   <prefix>/<clusterId>/liveness/leader           the judge: the one map daemon that marks disks down and out
+ *
+ * - Refresh (every heartbeat, by whichever map daemon received it): grant a
+ *   new etcd lease G, then one transaction: if the record was last modified
+ *   before G was granted (mod_revision <= the grant's header revision), put
+ *   the record attached to G and read the map key's mod revision; else grant
+ *   again (another refresh came in between). So the leases a record is
+ *   attached to, one after the other, were granted in that order, and a record
+ *   present at revision Q stays present until at least (the grant of the lease
+ *   it had at Q) + TTL, on the etcd leader's clock (a leader change only
+ *   extends leases). The epoch answered is the map's at that revision or
+ *   later. cluster/liveness.ts uses both for its lease argument.
+ * - Leases of records replaced are left to expire (no keys attached): about
+ *   downGraceMs / heartbeatIntervalMs (4) per disk at a time. A refresh costs
+ *   two etcd writes (grant, put); a keepalive of the record's own lease
+ *   would cost none (not done).
+ * - The judge: a campaign creates the leader key (if absent) attached to a
+ *   lease of its own (TTL ttlSeconds), kept alive at every check; losing it
+ *   (expired: this map daemon was cut off or stalled) ends the leadership. The
+ *   judge's map changes compare, in the transaction that stores the map, that
+ *   the leader key is still attached to its lease and that the record of
+ *   every disk marked down is absent: a deposed judge, or a disk whose
+ *   heartbeat came in meanwhile, makes the change fail (nothing stored).
+ *   close() revokes the judge's lease so another map daemon takes over at
+ *   once; after kill -9 it takes over within ttlSeconds.
+ *
+ * Bounds: a refresh makes at most refreshAttemptsMax grants; `present` reads
+ * keys only, one per disk of the cluster; every call is bounded by the
+ * EtcdClient's budget.
+ */
+import type { ILeaseKeepAliveResponse } from 'etcd3';
+import { castGrpcError } from 'etcd3';
+import { TesseraError, notFound } from '../src/lib/errors.js';
+import type { EtcdAttempt, EtcdClient } from './etcd-client.js';
+import type { LivenessRecords } from './liveness.js';
+import type { MapEdit } from './map-service.js';
+import { isGuardFailure, type EtcdMapStore } from './map-store-etcd.js';
+import type { ClusterMap } from './map.js';
+
+const refreshAttemptsMax = 3;
+
+export interface EtcdLivenessOptions {
+  client: EtcdClient;
+  store: EtcdMapStore;
+  keyPrefix: string;
+  /** TTL of each disk record and of the judge's hold: ceil(downGraceMs / 1000) (etcd counts whole seconds). */
+  ttlSeconds: number;
+  /** Who this map daemon is (the leader key's value: for operators and tests); may be set later (`identity`). */
+  identity: string;
+  log?: (message: string) => void;
+}
+
+export class EtcdLivenessRecords implements LivenessRecords {
+  readonly leaderKey: string;
+  /** Written as the records' and the leader key's value. */
+  identity: string;
+  private readonly base: string;
+  /** The etcd lease this map daemon's leadership is attached to (null: not the judge). */
+  private leaderLeaseId: string | null = null;
+  private closed = false;
+
+  constructor(private readonly o: EtcdLivenessOptions) {
+    this.base = `${o.keyPrefix}/${o.store.clusterId}/liveness`;
+    this.leaderKey = `${this.base}/leader`;
+    this.identity = o.identity;
+    if (!(Number.isSafeInteger(o.ttlSeconds) && o.ttlSeconds >= 1)) throw new TesseraError('InvalidArgument', `liveness records: ttlSeconds ${o.ttlSeconds} must be a whole number >= 1`);
+  }
+
+  private aliveKey = (diskId: number): string => `${this.base}/alive/${diskId}`;
+  private outKey = (diskId: number): string => `${this.base}/out/${diskId}`;
+
+  async refresh(diskId: number, signal?: AbortSignal): Promise<number> {
+    const { client, store, ttlSeconds } = this.o;
+    const { identity } = this;
+    const { etcd } = client;
+    const key = this.aliveKey(diskId);
+    for (let attempt = 1; attempt <= refreshAttemptsMax; attempt++) {
+      // A grant repeated after a lost answer makes an extra lease, which expires unused.
+      const grant = await client.run(`liveness: lease for disk ${diskId}`, signal, (call) => etcd.leaseClient.leaseGrant({ TTL: ttlSeconds }, call));
+      const grantedAt = BigInt(grant.header.revision);
+      const result = await client.run(`liveness: record of disk ${diskId}`, signal, (call) =>
+        etcd
+          .if(key, 'Mod', '<', String(grantedAt + 1n))
+          .then(etcd.put(key).value(identity).lease(grant.ID), { request_range: { key: Buffer.from(store.key), keys_only: true } })
+          .options(call)
+          .commit(),
+      );
+      if (!result.succeeded) continue; // refreshed meanwhile by a later grant: this lease must not replace it
+      const mapKv = result.responses[1]?.response_range?.kvs[0];
+      if (mapKv === undefined) throw notFound(`no cluster map at etcd key ${store.key}`);
+      return store.epochSince(BigInt(mapKv.mod_revision), signal);
+    }
+    throw new TesseraError('Busy', `liveness: the record of disk ${diskId} kept being refreshed by others (${refreshAttemptsMax} attempts)`);
+  }
+
+  async present(signal?: AbortSignal): Promise<Set<number>> {
+    const { client } = this.o;
+    const prefix = `${this.base}/alive/`;
+    const keys = await client.run('liveness: records', signal, (call) => client.etcd.getAll().prefix(prefix).options(call).keys());
+    return new Set(keys.map((k) => Number(k.slice(prefix.length))).filter((id) => Number.isSafeInteger(id)));
+  }
+
+  async lead(signal?: AbortSignal): Promise<boolean> {
+    if (this.closed) return false;
+    const { client, ttlSeconds } = this.o;
+    const { identity } = this;
+    const { etcd } = client;
+    if (this.leaderLeaseId !== null) {
+      const leaseId = this.leaderLeaseId;
+      const alive = await client.run('liveness: keep leadership', signal, (call) => keepAliveOnce(client, leaseId, call)).catch(() => null);
+      // null: no answer (etcd unreachable): the transaction fence decides whether a change of ours still lands.
+      if (alive === false) {
+        this.leaderLeaseId = null;
+        this.o.log?.('liveness: no longer the judge (its etcd lease expired)');
+      }
+      return this.leaderLeaseId !== null;
+    }
+    const holder = await client.run('liveness: leader', signal, (call) => etcd.get(this.leaderKey).options(call).exec());
+    if (holder.kvs.length > 0) return false;
+    const grant = await client.run('liveness: leadership lease', signal, (call) => etcd.leaseClient.leaseGrant({ TTL: ttlSeconds }, call));
+    const won = await client.run('liveness: campaign', signal, (call) =>
+      etcd.if(this.leaderKey, 'Create', '==', 0).then(etcd.put(this.leaderKey).value(identity).lease(grant.ID)).else(etcd.get(this.leaderKey)).options(call).commit(),
+    );
+    const kv = won.responses[0]?.response_range?.kvs[0];
+    // A repeated attempt whose first one landed finds our own lease on the key.
+    if (won.succeeded || (kv !== undefined && kv.lease === grant.ID)) {
+      this.leaderLeaseId = grant.ID;
+      this.o.log?.(`liveness: ${identity} is the judge now (marks silent disks down and out)`);
+      return true;
+    }
+    return false;
+  }
+
+  async markedOut(diskId: number, signal?: AbortSignal): Promise<boolean> {
+    const { client } = this.o;
+    const res = await client.run('liveness: marked out?', signal, (call) => client.etcd.get(this.outKey(diskId)).options(call).exec());
+    return res.kvs.length > 0;
+  }
+
+  async judge(edit: MapEdit, o: { silent: readonly number[]; out: readonly number[]; signal?: AbortSignal }): Promise<ClusterMap | null> {
+    const leaseId = this.leaderLeaseId;
+    if (leaseId === null) return null;
+    const change = this.o.store.changeGuarded(
+      edit,
+      {
+        what: `the judge's lease and silence of disks ${o.silent.join(',') || '-'}`,
+        leases: [{ key: this.leaderKey, leaseId }],
+        absent: o.silent.map(this.aliveKey),
+        put: o.out.map((id) => ({ key: this.outKey(id), value: this.identity })),
+      },
+      o.signal ? { signal: o.signal } : {},
+    );
+    return change.catch((err: unknown) => {
+      if (isGuardFailure(err)) return null;
+      throw err;
+    });
+  }
+
+  change(edit: MapEdit, o: { back: readonly number[]; signal?: AbortSignal }): Promise<ClusterMap> {
+    return this.o.store.changeGuarded(edit, { what: 'nothing', delete: o.back.map(this.outKey) }, o.signal ? { signal: o.signal } : {});
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const leaseId = this.leaderLeaseId;
+    this.leaderLeaseId = null;
+    if (leaseId === null) return;
+    const { client } = this.o;
+    // Best effort: after a failure the lease expires by itself within ttlSeconds.
+    await client.run('liveness: resign', undefined, (call) => client.etcd.leaseClient.leaseRevoke({ ID: leaseId }, call)).catch(() => undefined);
+  }
+}
+
+/** One keepalive of an etcd lease: false once etcd says it expired (TTL 0). */
+async function keepAliveOnce(client: EtcdClient, leaseId: string, call: EtcdAttempt): Promise<boolean> {
+  const stream = await client.etcd.leaseClient.leaseKeepAlive(call);
+  try {
+    const res = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
+      stream.on('data', resolve);
+      // Stays attached: a stream error after the answer must not become an unhandled 'error' event.
+      stream.on('error', (err: Error) => reject(castGrpcError(err)));
+      stream.write({ ID: leaseId });
+    });
+    return Number(res.TTL) > 0;
+  } finally {
+    stream.end();
+  }
+}

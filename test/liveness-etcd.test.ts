@@ -1,0 +1,210 @@
+/**
+ * Liveness shared through etcd, with several map daemons (issue 6 §1):
+ * killing any map daemon, or one etcd member of three, does not stop the
+ * cluster, and a dead storage daemon is still marked down.
+ *
+ * How: a three-member etcd (test/helpers/etcd.ts), the map in it, two map
+ * daemons A and B as child processes (test/helpers/map-daemon-main.ts from
+ * dist/: `npm run build` first), A elected the judge before B starts
+ * (cluster/liveness-etcd.ts), four storage daemons (one per host) given
+ * "A,B" (so they heartbeat A), a replicated pool (size 3, min_size 2), and a
+ * client given "A,B" too, writing all along. The grace is 4 s (lease 2 s,
+ * heartbeats every second). Every map epoch is watched from etcd.
+ *
+ * 1. kill -9 A (the map daemon every daemon heartbeats, and the judge): each
+ *    storage daemon logs that it moved to B, B becomes the judge, and for two
+ *    graces after that no disk is marked down in any epoch, no daemon's lease
+ *    lapses, and writes go on being acknowledged (each within the client's
+ *    20 s timeout, or the test fails; the slowest is printed).
+ * 2. kill -9 a storage daemon: B (the only judge left) marks it down (the
+ *    time from the kill is printed: about a grace); writes go on.
+ * 3. kill -9 the etcd leader (one member of three): writes go on, no other
+ *    disk is marked down. Then every acknowledged write reads back exact.
+ *
+ * Every process is stopped by PID in afterAll, also on failure. Skips loudly
+ * without /usr/bin/etcd.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, test } from 'vitest';
+import { connectMapService, type MapConnection } from '../cluster/map-daemon.js';
+import { addDisk, addHost, addRack, addSite, createPool, initialMap } from '../cluster/map-edit.js';
+import { EtcdClient } from '../cluster/etcd-client.js';
+import { EtcdMapStore } from '../cluster/map-store-etcd.js';
+import type { ClusterMap } from '../cluster/map.js';
+import { TesseraClient } from '../src/client/client.js';
+import { systemIo } from '../src/io/system.js';
+import { killAllDaemons, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
+import { skipWithoutEtcd, startEtcdCluster, type EtcdCluster } from './helpers/etcd.js';
+import { makeTempDir } from './helpers/tmp.js';
+import { listEveryPg, sleep, waitFor } from './helpers/wait.js';
+
+const io = systemIo();
+const skip = skipWithoutEtcd('liveness through etcd (test/liveness-etcd.test.ts)');
+const mapMain = fileURLToPath(new URL('../dist/test/helpers/map-daemon-main.js', import.meta.url));
+const CLUSTER = 'lively';
+const POOL = 'rep';
+const DOWN_GRACE_MS = 4000;
+const HOSTS = 4;
+
+interface MapdProcess {
+  address: string;
+  pid: number;
+  kill(): Promise<void>;
+  stderr(): string;
+}
+
+async function startMapd(endpoints: string[]): Promise<MapdProcess> {
+  if (!existsSync(mapMain)) throw new Error(`${mapMain} is missing: run npm run build first`);
+  const child: ChildProcess = spawn(process.execPath, [mapMain, '-', '127.0.0.1', '0', JSON.stringify({ downGraceMs: DOWN_GRACE_MS })], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TESSERA_MAPD_ETCD: JSON.stringify({ endpoints, clusterId: CLUSTER, callTimeoutMs: 10_000 }) },
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-32_768)));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const kill = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
+    await exited;
+  };
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.includes('"listening"')) resolve((JSON.parse(line) as { port: number }).port);
+    });
+    void exited.then(() => reject(new Error(`map daemon exited before listening: ${stderr}`)));
+  });
+  return { address: `127.0.0.1:${port}`, pid: child.pid!, kill, stderr: () => stderr };
+}
+
+function clusterMap(): ClusterMap {
+  let map = addRack(addSite(initialMap({ clusterId: CLUSTER }), { name: 'site0' }), { name: 'rack0', site: 'site0' });
+  for (let h = 0; h < HOSTS; h++) {
+    map = addHost(map, { name: `host${h}`, rack: 'rack0' });
+    map = addDisk(map, { id: h, host: `host${h}`, weight: 1, address: '127.0.0.1:1', up: false, in: true });
+  }
+  return createPool(map, { id: 1, name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 8 });
+}
+
+describe.skipIf(skip)('liveness through etcd, several map daemons', () => {
+  let etcd: EtcdCluster | null = null;
+  const closers: Array<() => Promise<unknown>> = [];
+  afterAll(async () => {
+    while (closers.length > 0) await closers.pop()!().catch((err: unknown) => console.error('teardown:', err));
+    await killAllDaemons();
+    await etcd?.stop();
+  });
+
+  test('kill -9 of the heartbeated map daemon: nobody marked down, I/O goes on; a dead disk is marked down by the survivor; an etcd member lost', async () => {
+    etcd = await startEtcdCluster({ size: 3 });
+    const { endpoints } = etcd;
+    const dir = await makeTempDir('liveness-etcd');
+    closers.push(() => dir.remove());
+    const store = await EtcdMapStore.open({ io, endpoints, create: clusterMap(), watchResyncMs: 500 });
+    closers.push(() => store.close());
+    const etcdClient = new EtcdClient({ io, endpoints });
+    closers.push(() => etcdClient.close());
+    const judge = async (): Promise<string | null> => (await etcdClient.run('test: leader', undefined, (call) => etcdClient.etcd.get(`/tessera/${CLUSTER}/liveness/leader`).options(call).string())) ?? null;
+
+    // Every epoch: which disks were down in it.
+    const downIn = new Map<number, number[]>();
+    const watching = new AbortController();
+    closers.push(async () => watching.abort());
+    store.watch(0, (m) => downIn.set(m.epoch, m.disks.filter((d) => !d.up).map((d) => d.id)), watching.signal, { onError: () => undefined });
+
+    const a = await startMapd(endpoints);
+    closers.push(() => a.kill());
+    await waitFor('map daemon A to be the judge', 30_000, async () => ((await judge()) === a.address ? true : undefined));
+    const b = await startMapd(endpoints);
+    closers.push(() => b.kill());
+    const both = `${a.address},${b.address}`;
+
+    const daemons = new Map<number, DaemonProcess>();
+    for (let id = 0; id < HOSTS; id++) daemons.set(id, await startDaemonProcess({ diskPath: `${dir.path}/disk${id}`, clusterId: CLUSTER, diskId: id, map: both }));
+    closers.push(() => Promise.all([...daemons.values()].map((d) => d.stop())));
+    const conn: MapConnection = connectMapService(io, both);
+    closers.push(() => conn.close());
+    const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 20_000 });
+    closers.push(() => client.close());
+    await waitFor('every disk up', 30_000, async () => ((await store.current()).disks.every((d) => d.up) ? true : undefined));
+    await listEveryPg(client, [POOL]);
+
+    // The writer: one write at a time, each must be acknowledged (the client's timeout bounds it).
+    const acked = new Map<string, Buffer>();
+    const latenciesMs: number[] = [];
+    let writing = true;
+    let failure: unknown = null;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        const name = `obj-${i % 64}`;
+        const data = Buffer.from(`${name} write ${i} ${'x'.repeat(i % 500)}`);
+        const started = performance.now();
+        try {
+          await client.put(POOL, name, data);
+        } catch (err) {
+          failure = err;
+          return;
+        }
+        latenciesMs.push(performance.now() - started);
+        acked.set(name, data);
+      }
+    })();
+    closers.push(async () => {
+      writing = false;
+      await writer;
+    });
+    const ackedSoFar = (): number => latenciesMs.length;
+    const writesGoOn = async (what: string, count: number): Promise<void> => {
+      const target = ackedSoFar() + count;
+      await waitFor(() => `${count} more writes acknowledged ${what} (failure: ${String(failure)})`, 60_000, () => (failure !== null || ackedSoFar() >= target ? true : undefined));
+      expect(failure).toBeNull();
+    };
+    await writesGoOn('before the kill', 20);
+    const epochBefore = (await store.current()).epoch;
+
+    // 1. The map daemon every storage daemon heartbeats, and the judge, killed.
+    await a.kill();
+    const killedAtMs = performance.now();
+    const beforeKill = ackedSoFar();
+    await waitFor('every storage daemon to move to B', 30_000, () => ([...daemons.values()].every((d) => d.stderr().includes(`now go to ${b.address}`)) ? true : undefined));
+    await waitFor('B to be the judge', 30_000, async () => ((await judge()) === b.address ? true : undefined));
+    console.log(`B judge ${Math.round(performance.now() - killedAtMs)} ms after A was killed`);
+    await sleep(2 * DOWN_GRACE_MS);
+    await writesGoOn('after A was killed', 10);
+    const slowestMs = Math.max(...latenciesMs.slice(beforeKill));
+    console.log(`writes after A was killed: ${ackedSoFar() - beforeKill}, slowest ${Math.round(slowestMs)} ms`);
+    const downAfter = [...downIn].filter(([epoch, down]) => epoch > epochBefore && down.length > 0);
+    expect(downAfter, 'no disk marked down after the map daemon was killed').toEqual([]);
+    for (const [id, d] of daemons) expect(d.stderr(), `disk ${id}'s lease`).not.toContain('primary lease lapsed');
+
+    // 2. A storage daemon killed: marked down by B, the judge left.
+    const victim = 3;
+    await daemons.get(victim)!.kill();
+    daemons.delete(victim);
+    const victimKilledMs = performance.now();
+    const epochVictimKilled = (await store.current()).epoch;
+    const epochDown = await waitFor('the killed disk marked down', 60_000, () => [...downIn].find(([epoch, down]) => epoch > epochVictimKilled && down.includes(victim))?.[0]);
+    console.log(`disk ${victim} marked down at epoch ${epochDown}, ${Math.round(performance.now() - victimKilledMs)} ms after kill -9 (grace ${DOWN_GRACE_MS} ms)`);
+    expect(b.stderr()).toContain(`disk ${victim} marked down`);
+    expect(await judge()).toBe(b.address);
+    await writesGoOn('after a storage daemon was killed', 10);
+
+    // 3. The etcd leader killed (one member of three).
+    const leader = await etcd.leader();
+    await leader.kill();
+    const epochEtcdKill = (await store.current()).epoch;
+    await writesGoOn('after an etcd member was killed', 20);
+    await sleep(DOWN_GRACE_MS);
+    await writesGoOn('a grace after the etcd member was killed', 5);
+    const othersDown = [...downIn].filter(([epoch, down]) => epoch > epochEtcdKill && down.some((id) => id !== victim));
+    expect(othersDown, 'no other disk marked down after an etcd member was killed').toEqual([]);
+    const lapses = [...daemons].map(([id, d]) => `${id}:${(d.stderr().match(/primary lease lapsed/g) ?? []).length}`);
+    console.log(`lease lapses per disk after the etcd member was killed: ${lapses.join(' ')}`);
+
+    writing = false;
+    await writer;
+    expect(failure).toBeNull();
+    for (const [name, data] of acked) expect((await client.read(POOL, name)).equals(data), name).toBe(true);
+  }, 300_000);
+});
