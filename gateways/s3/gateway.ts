@@ -89,7 +89,13 @@ export class S3Gateway {
         }
       }
     };
-    this.sweeping = loop();
+    // First the bucket registry's owner index, checked against the records (built on a cluster an older version wrote: meta/bucket-owners.ts).
+    this.sweeping = this.services.buckets
+      .buildOwnerIndex(this.sweeps.signal)
+      .catch((err) => {
+        if (!this.sweeps.signal.aborted) console.error(`s3: bucket owner index: ${(err as Error)?.message ?? err}`);
+      })
+      .then(loop);
   }
 
   static async start(o: S3GatewayOptions): Promise<S3Gateway> {

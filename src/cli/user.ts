@@ -139,7 +139,7 @@ export async function userList(s: UserSession, out: Out, json = false): Promise<
 export async function userRemove(s: UserSession, idOrName: string, out: Out): Promise<void> {
   const user = await resolveUser(s.users, idOrName);
   const owned: string[] = [];
-  for await (const b of s.buckets.list()) if (b.owner === user.userId) owned.push(b.name);
+  for await (const b of s.buckets.listOwned(user.userId)) owned.push(b.name);
   if (owned.length > 0) throw new TesseraError('Conflict', `user ${user.displayName} owns ${owned.length} bucket(s) (${owned.slice(0, 5).join(', ')}${owned.length > 5 ? ', ...' : ''}): empty and delete them first`);
   await s.users.remove(user.userId);
   out(`user ${user.userId} (${user.displayName}) removed, with ${user.accessKeyIds.length} access key(s)\n`);

@@ -1,15 +1,18 @@
 /**
  * S3 buckets: the omap of metadata object "s3.buckets" maps a bucket name to
- * its record (owner, id, data pool, versioning, ACL, CORS). Creating is a
- * compare-and-set on an absent key, so two creators of one name cannot both
- * win. Bucket names follow S3's rules (3-63 chars, lowercase, digits, dots,
- * hyphens; no IP addresses).
+ * its record (owner, id, data pool, versioning, ACL, CORS), and holds the
+ * per-owner index (bucket-owners.ts) that every create and delete changes in
+ * the record's own transaction. Creating is a compare-and-set on an absent
+ * key, so two creators of one name cannot both win. Bucket names follow S3's
+ * rules (3-63 chars, lowercase, digits, dots, hyphens; no IP addresses).
  */
 import type { Io } from '../../../src/io/io.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import type { TesseraClient } from '../../../src/client/client.js';
 import { s3Error } from '../errors.js';
+import { assert } from '../../../src/lib/assert.js';
 import { OmapRecords } from './omap-record.js';
+import { INDEX_KEYS_START, OWNER_INDEX_BUILT, buildOwnerIndex, ownerKey, ownerPrefix, removeOwnerEntry, setOwnerEntry, type BuildStats, type OwnerEntry } from './bucket-owners.js';
 
 export type Versioning = 'Unversioned' | 'Enabled' | 'Suspended';
 
@@ -47,6 +50,8 @@ const BUCKET_CACHE_ENTRIES_MAX = 10_000;
 
 export class BucketStore {
   private readonly records: OmapRecords<BucketRecord>;
+  /** The owner index's entries, in the same object (bucket-owners.ts). */
+  private readonly owners: OmapRecords<OwnerEntry>;
   /**
    * Records read for object reads (requireForRead), kept at most cacheMs. This
    * process's own changes drop them; another gateway's show within cacheMs.
@@ -54,6 +59,8 @@ export class BucketStore {
   private readonly cache = new Map<string, { record: BucketRecord; atMs: number }>();
   /** Bumped by every change this process makes: a read that started before one does not fill the cache. */
   private changes = 0;
+  /** The owner index was seen complete (`~owner-index`; never removed once written). */
+  private ownerIndexBuilt = false;
 
   constructor(
     private readonly io: Io,
@@ -63,6 +70,7 @@ export class BucketStore {
     private readonly cacheMs = 1000,
   ) {
     this.records = new OmapRecords(client, pool, 's3.buckets');
+    this.owners = new OmapRecords(client, pool, 's3.buckets');
   }
 
   get(name: string): Promise<BucketRecord | null> {
@@ -112,7 +120,7 @@ export class BucketStore {
     };
     try {
       this.changed(o.name);
-      await this.records.compareAndSet(o.name, null, record);
+      await this.records.compareAndSet(o.name, null, record, [setOwnerEntry(record)]);
       return record;
     } catch (err) {
       if (!isTesseraError(err, 'Conflict')) throw err;
@@ -126,10 +134,17 @@ export class BucketStore {
     // Dropped before and after: a read racing the change neither keeps the old record nor caches it afterwards.
     this.changed(name);
     try {
-      return await this.records.update(name, (current) => {
-        if (!current) throw s3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: name });
-        return edit(current);
-      });
+      return await this.records.update(
+        name,
+        (current) => {
+          if (!current) throw s3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: name });
+          const next = edit(current);
+          assert(next.name === current.name && next.id === current.id && next.owner === current.owner && next.createdMs === current.createdMs, 'a bucket update keeps name, id, owner and creation time');
+          return next;
+        },
+        // The same entry again: a bucket created before the index gets its entry with any change.
+        (_current, next) => (next ? [setOwnerEntry(next)] : []),
+      );
     } finally {
       this.changed(name);
     }
@@ -139,7 +154,11 @@ export class BucketStore {
   async remove(bucket: BucketRecord): Promise<void> {
     this.changed(bucket.name);
     try {
-      await this.records.update(bucket.name, (current) => (current && current.id === bucket.id ? null : undefined));
+      await this.records.update(
+        bucket.name,
+        (current) => (current && current.id === bucket.id ? null : undefined),
+        (current) => (current ? [removeOwnerEntry(current)] : []),
+      );
     } finally {
       this.changed(bucket.name);
     }
@@ -147,6 +166,40 @@ export class BucketStore {
 
   /** Every bucket (of every owner) in name order: those starting with prefix, after afterKey. */
   async *list(options: { prefix?: string; afterKey?: string } = {}): AsyncGenerator<BucketRecord> {
-    for await (const [, b] of this.records.list(options)) yield b;
+    for await (const [, b] of this.records.list({ ...options, endKey: INDEX_KEYS_START })) yield b;
+  }
+
+  /**
+   * One owner's buckets in name order (those starting with prefix, after
+   * afterName): from the owner index, which reads only that owner's entries;
+   * before the index of a cluster written by an older version is built, from
+   * every record (bucket-owners.ts). pageEntries: entries per read.
+   */
+  async *listOwned(owner: string, options: { prefix?: string; afterName?: string; pageEntries?: number } = {}): AsyncGenerator<{ name: string; createdMs: number }> {
+    if (!(await this.isOwnerIndexBuilt())) {
+      for await (const b of this.list({ ...(options.prefix ? { prefix: options.prefix } : {}), ...(options.afterName !== undefined ? { afterKey: options.afterName } : {}) })) {
+        if (b.owner === owner) yield { name: b.name, createdMs: b.createdMs };
+      }
+      return;
+    }
+    const start = ownerPrefix(owner);
+    const scan = this.owners.list({
+      prefix: start + (options.prefix ?? ''),
+      ...(options.afterName !== undefined ? { afterKey: ownerKey(owner, options.afterName) } : {}),
+      ...(options.pageEntries !== undefined ? { pageEntries: options.pageEntries } : {}),
+    });
+    for await (const [k, entry] of scan) yield { name: k.slice(start.length), createdMs: entry.createdMs };
+  }
+
+  async isOwnerIndexBuilt(): Promise<boolean> {
+    if (!this.ownerIndexBuilt) this.ownerIndexBuilt = (await this.records.getMany([OWNER_INDEX_BUILT]))[0] !== undefined;
+    return this.ownerIndexBuilt;
+  }
+
+  /** Adds the owner entries a cluster written by an older version lacks, removes stale ones, marks the index complete. */
+  async buildOwnerIndex(signal?: AbortSignal): Promise<BuildStats> {
+    const stats = await buildOwnerIndex(this.records, { nowMs: this.io.clock.nowMs(), ...(signal ? { signal } : {}) });
+    this.ownerIndexBuilt = true;
+    return stats;
   }
 }

@@ -14,7 +14,7 @@ import { isoDate, readSmallBody, readVerifiedBody, requireUser, xmlHeaders } fro
 export const LIST_BUCKETS_MAX = 10_000;
 
 /**
- * ListBuckets: the caller's buckets in name order, with max-buckets,
+ * ListBuckets: the caller's buckets in name order (from the per-owner index), with max-buckets,
  * continuation-token (the last name of the previous page, base64url), prefix
  * and bucket-region (one region here: another one lists nothing), as the
  * current AWS API. Without max-buckets every bucket is listed (up to 10,000
@@ -37,9 +37,9 @@ export async function listBuckets(ctx: S3Context): Promise<S3Response> {
   const buckets: Array<{ Name: string; CreationDate: string; BucketRegion: string }> = [];
   let more = false;
   if (region === undefined || region === ctx.services.region) {
-    const scan = ctx.services.buckets.list({ ...(prefix ? { prefix } : {}), ...(after !== undefined ? { afterKey: after } : {}) });
+    // The owner index: only the caller's entries are read (meta/bucket-owners.ts).
+    const scan = ctx.services.buckets.listOwned(userId, { ...(prefix ? { prefix } : {}), ...(after !== undefined ? { afterName: after } : {}), pageEntries: max + 1 });
     for await (const b of scan) {
-      if (b.owner !== userId) continue;
       if (buckets.length >= max) {
         more = true;
         break;
