@@ -32,7 +32,9 @@ import { tesseraBin } from './helpers/daemon-process.js';
 import { checkShards } from './cluster-ec-helpers.js';
 import { isTesseraError } from '../src/lib/errors.js';
 import { objectToPg } from '../cluster/placement.js';
-import { dataNs } from '../src/daemon/pg-log.js';
+import { dataNs, encodeVersionValue, VERSION_XATTR } from '../src/daemon/pg-log.js';
+import { SIZE_XATTR } from '../src/daemon/ec-record.js';
+import { Writer } from '../src/lib/codec.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { corruptObjectOnDisk } from './helpers/corrupt.js';
 import { seededRng } from './helpers/random.js';
@@ -212,6 +214,49 @@ it('pool scrub of an erasure-coded pool finds a corrupt and a missing shard; --r
     expect((await client.read(EC_POOL, name)).equals(data), name).toBe(true);
     await checkShards(cluster, EC_POOL, name, data);
   }
+}, 120_000);
+
+/**
+ * Shards that only a write which never committed could have left (their version is past the pg log's tail
+ * and no log entry has it; fewer than k members hold it), planted by fenced pushes: on one member of an
+ * object no member holds, and over one member's shard of an object every member holds at an older version.
+ * A deep scrub names exactly those shards; --repair removes the first and rebuilds the second at the
+ * committed version, and never removes good shards it cannot rebuild from.
+ */
+it('pool scrub of an erasure-coded pool finds shards of a version no log holds; --repair removes or rebuilds them', async () => {
+  const { client } = cluster;
+  const info = client.pool(EC_POOL);
+  const positions = (name: string): number[] => client.view.pg(info, objectToPg(info, name)).members;
+  const data = randomBytes(90_000);
+  await client.put(EC_POOL, 'u-kept', data);
+  const clean = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(clean.code, clean.stderr + clean.stdout).toBe(0);
+  const never = { epoch: client.view.epoch, version: 1_000_000 };
+  const orphanShard = (sizeBytes: number, shard: Buffer) => (id: { ns: number; name: string }): StoreOp[] => [
+    { type: 'remove', id, ifExists: true },
+    { type: 'create', id },
+    { type: 'write', id, offsetBytes: 0, data: shard },
+    { type: 'setXattr', id, name: SIZE_XATTR, value: new Writer(10).varint(sizeBytes).finish() },
+    { type: 'setXattr', id, name: VERSION_XATTR, value: encodeVersionValue(never) },
+  ];
+  const aloneOn = positions('u-alone')[1]!;
+  await pushTo(aloneOn, 'u-alone', orphanShard(8192, randomBytes(4096)), EC_POOL, 1);
+  const overOn = positions('u-kept')[0]!;
+  await pushTo(overOn, 'u-kept', orphanShard(data.length, randomBytes(45_056)), EC_POOL, 0);
+  await expect(client.read(EC_POOL, 'u-alone')).rejects.toMatchObject({ code: 'NotFound' });
+
+  const deep = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(deep.code, deep.stderr).toBe(1);
+  expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([`u-alone@${aloneOn}:extra`, `u-kept@${overOn}:version`].sort());
+  const repair = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--repair']);
+  expect(repair.code, repair.stdout + repair.stderr).toBe(0);
+  expect(repair.stdout).toMatch(/2 inconsistencies, 2 repaired/);
+  const again = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(again.code, again.stdout).toBe(0);
+  await expect(client.read(EC_POOL, 'u-alone')).rejects.toMatchObject({ code: 'NotFound' });
+  await checkShards(cluster, EC_POOL, 'u-alone', null);
+  expect((await client.read(EC_POOL, 'u-kept')).equals(data)).toBe(true);
+  await checkShards(cluster, EC_POOL, 'u-kept', data);
 }, 120_000);
 
 it('background deep scrub finds a corrupt replica copy: status turns HEALTH_ERR until a repair', async () => {

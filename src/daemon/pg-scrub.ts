@@ -21,7 +21,10 @@
  * comparison is of presence, version and readability (a deep scrub reads
  * every shard whole, verifying its chunk checksums); a bad shard is rebuilt
  * from k good ones by the recovery rebuild (ec-recovery.ts), under the
- * object's lock (writes of it hold it from staging to commit). Parity is not
+ * object's lock (writes of it hold it from staging to commit); never when
+ * fewer than k members hold the authoritative version (reported, left).
+ * Shards of a version fewer than k members hold that the pg log says never
+ * committed are not authoritative (mayBeCommitted). Parity is not
  * re-derived and compared (a shard whose bytes are wrong but whose checksums
  * match, written so by a bug, is not found).
  *
@@ -178,15 +181,30 @@ function lastLogEntry(pg: Pg, name: string): { kind: string; epoch: number; vers
 }
 
 /**
+ * Erasure-coded: whether shards at version `v` could be of a committed write of `name`. A commit needs every
+ * acting member, and the primary's log holds every commit past its tail: a version past the tail that no
+ * entry of the object has was never committed (a write that failed between stage and commit, left by a bug).
+ */
+function mayBeCommitted(pg: Pg, name: string, v: { epoch: number; version: number }): boolean {
+  return compareVersions(v, pg.log.tail) <= 0 || pg.log.entries.some((e) => e.object === name && e.epoch === v.epoch && e.version === v.version);
+}
+
+/**
  * Compares one object's copies; the inconsistencies (each member that differs from the authoritative copy).
  * Erasure-coded pgs: each member holds a different shard, so only presence, readability (deep: every
  * chunk checksum) and version are compared; authDiskId names a member with a good shard (the repair
- * rebuilds from k of them).
+ * rebuilds from k of them; null when fewer than k members hold the authoritative version: it cannot). Shards
+ * of a version fewer than k members hold and the pg log says never committed are never authoritative: they
+ * are reported as a wrong version (rebuilt at the committed one), or as extra when no member has another.
  */
 export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<number, MemberMap>, deep: boolean): Inconsistency[] {
   const ec = pg.ec !== null;
   const copies = members.map((diskId) => ({ diskId, e: maps.get(diskId)!.get(name) }));
-  const good = copies.filter((c): c is { diskId: number; e: Digest } => isDigest(c.e));
+  const readable = copies.filter((c): c is { diskId: number; e: Digest } => isDigest(c.e));
+  const holders = (v: Digest['version']): number => readable.filter((c) => compareVersions(c.e.version, v) === 0).length;
+  const isUncommitted = (d: Digest): boolean => pg.ec !== null && holders(d.version) < pg.ec.layout.dataShards && !mayBeCommitted(pg, name, d.version);
+  const uncommitted = new Set(readable.filter((c) => isUncommitted(c.e)).map((c) => c.diskId));
+  const good = readable.filter((c) => !uncommitted.has(c.diskId));
   let newest: Digest | undefined;
   for (const c of good) if (!newest || compareVersions(c.e.version, newest.version) > 0) newest = c.e;
   const last = lastLogEntry(pg, name);
@@ -194,14 +212,16 @@ export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<n
   const add = (diskId: number, kinds: InconsistencyKind[], detail: string, authDiskId: number | null): void => {
     out.push({ object: name, diskId, kinds, detail, authDiskId, repaired: false });
   };
+  const neverCommitted = (d: Digest): string => `version ${showVersion(d.version)}, which no pg log entry has (a write that never committed)`;
   if (last?.kind === 'delete' && (!newest || compareVersions(last, newest.version) >= 0)) {
     for (const c of copies) if (c.e) add(c.diskId, ['extra'], `present; the pg log deleted it at ${showVersion(last)}`, null);
     return out;
   }
   if (!newest) {
     for (const c of copies) {
-      if (c.e && 'error' in c.e) add(c.diskId, [c.e.error.startsWith('Corrupt') ? 'corrupt' : 'error'], `${c.e.error}; no member has a good copy`, null);
-      else add(c.diskId, ['missing'], 'absent; no member has a good copy', null);
+      if (isDigest(c.e)) add(c.diskId, ['extra'], `${neverCommitted(c.e)}; no member has a committed version`, null);
+      else if (c.e) add(c.diskId, [c.e.error.startsWith('Corrupt') ? 'corrupt' : 'error'], `${c.e.error}; no member has a good copy`, null);
+      else if (uncommitted.size === 0) add(c.diskId, ['missing'], 'absent; no member has a good copy', null);
     }
     return out;
   }
@@ -216,22 +236,29 @@ export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<n
   for (const g of groups.values()) if (g.includes(members[0]!) || (!chosen.includes(members[0]!) && g.length > chosen.length)) chosen = g;
   const authDiskId = chosen[0]!;
   const auth = good.find((c) => c.diskId === authDiskId)!.e;
+  // Erasure-coded: a rebuild reads k shards of the authoritative version; with fewer, report only.
+  const cannot = pg.ec !== null && chosen.length < pg.ec.layout.dataShards;
+  const from = cannot ? null : authDiskId;
+  const note = cannot ? `; only ${chosen.length} shards at version ${showVersion(auth.version)}, ${pg.ec!.layout.dataShards} needed to rebuild` : '';
   for (const c of copies) {
     if (chosen.includes(c.diskId)) continue;
     if (!c.e) {
-      add(c.diskId, ['missing'], `absent (disk ${authDiskId} holds version ${showVersion(auth.version)})`, authDiskId);
+      add(c.diskId, ['missing'], `absent (disk ${authDiskId} holds version ${showVersion(auth.version)})${note}`, from);
       continue;
     }
     if ('error' in c.e) {
-      add(c.diskId, [c.e.error.startsWith('Corrupt') ? 'corrupt' : 'error'], c.e.error, authDiskId);
+      add(c.diskId, [c.e.error.startsWith('Corrupt') ? 'corrupt' : 'error'], c.e.error + note, from);
       continue;
     }
     const kinds: InconsistencyKind[] = [];
     const details: string[] = [];
     const d = c.e;
-    if (compareVersions(d.version, auth.version) !== 0) (kinds.push('version'), details.push(`version ${showVersion(d.version)}, not ${showVersion(auth.version)}`));
+    if (compareVersions(d.version, auth.version) !== 0) {
+      kinds.push('version');
+      details.push(`${uncommitted.has(c.diskId) ? neverCommitted(d) : `version ${showVersion(d.version)}`}, not ${showVersion(auth.version)}${note}`);
+    }
     if (ec) {
-      add(c.diskId, kinds, details.join('; '), authDiskId);
+      add(c.diskId, kinds, details.join('; '), from);
       continue;
     }
     if (d.sizeBytes !== auth.sizeBytes) (kinds.push('size'), details.push(`size ${d.sizeBytes}, not ${auth.sizeBytes}`));
@@ -283,9 +310,11 @@ async function repairEcObject(osd: Osd, pg: Pg, name: string, members: number[],
   }
   if (rebuild.length === 0) return;
   const badDisks = new Set(bad.map((i) => i.diskId));
+  const sources = members.filter((d) => !badDisks.has(d)).map(member);
+  // Never remove a shard that cannot be rebuilt (judgeObject names no source then; this is the backstop).
+  if (sources.length < pg.ec!.layout.dataShards) return;
   const targets = rebuild.map((i) => member(i.diskId));
   for (const t of targets) await t.handle.push([{ type: 'remove', id: shard(t), ifExists: true }]);
-  const sources = members.filter((d) => !badDisks.has(d)).map(member);
   await rebuildObject({ pg, ec: pg.ec!, sources, signal }, name, targets);
   for (const inc of rebuild) inc.repaired = true;
 }
@@ -354,6 +383,9 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
       pg.requireActive();
       // With no write of it in flight: compared once more, then repaired from what is there now.
       const bad = await withObjectQuiet(osd, pg, name, async () => {
+        // A write that failed while this waited made the pg peer again: it settles the object, not this.
+        if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
+        pg.requireActive();
         const now = new Map<number, MemberMap>();
         await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { ...o, bytesPerSec: 0 }, [name]))));
         const found = judgeObject(pg, name, members, now, o.deep);
