@@ -2,9 +2,9 @@
  * The seams through which Tessera reaches time, randomness, disks and the
  * network. Production code never calls Date.now(), setTimeout, Math.random,
  * node:fs or node:net directly: it takes an `Io` in its options. A seeded,
- * single-process simulation (test/sim, later) supplies simulated versions:
- * a virtual clock, a seeded PRNG, a disk that loses unsynced writes on crash,
- * and a network that delays, drops and partitions.
+ * single-process simulation (test/sim, docs/testing.md "Simulation")
+ * supplies simulated versions: a virtual clock, a seeded PRNG, a disk that
+ * loses unsynced writes on crash, and a network that delays and partitions.
  *
  * RocksDB does its own file I/O; the store reaches it through the KvStore
  * interface (src/store/kv.ts), which the simulation replaces as a whole.

@@ -1,8 +1,9 @@
 /**
  * The store's view of an ordered key/value engine: atomic batches that can be
  * synced, point reads, and bounded range scans from a fixed view. RocksDB is
- * the production implementation (kv-rocksdb.ts); a simulated one (test/sim,
- * later) implements the same interface and loses unsynced batches on crash.
+ * the production implementation (kv-rocksdb.ts); the in-memory one
+ * (kv-memory.ts, which the simulation in test/sim uses) implements the same
+ * interface and loses unsynced batches on crash.
  */
 
 export type KvOp = { type: 'put'; key: Buffer; value: Buffer } | { type: 'del'; key: Buffer };

@@ -1,0 +1,82 @@
+/**
+ * `npm run test:sim -- [--seeds N] [--seed S] [--no-ec] [--run-ms MS] [--think-ms MS] [--kinds kill,powerloss,...] [--check-determinism] [--verbose]`:
+ * runs N seeded simulations (seeds S, S+1, ...; S defaults to one drawn from the time, printed),
+ * prints one line per seed and, for a failing seed, its violations and the daemons' last log lines.
+ * Exit status 1 when any seed failed. TESSERA_SIM_SEED=<seed> --seeds 1 replays one.
+ */
+import { FAULT_KINDS, runSimulation, type FaultKind, type SimResult } from './simulation.js';
+
+function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; runMs: number | undefined; thinkMs: number | undefined; kinds: FaultKind[] | undefined; determinism: boolean; verbose: boolean } {
+  const out = { seeds: 10, first: Number(process.env.TESSERA_SIM_SEED ?? ((Date.now() ^ (process.pid << 8)) >>> 0)), noEc: false, runMs: undefined as number | undefined, thinkMs: undefined as number | undefined, kinds: undefined as FaultKind[] | undefined, determinism: false, verbose: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const value = (): number => {
+      const v = Number(argv[++i]);
+      if (!Number.isFinite(v)) throw new Error(`test:sim: ${a} needs a number`);
+      return v;
+    };
+    if (a === '--seeds') out.seeds = value();
+    else if (a === '--seed') out.first = value();
+    else if (a === '--run-ms') out.runMs = value();
+    else if (a === '--think-ms') out.thinkMs = value();
+    else if (a === '--kinds') {
+      out.kinds = (argv[++i] ?? '').split(',') as FaultKind[];
+      const bad = out.kinds.filter((k) => !FAULT_KINDS.includes(k));
+      if (bad.length || out.kinds.length === 0) throw new Error(`test:sim: --kinds takes some of ${FAULT_KINDS.join(',')}`);
+    } else if (a === '--no-ec') out.noEc = true;
+    else if (a === '--check-determinism') out.determinism = true;
+    else if (a === '--verbose') out.verbose = true;
+    else throw new Error(`test:sim: unknown option ${a} (--seeds N, --seed S, --run-ms MS, --think-ms MS, --kinds K1,K2, --no-ec, --check-determinism, --verbose)`);
+  }
+  return out;
+}
+
+function line(r: SimResult): string {
+  return `seed ${r.seed}: ${r.ok ? 'ok' : 'FAILED'} faults=${r.faults} acked=${r.writesAcked} failedWrites=${r.writesFailed} reads=${r.readsVerified} keys=${r.keysVerified} replicas=${r.replicasChecked} virtual=${(r.virtualMs / 1000).toFixed(1)}s events=${r.events} wall=${(r.wallMs / 1000).toFixed(2)}s trace=${r.traceHash}`;
+}
+
+async function main(): Promise<number> {
+  const o = parse(process.argv.slice(2));
+  console.log(`test:sim: ${o.seeds} seeds from ${o.first}${o.noEc ? ' (no EC pool)' : ''}`);
+  const started = performance.now();
+  const cpuStarted = process.cpuUsage();
+  const failed: number[] = [];
+  for (let i = 0; i < o.seeds; i++) {
+    const seed = (o.first + i) >>> 0;
+    const opts = { seed, noEc: o.noEc, ...(o.runMs !== undefined ? { runMs: o.runMs } : {}), ...(o.thinkMs !== undefined ? { thinkMsMax: o.thinkMs } : {}), ...(o.kinds ? { faultKinds: o.kinds } : {}) };
+    const r = await runSimulation(opts);
+    console.log(line(r));
+    if (o.determinism) {
+      const again = await runSimulation(opts);
+      if (again.traceHash !== r.traceHash) {
+        const at = r.trace.findIndex((l, j) => again.trace[j] !== l);
+        console.log(`seed ${seed}: NOT DETERMINISTIC: trace ${r.traceHash} then ${again.traceHash}; first difference at line ${at}:\n  ${r.trace[at]}\n  ${again.trace[at]}`);
+        failed.push(seed);
+      }
+    }
+    if (!r.ok) {
+      failed.push(seed);
+      for (const v of r.violations) console.log(`  ${v}`);
+      console.log('  --- last trace lines ---');
+      for (const t of r.trace.slice(-40)) console.log(`  ${t}`);
+      console.log('  --- last log lines ---');
+      for (const t of r.log.slice(o.verbose ? 0 : -40)) console.log(`  ${t}`);
+    } else if (o.verbose) for (const t of r.trace) console.log(`  ${t}`);
+  }
+  const minutes = (performance.now() - started) / 60_000;
+  const cpu = process.cpuUsage(cpuStarted);
+  const cpuMinutes = (cpu.user + cpu.system) / 60e6;
+  const runs = o.seeds * (o.determinism ? 2 : 1);
+  console.log(
+    `test:sim: ${runs} runs of ${o.seeds} seeds in ${(minutes * 60).toFixed(1)} s wall, ${(cpuMinutes * 60).toFixed(1)} s CPU: ${(runs / minutes).toFixed(0)} runs per wall minute, ${(runs / cpuMinutes).toFixed(0)} per CPU minute; failed: ${failed.length ? [...new Set(failed)].join(' ') : 'none'}`,
+  );
+  return failed.length ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(2);
+  },
+);

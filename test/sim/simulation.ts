@@ -1,0 +1,529 @@
+/**
+ * One seeded run of a whole cluster in this process (docs/testing.md,
+ * "Simulation"): the map daemon (embedded backend on a simulated disk), one
+ * storage daemon (Osd) per disk over a simulated disk and an in-memory KV
+ * (MemoryKvDisk), and a client, each a SimProcess with its own Io on one
+ * virtual clock and one simulated network. A client workload writes,
+ * overwrites and reads objects of a replicated pool (size 3, min 2) and an
+ * erasure-coded one (2+1), checking every read against the acknowledged
+ * versions, while seeded faults hit the daemons: kill (kill -9), power loss
+ * (kill, and the disk and KV lose their unsynced writes), pause (SIGSTOP),
+ * a host cut off from everything, two hosts cut from each other, a host cut
+ * from the map daemon. Then everything is healed and the run checks that
+ * every pg is active and clean, every acknowledged write reads back
+ * byte-exact through the client, and every replica's copy equals it.
+ *
+ * The outcome and the trace (faults, acknowledged and failed writes, checks,
+ * with their virtual times) are a function of the seed; the trace's hash
+ * tells two runs of one seed apart.
+ */
+import { createHash } from 'node:crypto';
+import type { Io } from '../../src/io/io.js';
+import { TesseraClient } from '../../src/client/client.js';
+import { startMapDaemon, connectMapService, type MapDaemon, type MapConnection } from '../../cluster/map-daemon.js';
+import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
+import type { ClusterMap, PoolRedundancy } from '../../cluster/map.js';
+import { objectToPg } from '../../cluster/placement.js';
+import { Osd } from '../../src/daemon/osd.js';
+import { pgStats } from '../../src/daemon/osd-admin.js';
+import { dataNs } from '../../src/daemon/pg-log.js';
+import { pgSummary } from '../../src/cli/status.js';
+import { MemoryKvDisk } from '../../src/store/kv-memory.js';
+import type { KvStore } from '../../src/store/kv.js';
+import { isTesseraError } from '../../src/lib/errors.js';
+import type { PgStatsReply } from '../../src/protocol/osd-messages.js';
+import type { Rng } from '../helpers/random.js';
+import { derivedRng, simClock, simRandom } from './clock.js';
+import { SimDisk } from './fs.js';
+import { SimNetwork } from './net.js';
+import { never, Scheduler, SimProcess } from './scheduler.js';
+import { SimContentModel } from './model.js';
+
+const MiB = 1024 * 1024;
+const MAP_HOST = 'map';
+const MAP_PORT = 7000;
+const CLIENT_HOST = 'client';
+
+export interface SimOptions {
+  seed: number;
+  hosts?: number;
+  disksPerHost?: number;
+  /** Leave out the erasure-coded pool. */
+  noEc?: boolean;
+  /** Virtual time the workload and the faults run (default 30 s). */
+  runMs?: number;
+  /** Objects per pool (default 12). */
+  keysPerPool?: number;
+  /** Concurrent client operations per pool (default 2). */
+  workersPerPool?: number;
+  /** A worker waits up to this long between two operations (default 200 ms; the load is what costs wall time). */
+  thinkMsMax?: number;
+  /** Faults may be at most this many at once (default drawn from the seed: 1 or 2). */
+  maxConcurrentFaults?: number;
+  /** The fault kinds drawn from (default all of FAULT_KINDS). */
+  faultKinds?: readonly FaultKind[];
+  /** The daemons' disks ignore O_DSYNC (a disk that lies): the run must then find lost writes. Default false. */
+  disksIgnoreSyncWrites?: boolean;
+  /** Keep every line the daemons log (default: the last 300). */
+  logLinesMax?: number;
+}
+
+export interface SimResult {
+  seed: number;
+  ok: boolean;
+  violations: string[];
+  traceHash: string;
+  trace: string[];
+  faults: number;
+  writesAcked: number;
+  writesFailed: number;
+  readsVerified: number;
+  readsFailed: number;
+  keysVerified: number;
+  replicasChecked: number;
+  virtualMs: number;
+  events: number;
+  wallMs: number;
+  log: string[];
+}
+
+interface DiskSlot {
+  id: number;
+  host: string;
+  disk: SimDisk;
+  kv: MemoryKvDisk;
+  incarnation: number;
+  proc: SimProcess | null;
+  osd: Osd | null;
+  conn: MapConnection | null;
+  /** running: serving; starting: Osd.start in progress; down: killed; faulted: paused or cut (still running). */
+  state: 'running' | 'starting' | 'down';
+}
+
+interface KeyState {
+  key: string;
+  acked: number;
+  uncertain: boolean;
+  busy: boolean;
+}
+
+export const FAULT_KINDS = ['kill', 'powerloss', 'pause', 'isolate', 'partition', 'cutMap'] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+type Fault =
+  | { kind: 'kill' | 'powerloss'; disk: number; markDown: boolean; durationMs: number }
+  | { kind: 'pause'; disk: number; durationMs: number }
+  | { kind: 'isolate' | 'cutMap'; host: string; durationMs: number }
+  | { kind: 'partition'; a: string; b: string; durationMs: number };
+
+/** The KvStore of one daemon incarnation: calls take a seeded moment and never complete once it is dead. */
+function guardedKv(inner: KvStore, disk: SimDisk, proc: SimProcess): KvStore {
+  return {
+    get: (key) => disk.later(proc, () => inner.get(key)) as unknown as Promise<Buffer | undefined>,
+    getMany: (keys) => disk.later(proc, () => inner.getMany(keys)) as unknown as Promise<Array<Buffer | undefined>>,
+    write: (ops, o) => disk.later(proc, () => inner.write(ops, o), o.sync ? 'sync' : 'write') as unknown as Promise<void>,
+    scan: (range) => disk.later(proc, () => inner.scan(range)) as unknown as Promise<Array<[Buffer, Buffer]>>,
+    approximateSizeBytes: () => disk.later(proc, () => inner.approximateSizeBytes()) as unknown as Promise<number>,
+    close: () => (proc.alive ? inner.close() : never()),
+  };
+}
+
+export async function runSimulation(o: SimOptions): Promise<SimResult> {
+  const startedWallMs = performance.now();
+  const seed = o.seed >>> 0;
+  const sched = new Scheduler();
+  const net = new SimNetwork(sched, derivedRng(seed, 'net'));
+  const ioRng = derivedRng(seed, 'io');
+  const faultRng = derivedRng(seed, 'faults');
+  const workRng = derivedRng(seed, 'workload');
+  const model = new SimContentModel(seed);
+  const hosts = o.hosts ?? 3;
+  const disksPerHost = o.disksPerHost ?? 2;
+  const runMs = o.runMs ?? 30_000;
+  const thinkMsMax = o.thinkMsMax ?? 200;
+  const keysPerPool = o.keysPerPool ?? 12;
+  const workersPerPool = o.workersPerPool ?? 2;
+  const maxConcurrent = o.maxConcurrentFaults ?? 1 + faultRng.int(2);
+  const logLinesMax = o.logLinesMax ?? 300;
+
+  const trace: string[] = [];
+  const violations: string[] = [];
+  const log: string[] = [];
+  const note = (line: string): void => {
+    trace.push(`${sched.nowMs.toFixed(3)} ${line}`);
+  };
+  const stats = { faults: 0, writesAcked: 0, writesFailed: 0, readsVerified: 0, readsFailed: 0, keysVerified: 0, replicasChecked: 0 };
+
+  // The daemons log through console; keep their lines (the last logLinesMax) with the virtual time.
+  const saved = { error: console.error, log: console.log, warn: console.warn };
+  const capture = (...args: unknown[]): void => {
+    log.push(`${sched.nowMs.toFixed(3)} ${args.map((a) => (a instanceof Error ? a.stack ?? a.message : String(a))).join(' ')}`);
+    if (log.length > logLinesMax) log.shift();
+  };
+  console.error = capture;
+  console.log = capture;
+  console.warn = capture;
+  // A rejection nobody handles, or an exception out of a callback, would end a real daemon process: a finding.
+  const onUnhandled = (err: unknown): void => {
+    violations.push(`unhandled error at ${sched.nowMs.toFixed(3)} ms: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  };
+  process.on('unhandledRejection', onUnhandled);
+  process.on('uncaughtException', onUnhandled);
+
+  const procIo = (proc: SimProcess, disk: SimDisk): Io => ({
+    clock: simClock(sched, proc),
+    random: simRandom(ioRng),
+    fs: disk.view(proc),
+    net: net.view(proc),
+  });
+  const harnessProc = new SimProcess('harness', CLIENT_HOST);
+  const sleep = (ms: number): Promise<void> => new Promise((resolve) => sched.schedule(ms, resolve, harnessProc));
+
+  // --- the cluster ---
+  const clusterId = `sim${seed}`;
+  let map: ClusterMap = addRack(addSite(initialMap({ clusterId }), { name: 'site0' }), { name: 'rack0', site: 'site0' });
+  const slots: DiskSlot[] = [];
+  for (let h = 0; h < hosts; h++) {
+    const host = `host${h}`;
+    map = addHost(map, { name: host, rack: 'rack0' });
+    for (let d = 0; d < disksPerHost; d++) {
+      const id = h * disksPerHost + d;
+      map = addDisk(map, { id, host, weight: 1, address: `${host}:1`, up: false, in: true });
+      slots.push({ id, host, disk: new SimDisk(`disk${id}`, sched, derivedRng(seed, `disk${id}`), { capacityBytes: 4096 * MiB, ignoreSyncWrites: o.disksIgnoreSyncWrites === true }), kv: new MemoryKvDisk(), incarnation: 0, proc: null, osd: null, conn: null, state: 'down' });
+    }
+  }
+  const pools: Array<{ id: number; name: string; redundancy: PoolRedundancy }> = [{ id: 1, name: 'rep', redundancy: { type: 'replicated', size: 3, minSize: 2 } }];
+  if (!o.noEc) pools.push({ id: 2, name: 'ec', redundancy: { type: 'erasure', dataShards: 2, parityShards: 1 } });
+  for (const p of pools) map = createPool(map, { id: p.id, name: p.name, redundancy: p.redundancy, failureDomain: 'host', pgCount: 8 });
+
+  const mapProc = new SimProcess('mapd', MAP_HOST);
+  const mapDisk = new SimDisk('mapdisk', sched, derivedRng(seed, 'mapdisk'), { capacityBytes: 1024 * MiB });
+  let mapd: MapDaemon | null = null;
+  const clientProc = new SimProcess('client', CLIENT_HOST);
+  const clientIo = procIo(clientProc, new SimDisk('clientdisk', sched, derivedRng(seed, 'clientdisk'), { capacityBytes: MiB }));
+  let client: TesseraClient | null = null;
+
+  const startDisk = async (s: DiskSlot): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      s.incarnation++;
+      const proc = new SimProcess(`osd.${s.id}#${s.incarnation}`, s.host);
+      s.proc = proc;
+      s.state = 'starting';
+      const io = procIo(proc, s.disk);
+      const conn = connectMapService(io, `${MAP_HOST}:${MAP_PORT}`);
+      s.conn = conn;
+      try {
+        s.osd = await Osd.start({
+          io,
+          diskPath: `/disk${s.id}`,
+          host: s.host,
+          port: 0,
+          identity: { clusterId, diskId: s.id },
+          mapService: conn.service,
+          pgHistory: conn.history,
+          liveness: conn.liveness,
+          peeringRetryMs: 500,
+          store: {
+            openKv: async () => guardedKv(s.kv.open(), s.disk, proc),
+            limits: { segmentBytesMax: 4 * MiB },
+          },
+        });
+        s.state = 'running';
+        note(`${proc.name} up`);
+        return;
+      } catch (err) {
+        note(`${proc.name} failed to start (${(err as Error).message.split('\n')[0]})`);
+        kill(s);
+        if (attempt >= 20) throw new Error(`disk ${s.id} did not start in 20 attempts: ${(err as Error).message}`);
+        await sleep(1000);
+      }
+    }
+  };
+
+  const kill = (s: DiskSlot): void => {
+    if (!s.proc) return;
+    sched.kill(s.proc);
+    net.kill(s.proc);
+    s.proc = null;
+    s.osd = null;
+    s.conn = null;
+    s.state = 'down';
+  };
+
+  // --- the workload ---
+  const keys = new Map(pools.map((p) => [p.name, Array.from({ length: keysPerPool }, (_, i): KeyState => ({ key: `obj-${i}`, acked: 0, uncertain: false, busy: false }))]));
+  let stopWorkload = false;
+
+  const writeNext = async (pool: string, k: KeyState): Promise<void> => {
+    const v = k.acked + 1;
+    const op = model.opOf(k.key, v, model.contentAt(k.key, k.acked));
+    try {
+      await client!.transact(pool, k.key, [op]);
+    } catch (err) {
+      k.uncertain = true;
+      stats.writesFailed++;
+      note(`${pool}/${k.key} v${v} failed: ${(err as Error).message.split('\n')[0]}`);
+      return;
+    }
+    k.acked = v;
+    stats.writesAcked++;
+    note(`${pool}/${k.key} v${v} acked`);
+  };
+
+  const readVerify = async (pool: string, k: KeyState): Promise<void> => {
+    let got: Buffer;
+    try {
+      got = await client!.read(pool, k.key);
+    } catch (err) {
+      stats.readsFailed++;
+      if (isTesseraError(err, 'Corrupt')) violations.push(`${pool}/${k.key}: read failed with Corrupt: ${(err as Error).message}`);
+      note(`${pool}/${k.key} read failed: ${(err as Error).message.split('\n')[0]}`);
+      return;
+    }
+    if (got.equals(model.contentAt(k.key, k.acked))) {
+      stats.readsVerified++;
+      note(`${pool}/${k.key} read v${k.acked}`);
+      return;
+    }
+    const v = model.whichVersion(k.key, k.acked + 1, got);
+    violations.push(`${pool}/${k.key}: read at ${sched.nowMs.toFixed(3)} ms returned ${v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`}, acknowledged is ${k.acked}`);
+    note(`${pool}/${k.key} read WRONG v${v}`);
+  };
+
+  const worker = async (pool: string, r: Rng): Promise<void> => {
+    while (!stopWorkload) {
+      const free = keys.get(pool)!.filter((k) => !k.busy && !k.uncertain);
+      if (free.length === 0) {
+        await sleep(50);
+        continue;
+      }
+      const k = r.pick(free);
+      k.busy = true;
+      try {
+        if (k.acked === 0 || r.float() < 0.6) await writeNext(pool, k);
+        else await readVerify(pool, k);
+      } finally {
+        k.busy = false;
+      }
+      await sleep(r.int(thinkMsMax));
+    }
+  };
+
+  // --- the faults ---
+  const active = new Set<Promise<void>>();
+  const faultedDisks = new Set<number>();
+  const faultedHosts = new Set<string>();
+  const storageHosts = Array.from({ length: hosts }, (_, h) => `host${h}`);
+  const otherHosts = (host: string): string[] => [MAP_HOST, CLIENT_HOST, ...storageHosts].filter((h) => h !== host);
+
+  const drawFault = (): Fault | null => {
+    const durationMs = faultRng.float() < 0.7 ? 500 + faultRng.int(10_000) : 10_000 + faultRng.int(40_000);
+    const kind = faultRng.pick(o.faultKinds ?? FAULT_KINDS);
+    if (kind === 'kill' || kind === 'powerloss' || kind === 'pause') {
+      const candidates = slots.filter((s) => s.state === 'running' && !faultedDisks.has(s.id) && !faultedHosts.has(s.host));
+      if (candidates.length === 0) return null;
+      const disk = faultRng.pick(candidates).id;
+      return kind === 'pause' ? { kind, disk, durationMs } : { kind, disk, markDown: faultRng.float() < 0.5, durationMs };
+    }
+    const free = storageHosts.filter((h) => !faultedHosts.has(h) && !slots.some((s) => s.host === h && faultedDisks.has(s.id)));
+    if (kind === 'partition') {
+      if (free.length < 2) return null;
+      const a = faultRng.pick(free);
+      const b = faultRng.pick(free.filter((h) => h !== a));
+      return { kind, a, b, durationMs };
+    }
+    if (free.length === 0) return null;
+    return { kind, host: faultRng.pick(free), durationMs };
+  };
+
+  const describe = (f: Fault): string =>
+    f.kind === 'partition' ? `partition ${f.a}|${f.b} for ${f.durationMs} ms` : 'host' in f ? `${f.kind} ${f.host} for ${f.durationMs} ms` : `${f.kind} disk ${f.disk}${'markDown' in f && f.markDown ? ' (marked down)' : ''} for ${f.durationMs} ms`;
+
+  const runFault = async (f: Fault): Promise<void> => {
+    stats.faults++;
+    note(`fault: ${describe(f)}`);
+    switch (f.kind) {
+      case 'kill':
+      case 'powerloss': {
+        const s = slots[f.disk]!;
+        faultedDisks.add(s.id);
+        kill(s);
+        if (f.kind === 'powerloss') {
+          const lost = s.disk.crash();
+          s.kv.crash();
+          note(`disk ${s.id} lost power: ${lost.writesLost} unsynced writes lost, ${lost.writesKept} kept`);
+        }
+        if (f.markDown) await mapd!.service.change((m) => setDiskState(m, s.id, { up: false })).catch(() => undefined);
+        await sleep(f.durationMs);
+        await startDisk(s);
+        faultedDisks.delete(s.id);
+        break;
+      }
+      case 'pause': {
+        const s = slots[f.disk]!;
+        const proc = s.proc!;
+        faultedDisks.add(s.id);
+        proc.paused = true;
+        await sleep(f.durationMs);
+        sched.resume(proc);
+        net.unblock();
+        faultedDisks.delete(s.id);
+        break;
+      }
+      case 'isolate':
+      case 'cutMap': {
+        faultedHosts.add(f.host);
+        const others = f.kind === 'isolate' ? otherHosts(f.host) : [MAP_HOST];
+        for (const h of others) net.cut(f.host, h);
+        await sleep(f.durationMs);
+        for (const h of others) net.heal(f.host, h);
+        faultedHosts.delete(f.host);
+        break;
+      }
+      case 'partition': {
+        faultedHosts.add(f.a);
+        faultedHosts.add(f.b);
+        net.cut(f.a, f.b);
+        await sleep(f.durationMs);
+        net.heal(f.a, f.b);
+        faultedHosts.delete(f.a);
+        faultedHosts.delete(f.b);
+        break;
+      }
+    }
+    note(`healed: ${describe(f)}`);
+  };
+
+  const faultLoop = async (endMs: number): Promise<void> => {
+    while (sched.nowMs < endMs) {
+      await sleep(300 + faultRng.int(3000));
+      if (sched.nowMs >= endMs) break;
+      if (active.size >= maxConcurrent) continue;
+      const f = drawFault();
+      if (!f) continue;
+      const p: Promise<void> = runFault(f).finally(() => active.delete(p));
+      active.add(p);
+    }
+    await Promise.all([...active]);
+  };
+
+  // --- health and checks ---
+  /** Every pg's state as its primary reports it (what `tessera status` shows), read in-process. */
+  const pgStates = (m: ClusterMap): { states: string[]; degradedPgs: number } => {
+    const reports = new Map<number, PgStatsReply | null>();
+    for (const s of slots) reports.set(s.id, s.state === 'running' && s.osd ? pgStats(s.osd) : null);
+    const summary = pgSummary(m, reports);
+    return { states: summary.states, degradedPgs: summary.recovery.degradedPgs };
+  };
+
+  const waitClean = async (why: string, deadlineMs: number): Promise<void> => {
+    let last = '';
+    for (;;) {
+      const currentMap = await mapd!.service.current();
+      const notUp = currentMap.disks.filter((d) => !d.up || !d.in);
+      if (notUp.length > 0) {
+        // The operator's part (what the fault suite's markUp does): disks running again are marked up and in.
+        await mapd!.service.change((m) => notUp.reduce((acc, d) => setDiskState(acc, d.id, { up: true, in: true }), m)).catch(() => undefined);
+      } else {
+        const { states, degradedPgs } = pgStates(currentMap);
+        const bad = states.filter((s) => s !== 'active');
+        last = bad.length ? `${bad.length} pgs not active+clean (${[...new Set(bad)].join(', ')})` : degradedPgs > 0 ? `${degradedPgs} pgs degraded (members being recovered)` : '';
+        if (!last) return;
+      }
+      if (sched.nowMs > deadlineMs) throw new Error(`not clean by ${deadlineMs} ms after ${why}: ${last || 'disks not up and in'}`);
+      await sleep(1000);
+    }
+  };
+
+  const finalCheck = async (): Promise<void> => {
+    for (const p of pools) {
+      const info = client!.pool(p.name);
+      for (const k of keys.get(p.name)!) {
+        if (k.acked === 0 && !k.uncertain) continue;
+        let got: Buffer | null;
+        try {
+          got = await client!.read(p.name, k.key);
+        } catch (err) {
+          if (!isTesseraError(err, 'NotFound')) {
+            violations.push(`${p.name}/${k.key}: read failed at the end: ${(err as Error).message}`);
+            continue;
+          }
+          got = null;
+        }
+        const holds = (v: number): boolean => (v === 0 ? got === null : got !== null && model.contentAt(k.key, v).equals(got));
+        if (k.uncertain && !holds(k.acked) && holds(k.acked + 1)) k.acked++;
+        if (!holds(k.acked)) {
+          const v = got ? model.whichVersion(k.key, k.acked + 1, got) : 0;
+          violations.push(`${p.name}/${k.key}: holds ${got ? (v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`) : 'nothing'}; acknowledged ${k.acked}${k.uncertain ? ` (or ${k.acked + 1})` : ''}`);
+          continue;
+        }
+        stats.keysVerified++;
+        note(`final ${p.name}/${k.key} v${k.acked}`);
+        if (p.redundancy.type !== 'replicated') continue;
+        const expected = model.contentAt(k.key, k.acked);
+        const pg = objectToPg(info, k.key);
+        for (const member of client!.view.pg(info, pg).members) {
+          const osd = slots[member]?.osd;
+          if (!osd) {
+            violations.push(`${p.name}/${k.key}: member disk ${member} is not running at the end`);
+            continue;
+          }
+          try {
+            const copy = k.acked === 0 ? null : await osd.store.read({ ns: dataNs(info.id, 0), name: k.key });
+            stats.replicasChecked++;
+            if (copy && !copy.equals(expected)) violations.push(`${p.name}/${k.key}: the copy on disk ${member} differs from acknowledged version ${k.acked} (pg ${info.id}.${pg})`);
+          } catch (err) {
+            violations.push(`${p.name}/${k.key}: the copy on disk ${member} cannot be read: ${(err as Error).message}`);
+          }
+        }
+      }
+    }
+  };
+
+  const scenario = async (): Promise<void> => {
+    mapd = await startMapDaemon({ io: procIo(mapProc, mapDisk), dir: '/mapd', host: MAP_HOST, port: MAP_PORT, create: map, liveness: { outIntervalMs: 15_000 } });
+    await Promise.all(slots.map((s) => startDisk(s)));
+    const conn = connectMapService(clientIo, `${MAP_HOST}:${MAP_PORT}`);
+    client = await TesseraClient.connect({ io: clientIo, mapService: conn.service, timeoutMs: 30_000 });
+    await waitClean('start', sched.nowMs + 120_000);
+    note('cluster clean');
+    const startMs = sched.nowMs;
+    const workers = pools.flatMap((p) => Array.from({ length: workersPerPool }, (_, i) => worker(p.name, derivedRng(seed, `worker-${p.name}-${i}`))));
+    await faultLoop(startMs + runMs);
+    stopWorkload = true;
+    await Promise.all(workers);
+    note('workload stopped; healing');
+    net.healAll();
+    for (const s of slots) if (s.proc?.paused) sched.resume(s.proc);
+    net.unblock();
+    for (const s of slots) if (s.state === 'down') await startDisk(s);
+    await waitClean('healing', sched.nowMs + 600_000);
+    await client.view.refresh();
+    note('cluster clean after healing');
+    await finalCheck();
+    note(`checked: ${stats.keysVerified} keys, ${stats.replicasChecked} replicas`);
+  };
+  void workRng;
+
+  try {
+    await sched.runUntil(scenario(), `seed ${seed}`, 3_600_000);
+  } catch (err) {
+    violations.push(`run failed: ${(err as Error).stack ?? (err as Error).message}`);
+  } finally {
+    // Every process ends here (nothing is closed gracefully: a run leaves nothing behind but garbage).
+    for (const s of slots) kill(s);
+    sched.kill(mapProc);
+    sched.kill(clientProc);
+    sched.kill(harnessProc);
+    net.kill(mapProc);
+    net.kill(clientProc);
+    // Let what the kills queued (stream callbacks) run while the handlers are still ours.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    process.off('unhandledRejection', onUnhandled);
+    process.off('uncaughtException', onUnhandled);
+    Object.assign(console, saved);
+  }
+  for (const v of violations) note(`VIOLATION ${v.split('\n')[0]}`);
+  const traceHash = createHash('sha256').update(trace.join('\n')).digest('hex').slice(0, 16);
+  return { seed, ok: violations.length === 0, violations, traceHash, trace, ...stats, virtualMs: sched.nowMs, events: sched.eventsRun, wallMs: performance.now() - startedWallMs, log };
+}
