@@ -21,6 +21,12 @@
  * 3. kill -9 the etcd leader (one member of three): writes go on, no other
  *    disk is marked down. Then every acknowledged write reads back exact.
  *
+ * Then, on one etcd member, the records and the judge directly
+ * (cluster/liveness-etcd.ts): of two map daemons' records only one leads at
+ * a time; the judge cannot mark down a disk whose record exists; a judge
+ * whose etcd lease is gone (revoked behind its back) stores nothing; the
+ * other takes over once the first resigns.
+ *
  * Every process is stopped by PID in afterAll, also on failure. Skips loudly
  * without /usr/bin/etcd.
  */
@@ -33,6 +39,8 @@ import { connectMapService, type MapConnection } from '../cluster/map-daemon.js'
 import { addDisk, addHost, addRack, addSite, createPool, initialMap } from '../cluster/map-edit.js';
 import { EtcdClient } from '../cluster/etcd-client.js';
 import { EtcdMapStore } from '../cluster/map-store-etcd.js';
+import { EtcdLivenessRecords } from '../cluster/liveness-etcd.js';
+import { setDiskState } from '../cluster/map-edit.js';
 import type { ClusterMap } from '../cluster/map.js';
 import { TesseraClient } from '../src/client/client.js';
 import { systemIo } from '../src/io/system.js';
@@ -207,4 +215,62 @@ describe.skipIf(skip)('liveness through etcd, several map daemons', () => {
     expect(failure).toBeNull();
     for (const [name, data] of acked) expect((await client.read(POOL, name)).equals(data), name).toBe(true);
   }, 300_000);
+});
+
+describe.skipIf(skip)('liveness records and the judge on etcd', () => {
+  let etcd: EtcdCluster | null = null;
+  const closers: Array<() => Promise<unknown>> = [];
+  afterAll(async () => {
+    while (closers.length > 0) await closers.pop()!().catch((err: unknown) => console.error('teardown:', err));
+    await etcd?.stop();
+  });
+
+  test('one judge at a time, fenced by its lease and by the records of the disks it marks down', async () => {
+    etcd = await startEtcdCluster({ size: 1 });
+    const { endpoints } = etcd;
+    const open = async (identity: string): Promise<{ store: EtcdMapStore; records: EtcdLivenessRecords; client: EtcdClient }> => {
+      const client = new EtcdClient({ io, endpoints });
+      closers.push(() => client.close());
+      const store = await EtcdMapStore.open({ io, client, create: clusterMap() });
+      closers.push(() => store.close());
+      const records = new EtcdLivenessRecords({ client, store, keyPrefix: '/tessera', ttlSeconds: 60, identity });
+      closers.push(() => records.close());
+      return { store, records, client };
+    };
+    const x = await open('x');
+    const y = await open('y');
+    await x.store.change((m) => m.disks.reduce((acc, d) => setDiskState(acc, d.id, { up: true }), m));
+    expect(await x.records.lead()).toBe(true);
+    expect(await y.records.lead()).toBe(false);
+    expect(await x.records.lead()).toBe(true);
+
+    // Disk 1 has a record (a heartbeat through y): the judge's mark down of it is refused, nothing stored.
+    const epoch = await y.records.refresh(1);
+    expect(epoch).toBe((await x.store.current()).epoch);
+    expect(await x.records.present()).toEqual(new Set([1]));
+    expect(await x.records.judge((m) => setDiskState(m, 1, { up: false }), { silent: [1], out: [] })).toBeNull();
+    // Disk 2 has none: marked down.
+    const marked = await x.records.judge((m) => setDiskState(m, 2, { up: false }), { silent: [2], out: [] });
+    expect(marked?.disks.find((d) => d.id === 2)?.up).toBe(false);
+    expect(marked?.epoch).toBe(epoch + 1);
+
+    // x's lease revoked behind its back (as if it expired while x stalled): its next change is refused.
+    const holder = await x.client.run('test', undefined, (call) => x.client.etcd.get(x.records.leaderKey).options(call).exec());
+    await x.client.run('test', undefined, (call) => x.client.etcd.leaseClient.leaseRevoke({ ID: holder.kvs[0]!.lease }, call));
+    expect(await x.records.judge((m) => setDiskState(m, 3, { up: false }), { silent: [3], out: [] })).toBeNull();
+    expect((await x.store.current()).epoch).toBe(epoch + 1);
+    expect(await x.records.lead()).toBe(false);
+    // Now y campaigns and wins; its mark out is recorded for any map daemon to see.
+    expect(await y.records.lead()).toBe(true);
+    expect(await x.records.lead()).toBe(false);
+    const out = await y.records.judge((m) => setDiskState(m, 2, { in: false }), { silent: [], out: [2] });
+    expect(out?.disks.find((d) => d.id === 2)?.in).toBe(false);
+    expect(await x.records.markedOut(2)).toBe(true);
+    // A heartbeat's change clears it.
+    await x.records.change((m) => setDiskState(m, 2, { up: true, in: true }), { back: [2] });
+    expect(await y.records.markedOut(2)).toBe(false);
+    // y resigns (close revokes its lease): x takes over at once.
+    await y.records.close();
+    expect(await x.records.lead()).toBe(true);
+  }, 120_000);
 });

@@ -65,12 +65,13 @@ commands:
   object stat --pool POOL NAME [--json]
   object rm --pool POOL NAME
           status, disk, host, pool and object commands act on the cluster of --data DIR
-          (default ./tessera-data: its client.json names the map service) or --map HOST:PORT
-  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT] [--metrics HOST:PORT] [--capacity-bytes N]
+          (default ./tessera-data: its client.json names the map service) or --map HOST:PORT[,HOST:PORT...]
+  daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT[,HOST:PORT...]] [--metrics HOST:PORT] [--capacity-bytes N]
           [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
           [--recovery-bytes-per-sec N] [--recovery-ops-inflight N]
           serve one disk (initialized on first start when --cluster-id and --disk-id are given);
-          with --map, as a member of the cluster whose map service listens there;
+          with --map, as a member of the cluster whose map service listens there (several map
+          daemons of a cluster on etcd: it fails over between them);
           --capacity-bytes caps the store (full ratios apply to it; default: the file system);
           background scrub of the pgs it is primary of every --scrub-interval-ms (1 day),
           deep every --deep-scrub-interval-ms (7 days; 0: never), reading --scrub-bytes-per-sec;

@@ -1,5 +1,5 @@
 /**
- * Which cluster an admin command talks to: `--map HOST:PORT`, or the client
+ * Which cluster an admin command talks to: `--map HOST:PORT[,HOST:PORT...]`, or the client
  * file of `--data DIR` (default ./tessera-data, written by `tessera up`).
  * Opens the map service connection and, on demand, a TesseraClient; close()
  * releases both. Failures to find or reach the cluster are CliError (one
@@ -8,7 +8,7 @@
 import { resolve as resolvePath } from 'node:path';
 import type { Io } from '../io/io.js';
 import { TesseraClient } from '../client/client.js';
-import { connectMapService, type MapConnection } from '../../cluster/map-daemon.js';
+import { connectMapService, parseMapAddresses, type MapConnection } from '../../cluster/map-daemon.js';
 import type { ClusterMap } from '../../cluster/map.js';
 import { clientPath, layoutPath, readJson, type ClientFile, type ClusterLayout } from './cluster-files.js';
 
@@ -56,7 +56,11 @@ export async function openCluster(o: TargetOptions): Promise<Cluster> {
     if (!file) throw new CliError(`no cluster in ${dataDir} (give --data DIR of a \`tessera up\` cluster, or --map HOST:PORT)`);
     address = file.map;
   }
-  if (!/^[^:]+:\d+$/.test(address)) throw new CliError(`--map wants HOST:PORT, got ${address}`);
+  try {
+    parseMapAddresses(address);
+  } catch {
+    throw new CliError(`--map wants HOST:PORT[,HOST:PORT...], got ${address}`);
+  }
   const map = connectMapService(o.io, address);
   let client: TesseraClient | null = null;
   const where = address;
