@@ -4,7 +4,7 @@
  * xattrs and the format's length, the stored parity equal to the parity of
  * the stored data (every stripe decodes consistently), the data shards
  * joined equal to the expected bytes, and a decode from the parity plus the
- * other data shards equal too.
+ * other data shards equal too. `expected` null: no member holds a shard.
  */
 import { expect } from 'vitest';
 import { createErasureCodec } from '../native/index.js';
@@ -30,10 +30,10 @@ export async function checkShards(cluster: TestCluster, poolName: string, name: 
         throw err;
       });
       if (expected === null) {
-        expect(x, `${name}: shard ${p} on disk ${members[p]} is removed`).toBeNull();
+        expect(x, `${name}: shard ${p} left on disk ${members[p]}`).toBeNull();
         continue;
       }
-      expect(x, `${name}: shard ${p} on disk ${members[p]} exists`).not.toBeNull();
+      expect(x, `${name}: shard ${p} missing on disk ${members[p]}`).not.toBeNull();
       expect(decodeSize(x!.get('_s')), `${name}: shard ${p} size xattr`).toBe(expected.length);
       versions.add(x!.get('_v')!.toString('hex'));
       const data = await store.read(id);

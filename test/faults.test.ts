@@ -5,7 +5,8 @@
  * while a seeded schedule injects faults one at a time: kill -9 and restart
  * of a daemon, SIGSTOP/SIGCONT, a host's link cut and healed, a partition
  * between two hosts, bytes corrupted in a daemon's segment file, kill -9 and
- * restart of the map service. Before each fault the cluster is back to full
+ * restart of the map service, a daemon restarted with a capacity its data
+ * fills past the full ratio. Before each fault the cluster is back to full
  * health (every disk up, every pg active), so no more members are ever
  * missing than the pool tolerates (size 3 / min_size 2: one) and every
  * acknowledged write must survive.
@@ -18,8 +19,9 @@
  * write that failed leaves its key at one of two versions, and the key is
  * left alone until the end. At the end everything is healed, every pg must
  * be active, every key byte-exact through the client, and every member's
- * copy byte-exact read straight from its store. Corruption hits a replica or
- * primary copy of the replicated pool, or one shard of the erasure-coded
+ * copy byte-exact read straight from its store (a key whose first write
+ * failed and that reads as absent: no member holds a copy or shard of it).
+ * Corruption hits a replica or primary copy of the replicated pool, or one shard of the erasure-coded
  * pool (the client must still read the acknowledged bytes); half of the
  * corrupt copies are left on disk (their keys idle), and at the end
  * `tessera pool scrub --deep --repair` of every pool must find those (or
@@ -117,9 +119,6 @@ let pairCuts = false;
 beforeAll(async () => {
   console.log(`faults seed: ${seed} (TESSERA_SEED=${seed} to replay), ${FAULTS} faults`);
   if (!WITH_EC) console.warn('WARNING: faults: the erasure-coded pool is left out (TESSERA_FAULTS_EC=0)');
-  if (!process.env.TESSERA_FAULTS_KINDS?.split(',').includes('fillDisk')) {
-    console.warn('WARNING: faults: the fillDisk fault runs only when TESSERA_FAULTS_KINDS names it (docs/testing.md, finding 4: not understood yet)');
-  }
   const support = process.env.TESSERA_FAULTS_NETNS === '0' ? { ok: false, reason: 'TESSERA_FAULTS_NETNS=0', pairCuts: false } : await netnsSupport();
   if (support.ok) {
     lab = await createNetnsLab({ hosts: HOSTS });
@@ -152,9 +151,7 @@ function makeSchedule(count: number): Array<Fault & { gapMs: number }> {
     ['pause', 2],
     ['corrupt', 2],
     ['mapRestart', 1],
-    // Only when named in TESSERA_FAULTS_KINDS for now: docs/testing.md, finding 4 (an erasure-coded shard of a
-    // write that was never acknowledged stayed on the disk restarted full; seed 482048815).
-    ...(process.env.TESSERA_FAULTS_KINDS?.split(',').includes('fillDisk') ? ([['fillDisk', 1]] as Array<[Fault['kind'], number]>) : []),
+    ['fillDisk', 1],
     ...(lab ? ([['cutHost', 2]] as Array<[Fault['kind'], number]>) : []),
     ...(lab && pairCuts ? ([['cutPair', 2]] as Array<[Fault['kind'], number]>) : []),
   ];
@@ -609,11 +606,12 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
         continue;
       }
       if (p.redundancy.type !== 'replicated') {
-        // Every shard at one version, parity equal to the data's, data equal to the model (also decoded from parity).
+        // Every shard at one version, parity equal to the data's, data equal to the model (also decoded from
+        // parity); an object that reads as absent (its first write failed): no shard on any member.
         const shardView = { client: c.client, storeOf: (id: number) => c.storeOf(id) } as unknown as TestCluster;
-        await checkShards(shardView, p.name, k.key, model.contentAt(k.key, k.acked)).then(
+        await checkShards(shardView, p.name, k.key, got === null ? null : model.contentAt(k.key, k.acked)).then(
           () => (shardsChecked++),
-          (err: unknown) => lost.push(`${p.name}/${k.key}: shards inconsistent with version ${k.acked}: ${(err as Error).message.split('\n')[0]}`),
+          (err: unknown) => lost.push(`${p.name}/${k.key}: shards inconsistent with ${got === null ? 'an absent object' : `version ${k.acked}`}: ${(err as Error).message.split('\n')[0]}`),
         );
         continue;
       }
@@ -621,6 +619,16 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
       for (const member of c.client.view.pg(info, objectToPg(info, k.key)).members) {
         const store = c.storeOf(member);
         try {
+          if (got === null) {
+            // Absent through the client (its first write failed): absent on every member too.
+            const held = await store.stat({ ns: dataNs(info.id, 0), name: k.key }).then(
+              () => 'a copy',
+              (err: unknown) => (isTesseraError(err, 'NotFound') ? null : `an error (${(err as Error).message})`),
+            );
+            replicasChecked++;
+            if (held) lost.push(`${p.name}/${k.key}: reads as absent, yet disk ${member} holds ${held}`);
+            continue;
+          }
           const copy = await store.read({ ns: dataNs(info.id, 0), name: k.key });
           replicasChecked++;
           if (!copy.equals(expected)) {
