@@ -6,7 +6,10 @@
  * 1. Query every acting member: its log, the position its data belongs to,
  *    its staging objects (the query stops the member's sub-writes and waits
  *    for those in flight, so the snapshot is consistent). Fewer than k acting
- *    members, or none of the last active interval: incomplete.
+ *    members: incomplete. When no member was acting in the last active
+ *    interval (pg history), that interval's disks are queried instead and
+ *    the newest log among them is the authority (pastAuthority); fewer than
+ *    k of them answering: incomplete.
  * 2. Settle two-phase writes (ec-resolve.ts): each member commits the
  *    versions rolled forward and drops the others; query again.
  * 3. The newest head is authoritative; members holding exactly that log are
@@ -52,14 +55,19 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   let infos = await Promise.all(members.map((m) => m.handle.info()));
   checkAborted(ctx.signal);
   const record = await ctx.history.get(pg.pool.id, pg.pg);
-  if (record && !record.acting.some((d) => d !== HOLE && members.some((m) => m.diskId === d))) return 'incomplete';
+  // No current member was acting in the last active interval: its history is on that interval's disks alone.
+  let authority: MemberInfo | undefined;
+  if (record && !record.acting.some((d) => d !== HOLE && members.some((m) => m.diskId === d))) {
+    authority = (await pastAuthority(pg, ctx, record)) ?? undefined;
+    if (!authority) return 'incomplete';
+  }
   // Every member resolves, even with nothing staged: it also drops recovery temporaries of aborted runs.
   const plan = planResolve(members.map((m, i) => ({ ...infos[i]!, position: m.position, shard: shardOfInfo(infos[i]!), stagings: infos[i]!.stagings ?? [] })));
   await Promise.all(members.map((m, i) => m.handle.resolve(plan.commit[i]!)));
   checkAborted(ctx.signal);
   infos = await Promise.all(members.map((m) => m.handle.info()));
   checkAborted(ctx.signal);
-  const recovered = await recover(pg, ctx, members, infos, record);
+  const recovered = await recover(pg, ctx, members, infos, record, authority);
   if (recovered === 'incomplete') return 'incomplete';
   checkAborted(ctx.signal);
   const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === positions.join();
@@ -103,9 +111,44 @@ async function pastSources(pg: Pg, ctx: PeeringContext, record: PgIntervalRecord
   return found;
 }
 
-async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: MemberInfo[], record: PgIntervalRecord | null): Promise<'done' | 'incomplete'> {
+/**
+ * The authoritative log when no current member was acting in the last active
+ * interval (a disk added moved every position of the pg while a holder of
+ * one was down): the disks that held the positions then are queried as
+ * members are. The query makes each catch up to this run's epoch, which ends
+ * the old interval there (its primary's sub-writes of an older epoch are
+ * refused from then on) and waits for the sub-writes in flight, so no write
+ * of that interval can be acknowledged after this. Every acknowledged write
+ * was committed on every acting member of its interval, so the newest log
+ * among the holders still at their position holds them all. Fewer than k of
+ * them answering: null (the pg waits, incomplete, for more to come back).
+ */
+async function pastAuthority(pg: Pg, ctx: PeeringContext, record: PgIntervalRecord): Promise<MemberInfo | null> {
   const ec = ecOf(pg);
-  const auth = infos[newestMember(infos)]!;
+  const answers: MemberInfo[] = [];
+  for (const [position, diskId] of record.acting.entries()) {
+    if (diskId === HOLE) continue;
+    try {
+      const info = await ctx.handle(diskId).info();
+      if (shardOfInfo(info) === position) answers.push(info);
+    } catch (err) {
+      checkAborted(ctx.signal);
+      console.error(`pg ${pg.key}: disk ${diskId}, position ${position} in epoch ${record.epoch}, did not answer: ${String(err)}`);
+    }
+  }
+  checkAborted(ctx.signal);
+  if (answers.length < ec.layout.dataShards) {
+    console.error(`pg ${pg.key}: no member was acting in epoch ${record.epoch} and ${answers.length} of its disks answered, ${ec.layout.dataShards} needed: waiting for more`);
+    return null;
+  }
+  const auth = answers[newestMember(answers)]!;
+  console.error(`pg ${pg.key}: no member was acting in epoch ${record.epoch}: its log (head ${auth.head.epoch}'${auth.head.version}) from ${answers.length} of its disks`);
+  return auth;
+}
+
+async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: MemberInfo[], record: PgIntervalRecord | null, authority?: MemberInfo): Promise<'done' | 'incomplete'> {
+  const ec = ecOf(pg);
+  const auth = authority ?? infos[newestMember(infos)]!;
   const isSource = (i: number): boolean => ownsPosition(infos[i]!, members[i]!.position) && compareVersions(infos[i]!.head, auth.head) === 0;
   const sources = members.filter((_, i) => isSource(i));
   const targets = members.map((m, i) => ({ m, info: infos[i]! })).filter((_, i) => !isSource(i));
