@@ -1,18 +1,21 @@
 /**
- * The per-request cost of small S3 GETs: 4 KiB GETs through one or more S3
+ * The per-request cost of small S3 GETs and PUTs: 4 KiB requests through one or more S3
  * gateways of one cluster (for instance two builds of `tessera s3` against
  * the same map service: before and after a change), and the cluster layer's
- * own read of the same object (TesseraClient.read) as the baseline, in
+ * own read (write) of the same size (TesseraClient.read / put) as the baseline, in
  * alternating rounds so every figure sees the same load. For each gateway
  * given with its process id it also reports the gateway's CPU time per
  * request (utime + stime from /proc/PID/stat over the round), which moves
  * much less than ops/s on a shared machine, and this process's own CPU per
- * operation (the SDK client's, or the cluster client's, cost).
+ * operation (the S3 client's, or the cluster client's, cost). --client picks
+ * the S3 client: the AWS SDK (sdk, default) or bench/s3-light.ts (light:
+ * the SDK's signer over node:http), named in every line.
  *
  * Usage: node dist/bench/s3-get.js --map HOST:PORT --pool rep --access-key AK --secret-key SK
  *          --gateway NAME=URL[=PID] [--gateway ...] [--rounds 4] [--seconds 5] [--concurrency 1,16] [--size-bytes 4096]
- * Prints one JSON object per (round, target, concurrency), then one summary
- * per (target, concurrency): medians over rounds.
+ *          [--ops get,put] [--client sdk|light] [--warmup-seconds 5]
+ * Prints one JSON object per (round, op, target, concurrency), then one summary
+ * per (op, target, concurrency): medians over rounds.
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -24,6 +27,7 @@ import { systemIo } from '../src/io/system.js';
 import { TesseraClient } from '../src/client/client.js';
 import { connectMapService } from '../cluster/map-daemon.js';
 import { closedLoop, emit, printHost, resultOf, type BenchResult } from './lib.js';
+import { LightS3 } from './s3-light.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -36,6 +40,9 @@ const { values: args } = parseArgs({
     seconds: { type: 'string' },
     concurrency: { type: 'string' },
     'size-bytes': { type: 'string' },
+    ops: { type: 'string' },
+    client: { type: 'string' },
+    'warmup-seconds': { type: 'string' },
   },
 });
 if (!args.map || !args['access-key'] || !args['secret-key'] || !args.gateway?.length) throw new Error('usage: s3-get --map HOST:PORT --access-key AK --secret-key SK --gateway NAME=URL[=PID] ...');
@@ -44,6 +51,11 @@ const rounds = Number(args.rounds ?? 4);
 const seconds = Number(args.seconds ?? 5);
 const concurrencies = (args.concurrency ?? '1,16').split(',').map(Number);
 const sizeBytes = Number(args['size-bytes'] ?? 4096);
+const ops = (args.ops ?? 'get').split(',') as Array<'get' | 'put'>;
+if (!ops.every((o) => o === 'get' || o === 'put')) throw new Error('--ops: get and/or put');
+const clientKind = args.client ?? 'sdk';
+const warmupSeconds = Number(args['warmup-seconds'] ?? 5);
+if (clientKind !== 'sdk' && clientKind !== 'light') throw new Error('--client: sdk or light');
 const gateways = args.gateway.map((g) => {
   const [name, url, pid] = g.split('=');
   if (!name || !url) throw new Error(`--gateway ${g}: NAME=URL[=PID]`);
@@ -63,7 +75,7 @@ const median = (xs: number[]): number => {
 };
 
 async function main(): Promise<void> {
-  printHost({ bench: 's3-get', pool, sizeBytes, rounds, seconds, concurrencies, gateways: gateways.map((g) => g.name) });
+  printHost({ bench: 's3-get', pool, sizeBytes, rounds, seconds, warmupSeconds, concurrencies, ops, client: clientKind, gateways: gateways.map((g) => g.name) });
   const io = systemIo();
   const conn = connectMapService(io, args.map!);
   const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 60_000 });
@@ -80,7 +92,24 @@ async function main(): Promise<void> {
       responseChecksumValidation: 'WHEN_REQUIRED',
       requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 256 }) }),
     }),
+    light: new LightS3({ endpoint: g.url, accessKeyId: args['access-key']!, secretAccessKey: args['secret-key']! }),
   }));
+  /** PUTs write new keys (an overwrite costs more cluster operations). */
+  let putSeq = 0;
+  /** One S3 request of the op through the chosen client. */
+  const s3Op = async (g: (typeof s3)[number], op: 'get' | 'put'): Promise<void> => {
+    if (clientKind === 'light') {
+      if (op === 'put') await g.light.put(bucket, `p/${putSeq++}`, body);
+      else if ((await g.light.get(bucket, 'k')).length !== sizeBytes) throw new Error('short GET');
+      return;
+    }
+    if (op === 'put') {
+      await g.client.send(new PutObjectCommand({ Bucket: bucket, Key: `p/${putSeq++}`, Body: body }));
+      return;
+    }
+    const res = await g.client.send(new GetObjectCommand({ Bucket: bucket, Key: 'k' }));
+    await res.Body!.transformToByteArray();
+  };
   await s3[0]!.client.send(new CreateBucketCommand({ Bucket: bucket, CreateBucketConfiguration: { LocationConstraint: pool as BucketLocationConstraint } }));
   await s3[0]!.client.send(new PutObjectCommand({ Bucket: bucket, Key: 'k', Body: body }));
   const objectName = `s3get/${bucket}`;
@@ -88,11 +117,16 @@ async function main(): Promise<void> {
   const results = new Map<string, BenchResult[]>();
   const add = (r: BenchResult): void => {
     emit(r);
-    const k = `${r.name} c=${r.concurrency}`;
+    const k = `${r.name} ${r.op} c=${r.concurrency}`;
     results.set(k, [...(results.get(k) ?? []), r]);
   };
+  // Unmeasured: every gateway and the cluster client past V8's tiering (a cold gateway's CPU per PUT is about twice its warm one).
+  for (const op of ops) {
+    for (const g of s3) await closedLoop({ workers: 16, ops: Infinity, maxSeconds: warmupSeconds, op: () => s3Op(g, op) });
+    await closedLoop({ workers: 16, ops: Infinity, maxSeconds: warmupSeconds, op: op === 'get' ? async () => void (await client.read(pool, objectName)) : async () => void (await client.put(pool, `${objectName}/p/${putSeq++}`, body)) });
+  }
   for (let round = 0; round < rounds; round++) {
-    for (const workers of concurrencies) {
+    for (const op of ops) for (const workers of concurrencies) {
       // The order rotates per round: no target always runs right after the same one.
       const order = [...s3.map((g) => ({ kind: 's3' as const, g })), { kind: 'cluster' as const, g: null }];
       for (let r = 0; r < round % order.length; r++) order.push(order.shift()!);
@@ -103,8 +137,9 @@ async function main(): Promise<void> {
           return (u.user + u.system) / ops;
         };
         if (t.kind === 'cluster') {
-          const stats = await closedLoop({ workers, ops: Infinity, maxSeconds: seconds, op: async () => void (await client.read(pool, objectName)) });
-          add(resultOf('cluster', stats, sizeBytes, { round, concurrency: workers, clientCpuUsPerOp: ownUsPerOp(stats.ops) }));
+          const run = op === 'get' ? async () => void (await client.read(pool, objectName)) : async () => void (await client.put(pool, `${objectName}/p/${putSeq++}`, body));
+          const stats = await closedLoop({ workers, ops: Infinity, maxSeconds: seconds, op: run });
+          add(resultOf('cluster', stats, sizeBytes, { round, op, concurrency: workers, clientCpuUsPerOp: ownUsPerOp(stats.ops) }));
           continue;
         }
         const g = t.g!;
@@ -113,22 +148,21 @@ async function main(): Promise<void> {
           workers,
           ops: Infinity,
           maxSeconds: seconds,
-          op: async () => {
-            const res = await g.client.send(new GetObjectCommand({ Bucket: bucket, Key: 'k' }));
-            await res.Body!.transformToByteArray();
-          },
+          op: () => s3Op(g, op),
         });
         const after = g.pid ? await cpuMs(g.pid) : null;
         const cpu = after && cpuBefore ? { user: after.userMs - cpuBefore.userMs, system: after.systemMs - cpuBefore.systemMs } : null;
-        add(resultOf(g.name, stats, sizeBytes, { round, concurrency: workers, clientCpuUsPerOp: ownUsPerOp(stats.ops), ...(cpu !== null ? { gatewayCpuUsPerOp: ((cpu.user + cpu.system) * 1000) / stats.ops, gatewaySystemShare: cpu.system / Math.max(1, cpu.user + cpu.system) } : {}) }));
+        add(resultOf(g.name, stats, sizeBytes, { round, op, client: clientKind, concurrency: workers, clientCpuUsPerOp: ownUsPerOp(stats.ops), ...(cpu !== null ? { gatewayCpuUsPerOp: ((cpu.user + cpu.system) * 1000) / stats.ops, gatewaySystemShare: cpu.system / Math.max(1, cpu.user + cpu.system) } : {}) }));
       }
     }
   }
   for (const [k, rs] of results) {
-    const base = results.get(`cluster c=${rs[0]!.concurrency}`);
+    const base = results.get(`cluster ${rs[0]!.op} c=${rs[0]!.concurrency}`);
     const ratios = base ? rs.map((r, i) => r.opsPerSec / base[i]!.opsPerSec) : [];
     emit({
       name: `${k} (median of ${rs.length} rounds)`,
+      op: rs[0]!.op,
+      ...(k.startsWith('cluster') ? {} : { client: clientKind }),
       opsPerSec: median(rs.map((r) => r.opsPerSec)),
       bytesPerSec: median(rs.map((r) => r.bytesPerSec)),
       p50Ms: median(rs.map((r) => r.p50Ms)),
@@ -138,7 +172,10 @@ async function main(): Promise<void> {
       ...(base && !k.startsWith('cluster') ? { baseline: 'cluster', ratioToBaseline: median(ratios), ratiosPerRound: ratios.map((x) => Math.round(x * 1000) / 1000) } : {}),
     });
   }
-  for (const g of s3) g.client.destroy();
+  for (const g of s3) {
+    g.client.destroy();
+    g.light.destroy();
+  }
   await client.close();
   await conn.close();
 }

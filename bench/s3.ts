@@ -17,12 +17,22 @@
  * three figures of a case are minutes, not a whole run, apart. A case the endpoint refuses
  * (an EC pool that answers NotImplemented) is printed as skipped.
  *
- * The client is the AWS SDK v3 with its lightest settings (UNSIGNED-PAYLOAD
- * stream bodies, no checksums, 256 keep-alive sockets); GET bodies are read
- * and dropped. Objects of 4 MiB and more are deleted after each case.
+ * S3 clients (--clients, default both, each case run through each, named
+ * in every line as `client`): `sdk`, the AWS SDK v3 with its lightest
+ * settings (UNSIGNED-PAYLOAD stream bodies, no checksums, 256 keep-alive
+ * sockets), and `light`, bench/s3-light.ts (the SDK's own SigV4 signer over
+ * node:http keep-alive, UNSIGNED-PAYLOAD buffer bodies): on a machine where
+ * the client shares the CPUs with the gateway and the daemons, the SDK's own
+ * CPU per small request (about 1 ms) bounds what the gateway can show.
+ * GET bodies are read and dropped. Objects of 4 MiB and more are deleted
+ * after each case. Before the measured cases, --warmup-seconds (default 5)
+ * of 4 KiB PUTs and GETs per pool through each client and the cluster layer,
+ * not counted (a fresh gateway runs its first seconds in V8's baseline code
+ * and compiler: measured, its CPU per 4 KiB PUT was twice the warm figure).
  * Never part of the test suite.
  *
  * Usage: node dist/bench/s3.js [--seconds N] [--sizes 4KiB,4MiB,64MiB] [--concurrency 1,16,64] [--pools rep,ec]
+ *          [--clients sdk,light] [--warmup-seconds 5]
  *          [--endpoint URL --access-key AK --secret-key SK]
  *          [--peer-endpoint URL --peer-access-key AK --peer-secret-key SK | --peer-env FILE] [--peer-name NAME]
  */
@@ -40,6 +50,7 @@ import { systemIo } from '../src/io/system.js';
 import { TesseraClient } from '../src/client/client.js';
 import { connectMapService } from '../cluster/map-daemon.js';
 import { emit, printHost, resultOf, type BenchResult, type LoopStats } from './lib.js';
+import { LightS3 } from './s3-light.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -62,15 +73,21 @@ const { values: args } = parseArgs({
     'peer-env': { type: 'string' },
     'peer-name': { type: 'string' },
     'peer-ec-storage-class': { type: 'string' },
+    clients: { type: 'string' },
+    'warmup-seconds': { type: 'string' },
   },
 });
-const seconds = Number(args.seconds ?? 3);
+let seconds = Number(args.seconds ?? 3);
 const sizes = (args.sizes ?? '4KiB,4MiB,64MiB').split(',').map((s) => {
   if (!SIZES[s]) throw new Error(`--sizes: ${s} is not one of ${Object.keys(SIZES).join(', ')}`);
   return s;
 });
 const concurrencies = (args.concurrency ?? '1,16,64').split(',').map(Number);
 const pools = (args.pools ?? 'rep,ec').split(',');
+type ClientKind = 'sdk' | 'light';
+const clientKinds = (args.clients ?? 'sdk,light').split(',') as ClientKind[];
+if (!clientKinds.every((k) => k === 'sdk' || k === 'light')) throw new Error('--clients: sdk and/or light');
+const warmupSeconds = Number(args['warmup-seconds'] ?? 5);
 const io = systemIo();
 
 interface Target {
@@ -141,12 +158,13 @@ const figureOf = (label: string, r: BenchResult): number => (label === '4KiB' ? 
 interface S3Pool {
   t: Target;
   s3: S3Client;
+  light: LightS3;
   pool: string;
   bucket: string;
   storageClass: string | undefined;
 }
 
-async function prepareS3(t: Target, s3: S3Client, pool: string): Promise<S3Pool | string> {
+async function prepareS3(t: Target, s3: S3Client, light: LightS3, pool: string): Promise<S3Pool | string> {
   const bucket = `bench-${pool}-${randomBytes(3).toString('hex')}`;
   const { location, storageClass } = t.placement(pool);
   try {
@@ -156,29 +174,61 @@ async function prepareS3(t: Target, s3: S3Client, pool: string): Promise<S3Pool 
   } catch (err) {
     return `${errorName(err)}: ${(err as Error).message}`;
   }
-  return { t, s3, pool, bucket, storageClass };
+  return { t, s3, light, pool, bucket, storageClass };
+}
+
+/** One PUT and one GET (whole body read) of a size through the chosen client. */
+function s3Ops(p: S3Pool, kind: ClientKind): { put(key: string, data: Buffer): Promise<void>; get(key: string): Promise<number> } {
+  const { s3, light, bucket, storageClass } = p;
+  if (kind === 'light') {
+    const headers: Record<string, string> = storageClass ? { 'x-amz-storage-class': storageClass } : {};
+    return {
+      put: async (key, data) => void (await light.send('PUT', bucket, key, data, headers)),
+      get: async (key) => (await light.get(bucket, key)).length,
+    };
+  }
+  return {
+    put: async (key, data) =>
+      void (await s3.send(new PutObjectCommand({ Bucket: bucket, Key: key, Body: Readable.from([data]), ContentLength: data.length, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }))),
+    get: async (key) => drain((await s3.send(new GetObjectCommand({ Bucket: bucket, Key: key }))).Body),
+  };
+}
+
+/** Unmeasured 4 KiB PUTs and GETs, so the measured cases see warm processes (V8 tiering done). */
+async function warmUp(op: (i: number) => Promise<void>): Promise<void> {
+  if (warmupSeconds <= 0) return;
+  const saved = seconds;
+  seconds = warmupSeconds;
+  try {
+    const r = await timed(16, op);
+    if (r.error) console.error(`warm-up: ${r.error}`);
+  } finally {
+    seconds = saved;
+  }
 }
 
 /** S3 PUT then GET (then DELETE of large objects) of one size at one concurrency on one target's pool. */
-async function s3Step(p: S3Pool | string, who: { name: string; pool: string }, label: string, workers: number, data: Buffer, out: Map<string, BenchResult>): Promise<void> {
+async function s3Step(p: S3Pool | string, who: { name: string; pool: string; kind: ClientKind }, label: string, workers: number, data: Buffer, out: Map<string, BenchResult>): Promise<void> {
   const size = data.length;
   if (typeof p === 'string') {
-    for (const op of ['put', 'get'] as const) out.set(`s3 ${who.name} ${keyOf({ pool: who.pool, label, workers, op })}`, { name: `s3 ${who.name} ${keyOf({ pool: who.pool, label, workers, op })}`, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: p });
+    for (const op of ['put', 'get'] as const) {
+      const name = `s3 ${who.name}/${who.kind} ${keyOf({ pool: who.pool, label, workers, op })}`;
+      out.set(name, { name, client: who.kind, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: p });
+    }
     return;
   }
-  const { s3, bucket, storageClass, pool } = p;
-  const prefix = `${label}/c${workers}/`;
-  const put = await timed(workers, async (i) => {
-    await s3.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}${i}`, Body: Readable.from([data]), ContentLength: size, ...(storageClass ? { StorageClass: storageClass as StorageClass } : {}) }));
-  });
+  const { s3, bucket, pool } = p;
+  const ops = s3Ops(p, who.kind);
+  const prefix = `${label}/c${workers}/${who.kind}/`;
+  const put = await timed(workers, (i) => ops.put(`${prefix}${i}`, data));
   const written = put.stats.ops;
-  record(out, `s3 ${p.t.name}`, { pool, label, workers, op: 'put' }, put, size);
+  const who3 = `s3 ${p.t.name}/${who.kind}`;
+  record(out, who3, { pool, label, workers, op: 'put' }, put, size, { client: who.kind });
   const get = await timed(workers, async (i) => {
-    const res = await s3.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}${i % Math.max(1, written)}` }));
-    const n = await drain(res.Body);
+    const n = await ops.get(`${prefix}${i % Math.max(1, written)}`);
     if (n !== size) throw new Error(`GET returned ${n} of ${size} bytes`);
   });
-  record(out, `s3 ${p.t.name}`, { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size);
+  record(out, who3, { pool, label, workers, op: 'get' }, written > 0 ? get : { ...get, error: put.error }, size, { client: who.kind });
   if (size >= 4 * MiB) await removeAll(written, 16, (i) => s3.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}${i}` })).then(() => undefined));
 }
 
@@ -206,14 +256,14 @@ async function removeAll(count: number, workers: number, remove: (i: number) => 
   );
 }
 
-function record(out: Map<string, BenchResult>, who: string, c: CaseKey, r: { stats: LoopStats; error: string | null }, size: number): void {
+function record(out: Map<string, BenchResult>, who: string, c: CaseKey, r: { stats: LoopStats; error: string | null }, size: number, extra: Record<string, unknown> = {}): void {
   const name = `${who} ${keyOf(c)}`;
   if (r.error !== null && r.stats.ops === 0) {
-    const skipped: BenchResult = { name, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: r.error };
+    const skipped: BenchResult = { name, ...extra, opsPerSec: 0, bytesPerSec: 0, p50Ms: 0, p99Ms: 0, skipped: true, reason: r.error };
     out.set(name, skipped);
     return;
   }
-  const result = resultOf(name, r.stats, size, { MBps: (r.stats.ops * size) / r.stats.seconds / 1e6, ops: r.stats.ops, ...(r.error ? { error: r.error } : {}) });
+  const result = resultOf(name, r.stats, size, { ...extra, MBps: (r.stats.ops * size) / r.stats.seconds / 1e6, ops: r.stats.ops, ...(r.error ? { error: r.error } : {}) });
   out.set(name, result);
 }
 
@@ -267,16 +317,16 @@ async function peerTarget(): Promise<Target | null> {
 }
 
 function emitAll(results: Map<string, BenchResult>, cluster: Map<string, BenchResult>, who: string): void {
-  for (const pool of pools) for (const label of sizes) for (const op of ['put', 'get'] as const) for (const workers of concurrencies) {
+  for (const kind of clientKinds) for (const pool of pools) for (const label of sizes) for (const op of ['put', 'get'] as const) for (const workers of concurrencies) {
     const c = { pool, label, workers, op };
-    const r = results.get(`s3 ${who} ${keyOf(c)}`);
+    const r = results.get(`s3 ${who}/${kind} ${keyOf(c)}`);
     if (r) emit(withCluster(r, cluster.get(`cluster ${keyOf(c)}`), label));
   }
 }
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'tessera-s3-bench-'));
-  printHost({ bench: 's3', seconds, sizes, concurrencies, pools, client: 'aws-sdk v3, UNSIGNED-PAYLOAD, no checksums' });
+  printHost({ bench: 's3', seconds, warmupSeconds, sizes, concurrencies, pools, clients: clientKinds, sdk: 'aws-sdk v3, UNSIGNED-PAYLOAD, no checksums', light: 'bench/s3-light.ts: @smithy/signature-v4 over node:http, UNSIGNED-PAYLOAD' });
   let tessera: { child: ChildProcess; target: Target; map: string } | null = null;
   const clusterResults = new Map<string, BenchResult>();
   const tesseraResults = new Map<string, BenchResult>();
@@ -292,6 +342,8 @@ async function main(): Promise<void> {
     const peer = await peerTarget();
     const s3 = s3For(target);
     const ps3 = peer ? s3For(peer) : null;
+    const light = new LightS3(target);
+    const plight = peer ? new LightS3(peer) : null;
     const peerResults = new Map<string, BenchResult>();
     const conn = tessera ? connectMapService(io, tessera.map) : null;
     const client = conn ? await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 600_000 }) : null;
@@ -299,21 +351,36 @@ async function main(): Promise<void> {
       // Each (pool, size, concurrency) runs on the target, the cluster layer and the peer back to back:
       // on a shared machine, figures measured minutes apart are not comparable.
       for (const pool of pools) {
-        const mine = await prepareS3(target, s3, pool);
-        const theirs = peer && ps3 ? await prepareS3(peer, ps3, pool) : null;
+        const mine = await prepareS3(target, s3, light, pool);
+        const theirs = peer && ps3 && plight ? await prepareS3(peer, ps3, plight, pool) : null;
         const clusterHasPool = client?.view.map.pools.some((p) => p.name === pool) ?? false;
+        const warm = randomBytes(4 * KiB);
+        for (const p of [mine, theirs]) {
+          if (p === null || typeof p === 'string') continue;
+          for (const kind of clientKinds) {
+            const ops = s3Ops(p, kind);
+            await ops.put(`warmup/${kind}/read`, warm);
+            await warmUp(async (i) => (i % 2 ? void (await ops.get(`warmup/${kind}/read`)) : ops.put(`warmup/${kind}/${i}`, warm)));
+          }
+        }
+        if (client && clusterHasPool) {
+          await client.put(pool, 'bench/warmup/read', warm);
+          await warmUp(async (i) => (i % 2 ? void (await client.read(pool, 'bench/warmup/read')) : void (await client.put(pool, `bench/warmup/${i}`, warm))));
+        }
         for (const label of sizes) {
           const data = randomBytes(SIZES[label]!);
           for (const workers of concurrencies) {
-            await s3Step(mine, { name: target.name, pool }, label, workers, data, tesseraResults);
+            for (const kind of clientKinds) await s3Step(mine, { name: target.name, pool, kind }, label, workers, data, tesseraResults);
             if (client && clusterHasPool) await clusterStep(client, pool, label, workers, data, clusterResults);
-            if (peer && theirs) await s3Step(theirs, { name: peer.name, pool }, label, workers, data, peerResults);
+            if (peer && theirs) for (const kind of clientKinds) await s3Step(theirs, { name: peer.name, pool, kind }, label, workers, data, peerResults);
           }
         }
       }
     } finally {
       s3.destroy();
       ps3?.destroy();
+      light.destroy();
+      plight?.destroy();
       await client?.close();
       await conn?.close();
     }
@@ -322,7 +389,7 @@ async function main(): Promise<void> {
     if (peer) {
       emitAll(peerResults, new Map(), peer.name);
       for (const [name, r] of tesseraResults) {
-        const p = peerResults.get(name.replace(`s3 ${target.name} `, `s3 ${peer.name} `));
+        const p = peerResults.get(name.replace(`s3 ${target.name}/`, `s3 ${peer.name}/`));
         const label = sizes.find((l) => name.includes(` ${l} `))!;
         if (!p || r.skipped || p.skipped) continue;
         emit({ ...r, name: `${name} vs ${peer.name}`, baseline: p.name, baselineValue: figureOf(label, p), ratioToBaseline: figureOf(label, r) / figureOf(label, p), unit: label === '4KiB' ? 'ops/s' : 'B/s' });

@@ -23,7 +23,7 @@ import {
   type S3AuthErrorCode,
 } from '../gateways/s3/auth/index.js';
 import { canonicalHeaderValue, canonicalQuery, canonicalUri, parseQuery } from '../gateways/s3/auth/canonical.js';
-import { formatAmzDate, requestAmzDate } from '../gateways/s3/auth/authorization.js';
+import { formatAmzDate, parseAmzDate, requestAmzDate } from '../gateways/s3/auth/authorization.js';
 import { deriveSigningKey, SigningKeyCache, StreamingSignature } from '../gateways/s3/auth/signing.js';
 
 const AK = 'AKIAIOSFODNN7EXAMPLE';
@@ -280,12 +280,28 @@ describe('canonical forms', () => {
     expect(canonicalHeaderValue(['  a   b \t c  '])).toBe('a b c');
     expect(canonicalHeaderValue(['one', ' two '])).toBe('one,two');
     expect(canonicalHeaderValue(['\u00c3\u00a0x\u00a0'])).toBe('\u00c3\u00a0x\u00a0');
+    // The fast path (one printable ASCII value with single spaces) and its edges.
+    expect(canonicalHeaderValue(['AWS4-HMAC-SHA256 a b'])).toBe('AWS4-HMAC-SHA256 a b');
+    expect(canonicalHeaderValue(['a  b'])).toBe('a b');
+    expect(canonicalHeaderValue(['a '])).toBe('a');
+    expect(canonicalHeaderValue([''])).toBe('');
+  });
+
+  it('path segments: unreserved characters kept as they are, the rest percent-encoded once', () => {
+    expect(canonicalUri('/bucket/key-1_a.b~c')).toBe('/bucket/key-1_a.b~c');
+    expect(canonicalUri('/b/a%2fb+c d')).toBe('/b/a%2Fb%2Bc%20d');
+    expect(canonicalUri('/b/%7e')).toBe('/b/~');
   });
 
   it('dates: x-amz-date, else the Date header', () => {
     expect(requestAmzDate(undefined, 'Fri, 24 May 2013 00:00:00 GMT')).toEqual({ amzDate: '20130524T000000Z', timeMs: DOC_TIME_MS });
     expect(formatAmzDate(DOC_TIME_MS + 3_723_000)).toBe('20130524T010203Z');
     expect(() => requestAmzDate('20130532T000000Z', undefined)).toThrow(expect.objectContaining({ code: 'AccessDenied' }));
+    expect(parseAmzDate('20240229T235959Z')).toBe(Date.UTC(2024, 1, 29, 23, 59, 59));
+    expect(parseAmzDate('20000229T000000Z')).toBe(Date.UTC(2000, 1, 29));
+    for (const bad of ['20230229T000000Z', '19000229T000000Z', '20230431T000000Z', '20231301T000000Z', '20230001T000000Z', '20230100T000000Z', '20230101T240000Z', '20230101T006000Z', '20230101T000060Z', '20230101T000000']) {
+      expect(parseAmzDate(bad)).toBeNull();
+    }
   });
 
   it('the signing key cache stays within its bound', () => {

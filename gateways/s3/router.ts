@@ -35,6 +35,7 @@ const storageClasses = new Set(['STANDARD', 'REDUCED_REDUNDANCY', 'STANDARD_IA',
  */
 export function unenforcedSetting(headers: ReadonlyMap<string, string>): string | null {
   for (const [name, value] of headers) {
+    if (!name.startsWith('x-amz-')) continue; // every header below is an x-amz- one
     if (/^x-amz-(object-lock-|server-side-encryption|copy-source-server-side-encryption|website-redirect-location$|tagging$|mfa$|write-offset-bytes$)/.test(name)) return name;
     if (name === 'x-amz-bucket-object-lock-enabled' && value.trim().toLowerCase() === 'true') return name;
     if (name === 'x-amz-object-ownership' && value.trim() !== 'ObjectWriter') return `${name}: ${value}`;

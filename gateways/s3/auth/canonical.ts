@@ -53,7 +53,11 @@ export function toByteString(value: string): string {
  * escapes are decoded to bytes, then every byte that is not unreserved is
  * %XX-encoded. Returns null for a malformed escape.
  */
+/** Only unreserved characters: already canonical (the common case of a path segment or parameter). */
+const ALL_UNRESERVED = /^[A-Za-z0-9._~-]*$/;
+
 export function canonicalComponent(raw: string, plusIsSpace: boolean): string | null {
+  if (ALL_UNRESERVED.test(raw)) return raw;
   const bytes = toByteString(raw);
   let out = '';
   for (let i = 0; i < bytes.length; i++) {
@@ -153,7 +157,11 @@ const ASCII_SPACE_EDGES = /^[\t\n\v\f\r ]+|[\t\n\v\f\r ]+$/g;
 const ASCII_SPACE_RUN = /[\t\n\v\f\r ]+/g;
 
 /** A header value as SigV4 canonicalises it: trimmed, inner white space runs folded to one space. */
+/** Printable ASCII words separated by single spaces: nothing to trim or collapse (most header values). */
+const ALREADY_CANONICAL_VALUE = /^[!-~]+(?: [!-~]+)*$/;
+
 export function canonicalHeaderValue(values: readonly string[]): string {
+  if (values.length === 1 && ALREADY_CANONICAL_VALUE.test(values[0]!)) return values[0]!;
   // ASCII white space only: in a byte string, 0x85 and 0xa0 (which /\s/ would
   // match) are UTF-8 continuation bytes, not spaces.
   return values.map((v) => toByteString(v).replace(ASCII_SPACE_EDGES, '').replace(ASCII_SPACE_RUN, ' ')).join(',');
