@@ -4,8 +4,8 @@
  * cluster, and a dead storage daemon is still marked down.
  *
  * How: a three-member etcd (test/helpers/etcd.ts), the map in it, two map
- * daemons A and B as child processes (test/helpers/map-daemon-main.ts from
- * dist/: `npm run build` first), A elected the judge before B starts
+ * daemons A and B as processes (`tessera mapd`, from dist/: `npm run build`
+ * first), A elected the judge before B starts
  * (cluster/liveness-etcd.ts), four storage daemons (one per host) given
  * "A,B" (so they heartbeat A), a replicated pool (size 3, min_size 2), and a
  * client given "A,B" too, writing all along. The grace is 4 s (lease 2 s,
@@ -33,7 +33,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, test } from 'vitest';
 import { connectMapService, type MapConnection } from '../cluster/map-daemon.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap } from '../cluster/map-edit.js';
@@ -44,14 +43,13 @@ import { setDiskState } from '../cluster/map-edit.js';
 import type { ClusterMap } from '../cluster/map.js';
 import { TesseraClient } from '../src/client/client.js';
 import { systemIo } from '../src/io/system.js';
-import { killAllDaemons, startDaemonProcess, type DaemonProcess } from './helpers/daemon-process.js';
+import { killAllDaemons, startDaemonProcess, tesseraBin, type DaemonProcess } from './helpers/daemon-process.js';
 import { skipWithoutEtcd, startEtcdCluster, type EtcdCluster } from './helpers/etcd.js';
 import { makeTempDir } from './helpers/tmp.js';
 import { listEveryPg, sleep, waitFor } from './helpers/wait.js';
 
 const io = systemIo();
 const skip = skipWithoutEtcd('liveness through etcd (test/liveness-etcd.test.ts)');
-const mapMain = fileURLToPath(new URL('../dist/test/helpers/map-daemon-main.js', import.meta.url));
 const CLUSTER = 'lively';
 const POOL = 'rep';
 const DOWN_GRACE_MS = 4000;
@@ -64,12 +62,11 @@ interface MapdProcess {
   stderr(): string;
 }
 
+/** `tessera mapd` (src/cli/mapd.ts, from dist/) on the cluster's etcd. */
 async function startMapd(endpoints: string[]): Promise<MapdProcess> {
-  if (!existsSync(mapMain)) throw new Error(`${mapMain} is missing: run npm run build first`);
-  const child: ChildProcess = spawn(process.execPath, [mapMain, '-', '127.0.0.1', '0', JSON.stringify({ downGraceMs: DOWN_GRACE_MS })], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TESSERA_MAPD_ETCD: JSON.stringify({ endpoints, clusterId: CLUSTER, callTimeoutMs: 10_000 }) },
-  });
+  if (!existsSync(tesseraBin)) throw new Error(`${tesseraBin} is missing: run npm run build first`);
+  const args = [tesseraBin, 'mapd', '--etcd', endpoints.join(','), '--cluster-id', CLUSTER, '--listen', '127.0.0.1:0', '--down-grace-ms', String(DOWN_GRACE_MS)];
+  const child: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-32_768)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));

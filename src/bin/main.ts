@@ -12,6 +12,8 @@ import { runUp } from '../cli/up.js';
 import { runStatus } from '../cli/status.js';
 import { runRecoveryWatch } from '../cli/recovery.js';
 import { runS3 } from '../cli/s3.js';
+import { runMapd } from '../cli/mapd.js';
+import type { LivenessOptions } from '../../cluster/liveness.js';
 import { baseDomainsOf } from '../../gateways/s3/request.js';
 import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
 import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
@@ -34,6 +36,11 @@ commands:
           a primary serves clients for --lease-ms (half the grace) after each answered heartbeat;
           writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85);
           the recovery and scrub flags are passed to every daemon (see daemon below)
+  mapd    --etcd URL[,URL...] --cluster-id ID --listen HOST:PORT
+          [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R]
+          serve the map of a cluster kept in etcd (made by up --etcd); run several: daemons and
+          clients given --map A,B,... fail over between them, and one of them at a time (elected
+          in etcd) marks silent disks down and out
   status  [--json]
           health (with reasons), disks up/in, pools, pgs by state, recovery (pgs degraded,
           recovering, backfilling; objects and bytes left, rate, ETA), capacity
@@ -175,6 +182,38 @@ function parseListen(value: string, flag = 'listen'): { host: string; port: numb
   const port = Number(value.slice(at + 1));
   if (at <= 0 || !Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--${flag} wants HOST:PORT, got ${value}`);
   return { host: value.slice(0, at), port };
+}
+
+const livenessFlagOptions = {
+  'down-grace-ms': { type: 'string' },
+  'out-interval-ms': { type: 'string' },
+  'lease-ms': { type: 'string' },
+  'near-full-ratio': { type: 'string' },
+  'full-ratio': { type: 'string' },
+} as const;
+
+/** The map daemon's failure detection flags (up, mapd). */
+function livenessFlags(values: Partial<Record<keyof typeof livenessFlagOptions, string | undefined>>): LivenessOptions {
+  const ratio = (v: string | undefined, name: string): number | undefined => {
+    if (v === undefined) return undefined;
+    const r = Number(v);
+    if (!(r > 0 && r <= 1)) throw new Error(`--${name} wants a number in (0, 1], got ${v}`);
+    return r;
+  };
+  return {
+    ...(values['down-grace-ms'] !== undefined ? { downGraceMs: intOption(values['down-grace-ms'], 'down-grace-ms') } : {}),
+    ...(values['out-interval-ms'] !== undefined ? { outIntervalMs: intOption(values['out-interval-ms'], 'out-interval-ms') } : {}),
+    ...(values['lease-ms'] !== undefined ? { leaseMs: intOption(values['lease-ms'], 'lease-ms') } : {}),
+    ...(values['near-full-ratio'] !== undefined ? { nearFullRatio: ratio(values['near-full-ratio'], 'near-full-ratio')! } : {}),
+    ...(values['full-ratio'] !== undefined ? { fullRatio: ratio(values['full-ratio'], 'full-ratio')! } : {}),
+  };
+}
+
+function etcdFlag(value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const etcd = value.split(',').map((u) => u.trim()).filter((u) => u !== '');
+  if (etcd.length === 0) throw new Error('--etcd wants URL[,URL...]');
+  return etcd;
 }
 
 function intOption(value: string | undefined, name: string, fallback?: number): number {
@@ -428,23 +467,10 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, 'down-grace-ms': { type: 'string' }, 'out-interval-ms': { type: 'string' }, 'lease-ms': { type: 'string' }, 'near-full-ratio': { type: 'string' }, 'full-ratio': { type: 'string' }, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, ...livenessFlagOptions, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
         });
-        const ratio = (v: string | undefined, name: string): number | undefined => {
-          if (v === undefined) return undefined;
-          const r = Number(v);
-          if (!(r > 0 && r <= 1)) throw new Error(`--${name} wants a number in (0, 1], got ${v}`);
-          return r;
-        };
-        const liveness = {
-          ...(values['down-grace-ms'] !== undefined ? { downGraceMs: intOption(values['down-grace-ms'], 'down-grace-ms') } : {}),
-          ...(values['out-interval-ms'] !== undefined ? { outIntervalMs: intOption(values['out-interval-ms'], 'out-interval-ms') } : {}),
-          ...(values['lease-ms'] !== undefined ? { leaseMs: intOption(values['lease-ms'], 'lease-ms') } : {}),
-          ...(values['near-full-ratio'] !== undefined ? { nearFullRatio: ratio(values['near-full-ratio'], 'near-full-ratio')! } : {}),
-          ...(values['full-ratio'] !== undefined ? { fullRatio: ratio(values['full-ratio'], 'full-ratio')! } : {}),
-        };
-        const etcd = values.etcd?.split(',').map((u) => u.trim()).filter((u) => u !== '');
-        if (values.etcd !== undefined && etcd!.length === 0) throw new Error('--etcd wants URL[,URL...]');
+        const liveness = livenessFlags(values);
+        const etcd = etcdFlag(values.etcd);
         return await runUp({
           io,
           dataDir: values.data ?? 'tessera-data',
@@ -460,6 +486,12 @@ export async function main(argv: string[]): Promise<number> {
           liveness,
           daemonArgs: daemonPaceArgs(values),
         });
+      }
+      case 'mapd': {
+        const { values } = parseArgs({ args: rest, options: { etcd: { type: 'string' }, 'cluster-id': { type: 'string' }, listen: { type: 'string' }, ...livenessFlagOptions } });
+        const etcd = etcdFlag(values.etcd);
+        if (!etcd || values['cluster-id'] === undefined || !values.listen) throw new Error('mapd needs --etcd URL[,URL...], --cluster-id ID and --listen HOST:PORT');
+        return await runMapd({ io, etcd, clusterId: values['cluster-id'], ...parseListen(values.listen), liveness: livenessFlags(values) });
       }
       case 's3': {
         const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' } } });
