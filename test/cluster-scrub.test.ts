@@ -27,7 +27,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { encodePush, OsdOpcode } from '../src/protocol/osd-messages.js';
 import { createTcpClient } from '../src/rpc/index.js';
-import type { StoreOp } from '../src/store/types.js';
+import type { ReadOptions, StoreOp } from '../src/store/types.js';
 import { tesseraBin } from './helpers/daemon-process.js';
 import { checkShards } from './cluster-ec-helpers.js';
 import { isTesseraError } from '../src/lib/errors.js';
@@ -63,10 +63,10 @@ function membersOf(name: string): number[] {
 }
 
 /** A direct read of one disk's copy: the bytes, or the error code. */
-async function directRead(diskId: number, name: string): Promise<Buffer | string> {
+async function directRead(diskId: number, name: string, options: ReadOptions = {}): Promise<Buffer | string> {
   const store = cluster.storeOf(diskId);
   try {
-    return await store.read({ ns: dataNs(cluster.client.pool(POOL).id, 0), name });
+    return await store.read({ ns: dataNs(cluster.client.pool(POOL).id, 0), name }, options);
   } catch (err) {
     return isTesseraError(err) ? err.code : String(err);
   } finally {
@@ -93,6 +93,18 @@ it('read repair: a corrupt primary copy is served from a replica and repaired', 
   expect((await client.getXattrs(POOL, 'rr-1')).get('color')?.toString()).toBe('red');
   expect((await client.omapGet(POOL, 'rr-1', [Buffer.from('k')]))[0]?.toString()).toBe('v');
   expect((await client.stat(POOL, 'rr-1')).version).toEqual(version);
+  // A large object (streamed out in pieces) corrupt only in its third MiB: still read whole and verified before
+  // the reply, so the Corrupt reaches read repair instead of failing the reply mid-stream.
+  const big = randomBytes(3 * 1024 * 1024 + 5);
+  await client.put(POOL, 'rr-big', big);
+  const bigPrimary = membersOf('rr-big')[0]!;
+  const bigPlaces = await corruptObjectOnDisk(cluster.diskDir(bigPrimary), big.subarray(2 * 1024 * 1024 + 1), seededRng(2));
+  expect(bigPlaces.length).toBeGreaterThan(0);
+  // (A direct read of its last MiB alone: a whole direct read fails mid-stream, Unavailable.)
+  expect(await directRead(bigPrimary, 'rr-big', { offsetBytes: 2 * 1024 * 1024, lengthBytes: 1024 * 1024 + 5 })).toBe('Corrupt');
+  expect((await client.read(POOL, 'rr-big')).equals(big)).toBe(true);
+  const bigRepaired = await directRead(bigPrimary, 'rr-big');
+  expect(Buffer.isBuffer(bigRepaired) && bigRepaired.equals(big)).toBe(true);
 }, 60_000);
 
 /** Runs the tessera binary against the test cluster's map service. */

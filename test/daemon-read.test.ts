@@ -10,7 +10,9 @@
  * a small object or in the first piece of a large one fails the read with
  * Corrupt; one in a later piece fails the call (the reply is already on the
  * wire: the connection closes, Unavailable) and no bytes are returned; other
- * objects still read.
+ * objects still read. Many concurrent large reads on one connection (which
+ * sends one reply at a time and reads the next ones ahead) all arrive exact,
+ * and the bytes held read ahead stay within the connection's bound.
  */
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -21,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Io } from '../src/io/io.js';
 import { systemIo } from '../src/io/system.js';
 import { ObjectStore, type ObjectId } from '../src/store/index.js';
-import { storeHandler } from '../src/daemon/store-service.js';
+import { storeHandler, type ReadAheadStats } from '../src/daemon/store-service.js';
 import { StoreClient } from '../src/protocol/store-client.js';
 import { createTcpClient, createTcpServer } from '../src/rpc/tcp.js';
 import type { RpcServer } from '../src/rpc/types.js';
@@ -188,3 +190,36 @@ it('concurrent reads of every size class stay exact while the client stalls its 
   expect(failures).toEqual([]);
   expect(reads).toBeGreaterThan(50);
 }, 30_000);
+
+it('many concurrent large reads on one connection arrive exact, with read-ahead within its bound', async () => {
+  const readAheadBytesMax = 3 * MiB;
+  const stats: ReadAheadStats = { peakBytes: 0, piecesReadAhead: 0 };
+  const bounded = await createTcpServer({ io, host: '127.0.0.1', port: 0, handler: storeHandler(store, { readAheadBytesMax, readAheadStats: stats }) });
+  // One TcpClient: one connection, so every reply below queues on the same socket.
+  const one = new StoreClient(createTcpClient({ io, host: '127.0.0.1', port: bounded.port }), { timeoutMs: 20_000 });
+  try {
+    const objects = [MiB + 1, 2 * MiB, 3 * MiB + 5, 4 * MiB, 5 * MiB + 4097].map((sizeBytes, i) => ({ id: id(`c${i}`), data: randomBytes(sizeBytes) }));
+    for (const o of objects) await store.transact([{ type: 'writeFull', id: o.id, data: o.data }]);
+    const reads = Array.from({ length: 48 }, (_, i) => {
+      const o = objects[i % objects.length]!;
+      const offsetBytes = i % 3 === 0 ? 0 : (i * 7919) % (o.data.length - MiB);
+      const lengthBytes = i % 3 === 0 ? undefined : MiB + 1 + ((i * 104_729) % (o.data.length - offsetBytes - MiB));
+      const want = o.data.subarray(offsetBytes, lengthBytes === undefined ? undefined : offsetBytes + lengthBytes);
+      return { want, got: one.read(o.id, lengthBytes === undefined ? {} : { offsetBytes, lengthBytes }) };
+    });
+    const wrong = [];
+    for (const [i, r] of reads.entries()) if (!(await r.got).equals(r.want)) wrong.push(i);
+    expect(wrong).toEqual([]);
+    // Pieces were read ahead (a stream read more than the piece asked for)...
+    expect(stats.piecesReadAhead).toBeGreaterThan(0);
+    // ...and never more than the bound, plus the piece a stream being sent is writing and the one it reads next
+    // (48 first pieces read at once, as before, would hold 48 MiB).
+    expect(stats.peakBytes).toBeGreaterThan(0);
+    expect(stats.peakBytes).toBeLessThanOrEqual(readAheadBytesMax + 2 * MiB);
+    // The connection holds nothing once every reply is written: a later read still starts, and is exact.
+    expect((await one.read(objects[4]!.id)).equals(objects[4]!.data)).toBe(true);
+  } finally {
+    await one.close();
+    await bounded.close({ drainTimeoutMs: 1000 });
+  }
+});

@@ -192,3 +192,82 @@ it('a streaming read returns the version it started with, whatever happens to th
   await store.runMaintenance();
   await store.close();
 });
+
+it('read-ahead: pieces come in order and exact, a corrupt piece read ahead fails the stream in its turn, every buffer not handed out is given back', async () => {
+  const store = await open();
+  const MiB = 1024 * 1024;
+  const data = randomBytes(5 * MiB + 3);
+  await store.transact([{ type: 'writeFull', id: id('r'), data }]);
+  /** A budget of `ahead` buffers read ahead; counts every buffer lent and given back unused. */
+  const reader = (ahead: number) => {
+    const lent = new Set<Buffer>();
+    const stats = { onDemand: 0, readAhead: 0, unused: 0 };
+    let budget = ahead;
+    const take = (n: number): Buffer => {
+      const b = Buffer.alloc(n, 0xee);
+      lent.add(b);
+      return b;
+    };
+    return {
+      lent,
+      stats,
+      options: {
+        pieceBytes: MiB,
+        allocate: (n: number) => (stats.onDemand++, take(n)),
+        readAhead: { piecesMax: 4, allocate: (n: number) => (budget-- > 0 ? (stats.readAhead++, take(n)) : null) },
+        unused: (b: Buffer) => {
+          expect(lent.delete(b)).toBe(true);
+          stats.unused++;
+        },
+      },
+    };
+  };
+  // Whole: six pieces, some read ahead (two, then the budget refuses), the rest on demand, nothing left over.
+  const whole = reader(2);
+  const got: Buffer[] = [];
+  for await (const piece of (await store.readStream(id('r'), whole.options)).chunks) {
+    expect(piece.crc32c).toBe(crc32c(piece.bytes));
+    expect(whole.lent.delete(piece.bytes)).toBe(true);
+    got.push(piece.bytes);
+  }
+  expect(Buffer.concat(got).equals(data)).toBe(true);
+  expect(whole.stats).toEqual({ onDemand: 4, readAhead: 2, unused: 0 });
+  expect(whole.lent.size).toBe(0);
+  // Abandoned after its first piece: the pieces read ahead come back (after their reads finished).
+  const abandoned = reader(10);
+  const it1 = (await store.readStream(id('r'), abandoned.options)).chunks[Symbol.asyncIterator]();
+  const first = (await it1.next()).value as ReadPiece;
+  expect(first.bytes.equals(data.subarray(0, MiB))).toBe(true);
+  abandoned.lent.delete(first.bytes);
+  await it1.return?.();
+  expect(abandoned.stats.readAhead).toBe(3);
+  expect(abandoned.stats.unused).toBe(3);
+  expect(abandoned.lent.size).toBe(0);
+  // A corrupt byte in the fourth piece, which is read ahead with the first: pieces 1-3 come exact, then Corrupt.
+  const seg = await onlySegment();
+  const fh = await fsOpen(seg, 'r+');
+  const at = 32 + 3 * MiB + 100; // after the log record's header
+  const one = Buffer.alloc(1);
+  await fh.read(one, 0, 1, at);
+  one[0] = one[0]! ^ 0x40;
+  await fh.write(one, 0, 1, at);
+  await fh.close();
+  const failing = reader(10);
+  const pieces: Buffer[] = [];
+  let code: ErrorCodeName | 'ok' = 'ok';
+  try {
+    for await (const piece of (await store.readStream(id('r'), failing.options)).chunks) {
+      failing.lent.delete(piece.bytes);
+      pieces.push(piece.bytes);
+    }
+  } catch (err) {
+    code = isTesseraError(err) ? err.code : 'ok';
+  }
+  expect(code).toBe('Corrupt');
+  expect(pieces.length).toBe(3);
+  expect(Buffer.concat(pieces).equals(data.subarray(0, 3 * MiB))).toBe(true);
+  // The failed piece and any read after it came back unused.
+  expect(failing.lent.size).toBe(0);
+  expect(failing.stats.unused).toBeGreaterThan(0);
+  await store.close();
+});

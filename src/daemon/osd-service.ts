@@ -59,10 +59,12 @@ import { ecClientRead } from './ec-read.js';
 import { readRepair } from './pg-repair.js';
 import { scrubMapPage, scrubPgSerialized } from './pg-scrub.js';
 import { ecPrimaryWrite } from './ec-write.js';
+import { pieceBuffers, wholeReadReply, type PieceBuffers } from './store-service.js';
 
 const EMPTY = Buffer.alloc(0);
 
 export function osdHandler(osd: Osd): RpcHandler {
+  const buffers = pieceBuffers();
   const client = async <T>(serve: () => Promise<T>): Promise<T> => {
     osd.lease.check();
     osd.clientRequestsInflight++;
@@ -82,7 +84,7 @@ export function osdHandler(osd: Osd): RpcHandler {
       case OsdOpcode.op:
         return client(async () => ({ header: encodeVersion(await clientWrite(osd, decodeOp(header, payload))) }));
       case OsdOpcode.read:
-        return client(() => clientRead(osd, decodeRead(header)));
+        return client(() => clientRead(osd, decodeRead(header), buffers));
       case OsdOpcode.list:
         return client(() => clientList(osd, header));
       case OsdOpcode.repop:
@@ -282,29 +284,28 @@ async function replicaWrite(osd: Osd, header: Buffer, payload: Buffer): Promise<
   await done;
 }
 
-async function clientRead(osd: Osd, q: ReadRequest): Promise<RpcHandlerReply> {
+async function clientRead(osd: Osd, q: ReadRequest, buffers: PieceBuffers): Promise<RpcHandlerReply> {
   const pg = await primaryPg(osd, q);
   pg.requireActive();
   if (pg.ec) return ecClientRead(osd, pg, q);
   await pg.objectSettled(q.object);
   try {
-    return await readLocal(osd, pg, q);
+    return await readLocal(osd, pg, q, buffers);
   } catch (err) {
     // The primary's copy failed its checksum: serve and keep a replica's good copy instead (pg-repair.ts).
     if (!isTesseraError(err, 'Corrupt')) throw err;
     await readRepair(osd, pg, q.object, err);
-    return readLocal(osd, pg, q);
+    return readLocal(osd, pg, q, buffers);
   }
 }
 
-async function readLocal(osd: Osd, pg: Pg, q: ReadRequest): Promise<RpcHandlerReply> {
+async function readLocal(osd: Osd, pg: Pg, q: ReadRequest, buffers: PieceBuffers): Promise<RpcHandlerReply> {
   const id = pg.objectId(q.object);
   const store = osd.store;
   switch (q.kind) {
-    case 'data': {
-      const data = await store.read(id, q.options);
-      return { header: EMPTY, payload: [data] };
-    }
+    case 'data':
+      // Read whole and verified before the reply (Corrupt anywhere reaches read repair), into pooled pieces.
+      return wholeReadReply(store, id, q.options, buffers);
     case 'stat': {
       const [s, x] = await Promise.all([store.stat(id), store.getXattrs(id)]);
       const v = x.get(VERSION_XATTR);

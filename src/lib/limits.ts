@@ -80,6 +80,12 @@ export const limits = {
   rpcDrainTimeoutMsDefault: 10_000,
   /** Message bytes an error reply carries (longer messages are cut). */
   rpcErrorMessageBytesMax: 4 * KiB,
+  /**
+   * Bytes of streamed read replies a storage daemon reads from disk ahead of
+   * one connection's socket: pieces read before the reply's stream asks for
+   * them, until the socket has written them (src/daemon/store-service.ts).
+   */
+  connectionReadAheadBytesMax: 8 * MiB,
 
   // --- erasure-coded pools (src/daemon/ec*.ts; docs/erasure-coding.md) ---
   /** Bytes of one shard per stripe (the stripe unit): a stripe holds k data chunks of this size. Part of the on-disk format. */

@@ -22,7 +22,7 @@ import { objectKey, objectKeyBound, omapKey, omapPrefix, omapUserKey, parseObjec
 import { Maintenance, type MaintenanceOptions } from './maintenance.js';
 import type { Onode } from './records.js';
 import { SegmentFiles } from './segments.js';
-import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, ReadPiece, ReadStreamOptions, StoreApi, StoreOp, StoreSpace } from './types.js';
+import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadAhead, ReadOptions, ReadPiece, ReadStreamOptions, StoreApi, StoreOp, StoreSpace } from './types.js';
 import { validateTransaction } from './validate.js';
 
 export interface ObjectStoreOptions {
@@ -217,52 +217,86 @@ export class ObjectStore implements StoreApi {
         const release = this.core.segments.pin(overlapping(onode.extents, start, end).map((e) => e.blob.segmentId));
         if (!release) continue; // a segment went while we looked: reload the record
         const allocate = options.allocate ?? ((n: number) => Buffer.allocUnsafe(n));
-        return { lengthBytes: end - start, chunks: this.pieces(id, onode, { start, end, pieceBytes: options.pieceBytes ?? 1024 * 1024, allocate }, release, options.releaseAfterMs ?? 600_000) };
+        return { lengthBytes: end - start, chunks: this.pieces(id, onode, { start, end, pieceBytes: options.pieceBytes ?? 1024 * 1024, allocate, readAhead: options.readAhead, unused: options.unused }, release, options.releaseAfterMs ?? 600_000) };
       }
       throw new TesseraError('Busy', `object ${id.ns}/${id.name} kept moving while being read; retry`);
     });
   }
 
-  /** Pieces of [start, end), each with its crc32c: holes are checksummed as zeros, extents combined from their verified chunk crcs. */
+  /**
+   * Pieces of [start, end), each with its crc32c: holes are checksummed as
+   * zeros, extents combined from their verified chunk crcs. With readAhead,
+   * the pieces after the one asked for are read meanwhile (at most piecesMax
+   * at once, while its allocate gives buffers); they are handed out in order,
+   * and a failed one fails the stream when its turn comes.
+   */
   private async *pieces(
     id: ObjectId,
     onode: Onode,
-    range: { start: number; end: number; pieceBytes: number; allocate: (lengthBytes: number) => Buffer },
+    range: { start: number; end: number; pieceBytes: number; allocate: (lengthBytes: number) => Buffer; readAhead: ReadAhead | undefined; unused: ((bytes: Buffer) => void) | undefined },
     release: () => void,
     releaseAfterMs: number,
   ): AsyncGenerator<ReadPiece> {
-    const { start, end, pieceBytes, allocate } = range;
+    const { start, end, pieceBytes, allocate, readAhead, unused } = range;
     const timer = this.core.io.clock.setTimeout(release, releaseAfterMs);
+    /** Pieces being read, in order: the first is the next one handed out. */
+    const window: { out: Buffer; read: Promise<ReadPiece> }[] = [];
+    const startRead = (at: number, out: Buffer): void => {
+      const read = this.readPiece(id, onode, at, Math.min(end, at + pieceBytes), out);
+      read.catch(() => {}); // seen when its turn comes, or dropped in finally
+      window.push({ out, read });
+    };
+    let next = start;
     try {
-      for (let at = start; at < end; at += pieceBytes) {
-        const to = Math.min(end, at + pieceBytes);
-        const out = allocate(to - at);
-        assert(out.length === to - at, 'an allocated piece has the size asked');
-        let covered = at;
-        let crc = 0;
-        const zeros = (from: number, upTo: number): void => {
-          const hole = out.subarray(from - at, upTo - at);
-          hole.fill(0);
-          crc = crc32c(hole, crc);
-        };
-        for (const e of overlapping(onode.extents, at, to)) {
-          const from = Math.max(at, e.logicalOffset);
-          const upTo = Math.min(to, e.logicalOffset + e.lengthBytes);
-          if (from > covered) zeros(covered, from);
-          const target = out.subarray(from - at, upTo - at);
-          const got = await this.core.segments.readBlobWithCrc(e.blob, e.blobOffset + (from - e.logicalOffset), upTo - from, target, true);
-          if (!got) throw new TesseraError('Internal', `object ${id.ns}/${id.name}: a pinned segment vanished`);
-          if (got.data !== target) got.data.copy(target);
-          crc = crc32cCombine(crc, got.crc32c, upTo - from);
-          covered = upTo;
+      while (next < end || window.length > 0) {
+        if (window.length === 0) {
+          startRead(next, allocate(Math.min(end, next + pieceBytes) - next));
+          next += pieceBytes;
         }
-        if (covered < to) zeros(covered, to);
-        yield { bytes: out, crc32c: crc };
+        while (readAhead !== undefined && next < end && window.length < readAhead.piecesMax) {
+          const out = readAhead.allocate(Math.min(end, next + pieceBytes) - next);
+          if (out === null) break;
+          startRead(next, out);
+          next += pieceBytes;
+        }
+        const piece = await window[0]!.read;
+        window.shift();
+        yield piece;
       }
     } finally {
+      // Reads still going use the pinned segments and the caller's buffers: wait for them, then give those back.
+      for (const { out, read } of window.splice(0)) {
+        await read.catch(() => {});
+        unused?.(out);
+      }
       this.core.io.clock.clearTimeout(timer);
       release();
     }
+  }
+
+  /** One piece [at, to) read into out (of that size) and verified, with its crc32c. */
+  private async readPiece(id: ObjectId, onode: Onode, at: number, to: number, out: Buffer): Promise<ReadPiece> {
+    assert(out.length === to - at, 'an allocated piece has the size asked');
+    let covered = at;
+    let crc = 0;
+    const zeros = (from: number, upTo: number): void => {
+      const hole = out.subarray(from - at, upTo - at);
+      hole.fill(0);
+      crc = crc32c(hole, crc);
+    };
+    for (const e of overlapping(onode.extents, at, to)) {
+      const from = Math.max(at, e.logicalOffset);
+      const upTo = Math.min(to, e.logicalOffset + e.lengthBytes);
+      if (from > covered) zeros(covered, from);
+      const target = out.subarray(from - at, upTo - at);
+      const got = await this.core.segments.readBlobWithCrc(e.blob, e.blobOffset + (from - e.logicalOffset), upTo - from, target, true);
+      if (!got) throw new TesseraError('Internal', `object ${id.ns}/${id.name}: a pinned segment vanished`);
+      if (got.data !== target) got.data.copy(target);
+      crc = crc32cCombine(crc, got.crc32c, upTo - from);
+      covered = upTo;
+    }
+    if (covered < to) zeros(covered, to);
+    return { bytes: out, crc32c: crc };
   }
 
   stat(id: ObjectId): Promise<ObjectStat> {

@@ -80,6 +80,27 @@ export interface ReadStreamOptions extends ReadOptions {
   releaseAfterMs?: number;
   /** Where each piece's bytes go (default Buffer.allocUnsafe): a caller may hand out buffers it reuses. */
   allocate?: (lengthBytes: number) => Buffer;
+  /** Read pieces before they are asked for (default: none; each piece is read when the consumer asks for it). */
+  readAhead?: ReadAhead;
+  /**
+   * A piece's buffer (from allocate or readAhead.allocate) that is never
+   * handed out, because its read failed or the stream ended first, is given
+   * back here once its read has finished (the stream's end waits for every
+   * read it started).
+   */
+  unused?: (bytes: Buffer) => void;
+}
+
+/**
+ * Read-ahead of a streamed read: while the consumer has not asked for them,
+ * up to piecesMax pieces (the one asked for included) are read at once, each
+ * into a buffer from allocate; allocate may refuse (null: the caller's budget
+ * is spent), and then the next piece is read only when asked for, into a
+ * buffer from ReadStreamOptions.allocate. Pieces are handed out in order.
+ */
+export interface ReadAhead {
+  piecesMax: number;
+  allocate: (lengthBytes: number) => Buffer | null;
 }
 
 export interface OmapListOptions {
