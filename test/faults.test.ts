@@ -238,7 +238,13 @@ async function readVerify(pool: string, k: KeyState): Promise<void> {
     return;
   }
   const v = whichVersion(k.key, k.acked, got);
-  stats.violations.push(`${pool}/${k.key}: read returned ${v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`}, acknowledged is ${k.acked} (${expected.length} B)`);
+  const info = cluster!.client.pool(pool);
+  const pg = objectToPg(info, k.key);
+  stats.violations.push(
+    `${pool}/${k.key}: read returned ${v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`}, acknowledged is ${k.acked} (${expected.length} B) at +${Date.now() - t0}ms ` +
+      `(pg ${info.id}.${pg}, members ${cluster!.client.view.pg(info, pg).members.join(',')}, epoch ${cluster!.client.view.epoch}); history: ${history.get(`${pool}/${k.key}`)?.slice(-4).join('; ')}`,
+  );
+  log(`VIOLATION: ${stats.violations.at(-1)}`);
 }
 
 async function worker(pool: string, r: Rng, stop: { now: boolean }): Promise<void> {
