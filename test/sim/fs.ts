@@ -96,6 +96,7 @@ export interface SimDiskOptions {
 
 export class SimDisk {
   private root = new Dir();
+  private readonly inflight = new Set<{ owner: SimProcess; ifAbandoned: () => void }>();
   crashes = 0;
 
   constructor(
@@ -166,15 +167,21 @@ export class SimDisk {
     return new SimFs(this, owner);
   }
 
-  /** @internal Completes an operation after a seeded delay, as an event of the owner. */
-  later<T>(owner: SimProcess, fn: () => T, kind: 'read' | 'write' | 'sync' = 'read'): Promise<T> {
+  /**
+   * @internal Completes an operation after a seeded delay, as an event of the owner. `ifAbandoned` is
+   * what the operation leaves behind when its process dies first (the kernel may have done it or not).
+   */
+  later<T>(owner: SimProcess, fn: () => T, kind: 'read' | 'write' | 'sync' = 'read', ifAbandoned?: () => void): Promise<T> {
     if (!owner.alive) return never();
     const base = kind === 'sync' ? 0.5 : kind === 'write' ? 0.05 : 0.02;
     const delayMs = base + this.rng.float() * base * 4;
+    const entry = ifAbandoned ? { owner, ifAbandoned } : null;
+    if (entry) this.inflight.add(entry);
     return new Promise<T>((resolve, reject) => {
       this.sched.schedule(
         delayMs,
         () => {
+          if (entry) this.inflight.delete(entry);
           try {
             resolve(fn());
           } catch (err) {
@@ -184,6 +191,30 @@ export class SimDisk {
         owner,
       );
     });
+  }
+
+  /**
+   * The process died: each change it had in flight happened or not (seeded, half the time), and if it
+   * happened it is not durable (a power loss right after may lose it: crash()).
+   */
+  abandon(owner: SimProcess): { applied: number; dropped: number } {
+    let applied = 0;
+    let dropped = 0;
+    for (const e of [...this.inflight]) {
+      if (e.owner !== owner) continue;
+      this.inflight.delete(e);
+      if (this.rng.float() < 0.5) {
+        dropped++;
+        continue;
+      }
+      applied++;
+      try {
+        e.ifAbandoned();
+      } catch {
+        // It would have failed (the file was gone, say): nothing happened.
+      }
+    }
+    return { applied, dropped };
   }
 
   /** @internal */
@@ -250,16 +281,20 @@ class SimFile implements FileIo {
   writev(buffers: readonly Uint8Array[], positionBytes: number): Promise<void> {
     // The bytes are taken when the call is made (the caller may reuse its buffers once it resolves).
     const data = Buffer.concat(buffers.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)));
+    const op: PendingOp = { type: 'write', positionBytes, data };
+    const unsynced = (): void => {
+      apply(this.inode.current, op);
+      this.inode.pending.push(op);
+    };
     return this.disk.later(
       this.owner,
       () => {
         this.check('writev');
-        const op: PendingOp = { type: 'write', positionBytes, data };
-        apply(this.inode.current, op);
-        this.inode.pending.push(op);
+        unsynced();
         if (this.syncWrites && !this.disk.liesAboutSync) this.inode.sync();
       },
       this.syncWrites ? 'sync' : 'write',
+      unsynced,
     );
   }
 
@@ -275,15 +310,19 @@ class SimFile implements FileIo {
   }
 
   truncate(sizeBytes: number): Promise<void> {
+    const truncate = (): void => {
+      const op: PendingOp = { type: 'truncate', sizeBytes };
+      apply(this.inode.current, op);
+      this.inode.pending.push(op);
+    };
     return this.disk.later(
       this.owner,
       () => {
         this.check('ftruncate');
-        const op: PendingOp = { type: 'truncate', sizeBytes };
-        apply(this.inode.current, op);
-        this.inode.pending.push(op);
+        truncate();
       },
       'write',
+      truncate,
     );
   }
 
@@ -334,23 +373,20 @@ class SimFs implements FileSystem {
 
   writeFileAtomic(path: string, data: Uint8Array): Promise<void> {
     const copy = Buffer.from(data);
-    return this.disk.later(
-      this.owner,
-      () => {
-        // temp file, fsync, rename, fsync of the directory: all durable when it resolves.
-        const { dir, name } = this.disk.lookup(path, 'open');
-        const inode = new Inode();
-        inode.current.write(0, copy);
-        inode.durable.write(0, copy);
-        dir.entries.set(name, inode);
-        dir.durable = new Map(dir.entries);
-      },
-      'sync',
-    );
+    const effect = (): void => {
+      // temp file, fsync, rename, fsync of the directory: all durable when it resolves.
+      const { dir, name } = this.disk.lookup(path, 'open');
+      const inode = new Inode();
+      inode.current.write(0, copy);
+      inode.durable.write(0, copy);
+      dir.entries.set(name, inode);
+      dir.durable = new Map(dir.entries);
+    };
+    return this.disk.later(this.owner, effect, 'sync', effect);
   }
 
   mkdir(path: string): Promise<void> {
-    return this.disk.later(this.owner, () => this.disk.mkdirp(path), 'write');
+    return this.disk.later(this.owner, () => this.disk.mkdirp(path), 'write', () => this.disk.mkdirp(path));
   }
 
   readdir(path: string): Promise<string[]> {
@@ -363,46 +399,37 @@ class SimFs implements FileSystem {
   }
 
   rename(fromPath: string, toPath: string): Promise<void> {
-    return this.disk.later(
-      this.owner,
-      () => {
-        const from = this.disk.lookup(fromPath, 'rename');
-        if (!from.node) throw fsError('ENOENT', 'rename', fromPath);
-        const to = this.disk.lookup(toPath, 'rename');
-        if (to.node instanceof Dir && to.node.entries.size > 0) throw fsError('ENOTEMPTY', 'rename', toPath);
-        from.dir.entries.delete(from.name);
-        to.dir.entries.set(to.name, from.node);
-      },
-      'write',
-    );
+    const effect = (): void => {
+      const from = this.disk.lookup(fromPath, 'rename');
+      if (!from.node) throw fsError('ENOENT', 'rename', fromPath);
+      const to = this.disk.lookup(toPath, 'rename');
+      if (to.node instanceof Dir && to.node.entries.size > 0) throw fsError('ENOTEMPTY', 'rename', toPath);
+      from.dir.entries.delete(from.name);
+      to.dir.entries.set(to.name, from.node);
+    };
+    return this.disk.later(this.owner, effect, 'write', effect);
   }
 
   unlink(path: string): Promise<void> {
-    return this.disk.later(
-      this.owner,
-      () => {
-        const { dir, name, node } = this.disk.lookup(path, 'unlink');
-        if (!node) throw fsError('ENOENT', 'unlink', path);
-        if (node instanceof Dir) throw fsError('EISDIR', 'unlink', path);
-        dir.entries.delete(name);
-      },
-      'write',
-    );
+    const effect = (): void => {
+      const { dir, name, node } = this.disk.lookup(path, 'unlink');
+      if (!node) throw fsError('ENOENT', 'unlink', path);
+      if (node instanceof Dir) throw fsError('EISDIR', 'unlink', path);
+      dir.entries.delete(name);
+    };
+    return this.disk.later(this.owner, effect, 'write', effect);
   }
 
   rmrf(path: string): Promise<void> {
-    return this.disk.later(
-      this.owner,
-      () => {
-        try {
-          const { dir, name, node } = this.disk.lookup(path, 'rm');
-          if (node && name !== '') dir.entries.delete(name);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTDIR') throw err;
-        }
-      },
-      'write',
-    );
+    const effect = (): void => {
+      try {
+        const { dir, name, node } = this.disk.lookup(path, 'rm');
+        if (node && name !== '') dir.entries.delete(name);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' && (err as NodeJS.ErrnoException).code !== 'ENOTDIR') throw err;
+      }
+    };
+    return this.disk.later(this.owner, effect, 'write', effect);
   }
 
   stat(path: string): Promise<FileStat | null> {

@@ -1,13 +1,13 @@
 /**
- * `npm run test:sim -- [--seeds N] [--seed S] [--no-ec] [--run-ms MS] [--think-ms MS] [--kinds kill,powerloss,...] [--check-determinism] [--verbose]`:
+ * `npm run test:sim -- [--seeds N] [--seed S] [--no-ec] [--run-ms MS] [--think-ms MS] [--workers N] [--kinds kill,powerloss,...] [--check-determinism] [--verbose]`:
  * runs N seeded simulations (seeds S, S+1, ...; S defaults to one drawn from the time, printed),
  * prints one line per seed and, for a failing seed, its violations and the daemons' last log lines.
  * Exit status 1 when any seed failed. TESSERA_SIM_SEED=<seed> --seeds 1 replays one.
  */
 import { FAULT_KINDS, runSimulation, type FaultKind, type SimResult } from './simulation.js';
 
-function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; runMs: number | undefined; thinkMs: number | undefined; kinds: FaultKind[] | undefined; determinism: boolean; verbose: boolean } {
-  const out = { seeds: 10, first: Number(process.env.TESSERA_SIM_SEED ?? ((Date.now() ^ (process.pid << 8)) >>> 0)), noEc: false, runMs: undefined as number | undefined, thinkMs: undefined as number | undefined, kinds: undefined as FaultKind[] | undefined, determinism: false, verbose: false };
+function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; runMs: number | undefined; thinkMs: number | undefined; kinds: FaultKind[] | undefined; workers: number | undefined; determinism: boolean; verbose: boolean } {
+  const out = { seeds: 10, first: Number(process.env.TESSERA_SIM_SEED ?? ((Date.now() ^ (process.pid << 8)) >>> 0)), noEc: false, runMs: undefined as number | undefined, thinkMs: undefined as number | undefined, kinds: undefined as FaultKind[] | undefined, workers: undefined as number | undefined, determinism: false, verbose: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): number => {
@@ -19,6 +19,7 @@ function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; r
     else if (a === '--seed') out.first = value();
     else if (a === '--run-ms') out.runMs = value();
     else if (a === '--think-ms') out.thinkMs = value();
+    else if (a === '--workers') out.workers = value();
     else if (a === '--kinds') {
       out.kinds = (argv[++i] ?? '').split(',') as FaultKind[];
       const bad = out.kinds.filter((k) => !FAULT_KINDS.includes(k));
@@ -26,13 +27,13 @@ function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; r
     } else if (a === '--no-ec') out.noEc = true;
     else if (a === '--check-determinism') out.determinism = true;
     else if (a === '--verbose') out.verbose = true;
-    else throw new Error(`test:sim: unknown option ${a} (--seeds N, --seed S, --run-ms MS, --think-ms MS, --kinds K1,K2, --no-ec, --check-determinism, --verbose)`);
+    else throw new Error(`test:sim: unknown option ${a} (--seeds N, --seed S, --run-ms MS, --think-ms MS, --workers N, --kinds K1,K2, --no-ec, --check-determinism, --verbose)`);
   }
   return out;
 }
 
 function line(r: SimResult): string {
-  return `seed ${r.seed}: ${r.ok ? 'ok' : 'FAILED'} faults=${r.faults} acked=${r.writesAcked} failedWrites=${r.writesFailed} reads=${r.readsVerified} keys=${r.keysVerified} replicas=${r.replicasChecked} virtual=${(r.virtualMs / 1000).toFixed(1)}s events=${r.events} wall=${(r.wallMs / 1000).toFixed(2)}s trace=${r.traceHash}`;
+  return `seed ${r.seed}: ${r.ok ? 'ok' : 'FAILED'} faults=${r.faults} acked=${r.writesAcked} failedWrites=${r.writesFailed} reads=${r.readsVerified} keys=${r.keysVerified} replicas=${r.replicasChecked} ecObjects=${r.shardsChecked} virtual=${(r.virtualMs / 1000).toFixed(1)}s events=${r.events} wall=${(r.wallMs / 1000).toFixed(2)}s trace=${r.traceHash}`;
 }
 
 async function main(): Promise<number> {
@@ -43,7 +44,7 @@ async function main(): Promise<number> {
   const failed: number[] = [];
   for (let i = 0; i < o.seeds; i++) {
     const seed = (o.first + i) >>> 0;
-    const opts = { seed, noEc: o.noEc, ...(o.runMs !== undefined ? { runMs: o.runMs } : {}), ...(o.thinkMs !== undefined ? { thinkMsMax: o.thinkMs } : {}), ...(o.kinds ? { faultKinds: o.kinds } : {}) };
+    const opts = { seed, noEc: o.noEc, ...(o.runMs !== undefined ? { runMs: o.runMs } : {}), ...(o.thinkMs !== undefined ? { thinkMsMax: o.thinkMs } : {}), ...(o.kinds ? { faultKinds: o.kinds } : {}), ...(o.workers !== undefined ? { workersPerPool: o.workers } : {}) };
     const r = await runSimulation(opts);
     console.log(line(r));
     if (o.determinism) {

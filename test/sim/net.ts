@@ -3,7 +3,8 @@
  * bytes cross after seeded delays (in order per direction; a chunk may be
  * split in two deliveries). Links between hosts can be cut and healed: while
  * cut, bytes and connection attempts wait (TCP retransmits; the caller's
- * timeouts act meanwhile). A killed process's listeners close; what it had
+ * timeouts act meanwhile); at the heal, half of the connections with bytes
+ * held are reset instead (TCP gave up). A killed process's listeners close; what it had
  * written still arrives, then end-of-stream (the kernel's FIN); bytes sent to
  * it afterwards make the sender's socket fail with ECONNRESET.
  *
@@ -58,6 +59,12 @@ class Pipe {
   sendEnd(): void {
     this.queue.push({ kind: 'end' });
     this.kick();
+  }
+
+  /** Forgets what was not delivered (the connection is being reset). */
+  drop(): void {
+    this.queue.length = 0;
+    this.queuedBytes = 0;
   }
 
   /** Schedules the next delivery, if there is something to deliver and none is scheduled. */
@@ -210,8 +217,21 @@ export class SimNetwork {
     this.cuts.add(a < b ? `${a}|${b}` : `${b}|${a}`);
   }
 
+  /**
+   * Heals the link. A connection with bytes held across it is reset instead, half the time (TCP gave
+   * up retransmitting: both ends fail with ECONNRESET), unless an end's process is paused.
+   */
   heal(a: string, b: string): void {
     this.cuts.delete(a < b ? `${a}|${b}` : `${b}|${a}`);
+    for (const p of [...this.blocked]) {
+      const hosts = [p.from.owner.host, p.to.owner.host];
+      if (!hosts.includes(a) || !hosts.includes(b) || p.from.owner.paused || p.to.owner.paused) continue;
+      if (this.rng.float() >= 0.5) continue;
+      this.blocked.delete(p);
+      p.drop();
+      p.from.resetByPeer();
+      p.to.resetByPeer();
+    }
     this.unblock();
   }
 

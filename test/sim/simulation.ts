@@ -2,8 +2,9 @@
  * One seeded run of a whole cluster in this process (docs/testing.md,
  * "Simulation"): the map daemon (embedded backend on a simulated disk), one
  * storage daemon (Osd) per disk over a simulated disk and an in-memory KV
- * (MemoryKvDisk), and a client, each a SimProcess with its own Io on one
- * virtual clock and one simulated network. A client workload writes,
+ * (MemoryKvDisk), and two clients on two hosts, each a SimProcess with its
+ * own Io on one virtual clock and one simulated network. A client workload
+ * (each key written and read through either client) writes,
  * overwrites and reads objects of a replicated pool (size 3, min 2) and an
  * erasure-coded one (2+1), checking every read against the acknowledged
  * versions, while seeded faults hit the daemons: kill (kill -9), power loss
@@ -11,7 +12,8 @@
  * a host cut off from everything, two hosts cut from each other, a host cut
  * from the map daemon. Then everything is healed and the run checks that
  * every pg is active and clean, every acknowledged write reads back
- * byte-exact through the client, and every replica's copy equals it.
+ * byte-exact through the client, and every replica's copy (every EC
+ * shard: one version, parity consistent, data equal) matches it.
  *
  * The outcome and the trace (faults, acknowledged and failed writes, checks,
  * with their virtual times) are a function of the seed; the trace's hash
@@ -27,6 +29,9 @@ import { objectToPg } from '../../cluster/placement.js';
 import { Osd } from '../../src/daemon/osd.js';
 import { pgStats } from '../../src/daemon/osd-admin.js';
 import { dataNs } from '../../src/daemon/pg-log.js';
+import { EcLayout } from '../../src/daemon/ec-layout.js';
+import { decodeSize } from '../../src/daemon/ec-record.js';
+import { createErasureCodec } from '../../native/index.js';
 import { pgSummary } from '../../src/cli/status.js';
 import { MemoryKvDisk } from '../../src/store/kv-memory.js';
 import type { KvStore } from '../../src/store/kv.js';
@@ -42,7 +47,7 @@ import { SimContentModel } from './model.js';
 const MiB = 1024 * 1024;
 const MAP_HOST = 'map';
 const MAP_PORT = 7000;
-const CLIENT_HOST = 'client';
+const CLIENT_HOSTS = ['client0', 'client1'] as const;
 
 export interface SimOptions {
   seed: number;
@@ -58,7 +63,7 @@ export interface SimOptions {
   workersPerPool?: number;
   /** A worker waits up to this long between two operations (default 200 ms; the load is what costs wall time). */
   thinkMsMax?: number;
-  /** Faults may be at most this many at once (default drawn from the seed: 1 or 2). */
+  /** Faults may be at most this many at once (default drawn from the seed: 1 to 3). */
   maxConcurrentFaults?: number;
   /** The fault kinds drawn from (default all of FAULT_KINDS). */
   faultKinds?: readonly FaultKind[];
@@ -81,6 +86,8 @@ export interface SimResult {
   readsFailed: number;
   keysVerified: number;
   replicasChecked: number;
+  /** Erasure-coded objects whose shards were checked on their members. */
+  shardsChecked: number;
   virtualMs: number;
   events: number;
   wallMs: number;
@@ -107,21 +114,26 @@ interface KeyState {
   busy: boolean;
 }
 
-export const FAULT_KINDS = ['kill', 'powerloss', 'pause', 'isolate', 'partition', 'cutMap'] as const;
+export const FAULT_KINDS = ['kill', 'powerloss', 'pause', 'isolate', 'partition', 'cutMap', 'clientCutMap', 'splitBrain'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 type Fault =
   | { kind: 'kill' | 'powerloss'; disk: number; markDown: boolean; durationMs: number }
   | { kind: 'pause'; disk: number; durationMs: number }
-  | { kind: 'isolate' | 'cutMap'; host: string; durationMs: number }
-  | { kind: 'partition'; a: string; b: string; durationMs: number };
+  | { kind: 'isolate' | 'cutMap' | 'clientCutMap'; host: string; durationMs: number }
+  | { kind: 'partition'; a: string; b: string; durationMs: number }
+  | { kind: 'splitBrain'; host: string; client: string; durationMs: number };
 
-/** The KvStore of one daemon incarnation: calls take a seeded moment and never complete once it is dead. */
+/**
+ * The KvStore of one daemon incarnation: calls take a seeded moment and never complete once it is dead
+ * (a write in flight then happened or not: SimDisk.abandon).
+ */
 function guardedKv(inner: KvStore, disk: SimDisk, proc: SimProcess): KvStore {
   return {
     get: (key) => disk.later(proc, () => inner.get(key)) as unknown as Promise<Buffer | undefined>,
     getMany: (keys) => disk.later(proc, () => inner.getMany(keys)) as unknown as Promise<Array<Buffer | undefined>>,
-    write: (ops, o) => disk.later(proc, () => inner.write(ops, o), o.sync ? 'sync' : 'write') as unknown as Promise<void>,
+    write: (ops, o) =>
+      disk.later(proc, () => inner.write(ops, o), o.sync ? 'sync' : 'write', () => void inner.write(ops, o).catch(() => undefined)) as unknown as Promise<void>,
     scan: (range) => disk.later(proc, () => inner.scan(range)) as unknown as Promise<Array<[Buffer, Buffer]>>,
     approximateSizeBytes: () => disk.later(proc, () => inner.approximateSizeBytes()) as unknown as Promise<number>,
     close: () => (proc.alive ? inner.close() : never()),
@@ -143,7 +155,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const thinkMsMax = o.thinkMsMax ?? 200;
   const keysPerPool = o.keysPerPool ?? 12;
   const workersPerPool = o.workersPerPool ?? 2;
-  const maxConcurrent = o.maxConcurrentFaults ?? 1 + faultRng.int(2);
+  const maxConcurrent = o.maxConcurrentFaults ?? 1 + faultRng.int(3);
   const logLinesMax = o.logLinesMax ?? 300;
 
   const trace: string[] = [];
@@ -152,7 +164,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const note = (line: string): void => {
     trace.push(`${sched.nowMs.toFixed(3)} ${line}`);
   };
-  const stats = { faults: 0, writesAcked: 0, writesFailed: 0, readsVerified: 0, readsFailed: 0, keysVerified: 0, replicasChecked: 0 };
+  const stats = { faults: 0, writesAcked: 0, writesFailed: 0, readsVerified: 0, readsFailed: 0, keysVerified: 0, replicasChecked: 0, shardsChecked: 0 };
 
   // The daemons log through console; keep their lines (the last logLinesMax) with the virtual time.
   const saved = { error: console.error, log: console.log, warn: console.warn };
@@ -176,7 +188,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     fs: disk.view(proc),
     net: net.view(proc),
   });
-  const harnessProc = new SimProcess('harness', CLIENT_HOST);
+  const harnessProc = new SimProcess('harness', 'harness');
   const sleep = (ms: number): Promise<void> => new Promise((resolve) => sched.schedule(ms, resolve, harnessProc));
 
   // --- the cluster ---
@@ -199,8 +211,11 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const mapProc = new SimProcess('mapd', MAP_HOST);
   const mapDisk = new SimDisk('mapdisk', sched, derivedRng(seed, 'mapdisk'), { capacityBytes: 1024 * MiB });
   let mapd: MapDaemon | null = null;
-  const clientProc = new SimProcess('client', CLIENT_HOST);
-  const clientIo = procIo(clientProc, new SimDisk('clientdisk', sched, derivedRng(seed, 'clientdisk'), { capacityBytes: MiB }));
+  // Two clients: one may hold an older map than the other (a client cut from the map daemon), which is
+  // when a deposed primary could serve a stale read if its lease did not fence it.
+  const clientProcs = CLIENT_HOSTS.map((h) => new SimProcess(h, h));
+  const clientIos = clientProcs.map((p) => procIo(p, new SimDisk(`${p.name}disk`, sched, derivedRng(seed, `${p.name}disk`), { capacityBytes: MiB })));
+  const clients: TesseraClient[] = [];
   let client: TesseraClient | null = null;
 
   const startDisk = async (s: DiskSlot): Promise<void> => {
@@ -243,6 +258,8 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const kill = (s: DiskSlot): void => {
     if (!s.proc) return;
     sched.kill(s.proc);
+    const inflight = s.disk.abandon(s.proc);
+    if (inflight.applied + inflight.dropped > 0) note(`${s.proc.name} killed with ${inflight.applied + inflight.dropped} disk writes in flight: ${inflight.applied} happened`);
     net.kill(s.proc);
     s.proc = null;
     s.osd = null;
@@ -254,40 +271,40 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const keys = new Map(pools.map((p) => [p.name, Array.from({ length: keysPerPool }, (_, i): KeyState => ({ key: `obj-${i}`, acked: 0, uncertain: false, busy: false }))]));
   let stopWorkload = false;
 
-  const writeNext = async (pool: string, k: KeyState): Promise<void> => {
+  const writeNext = async (c: TesseraClient, pool: string, k: KeyState): Promise<void> => {
     const v = k.acked + 1;
     const op = model.opOf(k.key, v, model.contentAt(k.key, k.acked));
     try {
-      await client!.transact(pool, k.key, [op]);
+      await c.transact(pool, k.key, [op]);
     } catch (err) {
       k.uncertain = true;
       stats.writesFailed++;
-      note(`${pool}/${k.key} v${v} failed: ${(err as Error).message.split('\n')[0]}`);
+      note(`c${clients.indexOf(c)} ${pool}/${k.key} v${v} failed: ${(err as Error).message.split('\n')[0]}`);
       return;
     }
     k.acked = v;
     stats.writesAcked++;
-    note(`${pool}/${k.key} v${v} acked`);
+    note(`c${clients.indexOf(c)} ${pool}/${k.key} v${v} acked`);
   };
 
-  const readVerify = async (pool: string, k: KeyState): Promise<void> => {
+  const readVerify = async (c: TesseraClient, pool: string, k: KeyState): Promise<void> => {
     let got: Buffer;
     try {
-      got = await client!.read(pool, k.key);
+      got = await c.read(pool, k.key);
     } catch (err) {
       stats.readsFailed++;
       if (isTesseraError(err, 'Corrupt')) violations.push(`${pool}/${k.key}: read failed with Corrupt: ${(err as Error).message}`);
-      note(`${pool}/${k.key} read failed: ${(err as Error).message.split('\n')[0]}`);
+      note(`c${clients.indexOf(c)} ${pool}/${k.key} read failed: ${(err as Error).message.split('\n')[0]}`);
       return;
     }
     if (got.equals(model.contentAt(k.key, k.acked))) {
       stats.readsVerified++;
-      note(`${pool}/${k.key} read v${k.acked}`);
+      note(`c${clients.indexOf(c)} ${pool}/${k.key} read v${k.acked}`);
       return;
     }
     const v = model.whichVersion(k.key, k.acked + 1, got);
-    violations.push(`${pool}/${k.key}: read at ${sched.nowMs.toFixed(3)} ms returned ${v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`}, acknowledged is ${k.acked}`);
-    note(`${pool}/${k.key} read WRONG v${v}`);
+    violations.push(`${pool}/${k.key}: read through client ${clients.indexOf(c)} at ${sched.nowMs.toFixed(3)} ms returned ${v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`}, acknowledged is ${k.acked}`);
+    note(`c${clients.indexOf(c)} ${pool}/${k.key} read WRONG v${v}`);
   };
 
   const worker = async (pool: string, r: Rng): Promise<void> => {
@@ -300,8 +317,9 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       const k = r.pick(free);
       k.busy = true;
       try {
-        if (k.acked === 0 || r.float() < 0.6) await writeNext(pool, k);
-        else await readVerify(pool, k);
+        const c = clients[r.int(clients.length)]!;
+        if (k.acked === 0 || r.float() < 0.6) await writeNext(c, pool, k);
+        else await readVerify(c, pool, k);
       } finally {
         k.busy = false;
       }
@@ -314,7 +332,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const faultedDisks = new Set<number>();
   const faultedHosts = new Set<string>();
   const storageHosts = Array.from({ length: hosts }, (_, h) => `host${h}`);
-  const otherHosts = (host: string): string[] => [MAP_HOST, CLIENT_HOST, ...storageHosts].filter((h) => h !== host);
+  const otherHosts = (host: string): string[] => [MAP_HOST, ...CLIENT_HOSTS, ...storageHosts].filter((h) => h !== host);
 
   const drawFault = (): Fault | null => {
     const durationMs = faultRng.float() < 0.7 ? 500 + faultRng.int(10_000) : 10_000 + faultRng.int(40_000);
@@ -324,6 +342,18 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       if (candidates.length === 0) return null;
       const disk = faultRng.pick(candidates).id;
       return kind === 'pause' ? { kind, disk, durationMs } : { kind, disk, markDown: faultRng.float() < 0.5, durationMs };
+    }
+    if (kind === 'splitBrain') {
+      // A storage host and a client both cut from the map daemon, long enough for the host's disks to be
+      // marked down: the client keeps sending to the deposed primaries while the other client writes elsewhere.
+      const hostsFree = storageHosts.filter((h) => !faultedHosts.has(h) && !slots.some((s) => s.host === h && faultedDisks.has(s.id)));
+      const clientsFree = CLIENT_HOSTS.filter((h) => !faultedHosts.has(h));
+      if (!hostsFree.length || !clientsFree.length) return null;
+      return { kind, host: faultRng.pick(hostsFree), client: faultRng.pick(clientsFree), durationMs: 20_000 + faultRng.int(30_000) };
+    }
+    if (kind === 'clientCutMap') {
+      const free = CLIENT_HOSTS.filter((h) => !faultedHosts.has(h));
+      return free.length ? { kind, host: faultRng.pick(free), durationMs } : null;
     }
     const free = storageHosts.filter((h) => !faultedHosts.has(h) && !slots.some((s) => s.host === h && faultedDisks.has(s.id)));
     if (kind === 'partition') {
@@ -337,7 +367,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   };
 
   const describe = (f: Fault): string =>
-    f.kind === 'partition' ? `partition ${f.a}|${f.b} for ${f.durationMs} ms` : 'host' in f ? `${f.kind} ${f.host} for ${f.durationMs} ms` : `${f.kind} disk ${f.disk}${'markDown' in f && f.markDown ? ' (marked down)' : ''} for ${f.durationMs} ms`;
+    f.kind === 'partition' ? `partition ${f.a}|${f.b} for ${f.durationMs} ms` : f.kind === 'splitBrain' ? `splitBrain ${f.host}+${f.client} cut from the map for ${f.durationMs} ms` : 'host' in f ? `${f.kind} ${f.host} for ${f.durationMs} ms` : `${f.kind} disk ${f.disk}${'markDown' in f && f.markDown ? ' (marked down)' : ''} for ${f.durationMs} ms`;
 
   const runFault = async (f: Fault): Promise<void> => {
     stats.faults++;
@@ -371,13 +401,26 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
         break;
       }
       case 'isolate':
-      case 'cutMap': {
+      case 'cutMap':
+      case 'clientCutMap': {
         faultedHosts.add(f.host);
         const others = f.kind === 'isolate' ? otherHosts(f.host) : [MAP_HOST];
         for (const h of others) net.cut(f.host, h);
         await sleep(f.durationMs);
         for (const h of others) net.heal(f.host, h);
         faultedHosts.delete(f.host);
+        break;
+      }
+      case 'splitBrain': {
+        faultedHosts.add(f.host);
+        faultedHosts.add(f.client);
+        net.cut(f.host, MAP_HOST);
+        net.cut(f.client, MAP_HOST);
+        await sleep(f.durationMs);
+        net.heal(f.host, MAP_HOST);
+        net.heal(f.client, MAP_HOST);
+        faultedHosts.delete(f.host);
+        faultedHosts.delete(f.client);
         break;
       }
       case 'partition': {
@@ -435,6 +478,41 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     }
   };
 
+  /**
+   * An erasure-coded object straight from its members' stores (as test/cluster-ec-helpers.ts checkShards):
+   * every shard at one version with the right size, parity equal to the data's, the data equal to the bytes.
+   */
+  const checkShards = async (info: ReturnType<TesseraClient['pool']>, name: string, expected: Buffer): Promise<string | null> => {
+    const layout = EcLayout.forPool(info);
+    const members = client!.view.pg(info, objectToPg(info, name)).members;
+    const shards: Buffer[] = [];
+    const versions = new Set<string>();
+    for (let pos = 0; pos < layout.width; pos++) {
+      const osd = slots[members[pos]!]?.osd;
+      if (!osd) return `shard ${pos}: disk ${members[pos]} is not running`;
+      const id = { ns: dataNs(info.id, pos), name };
+      try {
+        const x = await osd.store.getXattrs(id);
+        const size = x.get('_s');
+        if (!size || decodeSize(size) !== expected.length) return `shard ${pos} on disk ${members[pos]}: size xattr ${size ? decodeSize(size) : 'missing'}, expected ${expected.length}`;
+        versions.add(x.get('_v')?.toString('hex') ?? 'none');
+        const data = await osd.store.read(id);
+        if (data.length !== layout.shardBytes(expected.length)) return `shard ${pos} on disk ${members[pos]}: ${data.length} bytes, expected ${layout.shardBytes(expected.length)}`;
+        shards.push(data);
+      } catch (err) {
+        return `shard ${pos} on disk ${members[pos]}: ${(err as Error).message}`;
+      }
+    }
+    if (versions.size !== 1) return `shards at ${versions.size} versions`;
+    const k = layout.dataShards;
+    const parity = Array.from({ length: layout.parityShards }, () => Buffer.alloc(shards[0]!.length));
+    if (parity[0]!.length > 0) createErasureCodec({ dataShards: k, parityShards: layout.parityShards }).encode(shards.slice(0, k), parity);
+    for (let j = 0; j < layout.parityShards; j++) if (!parity[j]!.equals(shards[k + j]!)) return `parity shard ${k + j} does not match the data`;
+    const joined = Buffer.alloc(layout.stripeCount(expected.length) * layout.stripeBytes);
+    layout.join(shards, layout.stripeCount(expected.length), joined);
+    return joined.subarray(0, expected.length).equals(expected) ? null : 'data shards do not hold the acknowledged bytes';
+  };
+
   const finalCheck = async (): Promise<void> => {
     for (const p of pools) {
       const info = client!.pool(p.name);
@@ -459,9 +537,14 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
         }
         stats.keysVerified++;
         note(`final ${p.name}/${k.key} v${k.acked}`);
-        if (p.redundancy.type !== 'replicated') continue;
         const expected = model.contentAt(k.key, k.acked);
         const pg = objectToPg(info, k.key);
+        if (p.redundancy.type !== 'replicated') {
+          const problem = k.acked === 0 ? null : await checkShards(info, k.key, expected);
+          if (problem) violations.push(`${p.name}/${k.key}: shards inconsistent with acknowledged version ${k.acked} (pg ${info.id}.${pg}): ${problem}`);
+          else if (k.acked > 0) stats.shardsChecked++;
+          continue;
+        }
         for (const member of client!.view.pg(info, pg).members) {
           const osd = slots[member]?.osd;
           if (!osd) {
@@ -480,11 +563,19 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     }
   };
 
+  let stopMapWatch = (): void => undefined;
   const scenario = async (): Promise<void> => {
     mapd = await startMapDaemon({ io: procIo(mapProc, mapDisk), dir: '/mapd', host: MAP_HOST, port: MAP_PORT, create: map, liveness: { outIntervalMs: 15_000 } });
+    // The trace shows every map epoch's disk states (d<id>: u/d up or down, i/o in or out).
+    const mapWatch = new AbortController();
+    mapd.service.watch(0, (m) => note(`map epoch ${m.epoch}: ${m.disks.map((d) => `d${d.id}${d.up ? 'u' : 'd'}${d.in ? 'i' : 'o'}`).join(' ')}`), mapWatch.signal);
+    stopMapWatch = () => mapWatch.abort();
     await Promise.all(slots.map((s) => startDisk(s)));
-    const conn = connectMapService(clientIo, `${MAP_HOST}:${MAP_PORT}`);
-    client = await TesseraClient.connect({ io: clientIo, mapService: conn.service, timeoutMs: 30_000 });
+    for (const io of clientIos) {
+      const conn = connectMapService(io, `${MAP_HOST}:${MAP_PORT}`);
+      clients.push(await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 30_000 }));
+    }
+    client = clients[0]!;
     await waitClean('start', sched.nowMs + 120_000);
     note('cluster clean');
     const startMs = sched.nowMs;
@@ -501,7 +592,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     await client.view.refresh();
     note('cluster clean after healing');
     await finalCheck();
-    note(`checked: ${stats.keysVerified} keys, ${stats.replicasChecked} replicas`);
+    note(`checked: ${stats.keysVerified} keys, ${stats.replicasChecked} replicas, ${stats.shardsChecked} EC objects' shards`);
   };
   void workRng;
 
@@ -510,13 +601,14 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   } catch (err) {
     violations.push(`run failed: ${(err as Error).stack ?? (err as Error).message}`);
   } finally {
+    stopMapWatch();
     // Every process ends here (nothing is closed gracefully: a run leaves nothing behind but garbage).
     for (const s of slots) kill(s);
     sched.kill(mapProc);
-    sched.kill(clientProc);
+    for (const p of clientProcs) sched.kill(p);
     sched.kill(harnessProc);
     net.kill(mapProc);
-    net.kill(clientProc);
+    for (const p of clientProcs) net.kill(p);
     // Let what the kills queued (stream callbacks) run while the handlers are still ours.
     await new Promise<void>((resolve) => setImmediate(resolve));
     process.off('unhandledRejection', onUnhandled);
