@@ -46,7 +46,10 @@ async function main(): Promise<number> {
     const seed = (o.first + i) >>> 0;
     const opts = { seed, noEc: o.noEc, ...(o.runMs !== undefined ? { runMs: o.runMs } : {}), ...(o.thinkMs !== undefined ? { thinkMsMax: o.thinkMs } : {}), ...(o.kinds ? { faultKinds: o.kinds } : {}), ...(o.workers !== undefined ? { workersPerPool: o.workers } : {}) };
     const r = await runSimulation(opts);
-    console.log(line(r));
+    // With node --expose-gc: the heap left after each run (a run must leave nothing behind).
+    const gc = (globalThis as { gc?: () => void }).gc;
+    if (gc) gc();
+    console.log(`${line(r)}${gc ? ` heapAfter=${(process.memoryUsage().heapUsed / 1048576).toFixed(0)}MiB` : ''}`);
     if (o.determinism) {
       const again = await runSimulation(opts);
       if (again.traceHash !== r.traceHash) {

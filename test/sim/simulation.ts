@@ -176,7 +176,9 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   console.log = capture;
   console.warn = capture;
   // A rejection nobody handles, or an exception out of a callback, would end a real daemon process: a finding.
+  let ending = false;
   const onUnhandled = (err: unknown): void => {
+    if (ending) return; // the dead processes' code reacting to the final teardown
     violations.push(`unhandled error at ${sched.nowMs.toFixed(3)} ms: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
   };
   process.on('unhandledRejection', onUnhandled);
@@ -218,6 +220,9 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const clients: TesseraClient[] = [];
   let client: TesseraClient | null = null;
 
+  /** Every map connection of the run: closed at its end (see the finally below). */
+  const mapConnections: MapConnection[] = [];
+
   const startDisk = async (s: DiskSlot): Promise<void> => {
     for (let attempt = 1; ; attempt++) {
       s.incarnation++;
@@ -226,6 +231,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       s.state = 'starting';
       const io = procIo(proc, s.disk);
       const conn = connectMapService(io, `${MAP_HOST}:${MAP_PORT}`);
+      mapConnections.push(conn);
       s.conn = conn;
       try {
         s.osd = await Osd.start({
@@ -573,6 +579,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     await Promise.all(slots.map((s) => startDisk(s)));
     for (const io of clientIos) {
       const conn = connectMapService(io, `${MAP_HOST}:${MAP_PORT}`);
+      mapConnections.push(conn);
       clients.push(await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 30_000 }));
     }
     client = clients[0]!;
@@ -609,8 +616,12 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     sched.kill(harnessProc);
     net.kill(mapProc);
     for (const p of clientProcs) net.kill(p);
-    // Let what the kills queued (stream callbacks) run while the handlers are still ours.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    // The dead processes' map calls never settle, and node keeps a composite signal (AbortSignal.any, which
+    // MapClient uses) alive while it has listeners: close their map clients, or each run stays in memory.
+    ending = true;
+    for (const c of mapConnections) void c.service.close().catch(() => undefined);
+    // Let what the kills and closes queued run while the handlers are still ours.
+    for (let i = 0; i < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve));
     process.off('unhandledRejection', onUnhandled);
     process.off('uncaughtException', onUnhandled);
     Object.assign(console, saved);
