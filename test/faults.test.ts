@@ -13,6 +13,8 @@
  *
  * Contents are a function of (seed, key, version) (helpers/fault-model.ts):
  * the test keeps which version each key has acknowledged, never the bytes.
+ * The same key name in the two pools is two objects to the model: a full
+ * write forced after a corruption changes only its own pool's.
  * A corrupt copy must be detected by its store, and the client must still
  * read the object (from the primary's read repair when the primary's copy
  * is the corrupt one). A read during the run must return exactly the acknowledged version; a
@@ -199,14 +201,14 @@ function pickFree(pool: string, r: Rng): KeyState | undefined {
 }
 
 /** Which version of the key (0..acked+1) the bytes are, or -1. */
-function whichVersion(key: string, acked: number, got: Buffer): number {
-  for (let v = acked + 1; v >= 1; v--) if (model.contentAt(key, v).equals(got)) return v;
+function whichVersion(pool: string, key: string, acked: number, got: Buffer): number {
+  for (let v = acked + 1; v >= 1; v--) if (model.contentAt(pool, key, v).equals(got)) return v;
   return -1;
 }
 
 async function writeNext(pool: string, k: KeyState): Promise<boolean> {
   const v = k.acked + 1;
-  const op = model.opOf(k.key, v, model.contentAt(k.key, k.acked));
+  const op = model.opOf(pool, k.key, v, model.contentAt(pool, k.key, k.acked));
   let at: Eversion;
   try {
     at = await cluster!.client.transact(pool, k.key, [op]);
@@ -232,12 +234,12 @@ async function readVerify(pool: string, k: KeyState): Promise<void> {
     else log(`${pool}/${k.key}: read failed (${(err as Error).message})`);
     return;
   }
-  const expected = model.contentAt(k.key, k.acked);
+  const expected = model.contentAt(pool, k.key, k.acked);
   if (got.equals(expected)) {
     stats.readsVerified++;
     return;
   }
-  const v = whichVersion(k.key, k.acked, got);
+  const v = whichVersion(pool, k.key, k.acked, got);
   const info = cluster!.client.pool(pool);
   const pg = objectToPg(info, k.key);
   stats.violations.push(
@@ -296,7 +298,7 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
   const r = seededRng(f.pickSeed);
   if (WITH_EC && r.float() < 0.4) return injectCorruptShard(r);
   const pool = 'rep';
-  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(k.key, k.acked).length >= 4096);
+  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(pool, k.key, k.acked).length >= 4096);
   if (!candidates.length) return 'no candidate object';
   const k = r.pick(candidates);
   k.busy = true;
@@ -307,7 +309,7 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
     // The primary half of the time: its copy is the one client reads use (read repair), a replica's only recovery.
     const primary = members[0]!;
     const member = r.float() < 0.5 ? primary : r.pick(members.slice(1));
-    const expected = model.contentAt(k.key, k.acked);
+    const expected = model.contentAt(pool, k.key, k.acked);
     const places = await corruptObjectOnDisk(c.diskDir(member), expected, r);
     if (!places.length) return `${k.key}: its bytes were not found on disk ${member}`;
     const store = c.storeOf(member);
@@ -333,7 +335,7 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
       return `${pool}/${k.key} on disk ${member} (${member === primary ? 'primary' : 'replica'}, ${places.length} place(s)); client read: ${viaClient}; left for the scrub`;
     }
     // Else: a full overwrite replaces every member's copy.
-    model.forceFull(k.key, k.acked + 1);
+    model.forceFull(pool, k.key, k.acked + 1);
     await writeNext(pool, k);
     return `${pool}/${k.key} on disk ${member} (${member === primary ? 'primary' : 'replica'}, ${places.length} place(s)); client read: ${viaClient}`;
   } finally {
@@ -349,7 +351,7 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
 async function injectCorruptShard(r: Rng): Promise<string> {
   const c = cluster!;
   const pool = 'ec';
-  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(k.key, k.acked).length >= 16 * 1024);
+  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(pool, k.key, k.acked).length >= 16 * 1024);
   if (!candidates.length) return 'no candidate erasure-coded object';
   const k = r.pick(candidates);
   k.busy = true;
@@ -360,7 +362,7 @@ async function injectCorruptShard(r: Rng): Promise<string> {
     const position = r.int(members.length);
     const member = members[position]!;
     const id = { ns: dataNs(info.id, position), name: k.key };
-    const expected = model.contentAt(k.key, k.acked);
+    const expected = model.contentAt(pool, k.key, k.acked);
     const store = c.storeOf(member);
     try {
       const shard = await store.read(id).catch(() => null);
@@ -384,7 +386,7 @@ async function injectCorruptShard(r: Rng): Promise<string> {
       keep = true;
       return `${pool}/${k.key} shard ${position} on disk ${member}; client read: ${viaClient}; left for the scrub`;
     }
-    model.forceFull(k.key, k.acked + 1);
+    model.forceFull(pool, k.key, k.acked + 1);
     await writeNext(pool, k);
     return `${pool}/${k.key} shard ${position} on disk ${member}; client read: ${viaClient}`;
   } finally {
@@ -461,7 +463,7 @@ async function injectFill(f: Extract<Fault, { kind: 'fillDisk' }>): Promise<stri
     if (k) {
       k.busy = true;
       try {
-        const refused = await c.client.transact('rep', k.key, [model.opOf(k.key, k.acked + 1, model.contentAt(k.key, k.acked))]).then(
+        const refused = await c.client.transact('rep', k.key, [model.opOf('rep', k.key, k.acked + 1, model.contentAt('rep', k.key, k.acked))]).then(
           () => 'acknowledged',
           (err: unknown) => (isTesseraError(err, 'Full') ? 'Full' : `error ${(err as Error).message}`),
         );
@@ -561,14 +563,14 @@ async function auditReplicas(afterWhat: string): Promise<void> {
       if (k.busy || k.uncertain || k.acked === 0) continue;
       k.busy = true;
       try {
-        const expected = model.contentAt(k.key, k.acked);
+        const expected = model.contentAt(p.name, k.key, k.acked);
         const members = c.client.view.pg(info, objectToPg(info, k.key)).members;
         for (const member of members) {
           const store = c.storeOf(member);
           const copy = await store.read({ ns: dataNs(info.id, 0), name: k.key }).catch((err: unknown) => (err instanceof Error ? err : new Error(String(err))));
           await store.close();
           if (copy instanceof Buffer && copy.equals(expected)) continue;
-          const held = copy instanceof Error ? `an error (${copy.message})` : `version ${whichVersion(k.key, k.acked, copy)}`;
+          const held = copy instanceof Error ? `an error (${copy.message})` : `version ${whichVersion(p.name, k.key, k.acked, copy)}`;
           const versions = await memberVersions(info.id, k.key, members);
           stats.divergences.push(`after ${afterWhat}: ${p.name}/${k.key} on disk ${member} holds ${held}, acknowledged is ${k.acked} (pg ${info.id}.${objectToPg(info, k.key)}, members ${members.join(',')}; object version per member: ${versions}); history: ${history.get(`${p.name}/${k.key}`)?.slice(-4).join('; ')}`);
           log(`DIVERGENCE: ${stats.divergences.at(-1)}`);
@@ -600,14 +602,14 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
         }
         got = null;
       }
-      const ok = (v: number): boolean => (v === 0 ? got === null : got !== null && model.contentAt(k.key, v).equals(got));
+      const ok = (v: number): boolean => (v === 0 ? got === null : got !== null && model.contentAt(p.name, k.key, v).equals(got));
       if (ok(k.acked)) {
         verified++;
       } else if (k.uncertain && ok(k.acked + 1)) {
         k.acked++;
         verified++;
       } else {
-        const v = got ? whichVersion(k.key, k.acked, got) : 0;
+        const v = got ? whichVersion(p.name, k.key, k.acked, got) : 0;
         lost.push(`${p.name}/${k.key}: holds ${got ? (v === -1 ? `bytes of no version (${got.length} B)` : `version ${v}`) : 'nothing'}; acknowledged ${k.acked}${k.uncertain ? ` (or ${k.acked + 1})` : ''}`);
         continue;
       }
@@ -615,13 +617,13 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
         // Every shard at one version, parity equal to the data's, data equal to the model (also decoded from
         // parity); an object that reads as absent (its first write failed): no shard on any member.
         const shardView = { client: c.client, storeOf: (id: number) => c.storeOf(id) } as unknown as TestCluster;
-        await checkShards(shardView, p.name, k.key, got === null ? null : model.contentAt(k.key, k.acked)).then(
+        await checkShards(shardView, p.name, k.key, got === null ? null : model.contentAt(p.name, k.key, k.acked)).then(
           () => (shardsChecked++),
           (err: unknown) => lost.push(`${p.name}/${k.key}: shards inconsistent with ${got === null ? 'an absent object' : `version ${k.acked}`}: ${(err as Error).message.split('\n')[0]}`),
         );
         continue;
       }
-      const expected = model.contentAt(k.key, k.acked);
+      const expected = model.contentAt(p.name, k.key, k.acked);
       for (const member of c.client.view.pg(info, objectToPg(info, k.key)).members) {
         const store = c.storeOf(member);
         try {
@@ -638,7 +640,7 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
           const copy = await store.read({ ns: dataNs(info.id, 0), name: k.key });
           replicasChecked++;
           if (!copy.equals(expected)) {
-            const v = whichVersion(k.key, k.acked, copy);
+            const v = whichVersion(p.name, k.key, k.acked, copy);
             const versions = await memberVersions(info.id, k.key, c.client.view.pg(info, objectToPg(info, k.key)).members);
             lost.push(`${p.name}/${k.key}: the copy on disk ${member} holds ${v === -1 ? `bytes of no version (${copy.length} B)` : `version ${v}`}, not version ${k.acked} (pg ${info.id}.${objectToPg(info, k.key)}, members ${c.client.view.pg(info, objectToPg(info, k.key)).members.join(',')}; object version per member: ${versions})`);
           }
