@@ -13,7 +13,16 @@
  *              members.
  * Completion is checked the way test/cluster-failures.test.ts does it (each
  * member's store asked directly; stat of every object whose copy is not yet
- * confirmed, sizes compared). Bytes recovered = the size of every object
+ * confirmed, sizes compared), cheaply, since this process also hosts the map
+ * daemon and the client whose latency is measured: copies confirmed stay
+ * confirmed while their member stays in the pg, and a poll stops at a
+ * member's first missing object of each pg (waitFullRedundancy). The first
+ * version computed placement per object with a fresh index on every 500 ms
+ * poll: it blocked this event loop for 1.5-2.5 s per poll during recovery and
+ * 24-41 s during the rebalance (event-loop delay measured in this process;
+ * pgMembers with a throwaway index costs 2-14 ms a call), so heartbeats to the map daemon
+ * timed out, every primary's lease lapsed, and client ops stalled for up to
+ * 40 s; those stalls were counted as recovery's. Bytes recovered = the size of every object
  * times the members its pg gained. The baseline, on the same file system in
  * the same run: raw sequential write (4 MiB writev, fdatasync every 64 MiB)
  * and read (bench/lib.ts closedLoop).
@@ -30,7 +39,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startTestCluster, type TestCluster } from '../test/helpers/cluster.js';
 import { makeTempDir } from '../test/helpers/tmp.js';
-import { objectToPg, pgMembers } from '../cluster/placement.js';
+import { objectToPg, poolPgMembers } from '../cluster/placement.js';
+import { buildPlacementIndex } from '../cluster/placement-index.js';
 import { addHost } from '../cluster/map-edit.js';
 import type { ClusterMap } from '../cluster/map.js';
 import { dataNs } from '../src/daemon/pg-log.js';
@@ -162,39 +172,66 @@ function startLoad(cluster: TestCluster, o: { big: Buffer[]; small: Buffer[]; pu
 }
 
 /**
- * Every (object, member) copy the current map asks for, checked by stat on the member's store; copies
- * once confirmed are not asked again while the member stays in the object's pg. Resolves with the map
- * once every copy is there, or null after timeoutMs.
+ * Which copies are confirmed, kept from one phase to the next: `${disk}/${name}` of a member found
+ * holding the object at its size. A member that stays in an object's pg keeps its copy (nothing removes
+ * a member's data), so a phase checks only the copies its map change asks for on new members.
  */
-async function waitFullRedundancy(cluster: TestCluster, objects: Map<string, number>, timeoutMs: number): Promise<ClusterMap | null> {
-  const confirmed = new Set<string>();
+type Confirmed = Set<string>;
+
+/**
+ * Every (object, member) copy the current map asks for, checked by stat on the member's store; copies
+ * once confirmed are not asked again while the member stays in the object's pg (confirmations of disks
+ * that left it are dropped). Resolves with the map once every copy is there, or null after timeoutMs.
+ *
+ * The check must cost little next to the load it measures (its process also hosts the map daemon and
+ * the client): members are computed once per pg per poll with one placement index, and each poll stats
+ * a (pg, member) pair's unconfirmed objects in order only until the first one missing, so a poll while
+ * recovery runs asks for about one stat per pair still recovering.
+ */
+async function waitFullRedundancy(cluster: TestCluster, objects: Map<string, number>, timeoutMs: number, confirmed: Confirmed): Promise<ClusterMap | null> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const map = await cluster.mapd.service.current();
     const pool = map.pools.find((p) => p.name === POOL)!;
-    const todo: { name: string; size: number; disk: number }[] = [];
-    let ready = true;
-    for (const [name, size] of objects) {
-      const members = pgMembers(map, pool, objectToPg(pool, name));
-      if (members.length !== 3 || members.some((id) => !map.disks.find((d) => d.id === id)?.up)) ready = false;
-      for (const disk of members) if (!confirmed.has(`${disk}/${name}`)) todo.push({ name, size, disk });
+    const membersOf = poolPgMembers(buildPlacementIndex(map), pool);
+    const up = new Set(map.disks.filter((d) => d.up).map((d) => d.id));
+    const ready = membersOf.every((m) => m.length === 3 && m.every((id) => up.has(id)));
+    for (const key of confirmed) {
+      const [disk, name] = [Number(key.slice(0, key.indexOf('/'))), key.slice(key.indexOf('/') + 1)];
+      if (!membersOf[objectToPg(pool, name)]!.includes(disk)) confirmed.delete(key);
     }
+    // (pg, member) -> its copies not yet confirmed, in a fixed order.
+    const pairs = new Map<string, { disk: number; names: string[] }>();
+    for (const [name] of objects) {
+      const pg = objectToPg(pool, name);
+      for (const disk of membersOf[pg]!) {
+        if (confirmed.has(`${disk}/${name}`)) continue;
+        const k = `${pg}/${disk}`;
+        let pair = pairs.get(k);
+        if (!pair) pairs.set(k, (pair = { disk, names: [] }));
+        pair.names.push(name);
+      }
+    }
+    if (pairs.size === 0 && ready) return map;
     if (ready) {
       const stores = new Map<number, ReturnType<TestCluster['storeOf']>>();
       try {
-        await forEachLimit(todo, 16, async (c) => {
-          let store = stores.get(c.disk);
-          if (!store) stores.set(c.disk, (store = cluster.storeOf(c.disk)));
-          const st = await store.stat({ ns: dataNs(pool.id, 0), name: c.name }).catch(() => null);
-          if (st?.sizeBytes === c.size) confirmed.add(`${c.disk}/${c.name}`);
+        await forEachLimit([...pairs.values()], 4, async (pair) => {
+          let store = stores.get(pair.disk);
+          if (!store) stores.set(pair.disk, (store = cluster.storeOf(pair.disk)));
+          for (const name of pair.names) {
+            const st = await store.stat({ ns: dataNs(pool.id, 0), name }).catch(() => null);
+            if (st?.sizeBytes !== objects.get(name)) return; // not there yet: the pair waits for the next poll
+            confirmed.add(`${pair.disk}/${name}`);
+          }
         });
       } finally {
         await Promise.all([...stores.values()].map((s) => s.close()));
       }
-      if (todo.every((c) => confirmed.has(`${c.disk}/${c.name}`))) return map;
+      if ([...pairs.values()].every((p) => p.names.every((n) => confirmed.has(`${p.disk}/${n}`)))) return map;
     }
     if (Date.now() > deadline) {
-      const left = todo.filter((c) => !confirmed.has(`${c.disk}/${c.name}`));
+      const left = [...pairs.values()].flatMap((p) => p.names.filter((n) => !confirmed.has(`${p.disk}/${n}`)).map((name) => ({ name, disk: p.disk })));
       console.error(`not redundant after ${timeoutMs} ms: members ready ${ready}, ${left.length} copies missing, e.g. ${JSON.stringify(left.slice(0, 3))}`);
       return null;
     }
@@ -207,9 +244,11 @@ function bytesToMove(before: ClusterMap, after: ClusterMap, objects: Map<string,
   const p0 = before.pools.find((p) => p.name === POOL)!;
   const p1 = after.pools.find((p) => p.name === POOL)!;
   const gained = new Map<number, number>();
+  const oldMembers = poolPgMembers(buildPlacementIndex(before), p0);
+  const newMembers = poolPgMembers(buildPlacementIndex(after), p1);
   for (let pg = 0; pg < p1.pgCount; pg++) {
-    const old = pgMembers(before, p0, pg);
-    const added = pgMembers(after, p1, pg).filter((d) => !old.includes(d)).length;
+    const old = oldMembers[pg]!;
+    const added = newMembers[pg]!.filter((d) => !old.includes(d)).length;
     if (added > 0) gained.set(pg, added);
   }
   let bytes = 0;
@@ -267,9 +306,10 @@ try {
   emit({ name: 'preload', opsPerSec: objects.size / ((performance.now() - t0) / 1000), bytesPerSec: preloadBytes / ((performance.now() - t0) / 1000), p50Ms: 0, p99Ms: 0, objects: objects.size, bytes: preloadBytes });
 
   const load = startLoad(c, { big, small, putNames });
+  const confirmed: Confirmed = new Set();
   const phases: { phase: string; seconds: number; extra: Record<string, unknown> }[] = [];
   try {
-    if (!(await waitFullRedundancy(c, objects, 60_000))) throw new Error('no full redundancy before the idle phase');
+    if (!(await waitFullRedundancy(c, objects, 60_000, confirmed))) throw new Error('no full redundancy before the idle phase');
 
     load.phase('idle');
     let t = performance.now();
@@ -288,7 +328,7 @@ try {
         else await sleep(100);
       }
     })();
-    const healed = await waitFullRedundancy(c, objects, opt.phaseMaxSeconds * 1000);
+    const healed = await waitFullRedundancy(c, objects, opt.phaseMaxSeconds * 1000, confirmed);
     await watchOut;
     const fullMs = performance.now() - t;
     phases.push({ phase: 'recovery', seconds: fullMs / 1000, extra: {} });
@@ -320,7 +360,7 @@ try {
     t = performance.now();
     await c.mapd.service.change((m) => addHost(m, { name: 'host4', rack: 'rack0' }));
     const added = await c.addDisk({ host: 'host4' });
-    const balanced = await waitFullRedundancy(c, objects, opt.phaseMaxSeconds * 1000);
+    const balanced = await waitFullRedundancy(c, objects, opt.phaseMaxSeconds * 1000, confirmed);
     const rebalanceMs = performance.now() - t;
     phases.push({ phase: 'rebalance', seconds: rebalanceMs / 1000, extra: {} });
     if (balanced) {
