@@ -2,7 +2,8 @@
  * The simulated Clock and Random of src/io/io.ts. A process's timers are
  * events it owns (dropped when it dies, held while it is paused); wall time
  * is a fixed epoch plus the virtual time, so a run does not depend on the
- * day it runs.
+ * day it runs. Each process's clock may run slightly fast or slow and its
+ * wall clock be off (ClockSkew), as on separate hosts.
  */
 import type { Clock, Random, TimerHandle } from '../../src/io/io.js';
 import { seededRng, type Rng } from '../helpers/random.js';
@@ -19,11 +20,28 @@ function abortError(reason: unknown): Error {
   return err;
 }
 
-export function simClock(sched: Scheduler, owner: SimProcess): Clock {
+/** How one process's clock differs from the simulation's time. */
+export interface ClockSkew {
+  /** Its clock advances this much per simulated millisecond (1 +- a small drift). */
+  rate: number;
+  /** Its wall clock is this far off (hosts' clocks are not synchronised). */
+  wallOffsetMs: number;
+}
+
+export const NO_SKEW: ClockSkew = { rate: 1, wallOffsetMs: 0 };
+
+/** A process's clock: rate within +-maxDriftRatio, wall clock within +-maxWallOffsetMs. */
+export function drawSkew(rng: Rng, maxDriftRatio: number, maxWallOffsetMs: number): ClockSkew {
+  return { rate: 1 + (rng.float() * 2 - 1) * maxDriftRatio, wallOffsetMs: Math.round((rng.float() * 2 - 1) * maxWallOffsetMs) };
+}
+
+export function simClock(sched: Scheduler, owner: SimProcess, skew: ClockSkew = NO_SKEW): Clock {
+  // Durations are in the process's own milliseconds: d of them take d / rate of the simulation's.
+  const toSim = (ms: number): number => ms / skew.rate;
   return {
-    nowMs: () => SIM_EPOCH_MS + Math.floor(sched.nowMs),
-    monotonicMs: () => sched.nowMs,
-    setTimeout: (callback, delayMs) => sched.schedule(delayMs, callback, owner) as unknown as TimerHandle,
+    nowMs: () => SIM_EPOCH_MS + skew.wallOffsetMs + Math.floor(sched.nowMs * skew.rate),
+    monotonicMs: () => sched.nowMs * skew.rate,
+    setTimeout: (callback, delayMs) => sched.schedule(toSim(delayMs), callback, owner) as unknown as TimerHandle,
     clearTimeout: (handle) => sched.cancel(handle as unknown as SimEvent),
     yield: () => (owner.alive ? new Promise<void>((resolve) => sched.schedule(0, resolve, owner)) : never()),
     sleep: (delayMs, signal) => {
@@ -38,7 +56,7 @@ export function simClock(sched: Scheduler, owner: SimProcess): Clock {
           reject(abortError(signal!.reason));
         };
         const ev = sched.schedule(
-          delayMs,
+          toSim(delayMs),
           () => {
             signal?.removeEventListener('abort', onAbort);
             resolve();

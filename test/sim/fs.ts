@@ -16,7 +16,8 @@
  *   calling process: a process that dies meanwhile never sees it complete,
  *   and its effect is lost (a write the kernel never got).
  *
- * Errors carry node's codes (ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY).
+ * readdir lists entries in a seeded order (a real directory's order is its
+ * own). Errors carry node's codes (ENOENT, EEXIST, ENOTDIR, EISDIR, ENOTEMPTY).
  */
 import { posix } from 'node:path';
 import type { FileIo, FileStat, FileSystem, FsStat, OpenMode } from '../../src/io/io.js';
@@ -102,7 +103,8 @@ export class SimDisk {
   constructor(
     readonly name: string,
     private readonly sched: Scheduler,
-    private readonly rng: Rng,
+    /** @internal */
+    readonly rng: Rng,
     private readonly options: SimDiskOptions,
   ) {}
 
@@ -394,7 +396,13 @@ class SimFs implements FileSystem {
       const { node } = this.disk.lookup(path, 'scandir');
       if (!node) throw fsError('ENOENT', 'scandir', path);
       if (!(node instanceof Dir)) throw fsError('ENOTDIR', 'scandir', path);
-      return [...node.entries.keys()].sort();
+      // In no particular order, as a real directory (ext4 returns hash order): seeded.
+      const names = [...node.entries.keys()].sort();
+      for (let i = names.length - 1; i > 0; i--) {
+        const j = this.disk.rng.int(i + 1);
+        [names[i], names[j]] = [names[j]!, names[i]!];
+      }
+      return names;
     });
   }
 

@@ -1,13 +1,13 @@
 /**
- * `npm run test:sim -- [--seeds N] [--seed S] [--no-ec] [--run-ms MS] [--think-ms MS] [--workers N] [--kinds kill,powerloss,...] [--check-determinism] [--verbose]`:
+ * `npm run test:sim -- [--seeds N] [--seed S] [--no-ec] [--run-ms MS] [--think-ms MS] [--workers N] [--max-faults N] [--kinds kill,powerloss,...] [--check-determinism] [--verbose]`:
  * runs N seeded simulations (seeds S, S+1, ...; S defaults to one drawn from the time, printed),
  * prints one line per seed and, for a failing seed, its violations and the daemons' last log lines.
  * Exit status 1 when any seed failed. TESSERA_SIM_SEED=<seed> --seeds 1 replays one.
  */
 import { FAULT_KINDS, runSimulation, type FaultKind, type SimResult } from './simulation.js';
 
-function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; runMs: number | undefined; thinkMs: number | undefined; kinds: FaultKind[] | undefined; workers: number | undefined; determinism: boolean; verbose: boolean } {
-  const out = { seeds: 10, first: Number(process.env.TESSERA_SIM_SEED ?? ((Date.now() ^ (process.pid << 8)) >>> 0)), noEc: false, runMs: undefined as number | undefined, thinkMs: undefined as number | undefined, kinds: undefined as FaultKind[] | undefined, workers: undefined as number | undefined, determinism: false, verbose: false };
+function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; runMs: number | undefined; thinkMs: number | undefined; kinds: FaultKind[] | undefined; workers: number | undefined; maxFaults: number | undefined; determinism: boolean; verbose: boolean } {
+  const out = { seeds: 10, first: Number(process.env.TESSERA_SIM_SEED ?? ((Date.now() ^ (process.pid << 8)) >>> 0)), noEc: false, runMs: undefined as number | undefined, thinkMs: undefined as number | undefined, kinds: undefined as FaultKind[] | undefined, workers: undefined as number | undefined, maxFaults: undefined as number | undefined, determinism: false, verbose: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const value = (): number => {
@@ -20,6 +20,7 @@ function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; r
     else if (a === '--run-ms') out.runMs = value();
     else if (a === '--think-ms') out.thinkMs = value();
     else if (a === '--workers') out.workers = value();
+    else if (a === '--max-faults') out.maxFaults = value();
     else if (a === '--kinds') {
       out.kinds = (argv[++i] ?? '').split(',') as FaultKind[];
       const bad = out.kinds.filter((k) => !FAULT_KINDS.includes(k));
@@ -27,7 +28,7 @@ function parse(argv: string[]): { seeds: number; first: number; noEc: boolean; r
     } else if (a === '--no-ec') out.noEc = true;
     else if (a === '--check-determinism') out.determinism = true;
     else if (a === '--verbose') out.verbose = true;
-    else throw new Error(`test:sim: unknown option ${a} (--seeds N, --seed S, --run-ms MS, --think-ms MS, --workers N, --kinds K1,K2, --no-ec, --check-determinism, --verbose)`);
+    else throw new Error(`test:sim: unknown option ${a} (--seeds N, --seed S, --run-ms MS, --think-ms MS, --workers N, --max-faults N, --kinds K1,K2, --no-ec, --check-determinism, --verbose)`);
   }
   return out;
 }
@@ -44,7 +45,7 @@ async function main(): Promise<number> {
   const failed: number[] = [];
   for (let i = 0; i < o.seeds; i++) {
     const seed = (o.first + i) >>> 0;
-    const opts = { seed, noEc: o.noEc, ...(o.runMs !== undefined ? { runMs: o.runMs } : {}), ...(o.thinkMs !== undefined ? { thinkMsMax: o.thinkMs } : {}), ...(o.kinds ? { faultKinds: o.kinds } : {}), ...(o.workers !== undefined ? { workersPerPool: o.workers } : {}) };
+    const opts = { seed, noEc: o.noEc, ...(o.runMs !== undefined ? { runMs: o.runMs } : {}), ...(o.thinkMs !== undefined ? { thinkMsMax: o.thinkMs } : {}), ...(o.kinds ? { faultKinds: o.kinds } : {}), ...(o.workers !== undefined ? { workersPerPool: o.workers } : {}), ...(o.maxFaults !== undefined ? { maxConcurrentFaults: o.maxFaults } : {}) };
     const r = await runSimulation(opts);
     // With node --expose-gc: the heap left after each run (a run must leave nothing behind).
     const gc = (globalThis as { gc?: () => void }).gc;

@@ -31,18 +31,19 @@ it(`${SEEDS} seeded runs lose no acknowledged write and end active+clean`, async
 }, 600_000);
 
 it('one seed twice: the same trace', async () => {
-  const a = await runSimulation({ seed: first, runMs: 10_000 });
-  const b = await runSimulation({ seed: first, runMs: 10_000 });
+  const a = await runSimulation({ seed: first, runMs: 8_000 });
+  const b = await runSimulation({ seed: first, runMs: 8_000 });
   const at = a.trace.findIndex((line, i) => b.trace[i] !== line);
   expect(at, `first difference at line ${at}: ${a.trace[at]} / ${b.trace[at]}`).toBe(-1);
   expect(b.traceHash).toBe(a.traceHash);
 }, 600_000);
 
 it('a disk that ignores O_DSYNC loses acknowledged writes in a power loss, and the run says so', async () => {
-  // Only power losses, on disks that make nothing durable: some seed of a few must show a violation.
+  // Only power losses, up to every disk at once, on disks that make nothing durable: some seed of a few must
+  // show a violation (one disk at a time is masked: peering restores its writes from the other members).
   let found: SimResult | null = null;
   for (let i = 0; i < 4 && !found; i++) {
-    const r = await runSimulation({ seed: first + i, runMs: 15_000, faultKinds: ['powerloss'], disksIgnoreSyncWrites: true, noEc: true });
+    const r = await runSimulation({ seed: first + i, runMs: 15_000, faultKinds: ['powerloss'], disksIgnoreSyncWrites: true, noEc: true, maxConcurrentFaults: 6, settleMs: 60_000 });
     if (r.violations.length > 0) found = r;
   }
   expect(found, 'no run found a lost write').not.toBeNull();

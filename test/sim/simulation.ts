@@ -38,7 +38,7 @@ import type { KvStore } from '../../src/store/kv.js';
 import { isTesseraError } from '../../src/lib/errors.js';
 import type { PgStatsReply } from '../../src/protocol/osd-messages.js';
 import type { Rng } from '../helpers/random.js';
-import { derivedRng, simClock, simRandom } from './clock.js';
+import { derivedRng, drawSkew, simClock, simRandom } from './clock.js';
 import { SimDisk } from './fs.js';
 import { SimNetwork } from './net.js';
 import { never, Scheduler, SimProcess } from './scheduler.js';
@@ -65,6 +65,8 @@ export interface SimOptions {
   thinkMsMax?: number;
   /** Faults may be at most this many at once (default drawn from the seed: 1 to 3). */
   maxConcurrentFaults?: number;
+  /** How long (virtual) the healed cluster may take to be active+clean before the run fails (default 600 s). */
+  settleMs?: number;
   /** The fault kinds drawn from (default all of FAULT_KINDS). */
   faultKinds?: readonly FaultKind[];
   /** The daemons' disks ignore O_DSYNC (a disk that lies): the run must then find lost writes. Default false. */
@@ -184,8 +186,9 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   process.on('unhandledRejection', onUnhandled);
   process.on('uncaughtException', onUnhandled);
 
+  // Each process's clock runs up to 0.5% fast or slow and its wall clock is up to 5 s off.
   const procIo = (proc: SimProcess, disk: SimDisk): Io => ({
-    clock: simClock(sched, proc),
+    clock: simClock(sched, proc, drawSkew(derivedRng(seed, `clock:${proc.name}`), 0.005, 5000)),
     random: simRandom(ioRng),
     fs: disk.view(proc),
     net: net.view(proc),
@@ -595,7 +598,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     for (const s of slots) if (s.proc?.paused) sched.resume(s.proc);
     net.unblock();
     for (const s of slots) if (s.state === 'down') await startDisk(s);
-    await waitClean('healing', sched.nowMs + 600_000);
+    await waitClean('healing', sched.nowMs + (o.settleMs ?? 600_000));
     await client.view.refresh();
     note('cluster clean after healing');
     await finalCheck();
