@@ -5,8 +5,7 @@
  * interval, up and in again on a heartbeat, space states from the reported
  * bytes, disks never seen up left in, options validated); the heartbeat rpc
  * through a map daemon; the optional `space` field of the map (canonical
- * bytes unchanged without it); and the RecoveryThrottle's bounds (copies at
- * once, priority order, bytes per second); the primary lease
+ * bytes unchanged without it); the primary lease
  * (src/daemon/lease.ts): held until a heartbeat's send time + leaseMs, never
  * shortened, logged when it lapses and comes back, renewed by a reply naming
  * a newer map only once the daemon holds it, unfenced with an older map daemon.
@@ -21,7 +20,6 @@ import { connectMapService, startMapDaemon } from '../cluster/map-daemon.js';
 import { addDisk, nextEpoch, setDiskSpace, setDiskState } from '../cluster/map-edit.js';
 import { decodeMap, encodeMap } from '../cluster/map-codec.js';
 import { checkMap } from '../cluster/map-check.js';
-import { RecoveryThrottle } from '../src/daemon/recovery-throttle.js';
 import { sampleMap } from './helpers/map-service-conformance.js';
 import { makeTempDir } from './helpers/tmp.js';
 
@@ -143,47 +141,6 @@ it('the map carries a disk space state only when set: canonical bytes unchanged 
   expect(encodeMap({ ...cleared, epoch: m.epoch })).toEqual(bytes);
   expect(setDiskSpace(m, 3, undefined)).toBe(m); // nothing changes: same map
   expect(() => checkMap({ ...m, disks: m.disks.map((d) => ({ ...d, space: 'empty' })) })).toThrow(/nearFull/);
-});
-
-it('the recovery throttle bounds copies at once, runs degraded pgs first, and paces bytes', async () => {
-  const t = new RecoveryThrottle(io.clock, { opsInflightMax: 2, bytesPerSec: 0, yieldMs: 0 });
-  let running = 0;
-  let most = 0;
-  const order: number[] = [];
-  const gate: (() => void)[] = [];
-  const copy = (id: number) => async () => {
-    running++;
-    most = Math.max(most, running);
-    order.push(id);
-    await new Promise<void>((r) => gate.push(r));
-    running--;
-  };
-  const all = [t.run({ priority: 3, sizeBytes: 1 }, copy(1)), t.run({ priority: 3, sizeBytes: 1 }, copy(2))];
-  await sleep(10);
-  all.push(t.run({ priority: 3, sizeBytes: 1 }, copy(3)), t.run({ priority: 1, sizeBytes: 1 }, copy(4)), t.run({ priority: 2, sizeBytes: 1 }, copy(5)));
-  while (order.length < 5 || gate.length > 0) {
-    gate.shift()?.();
-    await sleep(5);
-  }
-  await Promise.all(all);
-  expect(most).toBe(2);
-  expect(order).toEqual([1, 2, 4, 5, 3]);
-  // 1 MiB/s: the bucket holds one second's worth, so 3 MiB take about 2 s more.
-  const paced = new RecoveryThrottle(io.clock, { opsInflightMax: 4, bytesPerSec: 1024 * 1024, yieldMs: 0 });
-  const start = Date.now();
-  await Promise.all([0, 1, 2].map(() => paced.run({ priority: 0, sizeBytes: 1024 * 1024 }, async () => undefined)));
-  expect(Date.now() - start).toBeGreaterThanOrEqual(1900);
-  expect(paced.stats).toMatchObject({ copies: 3, bytes: 3 * 1024 * 1024 });
-  // A cancelled wait leaves the queue.
-  const abort = new AbortController();
-  const blocker = new RecoveryThrottle(io.clock, { opsInflightMax: 1, bytesPerSec: 0 });
-  let release!: () => void;
-  const first = blocker.run({ priority: 0, sizeBytes: 0 }, () => new Promise<void>((r) => (release = r)));
-  const second = blocker.run({ priority: 0, sizeBytes: 0, signal: abort.signal }, async () => undefined);
-  abort.abort();
-  await expect(second).rejects.toMatchObject({ code: 'Aborted' });
-  release();
-  await first;
 });
 
 it('a primary lease holds until its heartbeat\'s send time + leaseMs, never shortened, and is logged when it lapses and comes back', () => {

@@ -28,7 +28,8 @@ const usage = `usage: tessera <command> [options]
 commands:
   up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]] [--metrics-port-offset N]
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
-          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
+          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N]
+          [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
           with --etcd, the cluster map lives in etcd (give it on every run); a disk silent for
@@ -75,7 +76,7 @@ commands:
           (default ./tessera-data: its client.json names the map service) or --map HOST:PORT[,HOST:PORT...]
   daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT[,HOST:PORT...]] [--metrics HOST:PORT] [--capacity-bytes N]
           [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
-          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N]
+          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N]
           serve one disk (initialized on first start when --cluster-id and --disk-id are given);
           with --map, as a member of the cluster whose map service listens there (several map
           daemons of a cluster on etcd: it fails over between them);
@@ -83,7 +84,9 @@ commands:
           background scrub of the pgs it is primary of every --scrub-interval-ms (1 day),
           deep every --deep-scrub-interval-ms (7 days; 0: never), reading --scrub-bytes-per-sec;
           recovery it drives as primary copies --recovery-bytes-per-sec (200 MiB/s; 0: no limit)
-          with at most --recovery-ops-inflight (4) copies at once
+          with at most --recovery-ops-inflight (4) copies at once, and while its clients are
+          active at most --recovery-ops-inflight-busy (1) backfill copies (copies a pg waits
+          for before it serves I/O go first and are not held back)
   disk init --disk DIR --cluster-id ID --disk-id N
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R] [--domain D ...]
@@ -309,6 +312,7 @@ function redundancyOf(values: { replicated?: string | undefined; 'min-size'?: st
 const daemonPaceFlags = {
   'recovery-bytes-per-sec': { type: 'string' },
   'recovery-ops-inflight': { type: 'string' },
+  'recovery-ops-inflight-busy': { type: 'string' },
   'scrub-interval-ms': { type: 'string' },
   'deep-scrub-interval-ms': { type: 'string' },
   'scrub-bytes-per-sec': { type: 'string' },
@@ -427,7 +431,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'daemon': {
-        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' }, 'scrub-interval-ms': { type: 'string' }, 'deep-scrub-interval-ms': { type: 'string' }, 'scrub-bytes-per-sec': { type: 'string' }, 'recovery-bytes-per-sec': { type: 'string' }, 'recovery-ops-inflight': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' }, 'scrub-interval-ms': { type: 'string' }, 'deep-scrub-interval-ms': { type: 'string' }, 'scrub-bytes-per-sec': { type: 'string' }, 'recovery-bytes-per-sec': { type: 'string' }, 'recovery-ops-inflight': { type: 'string' }, 'recovery-ops-inflight-busy': { type: 'string' } } });
         if (!values.disk || !values.listen) throw new Error('daemon needs --disk DIR and --listen HOST:PORT');
         const capacityBytes = values['capacity-bytes'] === undefined ? undefined : intOption(values['capacity-bytes'], 'capacity-bytes');
         const clusterId = values['cluster-id'];
@@ -440,6 +444,7 @@ export async function main(argv: string[]): Promise<number> {
         const recovery = {
           ...(values['recovery-bytes-per-sec'] !== undefined ? { bytesPerSec: intOption(values['recovery-bytes-per-sec'], 'recovery-bytes-per-sec') } : {}),
           ...(values['recovery-ops-inflight'] !== undefined ? { opsInflightMax: intOption(values['recovery-ops-inflight'], 'recovery-ops-inflight') } : {}),
+          ...(values['recovery-ops-inflight-busy'] !== undefined ? { opsInflightBusyMax: intOption(values['recovery-ops-inflight-busy'], 'recovery-ops-inflight-busy') } : {}),
         };
         return await runDaemon({
           io,

@@ -164,10 +164,10 @@ async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: Me
     return 'incomplete';
   }
   sources.sort((a, b) => Number(b.diskId === pg.primary) - Number(a.diskId === pg.primary));
-  // Through the recovery throttle; pgs with fewer shards beyond the k needed to read go first.
+  // Through the recovery throttle, blocking (the pg activates once its shards are rebuilt); pgs with fewer shards beyond the k needed to read go first.
   const margin = sources.length - ec.layout.dataShards;
   const pace = ctx.pace;
-  const rctx: RecoveryContext = { pg, ec, sources, signal: ctx.signal, progress: ctx.progress, pace: pace ? (sizeBytes, copy) => pace(margin, sizeBytes, copy) : undefined };
+  const rctx: RecoveryContext = { pg, ec, sources, signal: ctx.signal, progress: ctx.progress, pace: pace ? (sizeBytes, copy) => pace({ priority: margin, sizeBytes, blocking: true }, copy) : undefined };
   const objects = new Map<string, Member[]>();
   const backfills: Array<{ m: Member; previous: number }> = [];
   for (const { m, info } of targets) {

@@ -77,6 +77,7 @@ export function osdHandler(osd: Osd): RpcHandler {
       return reply;
     } finally {
       osd.clientRequestsInflight--;
+      osd.clientRequestLastEndedMs = osd.io.clock.monotonicMs();
     }
   };
   return async ({ op, header, payload }): Promise<RpcHandlerReply> => {

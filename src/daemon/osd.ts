@@ -88,8 +88,9 @@ export class Osd {
   private closing: Promise<void> | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly pgLoads = new Map<string, Promise<Pg>>();
-  /** Client requests (ops, reads, listings) being served: recovery yields to them. */
+  /** Client requests (ops, reads, listings) being served, and when the last one ended: recovery yields to them. */
   clientRequestsInflight = 0;
+  clientRequestLastEndedMs = -Infinity;
   readonly recovery: RecoveryThrottle;
   /** Copies planned and made by the pgs this daemon peers as primary (src/daemon/recovery-progress.ts). */
   readonly recoveryProgress: RecoveryProgress;
@@ -110,7 +111,7 @@ export class Osd {
     this.purger = new PoolPurger(store, (message) => console.error(`disk ${options.identity.diskId}: ${message}`));
     this.strays = new StrayCleaner(this, options.strays);
     this.ecWriteBudget = new ByteBudget(options.io.clock, limits.ecWriteBytesInflightMax);
-    this.recovery = new RecoveryThrottle(options.io.clock, options.recovery, () => this.clientRequestsInflight);
+    this.recovery = new RecoveryThrottle(options.io.clock, options.recovery, { inflight: () => this.clientRequestsInflight, lastEndedMs: () => this.clientRequestLastEndedMs });
     this.recoveryProgress = new RecoveryProgress(options.io.clock);
     this.lease = new PrimaryLease(options.io.clock, (message) => console.error(`disk ${options.identity.diskId}: ${message}`), options.liveness !== undefined);
   }
@@ -312,7 +313,7 @@ export class Osd {
           signal: abort.signal,
           handle: (diskId) => this.memberHandle(pg, diskId),
           reloadLocal: async () => pg.resetLog(await PgLog.load(this.store, pg.pool.id, pg.pg)),
-          pace: (priority, sizeBytes, copy) => this.recovery.run({ priority, sizeBytes, signal: abort.signal }, copy),
+          pace: (o, copy) => this.recovery.run({ ...o, signal: abort.signal }, copy),
           backfillLater: (backfill) => this.backfillInBackground(pg, abort.signal, interval, backfill),
           progress: this.recoveryProgress.begin(pg),
           setTemp: async (acting) => {

@@ -22,8 +22,10 @@
  * Objects are copied whole (data, xattrs, omap) through fenced pushes; large
  * omaps are staged under a temporary name and moved into place, so a member
  * never holds half an object under its real name. Copies go through the
- * daemon's recovery throttle (ctx.pace: bytes/s, copies at once; pgs with
- * fewer up-to-date members first).
+ * daemon's recovery throttle (ctx.pace: bytes/s, copies at once): those the
+ * pg waits for before it activates are blocking (ahead of every background
+ * copy); a deferred backfill's are background (held back while clients are
+ * active); within each, pgs with fewer up-to-date members first.
  */
 import { isTesseraError, TesseraError } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
@@ -53,7 +55,7 @@ export interface PeeringContext {
   signal: AbortSignal;
   /** Called when the primary's own log was rewritten by recovery. */
   reloadLocal(): Promise<void>;
-  /** Runs one object copy under the daemon's recovery throttle (priority: lower first). Default: at once. */
+  /** Runs one object copy under the daemon's recovery throttle (recovery-throttle.ts). Default: at once. */
   pace?: Pace;
   /**
    * Replicated pools: given, members that need a backfill (their log shares nothing with the
@@ -74,8 +76,11 @@ export interface PeeringContext {
   progress?: RecoveryProgressSink;
 }
 
-/** Runs a copy of sizeBytes when the recovery throttle allows. */
-export type Pace = (priority: number, sizeBytes: number, copy: () => Promise<void>) => Promise<void>;
+/**
+ * Runs a copy of sizeBytes when the recovery throttle allows. priority: lower first (the pg's members
+ * at the authoritative head); blocking: the pg waits for it before it serves I/O.
+ */
+export type Pace = (o: { priority: number; sizeBytes: number; blocking: boolean }, copy: () => Promise<void>) => Promise<void>;
 
 /** A copy's pacing within one recovery: the throttle, and the pg's priority. */
 interface Copying {
@@ -117,7 +122,7 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   // The primary (members[0]) first catches up from the authoritative member, then serves as the source for the others.
   if (auth !== 0) {
     const atAuthHead = handles.filter((_, i) => i !== 0 && compareVersions(infos[i]!.head, infos[auth]!.head) === 0);
-    const first: Copying = { signal: ctx.signal, progress: ctx.progress, alternates: atAuthHead, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(0, sizeBytes, copy) : copy()) };
+    const first: Copying = { signal: ctx.signal, progress: ctx.progress, alternates: atAuthHead, pace: paceOf(ctx, 0, true) };
     await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, first);
     await ctx.reloadLocal();
   }
@@ -126,7 +131,7 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   // Members already at the authoritative head: the fewer, the sooner this pg's copies run.
   const upToDate = infos.filter((i) => compareVersions(i.head, sourceInfo.head) === 0).length;
   const alternates = handles.filter((_, i) => i !== 0 && compareVersions(infos[i]!.head, sourceInfo.head) === 0);
-  const copying: Copying = { signal: ctx.signal, progress: ctx.progress, alternates, pace: (sizeBytes, copy) => (ctx.pace ? ctx.pace(upToDate, sizeBytes, copy) : copy()) };
+  const copying: Copying = { signal: ctx.signal, progress: ctx.progress, alternates, pace: paceOf(ctx, upToDate, true) };
   // Members to backfill after activation (the pg serves I/O meanwhile, without them).
   const r = pg.pool.redundancy;
   let later = ctx.backfillLater && r.type === 'replicated' ? members.slice(1).filter((_, i) => objectsToRecover(infos[i + 1]!, sourceInfo) > limits.recoveryInlineObjectsMax) : [];
@@ -143,14 +148,21 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   const snapshot: MemberInfo = { ...sourceInfo, entries: sourceInfo.entries.slice() };
   await activateMembers(pg, handles.filter((h) => active.includes(h.diskId)), (h) => h.activate(pg.intervalStart, active));
   if (later.length > 0) {
+    const background: Copying = { ...copying, pace: paceOf(ctx, upToDate, false) };
     ctx.backfillLater!(async () => {
-      for (const id of later) await recoverMember(pg, handles[members.indexOf(id)]!, infos[members.indexOf(id)]!, source, snapshot, copying);
+      for (const id of later) await recoverMember(pg, handles[members.indexOf(id)]!, infos[members.indexOf(id)]!, source, snapshot, background);
     });
   } else if (ctx.hasTemp?.()) {
     // Every member is complete: the computed primary takes the pg back (a new interval; it peers from an identical log).
     await ctx.setTemp!(null);
   }
   return 'active';
+}
+
+/** A recovery's pacing through ctx.pace, at the pg's priority and class. */
+function paceOf(ctx: PeeringContext, priority: number, blocking: boolean): Copying['pace'] {
+  const { pace } = ctx;
+  return pace ? (sizeBytes, copy) => pace({ priority, sizeBytes, blocking }, copy) : (_sizeBytes, copy) => copy();
 }
 
 /**

@@ -264,7 +264,7 @@ export class StrayCleaner {
     let removed = 0;
     /** One batch: re-checked, submitted, and waited for under the pg's lock (pg loads wait for it). */
     const batch = async (ops: StoreOp[]): Promise<Outcome | null> => {
-      return osd.recovery.run({ priority: PRIORITY, sizeBytes: 0, signal: this.stop.signal }, async () => {
+      return osd.recovery.run({ priority: PRIORITY, sizeBytes: 0, blocking: false, signal: this.stop.signal }, async () => {
         const stop = await stillStray();
         if (stop) return stop;
         return this.exclusive(key, async () => {

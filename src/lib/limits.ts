@@ -157,8 +157,10 @@ export const limits = {
   recoveryBytesPerSecDefault: 200 * MiB,
   /** Objects a daemon copies for recovery and backfill at once, over all its pgs. */
   recoveryOpsInflightMaxDefault: 4,
-  /** While client requests are in flight at a daemon, each recovery copy first waits this long (client I/O goes first). */
-  recoveryYieldMs: 2,
+  /** Background recovery copies (backfill while the pg serves I/O) a daemon runs at once while its client I/O is active. */
+  recoveryOpsInflightBusyMaxDefault: 1,
+  /** A daemon's client I/O counts as active this long after its last client request ended (recovery-throttle.ts). */
+  recoveryClientRecentMs: 100,
   /**
    * A pg member missing at most this many objects is recovered before the pg goes active (I/O waits,
    * briefly); one missing more, or needing a backfill, is recovered while the pg serves I/O without it.
@@ -238,6 +240,7 @@ assert(limits.heartbeatIntervalMsDefault * 2 <= limits.livenessDownGraceMsDefaul
 assert(limits.heartbeatIntervalMsDefault * 2 <= limits.livenessDownGraceMsDefault * limits.leaseGraceRatioDefault, 'a daemon heartbeats at least twice per lease');
 assert(limits.leaseGraceRatioDefault <= limits.leaseGraceRatioMax && limits.leaseGraceRatioMax < 1, 'a lease ends before the grace does');
 assert(limits.livenessDownGraceMsDefault < limits.livenessOutIntervalMsDefault, 'a disk is marked down before it is marked out');
+assert(limits.recoveryOpsInflightBusyMaxDefault >= 1 && limits.recoveryOpsInflightBusyMaxDefault <= limits.recoveryOpsInflightMaxDefault, 'a busy daemon still recovers, never faster than an idle one');
 assert(limits.diskNearFullRatioDefault < limits.diskFullRatioDefault && limits.diskFullRatioDefault < 1, 'near full comes before full, full before the end');
 assert(limits.striperPieceBytesMin <= limits.striperPieceBytesDefault && limits.striperPieceBytesDefault <= limits.striperPieceBytesMax, 'the default piece size is within bounds');
 assert(limits.striperPieceBytesMax <= limits.objectSizeBytesMax, 'a piece fits in one object');
