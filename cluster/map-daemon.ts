@@ -21,6 +21,7 @@ import { mapOpcodeMax, mapOpcodeMin } from './map-protocol.js';
 import { MapServer } from './map-server.js';
 import type { MapService } from './map-service.js';
 import { EmbeddedMapStore } from './map-store-embedded.js';
+import type { ProcessProbe } from './map-lock.js';
 import { EtcdClient } from './etcd-client.js';
 import { EtcdMapStore, etcdKeyPrefixDefault } from './map-store-etcd.js';
 import { EtcdLivenessRecords } from './liveness-etcd.js';
@@ -57,8 +58,8 @@ interface Backend {
   close(): Promise<void>;
 }
 
-async function openEmbedded(io: Io, dir: string, create: ClusterMap | undefined): Promise<Backend> {
-  const service = await EmbeddedMapStore.open({ io, path: join(dir, 'map'), ...(create ? { create } : {}) });
+async function openEmbedded(io: Io, dir: string, create: ClusterMap | undefined, probe: ProcessProbe | undefined): Promise<Backend> {
+  const service = await EmbeddedMapStore.open({ io, path: join(dir, 'map'), ...(create ? { create } : {}), ...(probe ? { probe } : {}) });
   const history = await EmbeddedPgHistory.open(io, join(dir, 'map'));
   return { service, history, close: async () => (await history.close(), await service.close()) };
 }
@@ -96,10 +97,12 @@ export async function startMapDaemon(options: {
   create?: ClusterMap;
   /** Failure detection and full ratios (defaults in src/lib/limits.ts). */
   liveness?: LivenessOptions;
+  /** How the embedded store's lock tells a live owner (default: /proc through io.fs; the simulation, test/sim, has its own processes). */
+  probe?: ProcessProbe;
 }): Promise<MapDaemon> {
   const { io } = options;
   if ((options.dir === undefined) === (options.etcd === undefined)) throw new TesseraError('InvalidArgument', 'map daemon: give either dir or etcd');
-  const backend = options.etcd ? await openEtcd(io, options.etcd, options.create) : await openEmbedded(io, options.dir!, options.create);
+  const backend = options.etcd ? await openEtcd(io, options.etcd, options.create) : await openEmbedded(io, options.dir!, options.create, options.probe);
   const { service, history } = backend;
   const mapServer = new MapServer({ io, service });
   const historyHandler = pgHistoryHandler(history);

@@ -25,6 +25,7 @@ import { TesseraClient } from '../../src/client/client.js';
 import { startMapDaemon, connectMapService, type MapDaemon, type MapConnection } from '../../cluster/map-daemon.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap, PoolRedundancy } from '../../cluster/map.js';
+import type { ProcessProbe } from '../../cluster/map-lock.js';
 import { objectToPg } from '../../cluster/placement.js';
 import { Osd } from '../../src/daemon/osd.js';
 import { pgStats } from '../../src/daemon/osd-admin.js';
@@ -116,7 +117,7 @@ interface KeyState {
   busy: boolean;
 }
 
-export const FAULT_KINDS = ['kill', 'powerloss', 'pause', 'isolate', 'partition', 'cutMap', 'clientCutMap', 'splitBrain'] as const;
+export const FAULT_KINDS = ['kill', 'powerloss', 'pause', 'isolate', 'partition', 'cutMap', 'clientCutMap', 'splitBrain', 'mapRestart'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 type Fault =
@@ -124,7 +125,8 @@ type Fault =
   | { kind: 'pause'; disk: number; durationMs: number }
   | { kind: 'isolate' | 'cutMap' | 'clientCutMap'; host: string; durationMs: number }
   | { kind: 'partition'; a: string; b: string; durationMs: number }
-  | { kind: 'splitBrain'; host: string; client: string; durationMs: number };
+  | { kind: 'splitBrain'; host: string; client: string; durationMs: number }
+  | { kind: 'mapRestart'; powerloss: boolean; durationMs: number };
 
 /**
  * The KvStore of one daemon incarnation: calls take a seeded moment and never complete once it is dead
@@ -213,9 +215,28 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   if (!o.noEc) pools.push({ id: 2, name: 'ec', redundancy: { type: 'erasure', dataShards: 2, parityShards: 1 } });
   for (const p of pools) map = createPool(map, { id: p.id, name: p.name, redundancy: p.redundancy, failureDomain: 'host', pgCount: 8 });
 
-  const mapProc = new SimProcess('mapd', MAP_HOST);
+  let mapIncarnation = 1;
+  let mapProc = new SimProcess('mapd#1', MAP_HOST);
   const mapDisk = new SimDisk('mapdisk', sched, derivedRng(seed, 'mapdisk'), { capacityBytes: 1024 * MiB });
   let mapd: MapDaemon | null = null;
+  /** Whether the map daemon runs (the harness never calls a dead process's service: the call would never end). */
+  let mapUp = false;
+  /** Its lock's process probe: pid n is incarnation n, alive while that process is. */
+  const mapProcs = new Map<number, SimProcess>();
+  const mapProbe: ProcessProbe = {
+    self: async () => ({ pid: mapIncarnation, incarnation: '' }),
+    lookup: async (pid) => (mapProcs.get(pid)?.alive ? { pid, incarnation: '' } : null),
+  };
+  const startMap = async (create: ClusterMap | undefined): Promise<void> => {
+    mapProcs.set(mapIncarnation, mapProc);
+    mapd = await startMapDaemon({ io: procIo(mapProc, mapDisk), dir: '/mapd', host: MAP_HOST, port: MAP_PORT, ...(create ? { create } : {}), probe: mapProbe, liveness: { outIntervalMs: 15_000 } });
+    mapUp = true;
+    note(`${mapProc.name} up`);
+    // The trace shows every map epoch's disk states (d<id>: u/d up or down, i/o in or out).
+    const mapWatch = new AbortController();
+    mapd.service.watch(0, (m) => note(`map epoch ${m.epoch}: ${m.disks.map((d) => `d${d.id}${d.up ? 'u' : 'd'}${d.in ? 'i' : 'o'}`).join(' ')}`), mapWatch.signal);
+    stopMapWatch = () => mapWatch.abort();
+  };
   // Two clients: one may hold an older map than the other (a client cut from the map daemon), which is
   // when a deposed primary could serve a stale read if its lease did not fence it.
   const clientProcs = CLIENT_HOSTS.map((h) => new SimProcess(h, h));
@@ -225,6 +246,8 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
 
   /** Every map connection of the run: closed at its end (see the finally below). */
   const mapConnections: MapConnection[] = [];
+
+  let stopMapWatch = (): void => undefined;
 
   const startDisk = async (s: DiskSlot): Promise<void> => {
     for (let attempt = 1; ; attempt++) {
@@ -352,6 +375,10 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
       const disk = faultRng.pick(candidates).id;
       return kind === 'pause' ? { kind, disk, durationMs } : { kind, disk, markDown: faultRng.float() < 0.5, durationMs };
     }
+    if (kind === 'mapRestart') {
+      // kill -9 of the map daemon (its disk may lose power too), restarted after up to 15 s.
+      return mapUp && !faultedHosts.has(MAP_HOST) ? { kind, powerloss: faultRng.float() < 0.5, durationMs: 200 + faultRng.int(15_000) } : null;
+    }
     if (kind === 'splitBrain') {
       // A storage host and a client both cut from the map daemon, long enough for the host's disks to be
       // marked down: the client keeps sending to the deposed primaries while the other client writes elsewhere.
@@ -376,7 +403,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   };
 
   const describe = (f: Fault): string =>
-    f.kind === 'partition' ? `partition ${f.a}|${f.b} for ${f.durationMs} ms` : f.kind === 'splitBrain' ? `splitBrain ${f.host}+${f.client} cut from the map for ${f.durationMs} ms` : 'host' in f ? `${f.kind} ${f.host} for ${f.durationMs} ms` : `${f.kind} disk ${f.disk}${'markDown' in f && f.markDown ? ' (marked down)' : ''} for ${f.durationMs} ms`;
+    f.kind === 'partition' ? `partition ${f.a}|${f.b} for ${f.durationMs} ms` : f.kind === 'splitBrain' ? `splitBrain ${f.host}+${f.client} cut from the map for ${f.durationMs} ms` : f.kind === 'mapRestart' ? `mapRestart${f.powerloss ? ' (power loss)' : ''} after ${f.durationMs} ms` : 'host' in f ? `${f.kind} ${f.host} for ${f.durationMs} ms` : `${f.kind} disk ${f.disk}${'markDown' in f && f.markDown ? ' (marked down)' : ''} for ${f.durationMs} ms`;
 
   const runFault = async (f: Fault): Promise<void> => {
     stats.faults++;
@@ -392,7 +419,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
           s.kv.crash();
           note(`disk ${s.id} lost power: ${lost.writesLost} unsynced writes lost, ${lost.writesKept} kept`);
         }
-        if (f.markDown) await mapd!.service.change((m) => setDiskState(m, s.id, { up: false })).catch(() => undefined);
+        if (f.markDown && mapUp) await mapd!.service.change((m) => setDiskState(m, s.id, { up: false })).catch(() => undefined);
         await sleep(f.durationMs);
         await startDisk(s);
         faultedDisks.delete(s.id);
@@ -418,6 +445,24 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
         await sleep(f.durationMs);
         for (const h of others) net.heal(f.host, h);
         faultedHosts.delete(f.host);
+        break;
+      }
+      case 'mapRestart': {
+        faultedHosts.add(MAP_HOST);
+        mapUp = false;
+        stopMapWatch();
+        sched.kill(mapProc);
+        mapDisk.abandon(mapProc);
+        net.kill(mapProc);
+        if (f.powerloss) {
+          const lost = mapDisk.crash();
+          note(`map disk lost power: ${lost.writesLost} unsynced writes lost, ${lost.writesKept} kept`);
+        }
+        await sleep(f.durationMs);
+        mapIncarnation++;
+        mapProc = new SimProcess(`mapd#${mapIncarnation}`, MAP_HOST);
+        await startMap(undefined);
+        faultedHosts.delete(MAP_HOST);
         break;
       }
       case 'splitBrain': {
@@ -572,13 +617,8 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     }
   };
 
-  let stopMapWatch = (): void => undefined;
   const scenario = async (): Promise<void> => {
-    mapd = await startMapDaemon({ io: procIo(mapProc, mapDisk), dir: '/mapd', host: MAP_HOST, port: MAP_PORT, create: map, liveness: { outIntervalMs: 15_000 } });
-    // The trace shows every map epoch's disk states (d<id>: u/d up or down, i/o in or out).
-    const mapWatch = new AbortController();
-    mapd.service.watch(0, (m) => note(`map epoch ${m.epoch}: ${m.disks.map((d) => `d${d.id}${d.up ? 'u' : 'd'}${d.in ? 'i' : 'o'}`).join(' ')}`), mapWatch.signal);
-    stopMapWatch = () => mapWatch.abort();
+    await startMap(map);
     await Promise.all(slots.map((s) => startDisk(s)));
     for (const io of clientIos) {
       const conn = connectMapService(io, `${MAP_HOST}:${MAP_PORT}`);
