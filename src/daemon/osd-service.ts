@@ -52,7 +52,7 @@ import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
 import type { StoreOp } from '../store/types.js';
 import { activateLocal, notPrimary, queryMember } from './members.js';
 import type { Osd } from './osd.js';
-import { isConditional, requestKey, type Pg } from './pg.js';
+import { isConditional, requestKey, type DecisionPoint, type Pg } from './pg.js';
 import { dataNs, decodeVersionValue, metaObject, PgLog, VERSION_XATTR } from './pg-log.js';
 import { ecCommit, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
 import { ecClientRead } from './ec-read.js';
@@ -209,60 +209,89 @@ async function clientWrite(osd: Osd, req: OpRequest): Promise<Eversion> {
   }
 }
 
+/**
+ * A replicated write at its primary. Writes of one object take versions in arrival order
+ * (Pg.withObjectTurn); writes of different objects never wait for each other. A conditional write
+ * (compare-and-set: assertXattr, omapCompare, exclusive create...) is decided here before it takes a
+ * version: once the local store transactions of the object's earlier writes have settled, the store
+ * evaluates its conditions (ObjectStore.check) against what it holds; a failed condition answers the
+ * client with the condition's error and consumes no version. A write that holds then goes like any
+ * other: local apply and repops at once. Every member applies it on the same state in the same order,
+ * so the store's own check there passes; if it ever fails, the write fails, is never acknowledged,
+ * and the pg peers again (as for any write that did not reach every member).
+ */
 async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion> {
   const conditional = req.ops.some(isConditional);
   const last = req.ops[req.ops.length - 1];
   const kind = last?.type === 'remove' ? 'delete' : 'modify';
-  let replicated!: Promise<void>;
-  let version!: Eversion;
-  await pg.withGate(conditional, async () => {
-    const interval = pg.intervalStart;
-    // Aborts when the interval ends: repops to a member that left (stopped, died) fail then, not at their timeout.
-    const intervalSignal = pg.intervalAbort.signal;
-    // The gate may have waited into a peering: its query already reported this member's log.
-    pg.requireActive();
-    version = pg.nextVersion(osd.view.epoch);
-    const entry: LogEntry = { ...version, object: req.object, kind, request: req.request };
-    let txn;
-    try {
-      txn = pg.buildWrite(req.object, req.ops, entry);
-    } catch (err) {
-      pg.releaseVersion(version);
-      throw err;
+  return pg.withObjectTurn(req.object, async (turn) => {
+    let decided: DecisionPoint | null = null;
+    for (let attempt = 1; conditional && decided === null; attempt++) {
+      const point = await pg.decisionPoint();
+      await turn.earlierApplied();
+      // An earlier write of the object that failed here made the pg peer again (its local failure does that
+      // synchronously, before this wakes): decided on the state peering settles, this would mean nothing.
+      if (!pg.decisionHolds(point)) throw new TesseraError('Busy', `pg ${pg.key}: the pg left active while a conditional write of ${req.object} waited; retry`);
+      await osd.store.check(pg.clientOps(req.object, req.ops));
+      if (pg.decisionHolds(point)) decided = point;
+      else if (pg.state !== 'active' || attempt >= 3) throw new TesseraError('Busy', `pg ${pg.key}: the pg changed while a conditional write of ${req.object} was decided; retry`);
+      // else: a repair ran meanwhile (same versions, maybe other bytes): decide again.
     }
-    // Tracked: a peering query waits for it, so the log it reports holds it if the store does.
-    const local = pg.trackStoreWrite(osd.store.transact(txn), entry, interval);
-    if (conditional) {
-      // The outcome depends on the object's state: decide it here before anyone else applies it.
+    let replicated!: Promise<void>;
+    let version!: Eversion;
+    await pg.withGate(false, async () => {
+      const interval = pg.intervalStart;
+      // Aborts when the interval ends: repops to a member that left (stopped, died) fail then, not at their timeout.
+      const intervalSignal = pg.intervalAbort.signal;
+      // The wait may have run into a peering: its query already reported this member's log.
+      pg.requireActive();
+      if (decided && !pg.decisionHolds(decided)) throw new TesseraError('Busy', `pg ${pg.key}: the pg changed after a conditional write of ${req.object} was decided; retry`);
+      version = pg.nextVersion(osd.view.epoch);
+      const entry: LogEntry = { ...version, object: req.object, kind, request: req.request };
+      let txn;
       try {
-        await local;
+        txn = pg.buildWrite(req.object, req.ops, entry);
       } catch (err) {
         pg.releaseVersion(version);
         throw err;
       }
-      // Peering began meanwhile: its query saw this write in the log here; peering settles it, not repops.
-      if (pg.intervalStart !== interval || pg.state !== 'active') {
-        throw new TesseraError('Busy', `pg ${pg.key}: peering began while write ${version.version} was decided; the pg settles it`);
-      }
-    }
-    // Members being backfilled get this write from the log when they join (peering.ts, backfillLater).
-    const others = pg.acting.filter((d) => d !== osd.diskId && !pg.backfilling.has(d));
-    const repops = others.map((d) => {
-      const { header, payload } = encodeRepop({ epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg, entry, ops: txn });
-      return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: limits.repopTimeoutMs, signal: intervalSignal });
+      // Tracked: a peering query waits for it, so the log it reports holds it if the store does.
+      const local = pg.trackStoreWrite(osd.store.transact(txn), entry, interval);
+      // First reaction to the local outcome: on failure the pg peers again before anything waiting for this
+      // transaction (the object's next conditional write) runs.
+      let repeered = false;
+      local.catch((err: unknown) => {
+        if (decided && isTesseraError(err) && ['Conflict', 'NotFound', 'AlreadyExists'].includes(err.code)) {
+          console.error(`disk ${osd.diskId}: pg ${pg.key}: conditional write ${version.version} of ${req.object}, decided here, failed its store check: ${err.code} ${err.message}; peering again`);
+        }
+        if (pg.intervalStart === interval && !repeered) {
+          repeered = true;
+          osd.repeer(pg);
+        }
+      });
+      turn.versionTaken(local);
+      // Members being backfilled get this write from the log when they join (peering.ts, backfillLater).
+      const others = pg.acting.filter((d) => d !== osd.diskId && !pg.backfilling.has(d));
+      const repops = others.map((d) => {
+        const { header, payload } = encodeRepop({ epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg, entry, ops: txn });
+        return osd.peers.rpc(d).call(OsdOpcode.repop, header, payload, { timeoutMs: limits.repopTimeoutMs, signal: intervalSignal });
+      });
+      replicated = Promise.all([local, ...repops]).then(
+        () => undefined,
+        (err: unknown) => {
+          // Some member may lack this write while others have it: the pg must settle before serving again.
+          // (Synchronously, so a retry of this request cannot find the entry in the log before that.)
+          if (pg.intervalStart === interval && !repeered) {
+            repeered = true;
+            osd.repeer(pg);
+          }
+          throw new TesseraError('Unavailable', `pg ${pg.key}: write ${version.version} did not reach every member: ${(err as Error).message}`, { cause: err });
+        },
+      );
     });
-    replicated = Promise.all([local, ...repops]).then(
-      () => undefined,
-      (err: unknown) => {
-        // Some member may lack this write while others have it: the pg must settle before serving again.
-        // (Synchronously, so a retry of this request cannot find the entry in the log before that.)
-        if (pg.intervalStart === interval) osd.repeer(pg);
-        throw new TesseraError('Unavailable', `pg ${pg.key}: write ${version.version} did not reach every member: ${(err as Error).message}`, { cause: err });
-      },
-    );
+    await replicated;
+    return version;
   });
-  await replicated;
-  return version;
 }
 
 async function replicaWrite(osd: Osd, header: Buffer, payload: Buffer): Promise<void> {

@@ -29,8 +29,38 @@ export function isConditional(op: StoreOp): boolean {
   return true;
 }
 
+/**
+ * Primary, replicated pools: the writes of one object in flight here. They take versions in arrival
+ * order (turn); a conditional write keeps its turn while it decides, after the local store transactions
+ * of the object's earlier writes have settled (applied).
+ */
+interface ObjectWrites {
+  /** Settles when the last write queued for the object has taken its version or given up. */
+  turn: Promise<void>;
+  /** Settles when the local store transactions of the object's writes that took a version have settled. */
+  applied: Promise<void>;
+  /** Writes queued here or with a local store transaction in flight; the entry goes at zero. */
+  holders: number;
+}
+
+/** A write's place in its object's order (Pg.withObjectTurn). */
+export interface ObjectTurn {
+  /** Resolves when the local store transactions of the object's earlier writes have settled. */
+  earlierApplied(): Promise<void>;
+  /** Call in the step that takes the version, with its local store transaction: the next write of the object may go. */
+  versionTaken(local: Promise<unknown>): void;
+}
+
+/** What a conditional write's decision assumed (Pg.decisionPoint); it holds while nothing here moved. */
+export interface DecisionPoint {
+  stateChanges: number;
+  exclusiveRuns: number;
+}
+
 export class Pg {
-  state: PgState = 'peering';
+  private currentState: PgState = 'peering';
+  /** Counts changes of state: a decision taken while active holds only while this stays (the pg never left active). */
+  private stateChanges = 0;
   /** Map epoch the current interval started in: older repops and pushes are refused. */
   intervalStart = 0;
   /** Newest map epoch the interval was compared against (osd.ts maybeNewInterval: an epoch skipped is a possible change). */
@@ -43,8 +73,13 @@ export class Pg {
   ec: EcPgState | null = null;
   /** Writes submitted to the local store, in version order, not yet known to be committed. */
   private assigned: Eversion;
-  /** Held while a conditional write waits for its local outcome: later writes wait too. */
+  /** Held by an exclusive run (repair: withPgQuiet in pg-repair.ts): writes take no version meanwhile. */
   private gate: Promise<void> = Promise.resolve();
+  /** Exclusive runs of the gate begun, and whether one is running (a conditional write's decision spans neither). */
+  private exclusiveRuns = 0;
+  private exclusiveActive = false;
+  /** Primary, replicated pools: objects with writes in flight here (bounded by the daemon's requests in flight, limits.daemonInflightMax). */
+  private readonly objectWrites = new Map<string, ObjectWrites>();
   /** Local store submissions of a replica, chained to keep version order. */
   replicaChain: Promise<{ done: Promise<void> }> = Promise.resolve({ done: Promise.resolve() });
   /** Replicated writes submitted to the local store and not yet committed. */
@@ -94,6 +129,15 @@ export class Pg {
     return ++this.stagingIds;
   }
 
+  get state(): PgState {
+    return this.currentState;
+  }
+
+  set state(next: PgState) {
+    if (next !== this.currentState) this.stateChanges++;
+    this.currentState = next;
+  }
+
   get key(): string {
     return `${this.pool.id}.${this.pg}`;
   }
@@ -109,8 +153,8 @@ export class Pg {
     return { ns: dataNs(this.pool.id, shard), name };
   }
 
-  /** The store transaction of a client write: its ops on this pg's object, the object's version, the log entry. */
-  buildWrite(object: string, ops: readonly StoreOp[], entry: LogEntry): StoreOp[] {
+  /** A client write's ops on this pg's object (NotSupported, Invalid: ops a client may not send). */
+  clientOps(object: string, ops: readonly StoreOp[]): StoreOp[] {
     const id = this.objectId(object);
     const out: StoreOp[] = [];
     for (const op of ops) {
@@ -120,6 +164,13 @@ export class Pg {
       }
       out.push({ ...op, id } as StoreOp);
     }
+    return out;
+  }
+
+  /** The store transaction of a client write: its ops on this pg's object, the object's version, the log entry. */
+  buildWrite(object: string, ops: readonly StoreOp[], entry: LogEntry): StoreOp[] {
+    const id = this.objectId(object);
+    const out = this.clientOps(object, ops);
     if (entry.kind === 'modify') out.push({ type: 'setXattr', id, name: VERSION_XATTR, value: encodeVersionValue(entry) });
     out.push(...this.log.appendOps(entry));
     return out;
@@ -131,15 +182,20 @@ export class Pg {
     return this.assigned;
   }
 
-  /** A conditional write failed locally: its version was never written anywhere, give it back. */
+  /** A write failed before its store transaction was submitted: its version was never written anywhere, give it back. */
   releaseVersion(v: Eversion): void {
     if (compareVersions(this.assigned, v) === 0) this.assigned = { epoch: v.epoch, version: v.version - 1 };
   }
 
-  /** Serializes version assignment behind any conditional write deciding its outcome. */
-  async withGate<T>(conditional: boolean, fn: () => Promise<T>): Promise<T> {
+  /**
+   * Writes (exclusive false) run fn once no exclusive run is queued before them; an exclusive run
+   * (repair) runs fn once those before it are done, and no write runs fn until it ends. A write's fn
+   * takes its version and submits its store transaction in one step, so an exclusive run starting
+   * after it can wait for that transaction (settleStoreWrites).
+   */
+  async withGate<T>(exclusive: boolean, fn: () => Promise<T>): Promise<T> {
     const before = this.gate;
-    if (!conditional) {
+    if (!exclusive) {
       await before;
       return fn();
     }
@@ -147,10 +203,67 @@ export class Pg {
     this.gate = new Promise((resolve) => (open = resolve));
     try {
       await before;
+      this.exclusiveRuns++;
+      this.exclusiveActive = true;
       return await fn();
     } finally {
+      this.exclusiveActive = false;
       open();
     }
+  }
+
+  /**
+   * Primary, replicated pools: runs a write of `object` in that object's order. Writes of one object
+   * take versions in arrival order: fn is called once every earlier write of the object has taken its
+   * version or given up, and the next one waits until fn calls turn.versionTaken (or ends). Writes of
+   * other objects never wait here.
+   */
+  async withObjectTurn<T>(object: string, fn: (turn: ObjectTurn) => Promise<T>): Promise<T> {
+    let w = this.objectWrites.get(object);
+    if (!w) {
+      w = { turn: Promise.resolve(), applied: Promise.resolve(), holders: 0 };
+      this.objectWrites.set(object, w);
+    }
+    const writes = w;
+    writes.holders++;
+    const before = writes.turn;
+    let release!: () => void;
+    writes.turn = new Promise((resolve) => (release = resolve));
+    const drop = (): void => {
+      if (--writes.holders === 0 && this.objectWrites.get(object) === writes) this.objectWrites.delete(object);
+    };
+    const turn: ObjectTurn = {
+      earlierApplied: () => writes.applied,
+      versionTaken: (local) => {
+        const settled = local.then(
+          () => undefined,
+          () => undefined,
+        );
+        writes.holders++;
+        writes.applied = Promise.all([writes.applied, settled]).then(() => undefined);
+        void settled.then(drop);
+        release();
+      },
+    };
+    try {
+      await before;
+      return await fn(turn);
+    } finally {
+      release();
+      drop();
+    }
+  }
+
+  /** Primary: where a conditional write's decision starts, once no exclusive run (repair) is running. */
+  async decisionPoint(): Promise<DecisionPoint> {
+    while (this.exclusiveActive) await this.withGate(false, () => Promise.resolve());
+    this.requireActive();
+    return { stateChanges: this.stateChanges, exclusiveRuns: this.exclusiveRuns };
+  }
+
+  /** The pg stayed active and no repair ran since the decision point (what the store showed then still holds). */
+  decisionHolds(p: DecisionPoint): boolean {
+    return this.currentState === 'active' && this.stateChanges === p.stateChanges && this.exclusiveRuns === p.exclusiveRuns;
   }
 
   /**

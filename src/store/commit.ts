@@ -36,6 +36,7 @@ import { encodeCounters, encodeOnode, encodeSegment } from './records.js';
 import type { Reservation } from './segments.js';
 import { encodeMeta, encodePosition, encodeRecordHeader, metaLength, RECORD_HEADER_BYTES, type RecordPosition } from './log.js';
 import type { StoreCore } from './core.js';
+import type { StoreOp } from './types.js';
 
 interface QueuedTxn {
   ops: readonly AnyOp[];
@@ -77,6 +78,20 @@ export const checkpointKey = singletonKey('checkpoint');
 export interface CheckpointPolicy {
   intervalMs: number;
   logBytes: number;
+}
+
+/** A data op as check() applies it: it creates its object; what it writes decides no condition. */
+function withoutData(op: StoreOp): StoreOp {
+  switch (op.type) {
+    case 'write':
+    case 'writeFull':
+    case 'append':
+    case 'truncate':
+    case 'zero':
+      return { type: 'create', id: op.id };
+    default:
+      return op;
+  }
 }
 
 function liveBySegment(o: Onode | null): Map<number, number> {
@@ -209,15 +224,10 @@ export class Committer {
     };
   }
 
-  /** Stage A. Returns null when no transaction of the group survived preparation. */
-  private async prepareGroup(group: QueuedTxn[]): Promise<PreparedGroup | null> {
+  /** What a group's transactions are applied with; counters is the group's copy (nids come from it). */
+  private batchEnv(counters: StoreCounters): BatchEnv {
     const core = this.core;
-    const lap = this.lapTimer();
-    const batch = new BatchState();
-    await this.loadSlots(batch, group);
-    this.stats.loadMs += lap();
-    const counters: StoreCounters = { ...(this.core.pending.counters ?? core.counters) };
-    const env: BatchEnv = {
+    return {
       nowMs: core.io.clock.nowMs(),
       inlineDataBytesMax: core.limits.inlineDataBytesMax,
       blobBytesMax: core.limits.blobBytesMax,
@@ -228,6 +238,30 @@ export class Committer {
       scanOmapKeys: (nid, start, end, limit) => this.scanOmapKeys(nid, start, end, limit),
       omapValue: (nid, key) => this.omapValue(nid, key),
     };
+  }
+
+  /**
+   * A transaction's conditions against the acknowledged state (ObjectStore.check): its ops applied in
+   * order, as prepareGroup would, on a batch of their own that is then dropped. Data ops only create
+   * their object (their bytes do not decide any condition). Changes nothing, appends nothing.
+   */
+  async check(ops: readonly StoreOp[]): Promise<void> {
+    const batch = new BatchState();
+    await this.loadSlots(batch, [{ ops }]);
+    const counters: StoreCounters = { ...(this.core.pending.counters ?? this.core.counters) };
+    const txn = new TxnState(batch, this.batchEnv(counters));
+    for (const op of ops) await txn.apply(withoutData(op));
+  }
+
+  /** Stage A. Returns null when no transaction of the group survived preparation. */
+  private async prepareGroup(group: QueuedTxn[]): Promise<PreparedGroup | null> {
+    const core = this.core;
+    const lap = this.lapTimer();
+    const batch = new BatchState();
+    await this.loadSlots(batch, group);
+    this.stats.loadMs += lap();
+    const counters: StoreCounters = { ...(this.core.pending.counters ?? core.counters) };
+    const env = this.batchEnv(counters);
     const accepted: QueuedTxn[] = [];
     let appendBytes = 0;
     for (const t of group) {
@@ -359,7 +393,7 @@ export class Committer {
   }
 
   /** Loads the record of every object the group touches: pending groups, then the cache, then one getMany. */
-  private async loadSlots(batch: BatchState, group: readonly QueuedTxn[]): Promise<void> {
+  private async loadSlots(batch: BatchState, group: ReadonlyArray<{ ops: readonly AnyOp[] }>): Promise<void> {
     const missing: ObjectSlot[] = [];
     for (const t of group) {
       for (const op of t.ops) {

@@ -132,6 +132,22 @@ export class ObjectStore implements StoreApi {
     await this.committer.submit(ops, bytes);
   }
 
+  /**
+   * Decides a transaction's conditions without applying it: throws the error transact would throw for a
+   * failed condition (create exclusive: AlreadyExists; remove, removeXattr, omapRemove*, omapClear,
+   * assertExists: NotFound; assertXattr, omapCompare: Conflict), evaluated in order against the
+   * acknowledged state with the transaction's own earlier ops, as transact evaluates them. Data ops only
+   * create their object here, so a limit their bytes would exceed is not checked (transact checks it).
+   * Valid until something else changes the objects: a caller that keeps every other writer of them out
+   * until it submits the transaction gets the same outcome from transact (replicated pools' primary,
+   * src/daemon/osd-service.ts).
+   */
+  async check(ops: readonly StoreOp[]): Promise<void> {
+    this.core.checkUsable();
+    validateTransaction(ops, this.core.limits);
+    await this.reading(() => this.committer.check(ops));
+  }
+
   // --- reads ---
 
   private async reading<T>(fn: () => Promise<T>): Promise<T> {
