@@ -173,7 +173,7 @@ export class SimDisk {
    * @internal Completes an operation after a seeded delay, as an event of the owner. `ifAbandoned` is
    * what the operation leaves behind when its process dies first (the kernel may have done it or not).
    */
-  later<T>(owner: SimProcess, fn: () => T, kind: 'read' | 'write' | 'sync' = 'read', ifAbandoned?: () => void): Promise<T> {
+  later<T>(owner: SimProcess, fn: () => T | PromiseLike<T>, kind: 'read' | 'write' | 'sync' = 'read', ifAbandoned?: () => void): Promise<T> {
     if (!owner.alive) return never();
     const base = kind === 'sync' ? 0.5 : kind === 'write' ? 0.05 : 0.02;
     const delayMs = base + this.rng.float() * base * 4;

@@ -134,12 +134,12 @@ type Fault =
  */
 function guardedKv(inner: KvStore, disk: SimDisk, proc: SimProcess): KvStore {
   return {
-    get: (key) => disk.later(proc, () => inner.get(key)) as unknown as Promise<Buffer | undefined>,
-    getMany: (keys) => disk.later(proc, () => inner.getMany(keys)) as unknown as Promise<Array<Buffer | undefined>>,
+    get: (key) => disk.later(proc, () => inner.get(key)),
+    getMany: (keys) => disk.later(proc, () => inner.getMany(keys)),
     write: (ops, o) =>
-      disk.later(proc, () => inner.write(ops, o), o.sync ? 'sync' : 'write', () => void inner.write(ops, o).catch(() => undefined)) as unknown as Promise<void>,
-    scan: (range) => disk.later(proc, () => inner.scan(range)) as unknown as Promise<Array<[Buffer, Buffer]>>,
-    approximateSizeBytes: () => disk.later(proc, () => inner.approximateSizeBytes()) as unknown as Promise<number>,
+      disk.later(proc, () => inner.write(ops, o), o.sync ? 'sync' : 'write', () => void inner.write(ops, o).catch(() => undefined)),
+    scan: (range) => disk.later(proc, () => inner.scan(range)),
+    approximateSizeBytes: () => disk.later(proc, () => inner.approximateSizeBytes()),
     close: () => (proc.alive ? inner.close() : never()),
   };
 }
@@ -151,7 +151,6 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
   const net = new SimNetwork(sched, derivedRng(seed, 'net'));
   const ioRng = derivedRng(seed, 'io');
   const faultRng = derivedRng(seed, 'faults');
-  const workRng = derivedRng(seed, 'workload');
   const model = new SimContentModel(seed);
   const hosts = o.hosts ?? 3;
   const disksPerHost = o.disksPerHost ?? 2;
@@ -644,7 +643,6 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
     await finalCheck();
     note(`checked: ${stats.keysVerified} keys, ${stats.replicasChecked} replicas, ${stats.shardsChecked} EC objects' shards`);
   };
-  void workRng;
 
   try {
     await sched.runUntil(scenario(), `seed ${seed}`, 3_600_000);
