@@ -14,18 +14,13 @@
  *
  * Usage: node dist/bench/cluster-cas.js [--seconds N] [--warmup-seconds N] [--concurrency 1,16] [--dir DIR]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { systemIo } from '../src/io/system.js';
 import { TesseraClient } from '../src/client/client.js';
-import { connectMapService } from '../cluster/map-daemon.js';
-import { closedLoop, emit, printHost, resultOf, type BenchResult } from './lib.js';
+import { closedLoop, emit, printHost, resultOf, withUpCluster, type BenchResult } from './lib.js';
 
 const KiB = 1024;
 const SHARDS = 8;
@@ -33,22 +28,8 @@ const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, 'wa
 const seconds = Number(args.seconds ?? 3);
 const warmupSeconds = Number(args['warmup-seconds'] ?? 3);
 const concurrencies = (args.concurrency ?? '1,16').split(',').map(Number);
-const io = systemIo();
 const POOL = 'rep';
 
-async function startCluster(dir: string): Promise<{ child: ChildProcess; map: string }> {
-  const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
-  const base = 23_000 + (process.pid % 500) * 16;
-  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--pgs', '64'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (line.startsWith('Ctrl-C')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`tessera up exited ${code}`)));
-  });
-  const file = JSON.parse(await readFile(join(dir, 'client.json'), 'utf8')) as { map: string };
-  return { child, map: file.map };
-}
 
 async function runCases(client: TesseraClient, run: string): Promise<void> {
   const data = randomBytes(4 * KiB);
@@ -95,24 +76,8 @@ async function runCases(client: TesseraClient, run: string): Promise<void> {
 
 const base = args.dir ?? (await mkdtemp(join(tmpdir(), 'tessera-cas-bench-')));
 printHost({ bench: 'cluster-cas', dir: base, seconds, warmupSeconds });
-let cluster: { child: ChildProcess; map: string } | null = null;
 try {
-  cluster = await startCluster(join(base, 'cluster'));
-  const conn = connectMapService(io, cluster.map);
-  const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 120_000 });
-  try {
-    await runCases(client, `r${process.pid}`);
-  } finally {
-    await client.close();
-    await conn.close();
-  }
+  await withUpCluster(join(base, 'cluster'), 23_000, (client) => runCases(client, `r${process.pid}`));
 } finally {
-  if (cluster) {
-    const child = cluster.child;
-    await new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGINT');
-    });
-  }
   if (!args.dir) await rm(base, { recursive: true, force: true });
 }

@@ -15,19 +15,15 @@
  * seconds, when V8 is still compiling the hot paths (about 29% of daemon CPU
  * in the first 10 s of a fresh cluster; --warmup-seconds 0 measures cold).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { systemIo } from '../src/io/system.js';
 import { TesseraClient } from '../src/client/client.js';
 import { ObjectStore } from '../src/store/index.js';
-import { connectMapService } from '../cluster/map-daemon.js';
-import { closedLoop, dropCaches, emit, printHost, resultOf, type BenchResult } from './lib.js';
+import { closedLoop, dropCaches, emit, printHost, resultOf, withUpCluster, type BenchResult } from './lib.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -84,19 +80,6 @@ async function storeBaseline(dir: string): Promise<Map<string, BenchResult>> {
   return out;
 }
 
-async function startCluster(dir: string): Promise<{ child: ChildProcess; map: string }> {
-  const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
-  const base = 21_000 + (process.pid % 500) * 16;
-  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--pgs', '64'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      if (line.startsWith('Ctrl-C')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`tessera up exited ${code}`)));
-  });
-  const file = JSON.parse(await readFile(join(dir, 'client.json'), 'utf8')) as { map: string };
-  return { child, map: file.map };
-}
 
 export async function runPoolCases(
   client: TesseraClient,
@@ -157,30 +140,16 @@ export async function runEcCases(client: TesseraClient, baselines: { write: Benc
 
 const base = args.dir ?? (await mkdtemp(join(tmpdir(), 'tessera-cluster-bench-')));
 printHost({ bench: 'cluster', dir: base, seconds, warmupSeconds });
-let cluster: { child: ChildProcess; map: string } | null = null;
 try {
   const raw = await rawBaselines(base);
   emit(raw.write);
   emit(raw.read);
   const store = await storeBaseline(base);
   for (const r of store.values()) emit(r);
-  cluster = await startCluster(join(base, 'cluster'));
-  const conn = connectMapService(io, cluster.map);
-  const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 120_000 });
-  try {
+  await withUpCluster(join(base, 'cluster'), 21_000, async (client) => {
     await runPoolCases(client, 'rep', { ...raw, store });
     await runEcCases(client, { ...raw, store });
-  } finally {
-    await client.close();
-    await conn.close();
-  }
+  });
 } finally {
-  if (cluster) {
-    const child = cluster.child;
-    await new Promise<void>((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGINT');
-    });
-  }
   if (!args.dir) await rm(base, { recursive: true, force: true });
 }

@@ -3,8 +3,15 @@
  * description, latency percentiles, and a closed-loop runner with a fixed
  * number of workers.
  */
+import { spawn } from 'node:child_process';
 import { cpus, totalmem, hostname } from 'node:os';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { systemIo } from '../src/io/system.js';
+import { TesseraClient } from '../src/client/client.js';
+import { connectMapService } from '../cluster/map-daemon.js';
 
 export interface BenchResult {
   name: string;
@@ -86,5 +93,38 @@ export async function dropCaches(): Promise<boolean> {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Runs `fn` with a client of an all-in-one cluster (`tessera up` with 64 pgs
+ * per pool, ports from basePort + a slot per pid) on `dir`, then stops it
+ * with SIGINT (also when fn throws) and waits for it to exit.
+ */
+export async function withUpCluster<T>(dir: string, basePort: number, fn: (client: TesseraClient) => Promise<T>): Promise<T> {
+  const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
+  const base = basePort + (process.pid % 500) * 16;
+  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--pgs', '64'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await new Promise<void>((resolve, reject) => {
+      createInterface({ input: child.stdout! }).on('line', (line) => {
+        if (line.startsWith('Ctrl-C')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`tessera up exited ${code}`)));
+    });
+    const file = JSON.parse(await readFile(join(dir, 'client.json'), 'utf8')) as { map: string };
+    const io = systemIo();
+    const conn = connectMapService(io, file.map);
+    const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 120_000 });
+    try {
+      return await fn(client);
+    } finally {
+      await client.close();
+      await conn.close();
+    }
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    await exited;
   }
 }

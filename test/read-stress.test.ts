@@ -38,7 +38,7 @@ import { createTcpClient, createTcpServer } from '../src/rpc/tcp.js';
 import type { RpcHandler, RpcServer } from '../src/rpc/types.js';
 import { isTesseraError } from '../src/lib/errors.js';
 import { applyOp } from './helpers/fault-model.js';
-import { seededRng, testSeed, type Rng } from './helpers/random.js';
+import { fastBytes, seededRng, testSeed, type Rng } from './helpers/random.js';
 import { makeTempDir } from './helpers/tmp.js';
 
 const io = systemIo();
@@ -170,16 +170,7 @@ afterAll(async () => {
 }, 60_000);
 
 function randomBytes(r: Rng, lengthBytes: number): Buffer {
-  // Fast seeded bytes (xorshift32): the test PRNG's float per 4 bytes is slow for MiBs.
-  const words = new Uint32Array(Math.ceil(lengthBytes / 4));
-  let x = r.int(0x7fffffff) | 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x;
-  }
-  return Buffer.from(words.buffer, 0, lengthBytes);
+  return fastBytes(r.int(0x7fffffff), lengthBytes);
 }
 
 type DataOp = Extract<StoreOp, { type: 'writeFull' | 'write' }>;

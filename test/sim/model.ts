@@ -7,7 +7,7 @@
  */
 import type { ObjectOp } from '../../src/client/client.js';
 import { applyOp } from '../helpers/fault-model.js';
-import { seededRng } from '../helpers/random.js';
+import { fastBytes, seededRng } from '../helpers/random.js';
 
 const KiB = 1024;
 
@@ -16,19 +16,6 @@ function mix(seed: number, key: string, version: number): number {
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193) >>> 0;
   h = Math.imul(h ^ version, 0x9e3779b1) >>> 0;
   return (h ^ (h >>> 16)) >>> 0;
-}
-
-/** Seeded bytes, 4 at a time (xorshift32): the tests' PRNG draws a float per 4 bytes, too slow for every write. */
-function fastBytes(seed: number, lengthBytes: number): Buffer {
-  const words = new Uint32Array(Math.ceil(lengthBytes / 4));
-  let x = seed | 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x;
-  }
-  return Buffer.from(words.buffer, 0, lengthBytes);
 }
 
 export class SimContentModel {
