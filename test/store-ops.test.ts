@@ -51,6 +51,23 @@ describe('limits', () => {
   });
 });
 
+describe('commit order', () => {
+  it('transactions waiting for room in the commit queue commit in submission order (a small one never overtakes a large one)', async () => {
+    await store.close();
+    store = await open({ limits: { commitQueueBytesMax: 3 * 1024 * 1024 } });
+    const big = Buffer.alloc(2 * 1024 * 1024, 1);
+    const order: string[] = [];
+    const submitted = [
+      store.transact([{ type: 'writeFull', id: id('a'), data: big }]).then(() => order.push('a (2 MiB)')),
+      // b does not fit next to a: it waits for room; c would fit, but must wait behind b.
+      store.transact([{ type: 'writeFull', id: id('b'), data: big }]).then(() => order.push('b (2 MiB)')),
+      store.transact([{ type: 'writeFull', id: id('c'), data: b('small') }]).then(() => order.push('c (5 B)')),
+    ];
+    await Promise.all(submitted);
+    expect(order).toEqual(['a (2 MiB)', 'b (2 MiB)', 'c (5 B)']);
+  });
+});
+
 describe('persistence', () => {
   it('keeps everything across close and reopen', async () => {
     const big = randomBytes(5 * 1024 * 1024);

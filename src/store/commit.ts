@@ -108,7 +108,10 @@ export class Committer {
   /** Resolves when the queue drains (for close). */
   private idle: Promise<void> = Promise.resolve();
   private markIdle: () => void = () => undefined;
+  /** The loop waiting for the next submission. */
   private readonly waiters: Array<() => void> = [];
+  /** Submissions waiting for room in the queue, in submission order (bounded by the callers' in-flight limits). */
+  private readonly admission: QueuedTxn[] = [];
   private lastCheckpointMs: number;
   private loggedSinceCheckpoint = 0;
 
@@ -119,20 +122,43 @@ export class Committer {
     this.lastCheckpointMs = core.io.clock.monotonicMs();
   }
 
-  async submit(ops: readonly AnyOp[], bytes: number): Promise<void> {
-    const l = this.core.limits;
-    // Backpressure: wait (bounded by the queue limits) rather than queue without end.
-    while (this.queue.length >= l.commitQueueTxnsMax || (this.queuedBytes + bytes > l.commitQueueBytesMax && this.queue.length > 0)) {
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-      this.core.checkUsable();
-    }
-    const done = new Promise<void>((resolve, reject) => {
-      this.queue.push({ ops, bytes, resolve, reject });
+  submit(ops: readonly AnyOp[], bytes: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const txn: QueuedTxn = { ops, bytes, resolve, reject };
+      // Backpressure: wait (bounded by the queue limits) rather than queue without end; behind anyone already waiting.
+      if (this.admission.length > 0 || !this.fits(txn)) this.admission.push(txn);
+      else this.enqueue(txn);
     });
-    this.queuedBytes += bytes;
+  }
+
+  private fits(txn: QueuedTxn): boolean {
+    const l = this.core.limits;
+    return this.queue.length < l.commitQueueTxnsMax && (this.queuedBytes + txn.bytes <= l.commitQueueBytesMax || this.queue.length === 0);
+  }
+
+  private enqueue(txn: QueuedTxn): void {
+    this.queue.push(txn);
+    this.queuedBytes += txn.bytes;
     if (!this.running) this.start();
     else for (const w of this.waiters.splice(0)) w();
-    return done;
+  }
+
+  /**
+   * Moves waiting transactions into the queue strictly in submission order while they fit: a small transaction
+   * never overtakes a large one waiting for room (a pg submits its versions in order and relies on them
+   * committing in that order; overtaken, a crash between the two groups would leave a gap in its log).
+   */
+  private admit(): void {
+    while (this.admission.length > 0 && this.fits(this.admission[0]!)) {
+      const txn = this.admission.shift()!;
+      try {
+        this.core.checkUsable();
+      } catch (err) {
+        txn.reject(toTesseraError(err));
+        continue;
+      }
+      this.enqueue(txn);
+    }
   }
 
   whenIdle(): Promise<void> {
@@ -157,7 +183,7 @@ export class Committer {
       bytes += next.bytes;
       group.push(next);
     }
-    for (const w of this.waiters.splice(0)) w();
+    this.admit();
     return group;
   }
 
