@@ -59,6 +59,19 @@ it('writes and reads objects of mixed sizes, overwrites at offsets, xattrs, omap
   await expect(client.stat(POOL, 'obj-0')).rejects.toMatchObject({ code: 'NotFound' });
 });
 
+it('a write the stores would refuse with the pg log ops added fails LimitExceeded at once (no repeer, no retry loop), plain or conditional', async () => {
+  const { client } = cluster;
+  const { limits } = await import('../src/lib/limits.js');
+  // txnOpsMax client ops pass the client and the wire; with the version xattr and the log ops they are more.
+  const xattrs = Array.from({ length: limits.txnOpsMax - 1 }, (_, i) => ({ type: 'setXattr' as const, name: `x${i}`, value: Buffer.from('v') }));
+  await expect(client.transact(POOL, 'many-ops', [{ type: 'create' }, ...xattrs])).rejects.toMatchObject({ code: 'LimitExceeded' });
+  await expect(client.transact(POOL, 'many-ops', [{ type: 'setXattr', name: 'first', value: Buffer.from('v') }, ...xattrs])).rejects.toMatchObject({ code: 'LimitExceeded' });
+  await expect(client.stat(POOL, 'many-ops')).rejects.toMatchObject({ code: 'NotFound' });
+  // The pg serves on, and the same object takes a write of fewer ops.
+  await client.transact(POOL, 'many-ops', [{ type: 'create' }, ...xattrs.slice(0, 100)]);
+  expect([...(await client.getXattrs(POOL, 'many-ops')).keys()].filter((k) => k.startsWith('x'))).toHaveLength(100);
+});
+
 it('keeps serving with a daemon killed, and the daemon catches up when it returns', async () => {
   const { client } = cluster;
   const before = new Map<string, Buffer>();

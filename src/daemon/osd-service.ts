@@ -23,6 +23,7 @@
  */
 import { isTesseraError, TesseraError, invalid } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
+import { validateTransaction } from '../store/validate.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { encodeObjectPage, encodeOmapPage, encodeOmapValues, encodeXattrs } from '../protocol/store-messages.js';
 import {
@@ -251,6 +252,10 @@ async function primaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<Eversion>
       let txn;
       try {
         txn = pg.buildWrite(req.object, req.ops, entry);
+        // What every member's store would refuse (the client's ops with the version and log ops added) is refused
+        // here with its own error: sent on, it would fail everywhere, the pg would peer again and the client retry
+        // without end.
+        validateTransaction(txn, limits);
       } catch (err) {
         pg.releaseVersion(version);
         throw err;

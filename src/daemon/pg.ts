@@ -158,7 +158,8 @@ export class Pg {
     const id = this.objectId(object);
     const out: StoreOp[] = [];
     for (const op of ops) {
-      if (op.type === 'move') throw new TesseraError('NotSupported', 'move is not supported on pools');
+      // Both name a second object (any namespace: another pg's log, another pool), changed outside its pg.
+      if (op.type === 'move' || op.type === 'moveRange') throw new TesseraError('NotSupported', `${op.type} is not supported on pools`);
       if ((op.type === 'setXattr' || op.type === 'removeXattr' || op.type === 'assertXattr') && op.name.startsWith('_')) {
         throw invalid(`xattr names starting with "_" are reserved (${op.name})`);
       }
