@@ -45,6 +45,14 @@ import type { ClusterMap } from './map.js';
 
 const refreshAttemptsMax = 3;
 
+/** What every map daemon of one cluster must agree on (agreeOnSettings), in a fixed key order. */
+export interface LivenessSettings {
+  downGraceMs: number;
+  outIntervalMs: number;
+  heartbeatIntervalMs: number;
+  leaseMs: number;
+}
+
 export interface EtcdLivenessOptions {
   client: EtcdClient;
   store: EtcdMapStore;
@@ -97,6 +105,27 @@ export class EtcdLivenessRecords implements LivenessRecords {
       return store.epochSince(BigInt(mapKv.mod_revision), signal);
     }
     throw new TesseraError('Busy', `liveness: the record of disk ${diskId} kept being refreshed by others (${refreshAttemptsMax} attempts)`);
+  }
+
+  /**
+   * Every map daemon of the cluster must judge with the same settings: a record refreshed by one with a shorter
+   * grace (TTL) could expire before the primary lease another granted ends, and the disk be marked down while it
+   * still serves. The first map daemon stores its settings at `<base>/settings`; one started with others refuses
+   * to start (InvalidArgument). To change them: stop every map daemon, delete that key, start them all with the new
+   * flags.
+   */
+  async agreeOnSettings(settings: LivenessSettings, signal?: AbortSignal): Promise<void> {
+    const { client } = this.o;
+    const key = `${this.base}/settings`;
+    const mine = JSON.stringify(settings);
+    const result = await client.run('liveness: settings', signal, (call) =>
+      client.etcd.if(key, 'Create', '==', 0).then(client.etcd.put(key).value(mine)).else(client.etcd.get(key)).options(call).commit(),
+    );
+    if (result.succeeded) return;
+    const stored = result.responses[0]?.response_range?.kvs[0]?.value.toString();
+    if (stored !== mine) {
+      throw new TesseraError('InvalidArgument', `liveness settings ${mine} differ from those the cluster's map daemons use (${stored ?? 'unreadable'}, etcd key ${key}): start every map daemon with the same failure-detection flags (to change them, stop them all and delete that key)`);
+    }
   }
 
   async present(signal?: AbortSignal): Promise<Set<number>> {

@@ -111,7 +111,10 @@ export async function startMapDaemon(options: {
   let server: RpcServer;
   try {
     // With etcd, other map daemons may serve the same map and receive other disks' heartbeats: liveness is shared there.
-    records = backend.records?.(resolveLiveness(options.liveness).downGraceMs);
+    const resolved = resolveLiveness(options.liveness);
+    records = backend.records?.(resolved.downGraceMs);
+    const { downGraceMs, outIntervalMs, heartbeatIntervalMs, leaseMs } = resolved;
+    await records?.agreeOnSettings({ downGraceMs, outIntervalMs, heartbeatIntervalMs, leaseMs });
     liveness = new LivenessMonitor(io, service, options.liveness, records);
   } catch (err) {
     await mapServer.close();

@@ -319,4 +319,20 @@ describe.skipIf(skip)('liveness records and the judge on etcd', () => {
     await y.records.close();
     expect(await x.records.lead()).toBe(true);
   }, 120_000);
+
+  test('every map daemon of a cluster judges with the same settings: one started with others refuses to start', async () => {
+    etcd ??= await startEtcdCluster({ size: 1 });
+    const client = new EtcdClient({ io, endpoints: etcd.endpoints });
+    closers.push(() => client.close());
+    const store = await EtcdMapStore.open({ io, client, clusterId: 'settings-test', create: { ...clusterMap(), clusterId: 'settings-test' } });
+    closers.push(() => store.close());
+    const records = new EtcdLivenessRecords({ client, store, keyPrefix: '/tessera', ttlSeconds: 20, identity: 'a' });
+    closers.push(() => records.close());
+    const settings = { downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5000, leaseMs: 10_000 };
+    await records.agreeOnSettings(settings);
+    await records.agreeOnSettings({ ...settings });
+    // A shorter grace would let a record expire before a lease another map daemon granted ends.
+    await expect(records.agreeOnSettings({ ...settings, downGraceMs: 4000 })).rejects.toMatchObject({ code: 'InvalidArgument' });
+    await expect(records.agreeOnSettings({ ...settings, leaseMs: 12_000 })).rejects.toMatchObject({ code: 'InvalidArgument' });
+  }, 60_000);
 });
