@@ -109,9 +109,14 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   checkAborted(ctx.signal);
   const record = await ctx.history.get(pg.pool.id, pg.pg);
   if (record && !record.acting.some((d) => members.includes(d))) return 'incomplete';
+  // The newest head; among equal heads the log with the most entries above every tail (one member's store may
+  // have refused a write that a later one of the pg followed: its log has a gap the others fill).
+  const floor = infos.reduce((t, i) => (compareVersions(i.tail, t) > 0 ? i.tail : t), infos[0]!.tail);
+  const held = (info: MemberInfo): number => info.entries.filter((e) => compareVersions(e, floor) > 0).length;
   let auth = 0;
   infos.forEach((info, i) => {
-    if (compareVersions(info.head, infos[auth]!.head) > 0) auth = i;
+    const newer = compareVersions(info.head, infos[auth]!.head);
+    if (newer > 0 || (newer === 0 && held(info) > held(infos[auth]!))) auth = i;
   });
   // The primary needs a fill, too long to keep the pg from serving: hand it to a member with the data (map.pgTemp).
   const temp = auth !== 0 ? tempActingSet(pg, ctx, members, infos, auth) : null;
@@ -191,21 +196,37 @@ export async function activateMembers(pg: Pg, handles: readonly MemberHandle[], 
   await Promise.all(handles.filter((h) => h.diskId === pg.primary).map(activate));
 }
 
+/**
+ * Whether the target's log is the source's: the same head, and the same entries over the whole of the
+ * source's log (the target's may reach further back). Equal heads alone are not enough: a transaction
+ * refused by one member's store (no space there) while a later one of the pg committed leaves a gap that
+ * the others do not have.
+ */
+export function sameLog(target: MemberInfo, source: MemberInfo): boolean {
+  if (compareVersions(target.head, source.head) !== 0 || compareVersions(target.tail, source.tail) > 0) return false;
+  const mine = target.entries.filter((e) => compareVersions(e, source.tail) > 0);
+  return mine.length === source.entries.length && mine.every((e, i) => e.version === source.entries[i]!.version && e.epoch === source.entries[i]!.epoch);
+}
+
 /** Objects a member's recovery copies: those its log misses or holds in excess; Infinity when it needs a backfill. */
 function objectsToRecover(target: MemberInfo, source: MemberInfo): number {
-  if (compareVersions(target.head, source.head) === 0 && compareVersions(target.tail, source.tail) <= 0) return 0;
+  if (sameLog(target, source)) return 0;
   const common = commonPoint(target, source);
   if (!(common && compareVersions(common, source.tail) >= 0)) return Infinity;
   const changed = [...source.entries, ...target.entries].filter((e) => compareVersions(e, common) > 0);
   return new Set(changed.map((e) => e.object)).size;
 }
 
-/** The newest version both logs hold identically, or null when they share none. */
+/**
+ * The newest version up to which both logs hold the same entries, or null when there is none. Found from the
+ * newest entry they share, then moved back before the first entry, above both tails, that one of them lacks
+ * (a gap in one log: everything after it is recovered).
+ */
 export function commonPoint(target: MemberInfo, source: MemberInfo): Eversion | null {
   const bySource = new Map(source.entries.map((e) => [e.version, e.epoch]));
   for (let i = target.entries.length - 1; i >= 0; i--) {
     const e = target.entries[i]!;
-    if (bySource.get(e.version) === e.epoch) return e;
+    if (bySource.get(e.version) === e.epoch) return agreedUpTo(target, source, e);
   }
   // No shared entry: fine if the target's head is the source's tail or within the gap the source still covers.
   if (compareVersions(target.head, source.tail) === 0) return target.head;
@@ -213,12 +234,27 @@ export function commonPoint(target: MemberInfo, source: MemberInfo): Eversion | 
   return null;
 }
 
+/** `point` (an entry both logs hold), or the last entry before the first one above both tails that only one log holds; null when that is the first. */
+function agreedUpTo(target: MemberInfo, source: MemberInfo, point: Eversion): Eversion | null {
+  const floor = compareVersions(target.tail, source.tail) > 0 ? target.tail : source.tail;
+  const within = (e: Eversion): boolean => compareVersions(e, floor) > 0 && compareVersions(e, point) <= 0;
+  const t = target.entries.filter(within);
+  const s = source.entries.filter(within);
+  for (let i = 0; i < Math.max(t.length, s.length); i++) {
+    const a = t[i];
+    const b = s[i];
+    if (a && b && a.version === b.version && a.epoch === b.epoch) continue;
+    if (i === 0) return null;
+    return t[i - 1]!;
+  }
+  return point;
+}
+
 async function recoverMember(pg: Pg, target: MemberHandle, tInfo: MemberInfo, source: MemberHandle, sInfo: MemberInfo, copying: Copying): Promise<void> {
   const { signal } = copying;
   if (target.diskId === source.diskId) return;
-  const identical = compareVersions(tInfo.head, sInfo.head) === 0 && compareVersions(tInfo.tail, sInfo.tail) <= 0;
-  const common = identical ? tInfo.head : commonPoint(tInfo, sInfo);
-  if (identical) return;
+  if (sameLog(tInfo, sInfo)) return;
+  const common = commonPoint(tInfo, sInfo);
   if (common && compareVersions(common, sInfo.tail) >= 0) {
     const missing = sInfo.entries.filter((e) => compareVersions(e, common) > 0);
     const divergent = tInfo.entries.filter((e) => compareVersions(e, common) > 0);
