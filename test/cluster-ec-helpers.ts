@@ -12,7 +12,7 @@ import { objectToPg } from '../cluster/placement.js';
 import { EcLayout } from '../src/daemon/ec-layout.js';
 import { decodeSize } from '../src/daemon/ec-record.js';
 import { dataNs } from '../src/daemon/pg-log.js';
-import type { TestCluster } from './helpers/cluster.js';
+import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 
 export async function checkShards(cluster: TestCluster, poolName: string, name: string, expected: Buffer | null): Promise<void> {
   const pool = cluster.client.pool(poolName);
@@ -58,4 +58,13 @@ export async function checkShards(cluster: TestCluster, poolName: string, name: 
   if (shards[0]!.length > 0) codec.reconstruct(survivors, lost);
   layout.join(survivors as Uint8Array[], layout.stripeCount(expected.length), joined);
   expect(joined.subarray(0, expected.length).equals(expected), `${name}: decodes from parity`).toBe(true);
+}
+
+/** 4 hosts x 1 disk with one erasure-coded 2+1 pool `poolName` of 8 pgs, host failure domain: a disk added on a host shifts positions. */
+export function startEc21HostCluster(poolName: string): Promise<TestCluster> {
+  return startTestCluster({
+    hosts: 4,
+    disksPerHost: 1,
+    pools: [{ name: poolName, redundancy: { type: 'erasure', dataShards: 2, parityShards: 1 }, failureDomain: 'host', pgCount: 8 }],
+  });
 }

@@ -18,10 +18,10 @@
  * waits poll with generous bounds.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startTestCluster, type TestCluster } from './helpers/cluster.js';
+import type { TestCluster } from './helpers/cluster.js';
 import { seededRng, testSeed } from './helpers/random.js';
 import { retryFor } from './helpers/wait.js';
-import { checkShards } from './cluster-ec-helpers.js';
+import { checkShards, startEc21HostCluster } from './cluster-ec-helpers.js';
 import { pgMembers, objectToPg } from '../cluster/placement.js';
 import { addDisk, nextDiskId } from '../cluster/map-edit.js';
 import type { PoolInfo } from '../cluster/map.js';
@@ -35,11 +35,7 @@ const objects = new Map<string, Buffer>();
 
 beforeAll(async () => {
   console.log(`cluster-ec-rebalance-down seed: ${seed} (TESSERA_SEED=${seed} to replay)`);
-  cluster = await startTestCluster({
-    hosts: 4,
-    disksPerHost: 1,
-    pools: [{ name: POOL, redundancy: { type: 'erasure', dataShards: 2, parityShards: 1 }, failureDomain: 'host', pgCount: 8 }],
-  });
+  cluster = await startEc21HostCluster(POOL);
 }, 60_000);
 afterAll(async () => {
   await cluster?.stop();

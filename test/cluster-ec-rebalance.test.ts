@@ -16,9 +16,10 @@
  * with generous bounds.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startTestCluster, type TestCluster } from './helpers/cluster.js';
+import type { TestCluster } from './helpers/cluster.js';
 import { seededRng, testSeed } from './helpers/random.js';
-import { checkShards } from './cluster-ec-helpers.js';
+import { checkShards, startEc21HostCluster } from './cluster-ec-helpers.js';
+import { retryFor } from './helpers/wait.js';
 import { pgMembers } from '../cluster/placement.js';
 import type { PoolInfo } from '../cluster/map.js';
 
@@ -26,35 +27,16 @@ const POOL = 'ec';
 const KiB = 1024;
 const seed = testSeed();
 const rng = seededRng(seed);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 let cluster: TestCluster;
 const objects = new Map<string, Buffer>();
 
 beforeAll(async () => {
   console.log(`cluster-ec-rebalance seed: ${seed} (TESSERA_SEED=${seed} to replay)`);
-  cluster = await startTestCluster({
-    hosts: 4,
-    disksPerHost: 1,
-    pools: [{ name: POOL, redundancy: { type: 'erasure', dataShards: 2, parityShards: 1 }, failureDomain: 'host', pgCount: 8 }],
-  });
+  cluster = await startEc21HostCluster(POOL);
 }, 60_000);
 afterAll(async () => {
   await cluster?.stop();
 });
-
-async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      if (await probe()) return;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(250);
-  }
-}
 
 it('a disk added: pgs whose members moved position are rebuilt from the disks that held the shards, then go active', async () => {
   const { client } = cluster;
@@ -77,10 +59,13 @@ it('a disk added: pgs whose members moved position are rebuilt from the disks th
   console.log(JSON.stringify({ case: 'ec-add-disk', pgs: pool.pgCount, shiftedBelowK: shifted }));
   expect(shifted, 'pgs whose current members own fewer than k of their positions').toBeGreaterThan(0);
   // Every object readable byte-exact through the client (reads retry while pgs peer).
-  await waitFor('every object readable byte-exact', 180_000, async () => {
-    for (const [name, data] of objects) if (!(await client.read(POOL, name)).equals(data)) throw new Error(`${name} differs`);
-    return true;
-  });
+  await retryFor(
+    180_000,
+    async () => {
+      for (const [name, data] of objects) if (!(await client.read(POOL, name)).equals(data)) throw new Error(`${name} differs`);
+    },
+    250,
+  );
   // The case was exercised: some primary read positions from the disks that held them in the last active interval.
   const logs = [...cluster.daemons.values()].map((d) => d.stderr()).join('');
   expect(logs).toMatch(/reading positions .* where the last active interval left them/);

@@ -200,6 +200,18 @@ function pickFree(pool: string, r: Rng): KeyState | undefined {
   return free.length ? r.pick(free) : undefined;
 }
 
+/** A key with an acknowledged value and no operation in flight or in doubt. */
+const settled = (k: KeyState): boolean => !k.busy && !k.uncertain && k.acked > 0;
+
+/** A settled key of at least minBytes, marked busy (the caller clears it), or undefined. */
+function takeSettled(pool: string, r: Rng, minBytes: number): KeyState | undefined {
+  const candidates = keysOf(pool).filter((k) => settled(k) && model.contentAt(pool, k.key, k.acked).length >= minBytes);
+  if (!candidates.length) return undefined;
+  const k = r.pick(candidates);
+  k.busy = true;
+  return k;
+}
+
 /** Which version of the key (0..acked+1) the bytes are, or -1. */
 function whichVersion(pool: string, key: string, acked: number, got: Buffer): number {
   for (let v = acked + 1; v >= 1; v--) if (model.contentAt(pool, key, v).equals(got)) return v;
@@ -298,10 +310,8 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
   const r = seededRng(f.pickSeed);
   if (WITH_EC && r.float() < 0.4) return injectCorruptShard(r);
   const pool = 'rep';
-  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(pool, k.key, k.acked).length >= 4096);
-  if (!candidates.length) return 'no candidate object';
-  const k = r.pick(candidates);
-  k.busy = true;
+  const k = takeSettled(pool, r, 4096);
+  if (!k) return 'no candidate object';
   let keep = false;
   try {
     const info = c.client.pool(pool);
@@ -351,10 +361,8 @@ async function injectCorrupt(f: Extract<Fault, { kind: 'corrupt' }>): Promise<st
 async function injectCorruptShard(r: Rng): Promise<string> {
   const c = cluster!;
   const pool = 'ec';
-  const candidates = keysOf(pool).filter((k) => !k.busy && !k.uncertain && k.acked > 0 && model.contentAt(pool, k.key, k.acked).length >= 16 * 1024);
-  if (!candidates.length) return 'no candidate erasure-coded object';
-  const k = r.pick(candidates);
-  k.busy = true;
+  const k = takeSettled(pool, r, 16 * 1024);
+  if (!k) return 'no candidate erasure-coded object';
   let keep = false;
   try {
     const info = c.client.pool(pool);
@@ -459,7 +467,7 @@ async function injectFill(f: Extract<Fault, { kind: 'fillDisk' }>): Promise<stri
   else {
     // A key of the replicated pool whose pg has the full disk: the write is refused, and nothing changes.
     const info = c.client.pool('rep');
-    const k = keysOf('rep').find((x) => !x.busy && !x.uncertain && x.acked > 0 && c.client.view.pg(info, objectToPg(info, x.key)).members.includes(f.disk));
+    const k = keysOf('rep').find((x) => settled(x) && c.client.view.pg(info, objectToPg(info, x.key)).members.includes(f.disk));
     if (k) {
       k.busy = true;
       try {
@@ -560,7 +568,7 @@ async function auditReplicas(afterWhat: string): Promise<void> {
     if (p.redundancy.type !== 'replicated') continue;
     const info = c.client.pool(p.name);
     for (const k of keysOf(p.name)) {
-      if (k.busy || k.uncertain || k.acked === 0) continue;
+      if (!settled(k)) continue;
       k.busy = true;
       try {
         const expected = model.contentAt(p.name, k.key, k.acked);

@@ -112,11 +112,11 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   // The newest head; among equal heads the log with the most entries above every tail (one member's store may
   // have refused a write that a later one of the pg followed: its log has a gap the others fill).
   const floor = infos.reduce((t, i) => (compareVersions(i.tail, t) > 0 ? i.tail : t), infos[0]!.tail);
-  const held = (info: MemberInfo): number => info.entries.filter((e) => compareVersions(e, floor) > 0).length;
+  const held = infos.map((info) => info.entries.filter((e) => compareVersions(e, floor) > 0).length);
   let auth = 0;
   infos.forEach((info, i) => {
     const newer = compareVersions(info.head, infos[auth]!.head);
-    if (newer > 0 || (newer === 0 && held(info) > held(infos[auth]!))) auth = i;
+    if (newer > 0 || (newer === 0 && held[i]! > held[auth]!)) auth = i;
   });
   // The primary needs a fill, too long to keep the pg from serving: hand it to a member with the data (map.pgTemp).
   const temp = auth !== 0 ? tempActingSet(pg, ctx, members, infos, auth) : null;
