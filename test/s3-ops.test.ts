@@ -19,6 +19,8 @@ const calls: string[] = [];
 
 beforeAll(async () => {
   env = await startS3Env();
+  // The start-up sweep's calls (it lists buckets and journals) must not be counted as a request's.
+  await env.startupSweep;
   s3 = env.s3();
   const client = env.cluster.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
   for (const method of ['transact', 'read', 'stat', 'getXattrs', 'omapGet', 'omapList', 'list']) {
@@ -55,10 +57,10 @@ test('a 4 KiB PUT of a new key, an overwrite, a GET and a HEAD: cluster operatio
   });
   const head = await counted(() => s3.send(new HeadObjectCommand({ Bucket: 'ops', Key: 'same' })));
   console.log(JSON.stringify({ putNew, overwrite, get, head }, null, 1));
-  expect(putNew.length).toBeLessThanOrEqual(Number(process.env.S3_OPS_PUT_MAX ?? 2));
-  expect(overwrite.length).toBeLessThanOrEqual(Number(process.env.S3_OPS_OVERWRITE_MAX ?? 4));
-  expect(get.length).toBeLessThanOrEqual(Number(process.env.S3_OPS_GET_MAX ?? 1));
-  expect(head.length).toBeLessThanOrEqual(Number(process.env.S3_OPS_GET_MAX ?? 1));
+  expect(putNew.length, JSON.stringify(putNew)).toBeLessThanOrEqual(Number(process.env.S3_OPS_PUT_MAX ?? 2));
+  expect(overwrite.length, JSON.stringify(overwrite)).toBeLessThanOrEqual(Number(process.env.S3_OPS_OVERWRITE_MAX ?? 4));
+  expect(get.length, JSON.stringify(get)).toBeLessThanOrEqual(Number(process.env.S3_OPS_GET_MAX ?? 1));
+  expect(head.length, JSON.stringify(head)).toBeLessThanOrEqual(Number(process.env.S3_OPS_GET_MAX ?? 1));
 }, 120_000);
 
 test('a second gateway (its bucket records cached) decides object reads as on the current record', async () => {

@@ -5,6 +5,7 @@
  */
 import { S3Client } from '@aws-sdk/client-s3';
 import { S3Gateway } from '../../gateways/s3/gateway.js';
+import type { SweepStats } from '../../gateways/s3/meta/journal.js';
 import { startTestCluster, type TestCluster } from './cluster.js';
 
 export interface S3TestEnv {
@@ -14,6 +15,11 @@ export interface S3TestEnv {
   accessKeyId: string;
   secretAccessKey: string;
   userId: string;
+  /**
+   * The gateway's start-up work (the bucket owner index check, then the first
+   * journal sweep) finished: until then it makes cluster calls of its own.
+   */
+  startupSweep: Promise<SweepStats>;
   s3(credentials?: { accessKeyId: string; secretAccessKey: string }): S3Client;
   stop(): Promise<void>;
 }
@@ -27,7 +33,9 @@ export async function startS3Env(): Promise<S3TestEnv> {
       { name: 'ec', redundancy: { type: 'erasure', dataShards: 4, parityShards: 2 }, failureDomain: 'disk', pgCount: 16 },
     ],
   });
-  const gateway = await S3Gateway.start({ io: cluster.io, client: cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep' });
+  let swept!: (stats: SweepStats) => void;
+  const startupSweep = new Promise<SweepStats>((resolve) => (swept = resolve));
+  const gateway = await S3Gateway.start({ io: cluster.io, client: cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep', onJournalSweep: (stats) => swept(stats) });
   const user = await gateway.services.users.create({ displayName: 'tester', email: 'tester@example.com' });
   const key = await gateway.services.users.addKey(user.userId);
   const endpoint = `http://127.0.0.1:${gateway.port}`;
@@ -39,6 +47,7 @@ export async function startS3Env(): Promise<S3TestEnv> {
     accessKeyId: key.accessKeyId,
     secretAccessKey: key.secretAccessKey,
     userId: user.userId,
+    startupSweep,
     s3(credentials = { accessKeyId: key.accessKeyId, secretAccessKey: key.secretAccessKey }) {
       const c = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, maxAttempts: 1 });
       clients.push(c);
