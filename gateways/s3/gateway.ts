@@ -38,6 +38,10 @@ export interface S3GatewayOptions {
   metaPool: string;
   defaultDataPool: string;
   region?: string;
+  /** How long a bucket record read for an object read is reused (meta/buckets.ts; default 1000 ms, 0: never). Another gateway's bucket changes show within this. */
+  bucketCacheMs?: number;
+  /** How long an access key lookup is reused (meta/users.ts; default 5000 ms, 0: never). A removed key keeps working this long on other gateways. */
+  accessKeyCacheMs?: number;
   /** Host suffixes for virtual-host-style addressing (bucket.<suffix>); default ["localhost"]. */
   baseDomains?: string[];
   /** Largest request header section, bytes (fastify/Node). */
@@ -103,8 +107,8 @@ export class S3Gateway {
       io: o.io,
       client: o.client,
       striper: new Striper(o.client),
-      users: new UserStore(o.io, o.client, o.metaPool),
-      buckets: new BucketStore(o.io, o.client, o.metaPool),
+      users: new UserStore(o.io, o.client, o.metaPool, o.accessKeyCacheMs),
+      buckets: new BucketStore(o.io, o.client, o.metaPool, o.bucketCacheMs),
       metaPool: o.metaPool,
       defaultDataPool: o.defaultDataPool,
       region: o.region ?? 'us-east-1',

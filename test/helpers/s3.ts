@@ -4,7 +4,7 @@
  * CRC32 trailers on aws-chunked bodies included).
  */
 import { S3Client } from '@aws-sdk/client-s3';
-import { S3Gateway } from '../../gateways/s3/gateway.js';
+import { S3Gateway, type S3GatewayOptions } from '../../gateways/s3/gateway.js';
 import type { SweepStats } from '../../gateways/s3/meta/journal.js';
 import { startTestCluster, type TestCluster } from './cluster.js';
 
@@ -24,7 +24,7 @@ export interface S3TestEnv {
   stop(): Promise<void>;
 }
 
-export async function startS3Env(): Promise<S3TestEnv> {
+export async function startS3Env(gatewayOptions: Partial<Pick<S3GatewayOptions, 'bucketCacheMs' | 'accessKeyCacheMs'>> = {}): Promise<S3TestEnv> {
   const cluster = await startTestCluster({
     hosts: 3,
     disksPerHost: 2,
@@ -35,7 +35,7 @@ export async function startS3Env(): Promise<S3TestEnv> {
   });
   let swept!: (stats: SweepStats) => void;
   const startupSweep = new Promise<SweepStats>((resolve) => (swept = resolve));
-  const gateway = await S3Gateway.start({ io: cluster.io, client: cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep', onJournalSweep: (stats) => swept(stats) });
+  const gateway = await S3Gateway.start({ io: cluster.io, client: cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep', ...gatewayOptions, onJournalSweep: (stats) => swept(stats) });
   const user = await gateway.services.users.create({ displayName: 'tester', email: 'tester@example.com' });
   const key = await gateway.services.users.addKey(user.userId);
   const endpoint = `http://127.0.0.1:${gateway.port}`;
