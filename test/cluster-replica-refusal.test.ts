@@ -1,0 +1,212 @@
+/**
+ * A write one replica's store refuses while later writes of the same pg
+ * commit there (the gap c229564 made replicated peering see), on a real
+ * cluster: 2 daemon processes, one per host, a replicated pool of size 2
+ * (min_size 1), so every pg has both disks. The pg under test has disk 0 as
+ * its primary and disk 1 as its replica.
+ *
+ * The refusal: disk 1 restarted with a capacity 1 MiB above its store's
+ * reserve (the map's full ratio is never reached, so the primary sends the
+ * write), then paused (SIGSTOP) while a 3 MiB write and small writes of the
+ * same pg are sent; resumed, its store takes them in one go: the big one is
+ * refused NoSpace, the small ones after it commit. The test checks that this
+ * happened (a small write acknowledged with a version after the big one's,
+ * which needs disk 1's commit, while disk 1 holds no copy of the big one).
+ *
+ * Then the pg peers again: disk 1 is killed and restarted with its real
+ * capacity, later writes go in between, and the test asserts what a user
+ * sees: every acknowledged write reads back byte-exact with disk 0 as primary
+ * and, once disk 0 is killed, with disk 1 as primary; the big write, if it was
+ * not acknowledged, failed with a typed error naming the pg, and reads back
+ * either absent or whole; with disk 0 back, a deep scrub of the pg is clean
+ * (the members are identical). Before c229564 (equal heads: nothing copied)
+ * disk 1 never gets the big object, which the retry of the big write found
+ * in the primary's log and acknowledged: with disk 1 as primary it reads
+ * NotFound (this test fails so on c229564^).
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { TesseraClient } from '../src/client/client.js';
+import { objectToPg } from '../cluster/placement.js';
+import { setDiskState } from '../cluster/map-edit.js';
+import { isTesseraError } from '../src/lib/errors.js';
+import { compareVersions, type Eversion } from '../src/protocol/osd-messages.js';
+import { dataNs, PgLog } from '../src/daemon/pg-log.js';
+import { startTestCluster, type TestCluster } from './helpers/cluster.js';
+import { startDaemonProcess, tesseraBin } from './helpers/daemon-process.js';
+import { listEveryPg, retryFor, sleep } from './helpers/wait.js';
+
+const POOL = 'rep';
+const MiB = 1024 * 1024;
+const PRIMARY = 0;
+const REPLICA = 1;
+let cluster: TestCluster;
+
+beforeAll(async () => {
+  cluster = await startTestCluster({
+    hosts: 2,
+    disksPerHost: 1,
+    pools: [{ name: POOL, redundancy: { type: 'replicated', size: 2, minSize: 1 }, failureDomain: 'host', pgCount: 8 }],
+    liveness: { heartbeatIntervalMs: 200, nearFullRatio: 0.98, fullRatio: 0.99 },
+  });
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** Runs the tessera binary against the test cluster's map service. */
+function tessera(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${cluster.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+/** One disk's copy of an object, read from its store directly: the bytes, or the error code. */
+async function copyOn(diskId: number, name: string): Promise<Buffer | string> {
+  const store = cluster.storeOf(diskId);
+  try {
+    return await store.read({ ns: dataNs(cluster.client.pool(POOL).id, 0), name });
+  } catch (err) {
+    return isTesseraError(err) ? err.code : String(err);
+  } finally {
+    await store.close();
+  }
+}
+
+/** The version of `name`'s newest entry in a disk's stored log of the pg (undefined: none). */
+async function loggedVersion(diskId: number, pg: number, name: string): Promise<Eversion | undefined> {
+  const store = cluster.storeOf(diskId);
+  try {
+    const log = await PgLog.load(store, cluster.client.pool(POOL).id, pg);
+    return log.entries.filter((e) => e.object === name).pop();
+  } finally {
+    await store.close();
+  }
+}
+
+/** Restarts a disk's daemon (kill -9 first), with a capacity or its real one, and waits until every pg is active. */
+async function restart(diskId: number, capacityBytes?: number): Promise<void> {
+  await cluster.killDisk(diskId);
+  const map = `127.0.0.1:${cluster.mapd.port}`;
+  cluster.daemons.set(diskId, await startDaemonProcess({ diskPath: cluster.diskDir(diskId), clusterId: 'testcluster', diskId, map, ...(capacityBytes !== undefined ? { capacityBytes } : {}) }));
+  await cluster.mapd.service.change((m) => setDiskState(m, diskId, { up: true }));
+  await retryFor(60_000, () => listEveryPg(cluster.client, [POOL]));
+}
+
+/** Reads every acknowledged write through the client (the pg's primary) and expects its bytes. */
+async function expectAcknowledged(acked: Map<string, Buffer>, when: string): Promise<void> {
+  for (const [name, data] of acked) {
+    const got = await cluster.client.read(POOL, name).catch((err: unknown) => (isTesseraError(err) ? err.code : String(err)));
+    expect(Buffer.isBuffer(got) && got.equals(data), `${when}: acknowledged ${name} (${data.length} bytes) read back ${Buffer.isBuffer(got) ? `${got.length} other bytes` : got}`).toBe(true);
+  }
+}
+
+async function expectScrubClean(pg: number, when: string): Promise<void> {
+  const r = await tessera(['pg', 'scrub', `${POOL}.${pg}`, '--deep', '--json']);
+  expect(r.code, `${when}: deep scrub of pg ${pg}: ${r.stdout}${r.stderr}`).toBe(0);
+  expect((JSON.parse(r.stdout) as { inconsistencies: number }).inconsistencies, `${when}: ${r.stdout}`).toBe(0);
+}
+
+it('a write one replica refused while later writes of its pg committed there: no acknowledged write lost, members identical', async () => {
+  const { client } = cluster;
+  const info = client.pool(POOL);
+  // A pg whose primary is disk 0 and replica disk 1, and names in it.
+  const pg = Array.from({ length: info.pgCount }, (_, p) => p).find((p) => client.view.pg(info, p).members.join() === `${PRIMARY},${REPLICA}`);
+  expect(pg, 'a pg with disk 0 first').toBeDefined();
+  const names = Array.from({ length: 2000 }, (_, i) => `o-${i}`).filter((n) => objectToPg(info, n) === pg);
+  const [big, ...others] = names;
+  const small = others.slice(0, 12);
+  const later = others.slice(12, 16);
+  const before = others.slice(16, 19);
+  expect(later.length + before.length).toBe(7);
+
+  const acked = new Map<string, Buffer>();
+  for (const name of before) {
+    const data = randomBytes(4096);
+    await client.put(POOL, name, data);
+    acked.set(name, data);
+  }
+
+  // Disk 1 with 1 MiB above its store's reserve (4 MiB at this size): the 3 MiB write does not fit, 4 KiB ones do.
+  const store = cluster.storeOf(REPLICA);
+  const usedBytes = (await store.statfs()).usedBytes;
+  await store.close();
+  const capacityBytes = usedBytes + 5 * MiB;
+  await restart(REPLICA, capacityBytes);
+  expect((await cluster.mapd.service.current()).disks.find((d) => d.id === REPLICA)?.space ?? 'ok').not.toBe('full');
+
+  // Disk 1 paused while the big write and the small ones reach the primary (which applies them and sends them on,
+  // in version order): resumed, its store takes them together, refuses the big one, commits the others.
+  const short = await TesseraClient.connect({ io: cluster.io, mapService: cluster.mapd.service, timeoutMs: 5000 });
+  const bigData = randomBytes(3 * MiB);
+  const smallData = new Map(small.map((n, i) => [n, randomBytes(4096 + i)]));
+  let outcomes: Array<PromiseSettledResult<Eversion>>;
+  try {
+    cluster.pauseDisk(REPLICA);
+    const bigWrite = short.put(POOL, big!, bigData);
+    await sleep(20);
+    const smallWrites = small.map((n) => short.put(POOL, n, smallData.get(n)!));
+    await sleep(500);
+    cluster.resumeDisk(REPLICA);
+    outcomes = await Promise.allSettled([bigWrite, ...smallWrites]);
+  } finally {
+    cluster.resumeDisk(REPLICA);
+    await short.close();
+  }
+  const [bigOutcome, ...smallOutcomes] = outcomes;
+  const described = outcomes.map((o, i) => `${i === 0 ? big : small[i - 1]}: ${o.status === 'fulfilled' ? `v${o.value.epoch}'${o.value.version}` : (o.reason as Error).message}`);
+  console.log(JSON.stringify({ case: 'refusal', pg, capacityBytes, outcomes: described }));
+  smallOutcomes.forEach((o, i) => {
+    if (o.status === 'fulfilled') acked.set(small[i]!, smallData.get(small[i]!)!);
+  });
+
+  // The refusal happened as planned: disk 1 has no copy of the big object, and a small write with a later version
+  // was acknowledged (every member, disk 1 too, committed it).
+  const bigVersion = await loggedVersion(PRIMARY, pg!, big!);
+  expect(bigVersion, `the primary logged ${big}`).toBeDefined();
+  expect(await copyOn(REPLICA, big!)).toBe('NotFound');
+  const after = smallOutcomes.filter((o) => o.status === 'fulfilled' && compareVersions(o.value, bigVersion!) > 0);
+  expect(after.length, `small writes acknowledged after ${big}'s version ${bigVersion!.version}: ${described.join('; ')}`).toBeGreaterThan(0);
+  if (bigOutcome!.status === 'fulfilled') {
+    acked.set(big!, bigData);
+  } else {
+    // Not acknowledged: a typed, retryable error that names the pg.
+    const err = bigOutcome!.reason as Error;
+    expect(isTesseraError(err) && ['Unavailable', 'Busy', 'NoSpace'].includes(err.code), String(err)).toBe(true);
+    expect(err.message).toContain(`pg ${info.id}.${pg}`);
+  }
+
+  // The pg peers again: disk 1 killed (disk 0 serves alone: min_size 1, and takes later writes), then back with its
+  // real capacity.
+  await cluster.killDisk(REPLICA);
+  await retryFor(60_000, () => listEveryPg(client, [POOL]));
+  for (const name of later) {
+    const data = randomBytes(2048);
+    await client.put(POOL, name, data);
+    acked.set(name, data);
+  }
+  await restart(REPLICA);
+
+  // What a user sees: every acknowledged write, with disk 0 as primary, then with disk 1 (disk 0 killed).
+  await expectAcknowledged(acked, 'disk 0 primary');
+  await cluster.killDisk(PRIMARY);
+  await client.view.refresh();
+  expect(client.view.pg(info, pg!).primary).toBe(REPLICA);
+  await expectAcknowledged(acked, 'disk 1 primary');
+  // The big write, if not acknowledged, is whole or absent (not torn).
+  const bigRead = await client.read(POOL, big!).catch((err: unknown) => (isTesseraError(err) ? err.code : String(err)));
+  expect(bigRead === 'NotFound' || (Buffer.isBuffer(bigRead) && bigRead.equals(bigData)), `${big} reads ${Buffer.isBuffer(bigRead) ? `${bigRead.length} other bytes` : bigRead}`).toBe(true);
+  // Disk 0 back: the same, and the members are identical (a deep scrub finds nothing).
+  await cluster.restartDisk(PRIMARY);
+  await cluster.mapd.service.change((m) => setDiskState(m, PRIMARY, { up: true }));
+  await retryFor(60_000, () => listEveryPg(client, [POOL]));
+  await expectAcknowledged(acked, 'disk 0 back');
+  await expectScrubClean(pg!, 'disk 0 back');
+}, 240_000);
