@@ -66,6 +66,8 @@ async function commitInTurn(osd: Osd, pg: Pg, ec: EcPgState, shard: number, entr
   const record = ec.staged.get(name) ?? (await readStaged(osd, pg, shard, entry));
   if (!sameEntry(record.entry, entry) || record.shard !== shard) throw new TesseraError('Conflict', `pg ${pg.key}: staging ${name} holds another write`);
   if (ec.lastSubmitted.version !== entry.version - 1) throw new TesseraError('Conflict', `pg ${pg.key}: commit order changed while version ${entry.version} waited`);
+  // On top of the last commit submitted here, asserted in the store (commitOps): if the store refuses that one
+  // (no space, a limit), this one fails too, so the log never has a gap (ec-peering.ts compares heads).
   const ops = commitOps(pg.pool.id, pg.pg, record, ec.lastSubmitted, pg.log);
   ec.submitted(entry);
   ec.staged.delete(name);

@@ -13,7 +13,17 @@
  * 2. Settle two-phase writes (ec-resolve.ts): each member commits the
  *    versions rolled forward and drops the others; query again.
  * 3. The newest head is authoritative; members holding exactly that log are
- *    the sources (at least k are needed if anyone must be rebuilt). When the
+ *    the sources (at least k are needed if anyone must be rebuilt). Heads are
+ *    enough here, unlike replicated logs (peering.ts sameLog, commonPoint): an
+ *    EC member's log has no gap. Its commits form a chain in its store (each
+ *    asserts the previous `head`: ec-record.ts commitOps, built on the last
+ *    commit submitted there: ec-member.ts commitInTurn), and the store rejects a
+ *    refused transaction alone, without its changes; so a commit the store
+ *    refuses (no space, a limit) fails every later one there until peering,
+ *    and that member is behind, seen by its head. A write is acknowledged only
+ *    once every acting member committed it (ec-write.ts), and a refused stage
+ *    leaves the version committed nowhere (rolled back, ec-resolve.ts).
+ *    test/ec-commit-chain.test.ts. When the
  *    members at their own position are fewer than k (a disk added or moved
  *    shifted positions), the disks that held each position in the last
  *    active interval (pg history) are read too, members or not: one whose
