@@ -26,13 +26,15 @@ import { runUser, userCreate, userKeyAdd, userKeyRemove, userList, userRemove, t
 const usage = `usage: tessera <command> [options]
 
 commands:
-  up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...]] [--metrics-port-offset N]
+  up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...] [--map-daemons N]] [--metrics-port-offset N]
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
           [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N]
           [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
-          with --etcd, the cluster map lives in etcd (give it on every run); a disk silent for
+          with --etcd, the cluster map lives in etcd (give it on every run) and --map-daemons (3)
+          map daemon processes on ports --map-port, --map-port + 1, ... serve it (any one may die);
+          a disk silent for
           --down-grace-ms (20000) is marked down, one down for --out-interval-ms (600000) out;
           a primary serves clients for --lease-ms (half the grace) after each answered heartbeat;
           writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85);
@@ -472,7 +474,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'metrics-port-offset': { type: 'string' }, ...livenessFlagOptions, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'map-daemons': { type: 'string' }, 'metrics-port-offset': { type: 'string' }, ...livenessFlagOptions, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
         });
         const liveness = livenessFlags(values);
         const etcd = etcdFlag(values.etcd);
@@ -486,6 +488,7 @@ export async function main(argv: string[]): Promise<number> {
           pgCount: intOption(values.pgs, "pgs", 64),
           ...(values['s3-port'] !== undefined ? { s3Port: intOption(values['s3-port'], 's3-port') } : {}),
           ...(etcd ? { etcd } : {}),
+          ...(values['map-daemons'] !== undefined ? { mapDaemons: intOption(values['map-daemons'], 'map-daemons') } : {}),
           ...(values.domain !== undefined ? { s3Domains: domainsOption(values.domain) } : {}),
           ...(values['metrics-port-offset'] !== undefined ? { metricsPortOffset: intOption(values['metrics-port-offset'], 'metrics-port-offset') } : {}),
           liveness,

@@ -2,8 +2,11 @@
  * The files `tessera up` keeps in its data directory:
  *   cluster.json  the layout it created (cluster id, hosts, disks and ports, map service port)
  *   client.json   what clients and scripts need to reach the cluster: the map
- *                 service address, the pools, the S3 endpoint and the S3
- *                 admin user's keys (mode 0600: it carries the admin secret)
+ *                 service addresses, the pools, the S3 endpoint and the S3
+ *                 admin user's keys (mode 0600: it carries the admin secret).
+ *                 `map` is one "host:port" as it always was (the first map
+ *                 daemon); `maps` lists every map daemon (`up --etcd` runs
+ *                 several): readers use mapAddressesOf() to fail over.
  *   map/          the map service's files (cluster map epochs, pg history)
  *   disks/diskN/  each disk's store
  * Documented in docs/operations.md.
@@ -14,6 +17,8 @@ import type { Io } from '../io/io.js';
 export interface ClusterLayout {
   clusterId: string;
   mapPort: number;
+  /** Ports of every map daemon (`up --etcd` runs several, consecutive from mapPort); absent in older layouts: [mapPort]. */
+  mapPorts?: number[];
   /** Port of the S3 gateway (absent in layouts written before it ran: 9000). */
   s3Port?: number;
   /** Prometheus metrics of the map service (served by `tessera up`); absent in older layouts: mapPort + metricsPortOffset. */
@@ -26,8 +31,10 @@ export interface ClusterLayout {
 
 export interface ClientFile {
   clusterId: string;
-  /** "host:port" of the map service. */
+  /** "host:port" of the (first) map daemon: all that readers written before `maps` existed know. */
   map: string;
+  /** "host:port" of every map daemon, in failover order (absent in older files: just `map`). */
+  maps?: string[];
   pools: Array<{ name: string; type: string }>;
   /** The S3 gateway `tessera up` runs, and its admin user. */
   s3?: ClientFileS3;
@@ -56,6 +63,12 @@ export async function readJson<T>(io: Io, path: string): Promise<T | null> {
   if (!(await io.fs.stat(path))) return null;
   return JSON.parse((await io.fs.readFile(path)).toString('utf8')) as T;
 }
+
+/** The layout's map daemon ports. */
+export const mapPortsOf = (layout: ClusterLayout): number[] => layout.mapPorts ?? [layout.mapPort];
+
+/** "host:port[,host:port...]" of every map daemon the client file names (connectMapService fails over between them). */
+export const mapAddressesOf = (file: ClientFile): string => (file.maps?.length ? file.maps : [file.map]).join(',');
 
 export const layoutPath = (dataDir: string): string => join(dataDir, 'cluster.json');
 export const clientPath = (dataDir: string): string => join(dataDir, 'client.json');

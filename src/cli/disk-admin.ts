@@ -26,7 +26,7 @@ import { createTcpClient } from '../rpc/tcp.js';
 import { ObjectStore } from '../store/index.js';
 import { addDisk, addHost, nextDiskId, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap, DiskInfo } from '../../cluster/map.js';
-import { layoutPath, writeJson, type ClusterLayout } from './cluster-files.js';
+import { layoutPath, mapPortsOf, writeJson, type ClusterLayout } from './cluster-files.js';
 import { CliError, dataDirOf, readLayout, table, withCluster, type TargetOptions } from './target.js';
 
 type Out = (text: string) => void;
@@ -119,7 +119,7 @@ export async function hostAdd(t: TargetOptions, o: { name: string; rack?: string
 
 /** Ports the layout already uses (services and their metrics). */
 function usedPorts(layout: ClusterLayout): Set<number> {
-  const ports = new Set<number>([layout.mapPort, layout.s3Port ?? 9000]);
+  const ports = new Set<number>([...mapPortsOf(layout), layout.s3Port ?? 9000]);
   if (layout.mapMetricsPort !== undefined) ports.add(layout.mapMetricsPort);
   for (const d of layout.disks) {
     ports.add(d.port);

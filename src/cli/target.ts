@@ -10,7 +10,7 @@ import type { Io } from '../io/io.js';
 import { TesseraClient } from '../client/client.js';
 import { connectMapService, parseMapAddresses, type MapConnection } from '../../cluster/map-daemon.js';
 import type { ClusterMap } from '../../cluster/map.js';
-import { clientPath, layoutPath, readJson, type ClientFile, type ClusterLayout } from './cluster-files.js';
+import { clientPath, layoutPath, mapAddressesOf, readJson, type ClientFile, type ClusterLayout } from './cluster-files.js';
 
 /** An error meant for the user as it is: main prints its message on one line and exits 1. */
 export class CliError extends Error {}
@@ -31,7 +31,7 @@ export interface Cluster {
   map: MapConnection;
   /** The data directory, when the cluster was found through one. */
   dataDir: string | null;
-  /** "host:port" of the map service. */
+  /** "host:port[,host:port...]" of the map daemons (calls fail over between them). */
   address: string;
   /** The latest map; CliError if the map service does not answer within timeoutMs (default CLI_TIMEOUT_MS). */
   current(timeoutMs?: number): Promise<ClusterMap>;
@@ -54,7 +54,7 @@ export async function openCluster(o: TargetOptions): Promise<Cluster> {
     dataDir = dataDirOf(o);
     const file = await readJson<ClientFile>(o.io, clientPath(dataDir));
     if (!file) throw new CliError(`no cluster in ${dataDir} (give --data DIR of a \`tessera up\` cluster, or --map HOST:PORT)`);
-    address = file.map;
+    address = mapAddressesOf(file);
   }
   try {
     parseMapAddresses(address);

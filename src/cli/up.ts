@@ -14,7 +14,13 @@
  * its data. SIGINT/SIGTERM stop the gateway, then every daemon (SIGTERM each,
  * by PID; SIGKILL after a timeout), then the map service. With `etcd` (--etcd
  * URL[,URL...]) the map and pg history live in etcd instead of the data
- * directory (cluster/map-store-etcd.ts); give it on every run.
+ * directory (cluster/map-store-etcd.ts); give it on every run. Then the map
+ * service is `mapDaemons` (default 3) `tessera mapd` processes on consecutive
+ * ports from --map-port, supervised like the daemons: every daemon, the
+ * gateway, this process and the client file get all their addresses, and
+ * fail over between them (src/rpc/failover.ts), so one map daemon's death
+ * stops nothing. Without etcd the embedded store has one owner: one map
+ * daemon, in this process.
  *
  * Metrics: every daemon serves Prometheus metrics on its port +
  * --metrics-port-offset (default 1000), and this process serves the map
@@ -30,16 +36,19 @@ import { fileURLToPath } from 'node:url';
 import type { Io } from '../io/io.js';
 import { TesseraClient } from '../client/client.js';
 import { UserStore } from '../../gateways/s3/meta/users.js';
-import { startMapDaemon, type MapDaemon } from '../../cluster/map-daemon.js';
+import { connectMapService, startMapDaemon } from '../../cluster/map-daemon.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap } from '../../cluster/map.js';
+import type { MapService } from '../../cluster/map-service.js';
+import { EtcdMapStore } from '../../cluster/map-store-etcd.js';
 import type { LivenessOptions } from '../../cluster/liveness.js';
-import { clientPath, layoutPath, readJson, writeJson, type ClientFile, type ClientFileS3, type ClusterLayout } from './cluster-files.js';
+import { clientPath, layoutPath, mapPortsOf, readJson, writeJson, type ClientFile, type ClientFileS3, type ClusterLayout } from './cluster-files.js';
 import { ensureS3User, generateCredentials } from './user.js';
 import { Registry } from 'prom-client';
 import { MapMetrics } from '../metrics/metrics.js';
 import { serveMetrics, type MetricsServer } from '../metrics/http.js';
 import { METRICS_PORT_OFFSET_DEFAULT } from './disk-admin.js';
+import { failoverServersMax } from '../rpc/failover.js';
 
 const tesseraBin = fileURLToPath(new URL('../bin/tessera.js', import.meta.url));
 const STOP_TIMEOUT_MS = 15_000;
@@ -49,6 +58,8 @@ const S3_REGION = 'us-east-1';
 const META_POOL = 'rep';
 const DATA_POOL = 'rep';
 const ADMIN_NAME = 'admin';
+/** Map daemons `up --etcd` runs unless told (--map-daemons): with one dead, or being restarted, two still serve. */
+const MAP_DAEMONS_ETCD_DEFAULT = 3;
 /** How long the first writes (the admin user) may wait for the replicated pool to become active. */
 const BOOTSTRAP_TIMEOUT_MS = 120_000;
 /** How often cluster.json is read for disks added by `tessera disk add`. */
@@ -66,6 +77,8 @@ export interface UpOptions {
   s3Port?: number;
   /** etcd client URLs: keep the map in etcd rather than in dataDir/map (the default). */
   etcd?: string[];
+  /** Map daemon processes on etcd (ports mapPort, mapPort + 1, ...): default the layout's count, else 3; without etcd only 1. */
+  mapDaemons?: number;
   /** Metrics port = service port + this (default: the layout's, else 1000). */
   metricsPortOffset?: number;
   /** Domains of the S3 gateway's virtual-host-style addressing (`tessera s3 --domain`); default localhost. */
@@ -171,11 +184,11 @@ function stopChild(io: Io, child: ChildProcess | null): Promise<void> {
 }
 
 /** The S3 admin user: the client file's, else new credentials (written to the client file before the cluster). */
-async function adminUser(o: UpOptions, mapd: MapDaemon, file: ClientFile): Promise<{ s3: ClientFileS3; created: boolean }> {
+async function adminUser(o: UpOptions, service: MapService, file: ClientFile): Promise<{ s3: ClientFileS3; created: boolean }> {
   const previous = (await readJson<ClientFile>(o.io, clientPath(resolvePath(o.dataDir))))?.s3;
   const s3: ClientFileS3 = previous ?? { endpoint: '', region: S3_REGION, metaPool: META_POOL, dataPool: DATA_POOL, admin: generateCredentials(o.io, ADMIN_NAME) };
   if (!previous) await writeJson(o.io, clientPath(resolvePath(o.dataDir)), { ...file, s3 });
-  const client = await TesseraClient.connect({ io: o.io, mapService: mapd.service, timeoutMs: BOOTSTRAP_TIMEOUT_MS });
+  const client = await TesseraClient.connect({ io: o.io, mapService: service, timeoutMs: BOOTSTRAP_TIMEOUT_MS });
   try {
     const outcome = await ensureS3User(new UserStore(o.io, client, s3.metaPool, 0), s3.admin);
     return { s3, created: !previous || outcome === 'created' };
@@ -184,12 +197,120 @@ async function adminUser(o: UpOptions, mapd: MapDaemon, file: ClientFile): Promi
   }
 }
 
-function summary(o: UpOptions, layout: ClusterLayout, map: ClusterMap, daemons: Supervised[], gateway: Supervised, s3: ClientFileS3, adminCreated: boolean): string {
+/**
+ * The map daemons' ports: --map-daemons (else the layout's count on etcd, else 3) consecutive from the layout's
+ * map port; one without etcd. Refuses a count the failover client cannot take and ports the layout gives others.
+ */
+function mapPortsFor(o: UpOptions, layout: ClusterLayout): number[] {
+  const count = o.mapDaemons ?? (o.etcd ? (layout.mapPorts?.length ?? MAP_DAEMONS_ETCD_DEFAULT) : 1);
+  if (!Number.isInteger(count) || count < 1 || count > failoverServersMax) throw new Error(`--map-daemons wants 1 to ${failoverServersMax}, got ${count}`);
+  if (!o.etcd && count !== 1) throw new Error(`--map-daemons ${count} needs --etcd: the map in the data directory has a single owner`);
+  const ports = Array.from({ length: count }, (_, i) => (layout.mapPort === 0 ? 0 : layout.mapPort + i));
+  const others = new Set<number>([layout.s3Port ?? S3_PORT_DEFAULT, ...(layout.mapMetricsPort !== undefined ? [layout.mapMetricsPort] : [])]);
+  for (const d of layout.disks) [d.port, d.metricsPort].forEach((p) => p !== undefined && others.add(p));
+  const clash = ports.find((p) => p !== 0 && others.has(p));
+  if (clash !== undefined) throw new Error(`map daemon port ${clash} is another service's in ${layoutPath(resolvePath(o.dataDir))}: give fewer --map-daemons`);
+  return ports;
+}
+
+/** tessera mapd flags for the liveness options up was given (every map daemon of a cluster must use the same). */
+function livenessArgs(l: LivenessOptions | undefined): string[] {
+  const flags: Array<[string, number | undefined]> = [
+    ['--down-grace-ms', l?.downGraceMs],
+    ['--out-interval-ms', l?.outIntervalMs],
+    ['--lease-ms', l?.leaseMs],
+    ['--near-full-ratio', l?.nearFullRatio],
+    ['--full-ratio', l?.fullRatio],
+  ];
+  return flags.flatMap(([flag, v]) => (v === undefined ? [] : [flag, String(v)]));
+}
+
+/**
+ * The map service as `up` runs it: in this process on the embedded store (dataDir/map), or, with etcd, one
+ * `tessera mapd` process per port, supervised (restarted with backoff, on the same port), which this process
+ * reaches like any client: through all of them (failover).
+ */
+interface MapRole {
+  service: MapService;
+  /** "host:port" of every map daemon, in failover order. */
+  addresses(): string[];
+  /** The map daemon processes (etcd; none when the map daemon runs in this process). */
+  children: Supervised[];
+  /** Stops the map daemon processes (SIGTERM each, by PID: a judge resigns) or the one in this process. */
+  close(): Promise<void>;
+}
+
+async function startEmbeddedMap(o: UpOptions, layout: ClusterLayout, created: boolean): Promise<MapRole> {
+  const mapd = await startMapDaemon({
+    io: o.io,
+    dir: resolvePath(o.dataDir),
+    host: '127.0.0.1',
+    port: layout.mapPort,
+    ...(created ? { create: initialClusterMap(layout, o) } : {}),
+    ...(o.liveness ? { liveness: o.liveness } : {}),
+  });
+  return { service: mapd.service, addresses: () => [`127.0.0.1:${mapd.port}`], children: [], close: () => mapd.close() };
+}
+
+interface EtcdMapOptions {
+  etcd: string[];
+  layout: ClusterLayout;
+  created: boolean;
+  ports: number[];
+  onExit: (s: Supervised, code: number | null) => void;
+  /** Called before the started map daemons are stopped because another failed to start (no restarts then). */
+  onAbort: () => void;
+}
+
+async function startEtcdMap(o: UpOptions, { etcd, layout, created, ports, onExit, onAbort }: EtcdMapOptions): Promise<MapRole> {
+  // The first run writes the first map into etcd (kept if etcd holds one already); the map daemons only serve it.
+  if (created) await (await EtcdMapStore.open({ io: o.io, endpoints: etcd, clusterId: layout.clusterId, create: initialClusterMap(layout, o) })).close();
+  const children: Supervised[] = ports.map((port, i) => {
+    const s: Supervised = {
+      label: `map daemon ${i}`,
+      // A restarted map daemon keeps the port its first start bound (the others and the client file name it).
+      args: () => ['mapd', '--etcd', etcd.join(','), '--cluster-id', layout.clusterId, '--listen', `127.0.0.1:${s.port ?? port}`, ...livenessArgs(o.liveness)],
+      child: null,
+      restarts: 0,
+      port: null,
+    };
+    return s;
+  });
+  const results = await Promise.allSettled(children.map((s) => startChild(s, onExit)));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  const stopChildren = (): Promise<unknown> => Promise.all(children.map((s) => stopChild(o.io, s.child)));
+  if (failed) {
+    onAbort();
+    await stopChildren();
+    throw failed.reason;
+  }
+  const addresses = children.map((s) => `127.0.0.1:${s.port}`);
+  const conn = connectMapService(o.io, addresses.join(','), {
+    onSwitch: (from, to, cause) => process.stderr.write(`tessera up: map daemon ${from} unreachable (${cause.code}: ${cause.message}): its own map calls now go to ${to}\n`),
+  });
+  return {
+    service: conn.service,
+    addresses: () => addresses,
+    children,
+    async close() {
+      await conn.close();
+      await stopChildren();
+    },
+  };
+}
+
+function summary(o: UpOptions, layout: ClusterLayout, mapRole: MapRole, map: ClusterMap, daemons: Supervised[], gateway: Supervised, s3: ClientFileS3, adminCreated: boolean): string {
   const dataDir = resolvePath(o.dataDir);
   const { admin } = s3;
+  const mapLines = o.etcd
+    ? [
+        `  map in etcd (${o.etcd.join(',')}), served by ${mapRole.children.length} map daemons (clients fail over between them):`,
+        ...mapRole.children.map((s, i) => `    map daemon ${i} on ${mapRole.addresses()[i]}, pid ${s.child?.pid}`),
+      ]
+    : [`  map service on ${mapRole.addresses()[0]}`];
   return [
     `tessera: cluster ${layout.clusterId} up in ${dataDir} (map epoch ${map.epoch})`,
-    `  map service on 127.0.0.1:${layout.mapPort}${o.etcd ? ` (map in etcd: ${o.etcd.join(',')})` : ''}`,
+    ...mapLines,
     `  map service metrics: http://127.0.0.1:${layout.mapMetricsPort}/metrics`,
     ...layout.disks.map((d, i) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${daemons[i]?.child?.pid}, metrics http://${d.listenHost}:${d.metricsPort}/metrics`),
     ...map.pools.map((p) => `  pool ${p.name}: ${p.redundancy.type === 'replicated' ? `replicated, size ${p.redundancy.size}` : `erasure-coded ${p.redundancy.dataShards}+${p.redundancy.parityShards}`}, ${p.pgCount} pgs, one per ${p.failureDomain}`),
@@ -209,18 +330,32 @@ export async function runUp(o: UpOptions): Promise<number> {
     process.once('SIGINT', resolve);
     process.once('SIGTERM', resolve);
   });
-  const { layout, created } = await loadOrCreateLayout(o);
+  let { layout, created } = await loadOrCreateLayout(o);
   const dataDir = resolvePath(o.dataDir);
-  const mapd: MapDaemon = await startMapDaemon({
-    io: o.io,
-    ...(o.etcd ? { etcd: { endpoints: o.etcd, clusterId: layout.clusterId } } : { dir: dataDir }),
-    host: '127.0.0.1',
-    port: layout.mapPort,
-    ...(created ? { create: initialClusterMap(layout, o) } : {}),
-    ...(o.liveness ? { liveness: o.liveness } : {}),
-  });
-  const mapAddress = `127.0.0.1:${mapd.port}`;
+  const mapPorts = mapPortsFor(o, layout);
+  if (mapPortsOf(layout).join() !== mapPorts.join()) {
+    layout = { ...layout, mapPorts };
+    await writeJson(o.io, layoutPath(dataDir), layout);
+  }
   let stopping = false;
+  const onExit = (s: Supervised, code: number | null): void => {
+    if (stopping) return;
+    s.onCrash?.();
+    const delayMs = RESTART_BACKOFF_MS[Math.min(s.restarts, RESTART_BACKOFF_MS.length - 1)]!;
+    s.restarts++;
+    process.stderr.write(`tessera up: ${s.label} exited (${code})${s.onCrash ? '; marked down' : ''}, restarting in ${delayMs} ms\n`);
+    o.io.clock.setTimeout(() => {
+      if (stopping) return;
+      startChild(s, onExit).then(
+        () => process.stdout.write(`tessera up: ${s.label} restarted, pid ${s.child?.pid}\n`),
+        (err: Error) => process.stderr.write(`tessera up: ${err.message}\n`),
+      );
+    }, delayMs);
+  };
+  const mapRole: MapRole = o.etcd
+    ? await startEtcdMap(o, { etcd: o.etcd, layout, created, ports: mapPorts, onExit, onAbort: () => (stopping = true) })
+    : await startEmbeddedMap(o, layout, created);
+  const mapAddress = mapRole.addresses().join(',');
   const superviseDisk = (disk: ClusterLayout['disks'][number]): Supervised => ({
     label: `daemon of disk ${disk.diskId}`,
     args: () => [
@@ -231,7 +366,7 @@ export async function runUp(o: UpOptions): Promise<number> {
     child: null,
     restarts: 0,
     port: null,
-    onCrash: () => void mapd.service.change((m) => setDiskState(m, disk.diskId, { up: false })).catch(() => undefined),
+    onCrash: () => void mapRole.service.change((m) => setDiskState(m, disk.diskId, { up: false })).catch(() => undefined),
   });
   const daemons: Supervised[] = layout.disks.map(superviseDisk);
   const supervised = new Set(layout.disks.map((d) => d.diskId));
@@ -243,16 +378,6 @@ export async function runUp(o: UpOptions): Promise<number> {
     child: null,
     restarts: 0,
     port: null,
-  };
-  const onExit = (s: Supervised, code: number | null): void => {
-    if (stopping) return;
-    s.onCrash?.();
-    const delayMs = RESTART_BACKOFF_MS[Math.min(s.restarts, RESTART_BACKOFF_MS.length - 1)]!;
-    s.restarts++;
-    process.stderr.write(`tessera up: ${s.label} exited (${code})${s.onCrash ? '; marked down' : ''}, restarting in ${delayMs} ms\n`);
-    o.io.clock.setTimeout(() => {
-      if (!stopping) startChild(s, onExit).catch((err: Error) => process.stderr.write(`tessera up: ${err.message}\n`));
-    }, delayMs);
   };
   // Disks `tessera disk add` appended to cluster.json: start their daemons.
   let layoutPoll: ReturnType<Io['clock']['setTimeout']> | null = null;
@@ -277,7 +402,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   const metricsRegistry = new Registry();
   new MapMetrics(metricsRegistry, {
     summary: async () => {
-      const m = await mapd.service.current();
+      const m = await mapRole.service.current();
       return { epoch: m.epoch, disks: m.disks, pools: m.pools.length };
     },
   });
@@ -288,7 +413,7 @@ export async function runUp(o: UpOptions): Promise<number> {
     await metricsServer?.close();
     await stopChild(o.io, gateway.child);
     await Promise.all(daemons.map((s) => stopChild(o.io, s.child)));
-    await mapd.close();
+    await mapRole.close();
   };
   let map: ClusterMap;
   let s3: ClientFileS3;
@@ -297,9 +422,10 @@ export async function runUp(o: UpOptions): Promise<number> {
     if (layout.mapMetricsPort !== undefined) metricsServer = await serveMetrics({ registry: metricsRegistry, host: '127.0.0.1', port: layout.mapMetricsPort });
     await Promise.all(daemons.map((s) => startChild(s, onExit)));
     scheduleLayoutPoll();
-    map = await mapd.service.current();
-    const file: ClientFile = { clusterId: layout.clusterId, map: mapAddress, pools: map.pools.map((p) => ({ name: p.name, type: p.redundancy.type })) };
-    const admin = await adminUser(o, mapd, file);
+    map = await mapRole.service.current();
+    const addresses = mapRole.addresses();
+    const file: ClientFile = { clusterId: layout.clusterId, map: addresses[0]!, ...(addresses.length > 1 ? { maps: addresses } : {}), pools: map.pools.map((p) => ({ name: p.name, type: p.redundancy.type })) };
+    const admin = await adminUser(o, mapRole.service, file);
     adminCreated = admin.created;
     const port = await startChild(gateway, onExit);
     s3 = { ...admin.s3, endpoint: `http://127.0.0.1:${port}` };
@@ -308,7 +434,7 @@ export async function runUp(o: UpOptions): Promise<number> {
     await stopAll();
     throw err;
   }
-  process.stdout.write(summary(o, layout, map, daemons, gateway, s3, adminCreated));
+  process.stdout.write(summary(o, layout, mapRole, map, daemons, gateway, s3, adminCreated));
   await signalled;
   process.stdout.write('tessera: stopping\n');
   await stopAll();

@@ -16,7 +16,7 @@ import { TesseraClient } from '../client/client.js';
 import { connectMapService } from '../../cluster/map-daemon.js';
 import { UserStore, type S3User } from '../../gateways/s3/meta/users.js';
 import { BucketStore } from '../../gateways/s3/meta/buckets.js';
-import { clientPath, readJson, type ClientFile, type S3Credentials } from './cluster-files.js';
+import { clientPath, mapAddressesOf, readJson, type ClientFile, type S3Credentials } from './cluster-files.js';
 
 const CLIENT_TIMEOUT_MS = 30_000;
 const ACCESS_KEY_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
@@ -45,7 +45,7 @@ export async function openUsers(t: ClusterTarget): Promise<UserSession> {
     const dataDir = resolvePath(t.dataDir ?? 'tessera-data');
     const file = await readJson<ClientFile>(t.io, clientPath(dataDir));
     if (!file) throw new Error(`no cluster in ${dataDir} (give --data DIR of a running \`tessera up\`, or --map HOST:PORT)`);
-    map = file.map;
+    map = mapAddressesOf(file);
     metaPool ??= file.s3?.metaPool;
   }
   const conn = connectMapService(t.io, map);
