@@ -289,6 +289,7 @@ export class Osd {
     pg.backfilling.clear();
     pg.peering?.abort();
     pg.peering = null;
+    pg.peeringFailure = null;
     if (pg.primary === this.diskId) this.startPeering(pg);
   }
 
@@ -330,12 +331,17 @@ export class Osd {
           }, Math.max(this.options.peeringRetryMs ?? 1000, 5000));
           return;
         }
+        pg.peeringFailure = null;
         pg.state = result;
       } catch (err) {
         if (abort.signal.aborted || pg.intervalStart !== interval || this.closing) return;
         const e = toTesseraError(err);
         if (e.code === 'StaleEpoch') await this.view.refresh().catch(() => undefined);
-        else console.error(`disk ${this.diskId}: pg ${pg.key}: peering failed, retrying: ${e.code} ${e.message}`);
+        else {
+          // A client refused while the pg peers learns why it does not serve (e.g. a member's store has no room for a copy).
+          pg.peeringFailure = `${e.code} ${e.message}`;
+          console.error(`disk ${this.diskId}: pg ${pg.key}: peering failed, retrying: ${e.code} ${e.message}`);
+        }
         this.io.clock.setTimeout(() => {
           if (!abort.signal.aborted && pg.intervalStart === interval && !this.closing) void run();
         }, this.options.peeringRetryMs ?? 1000);

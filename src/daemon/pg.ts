@@ -90,6 +90,8 @@ export class Pg {
   readonly inflightRequests = new Map<string, Promise<Eversion>>();
   /** Peering runs one at a time; a new interval aborts the old run. */
   peering: AbortController | null = null;
+  /** Primary: why the last peering run of this interval failed (it is retried), until one ends; told to the clients refused meanwhile. */
+  peeringFailure: string | null = null;
   /** Aborts when the interval ends (endInterval): the primary's repops in flight for it stop waiting. */
   intervalAbort = new AbortController();
   /**
@@ -337,7 +339,8 @@ export class Pg {
 
   requireActive(): void {
     if (this.state === 'active') return;
-    throw new TesseraError('Busy', `pg ${this.key} is ${this.state}`);
+    const why = this.state === 'peering' && this.peeringFailure ? ` (its last peering run failed, retrying: ${this.peeringFailure})` : '';
+    throw new TesseraError('Busy', `pg ${this.key} is ${this.state}${why}`);
   }
 }
 
