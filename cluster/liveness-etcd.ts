@@ -6,20 +6,42 @@
  *   <prefix>/<clusterId>/liveness/out/<diskId>     the judge marked this disk out (a heartbeat marks it in again)
  *   <prefix>/<clusterId>/liveness/leader           the judge: the one map daemon that marks disks down and out
  *
- * - Refresh (every heartbeat, by whichever map daemon received it): grant a
- *   new etcd lease G, then one transaction: if the record was last modified
- *   before G was granted (mod_revision <= the grant's header revision), put
- *   the record attached to G and read the map key's mod revision; else grant
- *   again (another refresh came in between). So the leases a record is
- *   attached to, one after the other, were granted in that order, and a record
- *   present at revision Q stays present until at least (the grant of the lease
- *   it had at Q) + TTL, on the etcd leader's clock (a leader change only
- *   extends leases). The epoch answered is the map's at that revision or
- *   later. cluster/liveness.ts uses both for its lease argument.
- * - Leases of records replaced are left to expire (no keys attached): about
- *   downGraceMs / heartbeatIntervalMs (4) per disk at a time. A refresh costs
- *   two etcd writes (grant, put); a keepalive of the record's own lease
- *   would cost none (not done).
+ * - Refresh (every heartbeat, by whichever map daemon received it), after
+ *   the heartbeat was received:
+ *   - the record exists on lease L (the one this map daemon saw it on last):
+ *     keep L alive (etcd sets its expiry to now + TTL), then one read-only
+ *     transaction: if the record is still on L (compare Lease == L), read
+ *     the map key's mod revision; else read the record, and start over with
+ *     the lease it is on.
+ *   - no record: grant a new lease G, then one transaction: if the record
+ *     does not exist (Create == 0), put it on G and read the map key's mod
+ *     revision; else read it and keep its lease alive as above.
+ *   A present record is never put again, so never moved to another lease:
+ *   it lives exactly as long as the lease it was created on, which every
+ *   refresh extends. So a record found on L at revision Q (after L's
+ *   keepalive, or created at Q on a G granted after the receipt) stays
+ *   present until at least (that keepalive or grant) + TTL on the etcd
+ *   leader's clock (a leader change only extends leases; an expired lease
+ *   cannot be kept alive, etcd answers TTL 0). The epoch answered is the
+ *   map's at Q or later. cluster/liveness.ts uses both for its lease
+ *   argument. A keepalive, unlike a grant, is not a raft proposal: etcd
+ *   3.5.3+ confirms leadership before a renew (etcd PR 13690); 3.4
+ *   (Debian's 3.4.23 here) may renew on a leader already replaced, in its
+ *   memory only, until it steps down (CheckQuorum: an election timeout
+ *   after it lost its quorum), and a new leader extends every lease by an
+ *   election timeout for just that (etcd PR 4778). A leader stuck for
+ *   longer (slow fdatasync, starved CPU: etcd issue 15247) is the residual
+ *   risk on 3.4; what it may cost is bounded by TTL - leaseMs (10 s by
+ *   default) before a lease could outlive the record. Cost, once the record exists: a keepalive (answered by the
+ *   etcd leader from memory: no raft proposal) and a read-only transaction
+ *   (a linearizable read): no etcd write, where a grant and a put (two raft
+ *   proposals) were needed before (test/liveness-etcd-refresh.test.ts counts
+ *   them from etcd's metrics). All map daemons of a cluster must refresh
+ *   this way: an older one, which replaced records on fresh leases when the
+ *   record's mod revision preceded its grant, could move a record kept alive
+ *   here onto a lease granted before that keepalive, which expires sooner.
+ *   So the settings they agree on (agreeOnSettings) name the record
+ *   protocol: an older map daemon and this one refuse to serve together.
  * - The judge: a campaign creates the leader key (if absent) attached to a
  *   lease of its own (TTL ttlSeconds), kept alive at every check; losing it
  *   (expired: this map daemon was cut off or stalled) ends the leadership. The
@@ -30,9 +52,10 @@
  *   close() revokes the judge's lease so another map daemon takes over at
  *   once; after kill -9 it takes over within ttlSeconds.
  *
- * Bounds: a refresh makes at most refreshAttemptsMax grants; `present` reads
- * keys only, one per disk of the cluster; every call is bounded by the
- * EtcdClient's budget.
+ * Bounds: a refresh makes at most refreshAttemptsMax rounds (a keepalive or
+ * a grant, then a transaction); the leases remembered are one per disk
+ * heard; `present` reads keys only, one per disk of the cluster; every call
+ * is bounded by the EtcdClient's budget.
  */
 import type { ILeaseKeepAliveResponse } from 'etcd3';
 import { castGrpcError } from 'etcd3';
@@ -43,7 +66,13 @@ import type { MapEdit } from './map-service.js';
 import { isGuardFailure, type EtcdMapStore } from './map-store-etcd.js';
 import type { ClusterMap } from './map.js';
 
-const refreshAttemptsMax = 3;
+/** Rounds of a refresh: enough for a stale lease, a record created meanwhile, and its lease. */
+const refreshAttemptsMax = 4;
+/**
+ * How records are refreshed, part of the settings every map daemon of a cluster must share: records are only
+ * created where absent and kept alive on their lease (map daemons before it put records on fresh leases).
+ */
+const recordProtocol = 'create-once-keepalive';
 
 /** What every map daemon of one cluster must agree on (agreeOnSettings), in a fixed key order. */
 export interface LivenessSettings {
@@ -69,6 +98,8 @@ export class EtcdLivenessRecords implements LivenessRecords {
   /** Written as the records' and the leader key's value. */
   identity: string;
   private readonly base: string;
+  /** Per disk, the etcd lease its record was on at this map daemon's last refresh (one entry per disk heard). */
+  private readonly recordLeases = new Map<number, string>();
   /** The etcd lease this map daemon's leadership is attached to (null: not the judge). */
   private leaderLeaseId: string | null = null;
   private closed = false;
@@ -88,23 +119,53 @@ export class EtcdLivenessRecords implements LivenessRecords {
     const { identity } = this;
     const { etcd } = client;
     const key = this.aliveKey(diskId);
+    // The lease the record was on when this map daemon last saw it (a guess: checked below).
+    let leaseId = this.recordLeases.get(diskId) ?? null;
     for (let attempt = 1; attempt <= refreshAttemptsMax; attempt++) {
-      // A grant repeated after a lost answer makes an extra lease, which expires unused.
-      const grant = await client.run(`liveness: lease for disk ${diskId}`, signal, (call) => etcd.leaseClient.leaseGrant({ TTL: ttlSeconds }, call));
-      const grantedAt = BigInt(grant.header.revision);
-      const result = await client.run(`liveness: record of disk ${diskId}`, signal, (call) =>
-        etcd
-          .if(key, 'Mod', '<', String(grantedAt + 1n))
-          .then(etcd.put(key).value(identity).lease(grant.ID), { request_range: { key: Buffer.from(store.key), keys_only: true } })
-          .options(call)
-          .commit(),
-      );
-      if (!result.succeeded) continue; // refreshed meanwhile by a later grant: this lease must not replace it
-      const mapKv = result.responses[1]?.response_range?.kvs[0];
+      let result;
+      if (leaseId !== null) {
+        // Extend the lease (expiry: now + TTL, after the heartbeat's receipt), then check the record is on it.
+        const held = leaseId;
+        const alive = await client.run(`liveness: keep the record of disk ${diskId}`, signal, (call) => keepAliveOnce(client, held, call));
+        if (!alive) {
+          leaseId = null; // expired: its record is gone, or on another lease (read below)
+          continue;
+        }
+        result = await client.run(`liveness: record of disk ${diskId}`, signal, (call) =>
+          etcd
+            .if(key, 'Lease', '==', held)
+            .then({ request_range: { key: Buffer.from(store.key), keys_only: true } })
+            .else(etcd.get(key))
+            .options(call)
+            .commit(),
+        );
+      } else {
+        // No record, or one on a lease unknown here: a new record only where there is none (Create == 0).
+        // A grant repeated after a lost answer makes an extra lease, which expires unused.
+        const grant = await client.run(`liveness: lease for disk ${diskId}`, signal, (call) => etcd.leaseClient.leaseGrant({ TTL: ttlSeconds }, call));
+        leaseId = grant.ID;
+        result = await client.run(`liveness: new record of disk ${diskId}`, signal, (call) =>
+          etcd
+            .if(key, 'Create', '==', 0)
+            .then(etcd.put(key).value(identity).lease(grant.ID), { request_range: { key: Buffer.from(store.key), keys_only: true } })
+            .else(etcd.get(key))
+            .options(call)
+            .commit(),
+        );
+      }
+      if (!result.succeeded) {
+        // The record is on another lease (or was created meanwhile): keep that one alive instead, never replace it.
+        const kv = result.responses[0]?.response_range?.kvs[0];
+        leaseId = kv !== undefined && kv.lease !== '0' ? kv.lease : null;
+        continue;
+      }
+      this.recordLeases.set(diskId, leaseId);
+      const mapKv = result.responses.at(-1)?.response_range?.kvs[0];
       if (mapKv === undefined) throw notFound(`no cluster map at etcd key ${store.key}`);
       return store.epochSince(BigInt(mapKv.mod_revision), signal);
     }
-    throw new TesseraError('Busy', `liveness: the record of disk ${diskId} kept being refreshed by others (${refreshAttemptsMax} attempts)`);
+    this.recordLeases.delete(diskId);
+    throw new TesseraError('Busy', `liveness: the record of disk ${diskId} kept changing leases under this refresh (${refreshAttemptsMax} attempts)`);
   }
 
   /**
@@ -117,7 +178,7 @@ export class EtcdLivenessRecords implements LivenessRecords {
   async agreeOnSettings(settings: LivenessSettings, signal?: AbortSignal): Promise<void> {
     const { client } = this.o;
     const key = `${this.base}/settings`;
-    const mine = JSON.stringify(settings);
+    const mine = JSON.stringify({ ...settings, recordProtocol });
     const result = await client.run('liveness: settings', signal, (call) =>
       client.etcd.if(key, 'Create', '==', 0).then(client.etcd.put(key).value(mine)).else(client.etcd.get(key)).options(call).commit(),
     );

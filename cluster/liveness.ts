@@ -49,11 +49,15 @@
  *   last receipt of its previous incarnation.
  *   With shared records (etcd) and failover between map daemons, the grace is
  *   counted by etcd instead: the map daemon that receives a heartbeat (any
- *   of them) refreshes the disk's record before it answers, with a lease
- *   granted after the receipt, so after the send; the record then exists
- *   until at least that grant + TTL (TTL = downGraceMs rounded up to whole
- *   seconds, on the etcd leader's clock; a leader change only extends
- *   leases; later refreshes use later grants: cluster/liveness-etcd.ts). The
+ *   of them) refreshes the disk's record before it answers: it keeps alive
+ *   the lease the record is on, or creates the record on a lease granted
+ *   then, both after the receipt, so after the send, and sees the record on
+ *   that lease afterwards (revision Q); the record then exists until at
+ *   least that keepalive or grant + TTL (TTL = downGraceMs rounded up to
+ *   whole seconds, on the etcd leader's clock; a leader change only extends
+ *   leases; a present record is never moved to another lease, so nothing
+ *   shortens its life: cluster/liveness-etcd.ts, which also says what an
+ *   etcd leader cut off but not yet stepped down may do to a keepalive). The
  *   judge's mark down is stored only if the record is absent (the same etcd
  *   transaction), so at a revision M after the record expired. The reply's
  *   epoch is read at the refresh's revision Q or later: if Q < M the lease
