@@ -109,4 +109,4 @@ it(`keeps every stripe decodable and equal to the last acknowledged write across
   }
   console.log(`cluster-ec-crash: ${acked} acknowledged partial writes over ${ROUNDS} rounds`);
   expect(acked).toBeGreaterThan(ROUNDS * OBJECTS);
-});
+}, 300_000); // 20 kill/restart rounds: about 40 s on a quiet machine, 133 s at load average 40
