@@ -6,7 +6,8 @@
  * restarted with a capacity 1 MiB above its store's reserve (the map's full
  * ratio is never reached, so the primary sends the write), then paused
  * (SIGSTOP) while a 6 MiB write (3 MiB per shard) and small writes of the pg
- * are sent, some after the big one took its version; resumed, it takes them
+ * are sent, until the primary has staged a version after the big one's (a
+ * write stages on every member at once); resumed, it takes them
  * together and refuses the big stage NoSpace while it stages the small ones
  * (checked: its log says it rolled staged versions back).
  *
@@ -31,13 +32,13 @@ import { TesseraClient } from '../src/client/client.js';
 import { objectToPg } from '../cluster/placement.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { isTesseraError } from '../src/lib/errors.js';
-import type { Eversion } from '../src/protocol/osd-messages.js';
-import { isStagingOf, stagingNs } from '../src/daemon/ec-record.js';
+import type { Eversion, LogEntry } from '../src/protocol/osd-messages.js';
+import { isStagingOf, readRecord, stagingNs } from '../src/daemon/ec-record.js';
 import { PgLog } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { startDaemonProcess } from './helpers/daemon-process.js';
 import { checkShards } from './cluster-ec-helpers.js';
-import { listEveryPg, retryFor, sleep } from './helpers/wait.js';
+import { listEveryPg, retryFor, sleep, waitFor } from './helpers/wait.js';
 
 const POOL = 'ec';
 const MiB = 1024 * 1024;
@@ -65,6 +66,20 @@ async function storedState(diskId: number, pg: number): Promise<{ versions: stri
     const log = await PgLog.load(store, poolId, pg);
     const page = await store.listObjects({ ns: stagingNs(poolId), limit: 1000 });
     return { versions: log.entries.map((e) => `${e.epoch}'${e.version} ${e.object}`), stagings: page.objects.map((o) => o.name).filter((n) => isStagingOf(n, pg)) };
+  } finally {
+    await store.close();
+  }
+}
+
+/** The entries of the versions a disk has staged for the pg (a staging object removed meanwhile is skipped). */
+async function stagedOn(diskId: number, pg: number): Promise<LogEntry[]> {
+  const ns = stagingNs(cluster.client.pool(POOL).id);
+  const store = cluster.storeOf(diskId);
+  try {
+    const page = await store.listObjects({ ns, limit: 1000 });
+    const names = page.objects.map((o) => o.name).filter((n) => isStagingOf(n, pg));
+    const records = await Promise.all(names.map((name) => readRecord(store, { ns, name }).catch(() => null)));
+    return records.flatMap((r) => (r ? [r.entry] : []));
   } finally {
     await store.close();
   }
@@ -122,11 +137,14 @@ it('a write one member refused while later writes of its pg were in flight: no g
     cluster.pauseDisk(REFUSING);
     const bigWrite = short.put(POOL, big!, bigData);
     await sleep(20);
-    const smallWrites = small.slice(0, 6).map((n) => short.put(POOL, n, smallData.get(n)!));
-    // The big write has taken its version by now (its stage to disk 2 waits): these take later ones.
-    await sleep(300);
-    smallWrites.push(...small.slice(6).map((n) => short.put(POOL, n, smallData.get(n)!)));
-    await sleep(300);
+    const smallWrites = small.map((n) => short.put(POOL, n, smallData.get(n)!));
+    // Each write stages on every member at once: once the primary has staged a version after the big one's, both
+    // stages are on their way to disk 2 (none commits: disk 2 has staged nothing yet).
+    await waitFor('the primary to stage a small write after the big one', 60_000, async () => {
+      const records = await stagedOn(PRIMARY, pg!);
+      const at = records.find((r) => r.object === big)?.version;
+      return at !== undefined && records.some((r) => r.version > at) ? true : undefined;
+    });
     cluster.resumeDisk(REFUSING);
     outcomes = await Promise.allSettled([bigWrite, ...smallWrites]);
   } finally {

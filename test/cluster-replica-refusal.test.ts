@@ -8,7 +8,9 @@
  * The refusal: disk 1 restarted with a capacity 1 MiB above its store's
  * reserve (the map's full ratio is never reached, so the primary sends the
  * write), then paused (SIGSTOP) while a 3 MiB write and small writes of the
- * same pg are sent; resumed, its store takes them in one go: the big one is
+ * same pg are sent, until the primary's own log holds a small write after the
+ * big one (the primary sends a write on as it applies it); resumed, disk 1's
+ * store takes them in one go: the big one is
  * refused NoSpace, the small ones after it commit. The test checks that this
  * happened (a small write acknowledged with a version after the big one's,
  * which needs disk 1's commit, while disk 1 holds no copy of the big one).
@@ -31,11 +33,11 @@ import { TesseraClient } from '../src/client/client.js';
 import { objectToPg } from '../cluster/placement.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { isTesseraError } from '../src/lib/errors.js';
-import { compareVersions, type Eversion } from '../src/protocol/osd-messages.js';
+import { compareVersions, type Eversion, type LogEntry } from '../src/protocol/osd-messages.js';
 import { dataNs, PgLog } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { startDaemonProcess, tesseraBin } from './helpers/daemon-process.js';
-import { listEveryPg, retryFor, sleep } from './helpers/wait.js';
+import { listEveryPg, retryFor, sleep, waitFor } from './helpers/wait.js';
 
 const POOL = 'rep';
 const MiB = 1024 * 1024;
@@ -80,12 +82,11 @@ async function copyOn(diskId: number, name: string): Promise<Buffer | string> {
   }
 }
 
-/** The version of `name`'s newest entry in a disk's stored log of the pg (undefined: none). */
-async function loggedVersion(diskId: number, pg: number, name: string): Promise<Eversion | undefined> {
+/** A disk's stored log of the pg. */
+async function storedLog(diskId: number, pg: number): Promise<LogEntry[]> {
   const store = cluster.storeOf(diskId);
   try {
-    const log = await PgLog.load(store, cluster.client.pool(POOL).id, pg);
-    return log.entries.filter((e) => e.object === name).pop();
+    return (await PgLog.load(store, cluster.client.pool(POOL).id, pg)).entries;
   } finally {
     await store.close();
   }
@@ -153,7 +154,13 @@ it('a write one replica refused while later writes of its pg committed there: no
     const bigWrite = short.put(POOL, big!, bigData);
     await sleep(20);
     const smallWrites = small.map((n) => short.put(POOL, n, smallData.get(n)!));
-    await sleep(500);
+    // The primary applies a write and sends it to the replica at once: once its own log holds a small write after
+    // the big one, both are on their way to disk 1.
+    await waitFor('the primary to apply a small write after the big one', 60_000, async () => {
+      const log = await storedLog(PRIMARY, pg!);
+      const at = log.find((e) => e.object === big)?.version;
+      return at !== undefined && log.some((e) => e.version > at) ? true : undefined;
+    });
     cluster.resumeDisk(REPLICA);
     outcomes = await Promise.allSettled([bigWrite, ...smallWrites]);
   } finally {
@@ -169,7 +176,7 @@ it('a write one replica refused while later writes of its pg committed there: no
 
   // The refusal happened as planned: disk 1 has no copy of the big object, and a small write with a later version
   // was acknowledged (every member, disk 1 too, committed it).
-  const bigVersion = await loggedVersion(PRIMARY, pg!, big!);
+  const bigVersion = (await storedLog(PRIMARY, pg!)).filter((e) => e.object === big).pop();
   expect(bigVersion, `the primary logged ${big}`).toBeDefined();
   expect(await copyOn(REPLICA, big!)).toBe('NotFound');
   const after = smallOutcomes.filter((o) => o.status === 'fulfilled' && compareVersions(o.value, bigVersion!) > 0);
