@@ -7,7 +7,12 @@
  * measured in the same run on the same file system: raw sequential write
  * (64 MiB writev + fdatasync), raw sequential read, and the single-disk store.
  *
- * Usage: node dist/bench/cluster.js [--seconds N] [--warmup-seconds N] [--dir DIR]
+ * Usage: node dist/bench/cluster.js [--seconds N] [--warmup-seconds N] [--dir DIR] [--only SUBSTRING]
+ *
+ * --only runs the cases whose name contains SUBSTRING (e.g. "rep put 4KiB"
+ * for the replicated 4 KiB puts at both concurrencies; a pool none of whose
+ * cases match is not warmed up); reads read what the selected writes wrote,
+ * so select the writes with them.
  *
  * Warm-up: before the measured cases, --warmup-seconds (default 5) of mixed
  * 4 KiB puts and gets at concurrency 32 run on each pool and are not counted,
@@ -27,7 +32,9 @@ import { closedLoop, dropCaches, emit, printHost, resultOf, withUpCluster, type 
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, 'warmup-seconds': { type: 'string' }, dir: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, 'warmup-seconds': { type: 'string' }, dir: { type: 'string' }, only: { type: 'string' } } });
+/** Whether the case named so runs (--only). */
+const selected = (name: string): boolean => args.only === undefined || name.includes(args.only);
 const seconds = Number(args.seconds ?? 3);
 const warmupSeconds = Number(args['warmup-seconds'] ?? 5);
 const io = systemIo();
@@ -70,6 +77,7 @@ async function storeBaseline(dir: string): Promise<Map<string, BenchResult>> {
   const out = new Map<string, BenchResult>();
   try {
     for (const [label, size] of [['4KiB', 4 * KiB], ['4MiB', 4 * MiB]] as const) {
+      if (args.only !== undefined && !args.only.includes(label)) continue;
       const data = randomBytes(size);
       const s = await closedLoop({ workers: 32, ops: 1e9, maxSeconds: seconds, op: (i) => store.transact([{ type: 'writeFull', id: { ns: 1, name: `o${i}` }, data }]) });
       out.set(`put ${label}`, resultOf(`store put ${label} c=32`, s, size));
@@ -88,6 +96,8 @@ export async function runPoolCases(
   floors: Record<string, number> = {},
 ): Promise<void> {
   const written = new Map<string, number>();
+  const names = ['put', 'get'].flatMap((op) => ['4KiB', '4MiB'].flatMap((label) => [1, 32].map((c) => `cluster ${pool} ${op} ${label} c=${c}`)));
+  if (!names.some(selected)) return;
   if (warmupSeconds > 0) {
     const small = randomBytes(4 * KiB);
     await closedLoop({ workers: 32, ops: 1e9, maxSeconds: warmupSeconds, op: async (i) => (i % 2 === 0 ? void (await client.put(pool, `warmup-${i % 256}`, small)) : void (await client.read(pool, `warmup-${(i - 1) % 256}`).catch(() => null))) });
@@ -96,12 +106,13 @@ export async function runPoolCases(
     const data = randomBytes(size);
     const perWorkers = new Map<number, BenchResult>();
     for (const workers of [1, 32]) {
+      if (!selected(`cluster ${pool} put ${label} c=${workers}`)) continue;
       const first = written.get(label) ?? 0;
       const s = await closedLoop({ workers, ops: 1e9, maxSeconds: seconds, op: (i) => client.put(pool, `${label}-${first + i}`, data).then(() => undefined) });
       written.set(label, first + s.ops);
       let r = resultOf(`cluster ${pool} put ${label} c=${workers}`, s, size);
-      const store = baselines.store.get(`put ${label}`)!;
-      r = { ...r, storeBytesPerSec: store.bytesPerSec, ratioToStore: r.bytesPerSec / store.bytesPerSec };
+      const store = baselines.store.get(`put ${label}`);
+      if (store) r = { ...r, storeBytesPerSec: store.bytesPerSec, ratioToStore: r.bytesPerSec / store.bytesPerSec };
       if (size === 4 * MiB) r = { ...r, baseline: baselines.write.name, baselineValue: baselines.write.bytesPerSec, ratioToBaseline: r.bytesPerSec / baselines.write.bytesPerSec };
       const floor = floors[`put ${label}`];
       if (floor !== undefined && r.ratioToBaseline !== undefined) r = { ...r, floor, meetsFloor: r.ratioToBaseline >= floor };
@@ -110,7 +121,8 @@ export async function runPoolCases(
       emit(r);
     }
     for (const workers of [1, 32]) {
-      const count = written.get(label)!;
+      if (!selected(`cluster ${pool} get ${label} c=${workers}`)) continue;
+      const count = written.get(label) ?? 0;
       const cold = await dropCaches();
       const s = await closedLoop({
         workers,
