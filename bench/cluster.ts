@@ -6,13 +6,18 @@
  * replicated pool (erasure-coded cases: see runEcCases), with baselines
  * measured in the same run on the same file system: raw sequential write
  * (64 MiB writev + fdatasync), raw sequential read, and the single-disk store.
+ * Each case also reports the CPU time it cost per operation, in the cluster's
+ * processes (clusterCpuMsPerOp: `tessera up` and its children) and in this
+ * one (clientCpuMsPerOp): on a shared machine throughput follows the others'
+ * load, CPU per operation much less.
  *
- * Usage: node dist/bench/cluster.js [--seconds N] [--warmup-seconds N] [--dir DIR] [--only SUBSTRING]
+ * Usage: node dist/bench/cluster.js [--seconds N] [--warmup-seconds N] [--dir DIR] [--cases LIST]
  *
- * --only runs the cases whose name contains SUBSTRING (e.g. "rep put 4KiB"
- * for the replicated 4 KiB puts at both concurrencies; a pool none of whose
- * cases match is not warmed up); reads read what the selected writes wrote,
- * so select the writes with them.
+ * --cases: only these cases, a comma list of POOL-OP[-SIZE] (POOL rep or ec,
+ * OP put or get, SIZE 4KiB or 4MiB; no size: both), e.g. `rep-get-4MiB,ec-get-4MiB`.
+ * A get without its put first fills the objects it reads, untimed (puts at
+ * concurrency 32 for --seconds, as many objects as the put cases would leave);
+ * the store baseline is skipped when no put runs. Default: every case.
  *
  * Warm-up: before the measured cases, --warmup-seconds (default 5) of mixed
  * 4 KiB puts and gets at concurrency 32 run on each pool and are not counted,
@@ -28,15 +33,21 @@ import { randomBytes } from 'node:crypto';
 import { systemIo } from '../src/io/system.js';
 import { TesseraClient } from '../src/client/client.js';
 import { ObjectStore } from '../src/store/index.js';
-import { closedLoop, dropCaches, emit, printHost, resultOf, withUpCluster, type BenchResult } from './lib.js';
+import { closedLoop, dropCaches, emit, printHost, resultOf, withUpCluster, type BenchResult, type LoopStats, type UpCluster } from './lib.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, 'warmup-seconds': { type: 'string' }, dir: { type: 'string' }, only: { type: 'string' } } });
-/** Whether the case named so runs (--only). */
-const selected = (name: string): boolean => args.only === undefined || name.includes(args.only);
+const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, 'warmup-seconds': { type: 'string' }, dir: { type: 'string' }, cases: { type: 'string' } } });
 const seconds = Number(args.seconds ?? 3);
 const warmupSeconds = Number(args['warmup-seconds'] ?? 5);
+const caseList = args.cases?.split(',').filter(Boolean) ?? null;
+for (const c of caseList ?? []) if (!/^(rep|ec)-(put|get)(-(4KiB|4MiB))?$/.test(c)) throw new Error(`--cases: unknown case ${c} (POOL-OP[-SIZE]: rep|ec, put|get, 4KiB|4MiB)`);
+
+/** Is this case selected (by --cases, or every case when it is absent)? */
+function selected(pool: string, op: 'put' | 'get', label?: string): boolean {
+  if (caseList === null) return true;
+  return caseList.some((c) => c === `${pool}-${op}` || (label === undefined ? c.startsWith(`${pool}-${op}-`) : c === `${pool}-${op}-${label}`));
+}
 const io = systemIo();
 
 async function rawBaselines(dir: string): Promise<{ write: BenchResult; read: BenchResult }> {
@@ -77,7 +88,6 @@ async function storeBaseline(dir: string): Promise<Map<string, BenchResult>> {
   const out = new Map<string, BenchResult>();
   try {
     for (const [label, size] of [['4KiB', 4 * KiB], ['4MiB', 4 * MiB]] as const) {
-      if (args.only !== undefined && !args.only.includes(label)) continue;
       const data = randomBytes(size);
       const s = await closedLoop({ workers: 32, ops: 1e9, maxSeconds: seconds, op: (i) => store.transact([{ type: 'writeFull', id: { ns: 1, name: `o${i}` }, data }]) });
       out.set(`put ${label}`, resultOf(`store put ${label} c=32`, s, size));
@@ -89,15 +99,29 @@ async function storeBaseline(dir: string): Promise<Map<string, BenchResult>> {
 }
 
 
+/**
+ * A case's loop with the CPU it cost per operation: the cluster's processes
+ * (clusterCpuMsPerOp) and this one, the client's (clientCpuMsPerOp).
+ */
+async function measured(cluster: UpCluster | undefined, loop: () => Promise<LoopStats>): Promise<{ s: LoopStats; cpu: Partial<BenchResult> }> {
+  const cluster0 = (await cluster?.cpuMs()) ?? 0;
+  const client0 = process.cpuUsage();
+  const s = await loop();
+  const client = process.cpuUsage(client0);
+  const clusterMs = ((await cluster?.cpuMs()) ?? 0) - cluster0;
+  const perOp = (ms: number): number => (s.ops > 0 ? ms / s.ops : 0);
+  return { s, cpu: { ...(cluster ? { clusterCpuMsPerOp: perOp(clusterMs) } : {}), clientCpuMsPerOp: perOp((client.user + client.system) / 1000) } };
+}
+
 export async function runPoolCases(
   client: TesseraClient,
   pool: string,
   baselines: { write: BenchResult; read: BenchResult; store: Map<string, BenchResult> },
   floors: Record<string, number> = {},
+  cluster?: UpCluster,
 ): Promise<void> {
   const written = new Map<string, number>();
-  const names = ['put', 'get'].flatMap((op) => ['4KiB', '4MiB'].flatMap((label) => [1, 32].map((c) => `cluster ${pool} ${op} ${label} c=${c}`)));
-  if (!names.some(selected)) return;
+  if (!selected(pool, 'put') && !selected(pool, 'get')) return;
   if (warmupSeconds > 0) {
     const small = randomBytes(4 * KiB);
     await closedLoop({ workers: 32, ops: 1e9, maxSeconds: warmupSeconds, op: async (i) => (i % 2 === 0 ? void (await client.put(pool, `warmup-${i % 256}`, small)) : void (await client.read(pool, `warmup-${(i - 1) % 256}`).catch(() => null))) });
@@ -105,14 +129,19 @@ export async function runPoolCases(
   for (const [label, size] of [['4KiB', 4 * KiB], ['4MiB', 4 * MiB]] as const) {
     const data = randomBytes(size);
     const perWorkers = new Map<number, BenchResult>();
-    for (const workers of [1, 32]) {
-      if (!selected(`cluster ${pool} put ${label} c=${workers}`)) continue;
+    const puts = selected(pool, 'put', label);
+    const gets = selected(pool, 'get', label);
+    if (!puts && gets) {
+      const s = await closedLoop({ workers: 32, ops: 1e9, maxSeconds: seconds, op: (i) => client.put(pool, `${label}-${i}`, data).then(() => undefined) });
+      written.set(label, s.ops);
+    }
+    for (const workers of puts ? [1, 32] : []) {
       const first = written.get(label) ?? 0;
-      const s = await closedLoop({ workers, ops: 1e9, maxSeconds: seconds, op: (i) => client.put(pool, `${label}-${first + i}`, data).then(() => undefined) });
+      const { s, cpu } = await measured(cluster, () => closedLoop({ workers, ops: 1e9, maxSeconds: seconds, op: (i) => client.put(pool, `${label}-${first + i}`, data).then(() => undefined) }));
       written.set(label, first + s.ops);
-      let r = resultOf(`cluster ${pool} put ${label} c=${workers}`, s, size);
-      const store = baselines.store.get(`put ${label}`);
-      if (store) r = { ...r, storeBytesPerSec: store.bytesPerSec, ratioToStore: r.bytesPerSec / store.bytesPerSec };
+      let r = resultOf(`cluster ${pool} put ${label} c=${workers}`, s, size, cpu);
+      const store = baselines.store.get(`put ${label}`)!;
+      r = { ...r, storeBytesPerSec: store.bytesPerSec, ratioToStore: r.bytesPerSec / store.bytesPerSec };
       if (size === 4 * MiB) r = { ...r, baseline: baselines.write.name, baselineValue: baselines.write.bytesPerSec, ratioToBaseline: r.bytesPerSec / baselines.write.bytesPerSec };
       const floor = floors[`put ${label}`];
       if (floor !== undefined && r.ratioToBaseline !== undefined) r = { ...r, floor, meetsFloor: r.ratioToBaseline >= floor };
@@ -120,20 +149,21 @@ export async function runPoolCases(
       perWorkers.set(workers, r);
       emit(r);
     }
-    for (const workers of [1, 32]) {
-      if (!selected(`cluster ${pool} get ${label} c=${workers}`)) continue;
-      const count = written.get(label) ?? 0;
+    for (const workers of gets ? [1, 32] : []) {
+      const count = written.get(label)!;
       const cold = await dropCaches();
-      const s = await closedLoop({
-        workers,
-        ops: count,
-        maxSeconds: seconds,
-        op: async (i) => {
-          const got = await client.read(pool, `${label}-${i}`);
-          if (got.length !== size) throw new Error(`read ${got.length} bytes of ${size}`);
-        },
-      });
-      let r = resultOf(`cluster ${pool} get ${label} c=${workers}${cold ? '' : ' (page cache)'}`, s, size);
+      const { s, cpu } = await measured(cluster, () =>
+        closedLoop({
+          workers,
+          ops: count,
+          maxSeconds: seconds,
+          op: async (i) => {
+            const got = await client.read(pool, `${label}-${i}`);
+            if (got.length !== size) throw new Error(`read ${got.length} bytes of ${size}`);
+          },
+        }),
+      );
+      let r = resultOf(`cluster ${pool} get ${label} c=${workers}${cold ? '' : ' (page cache)'}`, s, size, cpu);
       if (size === 4 * MiB) r = { ...r, baseline: baselines.read.name, baselineValue: baselines.read.bytesPerSec, ratioToBaseline: r.bytesPerSec / baselines.read.bytesPerSec };
       emit(r);
     }
@@ -146,8 +176,8 @@ export async function runPoolCases(
  * reported on the 4 MiB writes: >= 50% of raw sequential write bandwidth
  * (each byte lands 1.5x: k data + m parity shards, all on this machine's one disk).
  */
-export async function runEcCases(client: TesseraClient, baselines: { write: BenchResult; read: BenchResult; store: Map<string, BenchResult> }): Promise<void> {
-  await runPoolCases(client, 'ec', baselines, { 'put 4MiB': 0.5 });
+export async function runEcCases(client: TesseraClient, baselines: { write: BenchResult; read: BenchResult; store: Map<string, BenchResult> }, cluster?: UpCluster): Promise<void> {
+  await runPoolCases(client, 'ec', baselines, { 'put 4MiB': 0.5 }, cluster);
 }
 
 const base = args.dir ?? (await mkdtemp(join(tmpdir(), 'tessera-cluster-bench-')));
@@ -156,11 +186,12 @@ try {
   const raw = await rawBaselines(base);
   emit(raw.write);
   emit(raw.read);
-  const store = await storeBaseline(base);
+  const anyPut = selected('rep', 'put') || selected('ec', 'put');
+  const store = anyPut ? await storeBaseline(base) : new Map<string, BenchResult>();
   for (const r of store.values()) emit(r);
-  await withUpCluster(join(base, 'cluster'), 21_000, async (client) => {
-    await runPoolCases(client, 'rep', { ...raw, store });
-    await runEcCases(client, { ...raw, store });
+  await withUpCluster(join(base, 'cluster'), 21_000, async (client, cluster) => {
+    await runPoolCases(client, 'rep', { ...raw, store }, {}, cluster);
+    await runEcCases(client, { ...raw, store }, cluster);
   });
 } finally {
   if (!args.dir) await rm(base, { recursive: true, force: true });

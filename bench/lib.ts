@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import { cpus, totalmem, hostname } from 'node:os';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -97,14 +97,49 @@ export async function dropCaches(): Promise<boolean> {
 }
 
 /**
+ * CPU time (user + system, ms) used so far by a process and all its
+ * descendants, from /proc (Linux; 0 elsewhere). Why: on a shared machine a
+ * case's throughput follows the others' load; its CPU per operation much less.
+ */
+export async function treeCpuMs(rootPid: number): Promise<number> {
+  const stats: Array<{ pid: number; ppid: number; ticks: number }> = [];
+  const entries = await readdir('/proc').catch(() => [] as string[]);
+  for (const name of entries) {
+    if (!/^\d+$/.test(name)) continue;
+    const text = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
+    if (text === null) continue;
+    // Fields after the command (which may hold spaces): state ppid ... utime(14) stime(15).
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    stats.push({ pid: Number(name), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  const inTree = new Set([rootPid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const s of stats) {
+      if (inTree.has(s.pid) || !inTree.has(s.ppid)) continue;
+      inTree.add(s.pid);
+      grew = true;
+    }
+  }
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return (stats.filter((s) => inTree.has(s.pid)).reduce((sum, s) => sum + s.ticks, 0) * 1000) / ticksPerSecond;
+}
+
+/** The cluster a bench runs against: its processes' CPU time so far (treeCpuMs of `tessera up`). */
+export interface UpCluster {
+  cpuMs(): Promise<number>;
+}
+
+/**
  * Runs `fn` with a client of an all-in-one cluster (`tessera up` with 64 pgs
- * per pool, ports from basePort + a slot per pid) on `dir`, then stops it
+ * per pool, ports from basePort + a slot per pid, the S3 gateway on any free
+ * port: a gateway another run left on 9000 must not stop it) on `dir`, then stops it
  * with SIGINT (also when fn throws) and waits for it to exit.
  */
-export async function withUpCluster<T>(dir: string, basePort: number, fn: (client: TesseraClient) => Promise<T>): Promise<T> {
+export async function withUpCluster<T>(dir: string, basePort: number, fn: (client: TesseraClient, cluster: UpCluster) => Promise<T>): Promise<T> {
   const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
   const base = basePort + (process.pid % 500) * 16;
-  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--pgs', '64'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--pgs', '64', '--s3-port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
     await new Promise<void>((resolve, reject) => {
@@ -118,7 +153,7 @@ export async function withUpCluster<T>(dir: string, basePort: number, fn: (clien
     const conn = connectMapService(io, file.map);
     const client = await TesseraClient.connect({ io, mapService: conn.service, timeoutMs: 120_000 });
     try {
-      return await fn(client);
+      return await fn(client, { cpuMs: () => treeCpuMs(child.pid!) });
     } finally {
       await client.close();
       await conn.close();
