@@ -27,12 +27,20 @@
  *   argument. A keepalive, unlike a grant, is not a raft proposal: etcd
  *   3.5.3+ confirms leadership before a renew (etcd PR 13690); 3.4
  *   (Debian's 3.4.23 here) may renew on a leader already replaced, in its
- *   memory only, until it steps down (CheckQuorum: an election timeout
- *   after it lost its quorum), and a new leader extends every lease by an
- *   election timeout for just that (etcd PR 4778). A leader stuck for
- *   longer (slow fdatasync, starved CPU: etcd issue 15247) is the residual
- *   risk on 3.4; what it may cost is bounded by TTL - leaseMs (10 s by
- *   default) before a lease could outlive the record. Cost, once the record exists: a keepalive (answered by the
+ *   memory only, until it steps down (later still when its raft loop is
+ *   stuck: slow fdatasync, starved CPU), and the new leader, which extended
+ *   every lease by an election timeout when it took over (etcd PR 4778),
+ *   never learns of that renewal. So the transaction's raft term must be
+ *   the keepalive's, else the round is repeated: both headers carry the
+ *   term of the last entry the answering member applied (the keepalive's
+ *   taken before the renewal), and a linearizable read has applied at least
+ *   the first entry of the leader that confirmed it. A renewal in vain
+ *   needs a leader that took over (applied its first entry) before it; the
+ *   read after it then shows that leader's term or a later one, while the
+ *   keepalive's header shows an older one (the old leader's own, or that of
+ *   a follower that forwarded it to the old leader). Equal terms: no leader
+ *   took over before the renewal, and any later one extends the lease from
+ *   after it. Cost, once the record exists: a keepalive (answered by the
  *   etcd leader from memory: no raft proposal) and a read-only transaction
  *   (a linearizable read): no etcd write, where a grant and a put (two raft
  *   proposals) were needed before (test/liveness-etcd-refresh.test.ts counts
@@ -53,7 +61,8 @@
  *   once; after kill -9 it takes over within ttlSeconds.
  *
  * Bounds: a refresh makes at most refreshAttemptsMax rounds (a keepalive or
- * a grant, then a transaction); the leases remembered are one per disk
+ * a grant, then a transaction; repeated when etcd's leader changed between
+ * the two); the leases remembered are one per disk
  * heard; `present` reads keys only, one per disk of the cluster; every call
  * is bounded by the EtcdClient's budget.
  */
@@ -66,8 +75,8 @@ import type { MapEdit } from './map-service.js';
 import { isGuardFailure, type EtcdMapStore } from './map-store-etcd.js';
 import type { ClusterMap } from './map.js';
 
-/** Rounds of a refresh: enough for a stale lease, a record created meanwhile, and its lease. */
-const refreshAttemptsMax = 4;
+/** Rounds of a refresh: enough for a stale lease, a record created meanwhile, its lease, and a leader change. */
+const refreshAttemptsMax = 5;
 /**
  * How records are refreshed, part of the settings every map daemon of a cluster must share: records are only
  * created where absent and kept alive on their lease (map daemons before it put records on fresh leases).
@@ -126,8 +135,8 @@ export class EtcdLivenessRecords implements LivenessRecords {
       if (leaseId !== null) {
         // Extend the lease (expiry: now + TTL, after the heartbeat's receipt), then check the record is on it.
         const held = leaseId;
-        const alive = await client.run(`liveness: keep the record of disk ${diskId}`, signal, (call) => keepAliveOnce(client, held, call));
-        if (!alive) {
+        const kept = await client.run(`liveness: keep the record of disk ${diskId}`, signal, (call) => keepAliveAnswer(client, held, call));
+        if (!kept.alive) {
           leaseId = null; // expired: its record is gone, or on another lease (read below)
           continue;
         }
@@ -139,6 +148,10 @@ export class EtcdLivenessRecords implements LivenessRecords {
             .options(call)
             .commit(),
         );
+        // The read (linearizable) applied the entries of the leader that confirmed it: a later term than the
+        // keepalive's means a leader was elected before the read, maybe before the keepalive, which an old leader
+        // may then have answered in vain (etcd 3.4): keep the lease alive again, under the leader of now.
+        if (result.succeeded && String(result.header?.raft_term ?? '') !== kept.raftTerm) continue;
       } else {
         // No record, or one on a lease unknown here: a new record only where there is none (Create == 0).
         // A grant repeated after a lost answer makes an extra lease, which expires unused.
@@ -269,6 +282,14 @@ export class EtcdLivenessRecords implements LivenessRecords {
 
 /** One keepalive of an etcd lease: false once etcd says it expired (TTL 0). */
 async function keepAliveOnce(client: EtcdClient, leaseId: string, call: EtcdAttempt): Promise<boolean> {
+  return (await keepAliveAnswer(client, leaseId, call)).alive;
+}
+
+/**
+ * One keepalive of an etcd lease: whether etcd says it is alive (TTL > 0), and the raft term in the answer's header
+ * (the answering member's, taken before the renewal: the term of the last entry it applied).
+ */
+async function keepAliveAnswer(client: EtcdClient, leaseId: string, call: EtcdAttempt): Promise<{ alive: boolean; raftTerm: string }> {
   const stream = await client.etcd.leaseClient.leaseKeepAlive(call);
   try {
     const res = await new Promise<ILeaseKeepAliveResponse>((resolve, reject) => {
@@ -277,7 +298,7 @@ async function keepAliveOnce(client: EtcdClient, leaseId: string, call: EtcdAtte
       stream.on('error', (err: Error) => reject(castGrpcError(err)));
       stream.write({ ID: leaseId });
     });
-    return Number(res.TTL) > 0;
+    return { alive: Number(res.TTL) > 0, raftTerm: String(res.header?.raft_term ?? '') };
   } finally {
     stream.end();
   }
