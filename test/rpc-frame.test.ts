@@ -3,7 +3,8 @@
  * trailer): frames survive every chunk split and every pattern of reads
  * into the decoder's own buffers; a frame inside one chunk comes out as views
  * of it (no copy); in readInto mode a large payload is read straight into
- * the buffer it is handed out in, allocated only once its head has checked
+ * the buffer it is handed out in (the owner's, when it gives one: a
+ * call's replyBuffer), allocated only once its head has checked
  * out, while in chunks mode nothing is allocated before the bytes are in;
  * lengths over the limits are refused from the 24 prefix bytes alone without
  * allocating; a bad head checksum is caught before the payload arrives, a bad
@@ -149,14 +150,60 @@ describe('frame decoder', () => {
     first.set(frame.subarray(0, 100));
     decoder.commit(100);
     expect(decoder.next()).toBe(false);
-    // From now on reads land in the payload's own buffer, and never run past the frame.
+    // From now on reads land in the payload's own buffer, and never run past the payload...
     const target = decoder.readBuffer();
-    expect(target.byteLength).toBe(frame.length - 100);
-    target.set(frame.subarray(100));
+    const payloadEnd = frame.length - frameTrailerBytes;
+    expect(target.byteLength).toBe(payloadEnd - 100);
+    target.set(frame.subarray(100, payloadEnd));
     decoder.commit(target.byteLength);
+    expect(decoder.next()).toBe(false);
+    // ...and the trailer comes with whatever follows it.
+    const rest = decoder.readBuffer();
+    expect(rest.buffer).not.toBe(target.buffer);
+    rest.set(frame.subarray(payloadEnd));
+    decoder.commit(frameTrailerBytes);
     expect(decoder.next()).toBe(true);
     expect(decoder.payload.buffer).toBe(target.buffer);
     expect(decoder.payload.equals(payload)).toBe(true);
+  });
+
+  test("a large payload lands in the owner's buffer (payloadBuffer), checked like any other", () => {
+    const payload = randomBytes(4 * directFillBytesMin);
+    const frames = Buffer.concat([requestFrame(1, 7, Buffer.from('h'), payload), requestFrame(1, 8, Buffer.from('h'), payload)]);
+    const bad = Buffer.from(frames);
+    bad[bad.length - frameTrailerBytes - 10]! ^= 1; // the second frame's payload
+    for (const [bytes, goodFrames] of [[frames, 2], [bad, 1]] as const) {
+      const decoder = new FrameDecoder(limits, 'readInto');
+      const given: Buffer[] = [];
+      const asked: Array<{ kind: number; requestId: number; payloadBytes: number }> = [];
+      decoder.payloadBuffer = (frame) => {
+        asked.push({ ...frame });
+        given.push(Buffer.alloc(frame.payloadBytes));
+        return given[given.length - 1]!;
+      };
+      const seen: Buffer[] = [];
+      let failure: TesseraError | null = null;
+      for (let at = 0; at < bytes.length && failure === null; ) {
+        const into = decoder.readBuffer();
+        const n = Math.min(into.byteLength, 9000, bytes.length - at);
+        into.set(bytes.subarray(at, at + n));
+        decoder.commit(n);
+        at += n;
+        try {
+          while (decoder.next()) seen.push(decoder.payload);
+        } catch (err) {
+          failure = err as TesseraError;
+        }
+      }
+      expect(asked).toEqual([1, 2].slice(0, given.length).map((i) => ({ kind: FrameKind.Request, requestId: 6 + i, payloadBytes: payload.length })));
+      expect(seen.length).toBe(goodFrames);
+      for (const [i, p] of seen.entries()) {
+        expect(p).toBe(given[i]);
+        expect(p.equals(payload)).toBe(true);
+      }
+      if (goodFrames === 2) expect(failure).toBeNull();
+      else expect(failure?.message).toMatch(/payload checksum mismatch/);
+    }
   });
 
   test('frames stay buffered until the caller pulls them', () => {
@@ -190,7 +237,7 @@ describe('frame decoder', () => {
       expect(allocUnsafe).not.toHaveBeenCalled();
       chunked.push(frame.subarray(1000));
       expect(chunked.next()).toBe(true);
-      expect(allocUnsafe).toHaveBeenCalledWith(4 * directFillBytesMin + frameTrailerBytes);
+      expect(allocUnsafe).toHaveBeenCalledWith(4 * directFillBytesMin);
 
       allocUnsafe.mockClear();
       const direct = new FrameDecoder(limits, 'readInto');

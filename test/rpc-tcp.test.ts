@@ -21,7 +21,8 @@
  * - pieces with a known crc32c: the trailer is combined from them and the
  *   reply verifies; a wrong one is a payload checksum mismatch at the
  *   receiver (the call fails, no bytes handed out); each piece's release()
- *   runs once, after the socket is done with its bytes.
+ *   runs once, after the socket is done with its bytes;
+ * - a call's replyBuffer: a large reply is received into it, and checked.
  */
 import { randomBytes } from 'node:crypto';
 import { crc32c } from '../native/index.js';
@@ -523,6 +524,35 @@ describe('rpc tcp: streamed payloads on the wire', () => {
     lie = true;
     const err = await rejectionOf(client.call(Op.Echo, new Uint8Array(0), []));
     expect(err.code).toBe('Unavailable');
+    expect(err.message).toMatch(/payload checksum mismatch/);
+  });
+
+  test("a call's replyBuffer: a large reply lands in the buffer it gave, a small one may not; a corrupt reply in it still fails", async () => {
+    const big = randomBytes(MiB + 7);
+    let corrupt = false;
+    const handler: RpcHandler = async ({ header }) => {
+      if (header.toString() === 'small') return { header: new Uint8Array(0), payload: [Buffer.from('tiny')] };
+      // A lying crc on the stream stands for bytes damaged on the way.
+      const piece: RpcPayloadPiece = { bytes: big, crc32c: (crc32c(big) ^ (corrupt ? 1 : 0)) >>> 0 };
+      return { header: new Uint8Array(0), payload: { lengthBytes: big.length, chunks: (async function* () { yield piece; })() } };
+    };
+    const server = await startServer(handler);
+    const client = startClient(server.port);
+    const given: Buffer[] = [];
+    const replyBuffer = (lengthBytes: number): Buffer => {
+      given.push(Buffer.alloc(lengthBytes));
+      return given[given.length - 1]!;
+    };
+    for (let round = 0; round < 3; round++) {
+      const reply = await client.call(Op.Echo, Buffer.from('big'), [], { replyBuffer });
+      expect(reply.payload).toBe(given[round]);
+      expect(reply.payload.equals(big)).toBe(true);
+    }
+    const small = await client.call(Op.Echo, Buffer.from('small'), [], { replyBuffer });
+    expect(small.payload.toString()).toBe('tiny');
+    expect(given.length).toBe(3);
+    corrupt = true;
+    const err = await rejectionOf(client.call(Op.Echo, Buffer.from('big'), [], { replyBuffer }));
     expect(err.message).toMatch(/payload checksum mismatch/);
   });
 });

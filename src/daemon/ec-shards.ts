@@ -31,6 +31,8 @@ export interface ShardReader {
    */
   version?: Buffer;
   onOtherVersion?: (position: number) => void;
+  /** Where shard reads land (ReadOptions.allocate: a local read and a member's reply go straight there); default new buffers. */
+  allocate?: (lengthBytes: number) => Buffer;
 }
 
 const versionText = (v: Buffer | undefined): string => {
@@ -44,7 +46,8 @@ async function readOne(r: ShardReader, position: number, name: string, offsetByt
   assert(store, `position ${position} is readable`);
   const id = { ns: dataNs(r.poolId, position), name };
   // The version is read beside the bytes: the caller's object lock and pg generation keep them from changing in between.
-  const [got, xattrs] = await Promise.all([store.read(id, { offsetBytes, lengthBytes }), r.version ? store.getXattrs(id) : null]);
+  const read = store.read(id, r.allocate ? { offsetBytes, lengthBytes, allocate: r.allocate } : { offsetBytes, lengthBytes });
+  const [got, xattrs] = await Promise.all([read, r.version ? store.getXattrs(id) : null]);
   if (r.version && xattrs) {
     const v = xattrs.get(VERSION_XATTR);
     if (!v || !v.equals(r.version)) {

@@ -64,8 +64,7 @@ import { pieceBuffers, wholeReadReply, type PieceBuffers } from './store-service
 
 const EMPTY = Buffer.alloc(0);
 
-export function osdHandler(osd: Osd): RpcHandler {
-  const buffers = pieceBuffers();
+export function osdHandler(osd: Osd, buffers: PieceBuffers = pieceBuffers()): RpcHandler {
   const client = async <T>(serve: () => Promise<T>): Promise<T> => {
     osd.lease.check();
     osd.clientRequestsInflight++;
@@ -322,7 +321,7 @@ async function replicaWrite(osd: Osd, header: Buffer, payload: Buffer): Promise<
 async function clientRead(osd: Osd, q: ReadRequest, buffers: PieceBuffers): Promise<RpcHandlerReply> {
   const pg = await primaryPg(osd, q);
   pg.requireActive();
-  if (pg.ec) return ecClientRead(osd, pg, q);
+  if (pg.ec) return ecClientRead(osd, pg, q, buffers);
   await pg.objectSettled(q.object);
   try {
     return await readLocal(osd, pg, q, buffers);

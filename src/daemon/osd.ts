@@ -43,7 +43,7 @@ import { osdHandler } from './osd-service.js';
 import { withAdmin, type ClientOpSample } from './osd-admin.js';
 import { PoolPurger } from './pool-purge.js';
 import { StrayCleaner, type StrayCleanerOptions } from './stray-cleanup.js';
-import { storeHandler } from './store-service.js';
+import { pieceBuffers, storeHandler } from './store-service.js';
 import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
 import { RecoveryProgress } from './recovery-progress.js';
 import type { LivenessReporter } from '../../cluster/liveness.js';
@@ -137,8 +137,10 @@ export class Osd {
       const ecPools = view.map.pools.filter((p) => p.redundancy.type === 'erasure').map((p) => p.id);
       osd = new Osd(options, store, view, null, await EcStagingIndex.build(store, ecPools));
       const self = osd;
-      const storeReads = storeHandler(store, { readOnly: true });
-      const cluster = withAdmin(self, osdHandler(self), options.onClientOp);
+      // One pool of read piece buffers for both: a daemon is the primary of some pgs and a member of others.
+      const buffers = pieceBuffers();
+      const storeReads = storeHandler(store, { readOnly: true, buffers });
+      const cluster = withAdmin(self, osdHandler(self, buffers), options.onClientOp);
       const handler: RpcHandler = (request) => (request.op <= STORE_OPCODE_MAX ? storeReads(request) : cluster(request));
       self.server = await createTcpServer({ io, host: options.host, port: options.port, handler });
       const address = `${options.host}:${self.server.port}`;

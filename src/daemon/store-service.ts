@@ -11,19 +11,27 @@ import type { RpcHandler, RpcHandlerReply, RpcPayloadPiece } from '../rpc/types.
 import type { ObjectId, ObjectStore, ReadAhead, ReadOptions, ReadPiece } from '../store/index.js';
 
 const EMPTY = Buffer.alloc(0);
-const STREAM_THRESHOLD_BYTES = 1024 * 1024;
 /** Streamed reads go out in pieces of this size... */
 const PIECE_BYTES = 1024 * 1024;
 /** ...whose buffers are kept for reuse, up to this many idle ones (32 MiB). */
 const FREE_PIECES_MAX = 32;
+/**
+ * Reads shorter than this go in one in-memory payload, from a buffer of their
+ * own; from this size on (the smallest piece the pool keeps) they are read
+ * into pooled piece buffers and streamed, each piece with its verified crc32c
+ * and back in the pool once written. Why: an EC primary reads its 1 MiB
+ * shards from the members; a fresh buffer per shard read made V8 run full
+ * mark-compacts from the external memory churn.
+ */
+const POOLED_READ_BYTES_MIN = PIECE_BYTES / 2;
 // A reply sent in one payload is one piece, never a piece read ahead (whose lent bytes come back only when a stream writes it).
-assert(STREAM_THRESHOLD_BYTES <= PIECE_BYTES, 'an in-memory read reply is a single piece');
+assert(POOLED_READ_BYTES_MIN <= PIECE_BYTES, 'an in-memory read reply is a single piece');
 
 /**
  * The reply to a read: the first piece is read before replying, so a read
  * that fails there (Corrupt, NotFound...) gets an error reply with its code
  * (a failure in a later piece can only close the connection: the frame is
- * already on its way). Reads of at most STREAM_THRESHOLD_BYTES go in one
+ * already on its way). Reads shorter than POOLED_READ_BYTES_MIN go in one
  * in-memory payload; larger ones stream their pieces, each with its verified
  * crc32c (the frame trailer is combined from them, not computed again) and
  * handed back (release) once the socket is done with it.
@@ -32,7 +40,7 @@ async function readReply(stream: { lengthBytes: number; chunks: AsyncIterable<Re
   const iterator = stream.chunks[Symbol.asyncIterator]();
   const first = await iterator.next();
   if (first.done) return { header: EMPTY };
-  if (stream.lengthBytes <= STREAM_THRESHOLD_BYTES) {
+  if (stream.lengthBytes < POOLED_READ_BYTES_MIN) {
     const rest: Buffer[] = [first.value.bytes];
     for (let n = await iterator.next(); !n.done; n = await iterator.next()) rest.push(n.value.bytes);
     // Sent as they are, not released on write: they leave the pool and the connection's count now.
@@ -59,9 +67,9 @@ const WHOLE_READ_PIECES_AT_ONCE = 4;
  * into pooled buffers) and verified before the reply, so a failure anywhere
  * (Corrupt...) is an error reply, and the reply holds only bytes read before
  * it is returned (a primary checks its lease after that: osd-service.ts).
- * Over STREAM_THRESHOLD_BYTES the pieces go out as a stream with their crcs
+ * From POOLED_READ_BYTES_MIN on the pieces go out as a stream with their crcs
  * (the trailer is combined, not computed again) and back to the pool once
- * written; at most that, in one payload. Why: the replicated primary's
+ * written; shorter reads in one payload. Why: the replicated primary's
  * store.read() allocated a fresh buffer per read (page faults, V8's
  * mark-compacts under external memory pressure) that the rpc writer then
  * checksummed a second time.
@@ -71,7 +79,7 @@ export async function wholeReadReply(store: ObjectStore, id: ObjectId, options: 
   // The object may change before the read: that only decides which way the bytes of its new version go.
   const { sizeBytes } = await store.stat(id);
   const offsetBytes = Math.min(options.offsetBytes ?? 0, sizeBytes);
-  if (Math.min(options.lengthBytes ?? Infinity, sizeBytes - offsetBytes) <= STREAM_THRESHOLD_BYTES) return { header: EMPTY, payload: [await store.read(id, options)] };
+  if (Math.min(options.lengthBytes ?? Infinity, sizeBytes - offsetBytes) < POOLED_READ_BYTES_MIN) return { header: EMPTY, payload: [await store.read(id, options)] };
   const stream = await store.readStream(id, {
     ...options,
     pieceBytes: PIECE_BYTES,
@@ -86,7 +94,7 @@ export async function wholeReadReply(store: ObjectStore, id: ObjectId, options: 
     for (const piece of pieces) buffers.give(piece.bytes);
     throw err;
   }
-  if (stream.lengthBytes <= STREAM_THRESHOLD_BYTES) return { header: EMPTY, payload: pieces.map((p) => p.bytes) }; // it shrank meanwhile
+  if (stream.lengthBytes < POOLED_READ_BYTES_MIN) return { header: EMPTY, payload: pieces.map((p) => p.bytes) }; // it shrank meanwhile
   async function* chunks(): AsyncGenerator<RpcPayloadPiece> {
     for (const [i, p] of pieces.entries()) {
       pieces[i] = undefined as unknown as ReadPiece;
@@ -117,7 +125,8 @@ export class PieceBuffers {
     if (lengthBytes > this.pieceBytes || lengthBytes < this.pieceBytes / 2) return Buffer.allocUnsafe(lengthBytes);
     let memory = this.free.pop();
     if (memory === undefined) {
-      memory = new ArrayBuffer(this.pieceBytes);
+      // Not zero-filled (new ArrayBuffer is): the bytes are read over before anyone sees them.
+      memory = Buffer.allocUnsafeSlow(this.pieceBytes).buffer as ArrayBuffer;
       this.mine.add(memory);
     }
     return Buffer.from(memory, 0, lengthBytes);
@@ -251,6 +260,8 @@ export interface ReadAheadStats {
 
 export interface StoreHandlerOptions {
   readOnly?: boolean;
+  /** The piece buffers read replies use (default a pool of its own; a daemon shares one with its osd handler). */
+  buffers?: PieceBuffers;
   /** Bytes read ahead of one connection's socket (default limits.connectionReadAheadBytesMax; 0: none). */
   readAheadBytesMax?: number;
   readAheadStats?: ReadAheadStats;
@@ -262,7 +273,7 @@ export function pieceBuffers(): PieceBuffers {
 }
 
 export function storeHandler(store: ObjectStore, options: StoreHandlerOptions = {}): RpcHandler {
-  const pieces = pieceBuffers();
+  const pieces = options.buffers ?? pieceBuffers();
   const readAheadBytesMax = options.readAheadBytesMax ?? limits.connectionReadAheadBytesMax;
   // By the connection's signal (every connection has its own; in-process transports share a connection id).
   const accounts = new WeakMap<AbortSignal, ReadAheadAccount>();
@@ -292,7 +303,7 @@ export function storeHandler(store: ObjectStore, options: StoreHandlerOptions = 
       case m.StoreOpcode.read: {
         const { id, options } = m.decodeRead(header);
         // Large reads stream (disk and network overlap), small ones go in one piece.
-        if (options.lengthBytes !== undefined && options.lengthBytes <= STREAM_THRESHOLD_BYTES) return { header: EMPTY, payload: [await store.read(id, options)] };
+        if (options.lengthBytes !== undefined && options.lengthBytes < POOLED_READ_BYTES_MIN) return { header: EMPTY, payload: [await store.read(id, options)] };
         const account = accountOf(signal);
         const buffers = await account.start();
         try {

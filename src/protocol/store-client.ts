@@ -31,7 +31,10 @@ export class StoreClient implements StoreApi {
   }
 
   async read(id: ObjectId, options: ReadOptions = {}): Promise<Buffer> {
-    return (await this.call(m.StoreOpcode.read, m.encodeRead(id, options))).payload;
+    // A large reply lands where the caller wants it (options.allocate), straight from the socket.
+    const replyBuffer = options.allocate;
+    const rpcOptions = { ...this.callOptions, idempotent: true, ...(replyBuffer ? { replyBuffer } : {}) };
+    return (await this.rpc.call(m.StoreOpcode.read, m.encodeRead(id, options), [], rpcOptions)).payload;
   }
 
   async stat(id: ObjectId): Promise<ObjectStat> {

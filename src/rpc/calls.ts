@@ -50,6 +50,8 @@ export class Call implements OutgoingFrame {
     readonly idempotent: boolean,
     readonly deadlineMs: number,
     private readonly signal: AbortSignal | undefined,
+    /** RpcCallOptions.replyBuffer. */
+    readonly replyBuffer: ((lengthBytes: number) => Buffer) | undefined = undefined,
   ) {
     this.promise = new Promise<RpcReply>((resolve, reject) => {
       this.resolveFn = resolve;
@@ -130,7 +132,7 @@ export function createCall(
   const timeoutMs = options?.timeoutMs ?? limits.rpcTimeoutMsDefault;
   if (!(timeoutMs >= 0) || !Number.isFinite(timeoutMs)) throw invalid(`timeoutMs ${timeoutMs}`);
   const deadlineMs = clock.monotonicMs() + timeoutMs;
-  const call = new Call(owner, clock, op, header, payload, payloadBytes, options?.idempotent === true, deadlineMs, options?.signal);
+  const call = new Call(owner, clock, op, header, payload, payloadBytes, options?.idempotent === true, deadlineMs, options?.signal, options?.replyBuffer);
   return { call, timeoutMs };
 }
 

@@ -13,9 +13,11 @@
  * its payload is copied once, into a buffer of its exact size. In chunks mode
  * that happens when its last byte arrives, so memory held is what the peer
  * actually sent; in readInto mode, once the head has checked out and at least
- * directFillBytesMin of the payload are still to come, the decoder allocates
- * the payload's buffer (the size the head announced, within the limits) and
- * the following reads go straight into it. Payload bytes are checksummed as
+ * directFillBytesMin of the payload are still to come, the decoder takes the
+ * payload's buffer (the size the head announced, within the limits: the
+ * owner's payloadBuffer, e.g. a buffer the waiting call brought, or a new one)
+ * and the following reads go straight into it; the trailer behind it is read
+ * with what follows. Payload bytes are checksummed as
  * they arrive and handed out only after the trailer matches. Any violation is
  * a ProtocolError and poisons the decoder: the owner closes the connection.
  * Its message says where the stream went wrong (the bad frame's byte offset
@@ -24,6 +26,7 @@
  * long run can be told apart from corrupt bytes afterwards.
  */
 import { crc32c } from '../../native/index.js';
+import { assert } from '../lib/assert.js';
 import { TesseraError } from '../lib/errors.js';
 import {
   FrameKind,
@@ -56,6 +59,14 @@ function protocolError(message: string): TesseraError {
   return new TesseraError('ProtocolError', `bad frame: ${message}`);
 }
 
+/**
+ * Where a large payload should land (readInto mode): a buffer of exactly
+ * payloadBytes, or null for a new one. Called once the frame's head checked
+ * out; the buffer is filled by the socket and handed out as the payload (a
+ * frame that fails its checks leaves it partly written).
+ */
+export type PayloadBuffer = (frame: { kind: number; requestId: number; payloadBytes: number }) => Buffer | null;
+
 export class FrameDecoder {
   kind = 0;
   op = 0;
@@ -74,7 +85,9 @@ export class FrameDecoder {
   private readonly scratch = Buffer.allocUnsafeSlow(framePrefixBytes);
   /** Prefix: waiting for a prefix; Head: prefix parsed, waiting for the head; Payload: head checked, header taken. */
   private phase: PhaseValue = Phase.Prefix;
-  /** The current frame's payload and trailer, being filled; while it fills, received bytes go there first. */
+  /** Set by the owner: where large payloads land (readInto mode; default a new buffer each). */
+  payloadBuffer: PayloadBuffer | null = null;
+  /** The current frame's payload, being filled; while it fills, received bytes go there first (its trailer follows in chunks). */
   private fill: Buffer | null = null;
   private filled = 0;
   private fillCrc = 0;
@@ -298,12 +311,15 @@ export class FrameDecoder {
         const missing = restBytes - this.buffered;
         // A small remainder waits in chunks (the next read may bring several frames) and is copied once complete.
         if (missing > 0 && (this.mode === 'chunks' || missing < directFillBytesMin)) return false;
-        this.startFill(restBytes);
+        this.startFill(payloadBytes);
       }
       const fill = this.fill!;
-      if (this.filled < fill.byteLength) return false;
-      this.checkPayload(this.fillCrc, fill.readUInt32LE(payloadBytes));
-      this.payload = fill.subarray(0, payloadBytes);
+      // The payload is in; its trailer comes through chunks.
+      if (this.filled < fill.byteLength || this.buffered < frameTrailerBytes) return false;
+      this.copyOut(this.scratch, 0, frameTrailerBytes);
+      this.checkPayload(this.fillCrc, this.scratch.readUInt32LE(0));
+      this.consume(frameTrailerBytes);
+      this.payload = fill;
       this.fill = null;
       this.filled = 0;
     }
@@ -311,9 +327,12 @@ export class FrameDecoder {
     return true;
   }
 
-  private startFill(restBytes: number): void {
-    const fill = Buffer.allocUnsafe(restBytes);
-    const n = Math.min(this.buffered, restBytes);
+  /** The payload's buffer (the owner's, or a new one) takes what is buffered of it; the socket fills the rest. */
+  private startFill(payloadBytes: number): void {
+    const given = this.mode === 'readInto' ? (this.payloadBuffer?.({ kind: this.kind, requestId: this.requestId, payloadBytes }) ?? null) : null;
+    assert(given === null || given.byteLength === payloadBytes, 'a payload buffer has the size the frame announced');
+    const fill = given ?? Buffer.allocUnsafe(payloadBytes);
+    const n = Math.min(this.buffered, payloadBytes);
     this.copyOut(fill, 0, n);
     this.consume(n);
     this.fill = fill;
@@ -326,8 +345,7 @@ export class FrameDecoder {
   private addFilled(n: number): void {
     const from = this.filled;
     this.filled = from + n;
-    const to = Math.min(this.filled, this.payloadBytes);
-    if (from < to) this.fillCrc = crc32c(this.fill!.subarray(from, to), this.fillCrc);
+    if (n > 0) this.fillCrc = crc32c(this.fill!.subarray(from, this.filled), this.fillCrc);
   }
 
   private checkPayload(crc: number, stored: number): void {

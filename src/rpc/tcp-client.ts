@@ -15,7 +15,8 @@
  * deadline.
  * Receiving: the socket reads into buffers the connection's decoder hands
  * out (Network.connect's readInto), so a large reply lands in its own buffer
- * straight from the kernel, without a copy.
+ * straight from the kernel, without a copy: the one its call brought
+ * (RpcCallOptions.replyBuffer), else a new one.
  */
 import type { Duplex } from 'node:stream';
 import type { Clock, Io, ReadInto, TimerHandle } from '../io/io.js';
@@ -266,6 +267,7 @@ class ClientConnection {
       this.client.onConnectionLost(this, this.lostCause ?? new Error('connection closed by peer'));
     });
     reader.connection = this;
+    this.decoder.payloadBuffer = (frame) => this.replyBufferFor(frame);
     this.takeReplies();
   }
 
@@ -327,6 +329,13 @@ class ClientConnection {
     const clock = this.clock;
     await Promise.race([this.closedPromise, new Promise<void>((resolve) => (timer = clock.setTimeout(resolve, waitMs)))]);
     if (timer !== null) clock.clearTimeout(timer);
+  }
+
+  /** The buffer a large reply lands in: its call's, if it brought one (a call no longer waiting gets a new one). */
+  private replyBufferFor(frame: { kind: number; requestId: number; payloadBytes: number }): Buffer | null {
+    if (frame.kind !== FrameKind.Reply) return null;
+    const replyBuffer = this.pending.get(frame.requestId)?.replyBuffer;
+    return replyBuffer === undefined ? null : replyBuffer(frame.payloadBytes);
   }
 
   private onFrame(frame: FrameDecoder): void {

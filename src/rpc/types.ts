@@ -29,6 +29,16 @@ export interface RpcCallOptions {
    * (reads, and writes the server deduplicates by request id). Default false.
    */
   idempotent?: boolean;
+  /**
+   * Where a large reply payload should land: called (at most once per
+   * attempt) with the payload's length as announced, it returns a buffer of
+   * exactly that length, which the reply's payload then is (e.g. a pooled
+   * buffer the caller reuses after it is done with the reply). A transport
+   * may not use it (small payloads, the in-process transport): the payload is
+   * then another buffer. The buffer belongs to the transport until the call
+   * resolves; a call that fails may leave it partly written.
+   */
+  replyBuffer?: (lengthBytes: number) => Buffer;
 }
 
 /**

@@ -188,7 +188,8 @@ export class ObjectStore implements StoreApi {
       if (crc32c(onode.inline) !== onode.inlineCrc) throw corrupt(`inline data of object ${id.ns}/${id.name} fails its checksum`);
       return Buffer.from(onode.inline.subarray(start, end));
     }
-    const out = Buffer.allocUnsafe(end - start);
+    const out = options.allocate?.(end - start) ?? Buffer.allocUnsafe(end - start);
+    assert(out.length === end - start, 'an allocated read buffer has the size asked');
     let covered = start;
     const pieces: Array<() => Promise<boolean>> = [];
     for (const e of overlapping(onode.extents, start, end)) {

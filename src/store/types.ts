@@ -64,6 +64,14 @@ export interface ReadOptions {
   offsetBytes?: number;
   /** Default: to the end of the object. Reads past the end return fewer bytes. */
   lengthBytes?: number;
+  /**
+   * Where the bytes land (default Buffer.allocUnsafe; never sent over the
+   * wire): called with the length to read, it returns a buffer of exactly
+   * that length, e.g. one the caller reuses. read() returns it, or another
+   * buffer (inline data, a payload the transport did not put there); a read
+   * tried again may call it again.
+   */
+  allocate?: (lengthBytes: number) => Buffer;
 }
 
 /** A piece of a streamed read (ObjectStore.readStream): verified bytes and their crc32c. */
