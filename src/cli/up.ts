@@ -154,7 +154,9 @@ function startChild(s: Supervised, onExit: (s: Supervised, code: number | null) 
   return new Promise((resolve, reject) => {
     // TESSERA_CHILD_NODE_ARGS: node flags for every child (e.g. "--cpu-prof --cpu-prof-dir=DIR" to profile a cluster).
     const nodeArgs = (process.env.TESSERA_CHILD_NODE_ARGS ?? '').split(' ').filter(Boolean);
-    const child = spawn(process.execPath, [...nodeArgs, tesseraBin, ...s.args()], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // stdin: a pipe only this process holds; when it closes (this process exited, even by kill -9) the child stops
+    // (src/bin/tessera.ts): no orphan keeps a port or a disk.
+    const child = spawn(process.execPath, [...nodeArgs, tesseraBin, ...s.args()], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, TESSERA_EXIT_WITH_PARENT: '1' } });
     s.child = child;
     let listening = false;
     createInterface({ input: child.stdout! }).on('line', (line) => {
