@@ -16,7 +16,7 @@
  * --cases: only these cases, a comma list of POOL-OP[-SIZE] (POOL rep or ec,
  * OP put or get, SIZE 4KiB or 4MiB; no size: both), e.g. `rep-get-4MiB,ec-get-4MiB`.
  * A get without its put first fills the objects it reads, untimed (puts at
- * concurrency 32 for --seconds, as many objects as the put cases would leave);
+ * concurrency 32 for --seconds: about what the put cases' c=32 run leaves);
  * the store baseline is skipped when no put runs. Default: every case.
  *
  * Warm-up: before the measured cases, --warmup-seconds (default 5) of mixed
