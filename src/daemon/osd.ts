@@ -198,6 +198,7 @@ export class Osd {
         pg.endInterval();
         pg.intervalStart = 0;
         pg.state = 'peering';
+        pg.peeringFailure = null;
         this.strays.noteLeft(pool.id, pg.pg);
       }
     }
@@ -327,6 +328,7 @@ export class Osd {
         });
         if (abort.signal.aborted || pg.intervalStart !== interval) return;
         if (result === 'remapped') {
+          pg.peeringFailure = null; // this run did not fail: the pg waits for its new acting set
           // The map change that starts the new interval is on its way; peer again if it never comes.
           this.io.clock.setTimeout(() => {
             if (!abort.signal.aborted && pg.intervalStart === interval && !this.closing) void run();
