@@ -101,13 +101,15 @@ export class BucketIndex {
   }
 
   /** Replaces the entry if it is still `expected` (null: absent); Conflict otherwise. `extra` joins the transaction (journal records). */
-  async compareAndSet(key: string, expected: Buffer | null, next: IndexEntry | null, extra: ObjectOp[] = []): Promise<void> {
+  async compareAndSet(key: string, expected: Buffer | null, next: IndexEntry | Buffer | null, extra: ObjectOp[] = []): Promise<void> {
     const k = this.omapKey(key);
+    // `next` may come serialized already (swap keeps the bytes to recognise its own commit): not made twice.
+    const nextRaw = next === null || Buffer.isBuffer(next) ? next : Buffer.from(JSON.stringify(next));
     await this.client.transact(this.pool, this.shardObject(key), [
       { type: 'create' },
       { type: 'omapCompare', key: k, value: expected },
       ...extra,
-      next === null ? { type: 'omapRemoveKeys', keys: [k] } : { type: 'omapSet', entries: [[k, Buffer.from(JSON.stringify(next))]] },
+      nextRaw === null ? { type: 'omapRemoveKeys', keys: [k] } : { type: 'omapSet', entries: [[k, nextRaw]] },
     ]);
   }
 
@@ -130,7 +132,7 @@ export class BucketIndex {
     let read: { entry: IndexEntry; raw: Buffer } | null | undefined;
     if (next !== null && acceptsAbsent(decide)) {
       try {
-        await this.compareAndSet(key, null, next, journalOps(pending, [], key, nowMs));
+        await this.compareAndSet(key, null, nextRaw, journalOps(pending, [], key, nowMs));
         return null;
       } catch (err) {
         if (!isTesseraError(err, 'Conflict')) throw err;
@@ -149,7 +151,7 @@ export class BucketIndex {
       if (current?.entry.versionStamp) throw new Error(`bucket index: swap on versioned key ${JSON.stringify(key)}; commit through ops/versions.ts`);
       if (!current && next === null) return null;
       try {
-        await this.compareAndSet(key, current?.raw ?? null, next, journalOps(pending, [current?.entry], key, nowMs));
+        await this.compareAndSet(key, current?.raw ?? null, nextRaw, journalOps(pending, [current?.entry], key, nowMs));
         return current?.entry ?? null;
       } catch (err) {
         if (!isTesseraError(err, 'Conflict')) throw err;
