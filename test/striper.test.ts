@@ -399,7 +399,17 @@ it('puts pieces on an erasure-coded pool with manifests on the replicated one', 
   await cluster.client.remove(EC, 'ec-probe');
   await striper.put(where, 'ec-object', data);
   expect((await striper.read(where, 'ec-object')).equals(data)).toBe(true);
-  await striper.put(where, 'ec-object', randomBytes(100));
+  // A small object too: its bytes go to the EC pool, not inline in the replicated manifest (inlineBytesMaxAcrossPools 0).
+  const small = randomBytes(100);
+  await striper.put(where, 'ec-object', small);
+  expect((await striper.stat(where, 'ec-object'))?.layout).toBe('striped');
+  expect((await listPool(EC)).some((n) => n.startsWith('ec-object'))).toBe(true);
+  expect((await striper.read(where, 'ec-object')).equals(small)).toBe(true);
+  await expectClean(REP, 'ec-object', EC);
+  // Inline across pools only when asked for.
+  const inlining = new Striper(cluster.client, { pieceBytes: MiB, inlineBytesMaxAcrossPools: 64 * 1024 });
+  await inlining.put(where, 'ec-object', small);
+  expect((await inlining.stat(where, 'ec-object'))?.layout).toBe('inline');
   await expectClean(REP, 'ec-object', EC);
   await striper.remove(where, 'ec-object');
   await expectClean(REP, 'ec-object', EC);

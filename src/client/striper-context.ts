@@ -13,6 +13,7 @@ import { parseManifest, type Manifest } from './striper-layout.js';
 export interface StriperSettings {
   pieceBytes: number;
   inlineBytesMax: number;
+  inlineBytesMaxAcrossPools: number;
   concurrency: number;
   leaseMs: number;
   prefetchBytes: number;
@@ -38,6 +39,11 @@ export interface StriperOptions {
   pieceBytes?: number;
   /** Objects up to this size are stored inline in the manifest (default pieceBytes; at most pieceBytes). */
   inlineBytesMax?: number;
+  /**
+   * The same where the pieces' pool is not the manifests' (e.g. pieces on an erasure-coded pool): default 0,
+   * so such objects' bytes always go to the pieces' pool and never take the manifests' redundancy (at most inlineBytesMax).
+   */
+  inlineBytesMaxAcrossPools?: number;
   /** Pieces one put writes, or one get reads ahead, at once (default 4). */
   concurrency?: number;
   /** Piece bytes all operations of this Striper hold at once (default 256 MiB; each operation may always hold one piece). */
@@ -53,6 +59,7 @@ export function makeContext(client: TesseraClient, o: StriperOptions): StriperCo
   const settings: StriperSettings = {
     pieceBytes,
     inlineBytesMax: o.inlineBytesMax ?? pieceBytes,
+    inlineBytesMaxAcrossPools: o.inlineBytesMaxAcrossPools ?? 0,
     concurrency: o.concurrency ?? limits.striperConcurrencyDefault,
     leaseMs: o.leaseMs ?? limits.striperLeaseMsDefault,
     prefetchBytes: o.prefetchBytes ?? limits.striperPrefetchBytesDefault,
@@ -63,6 +70,7 @@ export function makeContext(client: TesseraClient, o: StriperOptions): StriperCo
     throw invalid(`pieceBytes must be ${limits.striperPieceBytesMin} to ${limits.striperPieceBytesMax}`);
   }
   if (!whole(settings.inlineBytesMax) || settings.inlineBytesMax > pieceBytes) throw invalid('inlineBytesMax must be 0 to pieceBytes');
+  if (!whole(settings.inlineBytesMaxAcrossPools) || settings.inlineBytesMaxAcrossPools > settings.inlineBytesMax) throw invalid('inlineBytesMaxAcrossPools must be 0 to inlineBytesMax');
   if (!whole(settings.concurrency) || settings.concurrency < 1 || settings.concurrency > limits.striperConcurrencyMax) {
     throw invalid(`concurrency must be 1 to ${limits.striperConcurrencyMax}`);
   }

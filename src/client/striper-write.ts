@@ -51,7 +51,8 @@ export async function putObject(ctx: StriperContext, pools: PoolPair, name: stri
   if (sizeBytes !== undefined && (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0)) throw invalid('sizeBytes must be a non-negative integer');
   if (sizeBytes !== undefined && sizeBytes > limits.striperObjectSizeBytesMax) throw limitExceeded(`objects are at most ${limits.striperObjectSizeBytesMax} bytes`);
   const job: PutJob = { ctx, pools, name, encodedAttrs: encodeAttrs(options.attrs ?? new Map()), options };
-  const { pieceBytes, inlineBytesMax } = ctx.settings;
+  const { pieceBytes } = ctx.settings;
+  const inlineBytesMax = pools.manifests === pools.pieces ? ctx.settings.inlineBytesMax : ctx.settings.inlineBytesMaxAcrossPools;
   const holder = ctx.budget.holder();
   const cutter = new PieceCutter(source, pieceBytes, limits.striperObjectSizeBytesMax, options.signal, sizeBytes);
   try {
