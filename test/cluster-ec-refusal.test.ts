@@ -28,17 +28,16 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { TesseraClient } from '../src/client/client.js';
 import { objectToPg } from '../cluster/placement.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { isTesseraError } from '../src/lib/errors.js';
-import type { Eversion, LogEntry } from '../src/protocol/osd-messages.js';
+import type { LogEntry } from '../src/protocol/osd-messages.js';
 import { isStagingOf, readRecord, stagingNs } from '../src/daemon/ec-record.js';
 import { PgLog } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
-import { startDaemonProcess } from './helpers/daemon-process.js';
 import { checkShards } from './cluster-ec-helpers.js';
-import { listEveryPg, retryFor, sleep, waitFor } from './helpers/wait.js';
+import { listEveryPg, retryFor } from './helpers/wait.js';
+import { expectAcknowledged, restartDisk, restartNearlyFull, writeWhilePaused } from './helpers/refusal.js';
 
 const POOL = 'ec';
 const MiB = 1024 * 1024;
@@ -85,22 +84,6 @@ async function stagedOn(diskId: number, pg: number): Promise<LogEntry[]> {
   }
 }
 
-/** Restarts a disk's daemon (kill -9 first), with a capacity or its real one, and waits until every pg is active. */
-async function restart(diskId: number, capacityBytes?: number): Promise<void> {
-  await cluster.killDisk(diskId);
-  const map = `127.0.0.1:${cluster.mapd.port}`;
-  cluster.daemons.set(diskId, await startDaemonProcess({ diskPath: cluster.diskDir(diskId), clusterId: 'testcluster', diskId, map, ...(capacityBytes !== undefined ? { capacityBytes } : {}) }));
-  await cluster.mapd.service.change((m) => setDiskState(m, diskId, { up: true }));
-  await retryFor(60_000, () => listEveryPg(cluster.client, [POOL]));
-}
-
-async function expectAcknowledged(acked: Map<string, Buffer>, when: string): Promise<void> {
-  for (const [name, data] of acked) {
-    const got = await cluster.client.read(POOL, name).catch((err: unknown) => (isTesseraError(err) ? err.code : String(err)));
-    expect(Buffer.isBuffer(got) && got.equals(data), `${when}: acknowledged ${name} (${data.length} bytes) read back ${Buffer.isBuffer(got) ? `${got.length} other bytes` : got}`).toBe(true);
-  }
-}
-
 it('a write one member refused while later writes of its pg were in flight: no gap, nothing of it left, every acknowledged write whole', async () => {
   const { client } = cluster;
   const info = client.pool(POOL);
@@ -122,35 +105,26 @@ it('a write one member refused while later writes of its pg were in flight: no g
   }
 
   // Disk 2 with 1 MiB above its store's reserve: a 3 MiB shard does not fit, small ones do.
-  const store = cluster.storeOf(REFUSING);
-  const usedBytes = (await store.statfs()).usedBytes;
-  await store.close();
-  const capacityBytes = usedBytes + 5 * MiB;
-  await restart(REFUSING, capacityBytes);
-  expect((await cluster.mapd.service.current()).disks.find((d) => d.id === REFUSING)?.space ?? 'ok').not.toBe('full');
+  const capacityBytes = await restartNearlyFull(cluster, [POOL], REFUSING, MiB);
 
-  const short = await TesseraClient.connect({ io: cluster.io, mapService: cluster.mapd.service, timeoutMs: 5000 });
   const bigData = randomBytes(6 * MiB);
   const smallData = new Map(small.map((n, i) => [n, randomBytes(8192 + i)]));
-  let outcomes: Array<PromiseSettledResult<Eversion>>;
-  try {
-    cluster.pauseDisk(REFUSING);
-    const bigWrite = short.put(POOL, big!, bigData);
-    await sleep(20);
-    const smallWrites = small.map((n) => short.put(POOL, n, smallData.get(n)!));
+  const outcomes = await writeWhilePaused(cluster, {
+    pool: POOL,
+    pausedDisk: REFUSING,
+    big: [big!, bigData],
+    small: [...smallData],
     // Each write stages on every member at once: once the primary has staged a version after the big one's, both
     // stages are on their way to disk 2 (none commits: disk 2 has staged nothing yet).
-    await waitFor('the primary to stage a small write after the big one', 60_000, async () => {
-      const records = await stagedOn(PRIMARY, pg!);
-      const at = records.find((r) => r.object === big)?.version;
-      return at !== undefined && records.some((r) => r.version > at) ? true : undefined;
-    });
-    cluster.resumeDisk(REFUSING);
-    outcomes = await Promise.allSettled([bigWrite, ...smallWrites]);
-  } finally {
-    cluster.resumeDisk(REFUSING);
-    await short.close();
-  }
+    sentOnAfterBig: {
+      what: 'the primary to stage a small write after the big one',
+      check: async () => {
+        const records = await stagedOn(PRIMARY, pg!);
+        const at = records.find((r) => r.object === big)?.version;
+        return at !== undefined && records.some((r) => r.version > at);
+      },
+    },
+  });
   const [bigOutcome, ...smallOutcomes] = outcomes;
   const described = outcomes.map((o, i) => `${i === 0 ? big : small[i - 1]}: ${o.status === 'fulfilled' ? `v${o.value.epoch}'${o.value.version}` : (o.reason as Error).message}`);
   console.log(JSON.stringify({ case: 'ec refusal', pg, members, capacityBytes, outcomes: described }));
@@ -177,8 +151,8 @@ it('a write one member refused while later writes of its pg were in flight: no g
   expect(states[0]!.versions.some((v) => v.endsWith(` ${big}`)), `no member logged ${big}`).toBe(false);
 
   // Disk 2 back with its real capacity: every acknowledged write whole, its shards consistent; the big one absent.
-  await restart(REFUSING);
-  await expectAcknowledged(acked, 'all members up');
+  await restartDisk(cluster, [POOL], REFUSING);
+  await expectAcknowledged(client, POOL, acked, 'all members up');
   for (const [name, data] of acked) await checkShards(cluster, POOL, name, data);
   await expect(client.read(POOL, big!)).rejects.toMatchObject({ code: 'NotFound' });
   await checkShards(cluster, POOL, big!, null);
@@ -186,7 +160,7 @@ it('a write one member refused while later writes of its pg were in flight: no g
   for (const d of members) {
     await cluster.killDisk(d);
     await client.view.refresh();
-    await expectAcknowledged(acked, `disk ${d} down`);
+    await expectAcknowledged(client, POOL, acked, `disk ${d} down`);
     await cluster.restartDisk(d);
     await cluster.mapd.service.change((m) => setDiskState(m, d, { up: true }));
     await retryFor(60_000, () => listEveryPg(client, [POOL]));

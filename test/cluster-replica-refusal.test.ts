@@ -29,15 +29,15 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { TesseraClient } from '../src/client/client.js';
 import { objectToPg } from '../cluster/placement.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { isTesseraError } from '../src/lib/errors.js';
-import { compareVersions, type Eversion, type LogEntry } from '../src/protocol/osd-messages.js';
+import { compareVersions, type LogEntry } from '../src/protocol/osd-messages.js';
 import { dataNs, PgLog } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
-import { startDaemonProcess, tesseraBin } from './helpers/daemon-process.js';
-import { listEveryPg, retryFor, sleep, waitFor } from './helpers/wait.js';
+import { tesseraBin } from './helpers/daemon-process.js';
+import { listEveryPg, retryFor } from './helpers/wait.js';
+import { expectAcknowledged, restartDisk, restartNearlyFull, writeWhilePaused } from './helpers/refusal.js';
 
 const POOL = 'rep';
 const MiB = 1024 * 1024;
@@ -92,23 +92,6 @@ async function storedLog(diskId: number, pg: number): Promise<LogEntry[]> {
   }
 }
 
-/** Restarts a disk's daemon (kill -9 first), with a capacity or its real one, and waits until every pg is active. */
-async function restart(diskId: number, capacityBytes?: number): Promise<void> {
-  await cluster.killDisk(diskId);
-  const map = `127.0.0.1:${cluster.mapd.port}`;
-  cluster.daemons.set(diskId, await startDaemonProcess({ diskPath: cluster.diskDir(diskId), clusterId: 'testcluster', diskId, map, ...(capacityBytes !== undefined ? { capacityBytes } : {}) }));
-  await cluster.mapd.service.change((m) => setDiskState(m, diskId, { up: true }));
-  await retryFor(60_000, () => listEveryPg(cluster.client, [POOL]));
-}
-
-/** Reads every acknowledged write through the client (the pg's primary) and expects its bytes. */
-async function expectAcknowledged(acked: Map<string, Buffer>, when: string): Promise<void> {
-  for (const [name, data] of acked) {
-    const got = await cluster.client.read(POOL, name).catch((err: unknown) => (isTesseraError(err) ? err.code : String(err)));
-    expect(Buffer.isBuffer(got) && got.equals(data), `${when}: acknowledged ${name} (${data.length} bytes) read back ${Buffer.isBuffer(got) ? `${got.length} other bytes` : got}`).toBe(true);
-  }
-}
-
 async function expectScrubClean(pg: number, when: string): Promise<void> {
   const r = await tessera(['pg', 'scrub', `${POOL}.${pg}`, '--deep', '--json']);
   expect(r.code, `${when}: deep scrub of pg ${pg}: ${r.stdout}${r.stderr}`).toBe(0);
@@ -135,38 +118,29 @@ it('a write one replica refused while later writes of its pg committed there: no
     acked.set(name, data);
   }
 
-  // Disk 1 with 1 MiB above its store's reserve (4 MiB at this size): the 3 MiB write does not fit, 4 KiB ones do.
-  const store = cluster.storeOf(REPLICA);
-  const usedBytes = (await store.statfs()).usedBytes;
-  await store.close();
-  const capacityBytes = usedBytes + 5 * MiB;
-  await restart(REPLICA, capacityBytes);
-  expect((await cluster.mapd.service.current()).disks.find((d) => d.id === REPLICA)?.space ?? 'ok').not.toBe('full');
+  // Disk 1 with 1 MiB above its store's reserve: the 3 MiB write does not fit, 4 KiB ones do.
+  const capacityBytes = await restartNearlyFull(cluster, [POOL], REPLICA, MiB);
 
   // Disk 1 paused while the big write and the small ones reach the primary (which applies them and sends them on,
   // in version order): resumed, its store takes them together, refuses the big one, commits the others.
-  const short = await TesseraClient.connect({ io: cluster.io, mapService: cluster.mapd.service, timeoutMs: 5000 });
   const bigData = randomBytes(3 * MiB);
   const smallData = new Map(small.map((n, i) => [n, randomBytes(4096 + i)]));
-  let outcomes: Array<PromiseSettledResult<Eversion>>;
-  try {
-    cluster.pauseDisk(REPLICA);
-    const bigWrite = short.put(POOL, big!, bigData);
-    await sleep(20);
-    const smallWrites = small.map((n) => short.put(POOL, n, smallData.get(n)!));
+  const outcomes = await writeWhilePaused(cluster, {
+    pool: POOL,
+    pausedDisk: REPLICA,
+    big: [big!, bigData],
+    small: [...smallData],
     // The primary applies a write and sends it to the replica at once: once its own log holds a small write after
     // the big one, both are on their way to disk 1.
-    await waitFor('the primary to apply a small write after the big one', 60_000, async () => {
-      const log = await storedLog(PRIMARY, pg!);
-      const at = log.find((e) => e.object === big)?.version;
-      return at !== undefined && log.some((e) => e.version > at) ? true : undefined;
-    });
-    cluster.resumeDisk(REPLICA);
-    outcomes = await Promise.allSettled([bigWrite, ...smallWrites]);
-  } finally {
-    cluster.resumeDisk(REPLICA);
-    await short.close();
-  }
+    sentOnAfterBig: {
+      what: 'the primary to apply a small write after the big one',
+      check: async () => {
+        const log = await storedLog(PRIMARY, pg!);
+        const at = log.find((e) => e.object === big)?.version;
+        return at !== undefined && log.some((e) => e.version > at);
+      },
+    },
+  });
   const [bigOutcome, ...smallOutcomes] = outcomes;
   const described = outcomes.map((o, i) => `${i === 0 ? big : small[i - 1]}: ${o.status === 'fulfilled' ? `v${o.value.epoch}'${o.value.version}` : (o.reason as Error).message}`);
   console.log(JSON.stringify({ case: 'refusal', pg, capacityBytes, outcomes: described }));
@@ -201,14 +175,14 @@ it('a write one replica refused while later writes of its pg committed there: no
     await client.put(POOL, name, data);
     acked.set(name, data);
   }
-  await restart(REPLICA);
+  await restartDisk(cluster, [POOL], REPLICA);
 
   // What a user sees: every acknowledged write, with disk 0 as primary, then with disk 1 (disk 0 killed).
-  await expectAcknowledged(acked, 'disk 0 primary');
+  await expectAcknowledged(client, POOL, acked, 'disk 0 primary');
   await cluster.killDisk(PRIMARY);
   await client.view.refresh();
   expect(client.view.pg(info, pg!).primary).toBe(REPLICA);
-  await expectAcknowledged(acked, 'disk 1 primary');
+  await expectAcknowledged(client, POOL, acked, 'disk 1 primary');
   // The big write, if not acknowledged, is whole or absent (not torn).
   const bigRead = await client.read(POOL, big!).catch((err: unknown) => (isTesseraError(err) ? err.code : String(err)));
   expect(bigRead === 'NotFound' || (Buffer.isBuffer(bigRead) && bigRead.equals(bigData)), `${big} reads ${Buffer.isBuffer(bigRead) ? `${bigRead.length} other bytes` : bigRead}`).toBe(true);
@@ -216,6 +190,6 @@ it('a write one replica refused while later writes of its pg committed there: no
   await cluster.restartDisk(PRIMARY);
   await cluster.mapd.service.change((m) => setDiskState(m, PRIMARY, { up: true }));
   await retryFor(60_000, () => listEveryPg(client, [POOL]));
-  await expectAcknowledged(acked, 'disk 0 back');
+  await expectAcknowledged(client, POOL, acked, 'disk 0 back');
   await expectScrubClean(pg!, 'disk 0 back');
 }, 240_000);
