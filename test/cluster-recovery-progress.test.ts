@@ -24,10 +24,9 @@
  * seen; every wait polls with a generous bound.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
-import { tesseraBin } from './helpers/daemon-process.js';
+import { runTessera } from './helpers/daemon-process.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { pgMembers } from '../cluster/placement.js';
 import { LOG_ENTRIES_MAX } from '../src/daemon/pg-log.js';
@@ -72,17 +71,7 @@ afterAll(async () => {
 });
 
 /** Runs the tessera binary against the test cluster's map service. */
-function tessera(args: string[], on: TestCluster = cluster): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${on.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('exit', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const tessera = (args: string[], on: TestCluster = cluster): ReturnType<typeof runTessera> => runTessera(args, on.mapd.port);
 
 interface StatusDoc {
   health: string;

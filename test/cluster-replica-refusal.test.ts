@@ -28,14 +28,13 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { objectToPg } from '../cluster/placement.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { isTesseraError } from '../src/lib/errors.js';
 import { compareVersions, type LogEntry } from '../src/protocol/osd-messages.js';
 import { dataNs, PgLog } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
-import { tesseraBin } from './helpers/daemon-process.js';
+import { runTessera } from './helpers/daemon-process.js';
 import { listEveryPg, retryFor } from './helpers/wait.js';
 import { expectAcknowledged, restartDisk, restartNearlyFull, writeWhilePaused } from './helpers/refusal.js';
 
@@ -58,17 +57,7 @@ afterAll(async () => {
 });
 
 /** Runs the tessera binary against the test cluster's map service. */
-function tessera(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${cluster.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const tessera = (args: string[]): ReturnType<typeof runTessera> => runTessera(args, cluster.mapd.port);
 
 /** One disk's copy of an object, read from its store directly: the bytes, or the error code. */
 async function copyOn(diskId: number, name: string): Promise<Buffer | string> {

@@ -24,11 +24,10 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { encodePush, OsdOpcode } from '../src/protocol/osd-messages.js';
 import { createTcpClient } from '../src/rpc/index.js';
 import type { ReadOptions, StoreOp } from '../src/store/types.js';
-import { tesseraBin } from './helpers/daemon-process.js';
+import { runTessera } from './helpers/daemon-process.js';
 import { checkShards } from './cluster-ec-helpers.js';
 import { isTesseraError } from '../src/lib/errors.js';
 import { objectToPg } from '../cluster/placement.js';
@@ -108,17 +107,7 @@ it('read repair: a corrupt primary copy is served from a replica and repaired', 
 }, 60_000);
 
 /** Runs the tessera binary against the test cluster's map service. */
-function tessera(args: string[], on: TestCluster = cluster): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${on.mapd.port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-  });
-}
+const tessera = (args: string[], on: TestCluster = cluster): ReturnType<typeof runTessera> => runTessera(args, on.mapd.port);
 
 /** A fenced store transaction on one member's copy (what recovery sends), to damage it on purpose. */
 async function pushTo(diskId: number, name: string, ops: (id: { ns: number; name: string }) => StoreOp[], pool = POOL, shard = 0): Promise<void> {

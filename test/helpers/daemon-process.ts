@@ -68,3 +68,16 @@ export async function startDaemonProcess(o: { diskPath: string; port?: number; c
 export async function killAllDaemons(): Promise<void> {
   await Promise.all([...running].map((d) => d.kill()));
 }
+
+/** Runs the tessera command against a map daemon (`--map 127.0.0.1:PORT` appended) and collects its output. */
+export function runTessera(args: string[], mapPort: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [tesseraBin, ...args, '--map', `127.0.0.1:${mapPort}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
