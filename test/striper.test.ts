@@ -385,6 +385,52 @@ it('a handle of a replaced generation fails Conflict, get and read re-open; a lo
   await expectClean(REP, name);
 });
 
+it('getAt reads the generation a put returned without the manifest: ranges, inline, Conflict once replaced, Corrupt on a lost piece', async () => {
+  const striper = new Striper(cluster.client, { pieceBytes: MiB, concurrency: 2 });
+  const name = 'by-ref';
+  const v1 = randomBytes(2.5 * MiB);
+  const ref = await striper.put(REP, name, v1);
+  expect(ref).toMatchObject({ sizeBytes: v1.length, pieceBytes: MiB, piecesPool: REP });
+  // Only piece reads: the manifest is not read (its xattrs, its data).
+  const calls: string[] = [];
+  const client = cluster.client as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const originals = new Map<string, (...args: unknown[]) => Promise<unknown>>();
+  for (const method of ['read', 'getXattrs']) {
+    const original = client[method]!;
+    originals.set(method, original);
+    client[method] = (...args: unknown[]) => {
+      calls.push(`${method} ${String(args[1]).replace(/\0/g, '/')}`);
+      return original.apply(cluster.client, args);
+    };
+  }
+  try {
+    expect((await collect(striper.getAt(REP, name, ref))).equals(v1)).toBe(true);
+    expect(calls).toEqual([0, 1, 2].map((i) => `read ${name}/${ref.generation}/${i}`));
+    calls.length = 0;
+    expect((await collect(striper.getAt(REP, name, ref, { offsetBytes: MiB - 10, lengthBytes: 20 }))).equals(v1.subarray(MiB - 10, MiB + 10))).toBe(true);
+    expect(calls).toHaveLength(2);
+  } finally {
+    for (const [method, original] of originals) client[method] = original;
+  }
+  // Inline: one read of the manifest's data, its trailer checked against the reference.
+  const small = randomBytes(1000);
+  const smallRef = await striper.put(REP, name, small);
+  expect(smallRef).toMatchObject({ pieceBytes: 0, piecesPool: null });
+  expect((await collect(striper.getAt(REP, name, smallRef, { offsetBytes: 10 }))).equals(small.subarray(10))).toBe(true);
+  // A replaced generation is not read as another's: Conflict (no re-open), inline or striped.
+  await expect(collect(striper.getAt(REP, name, ref))).rejects.toMatchObject({ code: 'Conflict' });
+  const v2 = randomBytes(1.5 * MiB);
+  const ref2 = await striper.put(REP, name, v2);
+  await expect(collect(striper.getAt(REP, name, smallRef))).rejects.toMatchObject({ code: 'Conflict' });
+  expect((await collect(striper.getAt(REP, name, ref2))).equals(v2)).toBe(true);
+  // A piece lost while the manifest names its generation is data loss.
+  await cluster.client.remove(REP, `${name}\0${ref2.generation}\0${1}`);
+  await expect(collect(striper.getAt(REP, name, ref2))).rejects.toMatchObject({ code: 'Corrupt' });
+  await expect(collect(striper.getAt(REP, name, { ...ref2, generation: 'not-a-generation' }))).rejects.toMatchObject({ code: 'InvalidArgument' });
+  await striper.remove(REP, name);
+  await expectClean(REP, name);
+});
+
 it('puts pieces on an erasure-coded pool with manifests on the replicated one', async () => {
   const striper = new Striper(cluster.client, { pieceBytes: MiB });
   const where = { manifests: REP, pieces: EC };

@@ -47,6 +47,19 @@ export interface Manifest {
   attrs: Map<string, Buffer>;
 }
 
+/**
+ * One generation of a striped object, as its put returned it: enough to read
+ * that generation's bytes without reading its manifest first (Striper.getAt).
+ */
+export interface StripedRef {
+  generation: string;
+  sizeBytes: number;
+  /** 0 when the data is inline in the manifest. */
+  pieceBytes: number;
+  /** The pieces' pool (null when inline). */
+  piecesPool: string | null;
+}
+
 export const GENERATION_CHARS = 32;
 const FORMAT = '1';
 export const X = { format: 'str.v', generation: 'str.gen', size: 'str.size', piece: 'str.piece', pool: 'str.pool', attrs: 'str.attrs' } as const;

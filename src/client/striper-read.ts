@@ -1,8 +1,10 @@
 /**
  * Reading striped objects. open() reads the manifest's xattrs and the start
  * of its data in parallel (one round trip; a small inline object arrives
- * whole) and binds the handle to that generation: every later read of the
- * handle returns bytes of that generation or fails, never a mix.
+ * whole; a striped one returns on its xattrs) and binds the handle to that
+ * generation: every later read of the handle returns bytes of that generation
+ * or fails, never a mix. openRef() binds a handle to a generation the caller
+ * already knows (a put's result) without reading the manifest at all.
  * - Inline data carries its generation as a trailer: a read that reaches the
  *   end checks it; a read that stops earlier checks the generation again
  *   afterwards (generations are never reused, so equal means unchanged).
@@ -16,7 +18,7 @@
 import { TesseraError, invalid, isTesseraError, notFound } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
 import { readManifest, type StriperContext } from './striper-context.js';
-import { GENERATION_CHARS, parseManifest, pieceName, trailer, type Manifest, type PoolPair } from './striper-layout.js';
+import { GENERATION_CHARS, isGeneration, parseManifest, pieceName, trailer, type Manifest, type PoolPair, type StripedRef } from './striper-layout.js';
 
 export interface ReadRange {
   offsetBytes?: number;
@@ -39,22 +41,41 @@ const TAIL_READ_BYTES_MAX = 1024 * 1024;
 export async function openObject(ctx: StriperContext, pools: PoolPair, name: string): Promise<StripedObject> {
   const pool = pools.manifests;
   for (let attempt = 1; ; attempt++) {
-    const [xattrs, head] = await Promise.all([
-      ctx.client.getXattrs(pool, name),
-      ctx.client.read(pool, name, { offsetBytes: 0, lengthBytes: ctx.settings.prefetchBytes + GENERATION_CHARS }),
-    ]);
-    const manifest = parseManifest(xattrs, `${pool}/${name}`);
+    // Both reads leave at once (one round trip), but a striped manifest needs only its xattrs: its data is just the
+    // trailer, and the xattrs alone name the generation the pieces are read by. So the data is awaited only when inline.
+    const head = ctx.client.read(pool, name, { offsetBytes: 0, lengthBytes: ctx.settings.prefetchBytes + GENERATION_CHARS });
+    head.catch(() => {}); // not awaited for striped objects (nor when the xattrs fail)
+    const manifest = parseManifest(await ctx.client.getXattrs(pool, name), `${pool}/${name}`);
     if (!manifest) throw notFound(`${pool}/${name} is not a striped object`);
-    const inline = manifest.pieceBytes === 0;
-    const dataBytes = (inline ? manifest.sizeBytes : 0) + GENERATION_CHARS;
+    if (manifest.pieceBytes > 0) return new StripedObject(ctx, pool, name, manifest, null);
+    const dataBytes = manifest.sizeBytes + GENERATION_CHARS;
     // Inline data longer than the prefetch is checked when it is read.
     if (dataBytes > ctx.settings.prefetchBytes + GENERATION_CHARS) return new StripedObject(ctx, pool, name, manifest, null);
-    if (head.length === dataBytes && trailerOf(head).equals(trailer(manifest.generation))) {
-      return new StripedObject(ctx, pool, name, manifest, inline ? head.subarray(0, manifest.sizeBytes) : null);
+    const data = await head;
+    if (data.length === dataBytes && trailerOf(data).equals(trailer(manifest.generation))) {
+      return new StripedObject(ctx, pool, name, manifest, data.subarray(0, manifest.sizeBytes));
     }
     // The two reads saw different generations (a commit fell between them): read both again.
     if (attempt >= limits.striperReadAttemptsMax) throw new TesseraError('Conflict', `${pool}/${name} keeps changing while it is opened`);
   }
+}
+
+/**
+ * A handle on the generation `ref` names, without reading the manifest (no I/O
+ * here): pieces are named by generation, and inline data carries it as its
+ * trailer, so every read still returns bytes of that generation or fails
+ * (Conflict when it was replaced and deleted, Corrupt when the manifest still
+ * names a missing piece). The stat's attrs are empty (they live in the manifest).
+ */
+export function openRef(ctx: StriperContext, pools: PoolPair, name: string, ref: StripedRef): StripedObject {
+  const { generation, sizeBytes, pieceBytes, piecesPool } = ref;
+  const whole = (n: number): boolean => Number.isSafeInteger(n) && n >= 0;
+  if (!isGeneration(generation) || !whole(sizeBytes) || sizeBytes > limits.striperObjectSizeBytesMax) throw invalid(`${name}: not a striped object reference`);
+  if (pieceBytes === 0 ? sizeBytes > limits.striperPieceBytesMax : !whole(pieceBytes) || pieceBytes < limits.striperPieceBytesMin || pieceBytes > limits.striperPieceBytesMax || !piecesPool) {
+    throw invalid(`${name}: not a striped object reference`);
+  }
+  const manifest: Manifest = { generation, sizeBytes, pieceBytes, piecesPool: pieceBytes === 0 ? null : piecesPool, attrs: new Map() };
+  return new StripedObject(ctx, pools.manifests, name, manifest, null);
 }
 
 const trailerOf = (data: Buffer): Buffer => data.subarray(data.length - GENERATION_CHARS);

@@ -18,7 +18,7 @@ import type { BudgetHolder } from './striper-budget.js';
 import { commitManifest, dropLease, finishReplace, guardReplaced, replacedRef, checkPrecondition } from './striper-commit.js';
 import { isDefinitive, readManifest, type StriperContext } from './striper-context.js';
 import { PieceCutter, type ByteSource } from './striper-cutter.js';
-import { checkName, encodeAttrs, manifestXattrOps, newGeneration, pieceName, trailer, type Manifest, type PoolPair } from './striper-layout.js';
+import { checkName, encodeAttrs, manifestXattrOps, newGeneration, pieceName, trailer, type Manifest, type PoolPair, type StripedRef } from './striper-layout.js';
 import { removePieces, type PieceSet } from './striper-pieces.js';
 import { PendingLease } from './striper-registry.js';
 
@@ -32,10 +32,8 @@ export interface PutOptions {
   signal?: AbortSignal;
 }
 
-export interface PutResult {
-  sizeBytes: number;
-  generation: string;
-}
+/** What was written: the generation, its size and where its bytes are (a StripedRef, for Striper.getAt). */
+export type PutResult = StripedRef;
 
 interface PutJob {
   ctx: StriperContext;
@@ -108,7 +106,7 @@ async function putInline(job: PutJob, data: Buffer): Promise<PutResult> {
     if (!(await landedAfterAll(job, manifest.generation))) throw err;
   }
   await finishReplace(ctx, lease);
-  return { sizeBytes: data.length, generation: manifest.generation };
+  return { sizeBytes: data.length, generation: manifest.generation, pieceBytes: 0, piecesPool: null };
 }
 
 /** The manifest's data when inline: the bytes, then the generation (small ones in one buffer, large ones without a copy). */
@@ -172,7 +170,7 @@ async function putStriped(job: PutJob, stream: Stream): Promise<PutResult> {
   const { pieceBytes } = ctx.settings;
   const manifest: Manifest = { generation, sizeBytes, pieceBytes, piecesPool: pools.pieces, attrs: new Map() };
   await commitStriped(job, manifest, current, lease, progress);
-  return { sizeBytes, generation };
+  return { sizeBytes, generation, pieceBytes, piecesPool: pools.pieces };
 }
 
 async function commitStriped(job: PutJob, manifest: Manifest, known: Manifest | null, lease: PendingLease, progress: Progress): Promise<void> {

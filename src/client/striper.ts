@@ -20,12 +20,12 @@ import { limits } from '../lib/limits.js';
 import type { TesseraClient } from './client.js';
 import { makeContext, readManifest, type StriperContext, type StriperCounters, type StriperOptions } from './striper-context.js';
 import type { ByteSource } from './striper-cutter.js';
-import { checkName, poolPair, type StripedPool } from './striper-layout.js';
+import { checkName, poolPair, type StripedPool, type StripedRef } from './striper-layout.js';
 import { removeObject, setObjectAttrs, type ConditionOptions } from './striper-meta.js';
-import { clampRange, openObject, type ReadRange, type StripedObject, type StripedStat } from './striper-read.js';
+import { clampRange, openObject, openRef, type ReadRange, type StripedObject, type StripedStat } from './striper-read.js';
 import { putObject, type PutOptions, type PutResult } from './striper-write.js';
 
-export type { ByteSource, ConditionOptions, PutOptions, PutResult, ReadRange, StripedObject, StripedPool, StripedStat, StriperOptions, StriperCounters };
+export type { ByteSource, ConditionOptions, PutOptions, PutResult, ReadRange, StripedObject, StripedPool, StripedRef, StripedStat, StriperOptions, StriperCounters };
 export { sweepStriperOrphans, type SweepOptions, type SweepReport } from './striper-sweep.js';
 
 export interface GetOptions extends ReadRange {
@@ -74,6 +74,18 @@ export class Striper {
         if (yielded || !this.restartable(err, attempt)) throw err;
       }
     }
+  }
+
+  /**
+   * Streams a range of the generation `ref` names (a put's result, kept by the
+   * caller) without reading the manifest first: the first piece read leaves at
+   * once. Bytes are that generation's or the stream fails: Conflict when it was
+   * replaced and deleted (no re-open: the caller's reference is what is stale),
+   * Corrupt when the manifest still names a missing piece.
+   */
+  async *getAt(pool: StripedPool, name: string, ref: StripedRef, options: GetOptions = {}): AsyncGenerator<Buffer> {
+    checkName(name);
+    yield* openRef(this.ctx, poolPair(pool), name, ref).stream(options, options.signal);
   }
 
   /** Reads a range into one buffer (at most limits.striperReadWholeBytesMax); restarts whole if the object is replaced meanwhile. */

@@ -24,6 +24,12 @@ export interface IndexEntry {
   /** The striped object holding the data; null for a delete marker or an inline object. */
   data: string | null;
   /**
+   * Where the generation of `data` that this entry was committed with keeps its bytes (the striper's put result, less
+   * the size: sizeBytes): a GET reads its pieces by it, without the manifest's round trip. Absent on entries written
+   * before it existed and on multipart objects (their parts' data objects carry none).
+   */
+  dataRef?: { generation: string; pieceBytes: number; piecesPool: string | null };
+  /**
    * Small objects (at most INLINE_OBJECT_BYTES_MAX): the bytes themselves, base64, with `data: null`.
    * One compare-and-set stores data and entry; a GET reads only the entry; a replaced inline entry leaves nothing to delete.
    */

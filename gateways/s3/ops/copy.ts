@@ -26,7 +26,7 @@ import type { BucketRecord } from '../meta/buckets.js';
 import { KEY_BYTES_MAX } from '../request.js';
 import { xmlDocument } from '../xml.js';
 import { newResourceAcl } from './acl.js';
-import { PUT_BYTES_MAX, beginData, dataPools, discardData, objectBytes, putCondition, storedHeaders, userMeta } from './object.js';
+import { PUT_BYTES_MAX, beginData, dataPools, dataRefOf, discardData, objectBytes, putCondition, storedHeaders, userMeta } from './object.js';
 import { isoDate, xmlHeaders } from './util.js';
 import { commitEntry, requestedEntry, versionIdHeader } from './versions.js';
 import { isVersionId } from '../meta/versions.js';
@@ -125,8 +125,8 @@ function copiedMetadata(ctx: S3Context, source: IndexEntry, directive: 'COPY' | 
   return { ...(contentType ? { contentType } : {}), headers: storedHeaders(ctx), meta: userMeta(ctx) };
 }
 
-/** Streams the source's bytes into a new data object of the destination; returns the MD5 (hex). */
-async function copyData(ctx: S3Context, o: { from: BucketRecord; source: IndexEntry; to: BucketRecord; dataName: string }): Promise<string> {
+/** Streams the source's bytes into a new data object of the destination; returns the MD5 (hex) and the entry's dataRef. */
+async function copyData(ctx: S3Context, o: { from: BucketRecord; source: IndexEntry; to: BucketRecord; dataName: string }): Promise<{ md5Hex: string; dataRef: NonNullable<IndexEntry['dataRef']> }> {
   const md5 = createHash('md5');
   const sizeBytes = o.source.sizeBytes;
   async function* bytes(): AsyncGenerator<Buffer> {
@@ -138,7 +138,7 @@ async function copyData(ctx: S3Context, o: { from: BucketRecord; source: IndexEn
   }
   const stored = await ctx.services.striper.put(dataPools(ctx, o.to), o.dataName, bytes(), { sizeBytes });
   if (stored.sizeBytes !== sizeBytes) throw new TesseraError('Corrupt', `copy of ${o.source.data} stored ${stored.sizeBytes} bytes, expected ${sizeBytes}`);
-  return md5.digest('hex');
+  return { md5Hex: md5.digest('hex'), dataRef: dataRefOf(stored) };
 }
 
 /** A small source's bytes (at most INLINE_OBJECT_BYTES_MAX), for an inline entry; and their MD5 (hex). */
@@ -175,9 +175,10 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
     const pending = dataName === null ? null : await beginData(ctx, dest, key, dataName);
     let md5Hex: string;
     let inline: string | undefined;
+    let dataRef: IndexEntry['dataRef'];
     try {
       if (dataName === null) ({ md5Hex, inline } = await copySmall(ctx, from, source));
-      else md5Hex = await copyData(ctx, { from, source, to: dest, dataName });
+      else ({ md5Hex, dataRef } = await copyData(ctx, { from, source, to: dest, dataName }));
     } catch (err) {
       if (dataName !== null) await discardData(ctx, dest, dataName, pending);
       // The source was replaced (its data removed) under the copy: resolve it again.
@@ -194,6 +195,7 @@ export async function copyObject(ctx: S3Context): Promise<S3Response> {
       etag: `"${md5Hex}"`,
       mtimeMs: ctx.services.io.clock.nowMs(),
       data: dataName,
+      ...(dataRef !== undefined ? { dataRef } : {}),
       ...(inline !== undefined ? { inline } : {}),
       owner,
       ...(acl ? { acl } : {}),

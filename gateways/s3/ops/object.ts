@@ -20,6 +20,7 @@ import type { IncomingMessage } from 'node:http';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32c } from '../../../src/client/checksum.js';
+import type { StripedRef } from '../../../src/client/striper.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import { createBodyVerifier, checksumHeaderName, type ChecksumAlgorithm } from '../auth/index.js';
 import type { S3Context, S3Response } from '../context.js';
@@ -67,7 +68,7 @@ export function storedHeaders(ctx: S3Context): Record<string, string> {
 }
 
 /** Streams the verified request body into a new striped object; returns its entry (not yet in the index). */
-export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: string, computeChecksums: readonly ChecksumAlgorithm[] = []): Promise<Pick<IndexEntry, 'sizeBytes' | 'etag' | 'checksums'>> {
+export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: string, computeChecksums: readonly ChecksumAlgorithm[] = []): Promise<Pick<IndexEntry, 'sizeBytes' | 'etag' | 'checksums' | 'dataRef'>> {
   const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c, computeChecksums });
   // pipeline (not pipe): a client that disconnects mid-body errors the verifier instead of leaving it waiting.
   void pipeline(ctx.req.raw, verifier).catch(() => undefined);
@@ -78,8 +79,11 @@ export async function storeBody(ctx: S3Context, bucket: BucketRecord, dataName: 
   const stored = await ctx.services.striper.put(dataPools(ctx, bucket), dataName, body, Number.isFinite(declared) ? { sizeBytes: declared } : {});
   const digest = verifier.result();
   if (digest.decodedLengthBytes !== stored.sizeBytes) throw s3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
-  return { sizeBytes: stored.sizeBytes, etag: `"${digest.md5Hex}"`, checksums: digest.checksums as Record<string, string> };
+  return { sizeBytes: stored.sizeBytes, etag: `"${digest.md5Hex}"`, checksums: digest.checksums as Record<string, string>, dataRef: dataRefOf(stored) };
 }
+
+/** What an entry keeps of its data object's put result (dataRef). */
+export const dataRefOf = (stored: StripedRef): NonNullable<IndexEntry['dataRef']> => ({ generation: stored.generation, pieceBytes: stored.pieceBytes, piecesPool: stored.piecesPool });
 
 /** The declared body length (x-amz-decoded-content-length, else Content-Length), or NaN. */
 function declaredLength(ctx: S3Context): number {
@@ -344,6 +348,11 @@ export async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: 
     return;
   }
   const pools = dataPools(ctx, bucket);
+  // A single data object whose generation the entry names: its pieces are read straight away (no manifest read).
+  if (entry.dataRef && entry.data !== null && !entry.parts) {
+    yield* ctx.services.striper.getAt(pools, entry.data, { ...entry.dataRef, sizeBytes: entry.sizeBytes }, { offsetBytes: start, lengthBytes: end - start + 1 });
+    return;
+  }
   const segments = await segmentsOf(ctx.services.striper, pools, entry);
   let base = 0;
   for (const part of segments) {
