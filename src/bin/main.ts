@@ -78,7 +78,7 @@ commands:
           (default ./tessera-data: its client.json names the map service) or --map HOST:PORT[,HOST:PORT...]
   daemon  --disk DIR --listen HOST:PORT [--cluster-id ID --disk-id N] [--map HOST:PORT[,HOST:PORT...]] [--metrics HOST:PORT] [--capacity-bytes N]
           [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
-          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N]
+          [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N] [--stop-timeout-ms MS]
           serve one disk (initialized on first start when --cluster-id and --disk-id are given);
           with --map, as a member of the cluster whose map service listens there (several map
           daemons of a cluster on etcd: it fails over between them);
@@ -88,7 +88,8 @@ commands:
           recovery it drives as primary copies --recovery-bytes-per-sec (200 MiB/s; 0: no limit)
           with at most --recovery-ops-inflight (4) copies at once, and while its clients are
           active at most --recovery-ops-inflight-busy (1) backfill copies (copies a pg waits
-          for before it serves I/O go first and are not held back)
+          for before it serves I/O go first and are not held back); on SIGTERM/SIGINT it stops
+          cleanly, or exits without a clean close after --stop-timeout-ms (30000; nothing acknowledged is lost)
   disk init --disk DIR --cluster-id ID --disk-id N
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R] [--domain D ...]
@@ -433,7 +434,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     switch (command) {
       case 'daemon': {
-        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' }, 'scrub-interval-ms': { type: 'string' }, 'deep-scrub-interval-ms': { type: 'string' }, 'scrub-bytes-per-sec': { type: 'string' }, 'recovery-bytes-per-sec': { type: 'string' }, 'recovery-ops-inflight': { type: 'string' }, 'recovery-ops-inflight-busy': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { disk: { type: 'string' }, listen: { type: 'string' }, 'cluster-id': { type: 'string' }, 'disk-id': { type: 'string' }, map: { type: 'string' }, 'capacity-bytes': { type: 'string' }, metrics: { type: 'string' }, 'scrub-interval-ms': { type: 'string' }, 'deep-scrub-interval-ms': { type: 'string' }, 'scrub-bytes-per-sec': { type: 'string' }, 'recovery-bytes-per-sec': { type: 'string' }, 'recovery-ops-inflight': { type: 'string' }, 'recovery-ops-inflight-busy': { type: 'string' }, 'stop-timeout-ms': { type: 'string' } } });
         if (!values.disk || !values.listen) throw new Error('daemon needs --disk DIR and --listen HOST:PORT');
         const capacityBytes = values['capacity-bytes'] === undefined ? undefined : intOption(values['capacity-bytes'], 'capacity-bytes');
         const clusterId = values['cluster-id'];
@@ -459,6 +460,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values.metrics !== undefined ? { metrics: parseListen(values.metrics, 'metrics') } : {}),
           scrub,
           recovery,
+          ...(values['stop-timeout-ms'] !== undefined ? { stopTimeoutMs: intOption(values['stop-timeout-ms'], 'stop-timeout-ms') } : {}),
         });
       }
       case 'disk':

@@ -16,6 +16,9 @@ if (supervised) {
   process.stdin.once('close', () => process.kill(process.pid, 'SIGTERM'));
 }
 const { main } = await import('./main.js');
+const { EXIT_STOP_TIMED_OUT } = await import('../cli/daemon.js');
 process.exitCode = await main(process.argv.slice(2));
+// A daemon whose stop timed out (src/cli/daemon.ts): whatever it waited on may still hold the event loop.
+if (process.exitCode === EXIT_STOP_TIMED_OUT) process.exit(process.exitCode);
 // The pipe would keep the process alive once the command is done (stopped by up's SIGTERM: up still holds it).
 if (supervised) process.stdin.destroy();

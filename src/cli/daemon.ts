@@ -34,6 +34,34 @@ export interface DaemonCommandOptions {
   scrub?: ScrubScheduleOptions;
   /** Pace of the recovery this daemon drives as primary (src/daemon/recovery-throttle.ts; defaults in src/lib/limits.ts). */
   recovery?: RecoveryThrottleOptions;
+  /** How long a clean stop may take after SIGTERM/SIGINT before the process exits without one (default STOP_TIMEOUT_MS_DEFAULT). */
+  stopTimeoutMs?: number;
+}
+
+/**
+ * A stop that does not finish in time (a step waiting on a peer or the map service) ends the process anyway, as Ceph's
+ * fast shutdown does: every acknowledged write is already durable, and the store opens after it as after a crash.
+ */
+export const STOP_TIMEOUT_MS_DEFAULT = 30_000;
+/** The exit code of a stop that timed out (EX_SOFTWARE); src/bin/tessera.ts exits at once on it (something may still hold the event loop). */
+export const EXIT_STOP_TIMED_OUT = 70;
+
+/** Runs the stop steps in order; false if they did not all end within timeoutMs (step.name then says where it waits). */
+async function stopWithin(io: Io, timeoutMs: number, step: { name: string }, steps: Array<[string, () => Promise<unknown>]>): Promise<boolean> {
+  const run = (async () => {
+    for (const [name, stop] of steps) {
+      step.name = name;
+      await stop();
+    }
+    return true;
+  })();
+  let timer: ReturnType<Io['clock']['setTimeout']> | undefined;
+  const late = new Promise<false>((resolve) => (timer = io.clock.setTimeout(() => resolve(false), timeoutMs)));
+  try {
+    return await Promise.race([run, late]);
+  } finally {
+    io.clock.clearTimeout(timer!);
+  }
 }
 
 function waitForSignal(): Promise<void> {
@@ -75,10 +103,19 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
     const scrubs = new ScrubScheduler(osd, o.scrub);
     process.stdout.write(`${JSON.stringify({ event: 'listening', host: o.host, port: osd.port, ...(metricsServer ? { metricsPort: metricsServer.port } : {}), diskId: identity.diskId, clusterId: identity.clusterId, pid: process.pid })}\n`);
     await waitForSignal();
-    await scrubs.close();
-    await metricsServer?.close();
-    await osd.close();
-    await conn.close();
+    const stopTimeoutMs = o.stopTimeoutMs ?? STOP_TIMEOUT_MS_DEFAULT;
+    const step = { name: '' };
+    const stopped = await stopWithin(o.io, stopTimeoutMs, step, [
+      ['scrubs', () => scrubs.close()],
+      ['metrics server', async () => metricsServer?.close()],
+      ['storage daemon', () => osd.close()],
+      ['map connection', () => conn.close()],
+    ]);
+    if (!stopped) {
+      const where = step.name === 'storage daemon' ? `storage daemon: ${osd.closeStep}` : step.name;
+      console.error(`disk ${identity.diskId}: not stopped ${stopTimeoutMs} ms after the signal (waiting in: ${where}); exiting without a clean close (the store opens as after a crash; nothing acknowledged is lost)`);
+      return EXIT_STOP_TIMED_OUT;
+    }
     process.stdout.write(`${JSON.stringify({ event: 'stopped', diskId: identity.diskId })}\n`);
     return 0;
   }

@@ -387,21 +387,32 @@ export class Osd {
     await this.view.waitForEpoch(epoch, this.epochWaitMs);
   }
 
+  /** The step close() is in (for a stop that takes too long: src/cli/daemon.ts says where it waits). */
+  closeStep = '';
+
   /** Marks the disk down, drains requests, closes. Idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.unsubscribe?.();
       for (const pg of this.pgs.values()) pg.peering?.abort();
+      this.closeStep = 'stray removal';
       await this.strays.close();
       // No heartbeat may mark the disk up again after it is marked down.
       this.heartbeats.abort();
+      this.closeStep = 'heartbeat in flight';
       await this.heartbeatLoop;
+      this.closeStep = 'marking itself down in the map';
       await this.options.mapService.change((m) => setDiskState(m, this.diskId, { up: false })).catch(() => undefined);
+      this.closeStep = 'draining requests';
       await this.server?.close({ drainTimeoutMs: 10_000 });
       this.view.close();
+      this.closeStep = 'peer connections';
       await this.peers.close();
+      this.closeStep = 'purger';
       await this.purger.close();
+      this.closeStep = 'store';
       await this.store.close();
+      this.closeStep = 'closed';
     })();
     return this.closing;
   }
