@@ -389,7 +389,11 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
     try {
       first = await iterator.next();
     } catch (err) {
-      if (attempt < READ_RETRIES && (isTesseraError(err, 'NotFound') || isTesseraError(err, 'Conflict'))) continue;
+      if (isTesseraError(err, 'NotFound') || isTesseraError(err, 'Conflict')) {
+        if (attempt < READ_RETRIES) continue;
+        // Replaced under every attempt: a retryable 503, never the 412 a Conflict maps to (this GET set no condition).
+        throw s3Error('SlowDown', 'The object was replaced while it was being read; please retry.');
+      }
       throw err;
     }
     async function* rest(): AsyncGenerator<Buffer> {
