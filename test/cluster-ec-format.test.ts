@@ -20,7 +20,7 @@ import { planTransaction, type EcObjectMeta } from '../src/daemon/ec-plan.js';
 import { encodePlan, recordFor } from '../src/daemon/ec-encode.js';
 import { commitOps, decodeSize, encodeRecord, readHead, stageOps } from '../src/daemon/ec-record.js';
 import { readRange, readStripes, type ShardReader } from '../src/daemon/ec-shards.js';
-import { dataNs, PgLog } from '../src/daemon/pg-log.js';
+import { dataNs, PgLog, VERSION_XATTR } from '../src/daemon/pg-log.js';
 import { newestMember, planResolve } from '../src/daemon/ec-resolve.js';
 import type { LogEntry } from '../src/protocol/osd-messages.js';
 import { makeTempDir } from './helpers/tmp.js';
@@ -169,6 +169,30 @@ it('EC transactions equal the same transactions on a plain object', async () => 
   }
   expect(failed).toBeGreaterThan(0);
   for (let p = 0; p < layout.width; p++) expect((await readHead(shards[p]!, POOL, PG)).version).toBe(version);
+});
+
+it('a shard read given the version leaves out a shard at another version (rebuilt from k others) and reports it; too few at it: Unavailable', async () => {
+  const name = 'versioned';
+  const data = rng.bytes(1000);
+  await ecWrite(name, [{ type: 'writeFull', id: { ns: 0, name }, data }], (await readHead(shards[0]!, POOL, PG)).version + 1);
+  const version = await shards[0]!.getXattr({ ns: dataNs(POOL, 0), name }, VERSION_XATTR);
+  const other = Buffer.from(version);
+  other[other.length - 1]! ^= 1;
+  const setVersion = (p: number, v: Buffer) => shards[p]!.transact([{ type: 'setXattr', id: { ns: dataNs(POOL, p), name }, name: VERSION_XATTR, value: v }]);
+  const seen: number[] = [];
+  const checked: ShardReader = { ...reader(shards), version, onOtherVersion: (p) => seen.push(p) };
+  expect((await readRange(checked, name, 0, data.length)).equals(data)).toBe(true);
+  expect(seen).toEqual([]);
+  await setVersion(1, other);
+  expect((await readRange(checked, name, 0, data.length)).equals(data)).toBe(true);
+  expect((await readRange(checked, name, 100, 300)).equals(data.subarray(100, 400))).toBe(true);
+  expect(seen.length).toBeGreaterThan(0);
+  expect(new Set(seen)).toEqual(new Set([1]));
+  await setVersion(4, other);
+  await setVersion(5, other);
+  await expect(readRange(checked, name, 0, data.length)).rejects.toMatchObject({ code: 'Unavailable' });
+  for (const p of [1, 4, 5]) await setVersion(p, version);
+  expect((await readRange(checked, name, 0, data.length)).equals(data)).toBe(true);
 });
 
 it('refuses omap ops and reserved xattr names', async () => {

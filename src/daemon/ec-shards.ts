@@ -12,7 +12,7 @@
  */
 import { TesseraError, toTesseraError } from '../lib/errors.js';
 import { assert } from '../lib/assert.js';
-import type { StoreApi } from '../store/types.js';
+import type { StoreApi, StoreReadOptions } from '../store/types.js';
 import type { ErasureCodec } from '../../native/index.js';
 import type { EcLayout } from './ec-layout.js';
 import { dataNs, decodeVersionValue, VERSION_XATTR } from './pg-log.js';
@@ -45,15 +45,19 @@ async function readOne(r: ShardReader, position: number, name: string, offsetByt
   const store = r.stores[position];
   assert(store, `position ${position} is readable`);
   const id = { ns: dataNs(r.poolId, position), name };
-  // The version is read beside the bytes: the caller's object lock and pg generation keep them from changing in between.
-  const read = store.read(id, r.allocate ? { offsetBytes, lengthBytes, allocate: r.allocate } : { offsetBytes, lengthBytes });
-  const [got, xattrs] = await Promise.all([read, r.version ? store.getXattrs(id) : null]);
-  if (r.version && xattrs) {
-    const v = xattrs.get(VERSION_XATTR);
-    if (!v || !v.equals(r.version)) {
+  // The version is checked by the read itself, against the record its bytes come from: one request per shard.
+  const options: StoreReadOptions = { offsetBytes, lengthBytes };
+  if (r.allocate) options.allocate = r.allocate;
+  if (r.version) options.ifXattr = { name: VERSION_XATTR, value: r.version };
+  let got: Buffer;
+  try {
+    got = await store.read(id, options);
+  } catch (err) {
+    if (r.version && toTesseraError(err).code === 'Conflict') {
       r.onOtherVersion?.(position);
-      throw new TesseraError('Conflict', `object ${name}: shard ${position} is at version ${versionText(v)}, not ${versionText(r.version)}`);
+      throw new TesseraError('Conflict', `object ${name}: shard ${position} is not at version ${versionText(r.version)}`, { cause: err });
     }
+    throw err;
   }
   if (got.length === lengthBytes) return got;
   const padded = Buffer.alloc(lengthBytes);

@@ -6,7 +6,7 @@
  */
 import { notFound } from '../lib/errors.js';
 import type { RpcCallOptions, RpcClient } from '../rpc/types.js';
-import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, StoreApi, StoreOp, StoreSpace } from '../store/types.js';
+import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, StoreApi, StoreOp, StoreReadOptions, StoreSpace } from '../store/types.js';
 import * as m from './store-messages.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -30,7 +30,7 @@ export class StoreClient implements StoreApi {
     await this.call(m.StoreOpcode.transact, header, payload, false);
   }
 
-  async read(id: ObjectId, options: ReadOptions = {}): Promise<Buffer> {
+  async read(id: ObjectId, options: StoreReadOptions = {}): Promise<Buffer> {
     // A large reply lands where the caller wants it (options.allocate), straight from the socket.
     const replyBuffer = options.allocate;
     const rpcOptions = { ...this.callOptions, idempotent: true, ...(replyBuffer ? { replyBuffer } : {}) };

@@ -11,7 +11,7 @@
 import { Reader, Writer } from '../lib/codec.js';
 import { TesseraError } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
-import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadOptions, StoreOp, StoreSpace } from '../store/types.js';
+import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, StoreOp, StoreReadOptions, StoreSpace } from '../store/types.js';
 
 export const StoreOpcode = {
   ping: 1,
@@ -223,19 +223,27 @@ export function decodeTransact(header: Buffer, payload: Buffer): StoreOp[] {
 
 // --- read, stat, xattrs ---
 
-export function encodeRead(id: ObjectId, options: ReadOptions): Buffer {
+/**
+ * A read request: id, offset, optional length, then the condition (ifXattr:
+ * name and value) only when there is one, so a read without one is encoded
+ * as before it existed (a daemon of that age serves it; one given a condition
+ * fails it as malformed rather than ignore it).
+ */
+export function encodeRead(id: ObjectId, options: StoreReadOptions): Buffer {
   const w = new Writer(64);
   writeId(w, id);
   w.varint(options.offsetBytes ?? 0).bool(options.lengthBytes !== undefined);
   if (options.lengthBytes !== undefined) w.varint(options.lengthBytes);
+  if (options.ifXattr !== undefined) w.string(options.ifXattr.name).bytes(options.ifXattr.value);
   return w.finish();
 }
 
-export function decodeRead(h: Buffer): { id: ObjectId; options: ReadOptions } {
+export function decodeRead(h: Buffer): { id: ObjectId; options: StoreReadOptions } {
   const r = reader(h, 'read request');
   const id = readId(r);
   const offsetBytes = r.varint();
-  const options: ReadOptions = r.bool() ? { offsetBytes, lengthBytes: r.varint() } : { offsetBytes };
+  const options: StoreReadOptions = r.bool() ? { offsetBytes, lengthBytes: r.varint() } : { offsetBytes };
+  if (r.remainingBytes > 0) options.ifXattr = { name: r.string(limits.xattrNameBytesMax), value: Buffer.from(r.bytes(limits.xattrValueBytesMax)) };
   r.end();
   return { id, options };
 }

@@ -22,7 +22,7 @@ import { objectKey, objectKeyBound, omapKey, omapPrefix, omapUserKey, parseObjec
 import { Maintenance, type MaintenanceOptions } from './maintenance.js';
 import type { Onode } from './records.js';
 import { SegmentFiles } from './segments.js';
-import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadAhead, ReadOptions, ReadPiece, ReadStreamOptions, StoreApi, StoreOp, StoreSpace } from './types.js';
+import type { ObjectId, ObjectListOptions, ObjectListPage, ObjectStat, OmapListOptions, OmapPage, ReadAhead, ReadOptions, ReadPiece, ReadStreamOptions, StoreApi, StoreReadOptions, StoreOp, StoreSpace } from './types.js';
 import { validateTransaction } from './validate.js';
 
 export interface ObjectStoreOptions {
@@ -167,10 +167,20 @@ export class ObjectStore implements StoreApi {
     return onode;
   }
 
-  read(id: ObjectId, options: ReadOptions = {}): Promise<Buffer> {
+  /** The record a read reads from, once it met the read's condition (StoreReadOptions.ifXattr: Conflict otherwise). */
+  private async loadToRead(id: ObjectId, options: StoreReadOptions): Promise<Onode> {
+    const onode = await this.mustLoad(id);
+    const want = options.ifXattr;
+    if (want !== undefined && !(onode.xattrs.get(want.name)?.equals(want.value) ?? false)) {
+      throw new TesseraError('Conflict', `xattr ${want.name} of ${id.ns}/${id.name} does not hold the value the read expects`);
+    }
+    return onode;
+  }
+
+  read(id: ObjectId, options: StoreReadOptions = {}): Promise<Buffer> {
     return this.reading(async () => {
       for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
-        const data = await this.readOnce(id, await this.mustLoad(id), options);
+        const data = await this.readOnce(id, await this.loadToRead(id, options), options);
         if (data) return data;
       }
       throw new TesseraError('Busy', `object ${id.ns}/${id.name} kept moving while being read; retry`);
@@ -223,7 +233,7 @@ export class ObjectStore implements StoreApi {
   async readStream(id: ObjectId, options: ReadStreamOptions = {}): Promise<{ lengthBytes: number; chunks: AsyncIterable<ReadPiece> }> {
     return this.reading(async () => {
       for (let attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
-        const onode = await this.mustLoad(id);
+        const onode = await this.loadToRead(id, options);
         const offset = options.offsetBytes ?? 0;
         const start = Math.min(offset, onode.sizeBytes);
         const end = options.lengthBytes === undefined ? onode.sizeBytes : Math.min(onode.sizeBytes, start + Math.max(0, options.lengthBytes));

@@ -74,6 +74,21 @@ export interface ReadOptions {
   allocate?: (lengthBytes: number) => Buffer;
 }
 
+/**
+ * A store read's options (StoreApi.read, ObjectStore.readStream; not the
+ * client's object reads): ReadOptions and a condition on the object.
+ */
+export interface StoreReadOptions extends ReadOptions {
+  /**
+   * The read fails Conflict unless the object's xattr `name` equals `value`
+   * (an absent xattr does not), checked against the record the bytes are
+   * read from: bytes and xattr are one version's. Why: an erasure-coded
+   * primary checks each shard's version (`_v`) with the shard read itself,
+   * in one rpc per member instead of a read and a getXattrs.
+   */
+  ifXattr?: { name: string; value: Buffer };
+}
+
 /** A piece of a streamed read (ObjectStore.readStream): verified bytes and their crc32c. */
 export interface ReadPiece {
   bytes: Buffer;
@@ -81,7 +96,7 @@ export interface ReadPiece {
   crc32c: number;
 }
 
-export interface ReadStreamOptions extends ReadOptions {
+export interface ReadStreamOptions extends StoreReadOptions {
   /** At most this many bytes per piece (default 1 MiB). */
   pieceBytes?: number;
   /** The pinned segments are released after this long even if the stream is never consumed (default 10 min). */
@@ -173,7 +188,7 @@ export interface StoreSpace {
  */
 export interface StoreApi {
   transact(ops: readonly StoreOp[]): Promise<void>;
-  read(id: ObjectId, options?: ReadOptions): Promise<Buffer>;
+  read(id: ObjectId, options?: StoreReadOptions): Promise<Buffer>;
   stat(id: ObjectId): Promise<ObjectStat>;
   /** NotFound when the object or the xattr is absent. */
   getXattr(id: ObjectId, name: string): Promise<Buffer>;

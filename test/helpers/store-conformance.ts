@@ -187,6 +187,24 @@ export function storeConformance(getStore: () => StoreApi): void {
       expect((await store.getXattr(o, 'v')).toString()).toBe('2');
       await store.transact([{ type: 'assertXattr', id: o, name: 'none', value: null }]);
     });
+    it('a read with ifXattr returns the bytes only while the xattr holds the value, else Conflict', async () => {
+      // Inline, a small read, and one the daemon streams (from 512 KiB) with and without a length.
+      for (const sizeBytes of [100, 100 * 1024, 2 * 1024 * 1024 + 5]) {
+        const o = id(`cond-${sizeBytes}`);
+        const data = randomBytes(sizeBytes);
+        await store.transact([{ type: 'writeFull', id: o, data }, { type: 'setXattr', id: o, name: '_v', value: b('7') }]);
+        expect((await store.read(o, { ifXattr: { name: '_v', value: b('7') } })).equals(data)).toBe(true);
+        const part = { offsetBytes: 10, lengthBytes: sizeBytes - 20 };
+        expect((await store.read(o, { ...part, ifXattr: { name: '_v', value: b('7') } })).equals(data.subarray(10, sizeBytes - 10))).toBe(true);
+        await rejectsWith(store.read(o, { ifXattr: { name: '_v', value: b('8') } }), 'Conflict');
+        await rejectsWith(store.read(o, { ...part, ifXattr: { name: '_v', value: b('77') } }), 'Conflict');
+        await rejectsWith(store.read(o, { ifXattr: { name: 'absent', value: b('7') } }), 'Conflict');
+        await store.transact([{ type: 'setXattr', id: o, name: '_v', value: b('8') }]);
+        await rejectsWith(store.read(o, { ...part, ifXattr: { name: '_v', value: b('7') } }), 'Conflict');
+        expect((await store.read(o, { ...part, ifXattr: { name: '_v', value: b('8') } })).equals(data.subarray(10, sizeBytes - 10))).toBe(true);
+      }
+      await rejectsWith(store.read(id('cond-none'), { ifXattr: { name: '_v', value: b('7') } }), 'NotFound');
+    });
   });
 
   describe('omap', () => {
