@@ -139,17 +139,27 @@ export function parseManifest(xattrs: Map<string, Buffer>, what: string): Manife
   if (gen === undefined) return null;
   const bad = (why: string): TesseraError => corrupt(`striped object ${what}: ${why}`);
   if (xattrs.get(X.format)?.toString() !== FORMAT) throw bad('unknown manifest format');
-  if (!isGeneration(gen)) throw bad('malformed generation');
   const sizeBytes = decimal(xattrs.get(X.size));
   const pieceBytes = decimal(xattrs.get(X.piece));
-  if (sizeBytes === null || sizeBytes > limits.striperObjectSizeBytesMax) throw bad('bad size');
-  const inline = pieceBytes === 0;
-  if (pieceBytes === null || (!inline && (pieceBytes < limits.striperPieceBytesMin || pieceBytes > limits.striperPieceBytesMax))) throw bad('bad piece size');
-  if (inline && sizeBytes > limits.striperPieceBytesMax) throw bad('inline data larger than a piece');
-  const piecesPool = xattrs.get(X.pool)?.toString() ?? '';
-  if (!inline && piecesPool === '') throw bad('no pieces pool');
+  if (sizeBytes === null) throw bad('bad size');
+  if (pieceBytes === null) throw bad('bad piece size');
+  const piecesPool = pieceBytes === 0 ? null : (xattrs.get(X.pool)?.toString() ?? '');
+  const problem = layoutProblem({ generation: gen, sizeBytes, pieceBytes, piecesPool });
+  if (problem) throw bad(problem);
   const attrs = xattrs.get(X.attrs);
-  return { generation: gen, sizeBytes, pieceBytes, piecesPool: inline ? null : piecesPool, attrs: attrs ? decodeAttrs(attrs) : new Map() };
+  return { generation: gen, sizeBytes, pieceBytes, piecesPool, attrs: attrs ? decodeAttrs(attrs) : new Map() };
+}
+
+/** What makes a generation's layout impossible (a manifest's, or a StripedRef a caller kept); null when it is sound. */
+export function layoutProblem(ref: StripedRef): string | null {
+  const whole = (n: number): boolean => Number.isSafeInteger(n) && n >= 0;
+  if (!isGeneration(ref.generation)) return 'malformed generation';
+  if (!whole(ref.sizeBytes) || ref.sizeBytes > limits.striperObjectSizeBytesMax) return 'bad size';
+  const inline = ref.pieceBytes === 0;
+  if (!whole(ref.pieceBytes) || (!inline && (ref.pieceBytes < limits.striperPieceBytesMin || ref.pieceBytes > limits.striperPieceBytesMax))) return 'bad piece size';
+  if (inline && ref.sizeBytes > limits.striperPieceBytesMax) return 'inline data larger than a piece';
+  if (!inline && !ref.piecesPool) return 'no pieces pool';
+  return null;
 }
 
 function decimal(value: Buffer | undefined): number | null {

@@ -18,7 +18,7 @@
 import { TesseraError, invalid, isTesseraError, notFound } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
 import { readManifest, type StriperContext } from './striper-context.js';
-import { GENERATION_CHARS, isGeneration, parseManifest, pieceName, trailer, type Manifest, type PoolPair, type StripedRef } from './striper-layout.js';
+import { GENERATION_CHARS, layoutProblem, parseManifest, pieceName, trailer, type Manifest, type PoolPair, type StripedRef } from './striper-layout.js';
 
 export interface ReadRange {
   offsetBytes?: number;
@@ -68,12 +68,9 @@ export async function openObject(ctx: StriperContext, pools: PoolPair, name: str
  * names a missing piece). The stat's attrs are empty (they live in the manifest).
  */
 export function openRef(ctx: StriperContext, pools: PoolPair, name: string, ref: StripedRef): StripedObject {
+  const problem = layoutProblem(ref);
+  if (problem) throw invalid(`${name}: not a striped object reference (${problem})`);
   const { generation, sizeBytes, pieceBytes, piecesPool } = ref;
-  const whole = (n: number): boolean => Number.isSafeInteger(n) && n >= 0;
-  if (!isGeneration(generation) || !whole(sizeBytes) || sizeBytes > limits.striperObjectSizeBytesMax) throw invalid(`${name}: not a striped object reference`);
-  if (pieceBytes === 0 ? sizeBytes > limits.striperPieceBytesMax : !whole(pieceBytes) || pieceBytes < limits.striperPieceBytesMin || pieceBytes > limits.striperPieceBytesMax || !piecesPool) {
-    throw invalid(`${name}: not a striped object reference`);
-  }
   const manifest: Manifest = { generation, sizeBytes, pieceBytes, piecesPool: pieceBytes === 0 ? null : piecesPool, attrs: new Map() };
   return new StripedObject(ctx, pools.manifests, name, manifest, null);
 }
