@@ -16,15 +16,21 @@
  *            the rate over the daemons' recent window (about 10 s) and the ETA
  *            at that rate. From the primaries' pgStats (src/daemon/recovery-progress.ts).
  *   capacity used and free bytes over the disks that answered
+ *   map      each map daemon the command was given (--map A,B,C or the
+ *            client file's `maps`), asked for its map on its own: the epoch
+ *            it answers with, or why it did not answer
  * HEALTH_ERR: pgs down or incomplete, or inconsistent (their primary's last
  * scrub found copies that differ: "+inconsistent"). HEALTH_WARN: disks down, unreachable
  * or out, pgs not active (peering, unknown) or degraded, disks near full or
- * full, pgs recovering or backfilling. Exit code 1 when the map service or a disk that is in is down or
+ * full, pgs recovering or backfilling, a map daemon not answering while
+another does. Exit code 1 when the map service or a disk that is in is down or
  * unreachable, or on HEALTH_ERR; else 0. `--json` prints the same as one
  * JSON document.
  */
 import type { Io } from '../io/io.js';
 import { nativeStatus } from '../../native/index.js';
+import { decodeEpoch, MapOpcode } from '../../cluster/map-protocol.js';
+import { parseMapAddresses } from '../../cluster/map-daemon.js';
 import { decodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply } from '../protocol/osd-messages.js';
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap } from '../../cluster/map.js';
@@ -36,6 +42,34 @@ import { CliError, openCluster, type TargetOptions } from './target.js';
 
 const QUERY_TIMEOUT_MS = 3000;
 const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`;
+
+/** What one map daemon answered when asked for its map on its own. */
+export interface MapDaemonStatus {
+  address: string;
+  reachable: boolean;
+  /** The epoch of the map it answered with. */
+  epoch?: number;
+  /** Why it did not answer (unreachable, timed out, or its map store failed). */
+  error?: string;
+}
+
+/** Asks each map daemon of `address` ("host:port[,host:port...]") for its map, one connection each, no failover. */
+export async function mapDaemonStatuses(io: Io, address: string): Promise<MapDaemonStatus[]> {
+  return Promise.all(
+    parseMapAddresses(address).map(async (a): Promise<MapDaemonStatus> => {
+      const at = a.lastIndexOf(':');
+      const rpc = createTcpClient({ io, host: a.slice(0, at), port: Number(a.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
+      try {
+        const reply = await rpc.call(MapOpcode.current, Buffer.alloc(0), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true });
+        return { address: a, reachable: true, epoch: decodeEpoch(reply.header, 'map current reply') };
+      } catch (err) {
+        return { address: a, reachable: false, error: (err as Error).message };
+      } finally {
+        await rpc.close();
+      }
+    }),
+  );
+}
 
 /** Each up disk's pg report (pgStats), or null when it did not answer. */
 export async function pgReports(io: Io, map: ClusterMap): Promise<Map<number, PgStatsReply | null>> {
@@ -70,6 +104,8 @@ export interface ClusterStatus {
   /** Copies of pgs disks are no longer members of, summed over the disks that answered (src/daemon/stray-cleanup.ts). */
   strays: { pgsWaiting: number; pgsRemoved: number; objectsRemoved: number };
   capacity: { usedBytes: number; freeBytes: number; objects: number };
+  /** Each map daemon asked on its own (empty when the caller gave none). */
+  mapDaemons: MapDaemonStatus[];
   /** Exit code: 1 when a disk that is in is down or unreachable, or on HEALTH_ERR. */
   failing: boolean;
 }
@@ -191,8 +227,9 @@ export function pgSummary(map: ClusterMap, reports: Map<number, PgStatsReply | n
   return { pools, states: all, recovery: summarizeRecovery(reports, current, degradedPgs) };
 }
 
-export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterStatus> {
-  const [spaces, reports] = await Promise.all([diskSpaces(io, map), pgReports(io, map)]);
+/** mapAddress: the map daemons to ask one by one ("host:port[,host:port...]"); omitted, none are. */
+export async function clusterStatus(io: Io, map: ClusterMap, mapAddress?: string): Promise<ClusterStatus> {
+  const [spaces, reports, mapDaemons] = await Promise.all([diskSpaces(io, map), pgReports(io, map), mapAddress === undefined ? [] : mapDaemonStatuses(io, mapAddress)]);
   const { pools, states: all, recovery } = pgSummary(map, reports);
   const byState = countStates(all);
   const reasons: string[] = [];
@@ -212,6 +249,10 @@ export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterSta
   if (pgDown > 0) {
     err = true;
     reasons.push(`${pgDown} pgs down or incomplete (no member up, or history lost): their objects are unavailable`);
+  }
+  const silentMaps = mapDaemons.filter((m) => !m.reachable);
+  if (silentMaps.length > 0) {
+    reasons.push(`${silentMaps.length} of ${mapDaemons.length} map daemons not answering: ${silentMaps.map((m) => m.address).join(', ')} (the others serve the cluster)`);
   }
   if (down.length > 0) reasons.push(`${down.length} disks down: ${ids(down)}`);
   if (unreachable.length > 0) reasons.push(`${unreachable.length} disks up in the map but not answering: ${ids(unreachable)}`);
@@ -253,6 +294,7 @@ export async function clusterStatus(io: Io, map: ClusterMap): Promise<ClusterSta
     recovery,
     strays,
     capacity,
+    mapDaemons,
     failing: err || disks.some((d) => d.in && (!d.up || !d.reachable)),
   };
 }
@@ -293,13 +335,21 @@ function renderRecovery(r: RecoveryStatus): string[] {
 
 const states = (counts: Record<string, number>): string => Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ') || 'none';
 
+function renderMapDaemons(s: ClusterStatus, mapAddress: string): string[] {
+  if (s.mapDaemons.length <= 1) return [`  map: epoch ${s.epoch}, map service ${mapAddress}`];
+  return [
+    `  map: epoch ${s.epoch}, ${s.mapDaemons.filter((m) => m.reachable).length} of ${s.mapDaemons.length} map daemons answering`,
+    ...s.mapDaemons.map((m) => `    map daemon ${m.address}: ${m.reachable ? `up, epoch ${m.epoch}` : `UNREACHABLE (${m.error})`}`),
+  ];
+}
+
 function render(s: ClusterStatus, mapAddress: string): string {
   const native = nativeStatus();
   const lines = [
     `cluster ${s.clusterId}`,
     `  health: ${s.health}`,
     ...s.reasons.map((r) => `    ${r}`),
-    `  map: epoch ${s.epoch}, map service ${mapAddress}`,
+    ...renderMapDaemons(s, mapAddress),
     `  disks: ${s.disks.total} total, ${s.disks.up} up, ${s.disks.in} in`,
     ...s.disks.list.map((d) => {
       const state = `${d.up ? 'up' : 'DOWN'}, ${d.in ? 'in' : 'out'}`;
@@ -332,7 +382,7 @@ export async function runStatus(o: TargetOptions & { json?: boolean }): Promise<
       else process.stdout.write(`health: HEALTH_ERR\n  ${err.message}\n`);
       return 1;
     }
-    const s = await clusterStatus(o.io, map);
+    const s = await clusterStatus(o.io, map, cluster.address);
     const { failing, ...doc } = s;
     process.stdout.write(o.json ? `${JSON.stringify(doc)}\n` : render(s, cluster.address));
     return failing ? 1 : 0;
