@@ -1,25 +1,25 @@
 /**
- * Writes in flight to a replica that stops (SIGSTOP) on a real cluster (8
+ * Writes in flight to a member that stops (SIGSTOP) on a real cluster (8
  * daemon processes, 4 hosts, short liveness timings): when the map marks the
- * disk down, its pgs' interval ends and the primary's repops to it stop
- * waiting (Pg.endInterval aborts them) instead of running to the 30 s repop
- * timeout; the client retries with the same request id and the pg log
- * deduplicates the retry (every write here is an exclusive create: a retry
- * applied twice would fail AlreadyExists). Every acknowledged write reads
- * back byte-exact after SIGCONT.
+ * disk down, its pgs' interval ends and the primary's sub-writes to it stop
+ * waiting (Pg.endInterval aborts them) instead of running to their 30 s
+ * timeout: a replicated pool's repops, an erasure-coded pool's stage and
+ * commit calls (ec-write.ts). The client retries with the same request id and
+ * the pg log deduplicates the retry (every write here is an exclusive create:
+ * a retry applied twice would fail AlreadyExists). Every acknowledged write
+ * reads back byte-exact after SIGCONT.
  *
- * The slowest write is printed; it must be shorter than the repop timeout
+ * The slowest write is printed; it must be shorter than the sub-write timeout
  * (a write that waited for the timeout cannot be).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { limits } from '../src/lib/limits.js';
 import { randomBytes } from 'node:crypto';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
-import { pgMembers } from '../cluster/placement.js';
+import { buildPlacementIndex, pgPlacement } from '../cluster/placement.js';
 import type { ClusterMap } from '../cluster/map.js';
 import { sleep, waitFor } from './helpers/wait.js';
 
-const POOL = 'rep';
 // As in cluster-failures.test.ts: a grace of several heartbeats (the daemons and the test share 2 cores).
 const DOWN_GRACE_MS = 3000;
 const OUT_INTERVAL_MS = 3000;
@@ -30,7 +30,10 @@ beforeAll(async () => {
   cluster = await startTestCluster({
     hosts: 4,
     disksPerHost: 2,
-    pools: [{ name: POOL, redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 16 }],
+    pools: [
+      { name: 'rep', redundancy: { type: 'replicated', size: 3, minSize: 2 }, failureDomain: 'host', pgCount: 16 },
+      { name: 'ec', redundancy: { type: 'erasure', dataShards: 2, parityShards: 2 }, failureDomain: 'host', pgCount: 16 },
+    ],
     liveness: { downGraceMs: DOWN_GRACE_MS, outIntervalMs: OUT_INTERVAL_MS, heartbeatIntervalMs: 250 },
   });
 }, 60_000);
@@ -41,12 +44,21 @@ afterAll(async () => {
 
 const currentMap = (): Promise<ClusterMap> => cluster.mapd.service.current();
 
-it('writes in flight to a stopped replica fail over when its pgs re-peer, each applied once', async () => {
+// ec 2+2 over the 4 hosts: with one member down its pgs keep k+1 = 3 acting shards and take writes (no remapping).
+const cases = [
+  { pool: 'rep', victim: 3, timeoutMs: limits.repopTimeoutMs, what: 'a stopped replica' },
+  { pool: 'ec', victim: 5, timeoutMs: limits.ecSubWriteTimeoutMs, what: 'a stopped erasure-coded member' },
+];
+
+it.each(cases)('writes in flight to $what fail over when its pgs re-peer, each applied once ($pool)', async ({ pool: POOL, victim, timeoutMs }) => {
   const map0 = await currentMap();
   const pool = map0.pools.find((p) => p.name === POOL)!;
-  const victim = 3;
-  // The victim is a replica (not the primary) of some pgs: writes to those are the ones that wait on its repops.
-  const replicaPgs = Array.from({ length: pool.pgCount }, (_, pg) => pg).filter((pg) => pgMembers(map0, pool, pg).slice(1).includes(victim));
+  const index = buildPlacementIndex(map0);
+  // The victim is a member but not the primary of some pgs: writes to those are the ones that wait on its sub-writes.
+  const replicaPgs = Array.from({ length: pool.pgCount }, (_, pg) => pg).filter((pg) => {
+    const p = pgPlacement(map0, index, pool, pg);
+    return p.acting.includes(victim) && p.primary !== victim;
+  });
   expect(replicaPgs.length).toBeGreaterThan(0);
 
   const acked = new Map<string, Buffer>();
@@ -89,12 +101,12 @@ it('writes in flight to a stopped replica fail over when its pgs re-peer, each a
     cluster.resumeDisk(victim);
   }
   const stallMs = Date.now() - t0;
-  console.log(JSON.stringify({ case: 'replica-sigstop', downGraceMs: DOWN_GRACE_MS, downMs, writers: WRITERS, writes, writeMsMax, slowest, stallMs, replicaPgs: replicaPgs.length }));
+  console.log(JSON.stringify({ case: `${POOL}-member-sigstop`, downGraceMs: DOWN_GRACE_MS, downMs, writers: WRITERS, writes, writeMsMax, slowest, stallMs, replicaPgs: replicaPgs.length }));
   expect(failed).toEqual([]);
   expect(writes).toBeGreaterThan(WRITERS);
   // Not a speed check: a write that waited for its repop to time out takes
   // longer than the timeout itself; an aborted one is retried well before.
-  expect(writeMsMax).toBeLessThan(limits.repopTimeoutMs);
+  expect(writeMsMax).toBeLessThan(timeoutMs);
 
   await waitFor('up and in again', 20_000, async () => {
     const d = (await currentMap()).disks.find((x) => x.id === victim)!;

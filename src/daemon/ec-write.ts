@@ -81,10 +81,11 @@ interface MemberLink {
   commit(shard: number, entry: LogEntry): Promise<void>;
 }
 
-function linkTo(osd: Osd, pg: Pg, diskId: number): MemberLink {
+/** intervalSignal: aborts when the pg's interval ends, so sub-writes to a member that left (stopped, died) fail then, not at their timeout. */
+function linkTo(osd: Osd, pg: Pg, diskId: number, intervalSignal: AbortSignal): MemberLink {
   if (diskId === osd.diskId) return { stage: (r, d) => ecStage(osd, pg, r, Buffer.concat(d)), commit: (s, e) => ecCommit(osd, pg, s, e) };
   const ref = () => ({ epoch: osd.view.epoch, poolId: pg.pool.id, pg: pg.pg });
-  const options = { timeoutMs: limits.ecSubWriteTimeoutMs };
+  const options = { timeoutMs: limits.ecSubWriteTimeoutMs, signal: intervalSignal };
   return {
     async stage(record, data) {
       const { header, payload } = encodeEcStage({ ...ref(), record, data });
@@ -129,7 +130,9 @@ async function stageAndCommit(osd: Osd, pg: Pg, req: OpRequest, plan: EcPlan, en
   const ec = ecOf(pg);
   pg.requireActive();
   if (ec.generation !== generation) throw new TesseraError('Busy', `pg ${pg.key} peered again during the write`);
-  const members = pg.positions.flatMap((diskId, position) => (diskId === HOLE ? [] : [{ position, link: linkTo(osd, pg, diskId) }]));
+  // Sub-writes stop waiting when the interval ends (the client retries with its request id, as after a timeout).
+  const intervalSignal = pg.intervalAbort.signal;
+  const members = pg.positions.flatMap((diskId, position) => (diskId === HOLE ? [] : [{ position, link: linkTo(osd, pg, diskId, intervalSignal) }]));
   const interval = pg.intervalStart;
   const version = pg.nextVersion(osd.view.epoch);
   const entry: LogEntry = { ...version, object: req.object, kind: plan.exists ? 'modify' : 'delete', request: req.request };
