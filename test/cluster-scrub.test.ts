@@ -20,7 +20,11 @@
  * (one version, parity consistent, data equal).
  *
  * Background: daemons deep-scrubbing every 1.5 s notice a corrupt replica
- * copy on their own (status HEALTH_ERR, "pgs inconsistent") until a repair.
+ * copy on their own (status HEALTH_ERR, "pgs inconsistent", and `tessera pg
+ * inconsistent` lists it) until a repair.
+ *
+ * `tessera pg inconsistent` (whole cluster, one pool, one pg) lists exactly
+ * what the last scrubs left unrepaired, and nothing after the repair.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
@@ -129,6 +133,14 @@ interface ScrubJson {
   pgs: Array<{ inconsistencies: Array<{ object: string; diskId: number; kinds: string[]; repaired: boolean }> }>;
 }
 
+/** `tessera pg inconsistent [what] --json`: the listed inconsistencies as "object@disk:kinds", sorted. */
+async function listedInconsistent(what: string[] = [], on: TestCluster = cluster): Promise<{ listed: string[]; unrepaired: number }> {
+  const r = await tessera(['pg', 'inconsistent', ...what, '--json'], on);
+  expect(r.code, r.stderr + r.stdout).toBe(0);
+  const doc = JSON.parse(r.stdout) as { unrepaired: number; inconsistencies: Array<{ object: string; diskId: number; kinds: string[] }> };
+  return { listed: doc.inconsistencies.map((i) => `${i.object}@${i.diskId}:${i.kinds.join(',')}`).sort(), unrepaired: doc.unrepaired };
+}
+
 const found = (doc: ScrubJson): string[] =>
   doc.pgs
     .flatMap((p) => p.inconsistencies.map((i) => `${i.object}@${i.diskId}:${i.kinds.join(',')}${i.repaired ? ':repaired' : ''}`))
@@ -165,6 +177,19 @@ it('pool scrub finds a corrupt, a missing and a changed replica copy; --repair f
   const health = JSON.parse(status.stdout) as { health: string; reasons: string[] };
   expect(health.health).toBe('HEALTH_ERR');
   expect(health.reasons.join('\n')).toMatch(/inconsistent/);
+  // The listing shows what the last scrubs left, without scrubbing again; narrowed to a pool and to one pg.
+  expect(await listedInconsistent()).toEqual({ listed: expected, unrepaired: 3 });
+  expect(await listedInconsistent([POOL])).toEqual({ listed: expected, unrepaired: 3 });
+  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: [], unrepaired: 0 });
+  const info = client.pool(POOL);
+  expect((await listedInconsistent([`${POOL}.${objectToPg(info, 's-2')}`])).listed).toContain(`s-2@${missingOn}:missing`);
+  const text = await tessera(['pg', 'inconsistent']);
+  expect(text.code, text.stderr).toBe(0);
+  expect(text.stdout).toMatch(/^PG +OBJECT +DISK +KINDS/m);
+  expect(text.stdout).toContain('3 inconsistencies in ');
+  const bad = await tessera(['pg', 'inconsistent', 'nosuchpool.1']);
+  expect(bad.code).toBe(1);
+  expect(bad.stderr).toContain('no pool nosuchpool');
 
   const repair = await tessera(['pool', 'scrub', POOL, '--deep', '--repair']);
   expect(repair.code, repair.stdout + repair.stderr).toBe(0);
@@ -173,6 +198,7 @@ it('pool scrub finds a corrupt, a missing and a changed replica copy; --repair f
   expect(again.code, again.stdout).toBe(0);
   expect(found(JSON.parse(again.stdout) as ScrubJson)).toEqual([]);
   expect((JSON.parse((await tessera(['status', '--json'])).stdout) as { health: string }).health).toBe('HEALTH_OK');
+  expect(await listedInconsistent()).toEqual({ listed: [], unrepaired: 0 });
 
   for (const [name, data] of objects) {
     expect((await client.read(POOL, name)).equals(data), name).toBe(true);
@@ -284,6 +310,8 @@ it('background deep scrub finds a corrupt replica copy: status turns HEALTH_ERR 
       }
     };
     await waitFor((h) => h.health === 'HEALTH_ERR' && h.reasons.some((r) => r.includes('1 pgs inconsistent')), 'background scrub');
+    // What the background scrub found is listed without another scrub.
+    expect(await listedInconsistent([], own)).toEqual({ listed: [`bg-1@${replica}:corrupt`], unrepaired: 1 });
     const repair = await tessera(['pool', 'scrub', POOL, '--deep', '--repair'], own);
     expect(repair.code, repair.stdout + repair.stderr).toBe(0);
     expect(repair.stdout).toMatch(/1 inconsistencies, 1 repaired/);

@@ -17,7 +17,7 @@ import type { LivenessOptions } from '../../cluster/liveness.js';
 import { baseDomainsOf } from '../../gateways/s3/request.js';
 import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
 import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
-import { pgScrub, poolScrub, type ScrubCommandOptions } from '../cli/scrub.js';
+import { pgInconsistent, pgScrub, poolScrub, type ScrubCommandOptions } from '../cli/scrub.js';
 import { objectGet, objectList, objectPut, objectRemove, objectStat } from '../cli/object.js';
 import { CliError, type TargetOptions } from '../cli/target.js';
 import type { FailureDomain, PoolRedundancy } from '../../cluster/map.js';
@@ -69,6 +69,8 @@ commands:
           compare the copies of every object of the pool's pgs (of one pg) on their members:
           sizes, versions, xattrs, omap; --deep also reads and verifies all data; --repair
           pushes the authoritative copy to members that differ (exit 1 if any is left)
+  pg inconsistent [POOL | POOL.PG] [--json]
+          list what each pg's last scrub (on demand or in the background) left unrepaired
   object put --pool POOL NAME FILE|-
   object get --pool POOL NAME [FILE|-]
   object ls --pool POOL [--limit N] [--cursor C] [--json]
@@ -342,8 +344,12 @@ function scrubOptions(values: { deep?: boolean | undefined; repair?: boolean | u
 }
 
 async function pgCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
-  const usage = 'tessera pg scrub POOL.PG [--deep] [--repair] [--bytes-per-sec N] [--json]';
+  const usage = 'tessera pg scrub POOL.PG [--deep] [--repair] [--bytes-per-sec N] [--json] | tessera pg inconsistent [POOL | POOL.PG] [--json]';
   const { values, positionals } = parseArgs({ args, options: { ...targetOptions, ...scrubFlags }, allowPositionals: true });
+  if (sub === 'inconsistent') {
+    if (positionals.length > 1 || values.deep !== undefined || values.repair !== undefined || values['bytes-per-sec'] !== undefined) throw new CliError(`usage: ${usage}`);
+    return pgInconsistent(targetOf(io, values), { ...(positionals[0] !== undefined ? { what: positionals[0] } : {}), json: values.json === true }, out);
+  }
   if (sub !== 'scrub') throw new CliError(`usage: ${usage}`);
   const [pgid] = exactly(positionals, 1, usage);
   return pgScrub(targetOf(io, values), { pgid: pgid!, ...scrubOptions(values) }, out);

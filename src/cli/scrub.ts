@@ -11,10 +11,25 @@
  * {pgs: [result...], inconsistencies, repaired, unrepaired, notScrubbed}.
  * Exit code 1 when an inconsistency is left unrepaired or a pg could not be
  * scrubbed; else 0.
+ *
+ * `tessera pg inconsistent [POOL | POOL.PG]` lists what the last scrub of
+ * each pg (on demand or in the background) left unrepaired, as its current
+ * primary keeps it (OsdOpcode.pgInconsistent; in memory: a primary that
+ * restarts or a pg that changes primary forgets it until its next scrub),
+ * without scrubbing anything. Exit code 1 when an up disk did not answer
+ * (its pgs are not listed); else 0.
  */
 import type { Io } from '../io/io.js';
 import { isTesseraError, toTesseraError } from '../lib/errors.js';
-import { decodePgScrubResult, encodeControl, OsdOpcode, type PgScrubResult } from '../protocol/osd-messages.js';
+import {
+  decodePgInconsistentReply,
+  decodePgScrubResult,
+  encodeControl,
+  OsdOpcode,
+  type PgInconsistentReply,
+  type PgInconsistentRequest,
+  type PgScrubResult,
+} from '../protocol/osd-messages.js';
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap, PoolInfo } from '../../cluster/map.js';
 import { buildPlacementIndex, HOLE, pgPlacement } from '../../cluster/placement.js';
@@ -23,6 +38,8 @@ import { CliError, table, withCluster, type Cluster, type TargetOptions } from '
 /** One pg's scrub can read a whole pg's data on every member. */
 const PG_SCRUB_TIMEOUT_MS = 30 * 60_000;
 const ATTEMPTS_MAX = 10;
+/** A disk's answer to the pgInconsistent query (from memory). */
+const QUERY_TIMEOUT_MS = 5000;
 const RETRY_MS = 1000;
 
 export interface ScrubCommandOptions {
@@ -98,15 +115,20 @@ function report(results: PgScrubResult[], failures: PgFailure[], o: ScrubCommand
   return summary.unrepaired > 0 || summary.notScrubbed > 0 ? 1 : 0;
 }
 
+/** "POOL.PG" (POOL: a pool name or id) -> the pool and the pg number. */
+function parsePgid(map: ClusterMap, pgid: string): { pool: PoolInfo; pg: number } {
+  const m = /^(.+)\.(\d+)$/.exec(pgid);
+  if (!m) throw new CliError(`a pg is POOL.PG (pool name or id, then the pg number), got ${pgid}`);
+  const pool = map.pools.find((p) => p.name === m[1] || String(p.id) === m[1]);
+  if (!pool) throw new CliError(`no pool ${m[1]}`);
+  return { pool, pg: Number(m[2]) };
+}
+
 /** `tessera pg scrub POOL.PG` (POOL: a pool name or id). */
 export async function pgScrub(t: TargetOptions, o: ScrubCommandOptions & { pgid: string }, out: Out): Promise<number> {
-  const m = /^(.+)\.(\d+)$/.exec(o.pgid);
-  if (!m) throw new CliError(`a pg is POOL.PG (pool name or id, then the pg number), got ${o.pgid}`);
   return withCluster(t, async (c) => {
-    const map = await c.current();
-    const pool = map.pools.find((p) => p.name === m[1] || String(p.id) === m[1]);
-    if (!pool) throw new CliError(`no pool ${m[1]}`);
-    const result = await scrubOne(t.io, c, pool.name, Number(m[2]), o);
+    const { pool, pg } = parsePgid(await c.current(), o.pgid);
+    const result = await scrubOne(t.io, c, pool.name, pg, o);
     return report([result], [], o, out);
   });
 }
@@ -125,5 +147,83 @@ export async function poolScrub(t: TargetOptions, o: ScrubCommandOptions & { poo
       }
     }
     return report(results, failures, o, out);
+  });
+}
+
+/** One listed inconsistency, with its pg and how its last scrub ran. */
+interface ListedInconsistency {
+  pgid: string;
+  object: string;
+  diskId: number;
+  kinds: string[];
+  authDiskId: number | null;
+  detail: string;
+  deep: boolean;
+  scrubbedAgoMs: number;
+}
+
+/** `tessera pg inconsistent [POOL | POOL.PG]`: what the pgs' last scrubs left unrepaired, from their current primaries. */
+export async function pgInconsistent(t: TargetOptions, o: { what?: string; json: boolean }, out: Out): Promise<number> {
+  return withCluster(t, async (c) => {
+    const map = await c.current();
+    let request: PgInconsistentRequest = {};
+    if (o.what !== undefined) {
+      const pool = map.pools.find((p) => p.name === o.what || String(p.id) === o.what);
+      if (pool) request = { poolId: pool.id };
+      else {
+        const { pool: p, pg } = parsePgid(map, o.what);
+        if (pg >= p.pgCount) throw new CliError(`pool ${p.name} has ${p.pgCount} pgs (0..${p.pgCount - 1}), not ${pg}`);
+        request = { poolId: p.id, pg };
+      }
+    }
+    const replies = new Map<number, PgInconsistentReply | string>();
+    await Promise.all(
+      map.disks
+        .filter((d) => d.up)
+        .map(async (d) => {
+          const at = d.address.lastIndexOf(':');
+          const rpc = createTcpClient({ io: t.io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
+          try {
+            replies.set(d.id, decodePgInconsistentReply((await rpc.call(OsdOpcode.pgInconsistent, encodeControl(request), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true })).header));
+          } catch (err) {
+            replies.set(d.id, toTesseraError(err).message);
+          } finally {
+            await rpc.close();
+          }
+        }),
+    );
+    // Only each pg's current primary speaks for it (a former primary may still hold an older scrub's findings).
+    const index = buildPlacementIndex(map);
+    const listed: ListedInconsistency[] = [];
+    const pgs: Array<{ pgid: string; unrepaired: number; listed: number }> = [];
+    for (const [diskId, reply] of [...replies].sort(([a], [b]) => a - b)) {
+      if (typeof reply === 'string') continue;
+      for (const p of reply.pgs) {
+        const pool = map.pools.find((x) => x.id === p.poolId);
+        if (!pool || p.pg >= pool.pgCount || pgPlacement(map, index, pool, p.pg).primary !== diskId) continue;
+        const pgid = `${p.poolId}.${p.pg}`;
+        pgs.push({ pgid, unrepaired: p.unrepaired, listed: p.inconsistencies.length });
+        for (const i of p.inconsistencies) listed.push({ pgid, object: i.object, diskId: i.diskId, kinds: i.kinds, authDiskId: i.authDiskId, detail: i.detail, deep: p.deep, scrubbedAgoMs: p.scrubbedAgoMs });
+      }
+    }
+    const silent = [...replies].filter(([, r]) => typeof r === 'string').map(([diskId, r]) => ({ diskId, error: r as string }));
+    const unrepaired = pgs.reduce((n, p) => n + p.unrepaired, 0);
+    if (o.json) {
+      out(`${JSON.stringify({ pgs, inconsistencies: listed, unrepaired, disksNotAnswering: silent })}\n`);
+    } else {
+      if (listed.length > 0) {
+        const ago = (ms: number): string => (ms < 120_000 ? `${Math.round(ms / 1000)}s` : `${Math.round(ms / 60_000)}m`);
+        out(
+          table([
+            ['PG', 'OBJECT', 'DISK', 'KINDS', 'GOOD COPY', 'SCRUB', 'DETAIL'],
+            ...listed.map((i) => [i.pgid, i.object, String(i.diskId), i.kinds.join(','), i.authDiskId === null ? '-' : `disk ${i.authDiskId}`, `${i.deep ? 'deep ' : ''}${ago(i.scrubbedAgoMs)} ago`, i.detail]),
+          ]),
+        );
+      }
+      for (const s of silent) out(`disk ${s.diskId} did not answer (${s.error}): the pgs it leads are not listed\n`);
+      const more = unrepaired > listed.length ? ` (${listed.length} listed)` : '';
+      out(`${unrepaired} inconsistencies${more} in ${pgs.length} pgs, as each pg's last scrub left them${unrepaired > 0 ? '; repair with tessera pg scrub POOL.PG --deep --repair' : ''}\n`);
+    }
+    return silent.length > 0 ? 1 : 0;
   });
 }

@@ -263,7 +263,7 @@ export async function clusterStatus(io: Io, map: ClusterMap, mapAddress?: string
   const inconsistent = count((s) => s.includes('+inconsistent'));
   if (inconsistent > 0) {
     err = true;
-    reasons.push(`${inconsistent} pgs inconsistent (their last scrub found copies that differ: tessera pg scrub POOL.PG --deep --repair)`);
+    reasons.push(`${inconsistent} pgs inconsistent (their last scrub found copies that differ: tessera pg inconsistent lists them; tessera pg scrub POOL.PG --deep --repair)`);
   }
   const degraded = count((s) => s.endsWith('+degraded'));
   if (degraded > 0) reasons.push(`${degraded} pgs degraded (fewer members up than the pool's width)`);

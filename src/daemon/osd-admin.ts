@@ -2,14 +2,29 @@
  * What the daemon tells operators, beside serving data: the pgStats query
  * (the states of the pgs this disk is primary of, the recovery they run and
  * the stray copies this disk still holds:
- * `tessera status` and `tessera recovery watch` ask every up daemon) and the timing of client ops for metrics (the daemon
+ * `tessera status` and `tessera recovery watch` ask every up daemon), the
+ * pgInconsistent query (what each of those pgs' last scrub left unrepaired:
+ * `tessera pg inconsistent`) and the timing of client ops for metrics (the daemon
  * process turns the samples into Prometheus series: src/cli/daemon-metrics.ts).
  * Both wrap the daemon's cluster handler (src/daemon/osd-service.ts), as
  * does pgClean (another disk asks whether a pg is clean before it removes its
  * stray copy: src/daemon/stray-cleanup.ts).
  */
 import type { Clock } from '../io/io.js';
-import { decodePgCleanRequest, encodeControl, encodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply, type RecoveryStats } from '../protocol/osd-messages.js';
+import { limits } from '../lib/limits.js';
+import {
+  decodePgCleanRequest,
+  decodePgInconsistentRequest,
+  encodeControl,
+  encodePgStats,
+  OsdOpcode,
+  type PgInconsistentReply,
+  type PgInconsistentReport,
+  type PgInconsistentRequest,
+  type PgRecoveryStat,
+  type PgStatsReply,
+  type RecoveryStats,
+} from '../protocol/osd-messages.js';
 import type { RpcHandler } from '../rpc/types.js';
 import type { Osd } from './osd.js';
 import { pgCleanState } from './stray-cleanup.js';
@@ -24,6 +39,25 @@ export function pgStats(osd: Osd): PgStatsReply {
     pgs.push({ poolId: pg.pool.id, pg: pg.pg, state, intervalStart: pg.intervalStart });
   }
   return { diskId: osd.diskId, epoch: osd.view.epoch, pgs, recovery: recoveryStats(osd), strays: osd.strays.figures() };
+}
+
+/**
+ * pgInconsistent: what the last scrub of each pg this disk is primary of left unrepaired (pgs with
+ * none are not listed), at most limits.scrubInconsistenciesReportedMax inconsistencies in all.
+ */
+export function pgInconsistent(osd: Osd, q: PgInconsistentRequest): PgInconsistentReply {
+  const pgs: PgInconsistentReport[] = [];
+  let room = limits.scrubInconsistenciesReportedMax;
+  const nowMs = osd.io.clock.monotonicMs();
+  const sorted = [...osd.pgs.values()].sort((a, b) => a.pool.id - b.pool.id || a.pg - b.pg);
+  for (const pg of sorted) {
+    if (pg.primary !== osd.diskId || pg.scrub.inconsistent === 0 || !osd.view.map.pools.some((p) => p.id === pg.pool.id)) continue;
+    if ((q.poolId !== undefined && pg.pool.id !== q.poolId) || (q.pg !== undefined && pg.pg !== q.pg)) continue;
+    const inconsistencies = pg.scrub.left.slice(0, room);
+    room -= inconsistencies.length;
+    pgs.push({ poolId: pg.pool.id, pg: pg.pg, deep: pg.scrub.lastDeep, scrubbedAgoMs: nowMs - pg.scrub.lastMs, unrepaired: pg.scrub.inconsistent, inconsistencies });
+  }
+  return { diskId: osd.diskId, epoch: osd.view.epoch, pgs };
 }
 
 /**
@@ -95,6 +129,7 @@ export function withAdmin(osd: Osd, handler: RpcHandler, onClientOp?: (sample: C
   const observed = onClientOp ? observeClientOps(handler, osd.io.clock, onClientOp) : handler;
   return async (request) => {
     if (request.op === OsdOpcode.pgStats) return { header: encodePgStats(pgStats(osd)) };
+    if (request.op === OsdOpcode.pgInconsistent) return { header: encodeControl(pgInconsistent(osd, decodePgInconsistentRequest(request.header))) };
     // Another disk asks before it removes its stray copy of the pg (src/daemon/stray-cleanup.ts).
     if (request.op === OsdOpcode.pgClean) return { header: encodeControl(await pgCleanState(osd, decodePgCleanRequest(request.header))) };
     return observed(request);

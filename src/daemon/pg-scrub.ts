@@ -402,7 +402,10 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   result.scrubbed = true;
   if (all.length > result.inconsistencies.length) result.note = `${all.length} inconsistencies, the first ${result.inconsistencies.length} listed`;
   if (pg.intervalStart === interval) {
-    pg.scrub.inconsistent = all.filter((i) => !i.repaired).length;
+    const left = all.filter((i) => !i.repaired);
+    pg.scrub.inconsistent = left.length;
+    pg.scrub.left = left.slice(0, limits.scrubInconsistenciesReportedMax);
+    pg.scrub.lastDeep = o.deep;
     pg.scrub.lastMs = osd.io.clock.monotonicMs();
     if (o.deep) pg.scrub.lastDeepMs = pg.scrub.lastMs;
   }

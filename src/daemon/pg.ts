@@ -11,7 +11,7 @@
  */
 import type { Clock } from '../io/io.js';
 import { TesseraError, invalid } from '../lib/errors.js';
-import { compareVersions, type Eversion, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
+import { compareVersions, type Eversion, type Inconsistency, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
 import type { ObjectId, StoreOp } from '../store/types.js';
 import type { PoolInfo } from '../../cluster/map.js';
 import type { EcPgState } from './ec-state.js';
@@ -109,12 +109,15 @@ export class Pg {
   private stagingIds = 0;
   /**
    * Scrub, as primary (src/daemon/pg-scrub.ts): when it was last scrubbed and deep-scrubbed (monotonic
-   * ms; 0: not yet), inconsistencies the last scrub left unrepaired, the scrub running.
+   * ms; 0: not yet), whether the last one was deep, how many inconsistencies it left unrepaired and the
+   * first of them (at most limits.scrubInconsistenciesReportedMax: `tessera pg inconsistent`), the scrub running.
    */
-  readonly scrub: { lastMs: number; lastDeepMs: number; inconsistent: number; running: Promise<unknown> | null } = {
+  readonly scrub: { lastMs: number; lastDeepMs: number; lastDeep: boolean; inconsistent: number; left: Inconsistency[]; running: Promise<unknown> | null } = {
     lastMs: 0,
     lastDeepMs: 0,
+    lastDeep: false,
     inconsistent: 0,
+    left: [],
     running: null,
   };
 

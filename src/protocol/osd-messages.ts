@@ -27,6 +27,8 @@ export const OsdOpcode = {
   pgScrub: 24,
   /** Disk -> a pg's primary: is the pg clean (active, every member complete)? Asked before a stray copy is removed. */
   pgClean: 25,
+  /** Admin query: the inconsistencies each pg's last scrub left unrepaired, for the pgs this disk is primary of (`tessera pg inconsistent`). */
+  pgInconsistent: 26,
   repop: 40,
   pgQuery: 41,
   pgLog: 42,
@@ -680,6 +682,51 @@ export interface PgScrubResult {
   objects: number;
   bytesRead: number;
   inconsistencies: Inconsistency[];
+}
+
+/** pgInconsistent request: every pg this disk is primary of, or one pool's, or one pg's. */
+export interface PgInconsistentRequest {
+  poolId?: number;
+  pg?: number;
+}
+
+export function decodePgInconsistentRequest(header: Buffer): PgInconsistentRequest {
+  const doc = decodeControl(header, 'pg inconsistent request');
+  return {
+    ...(doc.poolId !== undefined ? { poolId: field.uint(doc, 'poolId') } : {}),
+    ...(doc.pg !== undefined ? { pg: field.uint(doc, 'pg') } : {}),
+  };
+}
+
+/** What one pg's last scrub left unrepaired. */
+export interface PgInconsistentReport {
+  poolId: number;
+  pg: number;
+  deep: boolean;
+  /** How long ago that scrub ended (the daemon's monotonic clock). */
+  scrubbedAgoMs: number;
+  /** All it left; `inconsistencies` lists the first of them (a reply lists at most limits.scrubInconsistenciesReportedMax in all). */
+  unrepaired: number;
+  inconsistencies: Inconsistency[];
+}
+
+export interface PgInconsistentReply {
+  diskId: number;
+  epoch: number;
+  pgs: PgInconsistentReport[];
+}
+
+export function decodePgInconsistentReply(header: Buffer): PgInconsistentReply {
+  const doc = decodeControl(header, 'pg inconsistent reply');
+  field.uint(doc, 'diskId');
+  field.uint(doc, 'epoch');
+  for (const p of field.array(doc, 'pgs', 1_000_000)) {
+    field.uint(p, 'poolId');
+    field.uint(p, 'pg');
+    field.uint(p, 'unrepaired');
+    field.array(p, 'inconsistencies', 1_000_000);
+  }
+  return doc as unknown as PgInconsistentReply;
 }
 
 export function decodePgScrubResult(header: Buffer): PgScrubResult {
