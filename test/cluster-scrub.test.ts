@@ -19,6 +19,11 @@
  * --repair rebuilds them from the other shards, and every shard checks out
  * (one version, parity consistent, data equal).
  *
+ * Read repair, erasure-coded: a data shard's bytes flipped on disk; a client
+ * read returns the object byte-exact (degraded) and the primary rebuilds the
+ * shard in the background (src/daemon/read-repairs.ts): the member's copy
+ * reads again, every shard checks out, a deep scrub of the pg is clean.
+ *
  * Background: daemons deep-scrubbing every 1.5 s notice a corrupt replica
  * copy on their own (status HEALTH_ERR, "pgs inconsistent", and `tessera pg
  * inconsistent` lists it) until a repair.
@@ -250,6 +255,40 @@ it('pool scrub of an erasure-coded pool finds a corrupt and a missing shard; --r
  * A deep scrub names exactly those shards; --repair removes the first and rebuilds the second at the
  * committed version, and never removes good shards it cannot rebuild from.
  */
+it('read repair, erasure-coded: a read meeting a corrupt shard is served degraded and the shard is rebuilt in the background', async () => {
+  const { client } = cluster;
+  const info = client.pool(EC_POOL);
+  const data = randomBytes(120_000);
+  await client.put(EC_POOL, 'rr-1', data);
+  const pg = objectToPg(info, 'rr-1');
+  // Position 1 holds data: the object's own bytes are in its segment file.
+  const corruptOn = client.view.pg(info, pg).members[1]!;
+  expect((await corruptObjectOnDisk(cluster.diskDir(corruptOn), data, seededRng(5))).length).toBeGreaterThan(0);
+  const shard = async (): Promise<Buffer | string> => {
+    const store = cluster.storeOf(corruptOn);
+    try {
+      return await store.read({ ns: dataNs(info.id, 1), name: 'rr-1' });
+    } catch (err) {
+      return isTesseraError(err) ? err.code : String(err);
+    } finally {
+      await store.close();
+    }
+  };
+  expect(await shard()).toBe('Corrupt');
+
+  // The client gets the object byte-exact (rebuilt from the other two shards)...
+  expect((await client.read(EC_POOL, 'rr-1')).equals(data)).toBe(true);
+  // ...and the corrupt shard is rebuilt without a scrub.
+  const deadline = Date.now() + 30_000;
+  while (typeof (await shard()) === 'string' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  expect(Buffer.isBuffer(await shard()), 'shard 1 of rr-1 readable again').toBe(true);
+  await checkShards(cluster, EC_POOL, 'rr-1', data);
+  const deep = await tessera(['pg', 'scrub', `${EC_POOL}.${pg}`, '--deep', '--json']);
+  expect(deep.code, deep.stdout + deep.stderr).toBe(0);
+  expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([]);
+  expect((await client.read(EC_POOL, 'rr-1')).equals(data)).toBe(true);
+}, 90_000);
+
 it('pool scrub of an erasure-coded pool finds shards of a version no log holds; --repair removes or rebuilds them', async () => {
   const { client } = cluster;
   const info = client.pool(EC_POOL);

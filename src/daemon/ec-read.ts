@@ -8,7 +8,8 @@
  * Every shard read must carry the primary's own shard's version (a shard at
  * another version is left out like a failed one, and the pg peers again),
  * and a read that overlapped the start of a peering run fails Busy: the size
- * and the bytes returned are always one version's.
+ * and the bytes returned are always one version's. A shard that fails its
+ * checksum is left out the same way and rebuilt afterwards (read-repairs.ts).
  * Omap reads are refused: omap is not supported on erasure-coded pools.
  */
 import { TesseraError, notFound } from '../lib/errors.js';
@@ -58,7 +59,14 @@ export async function ecClientRead(osd: Osd, pg: Pg, q: ReadRequest, buffers: Pi
         if (length > limits.readBytesMax) throw new TesseraError('LimitExceeded', `read of ${length} bytes, limit ${limits.readBytesMax}`);
         // Every shard read must be at this shard's version: the size above and the bytes are then one version's.
         let otherVersion = false;
-        const reader: ShardReader = { ...shardReader(osd, pg), version: x.get(VERSION_XATTR), onOtherVersion: () => (otherVersion = true), allocate: buffers.take };
+        const reader: ShardReader = {
+          ...shardReader(osd, pg),
+          version: x.get(VERSION_XATTR),
+          onOtherVersion: () => (otherVersion = true),
+          // Served degraded now; the bad shard is rebuilt in the background once this read lets go of the lock.
+          onCorrupt: () => osd.readRepairs.request(pg, q.object),
+          allocate: buffers.take,
+        };
         try {
           const pieces = await readRangePieces(reader, q.object, offset, length);
           checkUnchanged(pg, generation);

@@ -31,6 +31,8 @@ export interface ShardReader {
    */
   version?: Buffer;
   onOtherVersion?: (position: number) => void;
+  /** A shard read failed its checksum (the read goes on degraded): read repair (read-repairs.ts) rebuilds it. */
+  onCorrupt?: (position: number) => void;
   /** Where shard reads land (ReadOptions.allocate: a local read and a member's reply go straight there); default new buffers. */
   allocate?: (lengthBytes: number) => Buffer;
 }
@@ -53,6 +55,7 @@ async function readOne(r: ShardReader, position: number, name: string, offsetByt
   try {
     got = await store.read(id, options);
   } catch (err) {
+    if (toTesseraError(err).code === 'Corrupt') r.onCorrupt?.(position);
     if (r.version && toTesseraError(err).code === 'Conflict') {
       r.onOtherVersion?.(position);
       throw new TesseraError('Conflict', `object ${name}: shard ${position} is not at version ${versionText(r.version)}`, { cause: err });

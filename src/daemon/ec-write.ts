@@ -107,7 +107,7 @@ export async function ecPrimaryWrite(osd: Osd, pg: Pg, req: OpRequest): Promise<
     const { meta, version } = await loadMeta(osd, pg, req.object);
     // Old stripes only from shards at this shard's version (a read-modify-write never mixes two versions).
     let otherVersion = false;
-    const reader: ShardReader = { ...shardReader(osd, pg), version, onOtherVersion: () => (otherVersion = true) };
+    const reader: ShardReader = { ...shardReader(osd, pg), version, onOtherVersion: () => (otherVersion = true), onCorrupt: () => osd.readRepairs.request(pg, req.object) };
     const plan = await planTransaction(meta, req.ops, ec.layout, (stripes) => loadStripes(reader, req.object, stripes)).finally(() => {
       // Members disagree on a committed object while the pg is active: peering rebuilds the stale shards first.
       if (otherVersion && ec.generation === generation && pg.state === 'active') osd.repeer(pg);

@@ -43,6 +43,7 @@ import { osdHandler } from './osd-service.js';
 import { withAdmin, type ClientOpSample } from './osd-admin.js';
 import { PoolPurger } from './pool-purge.js';
 import { StrayCleaner, type StrayCleanerOptions } from './stray-cleanup.js';
+import { ReadRepairs } from './read-repairs.js';
 import { pieceBuffers, storeHandler } from './store-service.js';
 import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throttle.js';
 import { RecoveryProgress } from './recovery-progress.js';
@@ -81,6 +82,8 @@ export class Osd {
   readonly purger: PoolPurger;
   /** Removes this disk's copies of pgs it is no longer a member of, once they are clean elsewhere (src/daemon/stray-cleanup.ts). */
   readonly strays: StrayCleaner;
+  /** Erasure-coded shards a read found corrupt, rebuilt in the background (read-repairs.ts). */
+  readonly readRepairs: ReadRepairs = new ReadRepairs(this);
   /** Erasure codecs by geometry, shared by the daemon's pgs. */
   readonly ecCodecs = new EcCodecs(createErasureCodec);
   /** Encoded shard bytes of erasure-coded writes in flight at this primary. */
@@ -397,6 +400,8 @@ export class Osd {
       for (const pg of this.pgs.values()) pg.peering?.abort();
       this.closeStep = 'stray removal';
       await this.strays.close();
+      this.closeStep = 'read repairs';
+      await this.readRepairs.close();
       // No heartbeat may mark the disk up again after it is marked down.
       this.heartbeats.abort();
       this.closeStep = 'heartbeat in flight';

@@ -331,6 +331,35 @@ async function withObjectQuiet<T>(osd: Osd, pg: Pg, name: string, fn: () => Prom
 }
 
 /**
+ * One object, with no write of it in flight: compared on every member once
+ * more, then repaired from what is there now. What it found, each marked
+ * repaired or not.
+ */
+async function compareAndRepair(osd: Osd, pg: Pg, name: string, members: number[], interval: number, deep: boolean, signal: AbortSignal): Promise<Inconsistency[]> {
+  return withObjectQuiet(osd, pg, name, async () => {
+    // A write that failed while this waited made the pg peer again: it settles the object, not this.
+    if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
+    pg.requireActive();
+    const now = new Map<number, MemberMap>();
+    await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep, repair: true, bytesPerSec: 0 }, [name]))));
+    const found = judgeObject(pg, name, members, now, deep);
+    if (pg.ec) await repairEcObject(osd, pg, name, members, found, signal);
+    else await repairObject(osd, pg, name, found, signal);
+    return found;
+  });
+}
+
+/**
+ * Read repair of one object a client read found damaged (src/daemon/read-repairs.ts): a deep
+ * comparison of it on the pg's acting members in the interval `interval`, and the repair of what
+ * differs, as `pg scrub --deep --repair` does for each object it finds.
+ */
+export function repairObjectNow(osd: Osd, pg: Pg, name: string, interval: number, signal: AbortSignal): Promise<Inconsistency[]> {
+  pg.requireActive();
+  return compareAndRepair(osd, pg, name, pg.acting.filter((d) => !pg.backfilling.has(d)), interval, true, signal);
+}
+
+/**
  * Scrubs one pg this daemon is primary of (and repairs it if asked). Records
  * the count of inconsistencies left unrepaired on the pg (pgStats shows
  * "+inconsistent"), and when it was scrubbed.
@@ -381,18 +410,7 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
     for (const name of [...suspects.keys()]) {
       if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
       pg.requireActive();
-      // With no write of it in flight: compared once more, then repaired from what is there now.
-      const bad = await withObjectQuiet(osd, pg, name, async () => {
-        // A write that failed while this waited made the pg peer again: it settles the object, not this.
-        if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
-        pg.requireActive();
-        const now = new Map<number, MemberMap>();
-        await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { ...o, bytesPerSec: 0 }, [name]))));
-        const found = judgeObject(pg, name, members, now, o.deep);
-        if (pg.ec) await repairEcObject(osd, pg, name, members, found, signal);
-        else await repairObject(osd, pg, name, found, signal);
-        return found;
-      });
+      const bad = await compareAndRepair(osd, pg, name, members, interval, o.deep, signal);
       if (bad.length > 0) suspects.set(name, bad);
       else suspects.delete(name);
     }

@@ -181,6 +181,8 @@ export const limits = {
   scrubMapPageObjectsMax: 256,
   /** Inconsistencies one pg scrub reports (the count goes on past it). */
   scrubInconsistenciesReportedMax: 1000,
+  /** Erasure-coded objects a daemon's read repair holds waiting (src/daemon/read-repairs.ts; more are dropped, left to scrub). */
+  readRepairsQueuedMax: 64,
 
   // --- striper (src/client/striper*.ts; docs/striper.md) ---
   /** Largest striped object (S3's object limit). */
