@@ -11,7 +11,7 @@
  * one (clientCpuMsPerOp): on a shared machine throughput follows the others'
  * load, CPU per operation much less.
  *
- * Usage: node dist/bench/cluster.js [--seconds N] [--warmup-seconds N] [--dir DIR] [--cases LIST]
+ * Usage: node dist/bench/cluster.js [--seconds N] [--warmup-seconds N] [--dir DIR] [--cases LIST] [--fresh-buffers]
  *
  * --cases: only these cases, a comma list of POOL-OP[-SIZE] (POOL rep or ec,
  * OP put or get, SIZE 4KiB or 4MiB; no size: both), e.g. `rep-get-4MiB,ec-get-4MiB`.
@@ -21,7 +21,10 @@
  *
  * Gets read each object once, cold (page cache dropped when allowed); a get
  * window that runs out of objects before --seconds writes more (untimed) and
- * runs again (getWindow), so every get figure is of a whole window.
+ * runs again (getWindow), so every get figure is of a whole window. Each get
+ * worker reads into one buffer it reuses (ObjectReadOptions.into, as a
+ * gateway would); --fresh-buffers reads into a new buffer per get instead
+ * (the client's default), and the get results say which (getBuffers).
  *
  * Warm-up: before the measured cases, --warmup-seconds (default 5) of mixed
  * 4 KiB puts and gets at concurrency 32 run on each pool and are not counted,
@@ -41,7 +44,8 @@ import { closedLoop, dropCaches, emit, printHost, resultOf, withUpCluster, type 
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, 'warmup-seconds': { type: 'string' }, dir: { type: 'string' }, cases: { type: 'string' } } });
+const { values: args } = parseArgs({ options: { seconds: { type: 'string' }, 'warmup-seconds': { type: 'string' }, dir: { type: 'string' }, cases: { type: 'string' }, 'fresh-buffers': { type: 'boolean' } } });
+const freshBuffers = args['fresh-buffers'] === true;
 const seconds = Number(args.seconds ?? 3);
 const warmupSeconds = Number(args['warmup-seconds'] ?? 5);
 const caseList = args.cases?.split(',').filter(Boolean) ?? null;
@@ -131,6 +135,8 @@ const GET_FILL_MARGIN = 1.3;
  * and the window runs again, so the figure is of a whole --seconds window.
  */
 async function getWindow(client: TesseraClient, pool: string, label: string, data: Buffer, workers: number, written: Map<string, number>, cluster: UpCluster | undefined): Promise<{ s: LoopStats; cpu: Partial<BenchResult>; cold: boolean }> {
+  // One buffer per concurrent get, reused (taken at its start, given back at its end): at most `workers` of them.
+  const idle: Buffer[] = [];
   for (let attempt = 0; ; attempt++) {
     const count = written.get(label)!;
     const cold = await dropCaches();
@@ -140,8 +146,13 @@ async function getWindow(client: TesseraClient, pool: string, label: string, dat
         ops: count,
         maxSeconds: seconds,
         op: async (i) => {
-          const got = await client.read(pool, `${label}-${i}`);
-          if (got.length !== data.length) throw new Error(`read ${got.length} bytes of ${data.length}`);
+          const into = freshBuffers ? undefined : (idle.pop() ?? Buffer.allocUnsafeSlow(data.length));
+          try {
+            const got = await client.read(pool, `${label}-${i}`, into ? { into } : {});
+            if (got.length !== data.length) throw new Error(`read ${got.length} bytes of ${data.length}`);
+          } finally {
+            if (into) idle.push(into);
+          }
         },
       }),
     );
@@ -190,7 +201,7 @@ export async function runPoolCases(
     }
     for (const workers of gets ? [1, 32] : []) {
       const { s, cpu, cold } = await getWindow(client, pool, label, data, workers, written, cluster);
-      let r = resultOf(`cluster ${pool} get ${label} c=${workers}${cold ? '' : ' (page cache)'}`, s, size, cpu);
+      let r = resultOf(`cluster ${pool} get ${label} c=${workers}${cold ? '' : ' (page cache)'}`, s, size, { ...cpu, getBuffers: freshBuffers ? 'fresh' : 'reused' });
       if (size === 4 * MiB) r = { ...r, baseline: baselines.read.name, baselineValue: baselines.read.bytesPerSec, ratioToBaseline: r.bytesPerSec / baselines.read.bytesPerSec };
       emit(r);
     }

@@ -22,7 +22,9 @@
  *   reply verifies; a wrong one is a payload checksum mismatch at the
  *   receiver (the call fails, no bytes handed out); each piece's release()
  *   runs once, after the socket is done with its bytes;
- * - a call's replyBuffer: a large reply is received into it, and checked.
+ * - a call's replyBuffer: a large reply is received into it, and checked; a
+ *   call that gives up while its reply is landing there closes its connection,
+ *   so nothing lands in the buffer once the call has settled.
  */
 import { randomBytes } from 'node:crypto';
 import { crc32c } from '../native/index.js';
@@ -554,5 +556,42 @@ describe('rpc tcp: streamed payloads on the wire', () => {
     corrupt = true;
     const err = await rejectionOf(client.call(Op.Echo, Buffer.from('big'), [], { replyBuffer }));
     expect(err.message).toMatch(/payload checksum mismatch/);
+  });
+
+  test('a call giving up while its reply lands in its replyBuffer closes the connection: nothing lands there after it settled', async () => {
+    const body = pattern(2 * MiB, 3);
+    let release = (): void => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let streamDone = false;
+    const handler: RpcHandler = async ({ header }) => {
+      if (header.toString() !== 'held') return { header, payload: [] };
+      async function* chunks(): AsyncGenerator<Uint8Array> {
+        try {
+          yield body.subarray(0, MiB);
+          // The second half waits for the test: the client is mid-payload meanwhile.
+          await held;
+          yield body.subarray(MiB);
+        } finally {
+          streamDone = true;
+        }
+      }
+      return { header: new Uint8Array(0), payload: { lengthBytes: body.byteLength, chunks: chunks() } };
+    };
+    const server = await startServer(handler);
+    const client = startClient(server.port);
+    const into = Buffer.alloc(2 * MiB);
+    const abort = new AbortController();
+    const call = rejectionOf(client.call(Op.Echo, Buffer.from('held'), [], { replyBuffer: (n) => into.subarray(0, n), signal: abort.signal }));
+    // Part of the first half has landed in the caller's buffer.
+    await waitFor(() => into[0] === body[0] && into[1] === body[1], 'the reply to start landing in the buffer');
+    abort.abort();
+    expect((await call).code).toBe('Aborted');
+    const snapshot = Buffer.from(into);
+    release();
+    await waitFor(() => streamDone, 'the server to finish (or drop) the stream');
+    // A later call is answered (on a new connection): had the old one lived on, its rest would have landed before this reply.
+    expect((await client.call(Op.Echo, Buffer.from('after'), [])).header.toString()).toBe('after');
+    expect(into.equals(snapshot)).toBe(true);
+    expect(into.subarray(MiB).equals(Buffer.alloc(MiB))).toBe(true);
   });
 });

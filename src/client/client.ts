@@ -26,7 +26,7 @@ import {
 } from '../protocol/osd-messages.js';
 import { decodeObjectPage, decodeOmapPage, decodeOmapValues, decodeXattrs } from '../protocol/store-messages.js';
 import type { RpcClient, RpcReply } from '../rpc/types.js';
-import type { OmapListOptions, OmapPage, ReadOptions, StoreOp } from '../store/types.js';
+import type { OmapListOptions, OmapPage, StoreOp } from '../store/types.js';
 import type { MapService } from '../../cluster/map-service.js';
 import { MapView } from '../../cluster/map-view.js';
 import type { PoolInfo } from '../../cluster/map.js';
@@ -44,10 +44,40 @@ export interface ClientOptions {
   retryBackoffMsMax?: number;
 }
 
+/** An object read's range, and where its bytes land. */
+export interface ObjectReadOptions {
+  offsetBytes?: number;
+  /** Default: to the end of the object. Reads past the end return fewer bytes. */
+  lengthBytes?: number;
+  /**
+   * Memory the caller owns and reuses (e.g. one buffer per worker of a
+   * gateway) instead of a new buffer per read: a read of many MiB into fresh
+   * memory costs the kernel's page faults and zeroing and V8 collections
+   * (external memory). The contract:
+   * - read() resolves with `into.subarray(0, n)`, the n bytes read: a view,
+   *   valid until the caller writes into `into` or reads into it again;
+   * - `into` belongs to the client from the call until the promise settles,
+   *   and only until then: nothing writes into it afterwards (a reply still
+   *   arriving for a retried or abandoned attempt closes its connection);
+   * - a buffer shorter than lengthBytes, or than the bytes the read returns,
+   *   fails InvalidArgument (before anything is sent when lengthBytes says so);
+   * - a read that fails (corrupt reply, lost connection, timeout) may leave
+   *   `into` partly written; only a resolved read presents bytes.
+   */
+  into?: Buffer;
+}
+
 export interface ListPage {
   names: string[];
   /** Present when more may follow. */
   cursor?: string;
+}
+
+/** One attempt of a call at a pg's primary; `signal` aborts when the attempt is abandoned (the primary moved). */
+type Send<T> = (rpc: RpcClient, ref: PgRef, signal: AbortSignal) => Promise<T>;
+
+function tooSmall(into: Buffer, lengthBytes: number): TesseraError {
+  return new TesseraError('InvalidArgument', `read into a buffer of ${into.byteLength} bytes: too small for ${lengthBytes} bytes`);
 }
 
 const RETRYABLE = new Set(['StaleEpoch', 'Busy', 'Unavailable', 'Timeout', 'NoQuorum']);
@@ -98,8 +128,25 @@ export class TesseraClient {
     return this.transact(pool, name, [{ type: 'remove' }]);
   }
 
-  async read(pool: string, name: string, options: ReadOptions = {}): Promise<Buffer> {
-    return (await this.readCall(pool, name, { kind: 'data', options })).payload;
+  async read(pool: string, name: string, options: ObjectReadOptions = {}): Promise<Buffer> {
+    const { into, ...range } = options;
+    if (into === undefined) return (await this.readCall(pool, name, { kind: 'data', options: range })).payload;
+    if (range.lengthBytes !== undefined && range.lengthBytes > into.byteLength) throw tooSmall(into, range.lengthBytes);
+    // Large replies land in `into` straight from the socket (rpc replyBuffer); one too large for it lands elsewhere and is refused.
+    let tooLargeBytes = 0;
+    const replyBuffer = (lengthBytes: number): Buffer => {
+      if (lengthBytes <= into.byteLength) return into.subarray(0, lengthBytes);
+      tooLargeBytes = lengthBytes;
+      return Buffer.allocUnsafe(lengthBytes);
+    };
+    const reply = await this.route(pool, name, (rpc, ref, signal) =>
+      rpc.call(OsdOpcode.read, encodeRead({ ...ref, object: name, kind: 'data', options: range }), [], { timeoutMs: this.timeoutMs, idempotent: true, signal, replyBuffer }),
+    );
+    const payload = reply.payload;
+    if (tooLargeBytes > 0 || payload.byteLength > into.byteLength) throw tooSmall(into, payload.byteLength);
+    // A small reply (or one the transport put elsewhere) is copied in, so the result is always a view of `into`.
+    if (payload.buffer !== into.buffer || payload.byteOffset !== into.byteOffset) payload.copy(into);
+    return into.subarray(0, payload.byteLength);
   }
 
   async stat(pool: string, name: string): Promise<ObjectStatReply> {
@@ -151,20 +198,20 @@ export class TesseraClient {
   }
 
   private readCall(pool: string, name: string, kind: ReadKind): Promise<RpcReply> {
-    return this.route(pool, name, (rpc, ref) => rpc.call(OsdOpcode.read, encodeRead({ ...ref, object: name, ...kind }), [], { timeoutMs: this.timeoutMs, idempotent: true }));
+    return this.route(pool, name, (rpc, ref, signal) => rpc.call(OsdOpcode.read, encodeRead({ ...ref, object: name, ...kind }), [], { timeoutMs: this.timeoutMs, idempotent: true, signal }));
   }
 
   private get timeoutMs(): number {
     return this.options.timeoutMs ?? 30_000;
   }
 
-  private route<T>(pool: string, name: string, send: (rpc: RpcClient, ref: PgRef) => Promise<T>): Promise<T> {
+  private route<T>(pool: string, name: string, send: Send<T>): Promise<T> {
     const info = this.pool(pool);
     return this.routePg(info, objectToPg(info, name), send);
   }
 
   /** Sends to the pg's primary, retrying through map changes, peering and failover until the deadline. */
-  private async routePg<T>(pool: PoolInfo, pg: number, send: (rpc: RpcClient, ref: PgRef) => Promise<T>): Promise<T> {
+  private async routePg<T>(pool: PoolInfo, pg: number, send: Send<T>): Promise<T> {
     const { clock } = this.options.io;
     const deadline = clock.monotonicMs() + this.timeoutMs;
     let backoffMs = this.options.retryBackoffMsMin ?? 20;
@@ -174,7 +221,9 @@ export class TesseraClient {
       let error: unknown;
       if (address) {
         try {
-          return await this.unlessPrimaryMoves(pool, pg, placement.primary, send(this.connections.get(address), { epoch: this.view.epoch, poolId: pool.id, pg }));
+          const rpc = this.connections.get(address);
+          const ref = { epoch: this.view.epoch, poolId: pool.id, pg };
+          return await this.unlessPrimaryMoves(pool, pg, placement.primary, (signal) => send(rpc, ref, signal));
         } catch (err) {
           if (!isTesseraError(err) || !RETRYABLE.has(err.code)) throw err;
           error = err;
@@ -192,21 +241,36 @@ export class TesseraClient {
   }
 
   /**
-   * Settles with `attempt`, or fails StaleEpoch (retried) as soon as a newer
-   * map gives the pg another primary: a request to a daemon that stopped
-   * answering (marked down) moves on instead of waiting for its timeout. A
+   * Settles with the attempt, or fails StaleEpoch (retried) as soon as a
+   * newer map gives the pg another primary: a request to a daemon that
+   * stopped answering (marked down) moves on instead of waiting for its
+   * timeout. The abandoned attempt's rpc is aborted (its signal), so a reply
+   * landing in a read's `into` stops before the next attempt uses it. A
    * write so abandoned keeps its request id: the pg log applies it once.
    */
-  private unlessPrimaryMoves<T>(pool: PoolInfo, pg: number, primary: number, attempt: Promise<T>): Promise<T> {
+  private async unlessPrimaryMoves<T>(pool: PoolInfo, pg: number, primary: number, start: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const abort = new AbortController();
+    let movedError: TesseraError | null = null;
     let unsubscribe = (): void => undefined;
     const moved = new Promise<never>((_resolve, reject) => {
       unsubscribe = this.view.onChange(() => {
         const now = this.view.pg(this.view.pool(pool.id), pg).primary;
-        if (now !== primary) reject(new TesseraError('StaleEpoch', `pg ${pool.id}.${pg}: primary moved from disk ${primary} to ${now} (map epoch ${this.view.epoch})`));
+        if (now === primary || movedError !== null) return;
+        movedError = new TesseraError('StaleEpoch', `pg ${pool.id}.${pg}: primary moved from disk ${primary} to ${now} (map epoch ${this.view.epoch})`);
+        reject(movedError);
+        abort.abort(movedError);
       });
     });
+    const attempt = start(abort.signal);
     attempt.catch(() => undefined);
-    return Promise.race([attempt, moved]).finally(unsubscribe);
+    try {
+      return await Promise.race([attempt, moved]);
+    } catch (err) {
+      // The attempt's own Aborted may win the race: what happened is the move (retried).
+      throw movedError ?? err;
+    } finally {
+      unsubscribe();
+    }
   }
 
   async close(): Promise<void> {

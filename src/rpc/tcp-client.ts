@@ -16,7 +16,9 @@
  * Receiving: the socket reads into buffers the connection's decoder hands
  * out (Network.connect's readInto), so a large reply lands in its own buffer
  * straight from the kernel, without a copy: the one its call brought
- * (RpcCallOptions.replyBuffer), else a new one.
+ * (RpcCallOptions.replyBuffer), else a new one. A call that gives up (timeout,
+ * abort) while its reply is landing in the buffer it brought closes the
+ * connection: once a call has settled nothing writes into its buffer.
  */
 import type { Duplex } from 'node:stream';
 import type { Clock, Io, ReadInto, TimerHandle } from '../io/io.js';
@@ -243,6 +245,13 @@ class ClientConnection {
   private readonly decoder: FrameDecoder;
   private readonly writer: FrameWriter;
   private readonly pending = new Map<number, Call>();
+  /**
+   * The call whose reply the socket is reading into the buffer the call
+   * brought (RpcCallOptions.replyBuffer), until that frame is in: a call
+   * forgotten meanwhile (timeout, abort) closes the connection, since the
+   * kernel's next read already targets that buffer.
+   */
+  private filling: Call | null = null;
   private closed = false;
   private lostCause: unknown = undefined;
   private readonly closedPromise: Promise<void>;
@@ -315,6 +324,8 @@ class ClientConnection {
     this.pending.delete(call.requestId);
     // Its request is half on the wire and nobody wants it any more: the connection cannot go on.
     if (this.writer.isStreaming(call)) this.socket.destroy(new TesseraError('Aborted', 'a call gave up while its payload was being sent'));
+    // Its reply is landing in the buffer it brought, which is its caller's again once it settles: no byte may land there after that.
+    else if (this.filling === call) this.socket.destroy(new TesseraError('Aborted', 'a call gave up while its reply was landing in its buffer'));
   }
 
   takePending(): Call[] {
@@ -334,11 +345,15 @@ class ClientConnection {
   /** The buffer a large reply lands in: its call's, if it brought one (a call no longer waiting gets a new one). */
   private replyBufferFor(frame: { kind: number; requestId: number; payloadBytes: number }): Buffer | null {
     if (frame.kind !== FrameKind.Reply) return null;
-    const replyBuffer = this.pending.get(frame.requestId)?.replyBuffer;
-    return replyBuffer === undefined ? null : replyBuffer(frame.payloadBytes);
+    const call = this.pending.get(frame.requestId);
+    if (call?.replyBuffer === undefined) return null;
+    this.filling = call;
+    return call.replyBuffer(frame.payloadBytes);
   }
 
   private onFrame(frame: FrameDecoder): void {
+    // A frame is in whole: the socket no longer reads into any call's buffer.
+    this.filling = null;
     if (frame.kind === FrameKind.Request) throw new TesseraError('ProtocolError', 'bad frame: a request from the server');
     const call = this.pending.get(frame.requestId);
     // No call: a late reply to a call that timed out or was aborted.

@@ -36,7 +36,10 @@ export interface RpcCallOptions {
    * buffer the caller reuses after it is done with the reply). A transport
    * may not use it (small payloads, the in-process transport): the payload is
    * then another buffer. The buffer belongs to the transport until the call
-   * resolves; a call that fails may leave it partly written.
+   * settles, and only until then: once the call resolved or failed (also by
+   * timeout or abort: over TCP a call giving up while its reply lands in the
+   * buffer closes its connection) nothing writes into it any more. A call
+   * that fails may leave it partly written.
    */
   replyBuffer?: (lengthBytes: number) => Buffer;
 }
