@@ -46,7 +46,7 @@ import { objectToPg } from '../cluster/placement.js';
 import { dataNs, decodeVersionValue, VERSION_XATTR } from '../src/daemon/pg-log.js';
 import type { Eversion } from '../src/protocol/osd-messages.js';
 import { createNetnsLab, netnsSupport, type NetnsLab } from './helpers/netns.js';
-import { startFaultCluster, type FaultCluster } from './helpers/fault-cluster.js';
+import { anomalies, startFaultCluster, type FaultCluster } from './helpers/fault-cluster.js';
 import { ContentModel, type KeyState } from './helpers/fault-model.js';
 import { corruptObjectOnDisk } from './helpers/corrupt.js';
 import { seededRng, testSeed, type Rng } from './helpers/random.js';
@@ -728,11 +728,16 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
     lost: end.lost.length,
     violations: stats.violations.length,
     replicaDivergences: stats.divergences.length,
+    /** Daemon log lines naming a state tolerated but never expected (test/helpers/fault-cluster.ts ANOMALY). */
+    anomalies: anomalies.length,
   };
   console.log(`faults summary: ${JSON.stringify(summary)}`);
   for (const l of end.lost) console.log(`LOST: ${l}\n  history: ${history.get(l.slice(0, l.indexOf(':')))?.slice(-6).join('; ')}`);
   for (const v of stats.violations) console.log(`VIOLATION: ${v}`);
   for (const d of stats.divergences) console.log(`DIVERGENCE: ${d}`);
+  // Not failed on: the product recovers from it (a pg log left with entries below its tail); printed with the
+  // daemon's log before it, to find what leaves such a log (seen once, seed 504923102, 1000-fault run).
+  for (const a of anomalies) console.warn(`ANOMALY (tolerated, unexplained) in ${a}`);
   if (end.lost.length || stats.violations.length || stats.divergences.length) {
     console.log(`replay with TESSERA_SEED=${seed} TESSERA_FAULTS=${FAULTS}${WITH_EC ? '' : ' TESSERA_FAULTS_EC=0'}${process.env.TESSERA_FAULTS_KINDS ? ` TESSERA_FAULTS_KINDS=${process.env.TESSERA_FAULTS_KINDS}` : ''}`);
   }

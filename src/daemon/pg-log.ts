@@ -90,12 +90,29 @@ export class PgLog {
       return new PgLog(poolId, pg, info);
     }
     const log = new PgLog(poolId, pg, info);
+    // Entries at or below the tail are outside the log (what a trim or a replacement should have removed): left
+    // out, loudly, instead of failing every load (a pg whose primary cannot load its log never peers again).
+    // Keys sort by version, so such entries can only come first.
+    const stale: LogEntry[] = [];
     let afterKey: Buffer | undefined;
     for (;;) {
       const page = await store.omapList(meta, { limit: PAGE, ...(afterKey ? { afterKey } : {}) });
-      for (const [, v] of page.entries) log.remember(readEntry(new Reader(v, 'Corrupt', 'pg log entry')));
+      for (const [, v] of page.entries) {
+        const e = readEntry(new Reader(v, 'Corrupt', 'pg log entry'));
+        if (log.entries.length === 0 && e.version <= info.tail.version) stale.push(e);
+        else log.remember(e);
+      }
       if (!page.more || page.entries.length === 0) break;
       afterKey = page.entries[page.entries.length - 1]![0];
+    }
+    if (stale.length > 0) {
+      const first = stale[0]!;
+      const last = stale[stale.length - 1]!;
+      console.error(
+        `pg ${poolId}.${pg}: log: ${stale.length} entries ${first.epoch}'${first.version}..${last.epoch}'${last.version} at or below the tail ` +
+          `${info.tail.epoch}'${info.tail.version} left out (kept: ${log.entries.length}, head ${log.head.epoch}'${log.head.version}; ` +
+          `last started ${info.lastEpochStarted}, acting ${info.lastActing.join(',')}): a log not trimmed or replaced whole`,
+      );
     }
     return log;
   }
