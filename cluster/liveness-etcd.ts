@@ -5,6 +5,7 @@
  *   <prefix>/<clusterId>/liveness/alive/<diskId>   a disk's record, attached to an etcd lease of TTL ttlSeconds
  *   <prefix>/<clusterId>/liveness/out/<diskId>     the judge marked this disk out (a heartbeat marks it in again)
  *   <prefix>/<clusterId>/liveness/leader           the judge: the one map daemon that marks disks down and out
+ *   <prefix>/<clusterId>/liveness/reports/<diskId> a reporter's peer failure reports (cluster/peer-reports.ts), on an etcd lease of the report TTL
  *
  * - Refresh (every heartbeat, by whichever map daemon received it), after
  *   the heartbeat was received:
@@ -60,6 +61,16 @@
  *   close() revokes the judge's lease so another map daemon takes over at
  *   once; after kill -9 it takes over within ttlSeconds.
  *
+ * - Peer failure reports: whichever map daemon receives a reporter's set
+ *   stores it under the reporter's key (JSON {epoch, targets}) on a fresh
+ *   etcd lease whose TTL is the report's (rounded up to whole seconds), or
+ *   deletes the key for an empty set; every map daemon reads them all at
+ *   each check. They only decide whether a disk's heartbeats are refused
+ *   (its record then not refreshed); a mark down still needs its record
+ *   absent, so they change nothing in the lease argument above. Reports
+ *   exist only while disks are reported: a grant and a put per reporter and
+ *   heartbeat interval then, nothing otherwise.
+ *
  * Bounds: a refresh makes at most refreshAttemptsMax rounds (a keepalive or
  * a grant, then a transaction; repeated when etcd's leader changed between
  * the two); the leases remembered are one per disk
@@ -71,6 +82,8 @@ import { castGrpcError } from 'etcd3';
 import { TesseraError, notFound } from '../src/lib/errors.js';
 import type { EtcdAttempt, EtcdClient } from './etcd-client.js';
 import type { LivenessRecords } from './liveness.js';
+import type { PeerReport } from './peer-reports.js';
+import { limits } from '../src/lib/limits.js';
 import type { MapEdit } from './map-service.js';
 import { isGuardFailure, type EtcdMapStore } from './map-store-etcd.js';
 import type { ClusterMap } from './map.js';
@@ -122,6 +135,7 @@ export class EtcdLivenessRecords implements LivenessRecords {
 
   private aliveKey = (diskId: number): string => `${this.base}/alive/${diskId}`;
   private outKey = (diskId: number): string => `${this.base}/out/${diskId}`;
+  private reportKey = (diskId: number): string => `${this.base}/reports/${diskId}`;
 
   async refresh(diskId: number, signal?: AbortSignal): Promise<number> {
     const { client, store, ttlSeconds } = this.o;
@@ -240,6 +254,34 @@ export class EtcdLivenessRecords implements LivenessRecords {
     return false;
   }
 
+  async putReports(report: PeerReport, ttlMs: number, signal?: AbortSignal): Promise<void> {
+    const { client } = this.o;
+    const { etcd } = client;
+    const key = this.reportKey(report.reporter);
+    if (report.targets.length === 0) {
+      await client.run(`liveness: reports of disk ${report.reporter} withdrawn`, signal, (call) => etcd.delete().key(key).options(call).exec());
+      return;
+    }
+    // A fresh lease per refresh: the previous one expires by itself (reports exist only while peers are unreachable).
+    const grant = await client.run(`liveness: lease for the reports of disk ${report.reporter}`, signal, (call) => etcd.leaseClient.leaseGrant({ TTL: Math.max(1, Math.ceil(ttlMs / 1000)) }, call));
+    const value = JSON.stringify({ epoch: report.epoch, targets: report.targets });
+    await client.run(`liveness: reports of disk ${report.reporter}`, signal, (call) => etcd.put(key).value(value).lease(grant.ID).options(call).exec());
+  }
+
+  async reports(signal?: AbortSignal): Promise<Array<{ reporter: number; epoch: number; targets: number[] }>> {
+    const { client } = this.o;
+    const prefix = `${this.base}/reports/`;
+    const all = await client.run('liveness: peer reports', signal, (call) => client.etcd.getAll().prefix(prefix).options(call).strings());
+    const out: Array<{ reporter: number; epoch: number; targets: number[] }> = [];
+    for (const [key, value] of Object.entries(all)) {
+      const reporter = Number(key.slice(prefix.length));
+      const parsed = parseReports(value);
+      // Written only by map daemons; anything else is skipped rather than trusted.
+      if (Number.isSafeInteger(reporter) && parsed !== null) out.push({ reporter, ...parsed });
+    }
+    return out;
+  }
+
   async markedOut(diskId: number, signal?: AbortSignal): Promise<boolean> {
     const { client } = this.o;
     const res = await client.run('liveness: marked out?', signal, (call) => client.etcd.get(this.outKey(diskId)).options(call).exec());
@@ -301,5 +343,18 @@ async function keepAliveAnswer(client: EtcdClient, leaseId: string, call: EtcdAt
     return { alive: Number(res.TTL) > 0, raftTerm: String(res.header?.raft_term ?? '') };
   } finally {
     stream.end();
+  }
+}
+
+/** A stored report value, or null when it is not one (at most limits.peerReportTargetsMax disk ids). */
+function parseReports(value: string): { epoch: number; targets: number[] } | null {
+  try {
+    const doc = JSON.parse(value) as { epoch?: unknown; targets?: unknown };
+    const { epoch, targets } = doc;
+    if (!Number.isSafeInteger(epoch) || !Array.isArray(targets) || targets.length > limits.peerReportTargetsMax) return null;
+    if (!targets.every((t) => Number.isSafeInteger(t) && (t as number) >= 0)) return null;
+    return { epoch: epoch as number, targets: targets as number[] };
+  } catch {
+    return null;
   }
 }

@@ -4,6 +4,12 @@
  * records each disk's space state (near full, full) from the figures the
  * heartbeats carry. Runs in the map daemon beside the map server (opcode 130).
  *
+ * - Peer reports (cluster/peer-reports.ts, opcode 131): a disk reported
+ *   unreachable by peers of minDownReporters other hosts is refused at its
+ *   heartbeats (Fenced): no lease, no receipt recorded, no record refreshed,
+ *   no mark up. The ordinary grace then marks it down, after its last lease
+ *   ended; the argument below needs nothing more. With shared records the
+ *   reports are stored in etcd and every monitor reloads them at each check.
  * - A heartbeat from a disk marked down marks it up again (whoever marked it
  *   down: this monitor, `tessera up` when the process exited, an operator),
  *   and in again if this monitor had marked it out.
@@ -74,7 +80,8 @@
  *   mark.
  *
  * Bounds: the maps kept are one (the latest, from a watch); lastSeen holds one
- * entry per disk of the map.
+ * entry per disk of the map; peer reports one entry per reporting disk of the
+ * map (cluster/peer-reports.ts).
  */
 import type { Io, TimerHandle } from '../src/io/io.js';
 import { Reader, Writer } from '../src/lib/codec.js';
@@ -84,6 +91,7 @@ import type { RpcClient, RpcHandler } from '../src/rpc/types.js';
 import { setDiskSpace, setDiskState } from './map-edit.js';
 import type { MapEdit, MapService } from './map-service.js';
 import type { ClusterMap, DiskSpaceState } from './map.js';
+import { accusations, decodePeerReport, encodePeerSettings, PeerReportOpcode, PeerReports, type PeerReport, type PeerSettings } from './peer-reports.js';
 
 export const LivenessOpcode = { heartbeat: 130 } as const;
 
@@ -129,6 +137,10 @@ export interface LivenessRecords {
   markedOut(diskId: number, signal?: AbortSignal): Promise<boolean>;
   /** The judge's change: stored only while it leads and none of `silent` has a record (else null); `out` recorded as marked out by it. */
   judge(edit: MapEdit, o: { silent: readonly number[]; out: readonly number[]; signal?: AbortSignal }): Promise<ClusterMap | null>;
+  /** Stores a reporter's peer reports (cluster/peer-reports.ts) for every map daemon; an empty set removes them. They lapse after ttlMs. */
+  putReports?(report: PeerReport, ttlMs: number, signal?: AbortSignal): Promise<void>;
+  /** Every reporter's peer reports stored now. */
+  reports?(signal?: AbortSignal): Promise<Array<{ reporter: number; epoch: number; targets: number[] }>>;
   /** A heartbeat's change (up, in, space); `back` are no longer marked out. */
   change(edit: MapEdit, o: { back: readonly number[]; signal?: AbortSignal }): Promise<ClusterMap>;
   close(): Promise<void>;
@@ -149,6 +161,13 @@ export interface LivenessOptions {
   /** used / total at which a disk is near full, and full. Defaults limits.diskNearFullRatioDefault, diskFullRatioDefault. */
   nearFullRatio?: number;
   fullRatio?: number;
+  /**
+   * Heartbeats between pg peers (cluster/peer-reports.ts): a peer silent this long is reported by the daemons that
+   * ping it. Default downGraceMs; at least two heartbeat intervals.
+   */
+  peerGraceMs?: number;
+  /** Distinct hosts whose reports make a disk lose its lease and be marked down. Default limits.minDownReportersDefault (2). */
+  minDownReporters?: number;
 }
 
 export interface ResolvedLiveness {
@@ -158,6 +177,8 @@ export interface ResolvedLiveness {
   leaseMs: number;
   nearFullRatio: number;
   fullRatio: number;
+  peerGraceMs: number;
+  minDownReporters: number;
 }
 
 export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
@@ -175,7 +196,11 @@ export function resolveLiveness(o: LivenessOptions = {}): ResolvedLiveness {
     throw invalid(`liveness: heartbeatIntervalMs ${heartbeatIntervalMs} must be in [${limits.heartbeatIntervalMsMin}, ${limits.heartbeatIntervalMsMax}] and at most half of leaseMs ${leaseMs} (downGraceMs ${downGraceMs})`);
   }
   if (!(nearFullRatio > 0 && nearFullRatio <= fullRatio && fullRatio <= 1)) throw invalid(`liveness: need 0 < nearFullRatio (${nearFullRatio}) <= fullRatio (${fullRatio}) <= 1`);
-  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, leaseMs, nearFullRatio, fullRatio };
+  const peerGraceMs = o.peerGraceMs ?? downGraceMs;
+  const minDownReporters = o.minDownReporters ?? limits.minDownReportersDefault;
+  if (!(Number.isSafeInteger(peerGraceMs) && peerGraceMs >= 2 * heartbeatIntervalMs)) throw invalid(`liveness: peerGraceMs ${peerGraceMs} must be at least two heartbeat intervals (${heartbeatIntervalMs} ms): peers are pinged once per interval`);
+  if (!(Number.isSafeInteger(minDownReporters) && minDownReporters >= 1)) throw invalid(`liveness: minDownReporters ${minDownReporters} must be a whole number >= 1`);
+  return { downGraceMs, outIntervalMs, heartbeatIntervalMs, leaseMs, nearFullRatio, fullRatio, peerGraceMs, minDownReporters };
 }
 
 export function spaceState(usedBytes: number, totalBytes: number, o: Pick<ResolvedLiveness, 'nearFullRatio' | 'fullRatio'>): DiskSpaceState | undefined {
@@ -189,6 +214,8 @@ export function spaceState(usedBytes: number, totalBytes: number, o: Pick<Resolv
 export class LivenessMonitor {
   readonly options: ResolvedLiveness;
   readonly handler: RpcHandler;
+  /** Peer failure reports (opcode 131, cluster/peer-reports.ts). */
+  readonly reportHandler: RpcHandler;
   private latest: ClusterMap | null = null;
   private readonly lastSeenMs = new Map<number, number>();
   private readonly downSinceMs = new Map<number, number>();
@@ -199,6 +226,12 @@ export class LivenessMonitor {
   /** Disks this monitor marked out: a heartbeat marks them in again (without shared records). */
   private readonly markedOut = new Set<number>();
   private readonly startedMs: number;
+  /** Failure reports between peers (cluster/peer-reports.ts); with shared records, reloaded from them at every check. */
+  private readonly peerReports = new PeerReports();
+  /** Per disk, the map epoch at which this monitor saw it come up (a report made before counts no more). */
+  private readonly upFromEpoch = new Map<number, number>();
+  /** Disks accused by their peers now (refused leases), with who accuses them (for the log). */
+  private readonly accused = new Map<number, string>();
   private readonly subscription = new AbortController();
   private readonly records: LivenessRecords | null;
   private timer: TimerHandle | null = null;
@@ -217,6 +250,10 @@ export class LivenessMonitor {
     this.records = records ?? null;
     this.startedMs = io.clock.monotonicMs();
     this.handler = (request) => this.handle(request.op, request.header);
+    this.reportHandler = async (request) => {
+      if (request.op !== PeerReportOpcode.report) throw new TesseraError('NotSupported', `unknown peer report operation ${request.op}`);
+      return { header: encodePeerSettings(await this.peerReport(decodePeerReport(request.header))) };
+    };
     service.watch(0, (map) => this.observe(map), this.subscription.signal, { onError: () => undefined });
     this.schedule();
   }
@@ -233,6 +270,9 @@ export class LivenessMonitor {
   /** Records a heartbeat; marks the disk up (and in, if the failure detector marked it out) and its space state. */
   async heartbeat(report: HeartbeatReport): Promise<HeartbeatReply> {
     if (this.closed) throw new TesseraError('Closed', 'liveness monitor is closing');
+    // Accused by its peers: no lease, no record refreshed, no receipt recorded, no mark up. So it is marked down once
+    // downGraceMs passed since the last heartbeat that was granted one (the lease argument above is unchanged).
+    this.refuseAccused(report.diskId);
     // Shared records: the record first, then the epoch read after it (the lease argument in the module comment).
     const refreshedEpoch = this.records ? await this.records.refresh(report.diskId) : 0;
     const now = this.io.clock.monotonicMs();
@@ -258,6 +298,57 @@ export class LivenessMonitor {
     return { heartbeatIntervalMs: this.options.heartbeatIntervalMs, epoch: Math.max(map.epoch, refreshedEpoch), leaseMs: this.options.leaseMs };
   }
 
+  /** A reporter's peer reports (its whole set, replacing the previous one); answers the settings reporters use. */
+  async peerReport(report: PeerReport): Promise<PeerSettings> {
+    if (this.closed) throw new TesseraError('Closed', 'liveness monitor is closing');
+    const map = this.latest ?? (await this.service.current());
+    const from = map.disks.find((d) => d.id === report.reporter);
+    if (!from) throw new TesseraError('NotFound', `disk ${report.reporter} is not in the map`);
+    const ttlMs = this.reportTtlMs;
+    // Shared: stored for every map daemon before this one acts on it (a failure leaves the reporter to send it again).
+    await this.records?.putReports?.(report, ttlMs);
+    const { added, withdrawn } = this.peerReports.set(report.reporter, report.epoch, report.targets, this.io.clock.monotonicMs() + ttlMs);
+    for (const t of added) console.error(`liveness: disk ${report.reporter} (${from.host}) reports disk ${t} unreachable (no ping answered for ${this.options.peerGraceMs} ms; its epoch ${report.epoch})`);
+    for (const t of withdrawn) console.error(`liveness: disk ${report.reporter} withdrew its report of disk ${t} (it answers again)`);
+    this.review(map);
+    return { peerGraceMs: this.options.peerGraceMs, pingIntervalMs: this.options.heartbeatIntervalMs };
+  }
+
+  /** How long a report counts after its last refresh. */
+  private get reportTtlMs(): number {
+    return limits.peerReportTtlIntervals * this.options.heartbeatIntervalMs;
+  }
+
+  /** Fenced (no lease) while enough peers on other hosts report the disk unreachable (as of the last review). */
+  private refuseAccused(diskId: number): void {
+    const by = this.accused.get(diskId);
+    if (by === undefined) return;
+    throw new TesseraError('Fenced', `reported unreachable by ${by}: no primary lease until they reach it again; it is marked down once its last lease has ended`);
+  }
+
+  /**
+   * Decides which disks are accused from the reports held now (at every report and every check; cluster/peer-reports.ts
+   * `accusations`), and logs those that became so (their leases stop) and those no longer so.
+   */
+  private review(map: ClusterMap): void {
+    const now = accusations({ map, reports: this.peerReports.reports, nowMs: this.io.clock.monotonicMs(), minDownReporters: this.options.minDownReporters, upFromEpoch: (id) => this.upFromEpoch.get(id) ?? 0 });
+    for (const [target, a] of now) {
+      const by = `disks ${a.reporters.join(',')} (hosts ${a.hosts.join(',')})`;
+      if (!this.accused.has(target)) console.error(`liveness: disk ${target} reported unreachable by ${by}: its heartbeats get no lease from now on, and it is marked down once its last lease has ended`);
+      this.accused.set(target, by);
+    }
+    for (const target of [...this.accused.keys()]) {
+      if (now.has(target)) continue;
+      console.error(`liveness: disk ${target} no longer reported unreachable by ${this.options.minDownReporters} hosts (reports withdrawn or lapsed): its heartbeats get leases again`);
+      this.accused.delete(target);
+    }
+  }
+
+  /** Disks accused by their peers now, with who accuses them (`tessera status` could show them; logged on change). */
+  accusedDisks(): ReadonlyMap<number, string> {
+    return this.accused;
+  }
+
   private observe(map: ClusterMap): void {
     const previous = this.latest;
     if (previous !== null && map.epoch <= previous.epoch) return;
@@ -272,7 +363,10 @@ export class LivenessMonitor {
       this.downSinceMs.delete(d.id);
       this.seenUp.add(d.id);
       // Marked up (by its daemon at start, or an operator): its grace starts now, not when this monitor started.
-      if (previous !== null && previous.disks.find((x) => x.id === d.id)?.up !== true) this.lastSeenMs.set(d.id, Math.max(now, this.lastSeenMs.get(d.id) ?? 0));
+      if (previous !== null && previous.disks.find((x) => x.id === d.id)?.up !== true) {
+        this.lastSeenMs.set(d.id, Math.max(now, this.lastSeenMs.get(d.id) ?? 0));
+        this.upFromEpoch.set(d.id, map.epoch);
+      }
     }
   }
 
@@ -304,6 +398,20 @@ export class LivenessMonitor {
     return { judge: await this.records.lead(), present };
   }
 
+  /** Drops lapsed peer reports; with shared records, takes every map daemon's reports as stored now. */
+  private async reloadReports(now: number): Promise<void> {
+    if (this.records?.reports) {
+      const stored = await this.records.reports();
+      const seen = new Set<number>();
+      for (const r of stored) {
+        seen.add(r.reporter);
+        this.peerReports.set(r.reporter, r.epoch, r.targets, now + this.reportTtlMs);
+      }
+      for (const reporter of [...this.peerReports.reports.keys()]) if (!seen.has(reporter)) this.peerReports.set(reporter, 0, [], 0);
+    }
+    for (const reporter of this.peerReports.expire(now)) console.error(`liveness: the reports of disk ${reporter} lapsed (not refreshed for ${this.reportTtlMs} ms)`);
+  }
+
   /** Marks silent disks down and long-down disks out, in one map change. */
   private async check(): Promise<void> {
     if (this.latest === null || this.closed) return;
@@ -318,7 +426,9 @@ export class LivenessMonitor {
       return;
     }
     const { judge, present } = await this.readRecords(now);
+    await this.reloadReports(now);
     const map = this.latest;
+    this.review(map);
     if (!judge || this.closed) return;
     const silent = (id: number): boolean => !present?.has(id) && now - (this.lastSeenMs.get(id) ?? this.startedMs) > downGraceMs;
     const toDown: number[] = [];
@@ -349,7 +459,10 @@ export class LivenessMonitor {
     // A record came back (a heartbeat), or this monitor is no longer the judge: the next check decides again.
     if (next === null) return;
     for (const id of toDown) {
-      if (!next.disks.find((d) => d.id === id)?.up) console.error(`liveness: disk ${id} marked down (no heartbeat for ${downGraceMs} ms), epoch ${next.epoch}`);
+      if (next.disks.find((d) => d.id === id)?.up) continue;
+      const by = this.accused.get(id);
+      if (by !== undefined) console.error(`liveness: disk ${id} marked down: reported unreachable by ${by}, and its last lease has ended (no heartbeat granted one for ${downGraceMs} ms), epoch ${next.epoch}`);
+      else console.error(`liveness: disk ${id} marked down (no heartbeat for ${downGraceMs} ms), epoch ${next.epoch}`);
     }
     for (const id of toOut) {
       if (next.disks.find((d) => d.id === id)?.in === false) {

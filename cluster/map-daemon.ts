@@ -6,7 +6,8 @@
  * serve the same cluster at once; one EtcdClient shared by both, closed
  * last). `tessera up` runs it in its own process; tests run it in theirs.
  * It also runs failure detection (cluster/liveness.ts: heartbeats, opcode
- * 130; disks marked down, out, near full and full).
+ * 130; peer failure reports, opcode 131, cluster/peer-reports.ts; disks
+ * marked down, out, near full and full).
  * Daemons and clients reach it with connectMapService(), which takes several
  * addresses (map daemons on one etcd) and fails over between them.
  */
@@ -29,6 +30,7 @@ import type { ClusterMap } from './map.js';
 import { EmbeddedPgHistory, PgHistoryClient, pgHistoryHandler, PgHistoryOpcode, type PgHistory } from './pg-history.js';
 import { EtcdPgHistory } from './pg-history-etcd.js';
 import { LivenessClient, LivenessMonitor, LivenessOpcode, resolveLiveness, type LivenessOptions, type LivenessReporter } from './liveness.js';
+import { PeerReportClient, PeerReportOpcode, type PeerReporter } from './peer-reports.js';
 
 export interface MapDaemon {
   port: number;
@@ -130,6 +132,7 @@ export async function startMapDaemon(options: {
         if (request.op >= mapOpcodeMin && request.op <= mapOpcodeMax) return mapServer.handler(request);
         if (request.op === PgHistoryOpcode.get || request.op === PgHistoryOpcode.put) return historyHandler(request);
         if (request.op === LivenessOpcode.heartbeat) return liveness.handler(request);
+        if (request.op === PeerReportOpcode.report) return liveness.reportHandler(request);
         throw new TesseraError('NotSupported', `unknown operation ${request.op}`);
       },
     });
@@ -159,6 +162,8 @@ export interface MapConnection {
   history: PgHistory;
   /** Where a storage daemon sends its heartbeats. */
   liveness: LivenessReporter;
+  /** Where a storage daemon reports the peers it cannot reach (cluster/peer-reports.ts). */
+  peerReports: PeerReporter;
   rpc: RpcClient;
   close(): Promise<void>;
 }
@@ -180,6 +185,7 @@ export function connectMapService(io: Io, address: string, o: { onSwitch?: (from
     service,
     history: new PgHistoryClient(rpc),
     liveness: new LivenessClient(rpc, undefined, addresses.length),
+    peerReports: new PeerReportClient(rpc),
     rpc,
     async close() {
       await service.close();

@@ -43,7 +43,8 @@ import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, test } from 'vitest';
-import { connectMapService, type MapConnection } from '../cluster/map-daemon.js';
+import { connectMapService, startMapDaemon, type MapConnection } from '../cluster/map-daemon.js';
+import { isTesseraError } from '../src/lib/errors.js';
 import { addDisk, addHost, addRack, addSite, createPool, initialMap } from '../cluster/map-edit.js';
 import { EtcdClient } from '../cluster/etcd-client.js';
 import { EtcdMapStore } from '../cluster/map-store-etcd.js';
@@ -318,6 +319,62 @@ describe.skipIf(skip)('liveness records and the judge on etcd', () => {
     // y resigns (close revokes its lease): x takes over at once.
     await y.records.close();
     expect(await x.records.lead()).toBe(true);
+  }, 120_000);
+
+  test('peer reports given to one map daemon refuse the reported disk its lease at another; the judge marks it down once its record expired; withdrawn, it comes back', async () => {
+    etcd ??= await startEtcdCluster({ size: 1 });
+    const clusterId = 'peer-reports';
+    const liveness = { downGraceMs: 2000, outIntervalMs: 600_000, heartbeatIntervalMs: 250, peerGraceMs: 1000 };
+    const etcdOptions = { endpoints: etcd.endpoints, clusterId };
+    const a = await startMapDaemon({ io, etcd: etcdOptions, host: '127.0.0.1', port: 0, create: { ...clusterMap(), clusterId }, liveness });
+    closers.push(() => a.close());
+    const b = await startMapDaemon({ io, etcd: etcdOptions, host: '127.0.0.1', port: 0, liveness });
+    closers.push(() => b.close());
+    const toA = connectMapService(io, `127.0.0.1:${a.port}`);
+    closers.push(() => toA.close());
+    const toB = connectMapService(io, `127.0.0.1:${b.port}`);
+    closers.push(() => toB.close());
+    // Every disk heartbeats map daemon a; refusals (Fenced) are kept.
+    const refused: string[] = [];
+    let beating = true;
+    const beats = (async () => {
+      while (beating) {
+        await Promise.all([0, 1, 2, 3].map(async (diskId) => {
+          try {
+            await toA.liveness.heartbeat({ diskId, epoch: 1, usedBytes: 1, totalBytes: 100 });
+          } catch (err) {
+            if (!isTesseraError(err, 'Fenced')) throw err;
+            refused.push(`${diskId}: ${err.message}`);
+          }
+        }));
+        await sleep(100);
+      }
+    })();
+    closers.push(async () => ((beating = false), await beats));
+    const up = async (diskId: number): Promise<boolean> => (await toB.service.current()).disks.find((d) => d.id === diskId)?.up === true;
+    await waitFor('every disk up', 20_000, async () => ((await Promise.all([0, 1, 2, 3].map(up))).every(Boolean) ? true : undefined));
+    // Disks 1 and 2 (hosts 1, 2) report disk 0 through map daemon b, refreshing every interval.
+    let reporting = true;
+    const reports = (async () => {
+      while (reporting) {
+        const epoch = (await toB.service.current()).epoch;
+        for (const reporter of [1, 2]) await toB.peerReports.report({ reporter, epoch, targets: [0] });
+        await sleep(250);
+      }
+    })();
+    closers.push(async () => ((reporting = false), await reports));
+    await waitFor('disk 0 marked down', 20_000, async () => (!(await up(0)) ? true : undefined), 50);
+    expect(refused.length).toBeGreaterThan(0);
+    expect(refused.every((r) => /^0: reported unreachable by disks 1,2 \(hosts host1,host2\)/.test(r)), refused[0]).toBe(true);
+    // Kept down while the reports stand, though it heartbeats every 100 ms.
+    await sleep(2000);
+    expect(await up(0)).toBe(false);
+    expect([1, 2, 3].every((id) => refused.every((r) => !r.startsWith(`${id}:`)))).toBe(true);
+    // Withdrawn (through b): its heartbeats to a mark it up again.
+    reporting = false;
+    await reports;
+    for (const reporter of [1, 2]) await toB.peerReports.report({ reporter, epoch: (await toB.service.current()).epoch, targets: [] });
+    await waitFor('disk 0 marked up again', 20_000, async () => ((await up(0)) ? true : undefined), 50);
   }, 120_000);
 
   test('every map daemon of a cluster judges with the same settings: one started with others refuses to start', async () => {

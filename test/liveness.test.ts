@@ -105,7 +105,7 @@ it('with several map daemons a heartbeat times out, and the next goes to another
 });
 
 it('validates its options', () => {
-  expect(resolveLiveness()).toEqual({ downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5_000, leaseMs: 10_000, nearFullRatio: 0.85, fullRatio: 0.95 });
+  expect(resolveLiveness()).toEqual({ downGraceMs: 20_000, outIntervalMs: 600_000, heartbeatIntervalMs: 5_000, leaseMs: 10_000, nearFullRatio: 0.85, fullRatio: 0.95, peerGraceMs: 20_000, minDownReporters: 2 });
   expect(() => resolveLiveness({ downGraceMs: 100, heartbeatIntervalMs: 80 })).toThrow(/at most half/);
   // A lease must end before the disk can be marked down, and outlast two heartbeat intervals.
   expect(() => resolveLiveness({ downGraceMs: 1000, leaseMs: 800 })).toThrow(/leaseMs 800/);

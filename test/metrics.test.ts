@@ -121,7 +121,10 @@ it('daemons count client ops, bytes and latency; report pgs by state, disk space
     expect(sum(own, 'tessera_osd_pg_members')).toBe(8); // 3 copies on 3 disks: every disk holds every pg
     expect(sum(own, 'tessera_osd_lease_held'), 'the primary lease holds (heartbeats answered)').toBe(1);
     expect(own.some((s) => s.name === 'tessera_osd_lease_refusals_total')).toBe(true);
+    expect(sum(own, 'tessera_osd_peers_reported'), 'no peer reported unreachable').toBe(0);
   }
+  // Every disk shares pgs with the other two: it pings them (from its first ping round, an interval after start).
+  await expect.poll(async () => sum(await scrapeDaemons(), 'tessera_osd_peers_pinged'), { timeout: 30_000, interval: 500 }).toBe(6);
   const epoch = (await conn!.service.current()).epoch;
   for (const s of before.filter((x) => x.name === 'tessera_map_epoch')) expect(s.value).toBe(epoch);
 

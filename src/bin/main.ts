@@ -28,6 +28,7 @@ const usage = `usage: tessera <command> [options]
 commands:
   up      [--data DIR] [--hosts N] [--disks-per-host N] [--base-port PORT] [--map-port PORT] [--s3-port PORT] [--pgs N] [--etcd URL[,URL...] [--map-daemons N]] [--metrics-port-offset N]
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
+          [--peer-grace-ms MS] [--min-down-reporters N]
           [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N]
           [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
@@ -37,10 +38,14 @@ commands:
           a disk silent for
           --down-grace-ms (20000) is marked down, one down for --out-interval-ms (600000) out;
           a primary serves clients for --lease-ms (half the grace) after each answered heartbeat;
+          a disk its peers (daemons sharing pgs with it) cannot ping for --peer-grace-ms (the down
+          grace), reported by disks of --min-down-reporters (2) other hosts, gets no more leases
+          and is marked down once its last lease has ended;
           writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85);
           the recovery and scrub flags are passed to every daemon (see daemon below)
   mapd    --etcd URL[,URL...] --cluster-id ID --listen HOST:PORT
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R]
+          [--peer-grace-ms MS] [--min-down-reporters N]
           serve the map of a cluster kept in etcd (made by up --etcd); run several: daemons and
           clients given --map A,B,... fail over between them, and one of them at a time (elected
           in etcd) marks silent disks down and out
@@ -198,6 +203,8 @@ const livenessFlagOptions = {
   'lease-ms': { type: 'string' },
   'near-full-ratio': { type: 'string' },
   'full-ratio': { type: 'string' },
+  'peer-grace-ms': { type: 'string' },
+  'min-down-reporters': { type: 'string' },
 } as const;
 
 /** The map daemon's failure detection flags (up, mapd). */
@@ -214,6 +221,8 @@ function livenessFlags(values: Partial<Record<keyof typeof livenessFlagOptions, 
     ...(values['lease-ms'] !== undefined ? { leaseMs: intOption(values['lease-ms'], 'lease-ms') } : {}),
     ...(values['near-full-ratio'] !== undefined ? { nearFullRatio: ratio(values['near-full-ratio'], 'near-full-ratio')! } : {}),
     ...(values['full-ratio'] !== undefined ? { fullRatio: ratio(values['full-ratio'], 'full-ratio')! } : {}),
+    ...(values['peer-grace-ms'] !== undefined ? { peerGraceMs: intOption(values['peer-grace-ms'], 'peer-grace-ms') } : {}),
+    ...(values['min-down-reporters'] !== undefined ? { minDownReporters: intOption(values['min-down-reporters'], 'min-down-reporters') } : {}),
   };
 }
 

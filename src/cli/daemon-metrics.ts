@@ -47,6 +47,7 @@ export function daemonMetricsEndpoint(): DaemonMetricsEndpoint {
           };
         },
         lease: () => ({ held: osd.lease.holds(), lapses: osd.lease.lapses, refusals: osd.lease.refusals }),
+        peers: () => osd.peerHeartbeats?.snapshot() ?? { peers: 0, reported: 0, pingsFailed: 0, reportsSent: 0 },
         commit: () => osd.store.commitStats(),
       });
       try {

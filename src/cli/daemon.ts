@@ -92,6 +92,7 @@ export async function runDaemon(o: DaemonCommandOptions): Promise<number> {
         pgHistory: conn.history,
         onClientOp: metrics.onClientOp,
         liveness: conn.liveness,
+        peerReports: conn.peerReports,
         ...(o.recovery ? { recovery: o.recovery } : {}),
         ...(o.capacityBytes !== undefined ? { store: { space: { capacityBytes: o.capacityBytes } } } : {}),
       });

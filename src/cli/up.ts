@@ -241,6 +241,8 @@ function livenessArgs(l: LivenessOptions | undefined): string[] {
     ['--lease-ms', l?.leaseMs],
     ['--near-full-ratio', l?.nearFullRatio],
     ['--full-ratio', l?.fullRatio],
+    ['--peer-grace-ms', l?.peerGraceMs],
+    ['--min-down-reporters', l?.minDownReporters],
   ];
   return flags.flatMap(([flag, v]) => (v === undefined ? [] : [flag, String(v)]));
 }

@@ -32,6 +32,11 @@
  * (heartbeatTimeoutMs below): which map daemon answers does not matter to the
  * lease argument (cluster/liveness.ts).
  *
+ * A disk its peers report unreachable (cluster/peer-reports.ts) has its
+ * heartbeats refused (`Fenced`, logged as a failed heartbeat naming the
+ * reporters): its lease runs out like a cut-off primary's, and it is marked
+ * down only after that.
+ *
  * The hot path is one monotonic clock read and a compare (`check`).
  */
 import type { Clock, Io } from '../io/io.js';

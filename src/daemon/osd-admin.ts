@@ -8,15 +8,18 @@
  * process turns the samples into Prometheus series: src/cli/daemon-metrics.ts).
  * Both wrap the daemon's cluster handler (src/daemon/osd-service.ts), as
  * does pgClean (another disk asks whether a pg is clean before it removes its
- * stray copy: src/daemon/stray-cleanup.ts).
+ * stray copy: src/daemon/stray-cleanup.ts) and the ping of peer heartbeats
+ * (answered at once: src/daemon/peer-heartbeats.ts).
  */
 import type { Clock } from '../io/io.js';
 import { limits } from '../lib/limits.js';
 import {
   decodePgCleanRequest,
   decodePgInconsistentRequest,
+  decodePing,
   encodeControl,
   encodePgStats,
+  encodePing,
   OsdOpcode,
   type PgInconsistentReply,
   type PgInconsistentReport,
@@ -128,6 +131,11 @@ function observeClientOps(handler: RpcHandler, clock: Clock, observe: (sample: C
 export function withAdmin(osd: Osd, handler: RpcHandler, onClientOp?: (sample: ClientOpSample) => void): RpcHandler {
   const observed = onClientOp ? observeClientOps(handler, osd.io.clock, onClientOp) : handler;
   return async (request) => {
+    // A peer's ping (src/daemon/peer-heartbeats.ts): answered at once, whatever the pgs, the lease or the epoch.
+    if (request.op === OsdOpcode.ping) {
+      decodePing(request.header);
+      return { header: encodePing({ diskId: osd.diskId, epoch: osd.view.epoch }) };
+    }
     if (request.op === OsdOpcode.pgStats) return { header: encodePgStats(pgStats(osd)) };
     if (request.op === OsdOpcode.pgInconsistent) return { header: encodeControl(pgInconsistent(osd, decodePgInconsistentRequest(request.header))) };
     // Another disk asks before it removes its stray copy of the pg (src/daemon/stray-cleanup.ts).

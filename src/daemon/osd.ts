@@ -10,7 +10,9 @@
  * address) in the map, begins following it and heartbeating the map daemon
  * (cluster/liveness.ts: liveness and space used; a disk marked down while
  * alive is marked up again by its next heartbeat; each reply renews the
- * primary lease client I/O is served under: src/daemon/lease.ts); close()
+ * primary lease client I/O is served under: src/daemon/lease.ts) and
+ * pinging the disks it shares pgs with (src/daemon/peer-heartbeats.ts: the
+ * silent ones are reported to the map daemon); close()
  * stops the heartbeats, marks it down, drains requests, closes the store.
  *
  * Recovery and backfill this daemon drives as primary go through one
@@ -49,6 +51,8 @@ import { RecoveryThrottle, type RecoveryThrottleOptions } from './recovery-throt
 import { RecoveryProgress } from './recovery-progress.js';
 import type { LivenessReporter } from '../../cluster/liveness.js';
 import { PrimaryLease, startHeartbeats } from './lease.js';
+import type { PeerReporter } from '../../cluster/peer-reports.js';
+import { PeerHeartbeats } from './peer-heartbeats.js';
 
 export interface OsdOptions {
   io: Io;
@@ -67,6 +71,8 @@ export interface OsdOptions {
   onClientOp?: (sample: ClientOpSample) => void;
   /** Where heartbeats go (the map daemon); none: no heartbeats (the disk is marked down after the grace). */
   liveness?: LivenessReporter;
+  /** Where reports of unreachable peers go (the map daemon); none: peers are not pinged (src/daemon/peer-heartbeats.ts). */
+  peerReports?: PeerReporter;
   /** Pace of the recovery and backfill this daemon drives (defaults in src/lib/limits.ts). */
   recovery?: RecoveryThrottleOptions;
   /** Removal of this disk's copies of pgs it left (src/daemon/stray-cleanup.ts). */
@@ -99,6 +105,9 @@ export class Osd {
   readonly recoveryProgress: RecoveryProgress;
   private readonly heartbeats = new AbortController();
   private heartbeatLoop: Promise<void> | null = null;
+  /** Pings the disks this one shares pgs with and reports the silent ones (src/daemon/peer-heartbeats.ts). */
+  peerHeartbeats: PeerHeartbeats | null = null;
+  private peerLoop: Promise<void> | null = null;
   /** Client I/O as a primary is served only while this holds (src/daemon/lease.ts); renewed by heartbeat replies. */
   readonly lease: PrimaryLease;
 
@@ -177,6 +186,18 @@ export class Osd {
       log: (message) => console.error(`disk ${this.diskId}: ${message}`),
     });
     this.heartbeatLoop = stopped;
+    if (this.options.peerReports) {
+      const peers = new PeerHeartbeats({
+        io: this.io,
+        view: this.view,
+        diskId: this.diskId,
+        reporter: this.options.peerReports,
+        signal: this.heartbeats.signal,
+        log: (message) => console.error(`disk ${this.diskId}: ${message}`),
+      });
+      this.peerHeartbeats = peers;
+      this.peerLoop = peers.run().catch((err: unknown) => console.error(`disk ${this.diskId}: peer heartbeats stopped: ${toTesseraError(err).message}`));
+    }
     return firstReply;
   }
 
@@ -406,6 +427,8 @@ export class Osd {
       this.heartbeats.abort();
       this.closeStep = 'heartbeat in flight';
       await this.heartbeatLoop;
+      this.closeStep = 'peer heartbeats';
+      await this.peerLoop;
       this.closeStep = 'marking itself down in the map';
       await this.options.mapService.change((m) => setDiskState(m, this.diskId, { up: false })).catch(() => undefined);
       this.closeStep = 'draining requests';

@@ -28,6 +28,11 @@ export const ErrorCode = {
   NotSupported: 20,
   /** A disk of the placement group is over its full ratio: writes are refused cluster-wide (deletes still work). */
   Full: 21,
+  /**
+   * The map daemons refuse this disk a primary lease: disks of other hosts report it unreachable (cluster/peer-reports.ts).
+   * Its heartbeats are refused until the reports lapse; it is marked down once its last lease has ended.
+   */
+  Fenced: 22,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;

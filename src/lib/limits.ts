@@ -150,6 +150,20 @@ export const limits = {
   leaseGraceRatioMax: 0.75,
   /** Longest wait for one heartbeat's reply (shorter when the lease is: a later reply renews nothing). */
   heartbeatTimeoutMsMax: 5_000,
+  /**
+   * Heartbeats between pg peers (src/daemon/peer-heartbeats.ts, cluster/peer-reports.ts): a daemon pings the disks it
+   * shares pgs with every heartbeat interval; one silent for peerGraceMs is reported to the map daemon, which stops
+   * granting it leases (and marks it down once its last lease has ended) when reports come from minDownReporters
+   * distinct hosts (Ceph's osd_heartbeat_grace 20 s, mon_osd_min_down_reporters 2). Map daemon options.
+   */
+  peerGraceMsDefault: 20_000,
+  minDownReportersDefault: 2,
+  /** Disks one daemon pings (the peers of its pgs plus those it reports): beyond this, the lowest ids are kept. */
+  peerPingTargetsMax: 512,
+  /** Disks one report names (a reporter's open reports); a longer list is refused (LimitExceeded). */
+  peerReportTargetsMax: 512,
+  /** A report lapses this many heartbeat intervals after its last refresh unless refreshed (reporters refresh every interval). */
+  peerReportTtlIntervals: 4,
   /** Used / total of a disk at which it is near full (a warning in the map) and full (writes to its pgs are refused). */
   diskNearFullRatioDefault: 0.85,
   diskFullRatioDefault: 0.95,
@@ -243,6 +257,7 @@ assert(limits.heartbeatIntervalMsDefault * 2 <= limits.livenessDownGraceMsDefaul
 assert(limits.leaseGraceRatioDefault <= limits.leaseGraceRatioMax && limits.leaseGraceRatioMax < 1, 'a lease ends before the grace does');
 assert(limits.livenessDownGraceMsDefault < limits.livenessOutIntervalMsDefault, 'a disk is marked down before it is marked out');
 assert(limits.recoveryOpsInflightBusyMaxDefault >= 1 && limits.recoveryOpsInflightBusyMaxDefault <= limits.recoveryOpsInflightMaxDefault, 'a busy daemon still recovers, never faster than an idle one');
+assert(limits.minDownReportersDefault >= 1 && limits.peerReportTtlIntervals >= 2, 'a report is refreshed at least once before it lapses');
 assert(limits.diskNearFullRatioDefault < limits.diskFullRatioDefault && limits.diskFullRatioDefault < 1, 'near full comes before full, full before the end');
 assert(limits.striperPieceBytesMin <= limits.striperPieceBytesDefault && limits.striperPieceBytesDefault <= limits.striperPieceBytesMax, 'the default piece size is within bounds');
 assert(limits.striperPieceBytesMax <= limits.objectSizeBytesMax, 'a piece fits in one object');

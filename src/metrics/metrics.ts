@@ -72,6 +72,11 @@ export interface DaemonMetricsSource {
    */
   lease?(): { held: boolean; lapses: number; refusals: number };
   /**
+   * Heartbeats between pg peers (src/daemon/peer-heartbeats.ts): disks pinged and reported unreachable now,
+   * pings unanswered and reports sent since the daemon started.
+   */
+  peers?(): { peers: number; reported: number; pingsFailed: number; reportsSent: number };
+  /**
    * The store's group commit (src/store/commit.ts): groups committed and the transactions they held
    * since the daemon started (their ratio is the batching the commit achieves), and the time spent
    * appending and syncing the groups' log records.
@@ -131,6 +136,7 @@ export class DaemonMetrics implements OpObserver {
     if (source.strays) strayMetrics(registers, source.strays.bind(source));
     if (source.recovery) recoveryMetrics(registers, source.recovery.bind(source));
     if (source.lease) leaseMetrics(registers, source.lease.bind(source));
+    if (source.peers) peerMetrics(registers, source.peers.bind(source));
     if (source.commit) commitMetrics(registers, source.commit.bind(source));
   }
 
@@ -185,6 +191,14 @@ function leaseMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSour
   new Gauge({ name: 'tessera_osd_lease_held', help: 'Whether this daemon holds its primary lease (1) and may serve clients, or not (0: cut off from the map daemon, or it is restarting)', registers, collect() { this.set(read().held ? 1 : 0); } });
   followingCounter(registers, 'tessera_osd_lease_lapses_total', 'Times this daemon\'s primary lease ran out (no heartbeat answered by the map daemon in time)', () => read().lapses);
   followingCounter(registers, 'tessera_osd_lease_refusals_total', 'Client requests refused (Unavailable) because the primary lease had lapsed', () => read().refusals);
+}
+
+/** A daemon's peer heartbeat series. */
+function peerMetrics(registers: Registry[], read: NonNullable<DaemonMetricsSource['peers']>): void {
+  new Gauge({ name: 'tessera_osd_peers_pinged', help: 'Disks this daemon pings (those it shares pgs with, and those it reports)', registers, collect() { this.set(read().peers); } });
+  new Gauge({ name: 'tessera_osd_peers_reported', help: 'Disks this daemon reports unreachable to the map daemon now (no ping answered for the peer grace)', registers, collect() { this.set(read().reported); } });
+  followingCounter(registers, 'tessera_osd_peer_pings_failed_total', 'Pings to peers that got no answer (timed out or failed)', () => read().pingsFailed);
+  followingCounter(registers, 'tessera_osd_peer_reports_sent_total', 'Peer failure reports sent to the map daemon (each a reporter\'s whole set; refreshed every interval while not empty)', () => read().reportsSent);
 }
 
 /** The store's group-commit counters. */

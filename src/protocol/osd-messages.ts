@@ -38,6 +38,8 @@ export const OsdOpcode = {
   // 46-48: erasure-coded pools (src/protocol/ec-messages.ts EcOpcode).
   /** Primary -> member: a page of the member's scrub map of the pg. */
   pgScrubMap: 49,
+  /** Disk -> disk it shares pgs with: are you there? Answered at once with the answering disk's id and epoch (src/daemon/peer-heartbeats.ts). */
+  ping: 50,
 } as const;
 
 export interface PgRef {
@@ -736,4 +738,23 @@ export function decodePgScrubResult(header: Buffer): PgScrubResult {
   field.bool(doc, 'scrubbed');
   field.array(doc, 'inconsistencies', 1_000_000);
   return doc as unknown as PgScrubResult;
+}
+
+// --- heartbeats between pg peers (src/daemon/peer-heartbeats.ts) ---
+
+/** A ping and its answer: who sends (or answers) and the map epoch it holds. Two varints, nothing else. */
+export interface PeerPing {
+  diskId: number;
+  epoch: number;
+}
+
+export function encodePing(p: PeerPing): Buffer {
+  return new Writer(12).varint(p.diskId).varint(p.epoch).finish();
+}
+
+export function decodePing(header: Buffer): PeerPing {
+  const r = new Reader(header, 'ProtocolError', 'ping');
+  const p = { diskId: r.varint(0xffff_ffff), epoch: r.varint() };
+  r.end();
+  return p;
 }
