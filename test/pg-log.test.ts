@@ -6,11 +6,20 @@
  * seen once in a 1000-fault run, where the pg's primary then failed every
  * load with "log entry 403 follows head 603" and the pg never peered again)
  * loads without them instead of failing.
+ *
+ * And what left such a log: a store holding more entries than a log keeps
+ * (writes in flight decide their trims before earlier ones are remembered),
+ * loaded (the load trims in memory only), then activated (infoOps wrote the
+ * trimmed tail beside the entries still stored). infoOps now removes them in
+ * the same transaction (the last case fails on 7b6ba5c: entries from
+ * version 1 stay below a tail of 201).
  */
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { systemIo } from '../src/io/system.js';
 import { ObjectStore, type StoreOp } from '../src/store/index.js';
-import { PgLog, metaObject } from '../src/daemon/pg-log.js';
+import { LOG_ENTRIES_MAX, PgLog, metaObject } from '../src/daemon/pg-log.js';
+import { Reader } from '../src/lib/codec.js';
+import { readEntry } from '../src/protocol/osd-messages.js';
 import type { LogEntry } from '../src/protocol/osd-messages.js';
 import { makeTempDir } from './helpers/tmp.js';
 
@@ -69,4 +78,41 @@ it('entries at or below the stored tail are left out of the loaded log, not a fa
   const empty = await PgLog.load(store, 1, 7);
   expect(versions(empty)).toEqual([]);
   expect(empty.head.version).toBe(6);
+});
+
+/** The versions of pg 1.7's stored log entries, read straight from the omap (no PgLog logic). */
+async function storedVersions(): Promise<number[]> {
+  const out: number[] = [];
+  let afterKey: Buffer | undefined;
+  for (;;) {
+    const page = await store.omapList(metaObject(1, 7), { limit: 1000, ...(afterKey ? { afterKey } : {}) });
+    for (const [, v] of page.entries) out.push(readEntry(new Reader(v, 'Corrupt', 'entry')).version);
+    if (!page.more || page.entries.length === 0) return out;
+    afterKey = page.entries[page.entries.length - 1]![0];
+  }
+}
+
+it('a log stored longer than kept, loaded and activated, is stored exactly as loaded (no entries left below its tail)', async () => {
+  // A full log (LOG_ENTRIES_MAX + 199 entries: the next append trims), then 5 writes built while none of them is
+  // remembered yet (in flight together): none of their transactions trims, the store ends with 5 entries more.
+  const full = LOG_ENTRIES_MAX + 199;
+  await store.transact(PgLog.replaceOps(1, 7, { epoch: 3, version: 0 }, Array.from({ length: full }, (_, i) => entry(i + 1)), { lastEpochStarted: 2, lastActing: [1, 2] }));
+  const primary = await PgLog.load(store, 1, 7);
+  const inFlight = [1, 2, 3, 4, 5].map((i) => entry(full + i));
+  const txns = inFlight.map((e) => primary.appendOps(e));
+  expect(txns.every((ops) => ops.length === 1), 'no write in flight trims').toBe(true);
+  await Promise.all(txns.map((ops) => store.transact(ops)));
+  expect((await storedVersions()).length).toBe(full + 5);
+
+  // Peering reloads and activates it: the load trims in memory (to LOG_ENTRIES_MAX at the first entry past the
+  // slack, then the rest), and activation persists that.
+  const loaded = await PgLog.load(store, 1, 7);
+  expect(loaded.entries.length).toBe(LOG_ENTRIES_MAX + 3);
+  expect(loaded.tail.version).toBe(full + 5 - LOG_ENTRIES_MAX - 3);
+  await store.transact(loaded.infoOps({ lastEpochStarted: 5, lastActing: [1, 2] }));
+  expect(Math.min(...(await storedVersions()))).toBeGreaterThan(loaded.tail.version);
+  const again = await PgLog.load(store, 1, 7);
+  expect(again.tail).toEqual(loaded.tail);
+  expect(versions(again)).toEqual(versions(loaded));
+  expect(again.info.lastEpochStarted).toBe(5);
 });

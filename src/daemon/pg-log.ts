@@ -176,12 +176,22 @@ export class PgLog {
     return ops;
   }
 
-  /** Ops persisting new interval info (activation). */
+  /**
+   * Ops persisting new interval info (activation). The info written carries this log's tail, which may be
+   * ahead of the stored one: appendOps decides a trim from the entries remembered when a write is built,
+   * remember() from those remembered when it is durable, so with writes in flight the store can hold more
+   * than LOG_ENTRIES_MAX + TRIM_SLACK entries, and a load of it trims in memory only. The entries at or
+   * below the tail are removed in the same transaction: the stored log is then exactly this one. (Before,
+   * only the info was written: its tail moved past entries still stored, and every later load failed, a
+   * pg that never peered again: docs/testing.md, finding 6.)
+   */
   infoOps(info: Omit<PgInfo, 'tail'>): StoreOp[] {
     this.info = { ...this.info, ...info };
+    const meta = metaObject(this.poolId, this.pg);
     return [
-      { type: 'create', id: metaObject(this.poolId, this.pg) },
-      { type: 'setXattr', id: metaObject(this.poolId, this.pg), name: 'info', value: encodeInfo(this.info) },
+      { type: 'create', id: meta },
+      { type: 'omapRemoveRange', id: meta, startKey: entryKey(0), endKey: entryKey(this.info.tail.version + 1) },
+      { type: 'setXattr', id: meta, name: 'info', value: encodeInfo(this.info) },
     ];
   }
 
