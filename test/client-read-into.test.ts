@@ -154,7 +154,7 @@ describe('a reply corrupted as it lands in the caller buffer', () => {
     }
 
     const always = corruptingIo(cluster.io, lands, Infinity);
-    const failing = await TesseraClient.connect({ io: always.io, mapService: cluster.mapd.service, timeoutMs: 3_000, retryBackoffMsMin: 50, retryBackoffMsMax: 200 });
+    const failing = await TesseraClient.connect({ io: always.io, mapService: cluster.mapd.service, timeoutMs: 5_000, retryBackoffMsMin: 50, retryBackoffMsMax: 200 });
     try {
       const err = await failing.read(pool, `o${i}`, { into }).then(
         () => null,
