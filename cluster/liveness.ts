@@ -91,7 +91,7 @@ import type { RpcClient, RpcHandler } from '../src/rpc/types.js';
 import { setDiskSpace, setDiskState } from './map-edit.js';
 import type { MapEdit, MapService } from './map-service.js';
 import type { ClusterMap, DiskSpaceState } from './map.js';
-import { accusations, decodePeerReport, encodePeerSettings, PeerReportOpcode, PeerReports, type PeerReport, type PeerSettings } from './peer-reports.js';
+import { accusations, decodePeerReport, encodeAccused, encodePeerSettings, PeerReportOpcode, PeerReports, type PeerReport, type PeerSettings } from './peer-reports.js';
 
 export const LivenessOpcode = { heartbeat: 130 } as const;
 
@@ -251,6 +251,7 @@ export class LivenessMonitor {
     this.startedMs = io.clock.monotonicMs();
     this.handler = (request) => this.handle(request.op, request.header);
     this.reportHandler = async (request) => {
+      if (request.op === PeerReportOpcode.accused) return { header: encodeAccused([...this.accused].map(([diskId, by]) => ({ diskId, by }))) };
       if (request.op !== PeerReportOpcode.report) throw new TesseraError('NotSupported', `unknown peer report operation ${request.op}`);
       return { header: encodePeerSettings(await this.peerReport(decodePeerReport(request.header))) };
     };

@@ -132,7 +132,7 @@ export async function startMapDaemon(options: {
         if (request.op >= mapOpcodeMin && request.op <= mapOpcodeMax) return mapServer.handler(request);
         if (request.op === PgHistoryOpcode.get || request.op === PgHistoryOpcode.put) return historyHandler(request);
         if (request.op === LivenessOpcode.heartbeat) return liveness.handler(request);
-        if (request.op === PeerReportOpcode.report) return liveness.reportHandler(request);
+        if (request.op === PeerReportOpcode.report || request.op === PeerReportOpcode.accused) return liveness.reportHandler(request);
         throw new TesseraError('NotSupported', `unknown operation ${request.op}`);
       },
     });

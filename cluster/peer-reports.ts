@@ -35,7 +35,14 @@ import { limits } from '../src/lib/limits.js';
 import type { RpcClient } from '../src/rpc/types.js';
 import type { ClusterMap } from './map.js';
 
-export const PeerReportOpcode = { report: 131 } as const;
+/** 131: a reporter's reports; 132: the disks a map daemon holds accused now, with who accuses them (`tessera status`). */
+export const PeerReportOpcode = { report: 131, accused: 132 } as const;
+
+/** A disk accused now and who accuses it ("disks 1,2 (hosts host1,host2)"), as one map daemon sees it. */
+export interface AccusedDisk {
+  diskId: number;
+  by: string;
+}
 
 /** A reporter's open reports: the disks it cannot reach now. */
 export interface PeerReport {
@@ -197,6 +204,24 @@ export function decodePeerSettings(header: Buffer): PeerSettings {
     throw new TesseraError('ProtocolError', `peer report reply: grace ${s.peerGraceMs} ms, ping interval ${s.pingIntervalMs} ms out of range`);
   }
   return s;
+}
+
+const ACCUSED_BY_BYTES_MAX = 4096;
+
+export function encodeAccused(list: readonly AccusedDisk[]): Buffer {
+  const kept = list.slice(0, limits.peerReportTargetsMax);
+  const w = new Writer(16 + kept.length * 64).varint(kept.length);
+  for (const a of kept) w.varint(a.diskId).string(a.by.slice(0, ACCUSED_BY_BYTES_MAX / 4));
+  return w.finish();
+}
+
+export function decodeAccused(header: Buffer): AccusedDisk[] {
+  const r = new Reader(header, 'ProtocolError', 'accused disks');
+  const count = r.varint(limits.peerReportTargetsMax);
+  const out: AccusedDisk[] = [];
+  for (let i = 0; i < count; i++) out.push({ diskId: r.varint(0xffff_ffff), by: r.string(ACCUSED_BY_BYTES_MAX) });
+  r.end();
+  return out;
 }
 
 /** The report rpc of a map daemon in another process (the connection the daemon heartbeats on). */

@@ -19,6 +19,8 @@
  *    reporters hear it again and withdraw, its heartbeat marks it up, every
  *    pg peers with it again (active on three disks), and every
  *    acknowledged write reads back byte-exact (disk 0's pgs through disk 0).
+ *    `tessera status` (clusterStatus) names disk 0 as reported by its peers
+ *    while it is down, and no longer once healed.
  *    Without peer heartbeats disk 0 stays up (its heartbeats reach the map
  *    daemon) and this case fails at its wait for the mark down.
  * 2. Hosts 0 and 1 cut from each other only: each reports the other, one
@@ -42,6 +44,7 @@ import { isTesseraError } from '../src/lib/errors.js';
 import { decodePgStats, OsdOpcode } from '../src/protocol/osd-messages.js';
 import { createTcpClient } from '../src/rpc/index.js';
 import { objectToPg } from '../cluster/placement.js';
+import { clusterStatus } from '../src/cli/status.js';
 import { createNetnsLab, netnsSupport, type NetnsLab, type NetnsSupport } from './helpers/netns.js';
 import { startFaultCluster, type FaultCluster } from './helpers/fault-cluster.js';
 import { seededRng, testSeed } from './helpers/random.js';
@@ -179,6 +182,9 @@ describe.skipIf(!usable)('heartbeats between pg peers', () => {
       await sleep(50);
     }
     expect(await diskUp(VICTIM), 'not marked up by its own heartbeats while the reports stand').toBe(false);
+    // tessera status says why (the map daemon's accusation).
+    const accusedReason = new RegExp(`disk ${VICTIM} reported unreachable by its peers, disks`);
+    expect((await clusterStatus(io, await cluster.map.service.current(), cluster.mapAddress)).reasons.filter((r) => accusedReason.test(r))).toHaveLength(1);
 
     const ackedWhileDown = acked.size - ackedAtDown;
     await lab.healAll();
@@ -194,6 +200,7 @@ describe.skipIf(!usable)('heartbeats between pg peers', () => {
     });
     await stopWriters();
     await waitClean();
+    expect((await clusterStatus(io, await cluster.map.service.current(), cluster.mapAddress)).reasons.filter((r) => accusedReason.test(r)), 'no longer accused once healed').toEqual([]);
     expect(await lostWrites(), 'acknowledged writes not read back byte-exact').toEqual([]);
     // Disk 0's pgs are served by disk 0 again: what it missed was recovered to it.
     const pool = cluster.client.pool(REP);

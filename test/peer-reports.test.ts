@@ -10,7 +10,8 @@
  * although it keeps heartbeating; it is not marked up while the reports
  * stand; withdrawn, its next heartbeat marks it up. Reports from one host
  * only (two disks there) refuse nothing; reports not refreshed lapse. The
- * report rpc through a map daemon answers the settings reporters use.
+ * report rpc through a map daemon answers the settings reporters use, and
+ * the accused query (`tessera status`) names the disks refused and why.
  */
 import { afterEach, expect, it } from 'vitest';
 import { systemIo } from '../src/io/system.js';
@@ -20,7 +21,7 @@ import { EmbeddedMapStore } from '../cluster/map-store-embedded.js';
 import { LivenessMonitor, resolveLiveness } from '../cluster/liveness.js';
 import { connectMapService, startMapDaemon } from '../cluster/map-daemon.js';
 import { addDisk, addHost, setDiskState } from '../cluster/map-edit.js';
-import { accusation, accusations, decodePeerReport, encodePeerReport, type HeldReport } from '../cluster/peer-reports.js';
+import { accusation, accusations, decodeAccused, decodePeerReport, encodePeerReport, PeerReportOpcode, type HeldReport } from '../cluster/peer-reports.js';
 import { sampleMap } from './helpers/map-service-conformance.js';
 import { makeTempDir } from './helpers/tmp.js';
 
@@ -176,5 +177,8 @@ it('takes reports over rpc through a map daemon, answering the settings; refuses
   await conn.peerReports.report({ reporter: 2, epoch: 1, targets: [0] });
   // minDownReporters 1: one host is enough.
   expect(await fenced(conn.liveness.heartbeat({ diskId: 0, epoch: 1, usedBytes: 1, totalBytes: 10 }))).toMatch(/disks 2 \(hosts host1\)/);
+  // What `tessera status` asks each map daemon: the disks it refuses leases to, and who accuses them.
+  const accused = decodeAccused((await conn.rpc.call(PeerReportOpcode.accused, Buffer.alloc(0), [], { timeoutMs: 5000 })).header);
+  expect(accused).toEqual([{ diskId: 0, by: 'disks 2 (hosts host1)' }]);
   await expect(conn.peerReports.report({ reporter: 77, epoch: 1, targets: [0] })).rejects.toMatchObject({ code: 'NotFound' });
 });

@@ -22,7 +22,8 @@
  * HEALTH_ERR: pgs down or incomplete, or inconsistent (their primary's last
  * scrub found copies that differ: "+inconsistent"). HEALTH_WARN: disks down, unreachable
  * or out, pgs not active (peering, unknown) or degraded, disks near full or
- * full, pgs recovering or backfilling, a map daemon not answering while
+ * full, pgs recovering or backfilling, disks their peers report unreachable
+ * (refused leases by a map daemon: cluster/peer-reports.ts), a map daemon not answering while
 another does. Exit code 1 when the map service or a disk that is in is down or
  * unreachable, or on HEALTH_ERR; else 0. `--json` prints the same as one
  * JSON document.
@@ -31,6 +32,7 @@ import type { Io } from '../io/io.js';
 import { nativeStatus } from '../../native/index.js';
 import { decodeEpoch, MapOpcode } from '../../cluster/map-protocol.js';
 import { parseMapAddresses } from '../../cluster/map-daemon.js';
+import { decodeAccused, PeerReportOpcode, type AccusedDisk } from '../../cluster/peer-reports.js';
 import { decodePgStats, OsdOpcode, type PgRecoveryStat, type PgStatsReply } from '../protocol/osd-messages.js';
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap } from '../../cluster/map.js';
@@ -51,6 +53,8 @@ export interface MapDaemonStatus {
   epoch?: number;
   /** Why it did not answer (unreachable, timed out, or its map store failed). */
   error?: string;
+  /** Disks it refuses leases to because their peers report them unreachable (cluster/peer-reports.ts); absent from older map daemons. */
+  accused?: AccusedDisk[];
 }
 
 /** Asks each map daemon of `address` ("host:port[,host:port...]") for its map, one connection each, no failover. */
@@ -61,7 +65,13 @@ export async function mapDaemonStatuses(io: Io, address: string): Promise<MapDae
       const rpc = createTcpClient({ io, host: a.slice(0, at), port: Number(a.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
       try {
         const reply = await rpc.call(MapOpcode.current, Buffer.alloc(0), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true });
-        return { address: a, reachable: true, epoch: decodeEpoch(reply.header, 'map current reply') };
+        const epoch = decodeEpoch(reply.header, 'map current reply');
+        // An older map daemon does not know the query (NotSupported), or it failed: nothing to say about accusations.
+        const accused = await rpc.call(PeerReportOpcode.accused, Buffer.alloc(0), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true }).then(
+          (r) => decodeAccused(r.header),
+          () => undefined,
+        );
+        return { address: a, reachable: true, epoch, ...(accused ? { accused } : {}) };
       } catch (err) {
         return { address: a, reachable: false, error: (err as Error).message };
       } finally {
@@ -255,6 +265,12 @@ export async function clusterStatus(io: Io, map: ClusterMap, mapAddress?: string
     reasons.push(`${silentMaps.length} of ${mapDaemons.length} map daemons not answering: ${silentMaps.map((m) => m.address).join(', ')} (the others serve the cluster)`);
   }
   if (down.length > 0) reasons.push(`${down.length} disks down: ${ids(down)}`);
+  // Accused by their peers (any map daemon says so): no lease; marked down once the last one ended, up once they reach it.
+  const accused = new Map<number, string>();
+  for (const m of mapDaemons) for (const a of m.accused ?? []) if (!accused.has(a.diskId)) accused.set(a.diskId, a.by);
+  for (const [diskId, by] of [...accused].sort((x, y) => x[0] - y[0])) {
+    reasons.push(`disk ${diskId} reported unreachable by its peers, ${by}: no primary lease until they reach it again (down once its last lease ended)`);
+  }
   if (unreachable.length > 0) reasons.push(`${unreachable.length} disks up in the map but not answering: ${ids(unreachable)}`);
   if (out.length > 0) reasons.push(`${out.length} disks out: ${ids(out)}`);
   for (const d of full) reasons.push(`disk ${d.id} is ${d.space}`);
