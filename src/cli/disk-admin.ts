@@ -22,12 +22,11 @@ import { join } from 'node:path';
 import type { Io } from '../io/io.js';
 import { TesseraError } from '../lib/errors.js';
 import { StoreClient } from '../protocol/store-client.js';
-import { createTcpClient } from '../rpc/tcp.js';
 import { ObjectStore } from '../store/index.js';
 import { addDisk, addHost, nextDiskId, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap, DiskInfo } from '../../cluster/map.js';
 import { layoutPath, mapPortsOf, writeJson, type ClusterLayout } from './cluster-files.js';
-import { CliError, dataDirOf, readLayout, table, withCluster, type TargetOptions } from './target.js';
+import { askUpDisks, CliError, dataDirOf, readLayout, table, withCluster, type TargetOptions } from './target.js';
 
 type Out = (text: string) => void;
 
@@ -45,24 +44,11 @@ export interface DiskSpace {
 
 /** Each up disk's space as its daemon reports it (statfs over the store protocol); an error message for those that do not answer. */
 export async function diskSpaces(io: Io, map: ClusterMap): Promise<Map<number, DiskSpace | string>> {
-  const result = new Map<number, DiskSpace | string>();
-  await Promise.all(
-    map.disks
-      .filter((d) => d.up)
-      .map(async (d) => {
-        const at = d.address.lastIndexOf(':');
-        const client = new StoreClient(createTcpClient({ io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } }), { timeoutMs: SPACE_TIMEOUT_MS });
-        try {
-          const s = await client.statfs();
-          result.set(d.id, { usedBytes: s.usedBytes, freeBytes: s.freeBytes, objects: s.objects });
-        } catch (err) {
-          result.set(d.id, (err as Error).message);
-        } finally {
-          await client.close();
-        }
-      }),
-  );
-  return result;
+  const answers = await askUpDisks(io, map, async (rpc): Promise<DiskSpace> => {
+    const s = await new StoreClient(rpc, { timeoutMs: SPACE_TIMEOUT_MS }).statfs();
+    return { usedBytes: s.usedBytes, freeBytes: s.freeBytes, objects: s.objects };
+  });
+  return new Map([...answers].map(([id, a]) => [id, a instanceof Error ? a.message : a]));
 }
 
 const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`;

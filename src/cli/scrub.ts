@@ -33,7 +33,7 @@ import {
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap, PoolInfo } from '../../cluster/map.js';
 import { buildPlacementIndex, HOLE, pgPlacement } from '../../cluster/placement.js';
-import { CliError, table, withCluster, type Cluster, type TargetOptions } from './target.js';
+import { askUpDisks, CliError, table, withCluster, type Cluster, type TargetOptions } from './target.js';
 
 /** One pg's scrub can read a whole pg's data on every member. */
 const PG_SCRUB_TIMEOUT_MS = 30 * 60_000;
@@ -176,22 +176,8 @@ export async function pgInconsistent(t: TargetOptions, o: { what?: string; json:
         request = { poolId: p.id, pg };
       }
     }
-    const replies = new Map<number, PgInconsistentReply | string>();
-    await Promise.all(
-      map.disks
-        .filter((d) => d.up)
-        .map(async (d) => {
-          const at = d.address.lastIndexOf(':');
-          const rpc = createTcpClient({ io: t.io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
-          try {
-            replies.set(d.id, decodePgInconsistentReply((await rpc.call(OsdOpcode.pgInconsistent, encodeControl(request), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true })).header));
-          } catch (err) {
-            replies.set(d.id, toTesseraError(err).message);
-          } finally {
-            await rpc.close();
-          }
-        }),
-    );
+    const answers = await askUpDisks(t.io, map, async (rpc) => decodePgInconsistentReply((await rpc.call(OsdOpcode.pgInconsistent, encodeControl(request), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true })).header));
+    const replies = new Map<number, PgInconsistentReply | string>([...answers].map(([id, a]) => [id, a instanceof Error ? toTesseraError(a).message : a]));
     // Only each pg's current primary speaks for it (a former primary may still hold an older scrub's findings).
     const index = buildPlacementIndex(map);
     const listed: ListedInconsistency[] = [];

@@ -40,7 +40,7 @@ import { poolWidth } from '../../cluster/map.js';
 import { buildPlacementIndex, HOLE, pgPlacement, pgTempActing } from '../../cluster/placement.js';
 import { diskSpaces, type DiskSpace } from './disk-admin.js';
 import { describeRedundancy } from './pool.js';
-import { CliError, openCluster, type TargetOptions } from './target.js';
+import { askUpDisks, CliError, openCluster, type TargetOptions } from './target.js';
 
 const QUERY_TIMEOUT_MS = 3000;
 const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`;
@@ -83,23 +83,8 @@ export async function mapDaemonStatuses(io: Io, address: string): Promise<MapDae
 
 /** Each up disk's pg report (pgStats), or null when it did not answer. */
 export async function pgReports(io: Io, map: ClusterMap): Promise<Map<number, PgStatsReply | null>> {
-  const result = new Map<number, PgStatsReply | null>();
-  await Promise.all(
-    map.disks
-      .filter((d) => d.up)
-      .map(async (d) => {
-        const at = d.address.lastIndexOf(':');
-        const rpc = createTcpClient({ io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
-        try {
-          result.set(d.id, decodePgStats((await rpc.call(OsdOpcode.pgStats, Buffer.alloc(0), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true })).header));
-        } catch {
-          result.set(d.id, null);
-        } finally {
-          await rpc.close();
-        }
-      }),
-  );
-  return result;
+  const answers = await askUpDisks(io, map, async (rpc) => decodePgStats((await rpc.call(OsdOpcode.pgStats, Buffer.alloc(0), [], { timeoutMs: QUERY_TIMEOUT_MS, idempotent: true })).header));
+  return new Map([...answers].map(([id, a]) => [id, a instanceof Error ? null : a]));
 }
 
 export interface ClusterStatus {

@@ -10,6 +10,8 @@ import type { Io } from '../io/io.js';
 import { TesseraClient } from '../client/client.js';
 import { connectMapService, parseMapAddresses, type MapConnection } from '../../cluster/map-daemon.js';
 import type { ClusterMap } from '../../cluster/map.js';
+import { createTcpClient } from '../rpc/tcp.js';
+import type { RpcClient } from '../rpc/types.js';
 import { clientPath, layoutPath, mapAddressesOf, readJson, type ClientFile, type ClusterLayout } from './cluster-files.js';
 
 /** An error meant for the user as it is: main prints its message on one line and exits 1. */
@@ -106,4 +108,28 @@ export function table(rows: string[][]): string {
   if (rows.length === 0) return '';
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+/**
+ * Asks every disk the map has up, in parallel, on a connection of its own with one attempt: what `ask` got
+ * from it, or the error it got instead (the caller decides what a disk that did not answer means).
+ */
+export async function askUpDisks<T>(io: Io, map: ClusterMap, ask: (rpc: RpcClient) => Promise<T>): Promise<Map<number, T | Error>> {
+  const result = new Map<number, T | Error>();
+  await Promise.all(
+    map.disks
+      .filter((d) => d.up)
+      .map(async (d) => {
+        const at = d.address.lastIndexOf(':');
+        const rpc = createTcpClient({ io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
+        try {
+          result.set(d.id, await ask(rpc));
+        } catch (err) {
+          result.set(d.id, err instanceof Error ? err : new Error(String(err)));
+        } finally {
+          await rpc.close();
+        }
+      }),
+  );
+  return result;
 }
