@@ -301,6 +301,17 @@ describe('requests', () => {
     const keys = await keysOf(BUCKET);
     for (const Key of longest) expect(keys).toContain(Key);
   });
+
+  it('a response-* override a header cannot carry (a line break) is InvalidArgument, and the same connection serves on', async () => {
+    await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'override', Body: 'override' }));
+    const one = client({ requestHandler: new NodeHttpHandler({ httpAgent: new (await import('node:http')).Agent({ keepAlive: true, maxSockets: 1 }) }) });
+    for (const ResponseContentType of ['text/plain\r\nx-injected: 1', 'a\nb', 'nul\u0000']) {
+      expect(await failure(one.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'override', ResponseContentType })))).toEqual({ name: 'InvalidArgument', status: 400 });
+    }
+    const fine = await one.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'override', ResponseContentType: 'text/x-fine' }));
+    expect(fine.ContentType).toBe('text/x-fine');
+    expect(await fine.Body!.transformToString()).toBe('override');
+  });
 });
 
 describe('keys that look like paths or are not ASCII: valid S3, stored verbatim', () => {

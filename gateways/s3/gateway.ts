@@ -13,6 +13,7 @@
  */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { Readable } from 'node:stream';
+import type { ServerResponse } from 'node:http';
 import type { Io } from '../../src/io/io.js';
 import type { TesseraClient } from '../../src/client/client.js';
 import { Striper } from '../../src/client/striper.js';
@@ -145,21 +146,26 @@ export class S3Gateway {
         if (internal) console.error(`s3: ${request.method} ${request.url}: ${(err as Error)?.stack ?? err}`);
         res = {
           status: error.status,
-          headers: { 'content-type': 'application/xml', ...error.headers },
+          // A request whose body we did not read: do not let the client hang sending it.
+          headers: { 'content-type': 'application/xml', ...error.headers, ...(request.raw.readableEnded ? {} : { connection: 'close' }) },
           body:
             error.status === 304 || request.method === 'HEAD'
               ? null
               : xmlDocument('Error', { Code: error.code, Message: error.message, ...error.details, Resource: request.url, RequestId: '' }, { namespace: false }),
         };
-        // A request whose body we did not read: do not let the client hang sending it.
-        if (!request.raw.readableEnded) reply.header('connection', 'close');
       }
-      reply.code(res.status);
-      if (res.headers) reply.headers(res.headers);
       // A browser's cross-origin request (errors included) gets the Access-Control-* headers its bucket's CORS rules allow.
-      if (request.raw.headers.origin !== undefined) reply.headers(await corsHeadersFor(services, request.raw, baseDomains));
-      if (res.body === undefined || res.body === null) return reply.send();
-      return reply.send(res.body instanceof Readable ? res.body : res.body);
+      const cors = request.raw.headers.origin !== undefined ? await corsHeadersFor(services, request.raw, baseDomains) : null;
+      if (res.body instanceof Readable) {
+        reply.code(res.status);
+        if (res.headers) reply.headers(res.headers);
+        if (cors) reply.headers(cors);
+        return reply.send(res.body);
+      }
+      // Everything else (no body, a buffer, an XML document) is written here in one writeHead + end.
+      reply.hijack();
+      writeWhole(request.raw.method, reply.raw, res, cors);
+      return reply;
     });
     const address = await app.listen({ host: o.host, port: o.port });
     const port = Number(new URL(address).port);
@@ -173,6 +179,48 @@ export class S3Gateway {
     await this.sweeping;
     await this.app.close();
   }
+}
+
+/**
+ * Writes a response whose body is in memory (or absent) straight to Node's
+ * ServerResponse, as fastify's reply.send would (content-length, and
+ * content-type for a body without one; none on 204/304 or HEAD), without its
+ * per-request work (its content-type parsing, onSend chain, header copies):
+ * half of fastify's share of a 4 KiB GET's CPU samples (docs/s3-api.md,
+ * "The gateway's CPU per small request"). A header Node still refuses (response-* overrides are
+ * checked before: ops/object.ts) is answered InternalError (500, S3 XML) and
+ * the connection closed, never a hung connection.
+ */
+function writeWhole(method: string | undefined, out: ServerResponse, res: S3Response, cors: Record<string, string> | null): void {
+  const headers: Record<string, string | number> = {};
+  if (res.headers) for (const name in res.headers) headers[name.toLowerCase()] = res.headers[name]!;
+  if (cors) for (const name in cors) headers[name.toLowerCase()] = cors[name]!;
+  let body = res.body as string | Buffer | null | undefined;
+  if (body === undefined || body === null || res.status === 204 || res.status < 200) {
+    if (res.status === 204 || res.status < 200) {
+      delete headers['content-length'];
+      delete headers['content-type'];
+    } else if (res.status !== 304 && method !== 'HEAD') {
+      headers['content-length'] = 0;
+    }
+    body = null;
+  } else {
+    headers['content-type'] ??= typeof body === 'string' ? 'text/plain; charset=utf-8' : 'application/octet-stream';
+    const lengthBytes = Buffer.byteLength(body);
+    const declared = headers['content-length'];
+    if (declared === undefined || (method !== 'HEAD' && Number(declared) !== lengthBytes)) headers['content-length'] = lengthBytes;
+  }
+  try {
+    out.writeHead(res.status, headers);
+  } catch (err) {
+    console.error(`s3: response headers refused: ${(err as Error)?.stack ?? err}`);
+    const xml = xmlDocument('Error', { Code: 'InternalError', Message: 'We encountered an internal error. Please try again.', RequestId: '' }, { namespace: false });
+    out.writeHead(500, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(xml), connection: 'close' });
+    out.end(method === 'HEAD' ? undefined : xml);
+    return;
+  }
+  if (body === null) out.end();
+  else out.end(body);
 }
 
 export { s3Error };

@@ -69,9 +69,11 @@ export function parseS3Request(raw: IncomingMessage, baseDomains: readonly strin
   const path = q < 0 ? target : target.slice(0, q);
   const query = parseQuery(q < 0 ? '' : target.slice(q + 1));
   const headers = new Map<string, string>();
-  for (const [k, v] of Object.entries(raw.headers)) {
+  const given = raw.headers; // built by Node for every request already (names lower-case)
+  for (const k in given) {
+    const v = given[k];
     if (v === undefined) continue;
-    headers.set(k.toLowerCase(), Array.isArray(v) ? v.join(',') : v);
+    headers.set(k, typeof v === 'string' ? v : v.join(','));
   }
   const host = (headers.get('host') ?? '').replace(/:\d+$/, '').toLowerCase();
   let bucket: string | null = null;

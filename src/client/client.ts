@@ -17,6 +17,7 @@ import {
   encodeList,
   encodeOp,
   encodeRead,
+  encodeReadOf,
   OsdOpcode,
   type Eversion,
   type ObjectStatReply,
@@ -198,7 +199,7 @@ export class TesseraClient {
   }
 
   private readCall(pool: string, name: string, kind: ReadKind): Promise<RpcReply> {
-    return this.route(pool, name, (rpc, ref, signal) => rpc.call(OsdOpcode.read, encodeRead({ ...ref, object: name, ...kind }), [], { timeoutMs: this.timeoutMs, idempotent: true, signal }));
+    return this.route(pool, name, (rpc, ref, signal) => rpc.call(OsdOpcode.read, encodeReadOf(ref, name, kind), [], { timeoutMs: this.timeoutMs, idempotent: true, signal }));
   }
 
   private get timeoutMs(): number {

@@ -166,9 +166,19 @@ export type ReadRequest = PgRef & { object: string } & ReadKind;
 const readKinds = ['data', 'stat', 'xattrs', 'omapGet', 'omapList'] as const;
 
 export function encodeRead(q: ReadRequest): Buffer {
+  return encodeReadOf(q, q.object, q);
+}
+
+/**
+ * encodeRead from its parts: what the client sends for every read, without
+ * first spreading them into one object (a copy of five shapes of ReadKind
+ * took V8's slow property-definition path: ~2% of a S3 gateway's CPU per
+ * 4 KiB GET).
+ */
+export function encodeReadOf(ref: PgRef, object: string, q: ReadKind): Buffer {
   const w = new Writer(128);
-  writePg(w, q);
-  w.string(q.object).u8(readKinds.indexOf(q.kind));
+  writePg(w, ref);
+  w.string(object).u8(readKinds.indexOf(q.kind));
   switch (q.kind) {
     case 'data':
       w.varint(q.options.offsetBytes ?? 0).bool(q.options.lengthBytes !== undefined);

@@ -97,16 +97,42 @@ function declaredLength(ctx: S3Context): number {
 export async function readSmallBody(ctx: S3Context, declaredBytes: number): Promise<Pick<IndexEntry, 'sizeBytes' | 'etag' | 'checksums' | 'inline'>> {
   const verifier = createBodyVerifier(ctx.auth, ctx.req.raw, { crc32c });
   feedBody(ctx.req.raw, verifier);
-  const chunks: Buffer[] = [];
-  let sizeBytes = 0;
-  for await (const chunk of verifier as AsyncIterable<Buffer>) {
-    sizeBytes += chunk.length;
-    if (sizeBytes > declaredBytes) throw s3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
-    chunks.push(chunk);
-  }
+  const { chunks, sizeBytes } = await collectBody(verifier, declaredBytes);
   const digest = verifier.result();
   if (digest.decodedLengthBytes !== sizeBytes || sizeBytes !== declaredBytes) throw s3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
   return { sizeBytes, etag: `"${digest.md5Hex}"`, checksums: digest.checksums as Record<string, string>, inline: Buffer.concat(chunks, sizeBytes).toString('base64') };
+}
+
+/**
+ * The verified bytes of a small body, at most declaredBytes (more: the
+ * verifier is destroyed, IncompleteBody). Listens for 'data' and 'end'
+ * rather than iterating the stream asynchronously (an async iterator, and a
+ * promise per chunk, on every small PUT). Settles once: at the end (every
+ * check passed), on the verifier's error, or when it closes without either.
+ */
+function collectBody(verifier: Readable, declaredBytes: number): Promise<{ chunks: Buffer[]; sizeBytes: number }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let sizeBytes = 0;
+    const tooLong = () => s3Error('IncompleteBody', 'You did not provide the number of bytes specified by the Content-Length HTTP header.');
+    verifier.on('data', (chunk: Buffer) => {
+      sizeBytes += chunk.length;
+      if (sizeBytes > declaredBytes) verifier.destroy(tooLong());
+      else chunks.push(chunk);
+    });
+    let settled = false;
+    verifier.once('end', () => {
+      settled = true;
+      resolve({ chunks, sizeBytes });
+    });
+    verifier.on('error', (err) => {
+      settled = true;
+      reject(err);
+    });
+    verifier.once('close', () => {
+      if (!settled) reject(tooLong());
+    });
+  });
 }
 
 /**
@@ -287,26 +313,39 @@ function objectHeaders(ctx: S3Context, entry: IndexEntry, ranged: boolean): Reco
     'content-type': entry.contentType ?? 'binary/octet-stream',
     'accept-ranges': 'bytes',
   };
-  for (const [k, v] of Object.entries(entry.headers ?? {})) headers[k] = v;
-  for (const [k, v] of Object.entries(entry.meta ?? {})) headers[`x-amz-meta-${k}`] = v;
+  const stored = entry.headers;
+  if (stored) for (const k in stored) headers[k] = stored[k]!;
+  const meta = entry.meta;
+  if (meta) for (const k in meta) headers[`x-amz-meta-${k}`] = meta[k]!;
   // Whole-object checksums describe whole objects: a ranged answer carries none (as S3).
   if (!ranged && ctx.req.headers.get('x-amz-checksum-mode')?.toUpperCase() === 'ENABLED') {
     for (const [alg, v] of Object.entries(entry.checksums ?? {})) headers[checksumHeaderName(alg as ChecksumAlgorithm)] = v;
     if (entry.checksumType) headers['x-amz-checksum-type'] = entry.checksumType;
   }
-  for (const [param, header] of [
-    ['response-content-type', 'content-type'],
-    ['response-content-language', 'content-language'],
-    ['response-expires', 'expires'],
-    ['response-cache-control', 'cache-control'],
-    ['response-content-disposition', 'content-disposition'],
-    ['response-content-encoding', 'content-encoding'],
-  ] as const) {
-    const v = ctx.req.query.get(param);
-    if (v !== undefined) headers[header] = v;
+  if (ctx.req.query.size > 0) {
+    for (const [param, header] of RESPONSE_HEADER_PARAMS) {
+      const v = ctx.req.query.get(param);
+      if (v === undefined) continue;
+      // What HTTP cannot carry in a header (a line break: header injection) is refused, not sent.
+      if (INVALID_HEADER_CHAR.test(v)) throw s3Error('InvalidArgument', `${param} holds a character a header cannot carry.`, { ArgumentName: param });
+      headers[header] = v;
+    }
   }
   return headers;
 }
+
+/** Node's own test of a header value (_http_common's checkInvalidHeaderChar). */
+const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/** Query parameters of a GET/HEAD that set a response header (S3's response-* overrides). */
+const RESPONSE_HEADER_PARAMS = [
+  ['response-content-type', 'content-type'],
+  ['response-content-language', 'content-language'],
+  ['response-expires', 'expires'],
+  ['response-cache-control', 'cache-control'],
+  ['response-content-disposition', 'content-disposition'],
+  ['response-content-encoding', 'content-encoding'],
+] as const;
 
 /**
  * The key's current entry (or the version asked for) if the caller may read it
@@ -331,7 +370,7 @@ export async function headObject(ctx: S3Context): Promise<S3Response> {
   checkConditions(ctx, entry);
   const part = await partSelection(ctx, ctx.services.striper, dataPools(ctx, bucket), entry);
   const range = part ?? parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
-  const headers = { ...objectHeaders(ctx, entry, range !== null), ...versionIdHeader(bucket, entry), ...part?.headers };
+  const headers: Record<string, string | number> = Object.assign(objectHeaders(ctx, entry, range !== null), versionIdHeader(bucket, entry), part?.headers);
   if (range) {
     headers['content-range'] = `bytes ${range.start}-${range.end}/${entry.sizeBytes}`;
     headers['content-length'] = range.end - range.start + 1;
@@ -377,7 +416,7 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
     const range = part ?? parseRange(ctx.req.headers.get('range'), entry.sizeBytes);
     const start = range?.start ?? 0;
     const end = range?.end ?? entry.sizeBytes - 1;
-    const headers = { ...objectHeaders(ctx, entry, range !== null), ...versionIdHeader(bucket, entry), ...part?.headers };
+    const headers: Record<string, string | number> = Object.assign(objectHeaders(ctx, entry, range !== null), versionIdHeader(bucket, entry), part?.headers);
     headers['content-length'] = Math.max(0, end - start + 1);
     if (range) headers['content-range'] = `bytes ${start}-${end}/${entry.sizeBytes}`;
     if (entry.sizeBytes === 0) return { status: 200, headers, body: Buffer.alloc(0) };
