@@ -41,7 +41,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemIo } from '../src/io/system.js';
 import { isTesseraError } from '../src/lib/errors.js';
-import { decodePgStats, OsdOpcode } from '../src/protocol/osd-messages.js';
+import { OsdOpcode } from '../src/protocol/osd-messages.js';
+import { decodePgStats } from '../src/protocol/osd-admin-messages.js';
 import { createTcpClient } from '../src/rpc/index.js';
 import { objectToPg } from '../cluster/placement.js';
 import { clusterStatus } from '../src/cli/status.js';

@@ -11,7 +11,7 @@ import { expect, it } from 'vitest';
 import type { Clock } from '../src/io/io.js';
 import { pgSortKeyRange } from '../src/lib/hash.js';
 import { RecoveryProgress, RATE_WINDOW_MS } from '../src/daemon/recovery-progress.js';
-import { decodePgStats, encodePgStats, type PgStatsReply } from '../src/protocol/osd-messages.js';
+import { decodePgStats, encodePgStats, type PgStatsReply } from '../src/protocol/osd-admin-messages.js';
 
 function manualClock(): Clock & { advance(ms: number): void } {
   let now = 1_000_000;

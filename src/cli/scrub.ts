@@ -21,15 +21,8 @@
  */
 import type { Io } from '../io/io.js';
 import { isTesseraError, toTesseraError } from '../lib/errors.js';
-import {
-  decodePgInconsistentReply,
-  decodePgScrubResult,
-  encodeControl,
-  OsdOpcode,
-  type PgInconsistentReply,
-  type PgInconsistentRequest,
-  type PgScrubResult,
-} from '../protocol/osd-messages.js';
+import { encodeControl, OsdOpcode } from '../protocol/osd-messages.js';
+import { decodePgInconsistentReply, decodePgScrubResult, type PgInconsistentReply, type PgInconsistentRequest, type PgScrubResult } from '../protocol/osd-admin-messages.js';
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap, PoolInfo } from '../../cluster/map.js';
 import { buildPlacementIndex, HOLE, pgPlacement } from '../../cluster/placement.js';

@@ -13,21 +13,8 @@
  */
 import type { Clock } from '../io/io.js';
 import { limits } from '../lib/limits.js';
-import {
-  decodePgCleanRequest,
-  decodePgInconsistentRequest,
-  decodePing,
-  encodeControl,
-  encodePgStats,
-  encodePing,
-  OsdOpcode,
-  type PgInconsistentReply,
-  type PgInconsistentReport,
-  type PgInconsistentRequest,
-  type PgRecoveryStat,
-  type PgStatsReply,
-  type RecoveryStats,
-} from '../protocol/osd-messages.js';
+import { encodeControl, OsdOpcode } from '../protocol/osd-messages.js';
+import { decodePgCleanRequest, decodePgInconsistentRequest, decodePing, encodePgStats, encodePing, type PgInconsistentReply, type PgInconsistentReport, type PgInconsistentRequest, type PgRecoveryStat, type PgStatsReply, type RecoveryStats } from '../protocol/osd-admin-messages.js';
 import type { RpcHandler } from '../rpc/types.js';
 import type { Osd } from './osd.js';
 import { pgCleanState } from './stray-cleanup.js';

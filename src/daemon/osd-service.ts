@@ -26,28 +26,8 @@ import { limits } from '../lib/limits.js';
 import { validateTransaction } from '../store/validate.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { encodeObjectPage, encodeOmapPage, encodeOmapValues, encodeXattrs } from '../protocol/store-messages.js';
-import {
-  decodeControl,
-  decodeList,
-  decodeOp,
-  decodePgRef,
-  decodePush,
-  decodeRead,
-  decodeRepop,
-  decodePgScrubRequest,
-  decodeScrubMapRequest,
-  encodeControl,
-  encodeObjectStat,
-  encodeRepop,
-  encodeVersion,
-  field,
-  OsdOpcode,
-  type Eversion,
-  type LogEntry,
-  type OpRequest,
-  type PgRef,
-  type ReadRequest,
-} from '../protocol/osd-messages.js';
+import { decodeControl, decodeList, decodeOp, decodePgRef, decodePush, decodeRead, decodeRepop, encodeControl, encodeObjectStat, encodeRepop, encodeVersion, field, OsdOpcode, type Eversion, type LogEntry, type OpRequest, type PgRef, type ReadRequest } from '../protocol/osd-messages.js';
+import { decodePgScrubRequest, decodeScrubMapRequest } from '../protocol/osd-admin-messages.js';
 import { decodeEcCommit, decodeEcResolve, decodeEcStage, EcOpcode } from '../protocol/ec-messages.js';
 import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
 import type { StoreOp } from '../store/types.js';

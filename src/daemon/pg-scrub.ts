@@ -37,20 +37,8 @@ import { crc32c } from '../../native/index.js';
 import { isTesseraError, TesseraError, toTesseraError } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
 import { pgSortKeyRange } from '../lib/hash.js';
-import {
-  compareVersions,
-  decodeScrubMapReply,
-  encodeControl,
-  OsdOpcode,
-  SCRUB_NAMES_MAX,
-  zeroVersion,
-  type Inconsistency,
-  type InconsistencyKind,
-  type PgScrubResult,
-  type ScrubMapEntry,
-  type ScrubMapReply,
-  type ScrubMapRequest,
-} from '../protocol/osd-messages.js';
+import { compareVersions, encodeControl, OsdOpcode, zeroVersion } from '../protocol/osd-messages.js';
+import { decodeScrubMapReply, SCRUB_NAMES_MAX, type Inconsistency, type InconsistencyKind, type PgScrubResult, type ScrubMapEntry, type ScrubMapReply, type ScrubMapRequest } from '../protocol/osd-admin-messages.js';
 import type { ObjectId, StoreApi } from '../store/types.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';

@@ -11,7 +11,8 @@
  */
 import type { Clock } from '../io/io.js';
 import { TesseraError, invalid } from '../lib/errors.js';
-import { compareVersions, type Eversion, type Inconsistency, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
+import { compareVersions, type Eversion, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
+import { type Inconsistency } from '../protocol/osd-admin-messages.js';
 import type { ObjectId, StoreOp } from '../store/types.js';
 import type { PoolInfo } from '../../cluster/map.js';
 import type { EcPgState } from './ec-state.js';

@@ -36,7 +36,8 @@
  */
 import { toTesseraError } from '../lib/errors.js';
 import { pgSortKeyRange } from '../lib/hash.js';
-import { encodeControl, decodePgCleanReply, OsdOpcode, type PgCleanReply, type PgCleanRequest, type StrayStats } from '../protocol/osd-messages.js';
+import { encodeControl, OsdOpcode } from '../protocol/osd-messages.js';
+import { decodePgCleanReply, type PgCleanReply, type PgCleanRequest, type StrayStats } from '../protocol/osd-admin-messages.js';
 import type { ObjectId, StoreOp } from '../store/types.js';
 import type { PoolInfo } from '../../cluster/map.js';
 import { HOLE, pgTempActing } from '../../cluster/placement.js';

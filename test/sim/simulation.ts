@@ -37,7 +37,7 @@ import { pgSummary } from '../../src/cli/status.js';
 import { MemoryKvDisk } from '../../src/store/kv-memory.js';
 import type { KvStore } from '../../src/store/kv.js';
 import { isTesseraError } from '../../src/lib/errors.js';
-import type { PgStatsReply } from '../../src/protocol/osd-messages.js';
+import type { PgStatsReply } from '../../src/protocol/osd-admin-messages.js';
 import type { Rng } from '../helpers/random.js';
 import { derivedRng, drawSkew, simClock, simRandom } from './clock.js';
 import { SimDisk } from './fs.js';

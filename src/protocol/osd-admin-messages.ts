@@ -1,0 +1,343 @@
+/**
+ * The osd protocol's admin and scrub messages (opcodes in osd-messages.ts
+ * OsdOpcode): what a daemon tells operators (pgStats, pgInconsistent), what
+ * one disk asks a pg's primary before it removes a stray copy (pgClean),
+ * scrub (pgScrub, and the members' scrub maps, pgScrubMap), and the ping of
+ * heartbeats between pg peers. Like the control messages of peering, they
+ * carry a JSON document in the header (osd-messages.ts encodeControl,
+ * decodeControl, field), except the ping: two varints.
+ */
+import { Reader, Writer } from '../lib/codec.js';
+import { TesseraError } from '../lib/errors.js';
+import { limits } from '../lib/limits.js';
+import { decodeControl, encodeControl, field, type Eversion, type PgRef } from './osd-messages.js';
+
+const protocolError = (message: string): TesseraError => new TesseraError('ProtocolError', message);
+
+/** One pg a daemon is primary of, as pgStats reports it. */
+export interface PgStat {
+  poolId: number;
+  pg: number;
+  state: string;
+  /** Map epoch its current interval started in. */
+  intervalStart: number;
+}
+
+/** One pg's recovery, as its primary reports it (src/daemon/recovery-progress.ts). */
+export interface PgRecoveryStat {
+  poolId: number;
+  pg: number;
+  /** "recovery": log-based, before the pg goes active; "backfill": every object copied, maybe while active. */
+  phase: 'recovery' | 'backfill';
+  /** Members are being filled while the pg serves I/O without them. */
+  background: boolean;
+  objectsTotal: number;
+  objectsDone: number;
+  bytesDone: number;
+  /** An estimate (objects left times the mean size copied so far); null before any copy. */
+  bytesLeft: number | null;
+  /** objectsTotal is extrapolated from a backfill's listing so far. */
+  objectsEstimated: boolean;
+  /** Wall-clock ms the recovery started. */
+  startedAtMs: number;
+}
+
+/** A daemon's recovery as primary: totals since it started, the recent rate, the pgs recovering now. */
+export interface RecoveryStats {
+  objectsRecovered: number;
+  bytesRecovered: number;
+  objectsPerSec: number;
+  bytesPerSec: number;
+  /** The span the rate was measured over. */
+  rateWindowMs: number;
+  pgs: PgRecoveryStat[];
+}
+
+export interface PgStatsReply {
+  diskId: number;
+  /** The map epoch the daemon holds. */
+  epoch: number;
+  pgs: PgStat[];
+  /** Absent from daemons older than this field (they report no recovery figures). */
+  recovery?: RecoveryStats;
+  /** Absent from daemons older than this field. */
+  strays?: StrayStats;
+}
+
+/**
+ * pgStats reply: a control document {diskId, epoch, pgs: [[poolId, pg, state, intervalStart], ...],
+ * recovery?: {objectsRecovered, bytesRecovered, objectsPerSec, bytesPerSec, rateWindowMs, pgs: [{poolId, pg, ...}]}}.
+ * `recovery` was added later: readers that do not know it ignore it, and its absence means no figures.
+ */
+export function encodePgStats(r: PgStatsReply): Buffer {
+  return encodeControl({ diskId: r.diskId, epoch: r.epoch, pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]), ...(r.recovery ? { recovery: r.recovery } : {}), ...(r.strays ? { strays: r.strays } : {}) });
+}
+
+const finiteNumber = (doc: Record<string, unknown>, name: string): number => {
+  const v = doc[name];
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw protocolError(`pg stats: field ${name} is not a non-negative number`);
+  return v;
+};
+
+function decodeRecoveryStats(doc: Record<string, unknown>): RecoveryStats {
+  const rows = doc.pgs;
+  if (!Array.isArray(rows)) throw protocolError('pg stats: recovery.pgs is not a list');
+  const pgs = rows.map((row: unknown): PgRecoveryStat => {
+    if (typeof row !== 'object' || row === null || Array.isArray(row)) throw protocolError('pg stats: bad recovery row');
+    const r = row as Record<string, unknown>;
+    const phase = r.phase;
+    if (phase !== 'recovery' && phase !== 'backfill') throw protocolError('pg stats: bad recovery phase');
+    const bytesLeft = r.bytesLeft === null ? null : field.uint(r, 'bytesLeft');
+    return {
+      poolId: field.uint(r, 'poolId'),
+      pg: field.uint(r, 'pg'),
+      phase,
+      background: field.bool(r, 'background'),
+      objectsTotal: field.uint(r, 'objectsTotal'),
+      objectsDone: field.uint(r, 'objectsDone'),
+      bytesDone: field.uint(r, 'bytesDone'),
+      bytesLeft,
+      objectsEstimated: field.bool(r, 'objectsEstimated'),
+      startedAtMs: field.uint(r, 'startedAtMs'),
+    };
+  });
+  return {
+    objectsRecovered: field.uint(doc, 'objectsRecovered'),
+    bytesRecovered: field.uint(doc, 'bytesRecovered'),
+    objectsPerSec: finiteNumber(doc, 'objectsPerSec'),
+    bytesPerSec: finiteNumber(doc, 'bytesPerSec'),
+    rateWindowMs: field.uint(doc, 'rateWindowMs'),
+    pgs,
+  };
+}
+
+export function decodePgStats(header: Buffer): PgStatsReply {
+  const doc = decodeControl(header, 'pg stats');
+  const rows = doc.pgs;
+  if (!Array.isArray(rows)) throw protocolError('pg stats: pgs is not a list');
+  const pgs = rows.map((row: unknown): PgStat => {
+    if (!Array.isArray(row) || row.length !== 4) throw protocolError('pg stats: bad row');
+    const [poolId, pg, state, intervalStart] = row as unknown[];
+    if (!Number.isSafeInteger(poolId) || !Number.isSafeInteger(pg) || typeof state !== 'string' || !Number.isSafeInteger(intervalStart)) throw protocolError('pg stats: bad row');
+    return { poolId: poolId as number, pg: pg as number, state, intervalStart: intervalStart as number };
+  });
+  const recovery = doc.recovery === undefined ? undefined : decodeRecoveryStats(field.object(doc, 'recovery'));
+  const s = doc.strays === undefined ? undefined : field.object(doc, 'strays');
+  const strays = s ? { pgsWaiting: field.uint(s, 'pgsWaiting'), pgsRemoved: field.uint(s, 'pgsRemoved'), objectsRemoved: field.uint(s, 'objectsRemoved') } : undefined;
+  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs, ...(recovery ? { recovery } : {}), ...(strays ? { strays } : {}) };
+}
+
+// --- stray copies (src/daemon/stray-cleanup.ts): control documents ---
+
+/** pgClean request: a control document {epoch, poolId, pg}; the primary answers once it holds `epoch`. */
+export type PgCleanRequest = PgRef;
+
+export function decodePgCleanRequest(header: Buffer): PgCleanRequest {
+  const doc = decodeControl(header, 'pg clean request');
+  return { epoch: field.uint(doc, 'epoch'), poolId: field.uint(doc, 'poolId'), pg: field.uint(doc, 'pg') };
+}
+
+/** What a pg's primary says of it: clean, or why not; the interval it is in and its acting set (by position, -1: hole). */
+export interface PgCleanReply {
+  epoch: number;
+  clean: boolean;
+  reason: string;
+  intervalStart: number;
+  acting: number[];
+}
+
+export function decodePgCleanReply(header: Buffer): PgCleanReply {
+  const doc = decodeControl(header, 'pg clean reply');
+  return {
+    epoch: field.uint(doc, 'epoch'),
+    clean: field.bool(doc, 'clean'),
+    reason: field.string(doc, 'reason', 1024),
+    intervalStart: field.uint(doc, 'intervalStart'),
+    acting: field.intList(doc, 'acting', 64),
+  };
+}
+
+/** Stray copies a daemon holds (pgStats, optional): pgs waiting to be removed, and what it removed since it started. */
+export interface StrayStats {
+  pgsWaiting: number;
+  pgsRemoved: number;
+  objectsRemoved: number;
+}
+
+// --- scrub (src/daemon/pg-scrub.ts): control documents ---
+
+export interface ScrubMapRequest extends PgRef {
+  /** Deep: read every object's data (verifying its checksums) and digest it; else metadata only. */
+  deep: boolean;
+  /** Only these objects (a recheck); else the pg's objects from `cursor` on. */
+  names?: string[];
+  cursor?: string;
+  /** Pace of the member's deep reads (0: unpaced; absent: its default). */
+  bytesPerSec?: number;
+}
+
+/** One object as a member holds it: its digests, or the error reading it gave (Corrupt: a checksum failed). */
+export type ScrubMapEntry =
+  | { name: string; sizeBytes: number; version: Eversion; dataCrc: number | null; xattrsCrc: number; omapCrc: number; omapKeys: number }
+  | { name: string; error: string };
+
+export interface ScrubMapReply {
+  entries: ScrubMapEntry[];
+  cursor?: string;
+}
+
+export const SCRUB_NAMES_MAX = 1000;
+
+export function decodeScrubMapRequest(header: Buffer): ScrubMapRequest {
+  const doc = decodeControl(header, 'scrub map request');
+  const names = doc.names;
+  if (names !== undefined && (!Array.isArray(names) || names.length > SCRUB_NAMES_MAX || !names.every((n) => typeof n === 'string'))) throw protocolError('field names is not a list of names');
+  return {
+    epoch: field.uint(doc, 'epoch'),
+    poolId: field.uint(doc, 'poolId'),
+    pg: field.uint(doc, 'pg'),
+    deep: field.bool(doc, 'deep'),
+    ...(names !== undefined ? { names: names as string[] } : {}),
+    ...(doc.cursor !== undefined ? { cursor: field.string(doc, 'cursor', limits.objectNameBytesMax * 2) } : {}),
+    ...(doc.bytesPerSec !== undefined ? { bytesPerSec: field.uint(doc, 'bytesPerSec') } : {}),
+  };
+}
+
+function scrubEntryFromJson(doc: Record<string, unknown>): ScrubMapEntry {
+  const name = field.string(doc, 'name', limits.objectNameBytesMax);
+  if (doc.error !== undefined) return { name, error: field.string(doc, 'error', 4096) };
+  return {
+    name,
+    sizeBytes: field.uint(doc, 'sizeBytes'),
+    version: field.version(doc, 'version'),
+    dataCrc: doc.dataCrc === null ? null : field.uint(doc, 'dataCrc'),
+    xattrsCrc: field.uint(doc, 'xattrsCrc'),
+    omapCrc: field.uint(doc, 'omapCrc'),
+    omapKeys: field.uint(doc, 'omapKeys'),
+  };
+}
+
+export function decodeScrubMapReply(header: Buffer): ScrubMapReply {
+  const doc = decodeControl(header, 'scrub map reply');
+  return {
+    entries: field.array(doc, 'entries', SCRUB_NAMES_MAX).map(scrubEntryFromJson),
+    ...(doc.cursor !== undefined ? { cursor: field.string(doc, 'cursor', limits.objectNameBytesMax * 2) } : {}),
+  };
+}
+
+export interface PgScrubRequest extends PgRef {
+  deep: boolean;
+  repair: boolean;
+  bytesPerSec?: number;
+}
+
+export function decodePgScrubRequest(header: Buffer): PgScrubRequest {
+  const doc = decodeControl(header, 'pg scrub request');
+  return {
+    epoch: field.uint(doc, 'epoch'),
+    poolId: field.uint(doc, 'poolId'),
+    pg: field.uint(doc, 'pg'),
+    deep: field.bool(doc, 'deep'),
+    repair: field.bool(doc, 'repair'),
+    ...(doc.bytesPerSec !== undefined ? { bytesPerSec: field.uint(doc, 'bytesPerSec') } : {}),
+  };
+}
+
+export type InconsistencyKind = 'missing' | 'extra' | 'corrupt' | 'error' | 'version' | 'size' | 'data' | 'xattrs' | 'omap';
+
+/** One object whose copy on one member differs from the authoritative copy. */
+export interface Inconsistency {
+  object: string;
+  diskId: number;
+  kinds: InconsistencyKind[];
+  detail: string;
+  /** The member the authoritative copy came from (null: the object should not exist, or no good copy). */
+  authDiskId: number | null;
+  repaired: boolean;
+}
+
+export interface PgScrubResult {
+  poolId: number;
+  pg: number;
+  deep: boolean;
+  /** Done, or why not (an erasure-coded pg: not scrubbed yet). */
+  scrubbed: boolean;
+  note?: string;
+  members: number[];
+  objects: number;
+  bytesRead: number;
+  inconsistencies: Inconsistency[];
+}
+
+/** pgInconsistent request: every pg this disk is primary of, or one pool's, or one pg's. */
+export interface PgInconsistentRequest {
+  poolId?: number;
+  pg?: number;
+}
+
+export function decodePgInconsistentRequest(header: Buffer): PgInconsistentRequest {
+  const doc = decodeControl(header, 'pg inconsistent request');
+  return {
+    ...(doc.poolId !== undefined ? { poolId: field.uint(doc, 'poolId') } : {}),
+    ...(doc.pg !== undefined ? { pg: field.uint(doc, 'pg') } : {}),
+  };
+}
+
+/** What one pg's last scrub left unrepaired. */
+export interface PgInconsistentReport {
+  poolId: number;
+  pg: number;
+  deep: boolean;
+  /** How long ago that scrub ended (the daemon's monotonic clock). */
+  scrubbedAgoMs: number;
+  /** All it left; `inconsistencies` lists the first of them (a reply lists at most limits.scrubInconsistenciesReportedMax in all). */
+  unrepaired: number;
+  inconsistencies: Inconsistency[];
+}
+
+export interface PgInconsistentReply {
+  diskId: number;
+  epoch: number;
+  pgs: PgInconsistentReport[];
+}
+
+export function decodePgInconsistentReply(header: Buffer): PgInconsistentReply {
+  const doc = decodeControl(header, 'pg inconsistent reply');
+  field.uint(doc, 'diskId');
+  field.uint(doc, 'epoch');
+  for (const p of field.array(doc, 'pgs', 1_000_000)) {
+    field.uint(p, 'poolId');
+    field.uint(p, 'pg');
+    field.uint(p, 'unrepaired');
+    field.array(p, 'inconsistencies', 1_000_000);
+  }
+  return doc as unknown as PgInconsistentReply;
+}
+
+export function decodePgScrubResult(header: Buffer): PgScrubResult {
+  const doc = decodeControl(header, 'pg scrub result');
+  field.uint(doc, 'poolId');
+  field.uint(doc, 'pg');
+  field.bool(doc, 'scrubbed');
+  field.array(doc, 'inconsistencies', 1_000_000);
+  return doc as unknown as PgScrubResult;
+}
+
+// --- heartbeats between pg peers (src/daemon/peer-heartbeats.ts) ---
+
+/** A ping and its answer: who sends (or answers) and the map epoch it holds. Two varints, nothing else. */
+export interface PeerPing {
+  diskId: number;
+  epoch: number;
+}
+
+export function encodePing(p: PeerPing): Buffer {
+  return new Writer(12).varint(p.diskId).varint(p.epoch).finish();
+}
+
+export function decodePing(header: Buffer): PeerPing {
+  const r = new Reader(header, 'ProtocolError', 'ping');
+  const p = { diskId: r.varint(0xffff_ffff), epoch: r.varint() };
+  r.end();
+  return p;
+}
