@@ -24,6 +24,7 @@
  */
 import type { Clock } from '../io/io.js';
 import { pgSortKeyRange } from '../lib/hash.js';
+import type { PgRecoveryStat } from '../protocol/osd-admin-messages.js';
 
 /** What peering reports as it recovers a pg (src/daemon/peering.ts, ec-peering.ts, ec-recovery.ts). */
 export interface RecoveryProgressSink {
@@ -40,21 +41,8 @@ export interface BackfillListing {
   page(count: number, lastSortKey: number | null, complete: boolean): void;
 }
 
-/** One pg's recovery as reported to operators (pgStats). */
-export interface PgRecoveryFigures {
-  /** "backfill" when any member is backfilled (every object copied), else "recovery" (log-based). */
-  phase: 'recovery' | 'backfill';
-  /** Objects to copy in this run: exact for log-based recovery, estimated while a backfill lists. */
-  objectsTotal: number;
-  objectsDone: number;
-  bytesDone: number;
-  /** Bytes still to copy: an estimate (objects left times the mean size copied); null before any copy. */
-  bytesLeft: number | null;
-  /** True when objectsTotal is extrapolated (a backfill still listing); bytesLeft is always an estimate. */
-  objectsEstimated: boolean;
-  /** Wall-clock ms the run started. */
-  startedAtMs: number;
-}
+/** One pg's recovery as reported to operators (pgStats): the wire's PgRecoveryStat without the pg's name and its background flag. */
+export type PgRecoveryFigures = Omit<PgRecoveryStat, 'poolId' | 'pg' | 'background'>;
 
 export const RATE_WINDOW_MS = 10_000;
 const BUCKET_MS = 1000;
