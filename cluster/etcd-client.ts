@@ -32,6 +32,7 @@ import { Etcd3, isRecoverableError, type IOptions } from 'etcd3';
 import type { Io } from '../src/io/io.js';
 import { TesseraError, invalid, isTesseraError, type ErrorCodeName } from '../src/lib/errors.js';
 import { limits } from '../src/lib/limits.js';
+import { anySignal } from '../src/lib/signals.js';
 import { abortedError, nextBackoffMs, sleepBackoff } from './map-service.js';
 
 // TODO(limits): move next to the map service's limits in src/lib/limits.ts.
@@ -146,7 +147,7 @@ export class EtcdClient {
    */
   async run<T>(what: string, signal: AbortSignal | undefined, attempt: (call: EtcdAttempt) => Promise<T>): Promise<T> {
     const { clock } = this.options.io;
-    const stop = signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal;
+    const stop = signal ? anySignal([signal, this.closing.signal]) : this.closing.signal;
     const deadlineMs = clock.monotonicMs() + this.callTimeoutMs;
     let backoffMs: number = limits.mapRetryBackoffMsMin;
     for (;;) {

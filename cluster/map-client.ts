@@ -22,6 +22,7 @@ import { setMaxListeners } from 'node:events';
 import type { Io } from '../src/io/io.js';
 import { TesseraError, invalid, isTesseraError } from '../src/lib/errors.js';
 import { limits } from '../src/lib/limits.js';
+import { anySignal } from '../src/lib/signals.js';
 import type { RpcClient } from '../src/rpc/types.js';
 import { decodeMap, encodeMap, freezeMap, sameMap } from './map-codec.js';
 import { MapOpcode, decodeEpoch, encodeEpoch, encodeWatchRequest } from './map-protocol.js';
@@ -99,7 +100,7 @@ export class MapClient implements MapService {
       watcher.report(new TesseraError('Closed', 'map client is closed'));
       return;
     }
-    const poll = this.pollLoop(watcher, AbortSignal.any([signal, this.closing.signal]));
+    const poll = this.pollLoop(watcher, anySignal([signal, this.closing.signal]));
     this.polls.add(poll);
     void poll.finally(() => this.polls.delete(poll));
   }
@@ -115,7 +116,7 @@ export class MapClient implements MapService {
   }
 
   private callOptions(signal: AbortSignal | undefined, timeoutMs: number): { timeoutMs: number; idempotent: true; signal: AbortSignal } {
-    return { timeoutMs, idempotent: true, signal: signal ? AbortSignal.any([signal, this.closing.signal]) : this.closing.signal };
+    return { timeoutMs, idempotent: true, signal: signal ? anySignal([signal, this.closing.signal]) : this.closing.signal };
   }
 
   /** Long-polls until stopped; never rejects. */

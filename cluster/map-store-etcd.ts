@@ -38,6 +38,7 @@ import type { IKeyValue } from 'etcd3';
 import type { Io } from '../src/io/io.js';
 import { TesseraError, corrupt, invalid, isTesseraError, notFound } from '../src/lib/errors.js';
 import { limits } from '../src/lib/limits.js';
+import { anySignal } from '../src/lib/signals.js';
 import { EtcdClient, type EtcdAttempt } from './etcd-client.js';
 import { watchKey } from './etcd-watch.js';
 import { checkName } from './map-check.js';
@@ -196,7 +197,7 @@ export class EtcdMapStore implements MapService {
       io: this.io,
       client: this.client,
       key: this.key,
-      stop: AbortSignal.any([signal, this.stopWatches.signal, this.client.closingSignal]),
+      stop: anySignal([signal, this.stopWatches.signal, this.client.closingSignal]),
       resyncMs: this.watchResyncMs,
       onValue: (kv) => {
         try {
