@@ -24,6 +24,11 @@
  * shard in the background (src/daemon/read-repairs.ts): the member's copy
  * reads again, every shard checks out, a deep scrub of the pg is clean.
  *
+ * Erasure-coded parity: a parity shard's bytes overwritten with other bytes
+ * through the store (its checksums pass): a deep scrub codes the parity
+ * again from the data shards and names it, --repair codes it again, and
+ * every shard checks out.
+ *
  * Background: daemons deep-scrubbing every 1.5 s notice a corrupt replica
  * copy on their own (status HEALTH_ERR, "pgs inconsistent", and `tessera pg
  * inconsistent` lists it) until a repair.
@@ -323,6 +328,62 @@ it('pool scrub of an erasure-coded pool finds shards of a version no log holds; 
   await checkShards(cluster, EC_POOL, 'u-alone', null);
   expect((await client.read(EC_POOL, 'u-kept')).equals(data)).toBe(true);
   await checkShards(cluster, EC_POOL, 'u-kept', data);
+}, 120_000);
+
+/**
+ * Parity shards whose bytes are wrong but whose checksums pass (a fenced write of other bytes over them, as
+ * a bug in the write path would leave): reads are unaffected (every data shard is up), a shallow scrub and
+ * each shard's own checksums see nothing; a deep scrub codes the parity again from the data shards and
+ * names exactly those shards ('parity'); --repair codes them from the data; every shard then checks out.
+ * One object fits one slice of the check, the other spans two (wrong in its second).
+ */
+it('deep scrub of an erasure-coded pool finds parity shards that differ from their data; --repair codes them again', async () => {
+  const { client } = cluster;
+  const info = client.pool(EC_POOL);
+  const positions = (name: string): number[] => client.view.pg(info, objectToPg(info, name)).members;
+  const small = randomBytes(100_000);
+  const big = randomBytes(3 * 1024 * 1024 + 5);
+  await client.put(EC_POOL, 'p-small', small);
+  await client.put(EC_POOL, 'p-big', big);
+  const clean = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(clean.code, clean.stderr + clean.stdout).toBe(0);
+  expect(found(JSON.parse(clean.stdout) as ScrubJson)).toEqual([]);
+
+  // Position 2 is the parity shard (2+1); one stripe unit of it overwritten with other bytes.
+  const smallOn = positions('p-small')[2]!;
+  await pushTo(smallOn, 'p-small', (id) => [{ type: 'write', id, offsetBytes: 3 * 4096, data: randomBytes(4096) }], EC_POOL, 2);
+  const bigOn = positions('p-big')[2]!;
+  await pushTo(bigOn, 'p-big', (id) => [{ type: 'write', id, offsetBytes: 1024 * 1024 + 5 * 4096, data: randomBytes(4096) }], EC_POOL, 2);
+  const parityShard = async (diskId: number, name: string): Promise<Buffer> => {
+    const store = cluster.storeOf(diskId);
+    try {
+      return await store.read({ ns: dataNs(info.id, 2), name });
+    } finally {
+      await store.close();
+    }
+  };
+  // Their checksums pass: each reads whole.
+  expect((await parityShard(smallOn, 'p-small')).length).toBe(13 * 4096);
+  expect((await parityShard(bigOn, 'p-big')).length).toBe(Math.ceil(big.length / 8192) * 4096);
+  expect((await client.read(EC_POOL, 'p-small')).equals(small)).toBe(true);
+
+  const shallow = await tessera(['pool', 'scrub', EC_POOL, '--json']);
+  expect(shallow.code, shallow.stdout).toBe(0);
+  const deep = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(deep.code, deep.stderr).toBe(1);
+  expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([`p-big@${bigOn}:parity`, `p-small@${smallOn}:parity`].sort());
+  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: [`p-big@${bigOn}:parity`, `p-small@${smallOn}:parity`].sort(), unrepaired: 2 });
+  const repair = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--repair']);
+  expect(repair.code, repair.stdout + repair.stderr).toBe(0);
+  expect(repair.stdout).toMatch(/2 inconsistencies, 2 repaired/);
+  const again = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(again.code, again.stdout).toBe(0);
+  expect(found(JSON.parse(again.stdout) as ScrubJson)).toEqual([]);
+  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: [], unrepaired: 0 });
+  for (const [name, data] of [['p-small', small], ['p-big', big]] as const) {
+    expect((await client.read(EC_POOL, name)).equals(data), name).toBe(true);
+    await checkShards(cluster, EC_POOL, name, data);
+  }
 }, 120_000);
 
 it('background deep scrub finds a corrupt replica copy: status turns HEALTH_ERR until a repair', async () => {

@@ -11,7 +11,7 @@
 import type { Io } from '../io/io.js';
 import { StorageDaemon } from '../daemon/daemon.js';
 import { Osd } from '../daemon/osd.js';
-import { ScrubScheduler, type ScrubScheduleOptions } from '../daemon/pg-scrub.js';
+import { ScrubScheduler, type ScrubScheduleOptions } from '../daemon/scrub-scheduler.js';
 import { connectMapService } from '../../cluster/map-daemon.js';
 import { daemonMetricsEndpoint } from './daemon-metrics.js';
 import type { RecoveryThrottleOptions } from '../daemon/recovery-throttle.js';

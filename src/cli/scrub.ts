@@ -14,9 +14,11 @@
  *
  * `tessera pg inconsistent [POOL | POOL.PG]` lists what the last scrub of
  * each pg (on demand or in the background) left unrepaired, as its current
- * primary keeps it (OsdOpcode.pgInconsistent; in memory: a primary that
- * restarts or a pg that changes primary forgets it until its next scrub),
- * without scrubbing anything. Exit code 1 when an up disk did not answer
+ * primary keeps it (OsdOpcode.pgInconsistent; in its scrub record on disk,
+ * so across restarts; a pg whose primary moved to a disk that never scrubbed
+ * it shows nothing until that disk's first scrub), without scrubbing
+ * anything; per pg at most limits.scrubInconsistenciesKeptMax are listed and
+ * the rest counted. Exit code 1 when an up disk did not answer
  * (its pgs are not listed); else 0.
  */
 import type { Io } from '../io/io.js';
@@ -191,7 +193,7 @@ export async function pgInconsistent(t: TargetOptions, o: { what?: string; json:
       out(`${JSON.stringify({ pgs, inconsistencies: listed, unrepaired, disksNotAnswering: silent })}\n`);
     } else {
       if (listed.length > 0) {
-        const ago = (ms: number): string => (ms < 120_000 ? `${Math.round(ms / 1000)}s` : `${Math.round(ms / 60_000)}m`);
+        const ago = (ms: number): string => (ms < 120_000 ? `${Math.round(ms / 1000)}s` : ms < 7_200_000 ? `${Math.round(ms / 60_000)}m` : `${Math.round(ms / 3_600_000)}h`);
         out(
           table([
             ['PG', 'OBJECT', 'DISK', 'KINDS', 'GOOD COPY', 'SCRUB', 'DETAIL'],
@@ -199,6 +201,7 @@ export async function pgInconsistent(t: TargetOptions, o: { what?: string; json:
           ]),
         );
       }
+      for (const p of pgs) if (p.unrepaired > p.listed) out(`pg ${p.pgid}: and ${p.unrepaired - p.listed} more not listed\n`);
       for (const s of silent) out(`disk ${s.diskId} did not answer (${s.error}): the pgs it leads are not listed\n`);
       const more = unrepaired > listed.length ? ` (${listed.length} listed)` : '';
       out(`${unrepaired} inconsistencies${more} in ${pgs.length} pgs, as each pg's last scrub left them${unrepaired > 0 ? '; repair with tessera pg scrub POOL.PG --deep --repair' : ''}\n`);

@@ -33,19 +33,21 @@ export function pgStats(osd: Osd): PgStatsReply {
 
 /**
  * pgInconsistent: what the last scrub of each pg this disk is primary of left unrepaired (pgs with
- * none are not listed), at most limits.scrubInconsistenciesReportedMax inconsistencies in all.
+ * none are not listed), at most limits.scrubInconsistenciesReportedMax inconsistencies in all (each pg
+ * keeps its first limits.scrubInconsistenciesKeptMax, and the count of all). After a restart, as the
+ * pg's scrub record on disk holds it (src/daemon/scrub-record.ts).
  */
 export function pgInconsistent(osd: Osd, q: PgInconsistentRequest): PgInconsistentReply {
   const pgs: PgInconsistentReport[] = [];
   let room = limits.scrubInconsistenciesReportedMax;
-  const nowMs = osd.io.clock.monotonicMs();
+  const nowMs = osd.io.clock.nowMs();
   const sorted = [...osd.pgs.values()].sort((a, b) => a.pool.id - b.pool.id || a.pg - b.pg);
   for (const pg of sorted) {
     if (pg.primary !== osd.diskId || pg.scrub.inconsistent === 0 || !osd.view.map.pools.some((p) => p.id === pg.pool.id)) continue;
     if ((q.poolId !== undefined && pg.pool.id !== q.poolId) || (q.pg !== undefined && pg.pg !== q.pg)) continue;
     const inconsistencies = pg.scrub.left.slice(0, room);
     room -= inconsistencies.length;
-    pgs.push({ poolId: pg.pool.id, pg: pg.pg, deep: pg.scrub.lastDeep, scrubbedAgoMs: nowMs - pg.scrub.lastMs, unrepaired: pg.scrub.inconsistent, inconsistencies });
+    pgs.push({ poolId: pg.pool.id, pg: pg.pg, deep: pg.scrub.lastDeep, scrubbedAgoMs: Math.max(0, nowMs - pg.scrub.scrubbedAtMs), unrepaired: pg.scrub.inconsistent, inconsistencies });
   }
   return { diskId: osd.diskId, epoch: osd.view.epoch, pgs };
 }

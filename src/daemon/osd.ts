@@ -38,6 +38,7 @@ import { peerEc } from './ec-peering.js';
 import { EcCodecs, EcPgState } from './ec-state.js';
 import { Peers } from './peers.js';
 import { Pg } from './pg.js';
+import { loadScrubRecord } from './scrub-record.js';
 import { PgLog } from './pg-log.js';
 import { peer, type MemberHandle } from './peering.js';
 import { localHandle, remoteHandle } from './members.js';
@@ -262,6 +263,14 @@ export class Osd {
         const log = await PgLog.load(this.store, poolId, pg);
         const pool = this.view.pool(poolId);
         const p = new Pg(pool, pg, log);
+        // What this disk's last scrub of the pg as its primary found, and when (src/daemon/scrub-record.ts).
+        const record = await loadScrubRecord(this.store, poolId, pg).catch((err: unknown) => {
+          console.error(`disk ${this.diskId}: pg ${poolId}.${pg}: scrub record not read: ${toTesseraError(err).message}`);
+          return null;
+        });
+        if (record) {
+          Object.assign(p.scrub, { scrubbedAtMs: record.scrubbedAtMs, deepScrubbedAtMs: record.deepScrubbedAtMs, lastDeep: record.lastDeep, inconsistent: record.unrepaired, left: record.kept });
+        }
         if (pool.redundancy.type === 'erasure') {
           const layout = EcLayout.forPool(pool);
           p.ec = new EcPgState(this.io.clock, layout, this.ecCodecs.get(layout), log.head);

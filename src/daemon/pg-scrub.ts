@@ -24,14 +24,19 @@
  * object's lock (writes of it hold it from staging to commit); never when
  * fewer than k members hold the authoritative version (reported, left).
  * Shards of a version fewer than k members hold that the pg log says never
- * committed are not authoritative (mayBeCommitted). Parity is not
- * re-derived and compared (a shard whose bytes are wrong but whose checksums
- * match, written so by a bug, is not found).
+ * committed are not authoritative (mayBeCommitted). A deep scrub also codes
+ * each object's parity again from its data shards and compares it with the
+ * stored parity (ec-scrub.ts): a parity shard whose bytes are wrong but whose
+ * checksums match is reported ('parity') and rebuilt from the data shards.
+ *
+ * What a scrub leaves unrepaired and when it ran are kept on the pg and in
+ * its scrub record on disk (scrub-record.ts), so they survive a restart.
  *
  * Limits: a scrub holds every member's map of the pg in memory
  * (scrubObjectsPerPgMax objects), pages of scrubMapPageObjectsMax; members
- * pace their deep reads (bytesPerSec). The background scheduler
- * (ScrubScheduler) scrubs one pg at a time.
+ * pace their deep reads (bytesPerSec), the primary its parity checks (one
+ * object at a time). The background scheduler (scrub-scheduler.ts) scrubs
+ * one pg at a time.
  */
 import { crc32c } from '../../native/index.js';
 import { isTesseraError, TesseraError, toTesseraError } from '../lib/errors.js';
@@ -42,16 +47,18 @@ import { decodeScrubMapReply, SCRUB_NAMES_MAX, type Inconsistency, type Inconsis
 import type { ObjectId, StoreApi } from '../store/types.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';
-import { dataNs, decodeVersionValue, VERSION_XATTR } from './pg-log.js';
+import { dataNs, decodeVersionValue, encodeVersionValue, VERSION_XATTR } from './pg-log.js';
 import { copyObject } from './peering.js';
 import { positionOf } from './ec-member.js';
 import { rebuildObject, type RecoveryMember } from './ec-recovery.js';
 import { withPgQuiet } from './pg-repair.js';
+import { checkParity } from './ec-scrub.js';
+import { HOLE } from '../../cluster/placement.js';
+import { scrubRecordOps } from './scrub-record.js';
 
 const READ_PIECE_BYTES = 4 * 1024 * 1024;
 const OMAP_PAGE = 1000;
 const SCRUB_MAP_TIMEOUT_MS = 300_000;
-const SCHEDULER_CHECK_MS_MIN = 100;
 
 type Digest = Exclude<ScrubMapEntry, { error: string }>;
 const isDigest = (e: ScrubMapEntry | undefined): e is Digest => e !== undefined && !('error' in e);
@@ -258,6 +265,37 @@ export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<n
   return out;
 }
 
+/**
+ * Erasure-coded, deep: the parity check of one object (ec-scrub.ts) whose members all hold a readable shard
+ * at one version, every data position among them; its parity inconsistencies, 'changed' when a write moved
+ * it meanwhile, or null when it cannot be checked (a hole, a member without a good shard: what judgeObject
+ * reports, or nothing to check).
+ */
+async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps: Map<number, MemberMap>, bytesPerSec: number): Promise<Inconsistency[] | 'changed' | null> {
+  const ec = pg.ec;
+  if (!ec) return null;
+  const digests = members.map((d) => maps.get(d)?.get(name));
+  if (!digests.every(isDigest)) return null;
+  const first = digests[0]!;
+  if (digests.some((d) => compareVersions(d.version, first.version) !== 0)) return null;
+  const stores: Array<StoreApi | null> = pg.positions.map((d) => (d !== HOLE && members.includes(d) ? osd.memberHandle(pg, d).store : null));
+  for (let p = 0; p < ec.layout.dataShards; p++) if (!stores[p]) return null;
+  const shardBytes = Math.max(...digests.map((d) => d.sizeBytes));
+  const check = await checkParity({ poolId: pg.pool.id, layout: ec.layout, codec: ec.codec, name, stores, version: encodeVersionValue(first.version), shardBytes, bytesPerSec, clock: osd.io.clock });
+  if (check.kind === 'changed') return 'changed';
+  if (check.kind !== 'wrong') return null;
+  const stripes = shardBytes / ec.layout.unitBytes;
+  return check.parity.map((w) => ({
+    object: name,
+    diskId: pg.positions[w.position]!,
+    kinds: ['parity'],
+    detail: `parity shard ${w.position} differs from the parity of the data shards in ${w.stripes} of ${stripes} stripes (first at shard byte ${w.firstOffsetBytes}); its checksums pass`,
+    // The rebuild codes it from the data shards: a data member names where the good copy comes from.
+    authDiskId: pg.positions[0]!,
+    repaired: false,
+  }));
+}
+
 function judgeAll(pg: Pg, members: number[], maps: Map<number, MemberMap>, deep: boolean, names: Iterable<string>): Map<string, Inconsistency[]> {
   const found = new Map<string, Inconsistency[]>();
   for (const name of names) {
@@ -298,7 +336,12 @@ async function repairEcObject(osd: Osd, pg: Pg, name: string, members: number[],
   }
   if (rebuild.length === 0) return;
   const badDisks = new Set(bad.map((i) => i.diskId));
-  const sources = members.filter((d) => !badDisks.has(d)).map(member);
+  // Parity that differs from the data is coded again from the data shards alone (the data is authoritative).
+  const dataOnly = rebuild.some((i) => i.kinds.includes('parity'));
+  const sources = members
+    .filter((d) => !badDisks.has(d))
+    .map(member)
+    .filter((m) => !dataOnly || m.position < pg.ec!.layout.dataShards);
   // Never remove a shard that cannot be rebuilt (judgeObject names no source then; this is the backstop).
   if (sources.length < pg.ec!.layout.dataShards) return;
   const targets = rebuild.map((i) => member(i.diskId));
@@ -330,7 +373,11 @@ async function compareAndRepair(osd: Osd, pg: Pg, name: string, members: number[
     pg.requireActive();
     const now = new Map<number, MemberMap>();
     await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep, repair: true, bytesPerSec: 0 }, [name]))));
-    const found = judgeObject(pg, name, members, now, deep);
+    let found = judgeObject(pg, name, members, now, deep);
+    if (found.length === 0 && pg.ec && deep) {
+      const parity = await parityOf(osd, pg, name, members, now, 0);
+      if (Array.isArray(parity)) found = parity;
+    }
     if (pg.ec) await repairEcObject(osd, pg, name, members, found, signal);
     else await repairObject(osd, pg, name, found, signal);
     return found;
@@ -393,6 +440,7 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
     for (const d of members) if (!again.has(d)) again.set(d, new Map());
     suspects = judgeAll(pg, members, again, o.deep, suspects.keys());
   }
+  if (pg.ec && o.deep) await checkPgParity(osd, pg, members, maps, names, suspects, interval, o.bytesPerSec ?? limits.scrubBytesPerSecDefault);
   if (o.repair && suspects.size > 0) {
     const signal = new AbortController().signal;
     for (const name of [...suspects.keys()]) {
@@ -407,19 +455,55 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   result.inconsistencies = all.slice(0, limits.scrubInconsistenciesReportedMax);
   result.scrubbed = true;
   if (all.length > result.inconsistencies.length) result.note = `${all.length} inconsistencies, the first ${result.inconsistencies.length} listed`;
-  if (pg.intervalStart === interval) {
-    const left = all.filter((i) => !i.repaired);
-    pg.scrub.inconsistent = left.length;
-    pg.scrub.left = left.slice(0, limits.scrubInconsistenciesReportedMax);
-    pg.scrub.lastDeep = o.deep;
-    pg.scrub.lastMs = osd.io.clock.monotonicMs();
-    if (o.deep) pg.scrub.lastDeepMs = pg.scrub.lastMs;
-  }
+  if (pg.intervalStart === interval) await recordScrub(osd, pg, o.deep, all.filter((i) => !i.repaired));
   const unrepaired = all.filter((i) => !i.repaired).length;
   if (all.length > 0) {
     console.error(`disk ${osd.diskId}: pg ${pg.key}: ${o.deep ? 'deep ' : ''}scrub found ${all.length} inconsistencies (${all.length - unrepaired} repaired) in ${osd.io.clock.monotonicMs() - startedMs} ms`);
   }
   return result;
+}
+
+/**
+ * Erasure-coded, deep: the parity of every object not already suspect, coded again from its data shards
+ * and compared (parityOf), one object at a time, paced. A difference, or a version that moved while it was
+ * read, is compared again under the object's lock (shared: no write of it meanwhile) from a fresh map of
+ * it; what still differs joins the suspects.
+ */
+async function checkPgParity(osd: Osd, pg: Pg, members: number[], maps: Map<number, MemberMap>, names: Iterable<string>, suspects: Map<string, Inconsistency[]>, interval: number, bytesPerSec: number): Promise<void> {
+  for (const name of names) {
+    if (suspects.has(name)) continue;
+    if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
+    const first = await parityOf(osd, pg, name, members, maps, bytesPerSec);
+    if (first === null || first.length === 0) continue;
+    const unlock = await pg.ec!.locks.acquire(name, 'shared', limits.ecWaitMsMax);
+    let again: Inconsistency[] | 'changed' | null;
+    try {
+      const now = new Map<number, MemberMap>();
+      await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep: false, repair: false }, [name]))));
+      // Changed in another way meanwhile (deleted, a member's shard at another version): the next scrub looks.
+      again = judgeObject(pg, name, members, now, false).length > 0 ? null : await parityOf(osd, pg, name, members, now, bytesPerSec);
+    } finally {
+      unlock();
+    }
+    if (Array.isArray(again) && again.length > 0) suspects.set(name, again);
+  }
+}
+
+/** Keeps what a scrub of the pg found and when it ran, on the pg and in its scrub record on disk (scrub-record.ts). */
+async function recordScrub(osd: Osd, pg: Pg, deep: boolean, left: Inconsistency[]): Promise<void> {
+  const s = pg.scrub;
+  s.inconsistent = left.length;
+  s.left = left.slice(0, limits.scrubInconsistenciesKeptMax);
+  s.lastDeep = deep;
+  s.scrubbedAtMs = osd.io.clock.nowMs();
+  if (deep) s.deepScrubbedAtMs = s.scrubbedAtMs;
+  s.retryAtMs = 0;
+  try {
+    await osd.store.transact(scrubRecordOps(pg.pool.id, pg.pg, { scrubbedAtMs: s.scrubbedAtMs, deepScrubbedAtMs: s.deepScrubbedAtMs, lastDeep: deep, unrepaired: s.inconsistent, kept: s.left }));
+  } catch (err) {
+    // Kept in memory all the same: a restart forgets it (the pg counts as scrubbed when its record says).
+    console.error(`disk ${osd.diskId}: pg ${pg.key}: scrub record not written: ${toTesseraError(err).message}`);
+  }
 }
 
 /** Runs scrubs of one pg one after another (a scrub on demand waits for the background one). */
@@ -434,69 +518,5 @@ export async function scrubPgSerialized(osd: Osd, pg: Pg, o: PgScrubOptions): Pr
     return await run;
   } finally {
     if (pg.scrub.running === run) pg.scrub.running = null;
-  }
-}
-
-export interface ScrubScheduleOptions {
-  /** Shallow scrub of each pg this often; 0: never in the background. */
-  intervalMs?: number;
-  /** Deep scrub of each pg this often; 0: never in the background. */
-  deepIntervalMs?: number;
-  checkIntervalMs?: number;
-  bytesPerSec?: number;
-}
-
-/**
- * Background scrubs: every checkIntervalMs, the pgs this daemon is primary of
- * (active) whose last scrub is older than the interval are
- * scrubbed one at a time (deep when the deep interval is due), without repair:
- * what is found is logged and shown in status and metrics. A pg first seen
- * counts as scrubbed at that moment (a restart postpones its next scrub).
- */
-export class ScrubScheduler {
-  private readonly abort = new AbortController();
-  private readonly loop: Promise<void>;
-
-  constructor(
-    private readonly osd: Osd,
-    private readonly o: ScrubScheduleOptions = {},
-  ) {
-    this.loop = this.run();
-  }
-
-  private async run(): Promise<void> {
-    const { clock } = this.osd.io;
-    const { signal } = this.abort;
-    const intervalMs = this.o.intervalMs ?? limits.scrubIntervalMsDefault;
-    const deepMs = this.o.deepIntervalMs ?? limits.deepScrubIntervalMsDefault;
-    // Short intervals (tests) are looked at four times per interval.
-    const quarter = [intervalMs, deepMs].filter((ms) => ms > 0).map((ms) => Math.max(SCHEDULER_CHECK_MS_MIN, ms / 4));
-    const checkMs = this.o.checkIntervalMs ?? Math.min(limits.scrubCheckIntervalMsDefault, ...quarter);
-    while (!signal.aborted) {
-      await clock.sleep(checkMs, signal).catch(() => undefined);
-      for (const pg of [...this.osd.pgs.values()]) {
-        if (signal.aborted) return;
-        if (pg.primary !== this.osd.diskId || pg.state !== 'active') continue;
-        const now = clock.monotonicMs();
-        if (pg.scrub.lastMs === 0) {
-          pg.scrub.lastMs = now;
-          pg.scrub.lastDeepMs = now;
-          continue;
-        }
-        const deep = deepMs > 0 && now - pg.scrub.lastDeepMs >= deepMs;
-        if (!deep && !(intervalMs > 0 && now - pg.scrub.lastMs >= intervalMs)) continue;
-        try {
-          await scrubPgSerialized(this.osd, pg, { deep, repair: false, ...(this.o.bytesPerSec !== undefined ? { bytesPerSec: this.o.bytesPerSec } : {}) });
-        } catch (err) {
-          if (!signal.aborted) console.error(`disk ${this.osd.diskId}: pg ${pg.key}: background scrub failed: ${toTesseraError(err).message}`);
-          pg.scrub.lastMs = clock.monotonicMs(); // tried: not again before the interval
-        }
-      }
-    }
-  }
-
-  async close(): Promise<void> {
-    this.abort.abort();
-    await this.loop;
   }
 }

@@ -109,16 +109,32 @@ export class Pg {
   backfilling = new Set<number>();
   private stagingIds = 0;
   /**
-   * Scrub, as primary (src/daemon/pg-scrub.ts): when it was last scrubbed and deep-scrubbed (monotonic
-   * ms; 0: not yet), whether the last one was deep, how many inconsistencies it left unrepaired and the
-   * first of them (at most limits.scrubInconsistenciesReportedMax: `tessera pg inconsistent`), the scrub running.
+   * Scrub, as primary (src/daemon/pg-scrub.ts): when it was last scrubbed and deep-scrubbed (wall-clock
+   * ms; 0: never by this disk), whether the last one was deep, how many inconsistencies it left unrepaired
+   * and the first of them (at most limits.scrubInconsistenciesKeptMax: `tessera pg inconsistent`), as the
+   * pg's scrub record on disk holds them (src/daemon/scrub-record.ts, loaded with the pg); the background
+   * scheduler's first due times for a pg never scrubbed here (spread over the intervals; 0: not planned)
+   * and the earliest retry after a failed background scrub; the scrub running.
    */
-  readonly scrub: { lastMs: number; lastDeepMs: number; lastDeep: boolean; inconsistent: number; left: Inconsistency[]; running: Promise<unknown> | null } = {
-    lastMs: 0,
-    lastDeepMs: 0,
+  readonly scrub: {
+    scrubbedAtMs: number;
+    deepScrubbedAtMs: number;
+    lastDeep: boolean;
+    inconsistent: number;
+    left: Inconsistency[];
+    firstDueAtMs: number;
+    firstDeepDueAtMs: number;
+    retryAtMs: number;
+    running: Promise<unknown> | null;
+  } = {
+    scrubbedAtMs: 0,
+    deepScrubbedAtMs: 0,
     lastDeep: false,
     inconsistent: 0,
     left: [],
+    firstDueAtMs: 0,
+    firstDeepDueAtMs: 0,
+    retryAtMs: 0,
     running: null,
   };
 

@@ -6,7 +6,8 @@
  *
  * Finding them: pgs this daemon leaves while it runs (osd.ts tells us,
  * noteLeft), and at start a scan of the store: each pool's meta namespace
- * (pg meta objects "pg.<n>", recovery temporaries "staging.<pg>.<n>"), its
+ * (pg meta objects "pg.<n>", recovery temporaries "staging.<pg>.<n>", scrub
+ * records "scrub.<n>"), its
  * erasure-coded staging namespace, and one listing (limit 1) of each data
  * namespace per pg this disk is not a member of (a member filled by a
  * backfill that was cut short holds objects and no log yet).
@@ -31,7 +32,8 @@
  * objects); the in-memory Pg is dropped first, and pg loads (osd.ts pgFor)
  * wait for a batch in flight (exclusive()). (2) data objects, (3) staging
  * objects, in batches of BATCH through the recovery throttle (client I/O
- * first). (4) the meta object last: until then the start-up scan finds the
+ * first). (4) the meta object last (with the pg's scrub record, which a
+ * disk keeps as primary: src/daemon/scrub-record.ts): until then the start-up scan finds the
  * pg again after kill -9. Memory: one set of pg keys, one page of names.
  */
 import { toTesseraError } from '../lib/errors.js';
@@ -44,6 +46,7 @@ import { HOLE, pgTempActing } from '../../cluster/placement.js';
 import { stagingNs } from './ec-record.js';
 import { pgOfStagingName } from './ec-index.js';
 import { dataNs, metaNs, metaObject, PgLog } from './pg-log.js';
+import { scrubRecordObject } from './scrub-record.js';
 import type { Osd } from './osd.js';
 
 /** Objects removed per transaction. */
@@ -147,7 +150,7 @@ export class StrayCleaner {
           cursor = page.cursor;
         } while (cursor);
       };
-      await listNs(metaNs(pool.id), (name) => Number(/^(?:pg|staging)\.(\d+)(?:\.|$)/.exec(name)?.[1] ?? -1));
+      await listNs(metaNs(pool.id), (name) => Number(/^(?:pg|staging|scrub)\.(\d+)(?:\.|$)/.exec(name)?.[1] ?? -1));
       if (pool.redundancy.type === 'erasure') await listNs(stagingNs(pool.id), pgOfStagingName);
       const bits = Math.log2(pool.pgCount);
       for (let pg = 0; pg < pool.pgCount && !this.stop.signal.aborted; pg++) {
@@ -312,8 +315,8 @@ export class StrayCleaner {
       for (const id of ids) if (id.ns === stagingNs(pool.id)) osd.ecStagings.remove(id);
       removed += ids.length;
     }
-    // (4) the meta object last.
-    stop = await batch([{ type: 'remove', id: meta, ifExists: true }]);
+    // (4) the meta object last, with the pg's scrub record (src/daemon/scrub-record.ts).
+    stop = await batch([{ type: 'remove', id: meta, ifExists: true }, { type: 'remove', id: scrubRecordObject(pool.id, pg), ifExists: true }]);
     if (stop) return stop;
     this.stats.pgsRemoved++;
     this.stats.objectsRemoved += removed;

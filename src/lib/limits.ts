@@ -195,6 +195,11 @@ export const limits = {
   scrubMapPageObjectsMax: 256,
   /** Inconsistencies one pg scrub reports (the count goes on past it). */
   scrubInconsistenciesReportedMax: 1000,
+  /**
+   * Inconsistencies a primary keeps per pg after its scrub, in memory and in the pg's scrub record on disk
+   * (src/daemon/scrub-record.ts; `tessera pg inconsistent` lists them, and counts the rest: "N listed").
+   */
+  scrubInconsistenciesKeptMax: 100,
   /** Erasure-coded objects a daemon's read repair holds waiting (src/daemon/read-repairs.ts; more are dropped, left to scrub). */
   readRepairsQueuedMax: 64,
 
@@ -267,5 +272,6 @@ assert(limits.striperBufferBytesDefault >= limits.striperPieceBytesMax, 'the buf
 assert(limits.striperAttrsBytesMax <= limits.xattrValueBytesMax, 'encoded attributes fit in one xattr');
 assert(limits.striperLeaseMsDefault > 2 * limits.rpcTimeoutMsDefault, 'a commit started with half a lease left ends within the lease');
 assert(limits.scrubCheckIntervalMsDefault <= limits.scrubIntervalMsDefault && limits.scrubIntervalMsDefault <= limits.deepScrubIntervalMsDefault, 'the scheduler looks often enough; deep scrubs are the rarer');
+assert(limits.scrubInconsistenciesKeptMax <= limits.scrubInconsistenciesReportedMax && limits.scrubInconsistenciesKeptMax <= limits.listPageEntriesMax, 'a pg keeps no more than a scrub reports, and its record reads in one omap page');
 assert(limits.scrubMapPageObjectsMax <= 1000, 'a scrub map page fits the names limit of its request (SCRUB_NAMES_MAX)');
 assert(limits.striperLeaseMsDefault < limits.striperSweepGraceMsDefault, 'the sweeper waits longer than a lease');

@@ -243,7 +243,8 @@ export function decodePgScrubRequest(header: Buffer): PgScrubRequest {
   };
 }
 
-export type InconsistencyKind = 'missing' | 'extra' | 'corrupt' | 'error' | 'version' | 'size' | 'data' | 'xattrs' | 'omap';
+/** 'parity' (erasure-coded, deep): the shard is readable but differs from the parity coded from the data shards. */
+export type InconsistencyKind = 'missing' | 'extra' | 'corrupt' | 'error' | 'version' | 'size' | 'data' | 'xattrs' | 'omap' | 'parity';
 
 /** One object whose copy on one member differs from the authoritative copy. */
 export interface Inconsistency {
@@ -288,7 +289,7 @@ export interface PgInconsistentReport {
   poolId: number;
   pg: number;
   deep: boolean;
-  /** How long ago that scrub ended (the daemon's monotonic clock). */
+  /** How long ago that scrub ended (the daemon's wall clock: the time is kept across restarts). */
   scrubbedAgoMs: number;
   /** All it left; `inconsistencies` lists the first of them (a reply lists at most limits.scrubInconsistenciesReportedMax in all). */
   unrepaired: number;
