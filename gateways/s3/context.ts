@@ -3,6 +3,7 @@
  * gateway's stores, and helpers to read a verified body and to check access.
  */
 import type { Readable } from 'node:stream';
+import type { ChunkBody } from './chunk-body.js';
 import type { Io } from '../../src/io/io.js';
 import type { TesseraClient } from '../../src/client/client.js';
 import type { Striper } from '../../src/client/striper.js';
@@ -16,7 +17,8 @@ import type { MultipartLimits } from './ops/multipart-limits.js';
 export interface S3Response {
   status: number;
   headers?: Record<string, string | number>;
-  body?: string | Buffer | Readable | null;
+  /** A ChunkBody lends its memory: the gateway gives each chunk back once the socket has written it (chunk-body.ts). */
+  body?: string | Buffer | Readable | ChunkBody | null;
 }
 
 export interface GatewayServices {

@@ -18,6 +18,7 @@ import type { Io } from '../../src/io/io.js';
 import type { TesseraClient } from '../../src/client/client.js';
 import { Striper } from '../../src/client/striper.js';
 import { SigV4Verifier } from './auth/index.js';
+import { ChunkBody, writeChunks } from './chunk-body.js';
 import type { GatewayServices, S3Context, S3Response } from './context.js';
 import { s3Error, toS3Error } from './errors.js';
 import { BucketStore } from './meta/buckets.js';
@@ -156,6 +157,11 @@ export class S3Gateway {
       }
       // A browser's cross-origin request (errors included) gets the Access-Control-* headers its bucket's CORS rules allow.
       const cors = request.raw.headers.origin !== undefined ? await corsHeadersFor(services, request.raw, baseDomains) : null;
+      if (res.body instanceof ChunkBody) {
+        reply.hijack();
+        await writeChunked(reply.raw, res, res.body, cors);
+        return reply;
+      }
       if (res.body instanceof Readable) {
         reply.code(res.status);
         if (res.headers) reply.headers(res.headers);
@@ -192,9 +198,7 @@ export class S3Gateway {
  * the connection closed, never a hung connection.
  */
 function writeWhole(method: string | undefined, out: ServerResponse, res: S3Response, cors: Record<string, string> | null): void {
-  const headers: Record<string, string | number> = {};
-  if (res.headers) for (const name in res.headers) headers[name.toLowerCase()] = res.headers[name]!;
-  if (cors) for (const name in cors) headers[name.toLowerCase()] = cors[name]!;
+  const headers = headersOf(res, cors);
   let body = res.body as string | Buffer | null | undefined;
   if (body === undefined || body === null || res.status === 204 || res.status < 200) {
     if (res.status === 204 || res.status < 200) {
@@ -210,17 +214,36 @@ function writeWhole(method: string | undefined, out: ServerResponse, res: S3Resp
     const declared = headers['content-length'];
     if (declared === undefined || (method !== 'HEAD' && Number(declared) !== lengthBytes)) headers['content-length'] = lengthBytes;
   }
+  if (!writeHead(method, out, res.status, headers)) return;
+  if (body === null) out.end();
+  else out.end(body);
+}
+
+/** A GetObject body of lent chunks (chunk-body.ts): the head (content-length set by the operation), then the chunks. */
+async function writeChunked(out: ServerResponse, res: S3Response, body: ChunkBody, cors: Record<string, string> | null): Promise<void> {
+  if (!writeHead('GET', out, res.status, headersOf(res, cors))) return body.discard();
+  return writeChunks(out, body);
+}
+
+function headersOf(res: S3Response, cors: Record<string, string> | null): Record<string, string | number> {
+  const headers: Record<string, string | number> = {};
+  if (res.headers) for (const name in res.headers) headers[name.toLowerCase()] = res.headers[name]!;
+  if (cors) for (const name in cors) headers[name.toLowerCase()] = cors[name]!;
+  return headers;
+}
+
+/** writeHead, or (headers Node refuses) an InternalError answer with the connection closed: false then. */
+function writeHead(method: string | undefined, out: ServerResponse, status: number, headers: Record<string, string | number>): boolean {
   try {
-    out.writeHead(res.status, headers);
+    out.writeHead(status, headers);
+    return true;
   } catch (err) {
     console.error(`s3: response headers refused: ${(err as Error)?.stack ?? err}`);
     const xml = xmlDocument('Error', { Code: 'InternalError', Message: 'We encountered an internal error. Please try again.', RequestId: '' }, { namespace: false });
     out.writeHead(500, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(xml), connection: 'close' });
     out.end(method === 'HEAD' ? undefined : xml);
-    return;
+    return false;
   }
-  if (body === null) out.end();
-  else out.end(body);
 }
 
 export { s3Error };

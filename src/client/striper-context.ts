@@ -8,7 +8,8 @@ import { invalid, isTesseraError, type ErrorCodeName } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
 import type { TesseraClient } from './client.js';
 import { ByteBudget } from './striper-budget.js';
-import { parseManifest, type Manifest } from './striper-layout.js';
+import { ReadBufferPool } from './striper-buffers.js';
+import { GENERATION_CHARS, parseManifest, type Manifest } from './striper-layout.js';
 
 export interface StriperSettings {
   pieceBytes: number;
@@ -30,6 +31,8 @@ export interface StriperContext {
   client: TesseraClient;
   io: Io;
   budget: ByteBudget;
+  /** Reused read buffers of chunksAt (one of this Striper's pieces plus the trailer each). */
+  buffers: ReadBufferPool;
   settings: StriperSettings;
   counters: StriperCounters;
 }
@@ -77,7 +80,8 @@ export function makeContext(client: TesseraClient, o: StriperOptions): StriperCo
   if (!whole(bufferBytesMax) || bufferBytesMax < pieceBytes) throw invalid('bufferBytesMax must hold at least one piece');
   if (!whole(settings.leaseMs) || settings.leaseMs < 1) throw invalid('leaseMs must be positive');
   if (!whole(settings.prefetchBytes) || settings.prefetchBytes > limits.striperPieceBytesMax) throw invalid('prefetchBytes is out of range');
-  return { client, io: client.io, budget: new ByteBudget(bufferBytesMax), settings, counters: { cleanupsDeferred: 0, readRestarts: 0 } };
+  const buffers = new ReadBufferPool(pieceBytes + GENERATION_CHARS, limits.striperPooledBuffersMax);
+  return { client, io: client.io, budget: new ByteBudget(bufferBytesMax), buffers, settings, counters: { cleanupsDeferred: 0, readRestarts: 0 } };
 }
 
 /** The manifest of `name`; null when absent or not a striped object. */

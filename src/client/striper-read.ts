@@ -13,10 +13,15 @@
  *   manifest still names it, that the piece was lost (Corrupt).
  * A stream holds at most `concurrency` pieces (read ahead, plus the one the
  * consumer has), each reserved in the memory budget until the consumer
- * takes the next one.
+ * takes the next one. chunks(..., pooled) hands each piece over with its
+ * reservation (StripedChunk): reads land in the Striper's reused buffers
+ * (striper-buffers.ts), and the consumer releases a chunk when it is done
+ * with its bytes (a response body: when the socket has written them), which
+ * is when its buffer may be reused.
  */
 import { TesseraError, invalid, isTesseraError, notFound } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
+import type { ReadBufferPool } from './striper-buffers.js';
 import { readManifest, type StriperContext } from './striper-context.js';
 import { GENERATION_CHARS, layoutProblem, parseManifest, pieceName, trailer, type Manifest, type PoolPair, type StripedRef } from './striper-layout.js';
 
@@ -77,6 +82,33 @@ export function openRef(ctx: StriperContext, pools: PoolPair, name: string, ref:
 
 const trailerOf = (data: Buffer): Buffer => data.subarray(data.length - GENERATION_CHARS);
 
+/**
+ * Bytes of a range handed over with their memory: the consumer owns `data`
+ * until it calls release, once (later calls do nothing). release(false)
+ * frees the chunk's budget reservation; release(true) also gives its buffer
+ * back for reuse, and so says that nothing reads `data` any more (nor will:
+ * a socket write of it has completed).
+ */
+export interface StripedChunk {
+  data: Buffer;
+  release(reusable: boolean): void;
+}
+
+function chunkOf(data: Buffer, release: () => void, buffer: Buffer | null, pool: ReadBufferPool): StripedChunk {
+  let released = false;
+  return {
+    data,
+    release(reusable) {
+      if (released) return;
+      released = true;
+      release();
+      if (buffer && reusable) pool.give(buffer);
+    },
+  };
+}
+
+const NOTHING_HELD = (): void => {};
+
 /** One generation of a striped object, as open() found it. */
 export class StripedObject {
   readonly stat: StripedStat;
@@ -94,56 +126,88 @@ export class StripedObject {
 
   /** The range's bytes in order; Conflict if this generation is replaced and deleted before they are all read. */
   async *stream(range: ReadRange = {}, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    // The consumer may still hold a chunk's bytes after it asks for the next one (a Readable's buffer): never reused.
+    for await (const chunk of this.chunks(range, signal, false)) {
+      try {
+        yield chunk.data;
+      } finally {
+        chunk.release(false);
+      }
+    }
+  }
+
+  /**
+   * The range's bytes in order as chunks the consumer releases (StripedChunk),
+   * with the same guarantees as stream(). `pooled`: reads land in the
+   * Striper's reused buffers, for a consumer that releases each chunk with
+   * `reusable` only once nothing reads its bytes. A chunk the consumer has
+   * taken stays reserved in the budget until it is released, beyond the
+   * `concurrency` pieces read ahead.
+   */
+  async *chunks(range: ReadRange = {}, signal?: AbortSignal, pooled = false): AsyncGenerator<StripedChunk> {
     const { offsetBytes, lengthBytes } = clampRange(range, this.manifest.sizeBytes);
     if (lengthBytes === 0) return;
     if (this.manifest.pieceBytes > 0) {
-      yield* this.streamPieces(offsetBytes, lengthBytes, signal);
+      yield* this.pieceChunks(offsetBytes, lengthBytes, pooled, signal);
     } else if (this.inlineData) {
-      yield this.inlineData.subarray(offsetBytes, offsetBytes + lengthBytes);
+      yield { data: this.inlineData.subarray(offsetBytes, offsetBytes + lengthBytes), release: NOTHING_HELD };
     } else {
-      yield await this.readInline(offsetBytes, lengthBytes, signal);
+      yield await this.readInline(offsetBytes, lengthBytes, pooled, signal);
     }
   }
 
-  private async readInline(offsetBytes: number, lengthBytes: number, signal?: AbortSignal): Promise<Buffer> {
+  private async readInline(offsetBytes: number, lengthBytes: number, pooled: boolean, signal?: AbortSignal): Promise<StripedChunk> {
     const { sizeBytes, generation } = this.manifest;
     const tailBytes = sizeBytes - offsetBytes - lengthBytes;
-    const release = await this.ctx.budget.holder().acquire(lengthBytes + Math.min(tailBytes, TAIL_READ_BYTES_MAX) + GENERATION_CHARS, signal);
+    const wholeTail = tailBytes <= TAIL_READ_BYTES_MAX;
+    // To the end, with the trailer (checked), or just the range (the generation checked again after).
+    const readBytes = wholeTail ? sizeBytes - offsetBytes + GENERATION_CHARS : lengthBytes;
+    const release = await this.ctx.budget.holder().acquire(readBytes, signal);
+    const into = pooled ? this.ctx.buffers.take(readBytes) : null;
+    let handedOver = false;
     try {
-      if (tailBytes <= TAIL_READ_BYTES_MAX) {
-        const data = await this.ctx.client.read(this.pool, this.name, { offsetBytes });
-        if (data.length !== sizeBytes - offsetBytes + GENERATION_CHARS || !trailerOf(data).equals(trailer(generation))) throw this.replaced();
-        return data.subarray(0, lengthBytes);
+      // Into a reused buffer, the read is bounded (a longer replacement fails the trailer check, as a shorter one does).
+      const options = into ? { offsetBytes, lengthBytes: readBytes, into } : wholeTail ? { offsetBytes } : { offsetBytes, lengthBytes };
+      const data = await this.ctx.client.read(this.pool, this.name, options);
+      if (wholeTail) {
+        if (data.length !== readBytes || !trailerOf(data).equals(trailer(generation))) throw this.replaced();
+      } else {
+        const now = await readManifest(this.ctx, this.pool, this.name);
+        if (now?.generation !== generation || data.length !== lengthBytes) throw this.replaced();
       }
-      const data = await this.ctx.client.read(this.pool, this.name, { offsetBytes, lengthBytes });
-      const now = await readManifest(this.ctx, this.pool, this.name);
-      if (now?.generation !== generation || data.length !== lengthBytes) throw this.replaced();
-      return data;
+      handedOver = true;
+      return chunkOf(data.subarray(0, lengthBytes), release, into, this.ctx.buffers);
     } catch (err) {
       throw isTesseraError(err, 'NotFound') ? this.replaced() : err;
     } finally {
-      release();
+      // A settled read no longer writes into its buffer (client.read's `into`): it can go back.
+      if (!handedOver) {
+        release();
+        if (into) this.ctx.buffers.give(into);
+      }
     }
   }
 
-  private async *streamPieces(offsetBytes: number, lengthBytes: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *pieceChunks(offsetBytes: number, lengthBytes: number, pooled: boolean, signal?: AbortSignal): AsyncGenerator<StripedChunk> {
     const spans = pieceSpans(this.manifest.pieceBytes, offsetBytes, lengthBytes);
     const holder = this.ctx.budget.holder();
     // Fetches still waiting for memory when the consumer stops are cancelled.
     const stop = new AbortController();
     const onAbort = (): void => stop.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
-    const queue: Array<Promise<{ data: Buffer; release: () => void }>> = [];
+    const queue: Array<Promise<StripedChunk>> = [];
     let next = 0;
     let holding = 0;
     const fill = (): void => {
       while (queue.length + holding < this.ctx.settings.concurrency && next < spans.count) {
         const span = spans.at(next++);
         const fetch = holder.acquire(span.lengthBytes, stop.signal).then(async (release) => {
+          const into = pooled ? this.ctx.buffers.take(span.lengthBytes) : null;
           try {
-            return { data: await this.readPiece(span), release };
+            return chunkOf(await this.readPiece(span, into), release, into, this.ctx.buffers);
           } catch (err) {
             release();
+            if (into) this.ctx.buffers.give(into); // the read settled: nothing writes into it
             throw err;
           }
         });
@@ -154,30 +218,29 @@ export class StripedObject {
     try {
       fill();
       while (queue.length > 0) {
-        const { data, release } = await queue.shift()!;
+        const chunk = await queue.shift()!;
         holding = 1;
-        try {
-          fill();
-          yield data;
-        } finally {
-          release();
-          holding = 0;
-        }
+        fill();
+        // From here the chunk is the consumer's to release (stream() releases it when asked for the next one).
+        yield chunk;
+        holding = 0;
         fill();
       }
     } finally {
       signal?.removeEventListener('abort', onAbort);
       stop.abort();
-      for (const fetch of queue) void fetch.then((f) => f.release(), () => {});
+      // Read ahead and never handed over: no one else has seen these buffers.
+      for (const fetch of queue) void fetch.then((c) => c.release(true), () => {});
     }
   }
 
-  private async readPiece(span: PieceSpan): Promise<Buffer> {
+  private async readPiece(span: PieceSpan, into: Buffer | null): Promise<Buffer> {
     const { generation, piecesPool } = this.manifest;
     const object = pieceName(this.name, generation, span.index);
     let data: Buffer;
     try {
-      data = await this.ctx.client.read(piecesPool!, object, { offsetBytes: span.offsetBytes, lengthBytes: span.lengthBytes });
+      const range = { offsetBytes: span.offsetBytes, lengthBytes: span.lengthBytes };
+      data = await this.ctx.client.read(piecesPool!, object, into ? { ...range, into } : range);
     } catch (err) {
       if (!isTesseraError(err, 'NotFound')) throw err;
       throw await this.pieceMissing(span.index);

@@ -22,10 +22,10 @@ import { makeContext, readManifest, type StriperContext, type StriperCounters, t
 import type { ByteSource } from './striper-cutter.js';
 import { checkName, poolPair, type StripedPool, type StripedRef } from './striper-layout.js';
 import { removeObject, setObjectAttrs, type ConditionOptions } from './striper-meta.js';
-import { clampRange, openObject, openRef, type ReadRange, type StripedObject, type StripedStat } from './striper-read.js';
+import { clampRange, openObject, openRef, type ReadRange, type StripedChunk, type StripedObject, type StripedStat } from './striper-read.js';
 import { putObject, type PutOptions, type PutResult } from './striper-write.js';
 
-export type { ByteSource, ConditionOptions, PutOptions, PutResult, ReadRange, StripedObject, StripedPool, StripedRef, StripedStat, StriperOptions, StriperCounters };
+export type { ByteSource, ConditionOptions, PutOptions, PutResult, ReadRange, StripedChunk, StripedObject, StripedPool, StripedRef, StripedStat, StriperOptions, StriperCounters };
 export { sweepStriperOrphans, type SweepOptions, type SweepReport } from './striper-sweep.js';
 
 export interface GetOptions extends ReadRange {
@@ -88,6 +88,18 @@ export class Striper {
     yield* openRef(this.ctx, poolPair(pool), name, ref).stream(options, options.signal);
   }
 
+  /**
+   * getAt's bytes as chunks the caller releases (StripedChunk: release(true)
+   * only once nothing reads the bytes, e.g. in a socket write's callback),
+   * read into this Striper's reused buffers instead of a fresh buffer per
+   * piece. Each chunk stays reserved in the byte budget until released; a
+   * chunk never released costs its reservation, so every path releases.
+   */
+  async *chunksAt(pool: StripedPool, name: string, ref: StripedRef, options: GetOptions = {}): AsyncGenerator<StripedChunk> {
+    checkName(name);
+    yield* openRef(this.ctx, poolPair(pool), name, ref).chunks(options, options.signal, true);
+  }
+
   /** Reads a range into one buffer (at most limits.striperReadWholeBytesMax); restarts whole if the object is replaced meanwhile. */
   async read(pool: StripedPool, name: string, options: GetOptions = {}): Promise<Buffer> {
     for (let attempt = 1; ; attempt++) {
@@ -127,6 +139,11 @@ export class Striper {
   memory(): { reservedBytes: number; reservedBytesPeak: number; budgetBytes: number } {
     const { budget } = this.ctx;
     return { reservedBytes: budget.reservedBytes, reservedBytesPeak: budget.reservedBytesPeak, budgetBytes: budget.budgetBytes };
+  }
+
+  /** chunksAt's reused read buffers: free now, allocated and reused so far. */
+  readBuffers(): { freeCount: number; allocatedCount: number; reusedCount: number } {
+    return this.ctx.buffers.stats();
   }
 
   counters(): StriperCounters {

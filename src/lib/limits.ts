@@ -215,6 +215,12 @@ export const limits = {
   striperConcurrencyDefault: 4,
   /** Piece bytes all puts and gets of one Striper hold at once (reserved before a piece is filled or fetched). */
   striperBufferBytesDefault: 256 * MiB,
+  /**
+   * Free read buffers (a piece plus its generation trailer each) one
+   * Striper keeps for reuse by chunksAt (striper-buffers.ts): 16 x 4 MiB.
+   * Buffers in use are bounded by the byte budget above, not by this.
+   */
+  striperPooledBuffersMax: 16,
   /** A striped object's attributes, encoded, live in one xattr of its manifest. */
   striperAttrsBytesMax: 64 * KiB,
   striperAttrCountMax: 128,

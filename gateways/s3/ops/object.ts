@@ -20,10 +20,11 @@ import type { IncomingMessage } from 'node:http';
 import { Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32c } from '../../../src/client/checksum.js';
-import type { StripedRef } from '../../../src/client/striper.js';
+import type { StripedChunk, StripedRef } from '../../../src/client/striper.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import { createBodyVerifier, checksumHeaderName, type ChecksumAlgorithm } from '../auth/index.js';
 import type { S3Context, S3Response } from '../context.js';
+import { ChunkBody } from '../chunk-body.js';
 import { authorizeBucket, freshBucket, writerOf } from '../access.js';
 import { newResourceAcl } from './acl.js';
 import { S3Error, s3Error } from '../errors.js';
@@ -406,6 +407,23 @@ export async function* objectBytes(ctx: S3Context, bucket: BucketRecord, entry: 
   }
 }
 
+/**
+ * objectBytes as chunks that lend their memory (GetObject's body): a single
+ * data object named by generation is read into the striper's reused buffers
+ * (chunksAt), given back when the response has written them; anything else
+ * (multipart, older entries) is objectBytes' fresh buffers, nothing to give back.
+ */
+async function* objectChunks(ctx: S3Context, bucket: BucketRecord, entry: IndexEntry, start: number, end: number): AsyncGenerator<StripedChunk> {
+  if (entry.dataRef && entry.data !== null && !entry.parts && entry.inline === undefined) {
+    const ref = { ...entry.dataRef, sizeBytes: entry.sizeBytes };
+    yield* ctx.services.striper.chunksAt(dataPools(ctx, bucket), entry.data, ref, { offsetBytes: start, lengthBytes: end - start + 1 });
+    return;
+  }
+  for await (const data of objectBytes(ctx, bucket, entry, start, end)) yield { data, release: NOTHING_LENT };
+}
+
+const NOTHING_LENT = (): void => {};
+
 export async function getObject(ctx: S3Context): Promise<S3Response> {
   let bucket = await authorizeBucket(ctx, 'GetObject');
   for (let attempt = 0; ; attempt++) {
@@ -423,10 +441,10 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
     // An inline object's bytes came with its entry: one buffer, sent with the headers in one write (no stream to set up).
     if (entry.inline !== undefined) return { status: range ? 206 : 200, headers, body: Buffer.from(entry.inline, 'base64').subarray(start, end + 1) };
     // Read the first piece before answering: a replaced object (its data removed) is retried from the index.
-    const iterator = objectBytes(ctx, bucket, entry, start, end)[Symbol.asyncIterator]();
-    let first: IteratorResult<Buffer>;
+    const chunks = objectChunks(ctx, bucket, entry, start, end);
+    let first: IteratorResult<StripedChunk>;
     try {
-      first = await iterator.next();
+      first = await chunks.next();
     } catch (err) {
       if (isTesseraError(err, 'NotFound') || isTesseraError(err, 'Conflict')) {
         if (attempt < READ_RETRIES) continue;
@@ -435,17 +453,11 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
       }
       throw err;
     }
-    async function* rest(): AsyncGenerator<Buffer> {
-      if (!first.done) yield first.value;
-      for (;;) {
-        const n = await iterator.next();
-        if (n.done) return;
-        yield n.value;
-      }
-    }
-    // A byte stream: in object mode Readable.from would read 16 pieces (of a few MiB each) ahead of a slow client,
-    // outside the striper's memory budget. Here it holds at most one piece beyond the striper's read-ahead.
-    return { status: range ? 206 : 200, headers, body: Readable.from(rest(), { objectMode: false }) };
+    // The range is not empty, so a chunk came (the striper yields none empty).
+    if (first.done) throw new Error(`GetObject: no bytes for a range of ${end - start + 1}`);
+    // Written chunk by chunk with backpressure: at most one chunk beyond the striper's read-ahead, each given back
+    // (its buffer reused) once the socket has written it.
+    return { status: range ? 206 : 200, headers, body: new ChunkBody(first.value, chunks) };
   }
 }
 
