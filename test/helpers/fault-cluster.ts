@@ -144,17 +144,26 @@ export async function startFaultCluster(o: {
   const diskDir = (diskId: number): string => `${dir.path}/disk${diskId}`;
   let mapAddress = '';
 
+  // Set by stopAll: a process whose start was under way then (a fault's restart when the run is interrupted) is
+  // killed as soon as it listens, not left running after the test.
+  let stopped = false;
+  const unlessStopped = async (proc: Proc): Promise<Proc> => {
+    if (!stopped) return proc;
+    await killProc(proc, 'SIGKILL');
+    throw new Error('the fault cluster was stopped while a process started');
+  };
   const startMap = async (port: number): Promise<void> => {
-    mapProc = await spawnListening([process.execPath, mapMain, mapDir, mapHost, String(port), ...(o.liveness ? [JSON.stringify(o.liveness)] : [])], 'map service');
+    mapProc = await unlessStopped(await spawnListening([process.execPath, mapMain, mapDir, mapHost, String(port), ...(o.liveness ? [JSON.stringify(o.liveness)] : [])], 'map service'));
     mapAddress = `${mapHost}:${mapProc.port}`;
   };
   const start = async (diskId: number, extraArgs: string[] = []): Promise<void> => {
     const h = hostOf(diskId);
     const argv = [...(lab ? lab.execPrefix(h) : []), process.execPath, tesseraBin, 'daemon', '--disk', diskDir(diskId), '--listen', `${hostAddress(h)}:0`];
     argv.push('--cluster-id', clusterId, '--disk-id', String(diskId), '--map', mapAddress, ...extraArgs);
-    daemons.set(diskId, await spawnListening(argv, `daemon ${diskId}`));
+    daemons.set(diskId, await unlessStopped(await spawnListening(argv, `daemon ${diskId}`)));
   };
   const stopAll = async (): Promise<void> => {
+    stopped = true;
     await client?.close().catch(() => undefined);
     await mapConn?.close().catch(() => undefined);
     await Promise.all([...daemons.values()].map((d) => killProc(d, 'SIGKILL')));
