@@ -216,8 +216,8 @@ function checkPgTemp(value: unknown, path: string): PgTempInfo {
     acting: diskIdList(f.acting, `${path}.acting`),
   };
   if (new Set(t.up).size !== t.up.length) throw fail(`${path}.up`, 'lists a disk twice');
-  if (t.acting.length !== t.up.length || !t.acting.every((id) => t.up.includes(id)) || new Set(t.acting).size !== t.acting.length) {
-    throw fail(`${path}.acting`, 'must be a reordering of up');
+  if (!t.acting.every((id) => t.up.includes(id)) || new Set(t.acting).size !== t.acting.length) {
+    throw fail(`${path}.acting`, 'must be a reordering of up (or of part of it: members left out, toofull)');
   }
   return t;
 }

@@ -159,8 +159,9 @@ export function removePool(map: ClusterMap, name: string): ClusterMap {
 
 /**
  * Sets a pg's temporary acting set (a reordering of its computed members, a member holding the pg's
- * data first), or clears it (`acting` null or in computed order); drops every entry that no longer
- * applies (pool gone or not replicated, computed members changed). Replicated pools only.
+ * data first, possibly without members whose store has no room for the pg: toofull), or clears it
+ * (`acting` null or its computed members in order); drops every entry that no longer applies (pool
+ * gone or not replicated, computed members changed). Replicated pools only.
  */
 export function setPgTemp(map: ClusterMap, poolId: number, pg: number, acting: readonly number[] | null): ClusterMap {
   const index = buildPlacementIndex(map);
@@ -176,9 +177,9 @@ export function setPgTemp(map: ClusterMap, poolId: number, pg: number, acting: r
     return members.length === t.up.length && members.every((id, i) => id === t.up[i]);
   });
   const up = pgMembers(index, pool, pg);
-  const reordered = acting !== null && acting.some((id, i) => id !== up[i]);
-  if (acting !== null && (acting.length !== up.length || !up.every((id) => acting.includes(id)))) {
-    throw invalid(`pg ${poolId}.${pg}: temporary acting set ${acting.join(',')} is not a reordering of its members ${up.join(',')}`);
+  const reordered = acting !== null && (acting.length !== up.length || acting.some((id, i) => id !== up[i]));
+  if (acting !== null && (acting.length < 1 || !acting.every((id) => up.includes(id)) || new Set(acting).size !== acting.length)) {
+    throw invalid(`pg ${poolId}.${pg}: temporary acting set ${acting.join(',')} is not drawn from its members ${up.join(',')}`);
   }
   const pgTemp = reordered ? [...kept, { pool: poolId, pg, up, acting: [...acting] }] : kept;
   const { pgTemp: _old, ...rest } = map;

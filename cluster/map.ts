@@ -89,7 +89,10 @@ export interface ClusterMap {
 /**
  * A pg's temporary acting set (Ceph's pg_temp): `acting` is a reordering of
  * `up`, the pg's computed members when it was set, with a member holding the
- * pg's data first (it is the primary). It applies only while the computed
+ * pg's data first (it is the primary). Members of `up` missing from `acting`
+ * are left out because their store had no room to be brought up to date
+ * (toofull): the pg is served without them (degraded) until the primary has
+ * filled them and clears the entry. It applies only while the computed
  * members still equal `up`; a stale entry is ignored and dropped at the next
  * change of pg temps. Set and cleared by the pg's primary (src/daemon/peering.ts).
  */

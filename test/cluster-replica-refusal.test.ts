@@ -15,8 +15,10 @@
  * happened (a small write acknowledged with a version after the big one's,
  * which needs disk 1's commit, while disk 1 holds no copy of the big one).
  *
- * Then the pg peers again: disk 1 is killed and restarted with its real
- * capacity, later writes go in between, and the test asserts what a user
+ * Then the pg peers again (disk 1, with no room for the big object, is left
+ * out of the acting set meanwhile: docs/operations.md, "Full disks"): disk 1
+ * is killed and restarted with its real capacity (and brought back into the
+ * acting set), later writes go in between, and the test asserts what a user
  * sees: every acknowledged write reads back byte-exact with disk 0 as primary
  * and, once disk 0 is killed, with disk 1 as primary; the big write, if it was
  * not acknowledged, failed with a typed error naming the pg and NoSpace, and
@@ -35,7 +37,7 @@ import { compareVersions, type LogEntry } from '../src/protocol/osd-messages.js'
 import { dataNs, PgLog } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { runTessera } from './helpers/daemon-process.js';
-import { listEveryPg, retryFor } from './helpers/wait.js';
+import { listEveryPg, retryFor, waitFor } from './helpers/wait.js';
 import { expectAcknowledged, restartDisk, restartNearlyFull, writeWhilePaused } from './helpers/refusal.js';
 
 const POOL = 'rep';
@@ -165,6 +167,11 @@ it('a write one replica refused while later writes of its pg committed there: no
     acked.set(name, data);
   }
   await restartDisk(cluster, [POOL], REPLICA);
+  // Disk 1 may have been left out of the pg's acting set for want of room (toofull: a temporary acting set without
+  // it); with its real capacity the primary brings it back. Until then it is not a copy, and the pg would be down
+  // without disk 0.
+  await waitFor('disk 1 back in the acting set', 60_000, async () => (((await cluster.mapd.service.current()).pgTemp ?? []).some((t) => t.pool === info.id && t.pg === pg) ? undefined : true));
+  await retryFor(60_000, () => listEveryPg(client, [POOL]));
 
   // What a user sees: every acknowledged write, with disk 0 as primary, then with disk 1 (disk 0 killed).
   await expectAcknowledged(client, POOL, acked, 'disk 0 primary');

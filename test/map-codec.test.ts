@@ -269,10 +269,23 @@ describe('temporary acting sets (map.pgTemp)', () => {
     expect(next.pgTemp?.map((t) => t.pg)).toEqual([3]);
   });
 
+  test('a temporary acting set may leave members out (toofull): they are members, not acting', () => {
+    const m = sampleMap();
+    const index = buildPlacementIndex(m);
+    const up = pgMembers(index, pool(m), 1);
+    const next = nextEpoch(m, (d) => setPgTemp(d, pool(m).id, 1, [up[0]!, up[2]!]));
+    expect(next.pgTemp).toEqual([{ pool: pool(m).id, pg: 1, up, acting: [up[0]!, up[2]!] }]);
+    const placed = pgPlacement(next, buildPlacementIndex(next), pool(next), 1);
+    expect(placed.members).toEqual(up);
+    expect(placed.acting).toEqual([up[0]!, up[2]!]);
+    expect(nextEpoch(next, (d) => setPgTemp(d, pool(m).id, 1, null)).pgTemp).toBeUndefined();
+  });
+
   test('bad entries are refused and change nothing', () => {
     const m = sampleMap();
     const up = pgMembers(buildPlacementIndex(m), pool(m), 1);
-    expect(failure(() => setPgTemp(m, pool(m).id, 1, [up[0]!, up[1]!])).code).toBe('InvalidArgument');
+    expect(failure(() => setPgTemp(m, pool(m).id, 1, [])).code).toBe('InvalidArgument');
+    expect(failure(() => setPgTemp(m, pool(m).id, 1, [up[0]!, up[0]!])).code).toBe('InvalidArgument');
     expect(failure(() => setPgTemp(m, pool(m).id, 1, [up[0]!, up[1]!, 99])).code).toBe('InvalidArgument');
     expect(failure(() => setPgTemp(m, pool(m).id, 64, null)).code).toBe('InvalidArgument');
     expect(failure(() => setPgTemp(m, 77, 1, null)).code).toBe('NotFound');

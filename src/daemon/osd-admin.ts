@@ -25,7 +25,9 @@ export function pgStats(osd: Osd): PgStatsReply {
   for (const pg of osd.pgs.values()) {
     if (pg.primary !== osd.diskId || !osd.view.map.pools.some((p) => p.id === pg.pool.id)) continue;
     // "+inconsistent": the last scrub left copies that differ (src/daemon/pg-scrub.ts).
-    const state = pg.scrub.inconsistent > 0 ? `${pg.state}+inconsistent` : pg.state;
+    // "+toofull": members left out of the acting set for want of room, brought back when they have it (peering.ts).
+    let state: string = pg.state === 'active' && pg.tooFull.size > 0 ? `${pg.state}+toofull` : pg.state;
+    if (pg.scrub.inconsistent > 0) state += '+inconsistent';
     pgs.push({ poolId: pg.pool.id, pg: pg.pg, state, intervalStart: pg.intervalStart });
   }
   return { diskId: osd.diskId, epoch: osd.view.epoch, pgs, recovery: recoveryStats(osd), strays: osd.strays.figures() };

@@ -28,7 +28,7 @@ import { MapView } from '../../cluster/map-view.js';
 import type { PgHistory } from '../../cluster/pg-history.js';
 import { setDiskAddress, setDiskState, setPgTemp } from '../../cluster/map-edit.js';
 import type { ClusterMap } from '../../cluster/map.js';
-import { HOLE, pgTempActing } from '../../cluster/placement.js';
+import { buildPlacementIndex, HOLE, pgMembers, pgTempActing } from '../../cluster/placement.js';
 import { limits } from '../lib/limits.js';
 import { createErasureCodec } from '../../native/index.js';
 import { EcStagingIndex } from './ec-index.js';
@@ -81,6 +81,17 @@ export interface OsdOptions {
 }
 
 const STORE_OPCODE_MAX = 19;
+
+/**
+ * A replicated pg's temporary acting set without `out`: the acting set in force (the pg's temporary
+ * one, or its computed members; down members kept, so they rejoin as they come up) less those disks.
+ */
+function actingWithout(map: ClusterMap, pg: Pg, out: readonly number[]): number[] {
+  const index = buildPlacementIndex(map);
+  const pool = map.pools.find((p) => p.id === pg.pool.id) ?? pg.pool;
+  const members = pgMembers(index, pool, pg.pg);
+  return (pgTempActing(map, members, pool, pg.pg) ?? members).filter((d) => !out.includes(d));
+}
 
 export class Osd {
   readonly pgs = new Map<string, Pg>();
@@ -323,6 +334,7 @@ export class Osd {
     pg.primary = placement.primary;
     pg.state = 'peering';
     pg.backfilling.clear();
+    pg.tooFull.clear();
     pg.peering?.abort();
     pg.peering = null;
     pg.peeringFailure = null;
@@ -358,6 +370,14 @@ export class Osd {
             console.error(`disk ${this.diskId}: pg ${pg.key}: ${acting ? `temporary acting set ${acting.join(',')}` : 'temporary acting set cleared'}, epoch ${map.epoch}`);
           },
           hasTemp: () => pgTempActing(this.view.map, this.view.pg(pg.pool, pg.pg).members, pg.pool, pg.pg) !== null,
+          leaveOut: async (out) => {
+            const map = await this.options.mapService.change((m) => setPgTemp(m, pg.pool.id, pg.pg, actingWithout(m, pg, out)), { signal: abort.signal });
+            console.error(`disk ${this.diskId}: pg ${pg.key}: disk(s) ${out.join(',')} left out (toofull), acting set ${actingWithout(map, pg, []).join(',')}, epoch ${map.epoch}`);
+            // The new interval starts here before this run goes on (it ends with it).
+            await this.view.waitForEpoch(map.epoch, this.epochWaitMs).catch(() => undefined);
+          },
+          leftOut: () => this.leftOut(pg),
+          bringBackLater: (out, attempt) => this.bringBackInBackground(pg, abort.signal, interval, out, attempt),
         });
         if (abort.signal.aborted || pg.intervalStart !== interval) return;
         if (result === 'remapped') {
@@ -408,6 +428,72 @@ export class Osd {
       await Promise.allSettled([...pg.inflightRequests.values()]);
       if (current()) this.repeer(pg);
     })();
+  }
+
+  /** Members of a replicated pg the temporary acting set leaves out (toofull) that are up now. */
+  private leftOut(pg: Pg): number[] {
+    const { members, acting } = this.view.pg(pg.pool, pg.pg);
+    const up = new Set(this.view.map.disks.filter((d) => d.up).map((d) => d.id));
+    return pgTempActing(this.view.map, members, pg.pool, pg.pg) === null ? [] : members.filter((d) => !acting.includes(d) && up.has(d));
+  }
+
+  /**
+   * Brings members left out for want of room (toofull) up to date while the pg serves I/O without them:
+   * `attempt` is retried after a doubling delay (limits.tooFullRetryMs*), sooner when the map changes one
+   * of those disks (its space state, a restart); once it succeeds the temporary acting set is cleared, and
+   * the new interval catches them up from the log and counts them as copies again.
+   */
+  private bringBackInBackground(pg: Pg, signal: AbortSignal, interval: number, out: number[], attempt: () => Promise<void>): void {
+    const current = (): boolean => !signal.aborted && pg.intervalStart === interval && !this.closing;
+    pg.tooFull = new Set(out);
+    void (async () => {
+      let delayMs: number = limits.tooFullRetryMsMin;
+      let lastReason = '';
+      for (;;) {
+        await this.untilDisksChange(out, delayMs, signal);
+        if (!current()) return;
+        try {
+          await attempt();
+          break;
+        } catch (err) {
+          if (!current()) return;
+          const e = toTesseraError(err);
+          const reason = `${e.code} ${e.message}`;
+          if (reason !== lastReason) console.error(`disk ${this.diskId}: pg ${pg.key}: disk(s) ${out.join(',')} still cannot be brought back (retrying, up to every ${limits.tooFullRetryMsMax} ms): ${reason}`);
+          lastReason = reason;
+          delayMs = Math.min(delayMs * 2, limits.tooFullRetryMsMax);
+        }
+      }
+      console.error(`disk ${this.diskId}: pg ${pg.key}: disk(s) ${out.join(',')} filled while active; back into the acting set`);
+      for (let delay: number = limits.tooFullRetryMsMin; current(); delay = Math.min(delay * 2, limits.tooFullRetryMsMax)) {
+        try {
+          const map = await this.options.mapService.change((m) => setPgTemp(m, pg.pool.id, pg.pg, null), { signal });
+          console.error(`disk ${this.diskId}: pg ${pg.key}: temporary acting set cleared, epoch ${map.epoch}`);
+          return;
+        } catch (err) {
+          if (!current()) return;
+          console.error(`disk ${this.diskId}: pg ${pg.key}: clearing the temporary acting set failed, retrying: ${toTesseraError(err).message}`);
+          await this.io.clock.sleep(delay, signal).catch(() => undefined);
+        }
+      }
+    })();
+  }
+
+  /** Resolves after delayMs, when the map changes one of the disks (space, up, address), or on abort. */
+  private async untilDisksChange(diskIds: number[], delayMs: number, signal: AbortSignal): Promise<void> {
+    const wake = new AbortController();
+    const of = (map: ClusterMap): string => JSON.stringify(map.disks.filter((d) => diskIds.includes(d.id)));
+    const unsubscribe = this.view.onChange((map, previous) => {
+      if (of(map) !== of(previous)) wake.abort();
+    });
+    const stop = (): void => wake.abort();
+    signal.addEventListener('abort', stop, { once: true });
+    try {
+      await this.io.clock.sleep(delayMs, wake.signal).catch(() => undefined);
+    } finally {
+      unsubscribe();
+      signal.removeEventListener('abort', stop);
+    }
   }
 
   memberHandle(pg: Pg, diskId: number): MemberHandle {

@@ -15,7 +15,12 @@
  *    log overlaps get the objects named by the entries they miss or hold in
  *    excess (divergent: written but never acknowledged); the others are
  *    backfilled (every object compared). Each member's log becomes the
- *    authoritative one.
+ *    authoritative one. A member whose store refuses those copies NoSpace
+ *    (toofull) is left out instead (replicated pools): a temporary acting
+ *    set without it, so the next interval goes active without it and
+ *    records its history without it (it is neither a copy nor served from);
+ *    the primary of that interval refills it in the background and then
+ *    clears the entry, and the interval after catches it up from the log.
  * 4. Record this interval in the registry (compare-and-set), then activate
  *    every member.
  *
@@ -72,6 +77,21 @@ export interface PeeringContext {
   setTemp?: (acting: number[] | null) => Promise<void>;
   /** The map holds a temporary acting set for this pg that applies now. */
   hasTemp?: () => boolean;
+  /**
+   * Replicated pools: leaves these acting members out of the acting set (a temporary acting set in the
+   * map without them), resolving once the map service has the change: their store refused recovery's
+   * copies for want of room (NoSpace, toofull). The new interval that follows peers the pg without them.
+   */
+  leaveOut?: (diskIds: number[]) => Promise<void>;
+  /** Members left out of the acting set that are up (the computed members the temporary acting set lacks). */
+  leftOut?: () => number[];
+  /**
+   * Given, members left out are brought up to date while the pg is active without them: `attempt` copies
+   * them (it fails with NoSpace while they still have no room); the caller retries it with a bounded
+   * backoff and, once it resolves, clears the temporary acting set (a new interval catches them up from
+   * the log and counts them as copies again).
+   */
+  bringBackLater?: (diskIds: number[], attempt: () => Promise<void>) => void;
   /** Told of the copies this run plans and makes (src/daemon/recovery-progress.ts: status and metrics). */
   progress?: RecoveryProgressSink;
 }
@@ -128,7 +148,14 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   if (auth !== 0) {
     const atAuthHead = handles.filter((_, i) => i !== 0 && compareVersions(infos[i]!.head, infos[auth]!.head) === 0);
     const first: Copying = { signal: ctx.signal, progress: ctx.progress, alternates: atAuthHead, pace: paceOf(ctx, 0, true) };
-    await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, first);
+    try {
+      await recoverMember(pg, handles[0]!, infos[0]!, handles[auth]!, infos[auth]!, first);
+    } catch (err) {
+      // The primary's own store has no room for what it misses: the pg goes on without it (toofull).
+      if (!canLeaveOut(pg, ctx, members, [members[0]!], err)) throw err;
+      await leaveOut(pg, ctx, [members[0]!], err);
+      return 'remapped';
+    }
     await ctx.reloadLocal();
   }
   const source = handles[0]!;
@@ -142,8 +169,18 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   let later = ctx.backfillLater && r.type === 'replicated' ? members.slice(1).filter((_, i) => objectsToRecover(infos[i + 1]!, sourceInfo) > limits.recoveryInlineObjectsMax) : [];
   if (members.length - later.length < (r.type === 'replicated' ? r.minSize : 0)) later = [];
   const active = members.filter((d) => !later.includes(d));
-  await Promise.all(handles.slice(1).map((h, i) => (later.includes(h.diskId) ? undefined : recoverMember(pg, h, infos[i + 1]!, source, sourceInfo, copying))));
+  const recovered = await Promise.allSettled(handles.slice(1).map((h, i) => (later.includes(h.diskId) ? undefined : recoverMember(pg, h, infos[i + 1]!, source, sourceInfo, copying))));
   checkAborted(ctx.signal);
+  // Members whose store had no room for their copies (NoSpace): the pg goes on without them (toofull), if it can.
+  const failed = recovered.flatMap((r, i) => (r.status === 'rejected' ? [{ diskId: members[i + 1]!, err: r.reason as unknown }] : []));
+  const tooFull = failed.filter((f) => isTesseraError(f.err, 'NoSpace')).map((f) => f.diskId);
+  const other = failed.find((f) => !isTesseraError(f.err, 'NoSpace'));
+  if (other) throw other.err;
+  if (failed.length > 0) {
+    if (!canLeaveOut(pg, ctx, members, tooFull, failed[0]!.err)) throw failed[0]!.err;
+    await leaveOut(pg, ctx, tooFull, failed[0]!.err);
+    return 'remapped';
+  }
   // A record of this very interval stands: its members (possibly fewer, while others were backfilled) hold every write.
   const sameInterval = record && record.epoch === pg.intervalStart;
   if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: active });
@@ -155,13 +192,53 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   if (later.length > 0) {
     const background: Copying = { ...copying, pace: paceOf(ctx, upToDate, false) };
     ctx.backfillLater!(async () => {
-      for (const id of later) await recoverMember(pg, handles[members.indexOf(id)]!, infos[members.indexOf(id)]!, source, snapshot, background);
+      for (const id of later) {
+        try {
+          await recoverMember(pg, handles[members.indexOf(id)]!, infos[members.indexOf(id)]!, source, snapshot, background);
+        } catch (err) {
+          // Its store has no room for the backfill (backfill_toofull): left out, brought back later with a backoff.
+          if (!canLeaveOut(pg, ctx, members, [id], err)) throw err;
+          await leaveOut(pg, ctx, [id], err);
+          throw new TesseraError('Aborted', `pg ${pg.key}: disk ${id} left out (toofull): a new interval follows`);
+        }
+      }
+    });
+  } else if ((ctx.leftOut?.() ?? []).length > 0 && ctx.bringBackLater) {
+    // Members left out for want of room (toofull): filled up to this log while the pg serves I/O without them,
+    // retried until they have room; then the temporary acting set goes and a new interval catches them up.
+    const leftOut = ctx.leftOut!();
+    const background: Copying = { ...copying, pace: paceOf(ctx, upToDate, false) };
+    ctx.bringBackLater(leftOut, async () => {
+      for (const id of leftOut) {
+        const h = ctx.handle(id);
+        await recoverMember(pg, h, await h.info(), source, snapshot, background);
+      }
     });
   } else if (ctx.hasTemp?.()) {
     // Every member is complete: the computed primary takes the pg back (a new interval; it peers from an identical log).
     await ctx.setTemp!(null);
   }
   return 'active';
+}
+
+/**
+ * Whether the pg can go on without `out` (members whose store refused recovery's copies): a replicated
+ * pool, the refusal NoSpace, and at least one member left to serve it. With fewer than min_size left it
+ * serves reads only (writes are refused NoQuorum: osd-service.ts), rather than no I/O at all.
+ */
+function canLeaveOut(pg: Pg, ctx: PeeringContext, members: readonly number[], out: readonly number[], err: unknown): boolean {
+  if (!ctx.leaveOut || pg.pool.redundancy.type !== 'replicated' || !isTesseraError(err, 'NoSpace')) return false;
+  return out.length > 0 && members.some((d) => !out.includes(d));
+}
+
+/**
+ * Leaves members out of the acting set (a temporary acting set in the map without them). The pg's
+ * history is recorded by the interval that follows, whose acting set lacks them: they are not counted as
+ * copies, and never serve, until they are brought back (a later interval that catches them up first).
+ */
+async function leaveOut(pg: Pg, ctx: PeeringContext, out: number[], err: unknown): Promise<void> {
+  console.error(`pg ${pg.key}: disk(s) ${out.join(',')} have no room to be brought up to date (${(err as Error).message}); the pg goes on without them (toofull)`);
+  await ctx.leaveOut!(out);
 }
 
 /** A recovery's pacing through ctx.pace, at the pg's priority and class. */

@@ -107,6 +107,11 @@ export class Pg {
   logBehindStore = false;
   /** Primary, replicated pools: acting members being backfilled while the pg is active without them (no repops). */
   backfilling = new Set<number>();
+  /**
+   * Primary, replicated pools: members the temporary acting set leaves out because their store had no
+   * room to be brought up to date (toofull; peering.ts), while the pg serves I/O without them.
+   */
+  tooFull = new Set<number>();
   private stagingIds = 0;
   /**
    * Scrub, as primary (src/daemon/pg-scrub.ts): when it was last scrubbed and deep-scrubbed (wall-clock

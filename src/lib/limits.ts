@@ -180,6 +180,13 @@ export const limits = {
    * briefly); one missing more, or needing a backfill, is recovered while the pg serves I/O without it.
    */
   recoveryInlineObjectsMax: 32,
+  /**
+   * A replicated pg member left out of the acting set because its store had no room for recovery
+   * (toofull, src/daemon/peering.ts): bringing it back is tried after min, doubling up to max, and at
+   * once when the map shows a change of that disk (its space state, up, a restart).
+   */
+  tooFullRetryMsMin: 1_000,
+  tooFullRetryMsMax: 30_000,
 
   // --- scrub (src/daemon/pg-scrub.ts; docs/operations.md, "Scrub") ---
   /** Data a member reads per second for a deep scrub of its copies (background and on demand). */
@@ -258,6 +265,7 @@ assert(limits.rpcErrorMessageBytesMax + 4 <= limits.frameHeaderBytesMax, 'an err
 assert(limits.rpcReconnectBackoffMsMin <= limits.rpcReconnectBackoffMsMax, 'backoff range is ordered');
 assert(limits.mapBytesMax < limits.frameBytesMax, 'an encoded map fits in one frame payload');
 assert(limits.mapRetryBackoffMsMin <= limits.mapRetryBackoffMsMax, 'map backoff range is ordered');
+assert(limits.tooFullRetryMsMin > 0 && limits.tooFullRetryMsMin <= limits.tooFullRetryMsMax, 'toofull retry range is ordered');
 assert(limits.mapWatchWaitMsDefault <= limits.mapWatchWaitMsMax, 'the default watch wait is allowed');
 assert(limits.mapHistoryEpochsKept >= 1, 'the map store keeps at least the newest epoch');
 assert((limits.ecStripeUnitBytes & (limits.ecStripeUnitBytes - 1)) === 0, 'the EC stripe unit is a power of two');
