@@ -117,13 +117,13 @@ interface KeyState {
   busy: boolean;
 }
 
-export const FAULT_KINDS = ['kill', 'powerloss', 'pause', 'isolate', 'partition', 'cutMap', 'clientCutMap', 'splitBrain', 'mapRestart'] as const;
+export const FAULT_KINDS = ['kill', 'powerloss', 'pause', 'isolate', 'cutPeers', 'partition', 'cutMap', 'clientCutMap', 'splitBrain', 'mapRestart'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 type Fault =
   | { kind: 'kill' | 'powerloss'; disk: number; markDown: boolean; durationMs: number }
   | { kind: 'pause'; disk: number; durationMs: number }
-  | { kind: 'isolate' | 'cutMap' | 'clientCutMap'; host: string; durationMs: number }
+  | { kind: 'isolate' | 'cutPeers' | 'cutMap' | 'clientCutMap'; host: string; durationMs: number }
   | { kind: 'partition'; a: string; b: string; durationMs: number }
   | { kind: 'splitBrain'; host: string; client: string; durationMs: number }
   | { kind: 'mapRestart'; powerloss: boolean; durationMs: number };
@@ -268,6 +268,7 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
           mapService: conn.service,
           pgHistory: conn.history,
           liveness: conn.liveness,
+          peerReports: conn.peerReports,
           peeringRetryMs: 500,
           store: {
             openKv: async () => guardedKv(s.kv.open(), s.disk, proc),
@@ -436,10 +437,13 @@ export async function runSimulation(o: SimOptions): Promise<SimResult> {
         break;
       }
       case 'isolate':
+      case 'cutPeers':
       case 'cutMap':
       case 'clientCutMap': {
         faultedHosts.add(f.host);
-        const others = f.kind === 'isolate' ? otherHosts(f.host) : [MAP_HOST];
+        // cutPeers: from the other storage hosts only; the map daemon and the clients still reach it, so only its
+        // peers' reports (peer heartbeats) get it marked down.
+        const others = f.kind === 'isolate' ? otherHosts(f.host) : f.kind === 'cutPeers' ? storageHosts.filter((h) => h !== f.host) : [MAP_HOST];
         for (const h of others) net.cut(f.host, h);
         await sleep(f.durationMs);
         for (const h of others) net.heal(f.host, h);
