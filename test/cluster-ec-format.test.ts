@@ -19,7 +19,7 @@ import { EcLayout } from '../src/daemon/ec-layout.js';
 import { planTransaction, type EcObjectMeta } from '../src/daemon/ec-plan.js';
 import { encodePlan, recordFor } from '../src/daemon/ec-encode.js';
 import { commitOps, decodeSize, encodeRecord, readHead, stageOps } from '../src/daemon/ec-record.js';
-import { readRange, readStripes, type ShardReader } from '../src/daemon/ec-shards.js';
+import { copyRange, readRange, readRangeBytes, readRangePieces, readStripes, type ShardReader } from '../src/daemon/ec-shards.js';
 import { dataNs, PgLog, VERSION_XATTR } from '../src/daemon/pg-log.js';
 import { newestMember, planResolve } from '../src/daemon/ec-resolve.js';
 import type { LogEntry } from '../src/protocol/osd-messages.js';
@@ -193,6 +193,42 @@ it('a shard read given the version leaves out a shard at another version (rebuil
   await expect(readRange(checked, name, 0, data.length)).rejects.toMatchObject({ code: 'Unavailable' });
   for (const p of [1, 4, 5]) await setVersion(p, version);
   expect((await readRange(checked, name, 0, data.length)).equals(data)).toBe(true);
+});
+
+it('a range is read from exactly the shard spans that hold it and copied out unit by unit (copyRange), also in parts and degraded', async () => {
+  const name = 'ranges';
+  const data = rng.bytes(layout.stripeBytes * 5 + 100);
+  await ecWrite(name, [{ type: 'writeFull', id: { ns: 0, name }, data }], (await readHead(shards[0]!, POOL, PG)).version + 1);
+  const reads: Array<{ position: number; offsetBytes: number; lengthBytes: number }> = [];
+  const counted = shards.map((s, position) => ({ ...s, read: (id: { ns: number; name: string }, o: { offsetBytes?: number; lengthBytes?: number }) => (reads.push({ position, offsetBytes: o.offsetBytes!, lengthBytes: o.lengthBytes! }), s.read(id, o)) }) as unknown as ObjectStore);
+  for (let round = 0; round < 200; round++) {
+    const off = rng.int(data.length);
+    const len = rng.int(data.length - off) + 1;
+    reads.length = 0;
+    const range = await readRangeBytes(reader(counted), name, off, len);
+    // One read per data shard the range touches, of exactly the bytes its pieces cover there.
+    const spans = new Map<number, { from: number; to: number }>();
+    for (const p of layout.pieces(off, len)) {
+      const sp = spans.get(p.shard);
+      if (!sp) spans.set(p.shard, { from: p.shardOffsetBytes, to: p.shardOffsetBytes + p.lengthBytes });
+      else sp.to = p.shardOffsetBytes + p.lengthBytes;
+    }
+    expect(reads.map((r) => `${r.position}:${r.offsetBytes}+${r.lengthBytes}`).sort()).toEqual([...spans].map(([d, sp]) => `${d}:${sp.from}+${sp.to - sp.from}`).sort());
+    const out = Buffer.alloc(len + 3);
+    copyRange(layout, range, off, len, out, 3);
+    expect(out.subarray(3).equals(data.subarray(off, off + len)), `range ${off}+${len}`).toBe(true);
+    const from = off + rng.int(len);
+    const n = rng.int(off + len - from + 1);
+    const part = Buffer.alloc(n);
+    copyRange(layout, range, from, n, part, 0);
+    expect(part.equals(data.subarray(from, from + n)), `part ${from}+${n} of ${off}+${len}`).toBe(true);
+    expect(Buffer.concat(await readRangePieces(reader(shards), name, off, len)).equals(data.subarray(off, off + len))).toBe(true);
+  }
+  const degraded = await readRangeBytes(reader(shards.map((s, p) => (p === 1 ? null : s))), name, 10, data.length - 20);
+  expect(degraded.stripes).not.toBeNull();
+  const out = Buffer.alloc(data.length - 20);
+  copyRange(layout, degraded, 10, out.length, out, 0);
+  expect(out.equals(data.subarray(10, data.length - 10))).toBe(true);
 });
 
 it('refuses omap ops and reserved xattr names', async () => {

@@ -18,11 +18,11 @@ import { encodeObjectStat, type ReadRequest } from '../protocol/osd-messages.js'
 import { encodeXattrs } from '../protocol/store-messages.js';
 import type { RpcHandlerReply, RpcPayload, RpcPayloadPiece } from '../rpc/types.js';
 import { crc32c } from '../../native/index.js';
-import { assert } from '../lib/assert.js';
 import type { PieceBuffers } from './store-service.js';
+import type { EcLayout } from './ec-layout.js';
 import { ecOf, positionOf } from './ec-member.js';
 import { decodeSize, SIZE_XATTR } from './ec-record.js';
-import { readRangePieces, type ShardReader } from './ec-shards.js';
+import { copyRange, rangeBuffers, readRangeBytes, readRangePieces, type RangeBytes, type ShardReader } from './ec-shards.js';
 import { shardReader } from './ec-write.js';
 import type { Osd } from './osd.js';
 import type { Pg } from './pg.js';
@@ -68,9 +68,19 @@ export async function ecClientRead(osd: Osd, pg: Pg, q: ReadRequest, buffers: Pi
           allocate: buffers.take,
         };
         try {
-          const pieces = await readRangePieces(reader, q.object, offset, length);
-          checkUnchanged(pg, generation);
-          return { header: EMPTY, payload: pooledPayload(pieces, length, buffers) };
+          if (length < POOLED_REPLY_BYTES_MIN) {
+            const pieces = await readRangePieces(reader, q.object, offset, length);
+            checkUnchanged(pg, generation);
+            return { header: EMPTY, payload: pieces };
+          }
+          const range = await readRangeBytes(reader, q.object, offset, length);
+          try {
+            checkUnchanged(pg, generation);
+            return { header: EMPTY, payload: pooledPayload(ec.layout, range, buffers) };
+          } finally {
+            // Copied out (or the read failed): the shard buffers go back at once (give ignores buffers not its own).
+            for (const b of rangeBuffers(range)) buffers.give(b);
+          }
         } finally {
           // Members disagree on a committed object while the pg is active: peering settles it (rebuilds the stale shards).
           if (otherVersion && ec.generation === generation && pg.state === 'active') {
@@ -94,47 +104,26 @@ const REPLY_PIECE_BYTES = 1024 * 1024;
 const POOLED_REPLY_BYTES_MIN = REPLY_PIECE_BYTES / 2;
 
 /**
- * The reply payload from the pieces in logical order (views into the shard
- * reads, which came from `buffers` when large enough). A large read is copied
- * into pooled pieces of REPLY_PIECE_BYTES, each checksummed once here (the
- * frame trailer is combined from those crcs), streamed and back in the pool
- * once the socket wrote it; the shard buffers go back at once. Why: a 4 MiB
- * read is 1024 stripe-unit views of 4 KiB, which the socket took as 1024
- * writes and the writer checksummed again, from four fresh 1 MiB shard
- * buffers per read (V8 mark-compacts from the external memory churn).
+ * The reply payload of a large read: its bytes copied from the shard reads
+ * (which came from `buffers`) into pooled pieces of REPLY_PIECE_BYTES in
+ * logical order, stripe unit by stripe unit with no object per unit
+ * (copyRange), each checksummed once here (the frame trailer is combined
+ * from those crcs), streamed and back in the pool once the socket wrote it.
+ * Why: a 4 MiB read is 1024 stripe units of 4 KiB; sent as views, the socket
+ * took 1024 writes and the writer checksummed them again. Copied from
+ * views, each read also made 1024 piece descriptors (held across the shard
+ * reads) and 1024 views first: about 5% of the daemons' CPU in EC gets
+ * (perf, docs/store.md), now about 1%.
  */
-function pooledPayload(pieces: Buffer[], lengthBytes: number, buffers: PieceBuffers): RpcPayload {
-  if (lengthBytes < POOLED_REPLY_BYTES_MIN) return pieces;
+function pooledPayload(layout: EcLayout, range: RangeBytes, buffers: PieceBuffers): RpcPayload {
   const out: RpcPayloadPiece[] = [];
-  let piece: Buffer | null = null;
-  let filled = 0;
-  const seal = (): void => {
-    const bytes = piece!;
+  const end = range.offsetBytes + range.lengthBytes;
+  for (let at = range.offsetBytes; at < end; ) {
+    const n = Math.min(REPLY_PIECE_BYTES, end - at);
+    const bytes = buffers.take(n);
+    copyRange(layout, range, at, n, bytes, 0);
     out.push({ bytes, crc32c: crc32c(bytes), release: () => buffers.give(bytes) });
-    piece = null;
-  };
-  let left = lengthBytes;
-  for (const view of pieces) {
-    for (let at = 0; at < view.byteLength; ) {
-      if (piece === null) {
-        piece = buffers.take(Math.min(REPLY_PIECE_BYTES, left));
-        filled = 0;
-      }
-      const n = Math.min(view.byteLength - at, piece.byteLength - filled);
-      view.copy(piece, filled, at, at + n);
-      filled += n;
-      at += n;
-      left -= n;
-      if (filled === piece.byteLength) seal();
-    }
-  }
-  assert(piece === null && left === 0, 'the pieces hold the bytes the read announced');
-  // The shard buffers (views share them) are copied out: back to the pool (give ignores buffers not its own, and repeats).
-  const shards = new Set<ArrayBufferLike>();
-  for (const view of pieces) {
-    if (shards.has(view.buffer)) continue;
-    shards.add(view.buffer);
-    buffers.give(view);
+    at += n;
   }
   async function* chunks(): AsyncGenerator<RpcPayloadPiece> {
     for (const [i, p] of out.entries()) {
@@ -142,7 +131,7 @@ function pooledPayload(pieces: Buffer[], lengthBytes: number, buffers: PieceBuff
       yield p;
     }
   }
-  return { lengthBytes, chunks: chunks() };
+  return { lengthBytes: range.lengthBytes, chunks: chunks() };
 }
 
 /** Busy (the client retries) when the pg left the state the read began in: peering may be rewriting shards. */

@@ -129,48 +129,128 @@ export async function readStripes(r: ShardReader, name: string, first: number, c
   return out;
 }
 
-/** Logical bytes [offsetBytes, offsetBytes + lengthBytes) (within the object's size), in one buffer. */
-export async function readRange(r: ShardReader, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-  return Buffer.concat(await readRangePieces(r, name, offsetBytes, lengthBytes));
+/**
+ * Where a logical range's bytes were read to: the spans of the data shards
+ * that hold it, read directly (`shards[d]` holds shard d's bytes from shard
+ * offset `spanFrom[d]`; null for a shard the range does not touch), or, when
+ * one of them failed (degraded), the covering stripes rebuilt from k shards,
+ * in logical order from stripe `firstStripe`. Copied out with copyRange; no
+ * per-stripe-unit objects are made (a 4 MiB read is 1024 units of 4 KiB).
+ */
+export interface RangeBytes {
+  offsetBytes: number;
+  lengthBytes: number;
+  shards: Array<Buffer | null> | null;
+  spanFrom: number[];
+  stripes: Buffer | null;
+  firstStripe: number;
+}
+
+/** Shard d's bytes the logical range touches, as shard offsets [from[d], to[d]) (both -1: none). */
+function shardSpans(layout: EcLayout, offsetBytes: number, lengthBytes: number): { from: number[]; to: number[] } {
+  const u = layout.unitBytes;
+  const sb = layout.stripeBytes;
+  const end = offsetBytes + lengthBytes;
+  const firstStripe = Math.floor(offsetBytes / sb);
+  const lastStripe = Math.floor((end - 1) / sb);
+  const from: number[] = [];
+  const to: number[] = [];
+  for (let d = 0; d < layout.dataShards; d++) {
+    // Shard d's chunk of stripe s holds logical bytes [s*sb + d*u, s*sb + (d+1)*u).
+    const first = firstStripe * sb + (d + 1) * u > offsetBytes ? firstStripe : firstStripe + 1;
+    const last = lastStripe * sb + d * u < end ? lastStripe : lastStripe - 1;
+    if (first > last) {
+      from.push(-1);
+      to.push(-1);
+      continue;
+    }
+    from.push(first * u + Math.max(0, offsetBytes - (first * sb + d * u)));
+    to.push(last * u + Math.min(u, end - (last * sb + d * u)));
+  }
+  return { from, to };
 }
 
 /**
- * The same bytes as a list of pieces in logical order (views into the shard
- * reads: a reply can send them without assembling them first).
+ * Reads logical bytes [offsetBytes, offsetBytes + lengthBytes) (within the
+ * object's size): the data shards that hold them directly when all can be
+ * read, otherwise the covering stripes from any k shards (rebuilt).
  */
-export async function readRangePieces(r: ShardReader, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer[]> {
+export async function readRangeBytes(r: ShardReader, name: string, offsetBytes: number, lengthBytes: number): Promise<RangeBytes> {
   const { layout } = r;
-  if (lengthBytes === 0) return [];
-  const pieces = layout.pieces(offsetBytes, lengthBytes);
-  const spans = new Map<number, { from: number; to: number }>();
-  for (const p of pieces) {
-    const s = spans.get(p.shard);
-    if (!s) spans.set(p.shard, { from: p.shardOffsetBytes, to: p.shardOffsetBytes + p.lengthBytes });
-    else s.to = p.shardOffsetBytes + p.lengthBytes;
-  }
-  const direct = [...spans.keys()].every((d) => r.stores[d]);
-  if (direct) {
+  const range: RangeBytes = { offsetBytes, lengthBytes, shards: null, spanFrom: [], stripes: null, firstStripe: 0 };
+  if (lengthBytes === 0) return range;
+  const { from, to } = shardSpans(layout, offsetBytes, lengthBytes);
+  const touched = from.flatMap((f, d) => (f >= 0 ? [d] : []));
+  if (touched.every((d) => r.stores[d])) {
     const failed = new Map<number, unknown>();
-    const buffers = new Map<number, Buffer>();
+    const shards: Array<Buffer | null> = new Array<Buffer | null>(layout.dataShards).fill(null);
     await Promise.all(
-      [...spans].map(async ([d, s]) => {
+      touched.map(async (d) => {
         try {
-          buffers.set(d, await readOne(r, d, name, s.from, s.to - s.from));
+          shards[d] = await readOne(r, d, name, from[d]!, to[d]! - from[d]!);
         } catch (err) {
           failed.set(d, err);
         }
       }),
     );
-    if (failed.size === 0) {
-      return pieces.map((p) => {
-        const from = p.shardOffsetBytes - spans.get(p.shard)!.from;
-        return buffers.get(p.shard)!.subarray(from, from + p.lengthBytes);
-      });
-    }
+    if (failed.size === 0) return { ...range, shards, spanFrom: from };
+    // Degraded: what was read directly is dropped (a pool's buffers too: garbage, not reused); the stripes come from any k shards.
   }
   const first = Math.floor(offsetBytes / layout.stripeBytes);
   const last = Math.floor((offsetBytes + lengthBytes - 1) / layout.stripeBytes);
-  const stripes = await readStripes(r, name, first, last - first + 1);
-  const at = offsetBytes - first * layout.stripeBytes;
-  return [stripes.subarray(at, at + lengthBytes)];
+  return { ...range, stripes: await readStripes(r, name, first, last - first + 1), firstStripe: first };
+}
+
+/** Copies logical bytes [fromBytes, fromBytes + n) of a range read by readRangeBytes into out at outAt. */
+export function copyRange(layout: EcLayout, range: RangeBytes, fromBytes: number, n: number, out: Uint8Array, outAt: number): void {
+  assert(fromBytes >= range.offsetBytes && fromBytes + n <= range.offsetBytes + range.lengthBytes, 'the copy lies in the range read');
+  if (range.stripes !== null) {
+    const at = fromBytes - range.firstStripe * layout.stripeBytes;
+    out.set(range.stripes.subarray(at, at + n), outAt);
+    return;
+  }
+  const shards = range.shards!;
+  const u = layout.unitBytes;
+  const end = fromBytes + n;
+  for (let at = fromBytes; at < end; ) {
+    const stripe = Math.floor(at / layout.stripeBytes);
+    const inStripe = at - stripe * layout.stripeBytes;
+    const d = Math.floor(inStripe / u);
+    const inChunk = inStripe - d * u;
+    const len = Math.min(u - inChunk, end - at);
+    const src = shards[d]!;
+    out.set(new Uint8Array(src.buffer, src.byteOffset + stripe * u + inChunk - range.spanFrom[d]!, len), outAt + (at - fromBytes));
+    at += len;
+  }
+}
+
+/** The buffers a range's bytes were read into (to give back to a pool once copied out). */
+export function rangeBuffers(range: RangeBytes): Buffer[] {
+  if (range.stripes !== null) return [range.stripes];
+  return (range.shards ?? []).filter((b): b is Buffer => b !== null);
+}
+
+/** Logical bytes [offsetBytes, offsetBytes + lengthBytes) (within the object's size), in one buffer. */
+export async function readRange(r: ShardReader, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+  const range = await readRangeBytes(r, name, offsetBytes, lengthBytes);
+  const out = Buffer.allocUnsafe(lengthBytes);
+  copyRange(r.layout, range, offsetBytes, lengthBytes, out, 0);
+  return out;
+}
+
+/**
+ * The same bytes as a list of pieces in logical order (views into the shard
+ * reads: a small reply can send them without assembling them first).
+ */
+export async function readRangePieces(r: ShardReader, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer[]> {
+  const range = await readRangeBytes(r, name, offsetBytes, lengthBytes);
+  if (range.stripes !== null) {
+    const at = offsetBytes - range.firstStripe * r.layout.stripeBytes;
+    return [range.stripes.subarray(at, at + lengthBytes)];
+  }
+  const shards = range.shards!;
+  return r.layout.pieces(offsetBytes, lengthBytes).map((p) => {
+    const from = p.shardOffsetBytes - range.spanFrom[p.shard]!;
+    return shards[p.shard]!.subarray(from, from + p.lengthBytes);
+  });
 }
