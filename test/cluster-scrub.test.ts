@@ -26,8 +26,12 @@
  *
  * Erasure-coded parity: a parity shard's bytes overwritten with other bytes
  * through the store (its checksums pass): a deep scrub codes the parity
- * again from the data shards and names it, --repair codes it again, and
- * every shard checks out.
+ * again from the data shards and names it. With one parity shard (2+1) that
+ * is ambiguous (a data shard written wrong looks the same): --repair leaves
+ * it, reported. A data shard written wrong: reported the same way, and after
+ * --repair the good bytes still decode from the other shards. On a 2+2 pool
+ * (its own 4-disk cluster) one wrong parity shard is unambiguous (the other
+ * agrees with the data): --repair rebuilds that shard alone.
  *
  * Background: daemons deep-scrubbing every 1.5 s notice a corrupt replica
  * copy on their own (status HEALTH_ERR, "pgs inconsistent", and `tessera pg
@@ -140,7 +144,7 @@ interface ScrubJson {
   repaired: number;
   unrepaired: number;
   notScrubbed: number;
-  pgs: Array<{ inconsistencies: Array<{ object: string; diskId: number; kinds: string[]; repaired: boolean }> }>;
+  pgs: Array<{ inconsistencies: Array<{ object: string; diskId: number; kinds: string[]; repaired: boolean; detail: string }> }>;
 }
 
 /** `tessera pg inconsistent [what] --json`: the listed inconsistencies as "object@disk:kinds", sorted. */
@@ -334,10 +338,11 @@ it('pool scrub of an erasure-coded pool finds shards of a version no log holds; 
  * Parity shards whose bytes are wrong but whose checksums pass (a fenced write of other bytes over them, as
  * a bug in the write path would leave): reads are unaffected (every data shard is up), a shallow scrub and
  * each shard's own checksums see nothing; a deep scrub codes the parity again from the data shards and
- * names exactly those shards ('parity'); --repair codes them from the data; every shard then checks out.
+ * names exactly those shards ('parity'). With one parity shard nothing says whether the parity or a data
+ * shard is wrong: --repair leaves them (reported, listed by `pg inconsistent`), the parity bytes untouched.
  * One object fits one slice of the check, the other spans two (wrong in its second).
  */
-it('deep scrub of an erasure-coded pool finds parity shards that differ from their data; --repair codes them again', async () => {
+it('deep scrub of an erasure-coded 2+1 pool finds parity shards that differ from their data; --repair leaves them (ambiguous)', async () => {
   const { client } = cluster;
   const info = client.pool(EC_POOL);
   const positions = (name: string): number[] => client.view.pg(info, objectToPg(info, name)).members;
@@ -363,26 +368,136 @@ it('deep scrub of an erasure-coded pool finds parity shards that differ from the
     }
   };
   // Their checksums pass: each reads whole.
-  expect((await parityShard(smallOn, 'p-small')).length).toBe(13 * 4096);
-  expect((await parityShard(bigOn, 'p-big')).length).toBe(Math.ceil(big.length / 8192) * 4096);
+  const plantedSmall = await parityShard(smallOn, 'p-small');
+  const plantedBig = await parityShard(bigOn, 'p-big');
+  expect(plantedSmall.length).toBe(13 * 4096);
+  expect(plantedBig.length).toBe(Math.ceil(big.length / 8192) * 4096);
   expect((await client.read(EC_POOL, 'p-small')).equals(small)).toBe(true);
 
   const shallow = await tessera(['pool', 'scrub', EC_POOL, '--json']);
   expect(shallow.code, shallow.stdout).toBe(0);
+  const expected = [`p-big@${bigOn}:parity`, `p-small@${smallOn}:parity`].sort();
   const deep = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
   expect(deep.code, deep.stderr).toBe(1);
-  expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([`p-big@${bigOn}:parity`, `p-small@${smallOn}:parity`].sort());
-  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: [`p-big@${bigOn}:parity`, `p-small@${smallOn}:parity`].sort(), unrepaired: 2 });
-  const repair = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--repair']);
-  expect(repair.code, repair.stdout + repair.stderr).toBe(0);
-  expect(repair.stdout).toMatch(/2 inconsistencies, 2 repaired/);
-  const again = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
-  expect(again.code, again.stdout).toBe(0);
-  expect(found(JSON.parse(again.stdout) as ScrubJson)).toEqual([]);
-  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: [], unrepaired: 0 });
+  expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual(expected);
+  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: expected, unrepaired: 2 });
+  // m = 1: the parity or a data shard may be wrong; --repair must not code parity from data that may be wrong.
+  const repair = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--repair', '--json']);
+  expect(repair.code, repair.stdout + repair.stderr).toBe(1);
+  const repairDoc = JSON.parse(repair.stdout) as ScrubJson;
+  expect(found(repairDoc)).toEqual(expected);
+  expect(repairDoc.repaired).toBe(0);
+  for (const i of repairDoc.pgs.flatMap((p) => p.inconsistencies)) expect(i.detail).toMatch(/cannot be told which: not repaired/);
+  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: expected, unrepaired: 2 });
+  expect((await parityShard(smallOn, 'p-small')).equals(plantedSmall), 'p-small parity left as it was').toBe(true);
+  expect((await parityShard(bigOn, 'p-big')).equals(plantedBig), 'p-big parity left as it was').toBe(true);
   for (const [name, data] of [['p-small', small], ['p-big', big]] as const) {
     expect((await client.read(EC_POOL, name)).equals(data), name).toBe(true);
-    await checkShards(cluster, EC_POOL, name, data);
+  }
+  // Out of the way of the next tests' pool scrubs.
+  await client.remove(EC_POOL, 'p-small');
+  await client.remove(EC_POOL, 'p-big');
+}, 120_000);
+
+/** Shard `position` of `name` read straight from one disk's store (pool `pool` of `on`). */
+async function shardOf(on: TestCluster, pool: string, diskId: number, position: number, name: string): Promise<Buffer> {
+  const store = on.storeOf(diskId);
+  try {
+    return await store.read({ ns: dataNs(on.client.pool(pool).id, position), name });
+  } finally {
+    await store.close();
+  }
+}
+
+/**
+ * A data shard whose bytes are wrong but whose checksums pass: reads return the wrong bytes (every data shard
+ * is up); a deep scrub sees the parity differ. --repair must not code the parity again from that data (fc83f7e
+ * did, and the good bytes were gone): once the wrong data shard is removed, a read decodes the original bytes
+ * from the other data shard and the parity, and a repair then rebuilds the data shard from them.
+ */
+it('deep scrub, erasure-coded 2+1: a data shard with wrong bytes is reported and --repair does not make it permanent', async () => {
+  const { client } = cluster;
+  const info = client.pool(EC_POOL);
+  const data = randomBytes(100_000);
+  await client.put(EC_POOL, 'd-wrong', data);
+  const [, dataOn, parityOn] = client.view.pg(info, objectToPg(info, 'd-wrong')).members as [number, number, number];
+  // Position 1 holds data (not the primary's position, whose shard a read opens first).
+  await pushTo(dataOn, 'd-wrong', (id) => [{ type: 'write', id, offsetBytes: 2 * 4096, data: randomBytes(4096) }], EC_POOL, 1);
+  const parityBefore = await shardOf(cluster, EC_POOL, parityOn, 2, 'd-wrong');
+  expect((await client.read(EC_POOL, 'd-wrong')).equals(data), 'the planted bytes are read').toBe(false);
+
+  const deep = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--json']);
+  expect(deep.code, deep.stderr).toBe(1);
+  expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([`d-wrong@${parityOn}:parity`]);
+  const repair = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--repair', '--json']);
+  expect(repair.code, repair.stdout + repair.stderr).toBe(1);
+  expect(found(JSON.parse(repair.stdout) as ScrubJson)).toEqual([`d-wrong@${parityOn}:parity`]);
+  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: [`d-wrong@${parityOn}:parity`], unrepaired: 1 });
+  expect((await shardOf(cluster, EC_POOL, parityOn, 2, 'd-wrong')).equals(parityBefore), 'parity left as it was').toBe(true);
+
+  // The wrong data shard gone: the original bytes decode from data shard 0 and the parity.
+  await pushTo(dataOn, 'd-wrong', (id) => [{ type: 'remove', id }], EC_POOL, 1);
+  expect((await client.read(EC_POOL, 'd-wrong')).equals(data), 'original bytes after --repair').toBe(true);
+  const rebuild = await tessera(['pool', 'scrub', EC_POOL, '--deep', '--repair']);
+  expect(rebuild.code, rebuild.stdout + rebuild.stderr).toBe(0);
+  expect(rebuild.stdout).toMatch(/1 inconsistencies, 1 repaired/);
+  await checkShards(cluster, EC_POOL, 'd-wrong', data);
+  expect(await listedInconsistent([EC_POOL])).toEqual({ listed: [], unrepaired: 0 });
+  await client.remove(EC_POOL, 'd-wrong');
+}, 120_000);
+
+/**
+ * 2+2 (4 hosts, its own cluster): one parity shard wrong while the other agrees with the data is unambiguous,
+ * and --repair rebuilds that shard alone; a data shard wrong makes both parity shards differ: reported, left,
+ * and the original bytes still decode without it.
+ */
+it('deep scrub, erasure-coded 2+2: one wrong parity shard is rebuilt; a wrong data shard is left reported', async () => {
+  const POOL22 = 'ec22';
+  const own = await startTestCluster({
+    hosts: 4,
+    disksPerHost: 1,
+    pools: [{ name: POOL22, redundancy: { type: 'erasure', dataShards: 2, parityShards: 2 }, failureDomain: 'host', pgCount: 2 }],
+  });
+  try {
+    const { client } = own;
+    const info = client.pool(POOL22);
+    const membersOf22 = (name: string): number[] => client.view.pg(info, objectToPg(info, name)).members;
+    const push = async (diskId: number, name: string, position: number, ops: (id: { ns: number; name: string }) => StoreOp[]): Promise<void> => {
+      const rpc = createTcpClient({ io: own.io, host: '127.0.0.1', port: own.daemons.get(diskId)!.port });
+      try {
+        const { header, payload } = encodePush({ epoch: client.view.epoch, poolId: info.id, pg: objectToPg(info, name), ops: ops({ ns: dataNs(info.id, position), name }) });
+        await rpc.call(OsdOpcode.pgPush, header, payload, { timeoutMs: 30_000 });
+      } finally {
+        await rpc.close();
+      }
+    };
+    const par = randomBytes(90_000);
+    const dat = randomBytes(70_000);
+    await client.put(POOL22, 'q-parity', par);
+    await client.put(POOL22, 'q-data', dat);
+    const parOn = membersOf22('q-parity');
+    const datOn = membersOf22('q-data');
+    await push(parOn[3]!, 'q-parity', 3, (id) => [{ type: 'write', id, offsetBytes: 4096, data: randomBytes(4096) }]);
+    await push(datOn[1]!, 'q-data', 1, (id) => [{ type: 'write', id, offsetBytes: 4096, data: randomBytes(4096) }]);
+    const otherParity = await shardOf(own, POOL22, parOn[2]!, 2, 'q-parity');
+    const wrongData = [`q-data@${datOn[2]}:parity`, `q-data@${datOn[3]}:parity`];
+    const deep = await tessera(['pool', 'scrub', POOL22, '--deep', '--json'], own);
+    expect(deep.code, deep.stderr).toBe(1);
+    expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([`q-parity@${parOn[3]}:parity`, ...wrongData].sort());
+    const repair = await tessera(['pool', 'scrub', POOL22, '--deep', '--repair', '--json'], own);
+    expect(repair.code, repair.stdout + repair.stderr).toBe(1);
+    expect(found(JSON.parse(repair.stdout) as ScrubJson)).toEqual([`q-parity@${parOn[3]}:parity:repaired`, ...wrongData].sort());
+    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: wrongData.sort(), unrepaired: 2 });
+    await checkShards(own, POOL22, 'q-parity', par);
+    expect((await shardOf(own, POOL22, parOn[2]!, 2, 'q-parity')).equals(otherParity), 'the agreeing parity shard untouched').toBe(true);
+    // The wrong data shard removed: both parity shards were kept, the original bytes decode.
+    await push(datOn[1]!, 'q-data', 1, (id) => [{ type: 'remove', id }]);
+    expect((await client.read(POOL22, 'q-data')).equals(dat)).toBe(true);
+    const rebuild = await tessera(['pool', 'scrub', POOL22, '--deep', '--repair'], own);
+    expect(rebuild.code, rebuild.stdout + rebuild.stderr).toBe(0);
+    await checkShards(own, POOL22, 'q-data', dat);
+  } finally {
+    await own.stop();
   }
 }, 120_000);
 

@@ -68,8 +68,13 @@ const versionOf = (x: Map<string, Buffer> | null): string | null => {
   return v ? v.toString('hex') : null;
 };
 
-/** Makes every target's shard of `name` the authoritative one (or absent); resolves with the shard bytes written. */
-export async function rebuildObject(ctx: RecoveryContext, name: string, targets: readonly RecoveryMember[]): Promise<number> {
+/**
+ * Makes every target's shard of `name` the authoritative one (or absent); resolves with the shard bytes written.
+ * `replace` (scrub repair): every target is rebuilt, even one whose shard carries the authoritative version (its
+ * bytes are known bad); each target's shard is replaced only once its new bytes are built (one transaction, or a
+ * temporary object moved into place), never removed first; and it is never removed for want of a source version.
+ */
+export async function rebuildObject(ctx: RecoveryContext, name: string, targets: readonly RecoveryMember[], replace = false): Promise<number> {
   checkAborted(ctx.signal);
   const { pg, ec } = ctx;
   const metas = await Promise.all(ctx.sources.map((s) => xattrsOrNull(s.handle.store, shardId(pg, s.position, name))));
@@ -78,9 +83,11 @@ export async function rebuildObject(ctx: RecoveryContext, name: string, targets:
     const v = m?.get(VERSION_XATTR);
     if (v && (!newest || compareVersions(decodeVersionValue(v), decodeVersionValue(newest.get(VERSION_XATTR)!)) > 0)) newest = m;
   }
-  const current = await Promise.all(targets.map((t) => xattrsOrNull(t.handle.store, shardId(pg, t.position, name))));
-  const stale = targets.filter((_, i) => versionOf(current[i]!) !== versionOf(newest));
+  // (Replaced targets are not read: a bad shard's metadata may not read either.)
+  const current = replace ? [] : await Promise.all(targets.map((t) => xattrsOrNull(t.handle.store, shardId(pg, t.position, name))));
+  const stale = replace ? [...targets] : targets.filter((_, i) => versionOf(current[i]!) !== versionOf(newest));
   if (stale.length === 0) return 0;
+  if (!newest && replace) throw new TesseraError('Unavailable', `pg ${pg.key}: object ${name}: no source holds a version to rebuild it from`);
   if (!newest) {
     await Promise.all(stale.map((t) => t.handle.push([{ type: 'remove', id: shardId(pg, t.position, name), ifExists: true }])));
     return 0;

@@ -6,11 +6,16 @@
  * is found only this way: reading it verifies its checksums, not that it is
  * the parity of the data.
  *
- * The data shards are taken as authoritative: they are what a read returns
- * when every shard is up, and with one parity shard nothing can say which of
- * data and parity is wrong. (A data shard written wrong with good checksums
- * shows as every parity shard differing; a repair then codes parity from the
- * wrong data: the object reads as it already did.)
+ * Neither side is taken as authoritative here: the caller (pg-scrub.ts
+ * parityOf) decides. A data shard written wrong with good checksums shows as
+ * every parity shard differing (each parity shard depends on every data
+ * shard); a parity shard written wrong shows as that shard alone differing.
+ * So a mismatch is only repairable when at least one parity shard checked
+ * agrees with the data (`checked` minus the wrong ones): the data is then
+ * consistent with it, and the differing parity shards are rebuilt. When every
+ * parity shard checked differs (always so with one parity shard), coding
+ * parity from the data could make a wrong data shard permanent: reported,
+ * never repaired automatically.
  *
  * Every read is pinned to the object's version (the `_v` the scrub map
  * showed: a shard at another version fails the read, Conflict), so bytes of
@@ -60,7 +65,8 @@ export type ParityCheck =
   | { kind: 'changed' }
   /** A shard could not be read (its scrub map entry reports it). */
   | { kind: 'unreadable'; position: number; error: TesseraError }
-  | { kind: 'wrong'; parity: WrongParity[] };
+  /** `checked`: the parity positions compared (those with a store); `parity`: those that differ. */
+  | { kind: 'wrong'; parity: WrongParity[]; checked: number[] };
 
 async function readShard(o: ParityCheckOptions, position: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
   const got = await o.stores[position]!.read({ ns: dataNs(o.poolId, position), name: o.name }, { offsetBytes, lengthBytes, ifXattr: { name: VERSION_XATTR, value: o.version } });
@@ -109,5 +115,5 @@ export async function checkParity(o: ParityCheckOptions): Promise<ParityCheck> {
     });
     if (o.bytesPerSec > 0) await o.clock.sleep(((lengthBytes * positions.length) / o.bytesPerSec) * 1000);
   }
-  return wrong.size === 0 ? { kind: 'ok' } : { kind: 'wrong', parity: [...wrong.values()] };
+  return wrong.size === 0 ? { kind: 'ok' } : { kind: 'wrong', parity: [...wrong.values()], checked: parityPositions };
 }

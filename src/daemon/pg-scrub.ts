@@ -27,7 +27,15 @@
  * committed are not authoritative (mayBeCommitted). A deep scrub also codes
  * each object's parity again from its data shards and compares it with the
  * stored parity (ec-scrub.ts): a parity shard whose bytes are wrong but whose
- * checksums match is reported ('parity') and rebuilt from the data shards.
+ * checksums match is reported ('parity'). It is rebuilt from the data shards
+ * only when that is unambiguous: another parity shard agrees with the data.
+ * When every parity shard differs (always, with one parity shard), a data
+ * shard may be the wrong one: coding parity from it would make the damage
+ * permanent, so it is reported and left (`tessera pg inconsistent`).
+ *
+ * Only the pg's primary in the interval the scrub began in compares, repairs
+ * and writes the scrub record (primaryIn); a pg whose pool was removed
+ * meanwhile writes none.
  *
  * What a scrub leaves unrepaired and when it ran are kept on the pg and in
  * its scrub record on disk (scrub-record.ts), so they survive a restart.
@@ -52,6 +60,7 @@ import { copyObject } from './peering.js';
 import { positionOf } from './ec-member.js';
 import { rebuildObject, type RecoveryMember } from './ec-recovery.js';
 import { withPgQuiet } from './pg-repair.js';
+import { notPrimary } from './members.js';
 import { checkParity } from './ec-scrub.js';
 import { HOLE } from '../../cluster/placement.js';
 import { scrubRecordOps } from './scrub-record.js';
@@ -285,13 +294,23 @@ async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps:
   if (check.kind === 'changed') return 'changed';
   if (check.kind !== 'wrong') return null;
   const stripes = shardBytes / ec.layout.unitBytes;
+  // Unambiguous only when a parity shard agrees with the data: then the data is consistent with it, and only
+  // the parity shards that differ are wrong. Every parity shard differing is also what one wrong data shard looks like.
+  const wrongAt = new Set(check.parity.map((w) => w.position));
+  const agreeing = check.checked.filter((p) => !wrongAt.has(p));
+  const ambiguous = agreeing.length === 0;
+  const why = !ambiguous
+    ? `; parity shard${agreeing.length > 1 ? 's' : ''} ${agreeing.join(', ')} agree${agreeing.length > 1 ? '' : 's'} with the data`
+    : check.checked.length === 1
+      ? '; a data shard or this parity shard is wrong, and with one parity shard it cannot be told which: not repaired (rebuilding parity from a wrong data shard would make it permanent)'
+      : `; every parity shard (${check.checked.join(', ')}) differs: a data shard may be the wrong one: not repaired (rebuilding parity from a wrong data shard would make it permanent)`;
   return check.parity.map((w) => ({
     object: name,
     diskId: pg.positions[w.position]!,
     kinds: ['parity'],
-    detail: `parity shard ${w.position} differs from the parity of the data shards in ${w.stripes} of ${stripes} stripes (first at shard byte ${w.firstOffsetBytes}); its checksums pass`,
-    // The rebuild codes it from the data shards: a data member names where the good copy comes from.
-    authDiskId: pg.positions[0]!,
+    detail: `parity shard ${w.position} differs from the parity of the data shards in ${w.stripes} of ${stripes} stripes (first at shard byte ${w.firstOffsetBytes}); its checksums pass${why}`,
+    // The rebuild codes it from the data shards: a data member names where the good copy comes from. Ambiguous: none.
+    authDiskId: ambiguous ? null : pg.positions[0]!,
     repaired: false,
   }));
 }
@@ -322,8 +341,10 @@ async function repairObject(osd: Osd, pg: Pg, name: string, bad: Inconsistency[]
 
 /**
  * Erasure-coded: rebuilds the shards of `name` the members in `bad` hold wrongly from k members whose
- * shard is good (ec-recovery.ts), or removes them where the log deleted the object. A corrupt shard
- * carries the right version, so it is removed first (the rebuild then sees it missing).
+ * shard is good (ec-recovery.ts), or removes them where the log deleted the object. Each bad shard is
+ * replaced once its new bytes are built (rebuildObject's replace: a corrupt or wrong shard carries the
+ * right version), never removed first: a rebuild that fails partway leaves at least the redundancy there was.
+ * Only what has a source is rebuilt (an ambiguous parity mismatch has none: parityOf).
  */
 async function repairEcObject(osd: Osd, pg: Pg, name: string, members: number[], bad: Inconsistency[], signal: AbortSignal): Promise<void> {
   const member = (diskId: number): RecoveryMember => ({ position: pg.positions.indexOf(diskId), handle: osd.memberHandle(pg, diskId) });
@@ -345,8 +366,7 @@ async function repairEcObject(osd: Osd, pg: Pg, name: string, members: number[],
   // Never remove a shard that cannot be rebuilt (judgeObject names no source then; this is the backstop).
   if (sources.length < pg.ec!.layout.dataShards) return;
   const targets = rebuild.map((i) => member(i.diskId));
-  for (const t of targets) await t.handle.push([{ type: 'remove', id: shard(t), ifExists: true }]);
-  await rebuildObject({ pg, ec: pg.ec!, sources, signal }, name, targets);
+  await rebuildObject({ pg, ec: pg.ec!, sources, signal }, name, targets, true);
   for (const inc of rebuild) inc.repaired = true;
 }
 
@@ -369,7 +389,7 @@ async function withObjectQuiet<T>(osd: Osd, pg: Pg, name: string, fn: () => Prom
 async function compareAndRepair(osd: Osd, pg: Pg, name: string, members: number[], interval: number, deep: boolean, signal: AbortSignal): Promise<Inconsistency[]> {
   return withObjectQuiet(osd, pg, name, async () => {
     // A write that failed while this waited made the pg peer again: it settles the object, not this.
-    if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
+    if (!primaryIn(osd, pg, interval)) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
     pg.requireActive();
     const now = new Map<number, MemberMap>();
     await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep, repair: true, bytesPerSec: 0 }, [name]))));
@@ -403,8 +423,11 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   const startedMs = osd.io.clock.monotonicMs();
   const members = pg.acting.filter((d) => !pg.backfilling.has(d));
   const result: PgScrubResult = { poolId: pg.pool.id, pg: pg.pg, deep: o.deep, scrubbed: false, members, objects: 0, bytesRead: 0, inconsistencies: [] };
+  // requireActive holds on replicas too: a scrub queued behind another (scrubPgSerialized) may find this disk no longer primary.
   pg.requireActive();
   const interval = pg.intervalStart;
+  if (!primaryIn(osd, pg, interval)) throw notPrimary(pg, osd.view.epoch);
+  const skipped = { count: 0 };
   const maps = new Map<number, MemberMap>();
   await Promise.all(members.map(async (d) => maps.set(d, await memberMap(osd, pg, d, o))));
   const names = new Set<string>();
@@ -415,20 +438,25 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   let suspects = judgeAll(pg, members, maps, o.deep, names);
   if (suspects.size > 0) {
     const again = new Map<number, MemberMap>();
-    const fetch = async (names: string[]): Promise<void> => {
+    const fetch = async (names: string[], bytesPerSec?: number): Promise<void> => {
       await Promise.all(
         members.map(async (d) => {
-          const m = await memberMap(osd, pg, d, o, names);
+          const m = await memberMap(osd, pg, d, bytesPerSec === undefined ? o : { ...o, bytesPerSec }, names);
           again.set(d, new Map([...(again.get(d) ?? []), ...m]));
         }),
       );
     };
     if (pg.ec) {
       // Erasure-coded writes hold their object's lock from staging to commit: compared under it, shared.
-      for (const name of suspects.keys()) {
-        const unlock = await pg.ec.locks.acquire(name, 'shared', limits.ecWaitMsMax);
+      // (Unpaced reads: writes of the object wait meanwhile.) An object whose lock does not come is skipped.
+      for (const name of [...suspects.keys()]) {
+        const unlock = await lockOrSkip(osd, pg, name, skipped);
+        if (!unlock) {
+          suspects.delete(name);
+          continue;
+        }
         try {
-          await fetch([name]);
+          await fetch([name], 0);
         } finally {
           unlock();
         }
@@ -440,11 +468,11 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
     for (const d of members) if (!again.has(d)) again.set(d, new Map());
     suspects = judgeAll(pg, members, again, o.deep, suspects.keys());
   }
-  if (pg.ec && o.deep) await checkPgParity(osd, pg, members, maps, names, suspects, interval, o.bytesPerSec ?? limits.scrubBytesPerSecDefault);
+  if (pg.ec && o.deep) await checkPgParity(osd, pg, members, maps, names, suspects, interval, o.bytesPerSec ?? limits.scrubBytesPerSecDefault, skipped);
   if (o.repair && suspects.size > 0) {
     const signal = new AbortController().signal;
     for (const name of [...suspects.keys()]) {
-      if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
+      if (!primaryIn(osd, pg, interval)) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
       pg.requireActive();
       const bad = await compareAndRepair(osd, pg, name, members, interval, o.deep, signal);
       if (bad.length > 0) suspects.set(name, bad);
@@ -454,8 +482,11 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   const all = [...suspects.values()].flat();
   result.inconsistencies = all.slice(0, limits.scrubInconsistenciesReportedMax);
   result.scrubbed = true;
-  if (all.length > result.inconsistencies.length) result.note = `${all.length} inconsistencies, the first ${result.inconsistencies.length} listed`;
-  if (pg.intervalStart === interval) await recordScrub(osd, pg, o.deep, all.filter((i) => !i.repaired));
+  const notes: string[] = [];
+  if (all.length > result.inconsistencies.length) notes.push(`${all.length} inconsistencies, the first ${result.inconsistencies.length} listed`);
+  if (skipped.count > 0) notes.push(`${skipped.count} objects not compared again (each stayed locked by writes for ${limits.ecWaitMsMax} ms)`);
+  if (notes.length > 0) result.note = notes.join('; ');
+  await recordScrub(osd, pg, interval, o.deep, all.filter((i) => !i.repaired));
   const unrepaired = all.filter((i) => !i.repaired).length;
   if (all.length > 0) {
     console.error(`disk ${osd.diskId}: pg ${pg.key}: ${o.deep ? 'deep ' : ''}scrub found ${all.length} inconsistencies (${all.length - unrepaired} repaired) in ${osd.io.clock.monotonicMs() - startedMs} ms`);
@@ -469,19 +500,21 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
  * read, is compared again under the object's lock (shared: no write of it meanwhile) from a fresh map of
  * it; what still differs joins the suspects.
  */
-async function checkPgParity(osd: Osd, pg: Pg, members: number[], maps: Map<number, MemberMap>, names: Iterable<string>, suspects: Map<string, Inconsistency[]>, interval: number, bytesPerSec: number): Promise<void> {
+async function checkPgParity(osd: Osd, pg: Pg, members: number[], maps: Map<number, MemberMap>, names: Iterable<string>, suspects: Map<string, Inconsistency[]>, interval: number, bytesPerSec: number, skipped: { count: number }): Promise<void> {
   for (const name of names) {
     if (suspects.has(name)) continue;
-    if (pg.intervalStart !== interval) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
+    if (!primaryIn(osd, pg, interval)) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
     const first = await parityOf(osd, pg, name, members, maps, bytesPerSec);
     if (first === null || first.length === 0) continue;
-    const unlock = await pg.ec!.locks.acquire(name, 'shared', limits.ecWaitMsMax);
+    const unlock = await lockOrSkip(osd, pg, name, skipped);
+    if (!unlock) continue;
     let again: Inconsistency[] | 'changed' | null;
     try {
       const now = new Map<number, MemberMap>();
       await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep: false, repair: false }, [name]))));
       // Changed in another way meanwhile (deleted, a member's shard at another version): the next scrub looks.
-      again = judgeObject(pg, name, members, now, false).length > 0 ? null : await parityOf(osd, pg, name, members, now, bytesPerSec);
+      // Unpaced (as compareAndRepair): writes of the object wait for the lock meanwhile, at most limits.ecWaitMsMax.
+      again = judgeObject(pg, name, members, now, false).length > 0 ? null : await parityOf(osd, pg, name, members, now, 0);
     } finally {
       unlock();
     }
@@ -489,8 +522,33 @@ async function checkPgParity(osd: Osd, pg: Pg, members: number[], maps: Map<numb
   }
 }
 
-/** Keeps what a scrub of the pg found and when it ran, on the pg and in its scrub record on disk (scrub-record.ts). */
-async function recordScrub(osd: Osd, pg: Pg, deep: boolean, left: Inconsistency[]): Promise<void> {
+/**
+ * Whether this disk is still the pg's primary in `interval` and the pg still this daemon's (a removed pool's pg
+ * is dropped from osd.pgs and its interval ended, osd.ts onMap). Only then does a scrub repair or record.
+ */
+function primaryIn(osd: Osd, pg: Pg, interval: number): boolean {
+  return interval !== 0 && pg.intervalStart === interval && pg.primary === osd.diskId && osd.pgs.get(pg.key) === pg && osd.view.map.pools.some((p) => p.id === pg.pool.id);
+}
+
+/** The object's lock, shared; null (counted in `skipped`, logged) when writes held it past limits.ecWaitMsMax. */
+async function lockOrSkip(osd: Osd, pg: Pg, name: string, skipped: { count: number }): Promise<(() => void) | null> {
+  try {
+    return await pg.ec!.locks.acquire(name, 'shared', limits.ecWaitMsMax);
+  } catch (err) {
+    if (!isTesseraError(err, 'Busy')) throw err;
+    skipped.count++;
+    console.error(`disk ${osd.diskId}: pg ${pg.key}: scrub skipped ${name}: ${toTesseraError(err).message} (the next scrub compares it)`);
+    return null;
+  }
+}
+
+/**
+ * Keeps what a scrub of the pg found and when it ran, on the pg and in its scrub record on disk (scrub-record.ts);
+ * nothing when this disk is no longer its primary in `interval` or the pg is gone (its pool removed: the purge
+ * must not be followed by a new record).
+ */
+async function recordScrub(osd: Osd, pg: Pg, interval: number, deep: boolean, left: Inconsistency[]): Promise<void> {
+  if (!primaryIn(osd, pg, interval)) return;
   const s = pg.scrub;
   s.inconsistent = left.length;
   s.left = left.slice(0, limits.scrubInconsistenciesKeptMax);
