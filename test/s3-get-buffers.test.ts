@@ -15,11 +15,23 @@
  *   the striper's budget returns to zero (no chunk left reserved).
  * Checked by hand: releasing each chunk as reusable right after res.write
  * (before its write callback) makes both tests fail (bodies differ).
+ * - HTTP pipelining over a raw socket (presigned GETs, several requests in
+ *   one write on a keep-alive connection): read to the end, every body is
+ *   byte-exact; closed unread, the budget returns to zero (Node never emits
+ *   'close' on a response still queued behind another: its chunks and the
+ *   read-ahead were held forever before the writer also ended on the
+ *   connection's close), and a GET afterwards is byte-exact.
+ * - A second gateway with a short responseStallMs: pipelined GETs left
+ *   unread on an open connection are cut by the gateway, the budget returns
+ *   to zero, and a GET read to the end through it is byte-exact.
  */
 import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { S3Gateway } from '../gateways/s3/gateway.js';
 import { bytes, startS3Env, type S3TestEnv } from './helpers/s3.js';
 import { sleep, waitFor } from './helpers/wait.js';
 
@@ -37,6 +49,10 @@ beforeAll(async () => {
     objects.set(`o${i}`, data);
     await s3.send(new PutObjectCommand({ Bucket: 'buf', Key: `o${i}`, Body: data }));
   }
+  // Larger than what the loopback connection's buffers take in while its client reads nothing.
+  const big = randomBytes(40 * MiB);
+  objects.set('big', big);
+  await s3.send(new PutObjectCommand({ Bucket: 'buf', Key: 'big', Body: big }));
 }, 240_000);
 afterAll(async () => {
   await env?.stop();
@@ -49,7 +65,7 @@ async function get(key: string, range?: { start: number; end: number }): Promise
 
 it('concurrent GETs of different objects read back byte-exact while buffers are recycled', async () => {
   const before = env.gateway.services.striper.readBuffers().reusedCount;
-  const keys = [...objects.keys()];
+  const keys = [...objects.keys()].filter((k) => k !== 'big');
   for (let round = 0; round < 4; round++) {
     // Half the objects are left unread for a while: the gateway's socket writes of them stay pending, their buffers
     // lent, while GETs of the other half run to the end (three times over) and recycle buffers.
@@ -89,7 +105,7 @@ it('concurrent GETs of different objects read back byte-exact while buffers are 
 }, 240_000);
 
 it('GETs abandoned mid-body do not corrupt other responses, and give their memory back', async () => {
-  const keys = [...objects.keys()];
+  const keys = [...objects.keys()].filter((k) => k !== 'big');
   for (let round = 0; round < 3; round++) {
     await Promise.all(
       keys.map(async (key, i) => {
@@ -116,4 +132,135 @@ it('GETs abandoned mid-body do not corrupt other responses, and give their memor
   );
   // And the gateway still answers every object whole.
   for (const key of keys) expect((await bytes(await get(key))).equals(objects.get(key)!), key).toBe(true);
+}, 240_000);
+
+/** The request target of a presigned GET of key on the gateway at endpoint. */
+async function presignedGet(endpoint: string, key: string): Promise<string> {
+  const signer = new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  try {
+    const url = new URL(await getSignedUrl(signer, new GetObjectCommand({ Bucket: 'buf', Key: key }), { expiresIn: 600 }));
+    return `${url.pathname}${url.search}`;
+  } finally {
+    signer.destroy();
+  }
+}
+
+/** A raw connection that has sent `targets` as pipelined GETs in one write (the last with Connection: close when asked). */
+async function pipelined(port: number, targets: string[], o: { lastCloses: boolean; read: boolean }): Promise<Socket> {
+  const socket = connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  socket.on('error', () => undefined);
+  if (!o.read) socket.pause();
+  const requests = targets.map((t, i) => `GET ${t} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${o.lastCloses && i === targets.length - 1 ? 'Connection: close\r\n' : ''}\r\n`);
+  socket.write(requests.join(''));
+  return socket;
+}
+
+/** Everything the connection receives until the server closes it, split into responses (status and body by Content-Length). */
+async function responsesOf(socket: Socket): Promise<{ status: number; body: Buffer }[]> {
+  const parts: Buffer[] = [];
+  socket.on('data', (b: Buffer) => parts.push(b));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('end', resolve);
+    socket.once('close', resolve);
+    socket.once('error', reject);
+  });
+  const all = Buffer.concat(parts);
+  const out: { status: number; body: Buffer }[] = [];
+  let at = 0;
+  while (at < all.length) {
+    const headEnd = all.indexOf('\r\n\r\n', at);
+    expect(headEnd, 'a whole response head').toBeGreaterThan(at);
+    const head = all.subarray(at, headEnd).toString('latin1');
+    const status = Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1]);
+    const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1]);
+    expect(Number.isSafeInteger(length), head).toBe(true);
+    out.push({ status, body: all.subarray(headEnd + 4, headEnd + 4 + length) });
+    at = headEnd + 4 + length;
+  }
+  return out;
+}
+
+/** Resolves once the striper's reservation has been non-zero and unchanged for a second (the responses are stuck). */
+async function reservationSettled(gateway: S3Gateway): Promise<number> {
+  let last = -1;
+  let same = 0;
+  return waitFor('a settled reservation', 30_000, () => {
+    const now = gateway.services.striper.memory().reservedBytes;
+    same = now === last && now > 0 ? same + 1 : 0;
+    last = now;
+    return same >= 10 ? now : undefined;
+  });
+}
+
+const budgetZero = (gateway: S3Gateway) => (): true | undefined => (gateway.services.striper.memory().reservedBytes === 0 ? true : undefined);
+const reserved = (gateway: S3Gateway) => (): string => `the striper budget back to zero (${gateway.services.striper.memory().reservedBytes} bytes reserved)`;
+
+it('pipelined GETs read to the end are byte-exact', async () => {
+  const keys = ['big', 'o1', 'o0', 'o3'];
+  const targets = await Promise.all(keys.map((key) => presignedGet(env.endpoint, key)));
+  const responses = await responsesOf(await pipelined(env.gateway.port, targets, { lastCloses: true, read: true }));
+  expect(responses.map((r) => r.status)).toEqual(keys.map(() => 200));
+  for (const [i, key] of keys.entries()) expect(responses[i]!.body.equals(objects.get(key)!), key).toBe(true);
+  await waitFor(reserved(env.gateway), 20_000, budgetZero(env.gateway));
+}, 240_000);
+
+it('pipelined GETs on a connection closed unread give their memory back', async () => {
+  const target = await presignedGet(env.endpoint, 'big');
+  for (let i = 0; i < 3; i++) {
+    // Two GETs in one write; the second response is queued behind the first, which the client never reads.
+    const socket = await pipelined(env.gateway.port, [target, target], { lastCloses: false, read: false });
+    await reservationSettled(env.gateway);
+    socket.destroy();
+  }
+  await waitFor(reserved(env.gateway), 20_000, budgetZero(env.gateway));
+  expect((await bytes(await get('big'))).equals(objects.get('big')!)).toBe(true);
+  await waitFor(reserved(env.gateway), 20_000, budgetZero(env.gateway));
+}, 240_000);
+
+it('a gateway cuts GET responses whose client reads nothing for responseStallMs', async () => {
+  const gateway = await S3Gateway.start({
+    io: env.cluster.io,
+    client: env.cluster.client,
+    host: '127.0.0.1',
+    port: 0,
+    metaPool: 'rep',
+    defaultDataPool: 'rep',
+    journalSweepIntervalMs: 0,
+    responseStallMs: 2000,
+  });
+  try {
+    const endpoint = `http://127.0.0.1:${gateway.port}`;
+    const target = await presignedGet(endpoint, 'big');
+    // Open, never read, never closed by the client: the gateway closes it.
+    const socket = await pipelined(gateway.port, [target, target], { lastCloses: false, read: false });
+    expect(await reservationSettled(gateway)).toBeGreaterThan(0);
+    await waitFor(reserved(gateway), 60_000, budgetZero(gateway));
+    // The gateway closed the connection: read now, the client gets what was sent, then the end, short of the bodies.
+    let received = 0;
+    socket.on('data', (b: Buffer) => (received += b.length));
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.resume();
+    await closed;
+    expect(received).toBeGreaterThan(0);
+    expect(received).toBeLessThan(2 * objects.get('big')!.length);
+    // A client that reads is not cut.
+    const responses = await responsesOf(await pipelined(gateway.port, [target, await presignedGet(endpoint, 'o1')], { lastCloses: true, read: true }));
+    expect(responses.map((r) => r.status)).toEqual([200, 200]);
+    expect(responses[0]!.body.equals(objects.get('big')!)).toBe(true);
+    expect(responses[1]!.body.equals(objects.get('o1')!)).toBe(true);
+    await waitFor(reserved(gateway), 20_000, budgetZero(gateway));
+  } finally {
+    await gateway.close();
+  }
 }, 240_000);

@@ -17,8 +17,9 @@ import type { ServerResponse } from 'node:http';
 import type { Io } from '../../src/io/io.js';
 import type { TesseraClient } from '../../src/client/client.js';
 import { Striper } from '../../src/client/striper.js';
+import { limits } from '../../src/lib/limits.js';
 import { SigV4Verifier } from './auth/index.js';
-import { ChunkBody, writeChunks } from './chunk-body.js';
+import { ChunkBody, ConnectionCloses, writeChunks, type WriteChunksOptions } from './chunk-body.js';
 import type { GatewayServices, S3Context, S3Response } from './context.js';
 import { s3Error, toS3Error } from './errors.js';
 import { BucketStore } from './meta/buckets.js';
@@ -56,6 +57,8 @@ export interface S3GatewayOptions {
   journalSweepIntervalMs?: number;
   /** Each sweep's figures (for logs and tests). */
   onJournalSweep?: (stats: SweepStats) => void;
+  /** A GET response that waits for its client this long without progress is cut (chunk-body.ts; default limits.s3ResponseStallMsMax). */
+  responseStallMs?: number;
   /** Crash-test hook (context.ts GatewayServices.faultPoint). */
   faultPoint?: GatewayServices['faultPoint'];
 }
@@ -119,6 +122,9 @@ export class S3Gateway {
       journalGraceMs: o.journalGraceMs ?? JOURNAL_GRACE_MS_DEFAULT,
       ...(o.faultPoint ? { faultPoint: o.faultPoint } : {}),
     };
+    const responseStallMs = o.responseStallMs ?? limits.s3ResponseStallMsMax;
+    if (!Number.isSafeInteger(responseStallMs) || responseStallMs < 1) throw new Error(`S3Gateway: responseStallMs ${responseStallMs} is not a positive integer`);
+    const connections = new ConnectionCloses();
     const verifier = services.verifier;
     const baseDomains = baseDomainsOf(o.baseDomains ?? ['localhost']);
     const app: FastifyInstance = Fastify({
@@ -159,7 +165,7 @@ export class S3Gateway {
       const cors = request.raw.headers.origin !== undefined ? await corsHeadersFor(services, request.raw, baseDomains) : null;
       if (res.body instanceof ChunkBody) {
         reply.hijack();
-        await writeChunked(reply.raw, res, res.body, cors);
+        await writeChunked(reply.raw, res, res.body, cors, { clock: o.io.clock, stallMs: responseStallMs, connections });
         return reply;
       }
       if (res.body instanceof Readable) {
@@ -220,9 +226,9 @@ function writeWhole(method: string | undefined, out: ServerResponse, res: S3Resp
 }
 
 /** A GetObject body of lent chunks (chunk-body.ts): the head (content-length set by the operation), then the chunks. */
-async function writeChunked(out: ServerResponse, res: S3Response, body: ChunkBody, cors: Record<string, string> | null): Promise<void> {
+async function writeChunked(out: ServerResponse, res: S3Response, body: ChunkBody, cors: Record<string, string> | null, o: WriteChunksOptions): Promise<void> {
   if (!writeHead('GET', out, res.status, headersOf(res, cors))) return body.discard();
-  return writeChunks(out, body);
+  return writeChunks(out, body, o);
 }
 
 function headersOf(res: S3Response, cors: Record<string, string> | null): Record<string, string | number> {

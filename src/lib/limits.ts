@@ -228,6 +228,17 @@ export const limits = {
    * Buffers in use are bounded by the byte budget above, not by this.
    */
   striperPooledBuffersMax: 16,
+  /**
+   * An S3 GET response whose client takes nothing for this long (no chunk
+   * written, no 'drain', nothing written on its connection) while the
+   * response waits for it is cut, and its chunks' budget released
+   * (gateways/s3/chunk-body.ts; the gateway's responseStallMs). Node's and
+   * fastify's own socket timeouts are off by default, so without it a client
+   * that stops reading holds a chunk and the read-ahead (about 16 MiB of the
+   * budget above) for as long as it keeps the connection. A chunk is a piece
+   * (4 MiB): a client must read at least 4 MiB per 120 s (about 35 KB/s).
+   */
+  s3ResponseStallMsMax: 120_000,
   /** A striped object's attributes, encoded, live in one xattr of its manifest. */
   striperAttrsBytesMax: 64 * KiB,
   striperAttrCountMax: 128,
