@@ -434,9 +434,17 @@ export class ObjectStore implements StoreApi {
     };
   }
 
-  /** Cumulative group-commit figures. */
+  /** Cumulative group-commit figures (a group is counted when its metadata is written: see whenCommitted). */
   commitStats(): CommitStats {
     return { ...this.committer.stats };
+  }
+
+  /**
+   * Resolves once the transactions submitted so far are through both commit stages: a transaction settles at
+   * the first (durable in the log), commitStats counts its group at the second.
+   */
+  whenCommitted(): Promise<void> {
+    return this.committer.whenIdle();
   }
 
   async statfs(): Promise<StoreSpace> {
