@@ -315,9 +315,15 @@ export class LivenessMonitor {
     return { peerGraceMs: this.options.peerGraceMs, pingIntervalMs: this.options.heartbeatIntervalMs };
   }
 
-  /** How long a report counts after its last refresh. */
+  /**
+   * How long a report counts after its last refresh: peerReportTtlIntervals intervals, and never less than the
+   * down grace. A reporter refreshes every interval, but a loaded reporter can be late by more than a few short
+   * intervals (tests use 250 ms): its report lapsed, the accused disk's next heartbeat was taken, and a disk still
+   * cut from its peers came back up for a while. A report standing for the down grace outlives no reporter: one
+   * that died or lost the map daemon is marked down within it, and a down reporter's reports do not count.
+   */
   private get reportTtlMs(): number {
-    return limits.peerReportTtlIntervals * this.options.heartbeatIntervalMs;
+    return Math.max(limits.peerReportTtlIntervals * this.options.heartbeatIntervalMs, this.options.downGraceMs);
   }
 
   /** Fenced (no lease) while enough peers on other hosts report the disk unreachable (as of the last review). */

@@ -9,7 +9,8 @@
  * The rules (`accusation`, pure so they can be tested alone): a report
  * counts while it has not lapsed (a reporter refreshes its reports every
  * heartbeat interval; each lapses peerReportTtlIntervals intervals after its
- * last refresh), its reporter is up in the map and on another host than the
+ * last refresh, and no sooner than the down grace: cluster/liveness.ts
+ * reportTtlMs), its reporter is up in the map and on another host than the
  * target, and it was made at an epoch no older than the one at which the
  * target last came up (a report about an earlier life of the target does not
  * count). The target is *accused* once the counted reports come from at least

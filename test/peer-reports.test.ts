@@ -157,12 +157,15 @@ it('refuses leases to a disk reported by two hosts, marks it down once its last 
   }
   expect(monitor.accusedDisks().size).toBe(0);
 
-  // Reports that are not refreshed lapse: disk 0's heartbeats are granted leases again without a withdrawal.
+  // Reports that are not refreshed lapse (after peerReportTtlIntervals intervals, and no sooner than the down
+  // grace): disk 0's heartbeats are granted leases again without a withdrawal.
   const now = (await store.current()).epoch;
   await monitor.peerReport({ reporter: 2, epoch: now, targets: [0] });
   await monitor.peerReport({ reporter: 4, epoch: now, targets: [0] });
   expect(await fenced(monitor.heartbeat({ diskId: 0, epoch: now, usedBytes: 1, totalBytes: 100 }))).toMatch(/disks 2,4/);
-  await sleep(limits.peerReportTtlIntervals * 50 + 200);
+  await sleep(limits.peerReportTtlIntervals * 50 + 100);
+  expect(await fenced(monitor.heartbeat({ diskId: 0, epoch: now, usedBytes: 1, totalBytes: 100 })), 'still accused within the down grace').toMatch(/disks 2,4/);
+  await sleep(Math.max(limits.peerReportTtlIntervals * 50, downGraceMs) + 200 - (limits.peerReportTtlIntervals * 50 + 100));
   expect(await fenced(monitor.heartbeat({ diskId: 0, epoch: now, usedBytes: 1, totalBytes: 100 }))).toBe('granted');
   expect(await up0()).toBe(true);
 }, 30_000);
