@@ -39,15 +39,30 @@ async function findAll(path: string, needle: Buffer): Promise<number[]> {
 export async function corruptObjectOnDisk(diskDir: string, content: Buffer, rng: Rng): Promise<Array<{ file: string; offsetBytes: number }>> {
   if (content.length < NEEDLE_BYTES * 2) return [];
   const dir = join(diskDir, 'segments');
-  const files = (await readdir(dir)).filter((f) => f.endsWith('.seg')).sort();
+  // The daemon compacts meanwhile: a segment listed here may be gone by the time it is read or opened (its live
+  // bytes moved to a newer segment). Such a file is skipped, and an attempt that flipped nothing lists again.
+  const gone = (err: unknown): boolean => (err as NodeJS.ErrnoException).code === 'ENOENT';
   for (let attempt = 0; attempt < 12; attempt++) {
+    const files = (await readdir(dir)).filter((f) => f.endsWith('.seg')).sort();
     const at = rng.int(content.length - NEEDLE_BYTES);
     const needle = content.subarray(at, at + NEEDLE_BYTES);
     const places: Array<{ file: string; offsetBytes: number }> = [];
-    for (const f of files) for (const offsetBytes of await findAll(join(dir, f), needle)) places.push({ file: join(dir, f), offsetBytes });
-    if (places.length === 0) continue;
+    for (const f of files) {
+      try {
+        for (const offsetBytes of await findAll(join(dir, f), needle)) places.push({ file: join(dir, f), offsetBytes });
+      } catch (err) {
+        if (!gone(err)) throw err;
+      }
+    }
+    const flipped: typeof places = [];
     for (const p of places) {
-      const file = await open(p.file, 'r+');
+      let file;
+      try {
+        file = await open(p.file, 'r+');
+      } catch (err) {
+        if (gone(err)) continue;
+        throw err;
+      }
       try {
         const bytes = Buffer.alloc(FLIP_BYTES);
         await file.read(bytes, 0, FLIP_BYTES, p.offsetBytes + (NEEDLE_BYTES - FLIP_BYTES) / 2);
@@ -57,8 +72,9 @@ export async function corruptObjectOnDisk(diskDir: string, content: Buffer, rng:
       } finally {
         await file.close();
       }
+      flipped.push(p);
     }
-    return places;
+    if (flipped.length > 0) return flipped;
   }
   return [];
 }
