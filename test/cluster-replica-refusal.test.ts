@@ -34,11 +34,11 @@ import { objectToPg } from '../cluster/placement.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { isTesseraError } from '../src/lib/errors.js';
 import { compareVersions, type LogEntry } from '../src/protocol/osd-messages.js';
-import { dataNs, PgLog } from '../src/daemon/pg-log.js';
+import { PgLog } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { runTessera } from './helpers/daemon-process.js';
 import { listEveryPg, retryFor, waitFor } from './helpers/wait.js';
-import { expectAcknowledged, restartDisk, restartNearlyFull, writeWhilePaused } from './helpers/refusal.js';
+import { expectAcknowledged, restartDisk, restartNearlyFull, writeWhilePaused, copyOn as copyOnDisk } from './helpers/refusal.js';
 
 const POOL = 'rep';
 const MiB = 1024 * 1024;
@@ -61,17 +61,8 @@ afterAll(async () => {
 /** Runs the tessera binary against the test cluster's map service. */
 const tessera = (args: string[]): ReturnType<typeof runTessera> => runTessera(args, cluster.mapd.port);
 
-/** One disk's copy of an object, read from its store directly: the bytes, or the error code. */
-async function copyOn(diskId: number, name: string): Promise<Buffer | string> {
-  const store = cluster.storeOf(diskId);
-  try {
-    return await store.read({ ns: dataNs(cluster.client.pool(POOL).id, 0), name });
-  } catch (err) {
-    return isTesseraError(err) ? err.code : String(err);
-  } finally {
-    await store.close();
-  }
-}
+/** One disk's copy of an object of the pool, from its store: the bytes, or the error code. */
+const copyOn = (diskId: number, name: string): Promise<Buffer | string> => copyOnDisk(cluster, POOL, diskId, name);
 
 /** A disk's stored log of the pg. */
 async function storedLog(diskId: number, pg: number): Promise<LogEntry[]> {

@@ -30,12 +30,10 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { TesseraClient } from '../src/client/client.js';
 import { objectToPg } from '../cluster/placement.js';
-import { isTesseraError } from '../src/lib/errors.js';
-import { dataNs } from '../src/daemon/pg-log.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { runTessera } from './helpers/daemon-process.js';
 import { waitFor } from './helpers/wait.js';
-import { restartDisk, restartNearlyFull } from './helpers/refusal.js';
+import { restartDisk, restartNearlyFull, copyOn as copyOnDisk } from './helpers/refusal.js';
 
 const POOL = 'rep';
 const MiB = 1024 * 1024;
@@ -56,17 +54,8 @@ afterAll(async () => {
 /** Runs the tessera binary against the test cluster's map service. */
 const tessera = (args: string[]): ReturnType<typeof runTessera> => runTessera(args, cluster.mapd.port);
 
-/** One disk's copy of an object, read from its store directly: the bytes, or the error code. */
-async function copyOn(diskId: number, name: string): Promise<Buffer | string> {
-  const store = cluster.storeOf(diskId);
-  try {
-    return await store.read({ ns: dataNs(cluster.client.pool(POOL).id, 0), name });
-  } catch (err) {
-    return isTesseraError(err) ? err.code : String(err);
-  } finally {
-    await store.close();
-  }
-}
+/** One disk's copy of an object of the pool, from its store: the bytes, or the error code. */
+const copyOn = (diskId: number, name: string): Promise<Buffer | string> => copyOnDisk(cluster, POOL, diskId, name);
 
 /** The pool's pg states as `tessera status --json` reports them (state -> count). */
 async function pgStates(): Promise<Record<string, number>> {

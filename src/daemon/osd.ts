@@ -271,14 +271,17 @@ export class Osd {
       // Never beside a removal batch of a stray copy (src/daemon/stray-cleanup.ts): the log read is the store's as it is
       // now, and the Pg is in this.pgs before the next batch looks (a batch drops the Pg of a pg this disk left).
       loading = this.strays.exclusive(key, async () => {
-        const log = await PgLog.load(this.store, poolId, pg);
+        // The log, and what this disk's last scrub of the pg as its primary found and when (src/daemon/scrub-record.ts),
+        // read side by side.
+        const [log, record] = await Promise.all([
+          PgLog.load(this.store, poolId, pg),
+          loadScrubRecord(this.store, poolId, pg).catch((err: unknown) => {
+            console.error(`disk ${this.diskId}: pg ${poolId}.${pg}: scrub record not read: ${toTesseraError(err).message}`);
+            return null;
+          }),
+        ]);
         const pool = this.view.pool(poolId);
         const p = new Pg(pool, pg, log);
-        // What this disk's last scrub of the pg as its primary found, and when (src/daemon/scrub-record.ts).
-        const record = await loadScrubRecord(this.store, poolId, pg).catch((err: unknown) => {
-          console.error(`disk ${this.diskId}: pg ${poolId}.${pg}: scrub record not read: ${toTesseraError(err).message}`);
-          return null;
-        });
         if (record) {
           Object.assign(p.scrub, { scrubbedAtMs: record.scrubbedAtMs, deepScrubbedAtMs: record.deepScrubbedAtMs, lastDeep: record.lastDeep, inconsistent: record.unrepaired, left: record.kept });
         }

@@ -1,16 +1,17 @@
 /**
- * What the two "one member's store refuses a write" cluster tests share
- * (test/cluster-replica-refusal, test/cluster-ec-refusal): restarting a
- * member with a capacity just above what its store holds, sending a big write
- * and small ones of one pg while that member is paused until the primary has
- * sent a version after the big one on, and reading every acknowledged write
- * back.
+ * What the "one member's store refuses a write" cluster tests share
+ * (test/cluster-replica-refusal, test/cluster-ec-refusal, test/cluster-toofull):
+ * restarting a member with a capacity just above what its store holds,
+ * sending a big write and small ones of one pg while that member is paused
+ * until the primary has sent a version after the big one on, reading every
+ * acknowledged write back, and reading one member's copy from its store.
  */
 import { expect } from 'vitest';
 import { TesseraClient } from '../../src/client/client.js';
 import { setDiskState } from '../../cluster/map-edit.js';
 import { isTesseraError } from '../../src/lib/errors.js';
 import type { Eversion } from '../../src/protocol/osd-messages.js';
+import { dataNs } from '../../src/daemon/pg-log.js';
 import type { TestCluster } from './cluster.js';
 import { startDaemonProcess } from './daemon-process.js';
 import { listEveryPg, retryFor, sleep, waitFor } from './wait.js';
@@ -67,5 +68,17 @@ export async function expectAcknowledged(client: TesseraClient, pool: string, ac
   for (const [name, data] of acked) {
     const got = await client.read(pool, name).catch((err: unknown) => (isTesseraError(err) ? err.code : String(err)));
     expect(Buffer.isBuffer(got) && got.equals(data), `${when}: acknowledged ${name} (${data.length} bytes) read back ${Buffer.isBuffer(got) ? `${got.length} other bytes` : got}`).toBe(true);
+  }
+}
+
+/** One disk's copy of an object of `pool`, read from its store directly: the bytes, or the error code. */
+export async function copyOn(cluster: TestCluster, pool: string, diskId: number, name: string): Promise<Buffer | string> {
+  const store = cluster.storeOf(diskId);
+  try {
+    return await store.read({ ns: dataNs(cluster.client.pool(pool).id, 0), name });
+  } catch (err) {
+    return isTesseraError(err) ? err.code : String(err);
+  } finally {
+    await store.close();
   }
 }
