@@ -34,7 +34,7 @@ import type { Clock } from '../io/io.js';
 import type { StoreApi } from '../store/types.js';
 import type { EcLayout } from './ec-layout.js';
 import type { ErasureCodec } from '../../native/index.js';
-import { dataNs, VERSION_XATTR } from './pg-log.js';
+import { readOne } from './ec-shards.js';
 
 export interface ParityCheckOptions {
   poolId: number;
@@ -68,14 +68,6 @@ export type ParityCheck =
   /** `checked`: the parity positions compared (those with a store); `parity`: those that differ. */
   | { kind: 'wrong'; parity: WrongParity[]; checked: number[] };
 
-async function readShard(o: ParityCheckOptions, position: number, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
-  const got = await o.stores[position]!.read({ ns: dataNs(o.poolId, position), name: o.name }, { offsetBytes, lengthBytes, ifXattr: { name: VERSION_XATTR, value: o.version } });
-  if (got.length === lengthBytes) return got;
-  const padded = Buffer.alloc(lengthBytes);
-  got.copy(padded, 0, 0, Math.min(got.length, lengthBytes));
-  return padded;
-}
-
 /** Compares the stored parity of one object with the parity of its data shards. */
 export async function checkParity(o: ParityCheckOptions): Promise<ParityCheck> {
   const { layout, codec } = o;
@@ -91,7 +83,7 @@ export async function checkParity(o: ParityCheckOptions): Promise<ParityCheck> {
   const sliceBytes = Math.max(unit, Math.floor(limits.ecRecoverySliceBytes / unit) * unit);
   for (let at = 0; at < o.shardBytes; at += sliceBytes) {
     const lengthBytes = Math.min(sliceBytes, o.shardBytes - at);
-    const reads = await Promise.allSettled(positions.map((p) => readShard(o, p, at, lengthBytes)));
+    const reads = await Promise.allSettled(positions.map((p) => readOne(o, p, o.name, at, lengthBytes)));
     for (let i = 0; i < reads.length; i++) {
       const r = reads[i]!;
       if (r.status === 'fulfilled') continue;

@@ -43,7 +43,8 @@ const versionText = (v: Buffer | undefined): string => {
   return `${e.epoch}'${e.version}`;
 };
 
-async function readOne(r: ShardReader, position: number, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+/** One shard's bytes [offsetBytes, +lengthBytes) at the reader's version (Conflict if at another), zero-padded past its end. */
+export async function readOne(r: ShardReader, position: number, name: string, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
   const store = r.stores[position];
   assert(store, `position ${position} is readable`);
   const id = { ns: dataNs(r.poolId, position), name };
