@@ -54,6 +54,8 @@ import type { TestCluster, TestPool } from './helpers/cluster.js';
 import { checkShards } from './cluster-ec-helpers.js';
 import { poolScrub } from '../src/cli/scrub.js';
 import { sleep, listEveryPg } from './helpers/wait.js';
+import { pgReports, pgSummary } from '../src/cli/status.js';
+import { buildPlacementIndex, pgPlacement } from '../cluster/placement.js';
 
 const FAULTS = Number(process.env.TESSERA_FAULTS ?? 10);
 const WITH_EC = process.env.TESSERA_FAULTS_EC !== '0';
@@ -62,6 +64,8 @@ const AUDIT = process.env.TESSERA_FAULTS_AUDIT !== '0';
 const KEYS_PER_POOL = 40;
 const WORKERS_PER_POOL = 3;
 const HEALTHY_TIMEOUT_MS = 180_000;
+/** The test's whole budget (vitest's timeout is a little longer, so the suite's own diagnosis is what fails it). */
+const BUDGET_MS = Math.max(170_000, FAULTS * 30_000);
 const HOSTS = 3;
 /** The cluster's full ratio: fillDisk restarts a daemon with a capacity its data fills just past it. */
 const FULL_RATIO = 0.5;
@@ -193,6 +197,10 @@ const keyStates = new Map<string, KeyState[]>();
 /** Per key, its acknowledged writes with times (printed for a lost key). */
 const history = new Map<string, string[]>();
 const t0 = Date.now();
+/** What the test is doing now (named in the diagnosis of a hang). */
+let phase = 'starting';
+/** One line per fault injected so far (named in the diagnosis of a hang). */
+const faultLines: string[] = [];
 const keysOf = (pool: string): KeyState[] => keyStates.get(pool)!;
 
 function pickFree(pool: string, r: Rng): KeyState | undefined {
@@ -282,6 +290,7 @@ async function worker(pool: string, r: Rng, stop: { now: boolean }): Promise<voi
 async function waitHealthy(why: string): Promise<void> {
   const c = cluster!;
   const deadline = Date.now() + HEALTHY_TIMEOUT_MS;
+  let nextReportMs = Date.now() + 30_000;
   for (let attempt = 1; ; attempt++) {
     try {
       const map = await c.map.service.current();
@@ -291,10 +300,50 @@ async function waitHealthy(why: string): Promise<void> {
       await listEveryPg(c.client, pools.map((p) => p.name));
       return;
     } catch (err) {
-      if (Date.now() > deadline) throw new Error(`cluster not healthy ${HEALTHY_TIMEOUT_MS} ms after ${why} (attempt ${attempt}): ${(err as Error).message}`, { cause: err });
+      if (Date.now() > deadline) throw new Error(`cluster not healthy ${HEALTHY_TIMEOUT_MS} ms after ${why} (attempt ${attempt}): ${(err as Error).message}\n${await diagnose()}`, { cause: err });
+      if (Date.now() >= nextReportMs) {
+        nextReportMs = Date.now() + 30_000;
+        log(`not healthy yet after ${why} (attempt ${attempt}): ${(err as Error).message}\n${await diagnose()}`);
+      }
       await sleep(500);
     }
   }
+}
+
+/**
+ * What a stuck run looks like: the map's disks, every pg not simply 'active' (with its members and
+ * what its primary reports) and the tail of those primaries' logs. Each query is bounded; a part that
+ * cannot be had says why.
+ */
+async function diagnose(): Promise<string> {
+  const c = cluster;
+  if (!c) return 'no cluster';
+  const out: string[] = [];
+  const bounded = <T>(p: Promise<T>, ms: number): Promise<T> =>
+    Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
+  try {
+    const map = await bounded(c.map.service.current(), 5000);
+    out.push(`map epoch ${map.epoch}; disks ${map.disks.map((d) => `${d.id}:${d.up ? 'up' : 'down'}/${d.in ? 'in' : 'out'}${d.space ? `/${d.space}` : ''}`).join(' ')}; running ${c.running().join(',')}; client epoch ${c.client.view.epoch}`);
+    const reports = await bounded(pgReports(c.client.io, map), 10_000);
+    out.push(`pg reports from disks ${[...reports].map(([d, r]) => `${d}${r ? '' : '(no answer)'}`).join(',')}`);
+    const { states } = pgSummary(map, reports);
+    const index = buildPlacementIndex(map);
+    const primaries = new Set<number>();
+    let i = 0;
+    for (const pool of map.pools) {
+      for (let pg = 0; pg < pool.pgCount; pg++, i++) {
+        const state = states[i]!;
+        if (state === 'active') continue;
+        const { members, acting, primary } = pgPlacement(map, index, pool, pg);
+        out.push(`pg ${pool.id}.${pg} (${pool.name}) ${state}: members ${members.join(',')} acting ${acting.join(',')} primary ${primary}`);
+        if (primary >= 0) primaries.add(primary);
+      }
+    }
+    for (const d of [...primaries].slice(0, 3)) out.push(`--- disk ${d} log (tail) ---\n${c.stderrOf(d).split('\n').slice(-40).join('\n')}`);
+  } catch (err) {
+    out.push(`diagnosis incomplete: ${(err as Error).message}`);
+  }
+  return out.join('\n');
 }
 
 /** What a read gave: 'ok' (the expected bytes), 'wrong bytes', 'Corrupt', or 'error <message>'. */
@@ -664,6 +713,24 @@ async function finalCheck(): Promise<{ verified: number; lost: string[]; replica
 }
 
 it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () => {
+  let timer: NodeJS.Timeout | undefined;
+  const watchdog = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      void diagnose().then((d) => {
+        const text = `faults: no end within ${BUDGET_MS} ms (seed ${seed}); stuck at: ${phase}\nfaults injected:\n${faultLines.join('\n')}\n${d}`;
+        console.log(text);
+        reject(new Error(text));
+      });
+    }, BUDGET_MS);
+  });
+  try {
+    await Promise.race([run(), watchdog]);
+  } finally {
+    clearTimeout(timer);
+  }
+}, BUDGET_MS + 30_000);
+
+async function run(): Promise<void> {
   const c = cluster!;
   const schedule = makeSchedule(FAULTS);
   for (const p of pools) keyStates.set(p.name, Array.from({ length: KEYS_PER_POOL }, (_, i) => ({ key: `obj-${i}`, acked: 0, uncertain: false, busy: false })));
@@ -673,29 +740,39 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
   const startedMs = Date.now();
   try {
     for (const [i, f] of schedule.entries()) {
+      phase = `waiting for health after fault ${i - 1}`;
       await waitHealthy(i === 0 ? 'start' : `fault ${i - 1}`);
+      phase = `auditing every member's copies after fault ${i - 1}`;
       if (i > 0 && AUDIT) await auditReplicas(`fault ${i - 1} (${schedule[i - 1]!.kind})`);
       const startMs = Date.now() - t0;
+      phase = `injecting fault ${i}: ${JSON.stringify(f)}`;
       const what = await inject(f);
       stats.faults[f.kind] = (stats.faults[f.kind] ?? 0) + 1;
+      faultLines.push(`${i}: +${startMs}..${Date.now() - t0}ms ${f.kind}: ${what}`);
       log(`fault ${i}/${FAULTS} (+${startMs}..${Date.now() - t0}ms): ${f.kind}: ${what} (acked ${stats.writesAcknowledged}, verified ${stats.readsVerified})`);
       await sleep(f.gapMs);
     }
   } finally {
+    phase = 'stopping the workload (waiting for its operations in flight)';
     stop.now = true;
     await Promise.all(workers);
+    phase = 'healing and restarting everything';
     await lab?.healAll();
     for (const d of c.diskIds) c.resume(d);
     for (const d of c.diskIds) if (!c.running().includes(d)) await c.start(d);
   }
+  phase = 'waiting for health after the last fault';
   await waitHealthy('the last fault');
+  phase = 'deep scrub with repair';
   // The deep scrub finds and repairs the corrupt copies left on purpose, and nothing else.
   const repair = await deepScrubAll(true);
   for (const f of repair.findings) log(`SCRUB (repair): ${f.text}`);
   const unexpected = repair.findings.filter((f) => !leftCorrupt.some((l) => l.pool === f.pool && l.key === f.object && l.disk === f.diskId)).map((f) => f.text);
   const unrepaired = repair.findings.filter((f) => !f.repaired).map((f) => f.text);
   for (const l of leftCorrupt) keysOf(l.pool).find((k) => k.key === l.key)!.busy = false;
+  phase = 'the final check of every key and copy';
   const end = await finalCheck();
+  phase = 'the second deep scrub';
   // And then every copy agrees.
   const scrub = await deepScrubAll(false);
   for (const f of scrub.findings) log(`SCRUB: ${f.text}`);
@@ -750,4 +827,4 @@ it(`keeps every acknowledged write through ${FAULTS} injected faults`, async () 
   expect(scrub.findings.map((f) => f.text), 'a deep scrub of every pool after the repair').toEqual([]);
   expect(repair.notScrubbed + scrub.notScrubbed, 'pgs the deep scrubs could not scrub').toBe(0);
   expect(scrub.pgs).toBe(pools.reduce((n, p) => n + p.pgCount, 0));
-}, Math.max(170_000, FAULTS * 30_000));
+}
