@@ -31,7 +31,10 @@
  * it, reported. A data shard written wrong: reported the same way, and after
  * --repair the good bytes still decode from the other shards. On a 2+2 pool
  * (its own 4-disk cluster) one wrong parity shard is unambiguous (the other
- * agrees with the data): --repair rebuilds that shard alone.
+ * agrees with the data): --repair rebuilds that shard alone; a wrong data
+ * shard is the only shard whose absence leaves the others consistent: named
+ * ('shard'), rebuilt from the others, and read back with each other member
+ * stopped; two wrong shards are reported and left as they were.
  *
  * Background: daemons deep-scrubbing every 1.5 s notice a corrupt replica
  * copy on their own (status HEALTH_ERR, "pgs inconsistent", and `tessera pg
@@ -55,6 +58,7 @@ import { Writer } from '../src/lib/codec.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { corruptObjectOnDisk } from './helpers/corrupt.js';
 import { seededRng } from './helpers/random.js';
+import { retryFor } from './helpers/wait.js';
 
 let cluster: TestCluster;
 const POOL = 'rep';
@@ -447,11 +451,17 @@ it('deep scrub, erasure-coded 2+1: a data shard with wrong bytes is reported and
 }, 120_000);
 
 /**
- * 2+2 (4 hosts, its own cluster): one parity shard wrong while the other agrees with the data is unambiguous,
- * and --repair rebuilds that shard alone; a data shard wrong makes both parity shards differ: reported, left,
- * and the original bytes still decode without it.
+ * 2+2 (4 hosts, its own cluster), shards written with other bytes whose checksums pass:
+ * - one wrong parity shard while the other agrees with the data is unambiguous: --repair rebuilds that shard alone;
+ * - a wrong data shard makes both parity shards differ; decoding without each shard in turn, only that one leaves the
+ *   others consistent: the deep scrub names it ('shard', on its member) and --repair rebuilds it from the others (an
+ *   object of one slice, wrong in data shard 1; one of two slices, wrong in the primary's own data shard 0, second
+ *   slice). A second deep scrub is clean, and with each other member stopped in turn the reads return the original
+ *   bytes (so a decode uses the rebuilt shard). Before, the wrong data shard was reported and left;
+ * - two shards wrong (a data and a parity shard): no single shard explains it: reported, nothing rebuilt, every shard
+ *   as it was.
  */
-it('deep scrub, erasure-coded 2+2: one wrong parity shard is rebuilt; a wrong data shard is left reported', async () => {
+it('deep scrub, erasure-coded 2+2: a wrong parity shard or the one wrong data shard is rebuilt; two wrong shards are left reported', async () => {
   const POOL22 = 'ec22';
   const own = await startTestCluster({
     hosts: 4,
@@ -471,35 +481,84 @@ it('deep scrub, erasure-coded 2+2: one wrong parity shard is rebuilt; a wrong da
         await rpc.close();
       }
     };
-    const par = randomBytes(90_000);
-    const dat = randomBytes(70_000);
-    await client.put(POOL22, 'q-parity', par);
-    await client.put(POOL22, 'q-data', dat);
-    const parOn = membersOf22('q-parity');
-    const datOn = membersOf22('q-data');
-    await push(parOn[3]!, 'q-parity', 3, (id) => [{ type: 'write', id, offsetBytes: 4096, data: randomBytes(4096) }]);
-    await push(datOn[1]!, 'q-data', 1, (id) => [{ type: 'write', id, offsetBytes: 4096, data: randomBytes(4096) }]);
-    const otherParity = await shardOf(own, POOL22, parOn[2]!, 2, 'q-parity');
-    const wrongData = [`q-data@${datOn[2]}:parity`, `q-data@${datOn[3]}:parity`];
+    const overwrite = (name: string, position: number, offsetBytes: number): Promise<void> =>
+      push(membersOf22(name)[position]!, name, position, (id) => [{ type: 'write', id, offsetBytes, data: randomBytes(4096) }]);
+    const shards = (name: string): Promise<Buffer[]> => Promise.all(membersOf22(name).map((d, p) => shardOf(own, POOL22, d, p, name)));
+    const objects = new Map([
+      ['q-parity', randomBytes(90_000)],
+      ['q-data', randomBytes(70_000)],
+      ['q-big', randomBytes(3 * 1024 * 1024 + 5)],
+    ]);
+    for (const [name, data] of objects) await client.put(POOL22, name, data);
+    const clean = await tessera(['pool', 'scrub', POOL22, '--deep', '--json'], own);
+    expect(clean.code, clean.stderr + clean.stdout).toBe(0);
+    await overwrite('q-parity', 3, 4096);
+    await overwrite('q-data', 1, 4096);
+    // Shard 0 is the primary's own; 1.5 MiB long: the check's second slice.
+    await overwrite('q-big', 0, 1024 * 1024 + 3 * 4096);
+    const otherParity = await shardOf(own, POOL22, membersOf22('q-parity')[2]!, 2, 'q-parity');
+    expect((await client.read(POOL22, 'q-data')).equals(objects.get('q-data')!), 'the planted bytes are read').toBe(false);
+    const expected = [`q-parity@${membersOf22('q-parity')[3]}:parity`, `q-data@${membersOf22('q-data')[1]}:shard`, `q-big@${membersOf22('q-big')[0]}:shard`].sort();
+
     const deep = await tessera(['pool', 'scrub', POOL22, '--deep', '--json'], own);
     expect(deep.code, deep.stderr).toBe(1);
-    expect(found(JSON.parse(deep.stdout) as ScrubJson)).toEqual([`q-parity@${parOn[3]}:parity`, ...wrongData].sort());
+    const deepDoc = JSON.parse(deep.stdout) as ScrubJson;
+    expect(found(deepDoc)).toEqual(expected);
+    const details = new Map(deepDoc.pgs.flatMap((p) => p.inconsistencies.map((i) => [i.object, i.detail] as const)));
+    expect(details.get('q-data')).toMatch(/^data shard 1 differs from what the other 3 shards \(0, 2, 3\) decode to in 1 of 9 stripes \(first at shard byte 4096\)/);
+    expect(details.get('q-big')).toMatch(/^data shard 0 differs .* in 1 of 385 stripes \(first at shard byte 1060864\)/);
+    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: expected, unrepaired: 3 });
+
     const repair = await tessera(['pool', 'scrub', POOL22, '--deep', '--repair', '--json'], own);
-    expect(repair.code, repair.stdout + repair.stderr).toBe(1);
-    expect(found(JSON.parse(repair.stdout) as ScrubJson)).toEqual([`q-parity@${parOn[3]}:parity:repaired`, ...wrongData].sort());
-    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: wrongData.sort(), unrepaired: 2 });
-    await checkShards(own, POOL22, 'q-parity', par);
-    expect((await shardOf(own, POOL22, parOn[2]!, 2, 'q-parity')).equals(otherParity), 'the agreeing parity shard untouched').toBe(true);
-    // The wrong data shard removed: both parity shards were kept, the original bytes decode.
-    await push(datOn[1]!, 'q-data', 1, (id) => [{ type: 'remove', id }]);
-    expect((await client.read(POOL22, 'q-data')).equals(dat)).toBe(true);
-    const rebuild = await tessera(['pool', 'scrub', POOL22, '--deep', '--repair'], own);
-    expect(rebuild.code, rebuild.stdout + rebuild.stderr).toBe(0);
-    await checkShards(own, POOL22, 'q-data', dat);
+    expect(repair.code, repair.stdout + repair.stderr).toBe(0);
+    expect(found(JSON.parse(repair.stdout) as ScrubJson)).toEqual(expected.map((e) => `${e}:repaired`));
+    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: [], unrepaired: 0 });
+    const again = await tessera(['pool', 'scrub', POOL22, '--deep', '--json'], own);
+    expect(again.code, again.stdout + again.stderr).toBe(0);
+    expect(found(JSON.parse(again.stdout) as ScrubJson)).toEqual([]);
+    for (const [name, data] of objects) {
+      expect((await client.read(POOL22, name)).equals(data), name).toBe(true);
+      await checkShards(own, POOL22, name, data);
+    }
+    expect((await shardOf(own, POOL22, membersOf22('q-parity')[2]!, 2, 'q-parity')).equals(otherParity), 'the agreeing parity shard untouched').toBe(true);
+
+    // Each other member stopped in turn: the read decodes with the rebuilt shard.
+    const rebuiltOn = new Map([['q-data', membersOf22('q-data')[1]!], ['q-big', membersOf22('q-big')[0]!]]);
+    for (const stopped of own.diskIds) {
+      await own.killDisk(stopped);
+      for (const [name, on] of rebuiltOn) {
+        if (on === stopped) continue;
+        expect((await client.read(POOL22, name)).equals(objects.get(name)!), `${name} with disk ${stopped} stopped`).toBe(true);
+      }
+      await own.restartDisk(stopped);
+      await client.view.refresh();
+      await retryFor(60_000, async () => {
+        const h = JSON.parse((await tessera(['status', '--json'], own)).stdout) as { health: string; reasons: string[] };
+        if (h.health !== 'HEALTH_OK') throw new Error(`disk ${stopped} back: ${JSON.stringify(h)}`);
+      }, 500);
+    }
+
+    // Two shards wrong: no single shard explains the stripes; nothing is rebuilt.
+    const two = randomBytes(60_000);
+    await client.put(POOL22, 'q-two', two);
+    await overwrite('q-two', 1, 2 * 4096);
+    await overwrite('q-two', 3, 5 * 4096);
+    const before = await shards('q-two');
+    const twoOn = membersOf22('q-two');
+    const reported = [`q-two@${twoOn[2]}:parity`, `q-two@${twoOn[3]}:parity`].sort();
+    const repairTwo = await tessera(['pool', 'scrub', POOL22, '--deep', '--repair', '--json'], own);
+    expect(repairTwo.code, repairTwo.stdout + repairTwo.stderr).toBe(1);
+    const twoDoc = JSON.parse(repairTwo.stdout) as ScrubJson;
+    expect(found(twoDoc)).toEqual(reported);
+    expect(twoDoc.repaired).toBe(0);
+    for (const i of twoDoc.pgs.flatMap((p) => p.inconsistencies)) expect(i.detail).toMatch(/no shard left out leaves the others consistent: more than one shard may be wrong: not repaired/);
+    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: reported, unrepaired: 2 });
+    const after = await shards('q-two');
+    before.forEach((b, p) => expect(after[p]!.equals(b), `q-two shard ${p} as it was`).toBe(true));
   } finally {
     await own.stop();
   }
-}, 120_000);
+}, 240_000);
 
 it('background deep scrub finds a corrupt replica copy: status turns HEALTH_ERR until a repair', async () => {
   const own = await startTestCluster({

@@ -20,7 +20,7 @@ import { limits } from '../src/lib/limits.js';
 import { loadScrubRecord, scrubRecordObject, scrubRecordOps, type ScrubRecord } from '../src/daemon/scrub-record.js';
 import { scrubDue } from '../src/daemon/scrub-scheduler.js';
 import type { Pg } from '../src/daemon/pg.js';
-import type { Inconsistency } from '../src/protocol/osd-admin-messages.js';
+import { INCONSISTENCY_KINDS, type Inconsistency } from '../src/protocol/osd-admin-messages.js';
 import { makeTempDir } from './helpers/tmp.js';
 import { seededRng } from './helpers/random.js';
 
@@ -43,7 +43,8 @@ afterEach(async () => {
 const inconsistency = (i: number): Inconsistency => ({
   object: `obj-${i}`,
   diskId: i % 3,
-  kinds: i % 2 === 0 ? ['missing'] : ['parity'],
+  // Every kind of the closed list round-trips.
+  kinds: [INCONSISTENCY_KINDS[i % INCONSISTENCY_KINDS.length]!],
   detail: `detail ${i}`,
   authDiskId: i % 5 === 0 ? null : 7,
   repaired: false,

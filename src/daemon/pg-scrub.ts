@@ -29,9 +29,13 @@
  * stored parity (ec-scrub.ts): a parity shard whose bytes are wrong but whose
  * checksums match is reported ('parity'). It is rebuilt from the data shards
  * only when that is unambiguous: another parity shard agrees with the data.
- * When every parity shard differs (always, with one parity shard), a data
- * shard may be the wrong one: coding parity from it would make the damage
- * permanent, so it is reported and left (`tessera pg inconsistent`).
+ * When every parity shard differs, a data shard may be the wrong one: with
+ * two or more parity shards, the one data shard whose absence leaves every
+ * other shard consistent is reported ('shard') and rebuilt from the others
+ * (the same rebuild, under the same lock); when no shard, or more than one,
+ * does (two shards wrong), and always with one parity shard, coding from the
+ * shards could make the damage permanent, so it is reported and left
+ * (`tessera pg inconsistent`).
  *
  * Only the pg's primary in the interval the scrub began in compares, repairs
  * and writes the scrub record (primaryIn); a pg whose pool was removed
@@ -61,7 +65,7 @@ import { positionOf } from './ec-member.js';
 import { rebuildObject, type RecoveryMember } from './ec-recovery.js';
 import { withPgQuiet } from './pg-repair.js';
 import { notPrimary } from './members.js';
-import { checkParity } from './ec-scrub.js';
+import { checkParity, type WrongShard } from './ec-scrub.js';
 import { HOLE } from '../../cluster/placement.js';
 import { scrubRecordOps } from './scrub-record.js';
 
@@ -294,16 +298,19 @@ async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps:
   if (check.kind === 'changed') return 'changed';
   if (check.kind !== 'wrong') return null;
   const stripes = shardBytes / ec.layout.unitBytes;
-  // Unambiguous only when a parity shard agrees with the data: then the data is consistent with it, and only
-  // the parity shards that differ are wrong. Every parity shard differing is also what one wrong data shard looks like.
+  // Unambiguous when a parity shard agrees with the data: then the data is consistent with it, and only
+  // the parity shards that differ are wrong. Every parity shard differing is also what one wrong data shard looks like:
+  // with two or more parity shards checked, the one shard whose absence leaves every other consistent is the wrong one.
   const wrongAt = new Set(check.parity.map((w) => w.position));
   const agreeing = check.checked.filter((p) => !wrongAt.has(p));
   const ambiguous = agreeing.length === 0;
+  const culprit = check.withoutOne?.length === 1 ? check.withoutOne[0]! : null;
+  if (ambiguous && culprit && culprit.position < ec.layout.dataShards) return [wrongDataShard(pg, name, check.checked, culprit, stripes, stores)];
   const why = !ambiguous
     ? `; parity shard${agreeing.length > 1 ? 's' : ''} ${agreeing.join(', ')} agree${agreeing.length > 1 ? '' : 's'} with the data`
     : check.checked.length === 1
       ? '; a data shard or this parity shard is wrong, and with one parity shard it cannot be told which: not repaired (rebuilding parity from a wrong data shard would make it permanent)'
-      : `; every parity shard (${check.checked.join(', ')}) differs: a data shard may be the wrong one: not repaired (rebuilding parity from a wrong data shard would make it permanent)`;
+      : `; every parity shard (${check.checked.join(', ')}) differs, and ${check.withoutOne?.length ? `${check.withoutOne.length} shards (${check.withoutOne.map((w) => w.position).join(', ')}) each` : 'no shard'} left out leave${check.withoutOne?.length ? '' : 's'} the others consistent: more than one shard may be wrong: not repaired (rebuilding from a wrong shard would make it permanent)`;
   return check.parity.map((w) => ({
     object: name,
     diskId: pg.positions[w.position]!,
@@ -313,6 +320,25 @@ async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps:
     authDiskId: ambiguous ? null : pg.positions[0]!,
     repaired: false,
   }));
+}
+
+/**
+ * Erasure-coded, deep: the one data shard whose absence leaves every other shard read consistent (ec-scrub.ts
+ * withoutOne), while every parity shard differs from the parity of the data. It is rebuilt from the others
+ * (repairEcObject: any k of them decode the same bytes); authDiskId names one of them.
+ */
+function wrongDataShard(pg: Pg, name: string, checked: number[], w: WrongShard, stripes: number, stores: ReadonlyArray<StoreApi | null>): Inconsistency {
+  const others = stores.map((s, p) => (s && p !== w.position ? p : -1)).filter((p) => p >= 0);
+  return {
+    object: name,
+    diskId: pg.positions[w.position]!,
+    kinds: ['shard'],
+    detail:
+      `data shard ${w.position} differs from what the other ${others.length} shards (${others.join(', ')}) decode to in ${w.stripes} of ${stripes} stripes (first at shard byte ${w.firstOffsetBytes}); ` +
+      `its checksums pass; every parity shard (${checked.join(', ')}) differs from the parity of the data, and without this shard every other one agrees`,
+    authDiskId: pg.positions[others[0]!]!,
+    repaired: false,
+  };
 }
 
 function judgeAll(pg: Pg, members: number[], maps: Map<number, MemberMap>, deep: boolean, names: Iterable<string>): Map<string, Inconsistency[]> {
@@ -344,7 +370,8 @@ async function repairObject(osd: Osd, pg: Pg, name: string, bad: Inconsistency[]
  * shard is good (ec-recovery.ts), or removes them where the log deleted the object. Each bad shard is
  * replaced once its new bytes are built (rebuildObject's replace: a corrupt or wrong shard carries the
  * right version), never removed first: a rebuild that fails partway leaves at least the redundancy there was.
- * Only what has a source is rebuilt (an ambiguous parity mismatch has none: parityOf).
+ * Only what has a source is rebuilt (an ambiguous parity mismatch has none: parityOf). A wrong data shard
+ * ('shard') is rebuilt from every other member (any k of them decode the same bytes: parityOf checked it).
  */
 async function repairEcObject(osd: Osd, pg: Pg, name: string, members: number[], bad: Inconsistency[], signal: AbortSignal): Promise<void> {
   const member = (diskId: number): RecoveryMember => ({ position: pg.positions.indexOf(diskId), handle: osd.memberHandle(pg, diskId) });

@@ -23,7 +23,7 @@
  */
 import { corrupt, toTesseraError } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
-import type { Inconsistency, InconsistencyKind } from '../protocol/osd-admin-messages.js';
+import { INCONSISTENCY_KINDS, type Inconsistency, type InconsistencyKind } from '../protocol/osd-admin-messages.js';
 import type { ObjectId, StoreApi, StoreOp } from '../store/types.js';
 import { metaNs } from './pg-log.js';
 
@@ -31,7 +31,7 @@ const RECORD_XATTR = 'scrub';
 const FORMAT = 1;
 /** Bytes of an inconsistency's detail kept on disk (details are a line or two; a longer one is cut). */
 const DETAIL_BYTES_MAX = 1024;
-const KINDS: ReadonlySet<string> = new Set<InconsistencyKind>(['missing', 'extra', 'corrupt', 'error', 'version', 'size', 'data', 'xattrs', 'omap', 'parity']);
+const KINDS: ReadonlySet<string> = new Set<InconsistencyKind>(INCONSISTENCY_KINDS);
 
 export const scrubRecordObject = (poolId: number, pg: number): ObjectId => ({ ns: metaNs(poolId), name: `scrub.${pg}` });
 

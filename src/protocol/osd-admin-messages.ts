@@ -243,8 +243,14 @@ export function decodePgScrubRequest(header: Buffer): PgScrubRequest {
   };
 }
 
-/** 'parity' (erasure-coded, deep): the shard is readable but differs from the parity coded from the data shards. */
-export type InconsistencyKind = 'missing' | 'extra' | 'corrupt' | 'error' | 'version' | 'size' | 'data' | 'xattrs' | 'omap' | 'parity';
+/**
+ * What can be wrong with a member's copy (the closed list; docs/operations.md, "Scrub"). 'parity' (erasure-coded,
+ * deep): the shard is readable but differs from the parity coded from the data shards. 'shard' (erasure-coded,
+ * deep, two or more parity shards): a data shard that is readable but differs from what the other shards decode
+ * to, while they all agree without it (the one wrong shard).
+ */
+export const INCONSISTENCY_KINDS = ['missing', 'extra', 'corrupt', 'error', 'version', 'size', 'data', 'xattrs', 'omap', 'parity', 'shard'] as const;
+export type InconsistencyKind = (typeof INCONSISTENCY_KINDS)[number];
 
 /** One object whose copy on one member differs from the authoritative copy. */
 export interface Inconsistency {
