@@ -15,7 +15,9 @@
  *          --gateway NAME=URL[=PID] [--gateway ...] [--rounds 4] [--seconds 5] [--concurrency 1,16] [--size-bytes 4096]
  *          [--ops get,put] [--client sdk|light] [--warmup-seconds 5]
  * Prints one JSON object per (round, op, target, concurrency), then one summary
- * per (op, target, concurrency): medians over rounds.
+ * per (op, target, concurrency): medians over rounds. One access key runs the
+ * load: above 4 KiB (objects the gateway streams from the cluster) give the
+ * gateways `--gets-per-client-max` at least the largest concurrency (default 8).
  */
 import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';

@@ -284,7 +284,10 @@ function withCluster(s3: BenchResult, cluster: BenchResult | undefined, label: s
 async function startTessera(dir: string): Promise<{ child: ChildProcess; target: Target; map: string }> {
   const bin = fileURLToPath(new URL('../src/bin/tessera.js', import.meta.url));
   const base = 22_000 + (process.pid % 500) * 16;
-  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--s3-port', String(base + 14), '--pgs', '64'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // One access key runs the whole load: its GETs in flight may reach the largest concurrency (the gateway's per-client
+  // limit, 8 by default, would answer the rest SlowDown; docs/s3-api.md, "GET responses in flight per client").
+  const getsPerClient = String(Math.max(...concurrencies, 1));
+  const child = spawn(process.execPath, [bin, 'up', '--data', dir, '--base-port', String(base), '--map-port', String(base + 15), '--s3-port', String(base + 14), '--pgs', '64', '--s3-gets-per-client-max', getsPerClient], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise<void>((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (line.startsWith('Ctrl-C')) resolve();

@@ -26,13 +26,12 @@
  *   to zero, and a GET read to the end through it is byte-exact.
  */
 import { randomBytes } from 'node:crypto';
-import { connect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { S3Gateway } from '../gateways/s3/gateway.js';
 import { bytes, startS3Env, type S3TestEnv } from './helpers/s3.js';
+import { pipelined, presignedGet as presignedGetOf, responsesOf } from './helpers/s3-raw.js';
 import { sleep, waitFor } from './helpers/wait.js';
 
 const MiB = 1024 * 1024;
@@ -134,62 +133,9 @@ it('GETs abandoned mid-body do not corrupt other responses, and give their memor
   for (const key of keys) expect((await bytes(await get(key))).equals(objects.get(key)!), key).toBe(true);
 }, 240_000);
 
-/** The request target of a presigned GET of key on the gateway at endpoint. */
-async function presignedGet(endpoint: string, key: string): Promise<string> {
-  const signer = new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-  });
-  try {
-    const url = new URL(await getSignedUrl(signer, new GetObjectCommand({ Bucket: 'buf', Key: key }), { expiresIn: 600 }));
-    return `${url.pathname}${url.search}`;
-  } finally {
-    signer.destroy();
-  }
-}
-
-/** A raw connection that has sent `targets` as pipelined GETs in one write (the last with Connection: close when asked). */
-async function pipelined(port: number, targets: string[], o: { lastCloses: boolean; read: boolean }): Promise<Socket> {
-  const socket = connect(port, '127.0.0.1');
-  await new Promise<void>((resolve, reject) => {
-    socket.once('connect', resolve);
-    socket.once('error', reject);
-  });
-  socket.on('error', () => undefined);
-  if (!o.read) socket.pause();
-  const requests = targets.map((t, i) => `GET ${t} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n${o.lastCloses && i === targets.length - 1 ? 'Connection: close\r\n' : ''}\r\n`);
-  socket.write(requests.join(''));
-  return socket;
-}
-
-/** Everything the connection receives until the server closes it, split into responses (status and body by Content-Length). */
-async function responsesOf(socket: Socket): Promise<{ status: number; body: Buffer }[]> {
-  const parts: Buffer[] = [];
-  socket.on('data', (b: Buffer) => parts.push(b));
-  await new Promise<void>((resolve, reject) => {
-    socket.once('end', resolve);
-    socket.once('close', resolve);
-    socket.once('error', reject);
-  });
-  const all = Buffer.concat(parts);
-  const out: { status: number; body: Buffer }[] = [];
-  let at = 0;
-  while (at < all.length) {
-    const headEnd = all.indexOf('\r\n\r\n', at);
-    expect(headEnd, 'a whole response head').toBeGreaterThan(at);
-    const head = all.subarray(at, headEnd).toString('latin1');
-    const status = Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1]);
-    const length = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1]);
-    expect(Number.isSafeInteger(length), head).toBe(true);
-    out.push({ status, body: all.subarray(headEnd + 4, headEnd + 4 + length) });
-    at = headEnd + 4 + length;
-  }
-  return out;
-}
+/** The request target of a presigned GET of key (bucket buf, the test user's keys) on the gateway at endpoint. */
+const presignedGet = (endpoint: string, key: string): Promise<string> =>
+  presignedGetOf({ endpoint, accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey, bucket: 'buf', key });
 
 /** Resolves once the striper's reservation has been non-zero and unchanged for a second (the responses are stuck). */
 async function reservationSettled(gateway: S3Gateway): Promise<number> {

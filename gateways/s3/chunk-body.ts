@@ -32,6 +32,10 @@
  *   (a piece, 4 MiB by default), so a client must take each chunk within
  *   `stallMs`: at 120 s, about 35 KB/s.
  *
+ * When the writer stops (every chunk written, or any of these ends) it calls
+ * the body's end() once: GetObject's slot among its client's GETs in flight
+ * (client-gets.ts) goes back then.
+ *
  * Backpressure: after each chunk the writer waits for 'drain' (or the end)
  * before it asks for the next, so a slow client holds at most the chunk
  * being written plus the striper's read-ahead, all inside the striper's byte
@@ -44,15 +48,27 @@ import type { Clock, TimerHandle } from '../../src/io/io.js';
 import { isTesseraError } from '../../src/lib/errors.js';
 
 export class ChunkBody {
+  private ended = false;
+
   constructor(
     /** Already read (GetObject reads the first chunk before it answers, to retry a replaced object). */
     readonly first: StripedChunk,
     readonly rest: AsyncGenerator<StripedChunk>,
+    /** Called once when the response is over, however it ended (GetObject's slot in client-gets.ts). */
+    private readonly onEnd: () => void = () => {},
   ) {}
+
+  /** The response is over (written, cut or failed): runs onEnd, once. */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.onEnd();
+  }
 
   /** Gives everything back unwritten (the response never sent a byte of it). */
   async discard(): Promise<void> {
     this.first.release(true);
+    this.end();
     await this.rest.return(undefined).catch(() => undefined);
   }
 }
@@ -88,6 +104,7 @@ export async function writeChunks(out: ServerResponse, body: ChunkBody, o: Write
     if (stallTimer !== null) clock.clearTimeout(stallTimer);
     stallTimer = null;
     unsubscribe();
+    body.end();
   };
   const onEnd = (): void => {
     closed = true;

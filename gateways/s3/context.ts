@@ -4,6 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { ChunkBody } from './chunk-body.js';
+import type { ClientGets } from './client-gets.js';
 import type { Io } from '../../src/io/io.js';
 import type { TesseraClient } from '../../src/client/client.js';
 import type { Striper } from '../../src/client/striper.js';
@@ -45,6 +46,8 @@ export interface GatewayServices {
   faultPoint?: (name: 'after-data' | 'after-swap') => void;
   /** Journal records younger than this are writes in flight (meta/journal.ts). */
   journalGraceMs: number;
+  /** GET responses in flight per client (client-gets.ts): GetObject takes a slot before it reads data. */
+  clientGets: ClientGets;
 }
 
 export interface S3Context {

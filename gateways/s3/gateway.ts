@@ -19,6 +19,7 @@ import type { TesseraClient } from '../../src/client/client.js';
 import { Striper } from '../../src/client/striper.js';
 import { limits } from '../../src/lib/limits.js';
 import { SigV4Verifier } from './auth/index.js';
+import { ClientGets, type ClientGetsStats } from './client-gets.js';
 import { ChunkBody, ConnectionCloses, writeChunks, type WriteChunksOptions } from './chunk-body.js';
 import type { GatewayServices, S3Context, S3Response } from './context.js';
 import { s3Error, toS3Error } from './errors.js';
@@ -59,6 +60,8 @@ export interface S3GatewayOptions {
   onJournalSweep?: (stats: SweepStats) => void;
   /** A GET response that waits for its client this long without progress is cut (chunk-body.ts; default limits.s3ResponseStallMsMax). */
   responseStallMs?: number;
+  /** GET responses streaming from the cluster one client (access key, else remote address) may have in flight; more are refused SlowDown (client-gets.ts; default limits.s3GetsInflightPerClientMax). */
+  getsInflightPerClientMax?: number;
   /** Crash-test hook (context.ts GatewayServices.faultPoint). */
   faultPoint?: GatewayServices['faultPoint'];
 }
@@ -75,6 +78,11 @@ export class S3Gateway {
     readonly services: GatewayServices,
     readonly port: number,
   ) {}
+
+  /** GET responses in flight per client, and the refusals (client-gets.ts). */
+  clientGets(): ClientGetsStats {
+    return this.services.clientGets.stats();
+  }
 
   /** One journal sweep over every bucket (or one), with the gateway's grace period unless given. */
   sweepJournal(o: { graceMs?: number; bucketName?: string } = {}): Promise<SweepStats> {
@@ -120,6 +128,7 @@ export class S3Gateway {
       verifier: new SigV4Verifier({ lookupKey: (ak) => services.users.lookupKey(ak), clock: o.io.clock }),
       ...(o.multipart ? { multipart: o.multipart } : {}),
       journalGraceMs: o.journalGraceMs ?? JOURNAL_GRACE_MS_DEFAULT,
+      clientGets: new ClientGets(o.getsInflightPerClientMax ?? limits.s3GetsInflightPerClientMax),
       ...(o.faultPoint ? { faultPoint: o.faultPoint } : {}),
     };
     const responseStallMs = o.responseStallMs ?? limits.s3ResponseStallMsMax;
@@ -162,7 +171,14 @@ export class S3Gateway {
         };
       }
       // A browser's cross-origin request (errors included) gets the Access-Control-* headers its bucket's CORS rules allow.
-      const cors = request.raw.headers.origin !== undefined ? await corsHeadersFor(services, request.raw, baseDomains) : null;
+      let cors: Record<string, string> | null;
+      try {
+        cors = request.raw.headers.origin !== undefined ? await corsHeadersFor(services, request.raw, baseDomains) : null;
+      } catch (err) {
+        // A body that lends memory (and holds its client's GET slot) is given back, never left for the collector.
+        if (res.body instanceof ChunkBody) await res.body.discard();
+        throw err;
+      }
       if (res.body instanceof ChunkBody) {
         reply.hijack();
         await writeChunked(reply.raw, res, res.body, cors, { clock: o.io.clock, stallMs: responseStallMs, connections });

@@ -30,7 +30,7 @@ commands:
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
           [--peer-grace-ms MS] [--min-down-reporters N]
           [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N]
-          [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N]
+          [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N] [--s3-gets-per-client-max N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
           with --etcd, the cluster map lives in etcd (give it on every run) and --map-daemons (3)
@@ -42,7 +42,8 @@ commands:
           grace), reported by disks of --min-down-reporters (2) other hosts, gets no more leases
           and is marked down once its last lease has ended;
           writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85);
-          the recovery and scrub flags are passed to every daemon (see daemon below)
+          the recovery and scrub flags are passed to every daemon (see daemon below),
+          --s3-gets-per-client-max to the S3 gateway (its --gets-per-client-max, see s3 below)
   mapd    --etcd URL[,URL...] --cluster-id ID --listen HOST:PORT
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R]
           [--peer-grace-ms MS] [--min-down-reporters N]
@@ -101,10 +102,11 @@ commands:
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R] [--domain D ...]
           serve S3 for the cluster whose map service listens at --map (pools default to rep);
-          [--journal-grace-ms MS] [--journal-sweep-interval-ms MS]
+          [--journal-grace-ms MS] [--journal-sweep-interval-ms MS] [--gets-per-client-max N]
           --domain (repeatable): Host bucket.D/key addresses bucket (virtual-host style; default localhost);
           data that writes journaled and never committed or freed (a killed gateway) is freed once older
-          than --journal-grace-ms (3600000), by a sweep at start and every --journal-sweep-interval-ms (600000)
+          than --journal-grace-ms (3600000), by a sweep at start and every --journal-sweep-interval-ms (600000);
+          a client (access key, else address) with --gets-per-client-max (8) GETs in flight gets 503 SlowDown
   user create --name NAME [--email E] [--access-key AK --secret-key SK|-]
   user ls [--json]
   user rm USER
@@ -240,6 +242,12 @@ function intOption(value: string | undefined, name: string, fallback?: number): 
   }
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} wants a non-negative integer, got ${value}`);
+  return n;
+}
+
+function positiveIntOption(value: string, name: string): number {
+  const n = intOption(value, name);
+  if (n < 1) throw new Error(`--${name} wants a positive integer, got ${value}`);
   return n;
 }
 
@@ -491,7 +499,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'map-daemons': { type: 'string' }, 'metrics-port-offset': { type: 'string' }, ...livenessFlagOptions, domain: { type: 'string', multiple: true }, ...daemonPaceFlags },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'map-daemons': { type: 'string' }, 'metrics-port-offset': { type: 'string' }, ...livenessFlagOptions, domain: { type: 'string', multiple: true }, 's3-gets-per-client-max': { type: 'string' }, ...daemonPaceFlags },
         });
         const liveness = livenessFlags(values);
         const etcd = etcdFlag(values.etcd);
@@ -507,6 +515,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(etcd ? { etcd } : {}),
           ...(values['map-daemons'] !== undefined ? { mapDaemons: intOption(values['map-daemons'], 'map-daemons') } : {}),
           ...(values.domain !== undefined ? { s3Domains: domainsOption(values.domain) } : {}),
+          ...(values['s3-gets-per-client-max'] !== undefined ? { s3GetsPerClientMax: positiveIntOption(values['s3-gets-per-client-max'], 's3-gets-per-client-max') } : {}),
           ...(values['metrics-port-offset'] !== undefined ? { metricsPortOffset: intOption(values['metrics-port-offset'], 'metrics-port-offset') } : {}),
           liveness,
           daemonArgs: daemonPaceArgs(values),
@@ -519,7 +528,7 @@ export async function main(argv: string[]): Promise<number> {
         return await runMapd({ io, etcd, clusterId: values['cluster-id'], ...parseListen(values.listen), liveness: livenessFlags(values) });
       }
       case 's3': {
-        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' }, 'gets-per-client-max': { type: 'string' } } });
         if (!values.map || !values.listen) throw new Error('s3 needs --map HOST:PORT and --listen HOST:PORT');
         return await runS3({
           io,
@@ -531,6 +540,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values.domain !== undefined ? { domains: domainsOption(values.domain) } : {}),
           ...(values['journal-grace-ms'] !== undefined ? { journalGraceMs: intOption(values['journal-grace-ms'], 'journal-grace-ms') } : {}),
           ...(values['journal-sweep-interval-ms'] !== undefined ? { journalSweepIntervalMs: intOption(values['journal-sweep-interval-ms'], 'journal-sweep-interval-ms') } : {}),
+          ...(values['gets-per-client-max'] !== undefined ? { getsPerClientMax: positiveIntOption(values['gets-per-client-max'], 'gets-per-client-max') } : {}),
           ...(process.env.TESSERA_S3_FAULT ? { faultPoint: process.env.TESSERA_S3_FAULT } : {}),
         });
       }

@@ -31,6 +31,8 @@ export interface S3CommandOptions {
    * write that reaches it ('after-data', 'after-swap'); from TESSERA_S3_FAULT.
    */
   faultPoint?: string;
+  /** GET responses one client may have in flight (the gateway's getsInflightPerClientMax; default limits.s3GetsInflightPerClientMax). */
+  getsPerClientMax?: number;
   /** How long a stopping gateway waits for requests in flight before it exits anyway. */
   drainTimeoutMs?: number;
 }
@@ -74,6 +76,7 @@ export async function runS3(o: S3CommandOptions): Promise<number> {
       ...(o.domains !== undefined && o.domains.length > 0 ? { baseDomains: o.domains } : {}),
       ...(o.journalGraceMs !== undefined ? { journalGraceMs: o.journalGraceMs } : {}),
       ...(o.journalSweepIntervalMs !== undefined ? { journalSweepIntervalMs: o.journalSweepIntervalMs } : {}),
+      ...(o.getsPerClientMax !== undefined ? { getsInflightPerClientMax: o.getsPerClientMax } : {}),
       onJournalSweep: (stats) => {
         // The first sweep (at start) always reports; later ones when they did something.
         if (sweeps++ === 0 || stats.dataFreed > 0 || stats.failures > 0 || stats.recordsReleased > 0) process.stdout.write(`${JSON.stringify({ event: 'journal-swept', service: 's3', ...stats })}\n`);

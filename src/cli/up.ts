@@ -99,6 +99,8 @@ export interface UpOptions {
   metricsPortOffset?: number;
   /** Domains of the S3 gateway's virtual-host-style addressing (`tessera s3 --domain`); default localhost. */
   s3Domains?: string[];
+  /** GET responses one S3 client may have in flight (`tessera s3 --gets-per-client-max`; default limits.s3GetsInflightPerClientMax). */
+  s3GetsPerClientMax?: number;
   /** Failure detection and full ratios of the map daemon (cluster/liveness.ts; defaults in src/lib/limits.ts). */
   liveness?: LivenessOptions;
   /** More `tessera daemon` flags for every daemon (recovery and scrub pace). */
@@ -396,7 +398,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   const gateway: Supervised = {
     label: 'S3 gateway',
     // A restarted gateway keeps the port its first start bound (with --s3-port 0 too).
-    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION, ...(o.s3Domains ?? []).flatMap((d) => ['--domain', d])],
+    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION, ...(o.s3Domains ?? []).flatMap((d) => ['--domain', d]), ...(o.s3GetsPerClientMax !== undefined ? ['--gets-per-client-max', String(o.s3GetsPerClientMax)] : [])],
     child: null,
     restarts: 0,
     port: null,

@@ -239,6 +239,18 @@ export const limits = {
    * (4 MiB): a client must read at least 4 MiB per 120 s (about 35 KB/s).
    */
   s3ResponseStallMsMax: 120_000,
+  /**
+   * S3 GET responses streaming from the cluster that one client (access key,
+   * else remote address) has in flight on one gateway; one more is refused
+   * 503 SlowDown before it reads anything (gateways/s3/client-gets.ts; the
+   * gateway's getsInflightPerClientMax, `tessera s3 --gets-per-client-max`).
+   * From the budget above: a GET reads ahead `striperConcurrencyDefault`
+   * pieces (4 x 4 MiB = 16 MiB, plus the chunk its socket is writing), so 16
+   * of them fill the 256 MiB; 8 let one client hold at most half of it and
+   * leave the other half to everybody else. Clients that run more parallel
+   * GETs (the aws CLI's 10) get SlowDown on the extra ones and retry.
+   */
+  s3GetsInflightPerClientMax: 8,
   /** A striped object's attributes, encoded, live in one xattr of its manifest. */
   striperAttrsBytesMax: 64 * KiB,
   striperAttrCountMax: 128,
@@ -300,3 +312,7 @@ assert(limits.scrubCheckIntervalMsDefault <= limits.scrubIntervalMsDefault && li
 assert(limits.scrubInconsistenciesKeptMax <= limits.scrubInconsistenciesReportedMax && limits.scrubInconsistenciesKeptMax <= limits.listPageEntriesMax, 'a pg keeps no more than a scrub reports, and its record reads in one omap page');
 assert(limits.scrubMapPageObjectsMax <= 1000, 'a scrub map page fits the names limit of its request (SCRUB_NAMES_MAX)');
 assert(limits.striperLeaseMsDefault < limits.striperSweepGraceMsDefault, 'the sweeper waits longer than a lease');
+assert(
+  limits.s3GetsInflightPerClientMax >= 1 && limits.s3GetsInflightPerClientMax * limits.striperConcurrencyDefault * limits.striperPieceBytesDefault <= limits.striperBufferBytesDefault / 2,
+  "one S3 client's GET read-ahead holds at most half the striper's budget",
+);

@@ -25,6 +25,7 @@ import { isTesseraError } from '../../../src/lib/errors.js';
 import { createBodyVerifier, checksumHeaderName, type ChecksumAlgorithm } from '../auth/index.js';
 import type { S3Context, S3Response } from '../context.js';
 import { ChunkBody } from '../chunk-body.js';
+import { clientOf } from '../client-gets.js';
 import { authorizeBucket, freshBucket, writerOf } from '../access.js';
 import { newResourceAcl } from './acl.js';
 import { S3Error, s3Error } from '../errors.js';
@@ -425,6 +426,24 @@ async function* objectChunks(ctx: S3Context, bucket: BucketRecord, entry: IndexE
 const NOTHING_LENT = (): void => {};
 
 export async function getObject(ctx: S3Context): Promise<S3Response> {
+  // This GET's slot among its client's GET responses in flight (client-gets.ts), taken before any data is read and
+  // given back when the response ends (the ChunkBody's end), or here if it fails first.
+  const slot: { giveBack: (() => void) | null } = { giveBack: null };
+  const take = (): (() => void) => (slot.giveBack ??= ctx.services.clientGets.take(clientOf(ctx.auth, ctx.req.remote)));
+  let res: S3Response;
+  try {
+    res = await getObjectBody(ctx, take);
+  } catch (err) {
+    slot.giveBack?.();
+    throw err;
+  }
+  // A retry that found the object replaced by an inline one answers from memory: nothing to hold.
+  if (!(res.body instanceof ChunkBody)) slot.giveBack?.();
+  return res;
+}
+
+/** GetObject; `takeSlot` takes this GET's slot (SlowDown when its client has too many in flight) before data is read. */
+async function getObjectBody(ctx: S3Context, takeSlot: () => () => void): Promise<S3Response> {
   let bucket = await authorizeBucket(ctx, 'GetObject');
   for (let attempt = 0; ; attempt++) {
     let entry: IndexEntry;
@@ -440,6 +459,7 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
     if (entry.sizeBytes === 0) return { status: 200, headers, body: Buffer.alloc(0) };
     // An inline object's bytes came with its entry: one buffer, sent with the headers in one write (no stream to set up).
     if (entry.inline !== undefined) return { status: range ? 206 : 200, headers, body: Buffer.from(entry.inline, 'base64').subarray(start, end + 1) };
+    const giveBack = takeSlot();
     // Read the first piece before answering: a replaced object (its data removed) is retried from the index.
     const chunks = objectChunks(ctx, bucket, entry, start, end);
     let first: IteratorResult<StripedChunk>;
@@ -457,7 +477,7 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
     if (first.done) throw new Error(`GetObject: no bytes for a range of ${end - start + 1}`);
     // Written chunk by chunk with backpressure: at most one chunk beyond the striper's read-ahead, each given back
     // (its buffer reused) once the socket has written it.
-    return { status: range ? 206 : 200, headers, body: new ChunkBody(first.value, chunks) };
+    return { status: range ? 206 : 200, headers, body: new ChunkBody(first.value, chunks, giveBack) };
   }
 }
 

@@ -1,0 +1,139 @@
+/**
+ * GET responses in flight per client (gateways/s3/client-gets.ts): a gateway
+ * with getsInflightPerClientMax 2 on a real cluster (rep pool), a 40 MiB
+ * object (more than the loopback connection's buffers take in, so a GET
+ * whose client stops reading stays in flight) and a 1 KiB one (inline: answered
+ * from memory, not counted). Held GETs are raw node:net connections that read
+ * the response head and then nothing (test/helpers/s3-raw.ts).
+ * - Access keys: with two presigned GETs of one key held, that key's next GET
+ *   (SDK) is 503 SlowDown, while another key's GET, and the first key's HEAD
+ *   and inline GET, succeed; once the held responses are read to the end
+ *   (byte-exact) the counts return to 0 and the first key reads again.
+ * - Anonymous clients, by remote address (127.0.0.2 and 127.0.0.3 both reach
+ *   the gateway on 127.0.0.1): two GETs pipelined on one connection from
+ *   127.0.0.2 and never read (the second response waits behind the first,
+ *   not attached to the socket: the case of ae0b8d0) hold its two slots; its
+ *   next GET is SlowDown, 127.0.0.3's is not; closing the connection gives
+ *   both slots back (the map holds no entry) and 127.0.0.2 reads again.
+ * The first test fails on the code before the limit (the third GET succeeds).
+ */
+import { randomBytes } from 'node:crypto';
+import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { S3Gateway } from '../gateways/s3/gateway.js';
+import { addUser, codeOf, type TestUser } from './helpers/s3-access.js';
+import { bytes, errorOf, startS3Env, type S3TestEnv } from './helpers/s3.js';
+import { heldGet, pipelined, presignedGet, responsesOf, type RawGetResponse } from './helpers/s3-raw.js';
+import { waitFor } from './helpers/wait.js';
+
+const MiB = 1024 * 1024;
+const BUCKET = 'gets';
+let env: S3TestEnv;
+let gateway: S3Gateway;
+let endpoint: string;
+let other: TestUser;
+const clients: S3Client[] = [];
+const big = randomBytes(40 * MiB);
+const tiny = randomBytes(1024);
+
+function s3For(credentials: { accessKeyId: string; secretAccessKey: string }): S3Client {
+  const c = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, maxAttempts: 1 });
+  clients.push(c);
+  return c;
+}
+
+beforeAll(async () => {
+  env = await startS3Env();
+  const s3 = env.s3();
+  await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'big', Body: big, ACL: 'public-read' }));
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'tiny', Body: tiny, ACL: 'public-read' }));
+  other = await addUser(env, 'other', 'other@example.com');
+  gateway = await S3Gateway.start({
+    io: env.cluster.io,
+    client: env.cluster.client,
+    host: '127.0.0.1',
+    port: 0,
+    metaPool: 'rep',
+    defaultDataPool: 'rep',
+    journalSweepIntervalMs: 0,
+    getsInflightPerClientMax: 2,
+  });
+  endpoint = `http://127.0.0.1:${gateway.port}`;
+}, 240_000);
+afterAll(async () => {
+  for (const c of clients) c.destroy();
+  await gateway?.close();
+  await env?.stop();
+});
+
+/** One GET read to the end on its own connection (from localAddress when given). */
+async function rawGet(target: string, localAddress?: string): Promise<RawGetResponse> {
+  const responses = await responsesOf(await pipelined(gateway.port, [target], { lastCloses: true, read: true, ...(localAddress ? { localAddress } : {}) }));
+  expect(responses.length).toBe(1);
+  return responses[0]!;
+}
+
+const countsAre = (want: { clients: number; inflight: number }) => (): true | undefined => {
+  const now = gateway.clientGets();
+  return now.clients === want.clients && now.inflight === want.inflight ? true : undefined;
+};
+const counts = (): string => `GET counts ${JSON.stringify(gateway.clientGets())}`;
+const budgetZero = (): true | undefined => (gateway.services.striper.memory().reservedBytes === 0 ? true : undefined);
+
+it('a key with its limit of GETs unread gets SlowDown, another key does not; read to the end, the slots come back', async () => {
+  const owner = s3For({ accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey });
+  const target = await presignedGet({ endpoint, accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey, bucket: BUCKET, key: 'big' });
+  const held = [await heldGet(gateway.port, target), await heldGet(gateway.port, target)];
+  expect(held.map((h) => h.status)).toEqual([200, 200]);
+  // The same key's next GET is refused, whichever way it is signed.
+  expect(await errorOf(owner.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big' })))).toEqual({ name: 'SlowDown', status: 503 });
+  const refused = await rawGet(target);
+  expect([refused.status, codeOf(refused.body)]).toEqual([503, 'SlowDown']);
+  // Another key reads the same object whole.
+  const theirs = await s3For(other).send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big' }));
+  expect((await bytes(theirs.Body)).equals(big)).toBe(true);
+  // What streams nothing from the cluster is not counted: a HEAD, an inline object.
+  expect((await owner.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'big' }))).ContentLength).toBe(big.length);
+  expect((await bytes((await owner.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'tiny' }))).Body)).equals(tiny)).toBe(true);
+  await waitFor(counts, 20_000, countsAre({ clients: 1, inflight: 2 }));
+  expect(gateway.clientGets().refusedTotal).toBe(2);
+  // The held responses, read to the end, are whole; their slots come back.
+  for (const h of held) {
+    const [response, ...more] = await responsesOf(h.socket, h.received);
+    expect(more.length).toBe(0);
+    expect(response!.status).toBe(200);
+    expect(response!.body.equals(big)).toBe(true);
+  }
+  await waitFor(counts, 20_000, countsAre({ clients: 0, inflight: 0 }));
+  expect((await bytes((await owner.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big' }))).Body)).equals(big)).toBe(true);
+  await waitFor(counts, 20_000, countsAre({ clients: 0, inflight: 0 }));
+  await waitFor('the striper budget back to zero', 20_000, budgetZero);
+}, 240_000);
+
+it('anonymous GETs count by address; a connection closed unread (a pipelined GET behind another too) gives its slots back', async () => {
+  const refusedBefore = gateway.clientGets().refusedTotal;
+  const target = `/${BUCKET}/big`;
+  // Two GETs in one write from 127.0.0.2, never read: the second response is queued behind the first.
+  const socket = await pipelined(gateway.port, [target, target], { lastCloses: false, read: false, localAddress: '127.0.0.2' });
+  await waitFor(counts, 30_000, countsAre({ clients: 1, inflight: 2 }));
+  const refused = await rawGet(target, '127.0.0.2');
+  expect([refused.status, codeOf(refused.body)]).toEqual([503, 'SlowDown']);
+  // Another address, and a signed request from the same address, are other clients.
+  const elsewhere = await rawGet(target, '127.0.0.3');
+  expect(elsewhere.status).toBe(200);
+  expect(elsewhere.body.equals(big)).toBe(true);
+  const signed = await rawGet(await presignedGet({ endpoint, accessKeyId: other.accessKeyId, secretAccessKey: other.secretAccessKey, bucket: BUCKET, key: 'big' }), '127.0.0.2');
+  expect(signed.status).toBe(200);
+  expect(signed.body.equals(big)).toBe(true);
+  await waitFor(counts, 20_000, countsAre({ clients: 1, inflight: 2 }));
+  expect(gateway.clientGets().refusedTotal).toBe(refusedBefore + 1);
+  // Closed unread: both slots come back, the pipelined response's too (no 'close' on it: the connection's close ends it).
+  socket.destroy();
+  await waitFor(counts, 20_000, countsAre({ clients: 0, inflight: 0 }));
+  await waitFor('the striper budget back to zero', 20_000, budgetZero);
+  const again = await rawGet(target, '127.0.0.2');
+  expect(again.status).toBe(200);
+  expect(again.body.equals(big)).toBe(true);
+  await waitFor(counts, 20_000, countsAre({ clients: 0, inflight: 0 }));
+}, 240_000);
