@@ -29,12 +29,14 @@
  * again from the data shards and names it. With one parity shard (2+1) that
  * is ambiguous (a data shard written wrong looks the same): --repair leaves
  * it, reported. A data shard written wrong: reported the same way, and after
- * --repair the good bytes still decode from the other shards. On a 2+2 pool
- * (its own 4-disk cluster) one wrong parity shard is unambiguous (the other
- * agrees with the data): --repair rebuilds that shard alone; a wrong data
+ * --repair the good bytes still decode from the other shards. On a 2+3 pool
+ * (its own 5-disk cluster) one wrong parity shard is unambiguous (the others
+ * agree with the data): --repair rebuilds that shard alone; a wrong data
  * shard is the only shard whose absence leaves the others consistent: named
  * ('shard'), rebuilt from the others, and read back with each other member
- * stopped; two wrong shards are reported and left as they were.
+ * stopped; two wrong shards (or two swapped) are reported and left as they
+ * were. On 3+2 (two parity shards: one wrong shard cannot be told from two)
+ * the same findings are reported and nothing is rebuilt.
  *
  * Background: daemons deep-scrubbing every 1.5 s notice a corrupt replica
  * copy on their own (status HEALTH_ERR, "pgs inconsistent", and `tessera pg
@@ -451,28 +453,43 @@ it('deep scrub, erasure-coded 2+1: a data shard with wrong bytes is reported and
 }, 120_000);
 
 /**
- * 2+2 (4 hosts, its own cluster), shards written with other bytes whose checksums pass:
- * - one wrong parity shard while the other agrees with the data is unambiguous: --repair rebuilds that shard alone;
- * - a wrong data shard makes both parity shards differ; decoding without each shard in turn, only that one leaves the
- *   others consistent: the deep scrub names it ('shard', on its member) and --repair rebuilds it from the others (an
- *   object of one slice, wrong in data shard 1; one of two slices, wrong in the primary's own data shard 0, second
- *   slice). A second deep scrub is clean, and with each other member stopped in turn the reads return the original
- *   bytes (so a decode uses the rebuilt shard). Before, the wrong data shard was reported and left;
- * - two shards wrong (a data and a parity shard): no single shard explains it: reported, nothing rebuilt, every shard
- *   as it was.
+ * 2+3 and 3+2 (5 hosts, their own cluster), shards written with other bytes whose checksums pass. With p parity
+ * shards checked the code has distance p + 1: w wrong shards are told apart from w + 1 only when p >= 2w + 1.
+ * 2+3 (p = 3):
+ * - one wrong parity shard while the others agree with the data: --repair rebuilds that shard alone;
+ * - a wrong data shard makes every parity shard differ; decoding without each shard in turn, only that one leaves
+ *   the others consistent: the deep scrub names it ('shard', on its member) and --repair rebuilds it from the
+ *   others (an object of one slice, wrong in data shard 1; one of two slices, wrong in the primary's own data
+ *   shard 0, second slice). A second deep scrub is clean, and with each other member stopped in turn the reads
+ *   return the original bytes (so a decode uses the rebuilt shard);
+ * - two shards wrong (a data and a parity shard), and the two data shards swapped: no single shard explains it:
+ *   reported, nothing rebuilt, every shard as it was.
+ * 3+2 (p = 2): nothing found this way is rebuilt, every shard stays as it was:
+ * - one wrong parity shard (the other agrees): reported, not repaired;
+ * - one wrong data shard: named ('shard'), not repaired;
+ * - data shards 0 and 1 swapped: the all-ones parity row still agrees and the other differs, exactly what a wrong
+ *   parity shard alone looks like (and, before this rule, --repair rebuilt that parity shard from the swapped
+ *   data); reported, not repaired.
  */
-it('deep scrub, erasure-coded 2+2: a wrong parity shard or the one wrong data shard is rebuilt; two wrong shards are left reported', async () => {
-  const POOL22 = 'ec22';
+it('deep scrub, erasure-coded: one wrong shard is rebuilt only where it cannot be two (2+3); 3+2 reports and leaves', async () => {
+  const P23 = 'ec23';
+  const P32 = 'ec32';
   const own = await startTestCluster({
-    hosts: 4,
+    hosts: 5,
     disksPerHost: 1,
-    pools: [{ name: POOL22, redundancy: { type: 'erasure', dataShards: 2, parityShards: 2 }, failureDomain: 'host', pgCount: 2 }],
+    pools: [
+      { name: P23, redundancy: { type: 'erasure', dataShards: 2, parityShards: 3 }, failureDomain: 'host', pgCount: 2 },
+      { name: P32, redundancy: { type: 'erasure', dataShards: 3, parityShards: 2 }, failureDomain: 'host', pgCount: 2 },
+    ],
   });
   try {
     const { client } = own;
-    const info = client.pool(POOL22);
-    const membersOf22 = (name: string): number[] => client.view.pg(info, objectToPg(info, name)).members;
-    const push = async (diskId: number, name: string, position: number, ops: (id: { ns: number; name: string }) => StoreOp[]): Promise<void> => {
+    const membersIn = (pool: string, name: string): number[] => {
+      const info = client.pool(pool);
+      return client.view.pg(info, objectToPg(info, name)).members;
+    };
+    const push = async (pool: string, diskId: number, name: string, position: number, ops: (id: { ns: number; name: string }) => StoreOp[]): Promise<void> => {
+      const info = client.pool(pool);
       const rpc = createTcpClient({ io: own.io, host: '127.0.0.1', port: own.daemons.get(diskId)!.port });
       try {
         const { header, payload } = encodePush({ epoch: client.view.epoch, poolId: info.id, pg: objectToPg(info, name), ops: ops({ ns: dataNs(info.id, position), name }) });
@@ -481,54 +498,66 @@ it('deep scrub, erasure-coded 2+2: a wrong parity shard or the one wrong data sh
         await rpc.close();
       }
     };
-    const overwrite = (name: string, position: number, offsetBytes: number): Promise<void> =>
-      push(membersOf22(name)[position]!, name, position, (id) => [{ type: 'write', id, offsetBytes, data: randomBytes(4096) }]);
-    const shards = (name: string): Promise<Buffer[]> => Promise.all(membersOf22(name).map((d, p) => shardOf(own, POOL22, d, p, name)));
+    const overwrite = (pool: string, name: string, position: number, offsetBytes: number): Promise<void> =>
+      push(pool, membersIn(pool, name)[position]!, name, position, (id) => [{ type: 'write', id, offsetBytes, data: randomBytes(4096) }]);
+    const shards = (pool: string, name: string): Promise<Buffer[]> => Promise.all(membersIn(pool, name).map((d, p) => shardOf(own, pool, d, p, name)));
+    /** Data shards 0 and 1 hold each other's bytes (a position mix-up). */
+    const swap01 = async (pool: string, name: string): Promise<void> => {
+      const [s0, s1] = await shards(pool, name);
+      const on = membersIn(pool, name);
+      await push(pool, on[0]!, name, 0, (id) => [{ type: 'write', id, offsetBytes: 0, data: s1! }]);
+      await push(pool, on[1]!, name, 1, (id) => [{ type: 'write', id, offsetBytes: 0, data: s0! }]);
+    };
+    const scrub = (pool: string, repair: boolean): ReturnType<typeof tessera> => tessera(['pool', 'scrub', pool, '--deep', ...(repair ? ['--repair'] : []), '--json'], own);
+
+    // 2+3: one wrong shard is found and rebuilt.
     const objects = new Map([
       ['q-parity', randomBytes(90_000)],
       ['q-data', randomBytes(70_000)],
       ['q-big', randomBytes(3 * 1024 * 1024 + 5)],
     ]);
-    for (const [name, data] of objects) await client.put(POOL22, name, data);
-    const clean = await tessera(['pool', 'scrub', POOL22, '--deep', '--json'], own);
+    for (const [name, data] of objects) await client.put(P23, name, data);
+    const clean = await scrub(P23, false);
     expect(clean.code, clean.stderr + clean.stdout).toBe(0);
-    await overwrite('q-parity', 3, 4096);
-    await overwrite('q-data', 1, 4096);
+    await overwrite(P23, 'q-parity', 3, 4096);
+    await overwrite(P23, 'q-data', 1, 4096);
     // Shard 0 is the primary's own; 1.5 MiB long: the check's second slice.
-    await overwrite('q-big', 0, 1024 * 1024 + 3 * 4096);
-    const otherParity = await shardOf(own, POOL22, membersOf22('q-parity')[2]!, 2, 'q-parity');
-    expect((await client.read(POOL22, 'q-data')).equals(objects.get('q-data')!), 'the planted bytes are read').toBe(false);
-    const expected = [`q-parity@${membersOf22('q-parity')[3]}:parity`, `q-data@${membersOf22('q-data')[1]}:shard`, `q-big@${membersOf22('q-big')[0]}:shard`].sort();
+    await overwrite(P23, 'q-big', 0, 1024 * 1024 + 3 * 4096);
+    const agreeingParity = await Promise.all([2, 4].map((p) => shardOf(own, P23, membersIn(P23, 'q-parity')[p]!, p, 'q-parity')));
+    expect((await client.read(P23, 'q-data')).equals(objects.get('q-data')!), 'the planted bytes are read').toBe(false);
+    const expected = [`q-parity@${membersIn(P23, 'q-parity')[3]}:parity`, `q-data@${membersIn(P23, 'q-data')[1]}:shard`, `q-big@${membersIn(P23, 'q-big')[0]}:shard`].sort();
 
-    const deep = await tessera(['pool', 'scrub', POOL22, '--deep', '--json'], own);
+    const deep = await scrub(P23, false);
     expect(deep.code, deep.stderr).toBe(1);
     const deepDoc = JSON.parse(deep.stdout) as ScrubJson;
     expect(found(deepDoc)).toEqual(expected);
     const details = new Map(deepDoc.pgs.flatMap((p) => p.inconsistencies.map((i) => [i.object, i.detail] as const)));
-    expect(details.get('q-data')).toMatch(/^data shard 1 differs from what the other 3 shards \(0, 2, 3\) decode to in 1 of 9 stripes \(first at shard byte 4096\)/);
+    expect(details.get('q-data')).toMatch(/^data shard 1 differs from what the other 4 shards \(0, 2, 3, 4\) decode to in 1 of 9 stripes \(first at shard byte 4096\)/);
     expect(details.get('q-big')).toMatch(/^data shard 0 differs .* in 1 of 385 stripes \(first at shard byte 1060864\)/);
-    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: expected, unrepaired: 3 });
+    expect(await listedInconsistent([P23], own)).toEqual({ listed: expected, unrepaired: 3 });
 
-    const repair = await tessera(['pool', 'scrub', POOL22, '--deep', '--repair', '--json'], own);
+    const repair = await scrub(P23, true);
     expect(repair.code, repair.stdout + repair.stderr).toBe(0);
     expect(found(JSON.parse(repair.stdout) as ScrubJson)).toEqual(expected.map((e) => `${e}:repaired`));
-    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: [], unrepaired: 0 });
-    const again = await tessera(['pool', 'scrub', POOL22, '--deep', '--json'], own);
+    expect(await listedInconsistent([P23], own)).toEqual({ listed: [], unrepaired: 0 });
+    const again = await scrub(P23, false);
     expect(again.code, again.stdout + again.stderr).toBe(0);
     expect(found(JSON.parse(again.stdout) as ScrubJson)).toEqual([]);
     for (const [name, data] of objects) {
-      expect((await client.read(POOL22, name)).equals(data), name).toBe(true);
-      await checkShards(own, POOL22, name, data);
+      expect((await client.read(P23, name)).equals(data), name).toBe(true);
+      await checkShards(own, P23, name, data);
     }
-    expect((await shardOf(own, POOL22, membersOf22('q-parity')[2]!, 2, 'q-parity')).equals(otherParity), 'the agreeing parity shard untouched').toBe(true);
+    for (const [i, p] of [2, 4].entries()) {
+      expect((await shardOf(own, P23, membersIn(P23, 'q-parity')[p]!, p, 'q-parity')).equals(agreeingParity[i]!), `agreeing parity shard ${p} untouched`).toBe(true);
+    }
 
     // Each other member stopped in turn: the read decodes with the rebuilt shard.
-    const rebuiltOn = new Map([['q-data', membersOf22('q-data')[1]!], ['q-big', membersOf22('q-big')[0]!]]);
+    const rebuiltOn = new Map([['q-data', membersIn(P23, 'q-data')[1]!], ['q-big', membersIn(P23, 'q-big')[0]!]]);
     for (const stopped of own.diskIds) {
       await own.killDisk(stopped);
       for (const [name, on] of rebuiltOn) {
         if (on === stopped) continue;
-        expect((await client.read(POOL22, name)).equals(objects.get(name)!), `${name} with disk ${stopped} stopped`).toBe(true);
+        expect((await client.read(P23, name)).equals(objects.get(name)!), `${name} with disk ${stopped} stopped`).toBe(true);
       }
       await own.restartDisk(stopped);
       await client.view.refresh();
@@ -538,27 +567,60 @@ it('deep scrub, erasure-coded 2+2: a wrong parity shard or the one wrong data sh
       }, 500);
     }
 
-    // Two shards wrong: no single shard explains the stripes; nothing is rebuilt.
+    // 2+3, two shards wrong (a data and a parity shard; two data shards swapped): no single shard explains the stripes.
     const two = randomBytes(60_000);
-    await client.put(POOL22, 'q-two', two);
-    await overwrite('q-two', 1, 2 * 4096);
-    await overwrite('q-two', 3, 5 * 4096);
-    const before = await shards('q-two');
-    const twoOn = membersOf22('q-two');
-    const reported = [`q-two@${twoOn[2]}:parity`, `q-two@${twoOn[3]}:parity`].sort();
-    const repairTwo = await tessera(['pool', 'scrub', POOL22, '--deep', '--repair', '--json'], own);
+    const swapped = randomBytes(50_000);
+    await client.put(P23, 'q-two', two);
+    await client.put(P23, 'q-swap', swapped);
+    await overwrite(P23, 'q-two', 1, 2 * 4096);
+    await overwrite(P23, 'q-two', 3, 5 * 4096);
+    await swap01(P23, 'q-swap');
+    const before = new Map([['q-two', await shards(P23, 'q-two')], ['q-swap', await shards(P23, 'q-swap')]]);
+    const reported = ['q-two', 'q-swap'].flatMap((n) => [2, 3, 4].map((p) => `${n}@${membersIn(P23, n)[p]}:parity`)).sort();
+    const repairTwo = await scrub(P23, true);
     expect(repairTwo.code, repairTwo.stdout + repairTwo.stderr).toBe(1);
     const twoDoc = JSON.parse(repairTwo.stdout) as ScrubJson;
     expect(found(twoDoc)).toEqual(reported);
     expect(twoDoc.repaired).toBe(0);
     for (const i of twoDoc.pgs.flatMap((p) => p.inconsistencies)) expect(i.detail).toMatch(/no shard left out leaves the others consistent: more than one shard may be wrong: not repaired/);
-    expect(await listedInconsistent([POOL22], own)).toEqual({ listed: reported, unrepaired: 2 });
-    const after = await shards('q-two');
-    before.forEach((b, p) => expect(after[p]!.equals(b), `q-two shard ${p} as it was`).toBe(true));
+    expect(await listedInconsistent([P23], own)).toEqual({ listed: reported, unrepaired: 6 });
+    for (const [name, was] of before) {
+      const after = await shards(P23, name);
+      was.forEach((b, p) => expect(after[p]!.equals(b), `${name} shard ${p} as it was`).toBe(true));
+    }
+
+    // 3+2: found, named, never rebuilt.
+    const small = new Map([
+      ['r-parity', randomBytes(90_000)],
+      ['r-data', randomBytes(70_000)],
+      ['r-swap', randomBytes(60_000)],
+    ]);
+    for (const [name, data] of small) await client.put(P32, name, data);
+    await overwrite(P32, 'r-parity', 4, 4096);
+    await overwrite(P32, 'r-data', 1, 4096);
+    await swap01(P32, 'r-swap');
+    const before32 = new Map(await Promise.all([...small.keys()].map(async (n) => [n, await shards(P32, n)] as const)));
+    const repair32 = await scrub(P32, true);
+    expect(repair32.code, repair32.stdout + repair32.stderr).toBe(1);
+    const doc32 = JSON.parse(repair32.stdout) as ScrubJson;
+    expect(doc32.repaired).toBe(0);
+    const byObject = new Map<string, Array<{ diskId: number; kinds: string[]; detail: string }>>();
+    for (const i of doc32.pgs.flatMap((p) => p.inconsistencies)) byObject.set(i.object, [...(byObject.get(i.object) ?? []), i]);
+    expect(byObject.get('r-parity')!.map((i) => `${i.diskId}:${i.kinds.join(',')}`)).toEqual([`${membersIn(P32, 'r-parity')[4]}:parity`]);
+    expect(byObject.get('r-parity')![0]!.detail).toMatch(/parity shard 3 agrees with the data; with 2 parity shards checked, 1 wrong parity shard cannot be told from wrong data shards .*: not repaired/);
+    expect(byObject.get('r-data')!.map((i) => `${i.diskId}:${i.kinds.join(',')}`)).toEqual([`${membersIn(P32, 'r-data')[1]}:shard`]);
+    expect(byObject.get('r-data')![0]!.detail).toMatch(/with 2 parity shards checked this cannot be told from two other shards wrong: not repaired/);
+    // The swap: before, --repair rebuilt a parity shard (or a correct data shard) from the swapped ones.
+    expect(byObject.get('r-swap')?.length, 'the swap is reported').toBeGreaterThan(0);
+    for (const i of byObject.get('r-swap')!) expect(i.detail).toMatch(/not repaired/);
+    for (const [name, was] of before32) {
+      const after = await shards(P32, name);
+      was.forEach((b, p) => expect(after[p]!.equals(b), `${name} shard ${p} as it was`).toBe(true));
+    }
   } finally {
     await own.stop();
   }
-}, 240_000);
+}, 300_000);
 
 it('background deep scrub finds a corrupt replica copy: status turns HEALTH_ERR until a repair', async () => {
   const own = await startTestCluster({

@@ -12,6 +12,9 @@
  * its recorded deep scrub); pgs never scrubbed here are first due at moments
  * spread over the interval (100 pgs land in every tenth of it, none at
  * once), each planned once; a failed scrub waits for its retry time.
+ *
+ * Replies (a scrub's result, `pg inconsistent`) are checked like the record:
+ * an inconsistency with an unknown kind or a malformed field is a ProtocolError.
  */
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { systemIo } from '../src/io/system.js';
@@ -20,7 +23,9 @@ import { limits } from '../src/lib/limits.js';
 import { loadScrubRecord, scrubRecordObject, scrubRecordOps, type ScrubRecord } from '../src/daemon/scrub-record.js';
 import { scrubDue } from '../src/daemon/scrub-scheduler.js';
 import type { Pg } from '../src/daemon/pg.js';
-import { INCONSISTENCY_KINDS, type Inconsistency } from '../src/protocol/osd-admin-messages.js';
+import { decodePgInconsistentReply, decodePgScrubResult, INCONSISTENCY_KINDS, type Inconsistency } from '../src/protocol/osd-admin-messages.js';
+import { encodeControl } from '../src/protocol/osd-messages.js';
+import { isTesseraError } from '../src/lib/errors.js';
 import { makeTempDir } from './helpers/tmp.js';
 import { seededRng } from './helpers/random.js';
 
@@ -115,4 +120,22 @@ it('the scheduler uses the recorded times and spreads pgs never scrubbed here ov
   expect(scrubDue(s0, o, first - 1, never)).toBeNull();
   expect(scrubDue(s0, o, first, never)).toEqual({ deep: s0.firstDeepDueAtMs <= first });
   expect(pgs.filter((s) => scrubDue(s, o, first, never) !== null)).toHaveLength(1);
+});
+
+it('scrub replies are checked like records: an unknown kind, a bad disk id or repaired flag is a ProtocolError', () => {
+  const good = { object: 'o', diskId: 2, kinds: ['shard'], detail: 'd', authDiskId: null, repaired: true };
+  const scrubReply = (i: object): Buffer => encodeControl({ poolId: 1, pg: 0, deep: true, scrubbed: true, inconsistencies: [i] });
+  const listReply = (i: object): Buffer => encodeControl({ diskId: 1, epoch: 3, pgs: [{ poolId: 1, pg: 0, deep: true, scrubbedAgoMs: 5, unrepaired: 1, inconsistencies: [i] }] });
+  expect(decodePgScrubResult(scrubReply(good)).inconsistencies).toEqual([good]);
+  expect(decodePgInconsistentReply(listReply(good)).pgs[0]!.inconsistencies).toEqual([good]);
+  for (const bad of [{ kinds: ['bogus'] }, { kinds: 7 }, { kinds: [] }, { authDiskId: 'nope' }, { diskId: -1 }, { repaired: 'maybe' }, { object: 5 }]) {
+    const i = { ...good, ...bad };
+    expect(() => decodePgScrubResult(scrubReply(i)), JSON.stringify(bad)).toThrow(/ProtocolError|kinds|authDiskId|diskId|repaired|object/);
+    expect(() => decodePgInconsistentReply(listReply(i)), JSON.stringify(bad)).toThrow(/ProtocolError|kinds|authDiskId|diskId|repaired|object/);
+    try {
+      decodePgScrubResult(scrubReply(i));
+    } catch (err) {
+      expect(isTesseraError(err, 'ProtocolError'), String(err)).toBe(true);
+    }
+  }
 });

@@ -117,7 +117,7 @@ export async function checkParity(o: ParityCheckOptions): Promise<ParityCheck> {
     let addsUp = true;
     for (const p of parityPositions) addsUp = countWrongStripes(wrong, p, shards.get(p)!, coded[p - k]!, at, unit) && addsUp;
     // (The coded parity is compared: its buffers are reused for the decodes.)
-    if (!addsUp && suspects) leaveEachOut(codec, layout.width, shards, suspects, coded, at, unit);
+    if (!addsUp && suspects) await leaveEachOut(codec, layout.width, shards, suspects, coded, at, unit, o.clock);
     if (o.bytesPerSec > 0) await o.clock.sleep(((lengthBytes * positions.length) / o.bytesPerSec) * 1000);
   }
   if (wrong.size === 0) return { kind: 'ok' };
@@ -141,9 +141,11 @@ function countWrongStripes(wrong: Map<number, WrongShard>, position: number, sto
  * them (and the suspect), and the suspect stays one only if every other shard equals that decode; its
  * stripes that differ from the decode are counted. `spare`: at least width - k buffers of the slice's length.
  */
-function leaveEachOut(codec: ErasureCodec, width: number, shards: ReadonlyMap<number, Buffer>, suspects: Map<number, WrongShard>, spare: readonly Buffer[], at: number, unit: number): void {
+async function leaveEachOut(codec: ErasureCodec, width: number, shards: ReadonlyMap<number, Buffer>, suspects: Map<number, WrongShard>, spare: readonly Buffer[], at: number, unit: number, clock: Clock): Promise<void> {
   const k = codec.dataShards;
   for (const c of [...suspects.keys()]) {
+    // One decode of a slice per candidate (up to about a second for 32+8 in WebAssembly): other work runs between them.
+    await clock.yield();
     const rest = [...shards.keys()].filter((p) => p !== c);
     const targets = [...rest.slice(k), c];
     const input: Array<Uint8Array | null> = Array.from({ length: width }, () => null);

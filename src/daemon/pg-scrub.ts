@@ -27,15 +27,16 @@
  * committed are not authoritative (mayBeCommitted). A deep scrub also codes
  * each object's parity again from its data shards and compares it with the
  * stored parity (ec-scrub.ts): a parity shard whose bytes are wrong but whose
- * checksums match is reported ('parity'). It is rebuilt from the data shards
- * only when that is unambiguous: another parity shard agrees with the data.
- * When every parity shard differs, a data shard may be the wrong one: with
- * two or more parity shards, the one data shard whose absence leaves every
- * other shard consistent is reported ('shard') and rebuilt from the others
- * (the same rebuild, under the same lock); when no shard, or more than one,
- * does (two shards wrong), and always with one parity shard, coding from the
- * shards could make the damage permanent, so it is reported and left
- * (`tessera pg inconsistent`).
+ * checksums match is reported ('parity') when another parity shard agrees
+ * with the data. When every parity shard differs, a data shard may be the
+ * wrong one: with two or more parity shards, the one data shard whose
+ * absence leaves every other shard consistent is reported ('shard'). Either
+ * is rebuilt (parity from the data; a 'shard' from the others, the same
+ * rebuild under the same lock) only when the parity shards checked tell
+ * those w wrong shards from w + 1 (p >= 2w + 1, parityOf); otherwise, when
+ * no shard or more than one explains it (two shards wrong), and always with
+ * one parity shard, coding from the shards could make the damage permanent,
+ * so it is reported and left (`tessera pg inconsistent`).
  *
  * Only the pg's primary in the interval the scrub began in compares, repairs
  * and writes the scrub record (primaryIn); a pg whose pool was removed
@@ -298,45 +299,57 @@ async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps:
   if (check.kind === 'changed') return 'changed';
   if (check.kind !== 'wrong') return null;
   const stripes = shardBytes / ec.layout.unitBytes;
-  // Unambiguous when a parity shard agrees with the data: then the data is consistent with it, and only
-  // the parity shards that differ are wrong. Every parity shard differing is also what one wrong data shard looks like:
-  // with two or more parity shards checked, the one shard whose absence leaves every other consistent is the wrong one.
+  // The object's shards are a word of the code restricted to the shards checked: k data + `checked` parity, of
+  // distance checked + 1. When some parity shard agrees with the data, the fewest wrong shards that explain it are the
+  // parity shards that differ (w of them); when none agrees, one data shard may explain it (withoutOne). Either is
+  // the right explanation only if no other pattern of at most w + 1 wrong shards gives the same bytes, which the
+  // distance guarantees from checked >= 2w + 1 on (correct w, detect w + 1). Below that, the finding is reported,
+  // never rebuilt: two data shards swapped, say, leave an all-ones parity row agreeing and another differing, which
+  // looks exactly like that other parity shard alone wrong; rebuilding it from the data would make the loss permanent.
   const wrongAt = new Set(check.parity.map((w) => w.position));
   const agreeing = check.checked.filter((p) => !wrongAt.has(p));
-  const ambiguous = agreeing.length === 0;
-  const culprit = check.withoutOne?.length === 1 ? check.withoutOne[0]! : null;
-  if (ambiguous && culprit && culprit.position < ec.layout.dataShards) return [wrongDataShard(pg, name, check.checked, culprit, stripes, stores)];
-  const why = !ambiguous
-    ? `; parity shard${agreeing.length > 1 ? 's' : ''} ${agreeing.join(', ')} agree${agreeing.length > 1 ? '' : 's'} with the data`
-    : check.checked.length === 1
-      ? '; a data shard or this parity shard is wrong, and with one parity shard it cannot be told which: not repaired (rebuilding parity from a wrong data shard would make it permanent)'
-      : `; every parity shard (${check.checked.join(', ')}) differs, and ${check.withoutOne?.length ? `${check.withoutOne.length} shards (${check.withoutOne.map((w) => w.position).join(', ')}) each` : 'no shard'} left out leave${check.withoutOne?.length ? '' : 's'} the others consistent: more than one shard may be wrong: not repaired (rebuilding from a wrong shard would make it permanent)`;
+  const culprit = agreeing.length === 0 && check.withoutOne?.length === 1 ? check.withoutOne[0]! : null;
+  if (culprit && culprit.position < ec.layout.dataShards) return [wrongDataShard(pg, name, check.checked, culprit, stripes, stores)];
+  const repairable = agreeing.length > 0 && correctable(check.parity.length, check.checked.length);
+  const why =
+    agreeing.length > 0
+      ? `; parity shard${agreeing.length > 1 ? 's' : ''} ${agreeing.join(', ')} agree${agreeing.length > 1 ? '' : 's'} with the data` +
+        (repairable ? '' : `; with ${check.checked.length} parity shards checked, ${check.parity.length} wrong parity shard${check.parity.length > 1 ? 's' : ''} cannot be told from wrong data shards (two swapped, say): not repaired (rebuilding parity from wrong data would make the loss permanent)`)
+      : check.checked.length === 1
+        ? '; a data shard or this parity shard is wrong, and with one parity shard it cannot be told which: not repaired (rebuilding parity from a wrong data shard would make it permanent)'
+        : `; every parity shard (${check.checked.join(', ')}) differs, and ${check.withoutOne?.length ? `${check.withoutOne.length} shards (${check.withoutOne.map((w) => w.position).join(', ')}) each` : 'no shard'} left out leave${check.withoutOne?.length ? '' : 's'} the others consistent: more than one shard may be wrong: not repaired (rebuilding from a wrong shard would make it permanent)`;
   return check.parity.map((w) => ({
     object: name,
     diskId: pg.positions[w.position]!,
     kinds: ['parity'],
     detail: `parity shard ${w.position} differs from the parity of the data shards in ${w.stripes} of ${stripes} stripes (first at shard byte ${w.firstOffsetBytes}); its checksums pass${why}`,
-    // The rebuild codes it from the data shards: a data member names where the good copy comes from. Ambiguous: none.
-    authDiskId: ambiguous ? null : pg.positions[0]!,
+    // The rebuild codes it from the data shards: a data member names where the good copy comes from. Not repairable: none.
+    authDiskId: repairable ? pg.positions[0]! : null,
     repaired: false,
   }));
 }
 
+/** Whether `wrong` shards found by the parity check can be rebuilt: `checked` parity shards compared tell them from `wrong` + 1 (distance >= 2 wrong + 2). */
+const correctable = (wrong: number, checked: number): boolean => checked >= 2 * wrong + 1;
+
 /**
  * Erasure-coded, deep: the one data shard whose absence leaves every other shard read consistent (ec-scrub.ts
- * withoutOne), while every parity shard differs from the parity of the data. It is rebuilt from the others
- * (repairEcObject: any k of them decode the same bytes); authDiskId names one of them.
+ * withoutOne), while every parity shard differs from the parity of the data. With 3 or more parity shards checked
+ * it is rebuilt from the others (repairEcObject: any k of them decode the same bytes; authDiskId names one of
+ * them); with 2, two other shards wrong in one pattern (swapped, say) look exactly like it: named, not rebuilt.
  */
 function wrongDataShard(pg: Pg, name: string, checked: number[], w: WrongShard, stripes: number, stores: ReadonlyArray<StoreApi | null>): Inconsistency {
   const others = stores.map((s, p) => (s && p !== w.position ? p : -1)).filter((p) => p >= 0);
+  const repairable = correctable(1, checked.length);
   return {
     object: name,
     diskId: pg.positions[w.position]!,
     kinds: ['shard'],
     detail:
       `data shard ${w.position} differs from what the other ${others.length} shards (${others.join(', ')}) decode to in ${w.stripes} of ${stripes} stripes (first at shard byte ${w.firstOffsetBytes}); ` +
-      `its checksums pass; every parity shard (${checked.join(', ')}) differs from the parity of the data, and without this shard every other one agrees`,
-    authDiskId: pg.positions[others[0]!]!,
+      `its checksums pass; every parity shard (${checked.join(', ')}) differs from the parity of the data, and without this shard every other one agrees` +
+      (repairable ? '' : `; with ${checked.length} parity shards checked this cannot be told from two other shards wrong: not repaired (rebuilding it from wrong shards would make the loss permanent)`),
+    authDiskId: repairable ? pg.positions[others[0]!]! : null,
     repaired: false,
   };
 }

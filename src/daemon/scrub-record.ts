@@ -23,7 +23,7 @@
  */
 import { corrupt, toTesseraError } from '../lib/errors.js';
 import { limits } from '../lib/limits.js';
-import { INCONSISTENCY_KINDS, type Inconsistency, type InconsistencyKind } from '../protocol/osd-admin-messages.js';
+import { inconsistencyFromJson, type Inconsistency } from '../protocol/osd-admin-messages.js';
 import type { ObjectId, StoreApi, StoreOp } from '../store/types.js';
 import { metaNs } from './pg-log.js';
 
@@ -31,7 +31,6 @@ const RECORD_XATTR = 'scrub';
 const FORMAT = 1;
 /** Bytes of an inconsistency's detail kept on disk (details are a line or two; a longer one is cut). */
 const DETAIL_BYTES_MAX = 1024;
-const KINDS: ReadonlySet<string> = new Set<InconsistencyKind>(INCONSISTENCY_KINDS);
 
 export const scrubRecordObject = (poolId: number, pg: number): ObjectId => ({ ns: metaNs(poolId), name: `scrub.${pg}` });
 
@@ -82,11 +81,9 @@ export function scrubRecordOps(poolId: number, pg: number, r: ScrubRecord): Stor
 const isUint = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
 function decodeInconsistency(b: Buffer): Inconsistency {
-  const d = JSON.parse(b.toString('utf8')) as Record<string, unknown>;
-  const kinds = d.kinds;
-  if (typeof d.object !== 'string' || !isUint(d.diskId) || typeof d.detail !== 'string' || !(d.authDiskId === null || isUint(d.authDiskId))) throw new Error('fields');
-  if (!Array.isArray(kinds) || !kinds.every((k) => typeof k === 'string' && KINDS.has(k))) throw new Error('kinds');
-  return { object: d.object, diskId: d.diskId, kinds: kinds as InconsistencyKind[], detail: d.detail, authDiskId: d.authDiskId, repaired: false };
+  const d = JSON.parse(b.toString('utf8')) as unknown;
+  if (typeof d !== 'object' || d === null || Array.isArray(d)) throw new Error('not an object');
+  return { ...inconsistencyFromJson(d as Record<string, unknown>), repaired: false };
 }
 
 /** The pg's scrub record in this store; null when there is none (never scrubbed by this disk as primary). */

@@ -263,6 +263,28 @@ export interface Inconsistency {
   repaired: boolean;
 }
 
+const KINDS: ReadonlySet<string> = new Set<string>(INCONSISTENCY_KINDS);
+/** Bytes of an inconsistency's detail accepted in a reply or a stored record (details are a line or two; a stored one is cut to 1 KiB). */
+export const INCONSISTENCY_DETAIL_BYTES_MAX = 16 * 1024;
+
+/** Checks one inconsistency of a reply or a stored scrub record (ProtocolError naming what is wrong); `repaired` defaults to false. */
+export function inconsistencyFromJson(doc: Record<string, unknown>): Inconsistency {
+  const kinds = doc.kinds;
+  if (!Array.isArray(kinds) || kinds.length === 0 || kinds.length > INCONSISTENCY_KINDS.length || !kinds.every((k) => typeof k === 'string' && KINDS.has(k))) {
+    throw new TesseraError('ProtocolError', `field kinds is not a list of inconsistency kinds (${INCONSISTENCY_KINDS.join(', ')})`);
+  }
+  const auth = doc.authDiskId;
+  if (auth !== null && !(Number.isSafeInteger(auth) && (auth as number) >= 0)) throw new TesseraError('ProtocolError', 'field authDiskId is neither null nor a disk id');
+  return {
+    object: field.string(doc, 'object', limits.objectNameBytesMax),
+    diskId: field.uint(doc, 'diskId'),
+    kinds: kinds as InconsistencyKind[],
+    detail: field.string(doc, 'detail', INCONSISTENCY_DETAIL_BYTES_MAX),
+    authDiskId: auth as number | null,
+    repaired: doc.repaired === undefined ? false : field.bool(doc, 'repaired'),
+  };
+}
+
 export interface PgScrubResult {
   poolId: number;
   pg: number;
@@ -316,7 +338,7 @@ export function decodePgInconsistentReply(header: Buffer): PgInconsistentReply {
     field.uint(p, 'poolId');
     field.uint(p, 'pg');
     field.uint(p, 'unrepaired');
-    field.array(p, 'inconsistencies', 1_000_000);
+    p.inconsistencies = field.array(p, 'inconsistencies', 1_000_000).map(inconsistencyFromJson);
   }
   return doc as unknown as PgInconsistentReply;
 }
@@ -326,7 +348,7 @@ export function decodePgScrubResult(header: Buffer): PgScrubResult {
   field.uint(doc, 'poolId');
   field.uint(doc, 'pg');
   field.bool(doc, 'scrubbed');
-  field.array(doc, 'inconsistencies', 1_000_000);
+  doc.inconsistencies = field.array(doc, 'inconsistencies', 1_000_000).map(inconsistencyFromJson);
   return doc as unknown as PgScrubResult;
 }
 
