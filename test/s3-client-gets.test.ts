@@ -15,6 +15,12 @@
  *   not attached to the socket: the case of ae0b8d0) hold its two slots; its
  *   next GET is SlowDown, 127.0.0.3's is not; closing the connection gives
  *   both slots back (the map holds no entry) and 127.0.0.2 reads again.
+ * - Over the limit a GET waits for a slot (first come, first served): on a
+ *   gateway that waits up to 60 s, with two GETs held, a third waits (counted
+ *   as waiting, nothing refused), a fourth whose connection closes while it
+ *   waits leaves the queue, and once one held response is read to the end
+ *   the third gets its slot and reads the object byte-exact; then every count
+ *   is 0. (The gateway of the first two tests waits 500 ms before SlowDown.)
  * The first test fails on the code before the limit (the third GET succeeds).
  */
 import { randomBytes } from 'node:crypto';
@@ -30,6 +36,8 @@ const MiB = 1024 * 1024;
 const BUCKET = 'gets';
 let env: S3TestEnv;
 let gateway: S3Gateway;
+/** A gateway whose GETs over the limit wait up to 60 s (the queue test). */
+let queueing: S3Gateway | undefined;
 let endpoint: string;
 let other: TestUser;
 const clients: S3Client[] = [];
@@ -58,11 +66,14 @@ beforeAll(async () => {
     defaultDataPool: 'rep',
     journalSweepIntervalMs: 0,
     getsInflightPerClientMax: 2,
+    // Refusals here come after half a second of waiting (the queue's own test below waits longer).
+    getSlotWaitMs: 500,
   });
   endpoint = `http://127.0.0.1:${gateway.port}`;
 }, 240_000);
 afterAll(async () => {
   for (const c of clients) c.destroy();
+  await queueing?.close();
   await gateway?.close();
   await env?.stop();
 });
@@ -136,4 +147,47 @@ it('anonymous GETs count by address; a connection closed unread (a pipelined GET
   expect(again.status).toBe(200);
   expect(again.body.equals(big)).toBe(true);
   await waitFor(counts, 20_000, countsAre({ clients: 0, inflight: 0 }));
+}, 240_000);
+
+it('over the limit a GET waits for a slot: it gets one when a held response ends; one whose connection closes leaves the queue', async () => {
+  queueing = await S3Gateway.start({
+    io: env.cluster.io,
+    client: env.cluster.client,
+    host: '127.0.0.1',
+    port: 0,
+    metaPool: 'rep',
+    defaultDataPool: 'rep',
+    journalSweepIntervalMs: 0,
+    getsInflightPerClientMax: 2,
+    getSlotWaitMs: 60_000,
+  });
+  const q = queueing;
+  const stats = (): string => `GET counts ${JSON.stringify(q.clientGets())}`;
+  const are = (want: { clients: number; inflight: number; waiting: number }) => (): true | undefined => {
+    const now = q.clientGets();
+    return now.clients === want.clients && now.inflight === want.inflight && now.waiting === want.waiting ? true : undefined;
+  };
+  const qEndpoint = `http://127.0.0.1:${q.port}`;
+  const target = await presignedGet({ endpoint: qEndpoint, accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey, bucket: BUCKET, key: 'big' });
+  const held = [await heldGet(q.port, target), await heldGet(q.port, target)];
+  expect(held.map((h) => h.status)).toEqual([200, 200]);
+  await waitFor(stats, 20_000, are({ clients: 1, inflight: 2, waiting: 0 }));
+  // A third GET waits; so does a fourth, whose connection then closes.
+  const third = responsesOf(await pipelined(q.port, [target], { lastCloses: true, read: true }));
+  await waitFor(stats, 20_000, are({ clients: 1, inflight: 2, waiting: 1 }));
+  const fourth = await pipelined(q.port, [target], { lastCloses: false, read: false });
+  await waitFor(stats, 20_000, are({ clients: 1, inflight: 2, waiting: 2 }));
+  fourth.destroy();
+  await waitFor(stats, 20_000, are({ clients: 1, inflight: 2, waiting: 1 }));
+  // One held response read to the end: its slot goes to the third, which reads the object whole.
+  const [first] = await responsesOf(held[0]!.socket, held[0]!.received);
+  expect(first!.body.equals(big)).toBe(true);
+  const [got, ...more] = await third;
+  expect(more.length).toBe(0);
+  expect(got!.status).toBe(200);
+  expect(got!.body.equals(big)).toBe(true);
+  held[1]!.socket.destroy();
+  await waitFor(stats, 20_000, are({ clients: 0, inflight: 0, waiting: 0 }));
+  // Only the fourth, gone while it waited, was refused.
+  expect(q.clientGets().refusedTotal).toBe(1);
 }, 240_000);

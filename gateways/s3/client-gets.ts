@@ -5,61 +5,145 @@
  * (everything but an empty or inline object) takes a slot before it reads
  * any data and gives it back when its response ends (chunk-body.ts: written,
  * cut, failed, or its connection closed, pipelined responses included).
- * Over the limit the answer is 503 SlowDown, which S3 SDKs retry with
- * backoff. Without it one client opening many connections and reading them
+ * Over the limit a GET waits (first come, first served) up to
+ * limits.s3GetSlotWaitMsMax for one of its client's slots, as MinIO's
+ * requests_deadline does, so a client running a few more GETs than the
+ * limit (the aws CLI's 10) only queues; a wait that runs out, or one more
+ * than limits.s3GetSlotWaitersPerClientMax waiting, is 503 SlowDown, which
+ * S3 SDKs retry with backoff. Without it one client opening many connections and reading them
  * slowly holds most of the striper's read budget and leaves every other
  * client one piece at a time (docs/s3-api.md, "GET responses in flight per client").
  *
  * The client is the access key of a signed request (header or presigned),
  * else the remote address (anonymous requests). Counts are per gateway
- * process. Invariant: an entry exists only while its count is above zero, so
- * the map holds at most one entry per response in flight.
+ * process. Invariant: an entry exists only while it holds a slot or has a
+ * waiter, so the map holds at most one entry per response in flight or
+ * waiting.
  */
 import { assert } from '../../src/lib/assert.js';
+import type { Clock } from '../../src/io/io.js';
 import type { AuthResult } from './auth/index.js';
 import { s3Error } from './errors.js';
 
 export interface ClientGetsStats {
-  /** Clients with at least one GET response in flight (entries in the map). */
+  /** Clients with at least one GET response in flight or waiting (entries in the map). */
   clients: number;
   /** GET responses in flight, all clients together. */
   inflight: number;
-  /** GETs refused SlowDown since the gateway started. */
+  /** GETs waiting for a slot, all clients together. */
+  waiting: number;
+  /** GETs refused SlowDown since the gateway started (the wait ran out, or too many waited). */
   refusedTotal: number;
 }
 
+interface Waiter {
+  /** Called with the slot handed over, or with null when the wait ends without one. */
+  settle: (handedOver: boolean) => void;
+}
+
+interface ClientEntry {
+  held: number;
+  /** FIFO; at most waitersMax. */
+  waiters: Waiter[];
+}
+
+export interface ClientGetsOptions {
+  perClientMax: number;
+  /** How long a GET over the limit waits for one of its client's slots before SlowDown (0: refused at once). */
+  waitMs: number;
+  /** GETs of one client that may wait at once; more are refused at once. */
+  waitersMax: number;
+  clock: Clock;
+}
+
 export class ClientGets {
-  private readonly counts = new Map<string, number>();
+  private readonly clients = new Map<string, ClientEntry>();
   private inflight = 0;
+  private waiting = 0;
   private refusedTotal = 0;
 
-  constructor(readonly perClientMax: number) {
-    if (!Number.isSafeInteger(perClientMax) || perClientMax < 1) throw new Error(`ClientGets: perClientMax ${perClientMax} is not a positive integer`);
+  constructor(readonly o: ClientGetsOptions) {
+    if (!Number.isSafeInteger(o.perClientMax) || o.perClientMax < 1) throw new Error(`ClientGets: perClientMax ${o.perClientMax} is not a positive integer`);
+    if (!(o.waitMs >= 0) || !Number.isSafeInteger(o.waitersMax) || o.waitersMax < 0) throw new Error(`ClientGets: waitMs ${o.waitMs} / waitersMax ${o.waitersMax} out of range`);
   }
 
-  /** Takes one of `client`'s slots, or throws SlowDown (503). The function returned gives it back; calls after the first do nothing. */
-  take(client: string): () => void {
-    const held = this.counts.get(client) ?? 0;
-    if (held >= this.perClientMax) {
-      this.refusedTotal++;
-      throw s3Error('SlowDown', `Too many GET responses in flight for this client (at most ${this.perClientMax}); please retry.`);
+  get perClientMax(): number {
+    return this.o.perClientMax;
+  }
+
+  /**
+   * Takes one of `client`'s slots; at the limit, waits (FIFO, up to waitMs, at most waitersMax waiting) for one to
+   * be given back, else throws SlowDown (503). The function returned gives the slot back; calls after the first do nothing.
+   */
+  async take(client: string, signal?: AbortSignal): Promise<() => void> {
+    let entry = this.clients.get(client);
+    if (!entry) {
+      entry = { held: 0, waiters: [] };
+      this.clients.set(client, entry);
     }
-    this.counts.set(client, held + 1);
-    this.inflight++;
+    if (entry.held < this.o.perClientMax) {
+      entry.held++;
+      this.inflight++;
+      return this.giveBackOnce(client, entry);
+    }
+    if (this.o.waitMs === 0 || entry.waiters.length >= this.o.waitersMax || signal?.aborted) {
+      this.forgetIfIdle(client, entry);
+      throw this.refuse();
+    }
+    const stop = new AbortController();
+    const handedOver = await new Promise<boolean>((resolve) => {
+      const waiter: Waiter = { settle: resolve };
+      entry.waiters.push(waiter);
+      this.waiting++;
+      // The wait ends without a slot when it runs out or the request goes away (its connection closed).
+      const giveUp = (): void => {
+        const at = entry.waiters.indexOf(waiter);
+        if (at < 0) return; // handed a slot meanwhile
+        entry.waiters.splice(at, 1);
+        this.waiting--;
+        this.forgetIfIdle(client, entry);
+        resolve(false);
+      };
+      signal?.addEventListener('abort', giveUp, { once: true });
+      stop.signal.addEventListener('abort', () => signal?.removeEventListener('abort', giveUp), { once: true });
+      void this.o.clock.sleep(this.o.waitMs, stop.signal).then(giveUp, () => undefined);
+    });
+    stop.abort();
+    if (!handedOver) throw this.refuse();
+    return this.giveBackOnce(client, entry);
+  }
+
+  stats(): ClientGetsStats {
+    return { clients: this.clients.size, inflight: this.inflight, waiting: this.waiting, refusedTotal: this.refusedTotal };
+  }
+
+  private refuse(): Error {
+    this.refusedTotal++;
+    return s3Error('SlowDown', `Too many GET responses in flight for this client (at most ${this.o.perClientMax}); please retry.`);
+  }
+
+  /** The slot's give-back: to the first waiter of the client (the count stays), else the count drops. */
+  private giveBackOnce(client: string, entry: ClientEntry): () => void {
     let given = false;
     return () => {
       if (given) return;
       given = true;
-      const left = (this.counts.get(client) ?? 0) - 1;
-      assert(left >= 0, `ClientGets: ${client} gave back a slot it did not hold`);
-      if (left === 0) this.counts.delete(client);
-      else this.counts.set(client, left);
+      assert(entry.held > 0 && this.clients.get(client) === entry, `ClientGets: ${client} gave back a slot it did not hold`);
+      const next = entry.waiters.shift();
+      if (next) {
+        this.waiting--;
+        next.settle(true);
+        return;
+      }
+      entry.held--;
       this.inflight--;
+      this.forgetIfIdle(client, entry);
     };
   }
 
-  stats(): ClientGetsStats {
-    return { clients: this.counts.size, inflight: this.inflight, refusedTotal: this.refusedTotal };
+  /** Invariant: an entry exists only while it holds a slot or has a waiter. */
+  private forgetIfIdle(client: string, entry: ClientEntry): void {
+    if (entry.held === 0 && entry.waiters.length === 0) this.clients.delete(client);
   }
 }
 

@@ -62,6 +62,8 @@ export interface S3GatewayOptions {
   responseStallMs?: number;
   /** GET responses streaming from the cluster one client (access key, else remote address) may have in flight; more are refused SlowDown (client-gets.ts; default limits.s3GetsInflightPerClientMax). */
   getsInflightPerClientMax?: number;
+  /** How long a GET over that limit waits for a slot before SlowDown (client-gets.ts; default limits.s3GetSlotWaitMsMax; 0: refused at once). */
+  getSlotWaitMs?: number;
   /** Crash-test hook (context.ts GatewayServices.faultPoint). */
   faultPoint?: GatewayServices['faultPoint'];
 }
@@ -128,7 +130,12 @@ export class S3Gateway {
       verifier: new SigV4Verifier({ lookupKey: (ak) => services.users.lookupKey(ak), clock: o.io.clock }),
       ...(o.multipart ? { multipart: o.multipart } : {}),
       journalGraceMs: o.journalGraceMs ?? JOURNAL_GRACE_MS_DEFAULT,
-      clientGets: new ClientGets(o.getsInflightPerClientMax ?? limits.s3GetsInflightPerClientMax),
+      clientGets: new ClientGets({
+        perClientMax: o.getsInflightPerClientMax ?? limits.s3GetsInflightPerClientMax,
+        waitMs: o.getSlotWaitMs ?? limits.s3GetSlotWaitMsMax,
+        waitersMax: limits.s3GetSlotWaitersPerClientMax,
+        clock: o.io.clock,
+      }),
       ...(o.faultPoint ? { faultPoint: o.faultPoint } : {}),
     };
     const responseStallMs = o.responseStallMs ?? limits.s3ResponseStallMsMax;

@@ -248,9 +248,19 @@ export const limits = {
    * pieces (4 x 4 MiB = 16 MiB, plus the chunk its socket is writing), so 16
    * of them fill the 256 MiB; 8 let one client hold at most half of it and
    * leave the other half to everybody else. Clients that run more parallel
-   * GETs (the aws CLI's 10) get SlowDown on the extra ones and retry.
+   * GETs (the aws CLI's 10) queue for a slot (below).
    */
   s3GetsInflightPerClientMax: 8,
+  /**
+   * How long a GET over its client's limit waits for one of the client's
+   * slots (first come, first served) before 503 SlowDown; MinIO's
+   * requests_deadline is 10 s too. A client reading its responses keeps
+   * slots turning over in well under that; one that does not keeps them
+   * until the stall limit above, and its extra GETs are refused.
+   */
+  s3GetSlotWaitMsMax: 10_000,
+  /** GETs of one client that may wait for a slot at once; one more is refused SlowDown at once (a waiter holds only its request). */
+  s3GetSlotWaitersPerClientMax: 64,
   /** A striped object's attributes, encoded, live in one xattr of its manifest. */
   striperAttrsBytesMax: 64 * KiB,
   striperAttrCountMax: 128,

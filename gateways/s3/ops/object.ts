@@ -26,6 +26,7 @@ import { createBodyVerifier, checksumHeaderName, type ChecksumAlgorithm } from '
 import type { S3Context, S3Response } from '../context.js';
 import { ChunkBody } from '../chunk-body.js';
 import { clientOf } from '../client-gets.js';
+import type { Socket } from 'node:net';
 import { authorizeBucket, freshBucket, writerOf } from '../access.js';
 import { newResourceAcl } from './acl.js';
 import { S3Error, s3Error } from '../errors.js';
@@ -429,7 +430,21 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
   // This GET's slot among its client's GET responses in flight (client-gets.ts), taken before any data is read and
   // given back when the response ends (the ChunkBody's end), or here if it fails first.
   const slot: { giveBack: (() => void) | null } = { giveBack: null };
-  const take = (): (() => void) => (slot.giveBack ??= ctx.services.clientGets.take(clientOf(ctx.auth, ctx.req.remote)));
+  const take = async (): Promise<() => void> => {
+    if (slot.giveBack) return slot.giveBack;
+    // A wait for a slot ends when the request's connection closes.
+    const gone = new AbortController();
+    const socket = ctx.req.raw.socket as Socket | null;
+    const onClose = (): void => gone.abort();
+    if (socket?.destroyed) gone.abort();
+    else socket?.once('close', onClose);
+    try {
+      slot.giveBack = await ctx.services.clientGets.take(clientOf(ctx.auth, ctx.req.remote), gone.signal);
+    } finally {
+      socket?.off('close', onClose);
+    }
+    return slot.giveBack;
+  };
   let res: S3Response;
   try {
     res = await getObjectBody(ctx, take);
@@ -442,8 +457,8 @@ export async function getObject(ctx: S3Context): Promise<S3Response> {
   return res;
 }
 
-/** GetObject; `takeSlot` takes this GET's slot (SlowDown when its client has too many in flight) before data is read. */
-async function getObjectBody(ctx: S3Context, takeSlot: () => () => void): Promise<S3Response> {
+/** GetObject; `takeSlot` takes this GET's slot (waits, then SlowDown, when its client has too many in flight) before data is read. */
+async function getObjectBody(ctx: S3Context, takeSlot: () => Promise<() => void>): Promise<S3Response> {
   let bucket = await authorizeBucket(ctx, 'GetObject');
   for (let attempt = 0; ; attempt++) {
     let entry: IndexEntry;
@@ -459,7 +474,7 @@ async function getObjectBody(ctx: S3Context, takeSlot: () => () => void): Promis
     if (entry.sizeBytes === 0) return { status: 200, headers, body: Buffer.alloc(0) };
     // An inline object's bytes came with its entry: one buffer, sent with the headers in one write (no stream to set up).
     if (entry.inline !== undefined) return { status: range ? 206 : 200, headers, body: Buffer.from(entry.inline, 'base64').subarray(start, end + 1) };
-    const giveBack = takeSlot();
+    const giveBack = await takeSlot();
     // Read the first piece before answering: a replaced object (its data removed) is retried from the index.
     const chunks = objectChunks(ctx, bucket, entry, start, end);
     let first: IteratorResult<StripedChunk>;
