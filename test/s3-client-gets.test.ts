@@ -5,10 +5,13 @@
  * whose client stops reading stays in flight) and a 1 KiB one (inline: answered
  * from memory, not counted). Held GETs are raw node:net connections that read
  * the response head and then nothing (test/helpers/s3-raw.ts).
- * - Access keys: with two presigned GETs of one key held, that key's next GET
- *   (SDK) is 503 SlowDown, while another key's GET, and the first key's HEAD
- *   and inline GET, succeed; once the held responses are read to the end
- *   (byte-exact) the counts return to 0 and the first key reads again.
+ * - Access keys: a header-signed request counts against its key, a presigned
+ *   one against its key and the holder's address (URLs are handed to
+ *   others). With two GETs of one presigned URL held from 127.0.0.1, the
+ *   URL's next GET from there is 503 SlowDown, while the key's owner (SDK,
+ *   header-signed), the URL from 127.0.0.3, another key's GET, and the first
+ *   key's HEAD and inline GET succeed; once the held responses are read to
+ *   the end (byte-exact) the counts return to 0 and the URL reads again.
  * - Anonymous clients, by remote address (127.0.0.2 and 127.0.0.3 both reach
  *   the gateway on 127.0.0.1): two GETs pipelined on one connection from
  *   127.0.0.2 and never read (the second response waits behind the first,
@@ -21,10 +24,27 @@
  *   waits leaves the queue, and once one held response is read to the end
  *   the third gets its slot and reads the object byte-exact; then every count
  *   is 0. (The gateway of the first two tests waits 500 ms before SlowDown.)
+ * - Pipelined GETs on one connection take slots in the order they arrived
+ *   (their responses leave in that order): on a gateway with a limit of 1
+ *   and a 3 s wait, a GET of a multipart object's part (a longer way to its
+ *   first piece) pipelined before a plain GET gets its slot first: both
+ *   answered, 206 then 200, byte-exact, nothing refused (before, the second
+ *   took the slot, the first waited for it until SlowDown, and the close
+ *   that carries SlowDown lost both); twelve GETs pipelined on one
+ *   connection are all answered byte-exact, with no listener warning.
  * The first test fails on the code before the limit (the third GET succeeds).
  */
 import { randomBytes } from 'node:crypto';
-import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  CompleteMultipartUploadCommand,
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { S3Gateway } from '../gateways/s3/gateway.js';
 import { addUser, codeOf, type TestUser } from './helpers/s3-access.js';
@@ -38,11 +58,15 @@ let env: S3TestEnv;
 let gateway: S3Gateway;
 /** A gateway whose GETs over the limit wait up to 60 s (the queue test). */
 let queueing: S3Gateway | undefined;
+/** A gateway with a limit of 1 and a 3 s wait (the pipelining tests). */
+let ordered: S3Gateway | undefined;
 let endpoint: string;
 let other: TestUser;
 const clients: S3Client[] = [];
 const big = randomBytes(40 * MiB);
 const tiny = randomBytes(1024);
+const mid = randomBytes(6 * MiB);
+const parts = [randomBytes(5 * MiB), randomBytes(1 * MiB)];
 
 function s3For(credentials: { accessKeyId: string; secretAccessKey: string }): S3Client {
   const c = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, maxAttempts: 1 });
@@ -56,6 +80,11 @@ beforeAll(async () => {
   await s3.send(new CreateBucketCommand({ Bucket: BUCKET }));
   await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'big', Body: big, ACL: 'public-read' }));
   await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'tiny', Body: tiny, ACL: 'public-read' }));
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: BUCKET, Key: 'mp', ACL: 'public-read' }));
+  const etags: string[] = [];
+  for (const [i, part] of parts.entries()) etags.push((await s3.send(new UploadPartCommand({ Bucket: BUCKET, Key: 'mp', UploadId, PartNumber: i + 1, Body: part }))).ETag!);
+  await s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: 'mp', UploadId, MultipartUpload: { Parts: etags.map((ETag, i) => ({ PartNumber: i + 1, ETag })) } }));
+  await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'mid', Body: mid, ACL: 'public-read' }));
   other = await addUser(env, 'other', 'other@example.com');
   gateway = await S3Gateway.start({
     io: env.cluster.io,
@@ -74,6 +103,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of clients) c.destroy();
   await queueing?.close();
+  await ordered?.close();
   await gateway?.close();
   await env?.stop();
 });
@@ -92,15 +122,20 @@ const countsAre = (want: { clients: number; inflight: number }) => (): true | un
 const counts = (): string => `GET counts ${JSON.stringify(gateway.clientGets())}`;
 const budgetZero = (): true | undefined => (gateway.services.striper.memory().reservedBytes === 0 ? true : undefined);
 
-it('a key with its limit of GETs unread gets SlowDown, another key does not; read to the end, the slots come back', async () => {
+it('a presigned URL with its limit of GETs unread from one address gets SlowDown; its owner, another address and another key do not; read to the end, the slots come back', async () => {
   const owner = s3For({ accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey });
   const target = await presignedGet({ endpoint, accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey, bucket: BUCKET, key: 'big' });
   const held = [await heldGet(gateway.port, target), await heldGet(gateway.port, target)];
   expect(held.map((h) => h.status)).toEqual([200, 200]);
-  // The same key's next GET is refused, whichever way it is signed.
-  expect(await errorOf(owner.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big' })))).toEqual({ name: 'SlowDown', status: 503 });
+  // The URL's next GET from that address is refused (after the half-second wait).
   const refused = await rawGet(target);
   expect([refused.status, codeOf(refused.body)]).toEqual([503, 'SlowDown']);
+  // A presigned URL counts with its holder's address: the key's owner (header-signed), and the URL used from
+  // another address, are other clients.
+  expect((await bytes((await owner.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big' }))).Body)).equals(big)).toBe(true);
+  const elsewhere = await rawGet(target, '127.0.0.3');
+  expect(elsewhere.status).toBe(200);
+  expect(elsewhere.body.equals(big)).toBe(true);
   // Another key reads the same object whole.
   const theirs = await s3For(other).send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big' }));
   expect((await bytes(theirs.Body)).equals(big)).toBe(true);
@@ -108,7 +143,7 @@ it('a key with its limit of GETs unread gets SlowDown, another key does not; rea
   expect((await owner.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'big' }))).ContentLength).toBe(big.length);
   expect((await bytes((await owner.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'tiny' }))).Body)).equals(tiny)).toBe(true);
   await waitFor(counts, 20_000, countsAre({ clients: 1, inflight: 2 }));
-  expect(gateway.clientGets().refusedTotal).toBe(2);
+  expect(gateway.clientGets().refusedTotal).toBe(1);
   // The held responses, read to the end, are whole; their slots come back.
   for (const h of held) {
     const [response, ...more] = await responsesOf(h.socket, h.received);
@@ -117,7 +152,9 @@ it('a key with its limit of GETs unread gets SlowDown, another key does not; rea
     expect(response!.body.equals(big)).toBe(true);
   }
   await waitFor(counts, 20_000, countsAre({ clients: 0, inflight: 0 }));
-  expect((await bytes((await owner.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'big' }))).Body)).equals(big)).toBe(true);
+  const again = await rawGet(target);
+  expect(again.status).toBe(200);
+  expect(again.body.equals(big)).toBe(true);
   await waitFor(counts, 20_000, countsAre({ clients: 0, inflight: 0 }));
   await waitFor('the striper budget back to zero', 20_000, budgetZero);
 }, 240_000);
@@ -190,4 +227,40 @@ it('over the limit a GET waits for a slot: it gets one when a held response ends
   await waitFor(stats, 20_000, are({ clients: 0, inflight: 0, waiting: 0 }));
   // Only the fourth, gone while it waited, was refused.
   expect(q.clientGets().refusedTotal).toBe(1);
+}, 240_000);
+
+it('pipelined GETs on one connection take their slots in arrival order: a part GET before a plain one, twelve in a row', async () => {
+  ordered = await S3Gateway.start({
+    io: env.cluster.io,
+    client: env.cluster.client,
+    host: '127.0.0.1',
+    port: 0,
+    metaPool: 'rep',
+    defaultDataPool: 'rep',
+    journalSweepIntervalMs: 0,
+    getsInflightPerClientMax: 1,
+    getSlotWaitMs: 3000,
+  });
+  const o = ordered;
+  const warnings: string[] = [];
+  const onWarning = (w: Error): void => {
+    warnings.push(`${w.name}: ${w.message}`);
+  };
+  process.on('warning', onWarning);
+  try {
+    for (let round = 0; round < 3; round++) {
+      const rs = await responsesOf(await pipelined(o.port, [`/${BUCKET}/mp?partNumber=1`, `/${BUCKET}/mid`], { lastCloses: true, read: true }));
+      expect(rs.map((r) => r.status), `round ${round}: ${rs.map((r) => (r.status >= 300 ? r.body.toString() : r.status)).join(' | ')}`).toEqual([206, 200]);
+      expect(rs[0]!.body.equals(parts[0]!)).toBe(true);
+      expect(rs[1]!.body.equals(mid)).toBe(true);
+    }
+    const twelve = await responsesOf(await pipelined(o.port, Array.from({ length: 12 }, () => `/${BUCKET}/mid`), { lastCloses: true, read: true }));
+    expect(twelve.map((r) => r.status)).toEqual(Array.from({ length: 12 }, () => 200));
+    for (const r of twelve) expect(r.body.equals(mid)).toBe(true);
+  } finally {
+    process.off('warning', onWarning);
+  }
+  expect(o.clientGets().refusedTotal).toBe(0);
+  expect(warnings.filter((w) => w.includes('MaxListeners'))).toEqual([]);
+  await waitFor(() => `GET counts ${JSON.stringify(o.clientGets())}`, 20_000, () => (o.clientGets().clients === 0 && o.clientGets().inflight === 0 ? true : undefined));
 }, 240_000);

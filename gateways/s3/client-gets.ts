@@ -20,9 +20,11 @@
  * waiter, so the map holds at most one entry per response in flight or
  * waiting.
  */
+import type { Socket } from 'node:net';
 import { assert } from '../../src/lib/assert.js';
 import type { Clock } from '../../src/io/io.js';
 import type { AuthResult } from './auth/index.js';
+import type { ConnectionCloses } from './chunk-body.js';
 import { s3Error } from './errors.js';
 
 export interface ClientGetsStats {
@@ -54,10 +56,21 @@ export interface ClientGetsOptions {
   /** GETs of one client that may wait at once; more are refused at once. */
   waitersMax: number;
   clock: Clock;
+  /** The gateway's connection closes (one listener per socket): a wait ends when its connection closes. */
+  connections: ConnectionCloses;
+}
+
+/** One GET's place: `take` its slot (in its connection's arrival order), or `done` without one. */
+export interface GetTurn {
+  take(client: string): Promise<() => void>;
+  /** The GET needs no slot (HEAD-like answers, inline or empty objects, errors): later GETs on its connection go on. Idempotent. */
+  done(): void;
 }
 
 export class ClientGets {
   private readonly clients = new Map<string, ClientEntry>();
+  /** Per connection, the decision (slot taken, or none needed) of the GET that arrived on it last. */
+  private readonly lastOnSocket = new WeakMap<Socket, Promise<void>>();
   private inflight = 0;
   private waiting = 0;
   private refusedTotal = 0;
@@ -72,10 +85,45 @@ export class ClientGets {
   }
 
   /**
+   * A GET arrived on `socket`: call before its first await. Pipelined GETs on one connection are answered in
+   * order, so they take slots in that order: a later one waits until the earlier has its slot or needs none,
+   * else it could take the client's last slot while the earlier one, whose response must go out first, waits
+   * for it (a connection stalled until the wait runs out, then both answers lost to SlowDown's close).
+   */
+  arrive(socket: Socket | null): GetTurn {
+    let decide!: () => void;
+    const decided = new Promise<void>((resolve) => (decide = resolve));
+    const before = socket ? this.lastOnSocket.get(socket) : undefined;
+    if (socket) this.lastOnSocket.set(socket, decided);
+    let finished = false;
+    const done = (): void => {
+      if (finished) return;
+      finished = true;
+      decide();
+    };
+    return {
+      done,
+      take: async (client) => {
+        const gone = new AbortController();
+        let unsubscribe = (): void => {};
+        if (socket?.destroyed) gone.abort();
+        else if (socket) unsubscribe = this.o.connections.onClose(socket, () => gone.abort());
+        try {
+          if (before) await Promise.race([before, abortedOf(gone.signal)]);
+          return await this.takeSlot(client, gone.signal);
+        } finally {
+          unsubscribe();
+          done();
+        }
+      },
+    };
+  }
+
+  /**
    * Takes one of `client`'s slots; at the limit, waits (FIFO, up to waitMs, at most waitersMax waiting) for one to
    * be given back, else throws SlowDown (503). The function returned gives the slot back; calls after the first do nothing.
    */
-  async take(client: string, signal?: AbortSignal): Promise<() => void> {
+  private async takeSlot(client: string, signal: AbortSignal): Promise<() => void> {
     let entry = this.clients.get(client);
     if (!entry) {
       entry = { held: 0, waiters: [] };
@@ -86,7 +134,7 @@ export class ClientGets {
       this.inflight++;
       return this.giveBackOnce(client, entry);
     }
-    if (this.o.waitMs === 0 || entry.waiters.length >= this.o.waitersMax || signal?.aborted) {
+    if (this.o.waitMs === 0 || entry.waiters.length >= this.o.waitersMax || signal.aborted) {
       this.forgetIfIdle(client, entry);
       throw this.refuse();
     }
@@ -104,8 +152,8 @@ export class ClientGets {
         this.forgetIfIdle(client, entry);
         resolve(false);
       };
-      signal?.addEventListener('abort', giveUp, { once: true });
-      stop.signal.addEventListener('abort', () => signal?.removeEventListener('abort', giveUp), { once: true });
+      signal.addEventListener('abort', giveUp, { once: true });
+      stop.signal.addEventListener('abort', () => signal.removeEventListener('abort', giveUp), { once: true });
       void this.o.clock.sleep(this.o.waitMs, stop.signal).then(giveUp, () => undefined);
     });
     stop.abort();
@@ -147,7 +195,20 @@ export class ClientGets {
   }
 }
 
-/** Who a request counts against: its access key when signed, else its remote address. */
+/** Resolves when `signal` aborts. */
+function abortedOf(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}
+
+/**
+ * Who a request counts against: its access key when signed in the header; a presigned URL's key together with
+ * the remote address (URLs are handed to others: one holder reading slowly must not use up the key owner's
+ * allowance, nor other holders'); else the remote address.
+ */
 export function clientOf(auth: AuthResult, remote: string): string {
-  return auth.kind === 'signed' ? `key:${auth.accessKeyId}` : `addr:${remote}`;
+  if (auth.kind !== 'signed') return `addr:${remote}`;
+  return auth.via === 'presigned' ? `url:${auth.accessKeyId}@${remote}` : `key:${auth.accessKeyId}`;
 }

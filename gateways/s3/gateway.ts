@@ -118,6 +118,7 @@ export class S3Gateway {
   }
 
   static async start(o: S3GatewayOptions): Promise<S3Gateway> {
+    const connections = new ConnectionCloses();
     const services: GatewayServices = {
       io: o.io,
       client: o.client,
@@ -135,12 +136,12 @@ export class S3Gateway {
         waitMs: o.getSlotWaitMs ?? limits.s3GetSlotWaitMsMax,
         waitersMax: limits.s3GetSlotWaitersPerClientMax,
         clock: o.io.clock,
+        connections,
       }),
       ...(o.faultPoint ? { faultPoint: o.faultPoint } : {}),
     };
     const responseStallMs = o.responseStallMs ?? limits.s3ResponseStallMsMax;
     if (!Number.isSafeInteger(responseStallMs) || responseStallMs < 1) throw new Error(`S3Gateway: responseStallMs ${responseStallMs} is not a positive integer`);
-    const connections = new ConnectionCloses();
     const verifier = services.verifier;
     const baseDomains = baseDomainsOf(o.baseDomains ?? ['localhost']);
     const app: FastifyInstance = Fastify({

@@ -428,29 +428,19 @@ const NOTHING_LENT = (): void => {};
 
 export async function getObject(ctx: S3Context): Promise<S3Response> {
   // This GET's slot among its client's GET responses in flight (client-gets.ts), taken before any data is read and
-  // given back when the response ends (the ChunkBody's end), or here if it fails first.
+  // given back when the response ends (the ChunkBody's end), or here if it fails first. Its turn is taken now,
+  // before any await: pipelined GETs on one connection take their slots in the order they arrived.
+  const turn = ctx.services.clientGets.arrive(ctx.req.raw.socket as Socket | null);
   const slot: { giveBack: (() => void) | null } = { giveBack: null };
-  const take = async (): Promise<() => void> => {
-    if (slot.giveBack) return slot.giveBack;
-    // A wait for a slot ends when the request's connection closes.
-    const gone = new AbortController();
-    const socket = ctx.req.raw.socket as Socket | null;
-    const onClose = (): void => gone.abort();
-    if (socket?.destroyed) gone.abort();
-    else socket?.once('close', onClose);
-    try {
-      slot.giveBack = await ctx.services.clientGets.take(clientOf(ctx.auth, ctx.req.remote), gone.signal);
-    } finally {
-      socket?.off('close', onClose);
-    }
-    return slot.giveBack;
-  };
+  const take = async (): Promise<() => void> => (slot.giveBack ??= await turn.take(clientOf(ctx.auth, ctx.req.remote)));
   let res: S3Response;
   try {
     res = await getObjectBody(ctx, take);
   } catch (err) {
     slot.giveBack?.();
     throw err;
+  } finally {
+    turn.done();
   }
   // A retry that found the object replaced by an inline one answers from memory: nothing to hold.
   if (!(res.body instanceof ChunkBody)) slot.giveBack?.();
