@@ -4,7 +4,8 @@
  * object's current content and flips bytes in every place it is found, as a
  * failing disk would. The content is random per version, so a 64-byte run
  * names this object's blobs only (older versions of the same object too,
- * which nothing reads any more).
+ * which nothing reads any more); a run with few distinct bytes (zeros of an
+ * erasure-coded shard's padding) names nothing and is not used.
  */
 import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,6 +13,10 @@ import type { Rng } from './random.js';
 
 const NEEDLE_BYTES = 64;
 const FLIP_BYTES = 16;
+/** Distinct byte values a needle must hold (random bytes: about 57 of 64). */
+const NEEDLE_DISTINCT_MIN = 24;
+/** Places one needle may be found in (the object's current copy and a few older versions). */
+const PLACES_MAX = 16;
 
 async function findAll(path: string, needle: Buffer): Promise<number[]> {
   const file = await open(path, 'r');
@@ -46,6 +51,9 @@ export async function corruptObjectOnDisk(diskDir: string, content: Buffer, rng:
     const files = (await readdir(dir)).filter((f) => f.endsWith('.seg')).sort();
     const at = rng.int(content.length - NEEDLE_BYTES);
     const needle = content.subarray(at, at + NEEDLE_BYTES);
+    // Only a run of random-looking bytes names this object: a run of zeros (an erasure-coded shard's padding, say)
+    // is everywhere, and flipping it at thousands of overlapping places took minutes and undid itself (XOR twice).
+    if (new Set(needle).size < NEEDLE_DISTINCT_MIN) continue;
     const places: Array<{ file: string; offsetBytes: number }> = [];
     for (const f of files) {
       try {
@@ -54,6 +62,8 @@ export async function corruptObjectOnDisk(diskDir: string, content: Buffer, rng:
         if (!gone(err)) throw err;
       }
     }
+    // A needle found in more places than an object has copies of itself is not this object's: another needle.
+    if (places.length > PLACES_MAX) continue;
     const flipped: typeof places = [];
     for (const p of places) {
       let file;
