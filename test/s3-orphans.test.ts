@@ -97,8 +97,8 @@ async function poolNames(pool = 'rep'): Promise<string[]> {
 }
 
 async function indexOf(bucket: string): Promise<{ id: string; index: BucketIndex }> {
-  const id = (await env.gateway.services.buckets.get(bucket))!.id;
-  return { id, index: new BucketIndex(env.cluster.client, 'rep', id) };
+  const record = (await env.gateway.services.buckets.get(bucket))!;
+  return { id: record.id, index: new BucketIndex(env.cluster.client, 'rep', record) };
 }
 
 /** The bucket's omap records of one kind ('c' current entries, 'v' versions, 'j' journal) across its index shards. */

@@ -32,6 +32,8 @@ export interface GatewayServices {
   metaPool: string;
   /** Default data pool of new buckets. */
   defaultDataPool: string;
+  /** Index shard count of new buckets (kept in each bucket's record; existing buckets keep theirs). */
+  indexShards: number;
   region: string;
   /** The request verifier, also for what is signed inside a body (POST policy documents). */
   verifier: SigV4Verifier;

@@ -24,6 +24,7 @@ import { ChunkBody, ConnectionCloses, writeChunks, type WriteChunksOptions } fro
 import type { GatewayServices, S3Context, S3Response } from './context.js';
 import { s3Error, toS3Error } from './errors.js';
 import { BucketStore } from './meta/buckets.js';
+import { isIndexShardCount } from './meta/bucket-index.js';
 import { UserStore } from './meta/users.js';
 import type { SweepStats } from './meta/journal.js';
 import { sweepWrites } from './ops/bucket.js';
@@ -41,6 +42,12 @@ export interface S3GatewayOptions {
   port: number;
   metaPool: string;
   defaultDataPool: string;
+  /**
+   * Index shards of buckets this gateway creates (meta/bucket-index.ts; default
+   * limits.s3IndexShardsDefault, 8; limits.s3IndexShardsMin..Max). Stored in
+   * each bucket's record: a bucket keeps its count whatever gateway serves it later.
+   */
+  indexShards?: number;
   region?: string;
   /** How long a bucket record read for an object read is reused (meta/buckets.ts; default 1000 ms, 0: never). Another gateway's bucket changes show within this. */
   bucketCacheMs?: number;
@@ -118,6 +125,8 @@ export class S3Gateway {
   }
 
   static async start(o: S3GatewayOptions): Promise<S3Gateway> {
+    const indexShards = o.indexShards ?? limits.s3IndexShardsDefault;
+    if (!isIndexShardCount(indexShards)) throw new Error(`S3Gateway: indexShards ${indexShards} is not an integer from ${limits.s3IndexShardsMin} to ${limits.s3IndexShardsMax}`);
     const connections = new ConnectionCloses();
     const services: GatewayServices = {
       io: o.io,
@@ -127,6 +136,7 @@ export class S3Gateway {
       buckets: new BucketStore(o.io, o.client, o.metaPool, o.bucketCacheMs),
       metaPool: o.metaPool,
       defaultDataPool: o.defaultDataPool,
+      indexShards,
       region: o.region ?? 'us-east-1',
       verifier: new SigV4Verifier({ lookupKey: (ak) => services.users.lookupKey(ak), clock: o.io.clock }),
       ...(o.multipart ? { multipart: o.multipart } : {}),

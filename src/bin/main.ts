@@ -15,6 +15,8 @@ import { runS3 } from '../cli/s3.js';
 import { runMapd } from '../cli/mapd.js';
 import type { LivenessOptions } from '../../cluster/liveness.js';
 import { baseDomainsOf } from '../../gateways/s3/request.js';
+import { isIndexShardCount } from '../../gateways/s3/meta/bucket-index.js';
+import { limits } from '../lib/limits.js';
 import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
 import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
 import { pgInconsistent, pgScrub, poolScrub, type ScrubCommandOptions } from '../cli/scrub.js';
@@ -30,7 +32,7 @@ commands:
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R] [--domain D ...]
           [--peer-grace-ms MS] [--min-down-reporters N]
           [--recovery-bytes-per-sec N] [--recovery-ops-inflight N] [--recovery-ops-inflight-busy N]
-          [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N] [--s3-gets-per-client-max N]
+          [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N] [--s3-gets-per-client-max N] [--s3-index-shards N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
           with --etcd, the cluster map lives in etcd (give it on every run) and --map-daemons (3)
@@ -43,7 +45,8 @@ commands:
           and is marked down once its last lease has ended;
           writes to pgs with a disk over --full-ratio (0.95) fail Full (near full: 0.85);
           the recovery and scrub flags are passed to every daemon (see daemon below),
-          --s3-gets-per-client-max to the S3 gateway (its --gets-per-client-max, see s3 below)
+          --s3-gets-per-client-max and --s3-index-shards to the S3 gateway (its --gets-per-client-max
+          and --index-shards, see s3 below)
   mapd    --etcd URL[,URL...] --cluster-id ID --listen HOST:PORT
           [--down-grace-ms MS] [--out-interval-ms MS] [--lease-ms MS] [--near-full-ratio R] [--full-ratio R]
           [--peer-grace-ms MS] [--min-down-reporters N]
@@ -102,8 +105,10 @@ commands:
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R] [--domain D ...]
           serve S3 for the cluster whose map service listens at --map (pools default to rep);
-          [--journal-grace-ms MS] [--journal-sweep-interval-ms MS] [--gets-per-client-max N]
+          [--journal-grace-ms MS] [--journal-sweep-interval-ms MS] [--gets-per-client-max N] [--index-shards N]
           --domain (repeatable): Host bucket.D/key addresses bucket (virtual-host style; default localhost);
+          buckets it creates get --index-shards (8; 1-1024) index shard objects, kept in each bucket's record
+          (existing buckets keep theirs; \`tessera up --s3-index-shards N\` passes it on);
           data that writes journaled and never committed or freed (a killed gateway) is freed once older
           than --journal-grace-ms (3600000), by a sweep at start and every --journal-sweep-interval-ms (600000);
           a client (access key, else address) with --gets-per-client-max (8) GETs in flight gets 503 SlowDown
@@ -117,6 +122,13 @@ commands:
           given (--secret-key - reads the secret from standard input); a secret is shown only
           when it is created
 `;
+
+/** --index-shards: the index shard count of new buckets (gateways/s3/meta/bucket-index.ts), within limits. */
+function indexShardsOption(value: string, name: string): number {
+  const n = Number(value);
+  if (!isIndexShardCount(n)) throw new CliError(`--${name} wants an integer from ${limits.s3IndexShardsMin} to ${limits.s3IndexShardsMax}, got ${value}`);
+  return n;
+}
 
 /** --domain values (repeatable, each may also be a comma-separated list), checked. */
 function domainsOption(values: string[]): string[] {
@@ -499,7 +511,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'up': {
         const { values } = parseArgs({
           args: rest,
-          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'map-daemons': { type: 'string' }, 'metrics-port-offset': { type: 'string' }, ...livenessFlagOptions, domain: { type: 'string', multiple: true }, 's3-gets-per-client-max': { type: 'string' }, ...daemonPaceFlags },
+          options: { data: { type: 'string' }, hosts: { type: 'string' }, 'disks-per-host': { type: 'string' }, 'base-port': { type: 'string' }, 'map-port': { type: 'string' }, 's3-port': { type: 'string' }, pgs: { type: 'string' }, etcd: { type: 'string' }, 'map-daemons': { type: 'string' }, 'metrics-port-offset': { type: 'string' }, ...livenessFlagOptions, domain: { type: 'string', multiple: true }, 's3-gets-per-client-max': { type: 'string' }, 's3-index-shards': { type: 'string' }, ...daemonPaceFlags },
         });
         const liveness = livenessFlags(values);
         const etcd = etcdFlag(values.etcd);
@@ -516,6 +528,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values['map-daemons'] !== undefined ? { mapDaemons: intOption(values['map-daemons'], 'map-daemons') } : {}),
           ...(values.domain !== undefined ? { s3Domains: domainsOption(values.domain) } : {}),
           ...(values['s3-gets-per-client-max'] !== undefined ? { s3GetsPerClientMax: positiveIntOption(values['s3-gets-per-client-max'], 's3-gets-per-client-max') } : {}),
+          ...(values['s3-index-shards'] !== undefined ? { s3IndexShards: indexShardsOption(values['s3-index-shards'], 's3-index-shards') } : {}),
           ...(values['metrics-port-offset'] !== undefined ? { metricsPortOffset: intOption(values['metrics-port-offset'], 'metrics-port-offset') } : {}),
           liveness,
           daemonArgs: daemonPaceArgs(values),
@@ -528,7 +541,7 @@ export async function main(argv: string[]): Promise<number> {
         return await runMapd({ io, etcd, clusterId: values['cluster-id'], ...parseListen(values.listen), liveness: livenessFlags(values) });
       }
       case 's3': {
-        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' }, 'gets-per-client-max': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' }, 'gets-per-client-max': { type: 'string' }, 'index-shards': { type: 'string' } } });
         if (!values.map || !values.listen) throw new Error('s3 needs --map HOST:PORT and --listen HOST:PORT');
         return await runS3({
           io,
@@ -538,6 +551,7 @@ export async function main(argv: string[]): Promise<number> {
           dataPool: values['data-pool'] ?? 'rep',
           ...(values.region !== undefined ? { region: values.region } : {}),
           ...(values.domain !== undefined ? { domains: domainsOption(values.domain) } : {}),
+          ...(values['index-shards'] !== undefined ? { indexShards: indexShardsOption(values['index-shards'], 'index-shards') } : {}),
           ...(values['journal-grace-ms'] !== undefined ? { journalGraceMs: intOption(values['journal-grace-ms'], 'journal-grace-ms') } : {}),
           ...(values['journal-sweep-interval-ms'] !== undefined ? { journalSweepIntervalMs: intOption(values['journal-sweep-interval-ms'], 'journal-sweep-interval-ms') } : {}),
           ...(values['gets-per-client-max'] !== undefined ? { getsPerClientMax: positiveIntOption(values['gets-per-client-max'], 'gets-per-client-max') } : {}),

@@ -23,6 +23,8 @@ export interface S3CommandOptions {
   region?: string;
   /** Domains of virtual-host-style addressing (bucket.<domain>); default localhost. */
   domains?: string[];
+  /** Index shards of the buckets it creates (gateways/s3/meta/bucket-index.ts; default 8). */
+  indexShards?: number;
   /** Write-journal sweeps (gateways/s3/meta/journal.ts): grace period and interval; defaults 1 h and 10 min. */
   journalGraceMs?: number;
   journalSweepIntervalMs?: number;
@@ -74,6 +76,7 @@ export async function runS3(o: S3CommandOptions): Promise<number> {
       defaultDataPool: o.dataPool,
       ...(o.region !== undefined ? { region: o.region } : {}),
       ...(o.domains !== undefined && o.domains.length > 0 ? { baseDomains: o.domains } : {}),
+      ...(o.indexShards !== undefined ? { indexShards: o.indexShards } : {}),
       ...(o.journalGraceMs !== undefined ? { journalGraceMs: o.journalGraceMs } : {}),
       ...(o.journalSweepIntervalMs !== undefined ? { journalSweepIntervalMs: o.journalSweepIntervalMs } : {}),
       ...(o.getsPerClientMax !== undefined ? { getsInflightPerClientMax: o.getsPerClientMax } : {}),

@@ -101,6 +101,8 @@ export interface UpOptions {
   s3Domains?: string[];
   /** GET responses one S3 client may have in flight (`tessera s3 --gets-per-client-max`; default limits.s3GetsInflightPerClientMax). */
   s3GetsPerClientMax?: number;
+  /** Index shards of new buckets (`tessera s3 --index-shards`); default 8. */
+  s3IndexShards?: number;
   /** Failure detection and full ratios of the map daemon (cluster/liveness.ts; defaults in src/lib/limits.ts). */
   liveness?: LivenessOptions;
   /** More `tessera daemon` flags for every daemon (recovery and scrub pace). */
@@ -398,7 +400,7 @@ export async function runUp(o: UpOptions): Promise<number> {
   const gateway: Supervised = {
     label: 'S3 gateway',
     // A restarted gateway keeps the port its first start bound (with --s3-port 0 too).
-    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION, ...(o.s3Domains ?? []).flatMap((d) => ['--domain', d]), ...(o.s3GetsPerClientMax !== undefined ? ['--gets-per-client-max', String(o.s3GetsPerClientMax)] : [])],
+    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION, ...(o.s3Domains ?? []).flatMap((d) => ['--domain', d]), ...(o.s3GetsPerClientMax !== undefined ? ['--gets-per-client-max', String(o.s3GetsPerClientMax)] : []), ...(o.s3IndexShards !== undefined ? ['--index-shards', String(o.s3IndexShards)] : [])],
     child: null,
     restarts: 0,
     port: null,

@@ -282,6 +282,27 @@ export const limits = {
   striperSweepGraceMsDefault: 60 * 60_000,
   /** Objects the pending registry of one pool is spread over (fixed: writers and sweepers must agree). */
   striperRegistryShards: 16,
+
+  // --- S3 bucket indexes (gateways/s3/meta/bucket-index.ts; docs/s3-api.md, "Index shards") ---
+  /**
+   * Shard objects of a bucket's index: fixed per bucket at its creation (in
+   * its record), new buckets get the gateway's `indexShards` (`tessera s3
+   * --index-shards`). Records written before the field mean 8. More shards
+   * spread a bucket's writes over more objects; every listing reads all of them.
+   */
+  s3IndexShardsMin: 1,
+  s3IndexShardsMax: 1024,
+  s3IndexShardsDefault: 8,
+  /**
+   * Index entries one listing page holds across all shards (each shard is read
+   * at most this / shards entries at a time, never fewer than one, never
+   * more than the page + 1): the same 8008 as before for 8 shards. An entry
+   * with an inline 4 KiB object (base64) and metadata is about 6 KiB, so
+   * about 48 MiB per listing page when every entry holds one.
+   */
+  s3IndexListEntriesMax: 8192,
+  /** Shard objects one listing (or a bucket deletion) reads or removes at once. */
+  s3IndexShardCallsInflightMax: 32,
 } as const;
 
 export type Limits = typeof limits;
@@ -326,3 +347,5 @@ assert(
   limits.s3GetsInflightPerClientMax >= 1 && limits.s3GetsInflightPerClientMax * limits.striperConcurrencyDefault * limits.striperPieceBytesDefault <= limits.striperBufferBytesDefault / 2,
   "one S3 client's GET read-ahead holds at most half the striper's budget",
 );
+assert(limits.s3IndexShardsMin >= 1 && limits.s3IndexShardsMin <= limits.s3IndexShardsDefault && limits.s3IndexShardsDefault <= limits.s3IndexShardsMax, 'the default index shard count is within bounds');
+assert(limits.s3IndexListEntriesMax >= 1001 * limits.s3IndexShardsDefault, 'a default bucket lists a page of 1000 keys with one read per shard');

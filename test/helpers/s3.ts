@@ -24,7 +24,7 @@ export interface S3TestEnv {
   stop(): Promise<void>;
 }
 
-export async function startS3Env(gatewayOptions: Partial<Pick<S3GatewayOptions, 'bucketCacheMs' | 'accessKeyCacheMs'>> = {}): Promise<S3TestEnv> {
+export async function startS3Env(gatewayOptions: Partial<Pick<S3GatewayOptions, 'bucketCacheMs' | 'accessKeyCacheMs' | 'indexShards'>> = {}): Promise<S3TestEnv> {
   const cluster = await startTestCluster({
     hosts: 3,
     disksPerHost: 2,

@@ -1,7 +1,11 @@
 /**
  * A bucket's index: key -> entry, sharded over `shards` omap objects in the
  * metadata pool ("s3.index.<bucketId>.<n>", n = hash(key) mod shards), so
- * writes to one bucket spread over placement groups. Every change is a
+ * writes to one bucket spread over placement groups. The shard count is the
+ * bucket's own, fixed at its creation and kept in its record (`indexShards`;
+ * records written before the field mean LEGACY_INDEX_SHARDS, 8): every
+ * reader and writer of a bucket's index builds it from the record, never
+ * from the gateway's setting, which only applies to buckets created later. Every change is a
  * compare-and-set on the entry's exact bytes: concurrent writers of a key
  * serialize, and each knows exactly which entry it replaced (and so which
  * data to collect). Omap keys are the UTF-8 key bytes with a one-byte kind
@@ -13,6 +17,9 @@
 import type { ObjectOp, TesseraClient } from '../../../src/client/client.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import { murmur3 } from '../../../src/lib/hash.js';
+import { assert } from '../../../src/lib/assert.js';
+import { limits } from '../../../src/lib/limits.js';
+import { forEachBounded } from '../../../src/client/striper-context.js';
 import { RECORD_UPDATE_ATTEMPTS_MAX } from './omap-record.js';
 import { s3Error } from '../errors.js';
 import { checkPending, journalOps, type PendingWrite } from './journal.js';
@@ -60,23 +67,46 @@ export interface IndexEntry {
   acl?: unknown;
 }
 
-export const DEFAULT_INDEX_SHARDS = 8;
+/** What a bucket record without `indexShards` means: every bucket had 8 shards before the count was per bucket. Never change it. */
+export const LEGACY_INDEX_SHARDS = 8;
+
+/** The bucket's shard count, from its record. */
+export function indexShardsOf(bucket: { indexShards?: number }): number {
+  return bucket.indexShards ?? LEGACY_INDEX_SHARDS;
+}
+
+/** Whether n is an allowed shard count (limits.s3IndexShardsMin..Max, an integer). */
+export function isIndexShardCount(n: number): boolean {
+  return Number.isSafeInteger(n) && n >= limits.s3IndexShardsMin && n <= limits.s3IndexShardsMax;
+}
+
+type OmapPage = Awaited<ReturnType<TesseraClient['omapList']>>;
 /**
  * Objects up to this size live in their index entry (`inline`). Bounded by the
  * omap value limit (64 KiB: base64 makes 4 KiB into 5.5 KiB, plus at most
  * 2 KiB of user metadata and an ACL) and by listings, which read whole
- * entries (a page of 1000 keys from 8 shards reads up to 8008 entries).
+ * entries (a page of 1000 keys reads up to limits.s3IndexListEntriesMax, 8192,
+ * entries across the shards: 8008 from 8).
  */
 export const INLINE_OBJECT_BYTES_MAX = 4096;
 const CURRENT = 0x63; // 'c'
 
 export class BucketIndex {
+  private readonly bucketId: string;
+  /** The bucket's shard count (its record's `indexShards`, or 8). */
+  readonly shards: number;
+
+  /** The index of this bucket: its id and shard count come from its record. */
   constructor(
     readonly client: TesseraClient,
     readonly pool: string,
-    private readonly bucketId: string,
-    readonly shards = DEFAULT_INDEX_SHARDS,
-  ) {}
+    bucket: { id: string; indexShards?: number },
+  ) {
+    this.bucketId = bucket.id;
+    this.shards = indexShardsOf(bucket);
+    // Checked when the record was made (BucketStore.create); a record that breaks it was not written by us.
+    assert(isIndexShardCount(this.shards), `bucket ${bucket.id}: index shard count ${this.shards} out of range`);
+  }
 
   /** The shard object holding the key's entries (current, and versions). */
   shardObject(key: string): string {
@@ -172,31 +202,46 @@ export class BucketIndex {
     throw s3Error('SlowDown', 'Please reduce your request rate.');
   }
 
-  /** Entries with keys > after (and >= prefix) in byte order, merged across shards; at most limit. */
+  /**
+   * Entries with keys > after (and >= prefix) in byte order, merged across
+   * shards; at most limit, possibly fewer with `more` (list again after the
+   * last). Each shard is read at most limits.s3IndexListEntriesMax / shards
+   * entries (at least one, at most limit + 1), at most
+   * limits.s3IndexShardCallsInflightMax shards at once: a bucket of many
+   * shards lists in more, smaller pages, never more memory.
+   */
   async list(o: { prefix: string; after?: string | Buffer; limit: number }): Promise<{ entries: Array<[string, IndexEntry]>; more: boolean }> {
     const prefix = this.omapKey(o.prefix);
     const after = o.after === undefined ? undefined : Buffer.isBuffer(o.after) ? Buffer.concat([Buffer.from([CURRENT]), o.after]) : this.omapKey(o.after);
-    const pages = await Promise.all(
-      Array.from({ length: this.shards }, async (_, n) => {
-        try {
-          return await this.client.omapList(this.pool, `s3.index.${this.bucketId}.${n}`, {
-            prefix,
-            limit: o.limit + 1,
-            ...(after && Buffer.compare(after, prefix) > 0 ? { afterKey: after } : {}),
-          });
-        } catch (err) {
-          if (isTesseraError(err, 'NotFound')) return { entries: [], more: false };
-          throw err;
-        }
-      }),
-    );
-    const merged = pages.flatMap((p) => p.entries).sort((a, b) => Buffer.compare(a[0], b[0]));
+    const perShard = Math.max(1, Math.min(o.limit + 1, Math.floor(limits.s3IndexListEntriesMax / this.shards)));
+    const pages: OmapPage[] = new Array<OmapPage>(this.shards);
+    await forEachBounded(this.shards, limits.s3IndexShardCallsInflightMax, async (n) => {
+      try {
+        pages[n] = await this.client.omapList(this.pool, this.shardObjectAt(n), {
+          prefix,
+          limit: perShard,
+          ...(after && Buffer.compare(after, prefix) > 0 ? { afterKey: after } : {}),
+        });
+      } catch (err) {
+        if (!isTesseraError(err, 'NotFound')) throw err;
+        pages[n] = { entries: [], more: false };
+      }
+    });
+    // A shard that has more may hold unseen keys anywhere past its last one read: the merge is complete only up to
+    // the smallest such last key. Never claim less than a shard has.
+    let complete: Buffer | null = null;
+    for (const p of pages) {
+      const last = p.entries[p.entries.length - 1]?.[0];
+      if (p.more && last && (!complete || Buffer.compare(last, complete) < 0)) complete = last;
+    }
+    const merged = pages
+      .flatMap((p) => p.entries)
+      .filter(([k]) => complete === null || Buffer.compare(k, complete) <= 0)
+      .sort((a, b) => Buffer.compare(a[0], b[0]));
     const cut = merged.slice(0, o.limit);
-    // A shard whose page was full may hold keys before our cut's end that we did not see: never claim less than it has.
-    const truncatedShard = pages.some((p) => p.more);
     return {
       entries: cut.map(([k, v]) => [k.subarray(1).toString('utf8'), JSON.parse(v.toString('utf8')) as IndexEntry]),
-      more: merged.length > o.limit || truncatedShard,
+      more: merged.length > o.limit || pages.some((p) => p.more),
     };
   }
 
@@ -204,11 +249,11 @@ export class BucketIndex {
     return (await this.list({ prefix: '', limit: 1 })).entries.length === 0;
   }
 
-  /** Removes the index objects (the bucket is being deleted and is empty). */
+  /** Removes the index objects, all of the bucket's shards (the bucket is being deleted and is empty). */
   async destroy(): Promise<void> {
-    for (let n = 0; n < this.shards; n++) {
-      await this.client.transact(this.pool, `s3.index.${this.bucketId}.${n}`, [{ type: 'remove', ifExists: true }]);
-    }
+    await forEachBounded(this.shards, limits.s3IndexShardCallsInflightMax, async (n) => {
+      await this.client.transact(this.pool, this.shardObjectAt(n), [{ type: 'remove', ifExists: true }]);
+    });
   }
 }
 

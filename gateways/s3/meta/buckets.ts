@@ -12,6 +12,7 @@ import type { TesseraClient } from '../../../src/client/client.js';
 import { s3Error } from '../errors.js';
 import { assert } from '../../../src/lib/assert.js';
 import { OmapRecords } from './omap-record.js';
+import { isIndexShardCount } from './bucket-index.js';
 import { INDEX_KEYS_START, OWNER_INDEX_BUILT, buildOwnerIndex, ownerKey, ownerPrefix, removeOwnerEntry, setOwnerEntry, type BuildStats, type OwnerEntry } from './bucket-owners.js';
 
 export type Versioning = 'Unversioned' | 'Enabled' | 'Suspended';
@@ -25,6 +26,13 @@ export interface BucketRecord {
   /** Pool of the object data (pieces); manifests and the index stay in the metadata pool. */
   dataPool: string;
   versioning: Versioning;
+  /**
+   * Shard objects of the bucket's index (bucket-index.ts), fixed at creation:
+   * the creating gateway's `indexShards`. Absent on records written before
+   * the count was per bucket: those have 8 (indexShardsOf). Never changed
+   * (no resharding).
+   */
+  indexShards?: number;
   /** Access control list (gateways/s3/acl.ts); absent: private to the owner. */
   acl?: unknown;
   /** CORS rules (gateways/s3/cors.ts); absent: none. */
@@ -107,8 +115,9 @@ export class BucketStore {
     return b;
   }
 
-  async create(o: { name: string; owner: string; dataPool: string; acl?: unknown }): Promise<BucketRecord> {
+  async create(o: { name: string; owner: string; dataPool: string; indexShards: number; acl?: unknown }): Promise<BucketRecord> {
     checkBucketName(o.name);
+    assert(isIndexShardCount(o.indexShards), `index shard count ${o.indexShards} out of range (checked at gateway start)`);
     const record: BucketRecord = {
       name: o.name,
       id: this.io.random.bytes(8).toString('hex'),
@@ -116,6 +125,7 @@ export class BucketStore {
       createdMs: this.io.clock.nowMs(),
       dataPool: o.dataPool,
       versioning: 'Unversioned',
+      indexShards: o.indexShards,
       ...(o.acl !== undefined ? { acl: o.acl } : {}),
     };
     try {
@@ -139,7 +149,7 @@ export class BucketStore {
         (current) => {
           if (!current) throw s3Error('NoSuchBucket', 'The specified bucket does not exist', { BucketName: name });
           const next = edit(current);
-          assert(next.name === current.name && next.id === current.id && next.owner === current.owner && next.createdMs === current.createdMs, 'a bucket update keeps name, id, owner and creation time');
+          assert(next.name === current.name && next.id === current.id && next.owner === current.owner && next.createdMs === current.createdMs && next.indexShards === current.indexShards, 'a bucket update keeps name, id, owner, creation time and index shard count');
           return next;
         },
         // The same entry again: a bucket created before the index gets its entry with any change.

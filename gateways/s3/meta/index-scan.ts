@@ -2,7 +2,9 @@
  * An ordered scan over one omap key prefix of every shard of a bucket index:
  * a k-way merge in which each shard is paged on its own (every entry is read
  * once), with seek() to skip ahead (past a common prefix) while keeping what
- * is already buffered. Memory: at most shards x pageEntries entries.
+ * is already buffered. Memory: at most shards x pageEntries entries (callers
+ * size pageEntries by limits.s3IndexListEntriesMax / shards); at most
+ * limits.s3IndexShardCallsInflightMax shards are read at once.
  *
  * Order: omap keys in byte order. Correct across pages because the merge only
  * yields the smallest head while every shard that may hold more has a
@@ -10,6 +12,8 @@
  */
 import type { TesseraClient } from '../../../src/client/client.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
+import { limits } from '../../../src/lib/limits.js';
+import { forEachBounded } from '../../../src/client/striper-context.js';
 
 export type OmapEntry = [key: Buffer, value: Buffer];
 
@@ -37,7 +41,8 @@ export class IndexScan {
 
   /** The next entry in key order without taking it; null when the scan is over. */
   async peek(): Promise<OmapEntry | null> {
-    await Promise.all(this.cursors.filter((c) => c.buffered.length === 0 && !c.done).map((c) => this.fill(c)));
+    const empty = this.cursors.filter((c) => c.buffered.length === 0 && !c.done);
+    await forEachBounded(empty.length, limits.s3IndexShardCallsInflightMax, (i) => this.fill(empty[i]!));
     let best: ShardCursor | null = null;
     for (const c of this.cursors) {
       if (c.buffered.length === 0) continue;

@@ -31,7 +31,7 @@ import type { Striper, StripedPool } from '../../../src/client/striper.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
 import { s3Error } from '../errors.js';
 import type { BucketIndex, IndexEntry } from './bucket-index.js';
-import type { BucketStore } from './buckets.js';
+import type { BucketRecord, BucketStore } from './buckets.js';
 import { dataNamesOf } from './part-table.js';
 
 const JOURNAL = 0x6a; // 'j'
@@ -147,8 +147,8 @@ export interface SweepOptions {
   striper: Striper;
   metaPool: string;
   buckets: BucketStore;
-  /** The index of a bucket (its shard objects). */
-  indexOf: (bucketId: string) => BucketIndex;
+  /** The index of a bucket (its shard objects, as many as its record says). */
+  indexOf: (bucket: BucketRecord) => BucketIndex;
   nowMs: () => number;
   /** Records younger than this are left alone (writes in flight). */
   graceMs: number;
@@ -225,7 +225,7 @@ export async function sweepJournal(o: SweepOptions): Promise<SweepStats> {
   const stats: SweepStats = { recordsExamined: 0, recordsYoung: 0, dataFreed: 0, recordsReleased: 0, failures: 0 };
   const buckets = o.bucketName !== undefined ? [await o.buckets.get(o.bucketName)].filter((b) => b !== null) : o.buckets.list();
   for await (const bucket of buckets) {
-    const index = o.indexOf(bucket.id);
+    const index = o.indexOf(bucket);
     const pools: StripedPool = { manifests: o.metaPool, pieces: bucket.dataPool };
     for (let n = 0; n < index.shards; n++) {
       const shard = index.shardObjectAt(n);

@@ -25,6 +25,7 @@
 import type { Io } from '../../../src/io/io.js';
 import type { ObjectOp } from '../../../src/client/client.js';
 import { isTesseraError } from '../../../src/lib/errors.js';
+import { limits } from '../../../src/lib/limits.js';
 import { s3Error } from '../errors.js';
 import type { BucketIndex, IndexEntry } from './bucket-index.js';
 import { RECORD_UPDATE_ATTEMPTS_MAX } from './omap-record.js';
@@ -39,8 +40,11 @@ const NULL_POINTER = 0x6e; // 'n'
 const STAMP_HEX = /^[0-9a-f]{32}$/;
 const SORT_KEY_BYTES = 16;
 const TIME_MASK = (1n << 64n) - 1n;
-/** Entries a listing reads from one shard at a time. */
+/** Entries a listing reads from one shard at a time (fewer when the bucket has many shards: scanPageEntries). */
 const SCAN_PAGE_ENTRIES = 256;
+
+/** Per-shard page of a scan of `shards` shards: two scans (currents, versions) hold at most limits.s3IndexListEntriesMax. */
+const scanPageEntries = (shards: number): number => Math.max(1, Math.min(SCAN_PAGE_ENTRIES, Math.floor(limits.s3IndexListEntriesMax / (2 * shards))));
 
 export const isVersionId = (s: string): boolean => s === 'null' || STAMP_HEX.test(s);
 export const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts && e.inline === undefined;
@@ -264,8 +268,8 @@ export class VersionIndex {
     const client = this.index.client;
     const pool = this.index.pool;
     const scan = new VersionScan(
-      new IndexScan(client, pool, shards, Buffer.concat([Buffer.from([CURRENT]), utf8(o.prefix)]), cAfter, SCAN_PAGE_ENTRIES),
-      new IndexScan(client, pool, shards, Buffer.concat([Buffer.from([VERSION]), utf8(o.prefix)]), vAfter, SCAN_PAGE_ENTRIES),
+      new IndexScan(client, pool, shards, Buffer.concat([Buffer.from([CURRENT]), utf8(o.prefix)]), cAfter, scanPageEntries(shards.length)),
+      new IndexScan(client, pool, shards, Buffer.concat([Buffer.from([VERSION]), utf8(o.prefix)]), vAfter, scanPageEntries(shards.length)),
     );
     // Resuming inside a key's versions: whether the next one is its latest needs the current entry.
     if (s?.stamp) scan.resumeKey(s.key, (await this.head(s.key)).current?.versionStamp ?? null);

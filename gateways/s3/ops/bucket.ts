@@ -78,7 +78,7 @@ export async function createBucket(ctx: S3Context): Promise<S3Response> {
     }
   }
   const acl = await newResourceAcl(ctx, { resourceOwner: userId, bucketOwner: userId, on: 'bucket' });
-  await ctx.services.buckets.create({ name, owner: userId, dataPool, ...(acl ? { acl } : {}) });
+  await ctx.services.buckets.create({ name, owner: userId, dataPool, indexShards: ctx.services.indexShards, ...(acl ? { acl } : {}) });
   return { status: 200, headers: { location: `/${name}` } };
 }
 
@@ -89,14 +89,14 @@ export async function headBucket(ctx: S3Context): Promise<S3Response> {
 
 export async function deleteBucket(ctx: S3Context): Promise<S3Response> {
   const bucket = await authorizeBucket(ctx, 'DeleteBucket');
-  const index = new BucketIndex(ctx.services.client, ctx.services.metaPool, bucket.id);
+  const index = new BucketIndex(ctx.services.client, ctx.services.metaPool, bucket);
   if (!(await index.isEmpty())) throw s3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: bucket.name });
   await endAllUploads(ctx, bucket); // in-progress multipart uploads go with the bucket (completions already decided are finished first)
   if (!(await index.isEmpty())) throw s3Error('BucketNotEmpty', 'The bucket you tried to delete is not empty', { BucketName: bucket.name });
   // Data that writes journaled and never committed (in flight now, or left by a killed gateway) goes with the bucket.
   await sweepWrites(ctx.services, { graceMs: 0, bucketName: bucket.name });
   await ctx.services.buckets.remove(bucket);
-  await index.destroy();
+  await index.destroy(); // every one of the bucket's shards (its record's count)
   return { status: 204 };
 }
 
@@ -129,7 +129,7 @@ export function sweepWrites(s: GatewayServices, o: { graceMs?: number; bucketNam
     striper: s.striper,
     metaPool: s.metaPool,
     buckets: s.buckets,
-    indexOf: (id) => new BucketIndex(s.client, s.metaPool, id),
+    indexOf: (bucket) => new BucketIndex(s.client, s.metaPool, bucket),
     nowMs: () => s.io.clock.nowMs(),
     graceMs: o.graceMs ?? s.journalGraceMs,
     ...(o.bucketName !== undefined ? { bucketName: o.bucketName } : {}),

@@ -43,8 +43,9 @@ export const USER_META_BYTES_MAX = 2048;
 export const STORED_HEADERS = ['content-encoding', 'content-disposition', 'content-language', 'cache-control', 'expires'];
 const READ_RETRIES = 3;
 
+/** The bucket's index, with the bucket's own shard count (its record's). */
 export function indexOf(ctx: S3Context, bucket: BucketRecord): BucketIndex {
-  return new BucketIndex(ctx.services.client, ctx.services.metaPool, bucket.id);
+  return new BucketIndex(ctx.services.client, ctx.services.metaPool, bucket);
 }
 
 export const dataPools = (ctx: S3Context, bucket: BucketRecord) => ({ manifests: ctx.services.metaPool, pieces: bucket.dataPool });
