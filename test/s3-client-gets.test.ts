@@ -86,18 +86,8 @@ beforeAll(async () => {
   await s3.send(new CompleteMultipartUploadCommand({ Bucket: BUCKET, Key: 'mp', UploadId, MultipartUpload: { Parts: etags.map((ETag, i) => ({ PartNumber: i + 1, ETag })) } }));
   await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'mid', Body: mid, ACL: 'public-read' }));
   other = await addUser(env, 'other', 'other@example.com');
-  gateway = await S3Gateway.start({
-    io: env.cluster.io,
-    client: env.cluster.client,
-    host: '127.0.0.1',
-    port: 0,
-    metaPool: 'rep',
-    defaultDataPool: 'rep',
-    journalSweepIntervalMs: 0,
-    getsInflightPerClientMax: 2,
-    // Refusals here come after half a second of waiting (the queue's own test below waits longer).
-    getSlotWaitMs: 500,
-  });
+  // Refusals here come after half a second of waiting (the queue's own test below waits longer).
+  gateway = await gatewayWith(2, 500);
   endpoint = `http://127.0.0.1:${gateway.port}`;
 }, 240_000);
 afterAll(async () => {
@@ -107,6 +97,21 @@ afterAll(async () => {
   await gateway?.close();
   await env?.stop();
 });
+
+/** A gateway on the test cluster with this per-client GET limit and slot wait. */
+function gatewayWith(getsInflightPerClientMax: number, getSlotWaitMs: number): Promise<S3Gateway> {
+  return S3Gateway.start({
+    io: env.cluster.io,
+    client: env.cluster.client,
+    host: '127.0.0.1',
+    port: 0,
+    metaPool: 'rep',
+    defaultDataPool: 'rep',
+    journalSweepIntervalMs: 0,
+    getsInflightPerClientMax,
+    getSlotWaitMs,
+  });
+}
 
 /** One GET read to the end on its own connection (from localAddress when given). */
 async function rawGet(target: string, localAddress?: string): Promise<RawGetResponse> {
@@ -187,17 +192,7 @@ it('anonymous GETs count by address; a connection closed unread (a pipelined GET
 }, 240_000);
 
 it('over the limit a GET waits for a slot: it gets one when a held response ends; one whose connection closes leaves the queue', async () => {
-  queueing = await S3Gateway.start({
-    io: env.cluster.io,
-    client: env.cluster.client,
-    host: '127.0.0.1',
-    port: 0,
-    metaPool: 'rep',
-    defaultDataPool: 'rep',
-    journalSweepIntervalMs: 0,
-    getsInflightPerClientMax: 2,
-    getSlotWaitMs: 60_000,
-  });
+  queueing = await gatewayWith(2, 60_000);
   const q = queueing;
   const stats = (): string => `GET counts ${JSON.stringify(q.clientGets())}`;
   const are = (want: { clients: number; inflight: number; waiting: number }) => (): true | undefined => {
@@ -230,17 +225,7 @@ it('over the limit a GET waits for a slot: it gets one when a held response ends
 }, 240_000);
 
 it('pipelined GETs on one connection take their slots in arrival order: a part GET before a plain one, twelve in a row', async () => {
-  ordered = await S3Gateway.start({
-    io: env.cluster.io,
-    client: env.cluster.client,
-    host: '127.0.0.1',
-    port: 0,
-    metaPool: 'rep',
-    defaultDataPool: 'rep',
-    journalSweepIntervalMs: 0,
-    getsInflightPerClientMax: 1,
-    getSlotWaitMs: 3000,
-  });
+  ordered = await gatewayWith(1, 3000);
   const o = ordered;
   const warnings: string[] = [];
   const onWarning = (w: Error): void => {
