@@ -108,7 +108,8 @@ commands:
           [--journal-grace-ms MS] [--journal-sweep-interval-ms MS] [--gets-per-client-max N] [--index-shards N]
           --domain (repeatable): Host bucket.D/key addresses bucket (virtual-host style; default localhost);
           buckets it creates get --index-shards (8; 1-1024) index shard objects, kept in each bucket's record
-          (existing buckets keep theirs; \`tessera up --s3-index-shards N\` passes it on);
+          (existing buckets keep theirs; \`tessera up --s3-index-shards N\` passes it on; set it other than 8
+          only once every gateway runs this version: older ones use 8 for every bucket);
           data that writes journaled and never committed or freed (a killed gateway) is freed once older
           than --journal-grace-ms (3600000), by a sweep at start and every --journal-sweep-interval-ms (600000);
           a client (access key, else address) with --gets-per-client-max (8) GETs in flight gets 503 SlowDown

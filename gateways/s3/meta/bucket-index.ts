@@ -220,7 +220,8 @@ export class BucketIndex {
         pages[n] = await this.client.omapList(this.pool, this.shardObjectAt(n), {
           prefix,
           limit: perShard,
-          ...(after && Buffer.compare(after, prefix) > 0 ? { afterKey: after } : {}),
+          // A marker equal to the prefix is a key too (a 'dir/' object under prefix 'dir/'): listed after it, not again.
+          ...(after && Buffer.compare(after, prefix) >= 0 ? { afterKey: after } : {}),
         });
       } catch (err) {
         if (!isTesseraError(err, 'NotFound')) throw err;

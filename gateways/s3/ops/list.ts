@@ -39,7 +39,9 @@ async function list(ctx: S3Context, o: { prefix: string; delimiter: string; afte
   let after: Buffer | undefined = o.after ? Buffer.from(o.after, 'utf8') : undefined;
   // A marker that is a common prefix of this listing (a previous page ended with it: its NextContinuationToken or
   // NextMarker) resumes past every key under it, as S3 does; from the prefix itself, the page would list it again.
-  if (o.delimiter && o.after && o.after.startsWith(o.prefix) && o.after.indexOf(o.delimiter, o.prefix.length) === o.after.length - o.delimiter.length) after = afterPrefix(o.after);
+  // (indexOf's -1 must not pass for a marker one character shorter than a longer delimiter.)
+  const delimiterAt = o.delimiter && o.after && o.after.startsWith(o.prefix) ? o.after.indexOf(o.delimiter, o.prefix.length) : -1;
+  if (delimiterAt >= 0 && delimiterAt === o.after!.length - o.delimiter.length) after = afterPrefix(o.after!);
   for (;;) {
     const page = await index.list({ prefix: o.prefix, ...(after ? { after } : {}), limit: PAGE });
     let skipped = false;
