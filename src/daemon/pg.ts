@@ -9,7 +9,9 @@
  * pg's history), active, incomplete (no member of the last active interval is
  * reachable: no I/O, to never serve stale data), and stray (not a member).
  */
+import { setMaxListeners } from 'node:events';
 import type { Clock } from '../io/io.js';
+import { limits } from '../lib/limits.js';
 import { TesseraError, invalid } from '../lib/errors.js';
 import { compareVersions, type Eversion, type LogEntry, type RequestId } from '../protocol/osd-messages.js';
 import { type Inconsistency } from '../protocol/osd-admin-messages.js';
@@ -58,6 +60,17 @@ export interface DecisionPoint {
   exclusiveRuns: number;
 }
 
+/**
+ * An interval's abort controller. Every sub-write (and replica repop) in flight for the pg listens on its signal
+ * until its call settles (src/rpc/calls.ts removes the listener): more than Node's default 10 at c=32 EC writes,
+ * which made every EC daemon warn MaxListenersExceeded. The limit is set to what a pg may have in flight.
+ */
+function intervalController(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(limits.pgIntervalListenersMax, c.signal);
+  return c;
+}
+
 export class Pg {
   private currentState: PgState = 'peering';
   /** Counts changes of state: a decision taken while active holds only while this stays (the pg never left active). */
@@ -94,7 +107,7 @@ export class Pg {
   /** Primary: why the last peering run of this interval failed (it is retried), until one ends; told to the clients refused meanwhile. */
   peeringFailure: string | null = null;
   /** Aborts when the interval ends (endInterval): the primary's repops in flight for it stop waiting. */
-  intervalAbort = new AbortController();
+  intervalAbort = intervalController();
   /**
    * Replicated pools: client writes' store transactions in flight on this member (as primary or replica).
    * Peering's query waits for them, so the log it reports holds every write this store has.
@@ -301,7 +314,7 @@ export class Pg {
    */
   endInterval(): void {
     this.intervalAbort.abort(new TesseraError('StaleEpoch', `pg ${this.key}: interval ${this.intervalStart} ended`));
-    this.intervalAbort = new AbortController();
+    this.intervalAbort = intervalController();
   }
 
   /**

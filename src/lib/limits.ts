@@ -63,6 +63,12 @@ export const limits = {
   /** Requests in flight on one connection, and in one daemon. */
   connectionInflightMax: 256,
   daemonInflightMax: 4096,
+  /**
+   * Listeners on one pg interval's abort signal (src/daemon/pg.ts): one per sub-write or repop in flight for the
+   * pg, removed when its call settles. Node warns past 10; a pg's share of daemonInflightMax requests, each sent
+   * to at most a few dozen members, stays far below this, so the warning still names a real leak.
+   */
+  pgIntervalListenersMax: 65_536,
   /** Payload bytes in flight in one daemon (requests being served). */
   daemonInflightBytesMax: 1024 * MiB,
   connectionsPerDaemonMax: 1024,
