@@ -160,8 +160,7 @@ describe('ListBuckets from the owner index', () => {
     expect(viaLegacy).toEqual(namesOf(before.records, env.userId));
 
     // A gateway started now builds the index; meanwhile buckets come and go through it and the first.
-    const { S3Gateway } = await import('../gateways/s3/gateway.js');
-    const other = await S3Gateway.start({ io: env.cluster.io, client: env.cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep' });
+    const other = await env.gatewayWith();
     try {
       const churn = (async () => {
         for (let i = 0; i < 10; i++) {

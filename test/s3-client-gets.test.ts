@@ -46,7 +46,7 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { S3Gateway } from '../gateways/s3/gateway.js';
+import type { S3Gateway } from '../gateways/s3/gateway.js';
 import { addUser, codeOf, type TestUser } from './helpers/s3-access.js';
 import { bytes, errorOf, startS3Env, type S3TestEnv } from './helpers/s3.js';
 import { heldGet, pipelined, presignedGet, responsesOf, type RawGetResponse } from './helpers/s3-raw.js';
@@ -100,17 +100,7 @@ afterAll(async () => {
 
 /** A gateway on the test cluster with this per-client GET limit and slot wait. */
 function gatewayWith(getsInflightPerClientMax: number, getSlotWaitMs: number): Promise<S3Gateway> {
-  return S3Gateway.start({
-    io: env.cluster.io,
-    client: env.cluster.client,
-    host: '127.0.0.1',
-    port: 0,
-    metaPool: 'rep',
-    defaultDataPool: 'rep',
-    journalSweepIntervalMs: 0,
-    getsInflightPerClientMax,
-    getSlotWaitMs,
-  });
+  return env.gatewayWith({ journalSweepIntervalMs: 0, getsInflightPerClientMax, getSlotWaitMs });
 }
 
 /** One GET read to the end on its own connection (from localAddress when given). */

@@ -29,7 +29,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { CreateBucketCommand, GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { S3Gateway } from '../gateways/s3/gateway.js';
+import type { S3Gateway } from '../gateways/s3/gateway.js';
 import { bytes, startS3Env, type S3TestEnv } from './helpers/s3.js';
 import { pipelined, presignedGet as presignedGetOf, responsesOf } from './helpers/s3-raw.js';
 import { sleep, waitFor } from './helpers/wait.js';
@@ -175,16 +175,7 @@ it('pipelined GETs on a connection closed unread give their memory back', async 
 }, 240_000);
 
 it('a gateway cuts GET responses whose client reads nothing for responseStallMs', async () => {
-  const gateway = await S3Gateway.start({
-    io: env.cluster.io,
-    client: env.cluster.client,
-    host: '127.0.0.1',
-    port: 0,
-    metaPool: 'rep',
-    defaultDataPool: 'rep',
-    journalSweepIntervalMs: 0,
-    responseStallMs: 2000,
-  });
+  const gateway = await env.gatewayWith({ journalSweepIntervalMs: 0, responseStallMs: 2000 });
   try {
     const endpoint = `http://127.0.0.1:${gateway.port}`;
     const target = await presignedGet(endpoint, 'big');

@@ -32,7 +32,7 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
-import { S3Gateway, type S3GatewayOptions } from '../gateways/s3/gateway.js';
+import type { S3Gateway, S3GatewayOptions } from '../gateways/s3/gateway.js';
 import type { BucketRecord } from '../gateways/s3/meta/buckets.js';
 import { setOwnerEntry } from '../gateways/s3/meta/bucket-owners.js';
 import { murmur3 } from '../src/lib/hash.js';
@@ -56,7 +56,7 @@ afterAll(async () => {
 });
 
 async function startGateway(options: Partial<S3GatewayOptions>): Promise<{ gateway: S3Gateway; s3: S3Client }> {
-  const gateway = await S3Gateway.start({ io: env.cluster.io, client: env.cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep', journalSweepIntervalMs: 0, ...options });
+  const gateway = await env.gatewayWith({ journalSweepIntervalMs: 0, ...options });
   gateways.push(gateway);
   const s3 = new S3Client({ endpoint: `http://127.0.0.1:${gateway.port}`, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey }, maxAttempts: 1 });
   clients.push(s3);
@@ -318,7 +318,7 @@ it('a record written before the count was per bucket means 8 shards: it reads, l
 
 it('an index shard count outside 1..1024 stops the gateway at start, and `tessera s3`', async () => {
   for (const indexShards of [0, 1025, 2.5, -1]) {
-    await expect(S3Gateway.start({ io: env.cluster.io, client: env.cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep', indexShards })).rejects.toThrow(/indexShards .* is not an integer from 1 to 1024/);
+    await expect(env.gatewayWith({ indexShards })).rejects.toThrow(/indexShards .* is not an integer from 1 to 1024/);
   }
   const r = await runTessera(['s3', '--listen', '127.0.0.1:0', '--index-shards', '1025'], env.cluster.mapd.port);
   expect(r.code).toBe(1);

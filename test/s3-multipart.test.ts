@@ -35,7 +35,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { S3Gateway } from '../gateways/s3/gateway.js';
+import type { S3Gateway } from '../gateways/s3/gateway.js';
 import { crc64nvme } from '../gateways/s3/auth/crc64nvme.js';
 import { combineCrcs } from '../gateways/s3/ops/multipart-checksum.js';
 import { objectToPg } from '../cluster/placement.js';
@@ -393,13 +393,7 @@ describe('long part lists and lowered limits', () => {
   let small: S3Client;
 
   beforeAll(async () => {
-    gateway = await S3Gateway.start({
-      io: env.cluster.io,
-      client: env.cluster.client,
-      host: '127.0.0.1',
-      port: 0,
-      metaPool: 'rep',
-      defaultDataPool: 'rep',
+    gateway = await env.gatewayWith({
       multipart: { partBytesMin: 1, partBytesMax: 256 * 1024, objectBytesMax: 1024 * 1024, entryInlineBytesMax: 2048 },
     });
     small = new S3Client({ endpoint: `http://127.0.0.1:${gateway.port}`, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey }, maxAttempts: 1 });

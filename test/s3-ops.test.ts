@@ -81,9 +81,8 @@ test('a 4 MiB GET: the index entry, then the data (no manifest read)', async () 
 }, 120_000);
 
 test('a second gateway (its bucket records cached) decides object reads as on the current record', async () => {
-  const { S3Gateway } = await import('../gateways/s3/gateway.js');
   const { S3Client, DeleteBucketCommand, DeleteObjectCommand, PutBucketAclCommand } = await import('@aws-sdk/client-s3');
-  const other = await S3Gateway.start({ io: env.cluster.io, client: env.cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep' });
+  const other = await env.gatewayWith();
   const viaOther = new S3Client({ endpoint: `http://127.0.0.1:${other.port}`, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey }, maxAttempts: 1 });
   const anonymous = async (key: string): Promise<number> => (await fetch(`http://127.0.0.1:${other.port}/shared/${key}`)).status;
   try {

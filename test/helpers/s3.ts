@@ -21,6 +21,8 @@ export interface S3TestEnv {
    */
   startupSweep: Promise<SweepStats>;
   s3(credentials?: { accessKeyId: string; secretAccessKey: string }): S3Client;
+  /** Another gateway on this env's cluster (127.0.0.1, any port, the rep pool for metadata and data) with these options; the caller closes it. */
+  gatewayWith(options?: Partial<S3GatewayOptions>): Promise<S3Gateway>;
   stop(): Promise<void>;
 }
 
@@ -52,6 +54,9 @@ export async function startS3Env(gatewayOptions: Partial<Pick<S3GatewayOptions, 
       const c = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials, maxAttempts: 1 });
       clients.push(c);
       return c;
+    },
+    gatewayWith(options = {}) {
+      return S3Gateway.start({ io: cluster.io, client: cluster.client, host: '127.0.0.1', port: 0, metaPool: 'rep', defaultDataPool: 'rep', ...options });
     },
     async stop() {
       for (const c of clients) c.destroy();
