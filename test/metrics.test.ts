@@ -6,9 +6,14 @@
  * writes and reads through the client library the daemons' op counters,
  * byte counters and latency histograms have moved by at least what was done,
  * the pg gauge counts every pg active once, disk gauges are sane, and a map
- * change moves the map service's epoch and change counter.
+ * change moves the map service's epoch and change counter. The S3 gateway's
+ * metrics are at the URL `up` prints (its port + the offset, in cluster.json
+ * as s3MetricsPort), and count a PutObject and a NoSuchKey GetObject made
+ * with the admin keys of the client file (test/s3-metrics.test.ts checks the
+ * gateway's series in detail).
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { GetObjectCommand, PutObjectCommand, CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,6 +24,7 @@ import { connectMapService, type MapConnection } from '../cluster/map-daemon.js'
 import { setDiskWeight } from '../cluster/map-edit.js';
 import { makeTempDir } from './helpers/tmp.js';
 import { tesseraBin } from './helpers/daemon-process.js';
+import { scrape, sum, type Sample } from './helpers/prometheus.js';
 
 let dir: Awaited<ReturnType<typeof makeTempDir>>;
 let upChild: ChildProcess | null = null;
@@ -31,14 +37,16 @@ const basePort = 15_000 + (process.pid % 150) * 32;
 interface Layout {
   mapPort: number;
   mapMetricsPort: number;
+  s3MetricsPort: number;
   disks: Array<{ diskId: number; port: number; metricsPort: number }>;
 }
 let layout: Layout;
+/** What `tessera up` printed. */
+const output: string[] = [];
 
 beforeAll(async () => {
   dir = await makeTempDir('metrics');
   const data = join(dir.path, 'data');
-  const output: string[] = [];
   upChild = await new Promise<ChildProcess>((resolve, reject) => {
     const args = [tesseraBin, 'up', '--data', data, '--hosts', '3', '--disks-per-host', '1', '--base-port', String(basePort), '--map-port', String(basePort + 14), '--s3-port', String(basePort + 15), '--pgs', '8', '--metrics-port-offset', '16'];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -74,38 +82,6 @@ afterAll(async () => {
   }
   await dir?.remove();
 }, 60_000);
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** The Prometheus text format (version 0.0.4): one sample a line, comments skipped. */
-function parse(text: string): Sample[] {
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    expect(m, `a sample line: ${line}`).not.toBeNull();
-    const labels: Record<string, string> = {};
-    for (const l of (m![2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    samples.push({ name: m![1]!, labels, value: Number(m![3]) });
-  }
-  return samples;
-}
-
-async function scrape(port: number): Promise<Sample[]> {
-  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
-  expect(res.status).toBe(200);
-  expect(res.headers.get('content-type')).toContain('text/plain');
-  return parse(await res.text());
-}
-
-/** Sum of the samples named `name` whose labels include `labels`. */
-function sum(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
-  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((n, s) => n + s.value, 0);
-}
 
 const scrapeDaemons = async (): Promise<Sample[]> => (await Promise.all(layout.disks.map((d) => scrape(d.metricsPort)))).flat();
 
@@ -170,4 +146,24 @@ it('the map service reports its epoch, changes, disks and pools', async () => {
   // The daemons follow.
   await expect.poll(async () => Math.min(...(await scrapeDaemons()).filter((s) => s.name === 'tessera_map_epoch').map((s) => s.value)), { timeout: 10_000, interval: 200 }).toBeGreaterThanOrEqual(epoch + 2);
   expect((await fetch(`http://127.0.0.1:${layout.mapMetricsPort}/other`)).status).toBe(404);
+}, 60_000);
+
+it('the S3 gateway serves its metrics at the URL up prints, and counts requests by operation', async () => {
+  const printed = output.find((l) => l.includes('S3 gateway metrics:'));
+  expect(printed, output.join('\n')).toBe(`  S3 gateway metrics: http://127.0.0.1:${layout.s3MetricsPort}/metrics`);
+  expect(layout.s3MetricsPort).toBe(basePort + 15 + 16);
+  const file = JSON.parse(await readFile(join(dir.path, 'data', 'client.json'), 'utf8')) as { s3: { endpoint: string; admin: { accessKeyId: string; secretAccessKey: string } } };
+  const s3 = new S3Client({ endpoint: file.s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: file.s3.admin, maxAttempts: 1 });
+  try {
+    await s3.send(new CreateBucketCommand({ Bucket: 'metered' }));
+    await s3.send(new PutObjectCommand({ Bucket: 'metered', Key: 'k', Body: Buffer.alloc(5000, 1) }));
+    await expect(s3.send(new GetObjectCommand({ Bucket: 'metered', Key: 'missing' }))).rejects.toMatchObject({ name: 'NoSuchKey' });
+  } finally {
+    s3.destroy();
+  }
+  await expect.poll(async () => sum(await scrape(layout.s3MetricsPort), 'tessera_s3_errors_total', { op: 'GetObject', code: 'NoSuchKey' }), { timeout: 10_000, interval: 200 }).toBe(1);
+  const after = await scrape(layout.s3MetricsPort);
+  expect(sum(after, 'tessera_s3_ops_total', { op: 'PutObject', result: 'ok' })).toBe(1);
+  expect(sum(after, 'tessera_s3_received_bytes_total', { op: 'PutObject' })).toBeGreaterThanOrEqual(5000);
+  expect(sum(after, 'tessera_s3_get_slots_inflight')).toBe(0);
 }, 60_000);

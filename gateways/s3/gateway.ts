@@ -10,10 +10,16 @@
  * data a killed gateway left unreferenced) at once and every
  * journalSweepIntervalMs; close() stops the sweeps, stops accepting and waits
  * for requests in flight (fastify's own drain), then returns.
+ *
+ * Metrics: with an `observer` (src/metrics S3Metrics, wired by src/cli/s3-metrics.ts) each request is
+ * reported once its response has ended or its connection closed: its operation (router.ts's S3 name,
+ * picked before authentication), outcome and S3 error code, time from arrival, and its body bytes both
+ * ways (traffic.ts). Requests Node's parser refuses (client-error.ts) never reach the route and are not counted.
  */
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import { Readable } from 'node:stream';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { S3RequestObserver } from '../../src/metrics/metrics.js';
 import type { Io } from '../../src/io/io.js';
 import type { TesseraClient } from '../../src/client/client.js';
 import { Striper } from '../../src/client/striper.js';
@@ -22,14 +28,15 @@ import { SigV4Verifier } from './auth/index.js';
 import { ClientGets, type ClientGetsStats } from './client-gets.js';
 import { ChunkBody, ConnectionCloses, writeChunks, type WriteChunksOptions } from './chunk-body.js';
 import type { GatewayServices, S3Context, S3Response } from './context.js';
-import { s3Error, toS3Error } from './errors.js';
+import { s3Error, toS3Error, type S3ErrorCode } from './errors.js';
 import { BucketStore } from './meta/buckets.js';
 import { isIndexShardCount } from './meta/bucket-index.js';
 import { UserStore } from './meta/users.js';
 import type { SweepStats } from './meta/journal.js';
 import { sweepWrites } from './ops/bucket.js';
 import { baseDomainsOf, parseS3Request } from './request.js';
-import { route } from './router.js';
+import { routeOf, UNPARSED_OPERATION } from './router.js';
+import { countTraffic, type Traffic } from './traffic.js';
 import { corsHeadersFor } from './ops/cors.js';
 import { clientErrorHandler } from './client-error.js';
 import { xmlDocument } from './xml.js';
@@ -71,6 +78,8 @@ export interface S3GatewayOptions {
   getsInflightPerClientMax?: number;
   /** How long a GET over that limit waits for a slot before SlowDown (client-gets.ts; default limits.s3GetSlotWaitMsMax; 0: refused at once). */
   getSlotWaitMs?: number;
+  /** Each request answered, for metrics (src/metrics S3Metrics; src/cli/s3-metrics.ts). */
+  observer?: S3RequestObserver;
   /** Crash-test hook (context.ts GatewayServices.faultPoint). */
   faultPoint?: GatewayServices['faultPoint'];
 }
@@ -91,6 +100,17 @@ export class S3Gateway {
   /** GET responses in flight per client, and the refusals (client-gets.ts). */
   clientGets(): ClientGetsStats {
     return this.services.clientGets.stats();
+  }
+
+  /** Connections open to the S3 port. */
+  connections(): Promise<number> {
+    return new Promise((resolve, reject) => this.app.server.getConnections((err, count) => (err ? reject(err) : resolve(count))));
+  }
+
+  /** The striper's piece memory budget (all PUTs and GETs of this gateway): reserved now, and its size. */
+  striperMemory(): { reservedBytes: number; budgetBytes: number } {
+    const { reservedBytes, budgetBytes } = this.services.striper.memory();
+    return { reservedBytes, budgetBytes };
   }
 
   /** One journal sweep over every bucket (or one), with the gateway's grace period unless given. */
@@ -163,20 +183,27 @@ export class S3Gateway {
       clientErrorHandler,
       routerOptions: { maxParamLength: 4096, ignoreDuplicateSlashes: false, ignoreTrailingSlash: false, caseSensitive: true },
     } as FastifyServerOptions);
+    // Body bytes each way, for metrics (traffic.ts): counted from the server's first request on.
+    const traffic = o.observer ? countTraffic(app.server) : null;
     app.removeAllContentTypeParsers();
     app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
-    const handle = async (raw: import('node:http').IncomingMessage): Promise<S3Response> => {
+    const handle = async (raw: IncomingMessage, seen: RequestSeen): Promise<S3Response> => {
       const req = parseS3Request(raw, baseDomains);
+      const operation = routeOf(req, services);
+      seen.op = operation.name;
       const auth = await verifier.verify(raw);
       const ctx: S3Context = { req, auth, userId: auth.kind === 'signed' ? auth.userId : null, services };
-      return route(ctx);
+      return operation.run(ctx);
     };
     app.all('*', async (request, reply) => {
+      const seen: RequestSeen = { op: UNPARSED_OPERATION, errorCode: null };
+      if (o.observer && traffic) reportWhenDone(o.observer, o.io.clock, reply.raw, () => traffic.of(request.raw), seen);
       let res: S3Response;
       try {
-        res = await handle(request.raw);
+        res = await handle(request.raw, seen);
       } catch (err) {
         const { error, internal } = toS3Error(err);
+        seen.errorCode = error.code;
         if (internal) console.error(`s3: ${request.method} ${request.url}: ${(err as Error)?.stack ?? err}`);
         res = {
           status: error.status,
@@ -225,6 +252,35 @@ export class S3Gateway {
     await this.sweeping;
     await this.app.close();
   }
+}
+
+/** What the handler learned of a request, for its metrics sample. */
+interface RequestSeen {
+  op: string;
+  /** The error it was answered with, if any. */
+  errorCode: S3ErrorCode | null;
+}
+
+/**
+ * Reports the request to `observer` once its response ended or its connection closed ('close' comes
+ * either way): ok when answered below 400 and written to its end; a response cut before then is "Aborted"
+ * unless an error answer was chosen.
+ */
+function reportWhenDone(observer: S3RequestObserver, clock: Io['clock'], out: ServerResponse, traffic: () => Traffic, seen: RequestSeen): void {
+  const startedMs = clock.monotonicMs();
+  out.once('close', () => {
+    const finished = out.writableFinished;
+    const ok = finished && out.statusCode < 400;
+    const { receivedBytes, sentBytes } = traffic();
+    observer.observe({
+      op: seen.op,
+      ok,
+      seconds: (clock.monotonicMs() - startedMs) / 1000,
+      receivedBytes,
+      sentBytes,
+      errorCode: ok ? null : (seen.errorCode ?? (finished ? null : 'Aborted')),
+    });
+  });
 }
 
 /**

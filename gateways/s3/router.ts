@@ -2,20 +2,25 @@
  * Picks the S3 operation of a request from its method, whether it names a
  * bucket and a key, and its subresource query parameters, and runs it. The
  * table is the gateway's API surface: anything not in it answers 501
- * NotImplemented (a setting we would not enforce is never accepted).
+ * NotImplemented (a setting we would not enforce is never accepted). Each
+ * operation has its S3 name (operationNames), the `op` label of the
+ * gateway's metrics: a closed set.
  */
-import type { S3Context, S3Response } from './context.js';
+import type { GatewayServices, S3Context, S3Response } from './context.js';
 import { s3Error } from './errors.js';
 import { createBucket, deleteBucket, getBucketLocation, getBucketVersioning, headBucket, listBuckets, putBucketVersioning } from './ops/bucket.js';
 import { deleteObject, getObject, headObject, putObject } from './ops/object.js';
 import { listObjectsV1, listObjectsV2 } from './ops/list.js';
-import { aclRoute } from './ops/acl.js';
-import { corsRoute } from './ops/cors.js';
-import { postObjectRoute } from './ops/post-object.js';
-import { copyRoute } from './ops/copy.js';
-import { deleteObjectsRoute } from './ops/delete-objects.js';
+import { aclRoute, getBucketAcl, getObjectAcl, putBucketAcl, putObjectAcl } from './ops/acl.js';
+import { corsRoute, deleteBucketCors, getBucketCors, preflight, putBucketCors } from './ops/cors.js';
+import { postObject, postObjectRoute } from './ops/post-object.js';
+import { copyObject, copyRoute } from './ops/copy.js';
+import { deleteObjects, deleteObjectsRoute } from './ops/delete-objects.js';
 import { listObjectVersions } from './ops/versions.js';
-import { multipartRoute } from './ops/multipart.js';
+import { abortMultipartUpload, createMultipartUpload, multipartRoute, uploadPart, uploadPartCopy } from './ops/multipart.js';
+import { completeMultipartUpload } from './ops/multipart-complete.js';
+import { listMultipartUploads, listParts } from './ops/multipart-list.js';
+import type { S3Request } from './request.js';
 
 export type Operation = (ctx: S3Context) => Promise<S3Response>;
 
@@ -106,4 +111,77 @@ function notImplemented(what: string): Operation {
 
 export function route(ctx: S3Context): Promise<S3Response> {
   return pick(ctx)(ctx);
+}
+
+/**
+ * Every operation's S3 name (AWS's, as in its API reference), the `op` label of the gateway's metrics.
+ * A closed set: requests the table does not serve (NotImplemented, MethodNotAllowed) are "Unsupported",
+ * requests that could not be parsed (no bucket and key to route by) "Unparsed".
+ */
+const operationNames = new Map<Operation, string>([
+  [listBuckets, 'ListBuckets'],
+  [createBucket, 'CreateBucket'],
+  [headBucket, 'HeadBucket'],
+  [deleteBucket, 'DeleteBucket'],
+  [getBucketLocation, 'GetBucketLocation'],
+  [getBucketVersioning, 'GetBucketVersioning'],
+  [putBucketVersioning, 'PutBucketVersioning'],
+  [listObjectsV1, 'ListObjects'],
+  [listObjectsV2, 'ListObjectsV2'],
+  [listObjectVersions, 'ListObjectVersions'],
+  [putObject, 'PutObject'],
+  [getObject, 'GetObject'],
+  [headObject, 'HeadObject'],
+  [deleteObject, 'DeleteObject'],
+  [deleteObjects, 'DeleteObjects'],
+  [copyObject, 'CopyObject'],
+  [postObject, 'PostObject'],
+  [getBucketAcl, 'GetBucketAcl'],
+  [putBucketAcl, 'PutBucketAcl'],
+  [getObjectAcl, 'GetObjectAcl'],
+  [putObjectAcl, 'PutObjectAcl'],
+  [getBucketCors, 'GetBucketCors'],
+  [putBucketCors, 'PutBucketCors'],
+  [deleteBucketCors, 'DeleteBucketCors'],
+  [preflight, 'OptionsPreflight'],
+  [createMultipartUpload, 'CreateMultipartUpload'],
+  [uploadPart, 'UploadPart'],
+  [uploadPartCopy, 'UploadPartCopy'],
+  [completeMultipartUpload, 'CompleteMultipartUpload'],
+  [abortMultipartUpload, 'AbortMultipartUpload'],
+  [listParts, 'ListParts'],
+  [listMultipartUploads, 'ListMultipartUploads'],
+]);
+
+export const UNSUPPORTED_OPERATION = 'Unsupported';
+export const UNPARSED_OPERATION = 'Unparsed';
+
+/** Every value the `op` label can take. */
+export const operationLabels: readonly string[] = [...operationNames.values(), UNSUPPORTED_OPERATION, UNPARSED_OPERATION];
+
+export interface RoutedOperation {
+  /** The S3 name (operationLabels). */
+  name: string;
+  run: Operation;
+}
+
+/**
+ * The operation a request names, picked before the request is authenticated (routing reads only the
+ * request: method, bucket, key, query and headers), so a request refused by authentication is still
+ * counted under its operation. A request the router refuses (InvalidStorageClass) runs that refusal,
+ * after authentication as before.
+ */
+export function routeOf(req: S3Request, services: GatewayServices): RoutedOperation {
+  const routing: S3Context = { req, auth: { kind: 'anonymous', payload: { mode: 'unsigned' } }, userId: null, services };
+  try {
+    const run = pick(routing);
+    return { name: operationNames.get(run) ?? UNSUPPORTED_OPERATION, run };
+  } catch (err) {
+    return {
+      name: UNSUPPORTED_OPERATION,
+      run: async () => {
+        throw err;
+      },
+    };
+  }
 }

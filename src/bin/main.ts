@@ -35,6 +35,8 @@ commands:
           [--scrub-interval-ms MS] [--deep-scrub-interval-ms MS] [--scrub-bytes-per-sec N] [--s3-gets-per-client-max N] [--s3-index-shards N]
           run an all-in-one cluster on local directories (default ./tessera-data) with an
           S3 endpoint on 127.0.0.1 (default port 9000) and an admin user (keys in DIR/client.json);
+          Prometheus metrics of every daemon, the map service and the S3 gateway on their port +
+          --metrics-port-offset (1000; the URLs are printed, the ports kept in DIR/cluster.json);
           with --etcd, the cluster map lives in etcd (give it on every run) and --map-daemons (3)
           map daemon processes on ports --map-port, --map-port + 1, ... serve it (any one may die);
           a disk silent for
@@ -105,14 +107,15 @@ commands:
           initialize a disk directory
   s3      --map HOST:PORT --listen HOST:PORT [--meta-pool POOL] [--data-pool POOL] [--region R] [--domain D ...]
           serve S3 for the cluster whose map service listens at --map (pools default to rep);
-          [--journal-grace-ms MS] [--journal-sweep-interval-ms MS] [--gets-per-client-max N] [--index-shards N]
+          [--journal-grace-ms MS] [--journal-sweep-interval-ms MS] [--gets-per-client-max N] [--index-shards N] [--metrics HOST:PORT]
           --domain (repeatable): Host bucket.D/key addresses bucket (virtual-host style; default localhost);
           buckets it creates get --index-shards (8; 1-1024) index shard objects, kept in each bucket's record
           (existing buckets keep theirs; \`tessera up --s3-index-shards N\` passes it on; set it other than 8
           only once every gateway runs this version: older ones use 8 for every bucket);
           data that writes journaled and never committed or freed (a killed gateway) is freed once older
           than --journal-grace-ms (3600000), by a sweep at start and every --journal-sweep-interval-ms (600000);
-          a client (access key, else address) with --gets-per-client-max (8) GETs in flight gets 503 SlowDown
+          a client (access key, else address) with --gets-per-client-max (8) GETs in flight gets 503 SlowDown;
+          --metrics: Prometheus metrics at http://HOST:PORT/metrics (requests, bytes, errors, durations by operation)
   user create --name NAME [--email E] [--access-key AK --secret-key SK|-]
   user ls [--json]
   user rm USER
@@ -542,7 +545,7 @@ export async function main(argv: string[]): Promise<number> {
         return await runMapd({ io, etcd, clusterId: values['cluster-id'], ...parseListen(values.listen), liveness: livenessFlags(values) });
       }
       case 's3': {
-        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' }, 'gets-per-client-max': { type: 'string' }, 'index-shards': { type: 'string' } } });
+        const { values } = parseArgs({ args: rest, options: { map: { type: 'string' }, listen: { type: 'string' }, 'meta-pool': { type: 'string' }, 'data-pool': { type: 'string' }, region: { type: 'string' }, domain: { type: 'string', multiple: true }, 'journal-grace-ms': { type: 'string' }, 'journal-sweep-interval-ms': { type: 'string' }, 'gets-per-client-max': { type: 'string' }, 'index-shards': { type: 'string' }, metrics: { type: 'string' } } });
         if (!values.map || !values.listen) throw new Error('s3 needs --map HOST:PORT and --listen HOST:PORT');
         return await runS3({
           io,
@@ -556,6 +559,7 @@ export async function main(argv: string[]): Promise<number> {
           ...(values['journal-grace-ms'] !== undefined ? { journalGraceMs: intOption(values['journal-grace-ms'], 'journal-grace-ms') } : {}),
           ...(values['journal-sweep-interval-ms'] !== undefined ? { journalSweepIntervalMs: intOption(values['journal-sweep-interval-ms'], 'journal-sweep-interval-ms') } : {}),
           ...(values['gets-per-client-max'] !== undefined ? { getsPerClientMax: positiveIntOption(values['gets-per-client-max'], 'gets-per-client-max') } : {}),
+          ...(values.metrics !== undefined ? { metrics: parseListen(values.metrics, 'metrics') } : {}),
           ...(process.env.TESSERA_S3_FAULT ? { faultPoint: process.env.TESSERA_S3_FAULT } : {}),
         });
       }

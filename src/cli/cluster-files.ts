@@ -23,6 +23,11 @@ export interface ClusterLayout {
   s3Port?: number;
   /** Prometheus metrics of the map service (served by `tessera up`); absent in older layouts: mapPort + metricsPortOffset. */
   mapMetricsPort?: number;
+  /**
+   * Prometheus metrics of the S3 gateway (`tessera s3 --metrics`); absent in older layouts: s3Port + metricsPortOffset
+   * (s3MetricsPortOf). 0 when the S3 port is 0 (any free port: the gateway reports the one it bound).
+   */
+  s3MetricsPort?: number;
   /** Metrics port = service port + this offset (default 1000) for services added later (`tessera disk add`). */
   metricsPortOffset?: number;
   /** metricsPort: the daemon's Prometheus metrics (absent in older layouts: port + metricsPortOffset). */
@@ -62,6 +67,16 @@ export interface ClientFileS3 {
 export async function readJson<T>(io: Io, path: string): Promise<T | null> {
   if (!(await io.fs.stat(path))) return null;
   return JSON.parse((await io.fs.readFile(path)).toString('utf8')) as T;
+}
+
+/** The S3 port of a layout written before it had one. */
+export const S3_PORT_DEFAULT = 9000;
+
+/** The S3 gateway's metrics port: the layout's, else derived from its S3 port (0, any free port, stays 0). */
+export function s3MetricsPortOf(layout: ClusterLayout, metricsPortOffsetDefault: number): number {
+  if (layout.s3MetricsPort !== undefined) return layout.s3MetricsPort;
+  const s3Port = layout.s3Port ?? S3_PORT_DEFAULT;
+  return s3Port === 0 ? 0 : s3Port + (layout.metricsPortOffset ?? metricsPortOffsetDefault);
 }
 
 /** The layout's map daemon ports. */

@@ -25,7 +25,7 @@ import { StoreClient } from '../protocol/store-client.js';
 import { ObjectStore } from '../store/index.js';
 import { addDisk, addHost, nextDiskId, setDiskState } from '../../cluster/map-edit.js';
 import type { ClusterMap, DiskInfo } from '../../cluster/map.js';
-import { layoutPath, mapPortsOf, writeJson, type ClusterLayout } from './cluster-files.js';
+import { layoutPath, mapPortsOf, s3MetricsPortOf, writeJson, type ClusterLayout } from './cluster-files.js';
 import { askUpDisks, CliError, dataDirOf, readLayout, table, withCluster, type TargetOptions } from './target.js';
 
 type Out = (text: string) => void;
@@ -107,6 +107,7 @@ export async function hostAdd(t: TargetOptions, o: { name: string; rack?: string
 function usedPorts(layout: ClusterLayout): Set<number> {
   const ports = new Set<number>([...mapPortsOf(layout), layout.s3Port ?? 9000]);
   if (layout.mapMetricsPort !== undefined) ports.add(layout.mapMetricsPort);
+  ports.add(s3MetricsPortOf(layout, METRICS_PORT_OFFSET_DEFAULT));
   for (const d of layout.disks) {
     ports.add(d.port);
     if (d.metricsPort !== undefined) ports.add(d.metricsPort);

@@ -4,13 +4,17 @@
  * --map, keeps users, buckets and bucket indexes in --meta-pool and new
  * buckets' data in --data-pool (a bucket may name another pool at creation).
  * Prints one JSON line when it listens ({"event":"listening",...}: `tessera
- * up` and tests wait for it). SIGTERM or SIGINT stop accepting, drain the
- * requests in flight (at most drainTimeoutMs), then close the client.
+ * up` and tests wait for it; with --metrics its metricsPort too). SIGTERM
+ * or SIGINT stop accepting, drain the requests in flight (at most
+ * drainTimeoutMs), then close the client. With --metrics HOST:PORT it serves
+ * Prometheus metrics there (src/cli/s3-metrics.ts).
  */
 import type { Io } from '../io/io.js';
 import { TesseraClient } from '../client/client.js';
 import { connectMapService } from '../../cluster/map-daemon.js';
 import { S3Gateway } from '../../gateways/s3/gateway.js';
+import type { MetricsServer } from '../metrics/http.js';
+import { s3MetricsEndpoint } from './s3-metrics.js';
 
 export interface S3CommandOptions {
   io: Io;
@@ -35,6 +39,8 @@ export interface S3CommandOptions {
   faultPoint?: string;
   /** GET responses one client may have in flight (the gateway's getsInflightPerClientMax; default limits.s3GetsInflightPerClientMax). */
   getsPerClientMax?: number;
+  /** Serve Prometheus metrics here (src/cli/s3-metrics.ts; port 0: any free port, printed as metricsPort). */
+  metrics?: { host: string; port: number };
   /** How long a stopping gateway waits for requests in flight before it exits anyway. */
   drainTimeoutMs?: number;
 }
@@ -63,6 +69,8 @@ export async function runS3(o: S3CommandOptions): Promise<number> {
   const conn = connectMapService(o.io, o.map);
   let client: TesseraClient | null = null;
   let gateway: S3Gateway | null = null;
+  let metricsServer: MetricsServer | null = null;
+  const metrics = o.metrics ? s3MetricsEndpoint() : null;
   let sweeps = 0;
   try {
     client = await TesseraClient.connect({ io: o.io, mapService: conn.service, timeoutMs: CLIENT_TIMEOUT_MS });
@@ -84,10 +92,14 @@ export async function runS3(o: S3CommandOptions): Promise<number> {
         // The first sweep (at start) always reports; later ones when they did something.
         if (sweeps++ === 0 || stats.dataFreed > 0 || stats.failures > 0 || stats.recordsReleased > 0) process.stdout.write(`${JSON.stringify({ event: 'journal-swept', service: 's3', ...stats })}\n`);
       },
+      ...(metrics ? { observer: metrics.observer } : {}),
       ...(o.faultPoint ? { faultPoint: (name: string) => (name === o.faultPoint ? process.kill(process.pid, 'SIGKILL') : undefined) } : {}),
     });
-    process.stdout.write(`${JSON.stringify({ event: 'listening', service: 's3', host: o.host, port: gateway.port, pid: process.pid })}\n`);
+    if (metrics && o.metrics) metricsServer = await metrics.serve(gateway, o.metrics);
+    process.stdout.write(`${JSON.stringify({ event: 'listening', service: 's3', host: o.host, port: gateway.port, ...(metricsServer ? { metricsPort: metricsServer.port } : {}), pid: process.pid })}\n`);
     await signal;
+    await metricsServer?.close();
+    metricsServer = null;
     const drained = gateway.close();
     const cancel = new AbortController();
     const deadline = o.io.clock.sleep(o.drainTimeoutMs ?? DRAIN_TIMEOUT_MS, cancel.signal).then(() => true, () => false);
@@ -98,6 +110,7 @@ export async function runS3(o: S3CommandOptions): Promise<number> {
     process.stdout.write(`${JSON.stringify({ event: 'stopped', service: 's3' })}\n`);
     return 0;
   } finally {
+    if (metricsServer) await metricsServer.close();
     if (gateway) await gateway.close().catch(() => undefined);
     if (client) await client.close();
     await conn.close();

@@ -23,11 +23,14 @@
  * daemon, in this process.
  *
  * Metrics: every daemon serves Prometheus metrics on its port +
- * --metrics-port-offset (default 1000), and this process serves the map
- * service's on the map port + the offset; the ports are kept in
- * cluster.json. Disks added later (`tessera disk add` appends them to
- * cluster.json) are noticed by reading cluster.json every second: a disk
- * this process does not supervise yet gets its daemon started.
+ * --metrics-port-offset (default 1000), the S3 gateway on the S3 port + the
+ * offset (`tessera s3 --metrics`; with --s3-port 0 any free port, kept across
+ * its restarts), and this process serves the map service's on the map port +
+ * the offset; the ports are kept in cluster.json (layouts written before a
+ * port existed get it derived and written on the next run). Disks added
+ * later (`tessera disk add` appends them to cluster.json) are noticed by
+ * reading cluster.json every second: a disk this process does not supervise
+ * yet gets its daemon started.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -42,7 +45,7 @@ import type { ClusterMap } from '../../cluster/map.js';
 import type { MapService } from '../../cluster/map-service.js';
 import { EtcdMapStore } from '../../cluster/map-store-etcd.js';
 import type { LivenessOptions } from '../../cluster/liveness.js';
-import { clientPath, layoutPath, mapPortsOf, readJson, writeJson, type ClientFile, type ClientFileS3, type ClusterLayout } from './cluster-files.js';
+import { clientPath, layoutPath, mapPortsOf, readJson, s3MetricsPortOf, S3_PORT_DEFAULT, writeJson, type ClientFile, type ClientFileS3, type ClusterLayout } from './cluster-files.js';
 import { ensureS3User, generateCredentials } from './user.js';
 import { Registry } from 'prom-client';
 import { MapMetrics } from '../metrics/metrics.js';
@@ -53,7 +56,6 @@ import { failoverServersMax } from '../rpc/failover.js';
 const tesseraBin = fileURLToPath(new URL('../bin/tessera.js', import.meta.url));
 const STOP_TIMEOUT_MS = 15_000;
 const RESTART_BACKOFF_MS = [500, 1000, 2000, 5000, 10_000];
-const S3_PORT_DEFAULT = 9000;
 /**
  * The gateway's V8 heap sizing (docs/s3-api.md, "Garbage collection in the
  * gateway"). Semi-spaces of 64 MiB instead of 16: a small request allocates
@@ -121,6 +123,8 @@ interface Supervised {
   onCrash?: () => void;
   /** Node flags of this child (before TESSERA_CHILD_NODE_ARGS, which can override them). */
   nodeArgs?: readonly string[];
+  /** The metrics port its listening line reported (null until then, or if it serves none). */
+  metricsPort?: number | null;
 }
 
 function initialClusterMap(layout: ClusterLayout, o: UpOptions): ClusterMap {
@@ -140,12 +144,13 @@ async function loadOrCreateLayout(o: UpOptions): Promise<{ layout: ClusterLayout
   const existing = await readJson<ClusterLayout>(o.io, layoutPath(dataDir));
   if (existing) {
     // Layouts written before metrics existed get their metrics ports now.
-    if (existing.mapMetricsPort !== undefined && existing.disks.every((d) => d.metricsPort !== undefined)) return { layout: existing, created: false };
+    if (existing.mapMetricsPort !== undefined && existing.s3MetricsPort !== undefined && existing.disks.every((d) => d.metricsPort !== undefined)) return { layout: existing, created: false };
     const offset = existing.metricsPortOffset ?? o.metricsPortOffset ?? METRICS_PORT_OFFSET_DEFAULT;
     const layout: ClusterLayout = {
       ...existing,
       metricsPortOffset: offset,
       mapMetricsPort: existing.mapMetricsPort ?? existing.mapPort + offset,
+      s3MetricsPort: s3MetricsPortOf({ ...existing, metricsPortOffset: offset }, offset),
       disks: existing.disks.map((d) => ({ ...d, metricsPort: d.metricsPort ?? d.port + offset })),
     };
     await writeJson(o.io, layoutPath(dataDir), layout);
@@ -159,12 +164,14 @@ async function loadOrCreateLayout(o: UpOptions): Promise<{ layout: ClusterLayout
       disks.push({ diskId, host: `host${h}`, path: join(dataDir, 'disks', `disk${diskId}`), listenHost: '127.0.0.1', port: o.basePort + diskId, metricsPort: o.basePort + diskId + offset });
     }
   }
+  const s3Port = o.s3Port ?? S3_PORT_DEFAULT;
   const layout: ClusterLayout = {
     clusterId: o.io.random.bytes(8).toString('hex'),
     mapPort: o.mapPort,
-    s3Port: o.s3Port ?? S3_PORT_DEFAULT,
+    s3Port,
     metricsPortOffset: offset,
     mapMetricsPort: o.mapPort + offset,
+    s3MetricsPort: s3MetricsPortOf({ clusterId: '', mapPort: o.mapPort, s3Port, metricsPortOffset: offset, disks: [] }, offset),
     disks,
   };
   await writeJson(o.io, layoutPath(dataDir), layout);
@@ -184,7 +191,9 @@ function startChild(s: Supervised, onExit: (s: Supervised, code: number | null) 
     createInterface({ input: child.stdout! }).on('line', (line) => {
       if (listening || !line.includes('"listening"')) return;
       listening = true;
-      s.port = (JSON.parse(line) as { port: number }).port;
+      const listened = JSON.parse(line) as { port: number; metricsPort?: number };
+      s.port = listened.port;
+      if (listened.metricsPort !== undefined) s.metricsPort = listened.metricsPort;
       resolve(s.port);
     });
     child.on('exit', (code) => {
@@ -230,7 +239,7 @@ function mapPortsFor(o: UpOptions, layout: ClusterLayout): number[] {
   if (!Number.isInteger(count) || count < 1 || count > failoverServersMax) throw new Error(`--map-daemons wants 1 to ${failoverServersMax}, got ${count}`);
   if (!o.etcd && count !== 1) throw new Error(`--map-daemons ${count} needs --etcd: the map in the data directory has a single owner`);
   const ports = Array.from({ length: count }, (_, i) => (layout.mapPort === 0 ? 0 : layout.mapPort + i));
-  const others = new Set<number>([layout.s3Port ?? S3_PORT_DEFAULT, ...(layout.mapMetricsPort !== undefined ? [layout.mapMetricsPort] : [])]);
+  const others = new Set<number>([layout.s3Port ?? S3_PORT_DEFAULT, s3MetricsPortOf(layout, METRICS_PORT_OFFSET_DEFAULT), ...(layout.mapMetricsPort !== undefined ? [layout.mapMetricsPort] : [])]);
   for (const d of layout.disks) [d.port, d.metricsPort].forEach((p) => p !== undefined && others.add(p));
   const clash = ports.find((p) => p !== 0 && others.has(p));
   if (clash !== undefined) throw new Error(`map daemon port ${clash} is another service's in ${layoutPath(resolvePath(o.dataDir))}: give fewer --map-daemons`);
@@ -341,6 +350,7 @@ function summary(o: UpOptions, layout: ClusterLayout, mapRole: MapRole, map: Clu
     ...layout.disks.map((d, i) => `  disk ${d.diskId} (${d.host}): storage daemon on ${d.listenHost}:${d.port}, pid ${daemons[i]?.child?.pid}, metrics http://${d.listenHost}:${d.metricsPort}/metrics`),
     ...map.pools.map((p) => `  pool ${p.name}: ${p.redundancy.type === 'replicated' ? `replicated, size ${p.redundancy.size}` : `erasure-coded ${p.redundancy.dataShards}+${p.redundancy.parityShards}`}, ${p.pgCount} pgs, one per ${p.failureDomain}`),
     `  S3 endpoint: ${s3.endpoint} (gateway pid ${gateway.child?.pid}; region ${s3.region}, path-style${o.s3Domains?.length ? ` or virtual-host-style under ${o.s3Domains.join(', ')}` : ''}; users, buckets and indexes in pool ${s3.metaPool}, new buckets' data in pool ${s3.dataPool})`,
+    `  S3 gateway metrics: http://127.0.0.1:${gateway.metricsPort}/metrics`,
     ...(adminCreated
       ? [`  S3 admin user "${admin.displayName}" created; its keys (shown only now, and kept in the client file):`, `    AWS_ACCESS_KEY_ID=${admin.accessKeyId}`, `    AWS_SECRET_ACCESS_KEY=${admin.secretAccessKey}`]
       : [`  S3 admin user "${admin.displayName}": access key ${admin.accessKeyId} (secret key in the client file)`]),
@@ -397,14 +407,16 @@ export async function runUp(o: UpOptions): Promise<number> {
   const daemons: Supervised[] = layout.disks.map(superviseDisk);
   const supervised = new Set(layout.disks.map((d) => d.diskId));
   const s3Port = o.s3Port ?? layout.s3Port ?? S3_PORT_DEFAULT;
+  const s3MetricsPort = s3MetricsPortOf(layout, METRICS_PORT_OFFSET_DEFAULT);
   const gateway: Supervised = {
     label: 'S3 gateway',
-    // A restarted gateway keeps the port its first start bound (with --s3-port 0 too).
-    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION, ...(o.s3Domains ?? []).flatMap((d) => ['--domain', d]), ...(o.s3GetsPerClientMax !== undefined ? ['--gets-per-client-max', String(o.s3GetsPerClientMax)] : []), ...(o.s3IndexShards !== undefined ? ['--index-shards', String(o.s3IndexShards)] : [])],
+    // A restarted gateway keeps the ports its first start bound (with --s3-port 0 too).
+    args: () => ['s3', '--map', mapAddress, '--listen', `127.0.0.1:${gateway.port ?? s3Port}`, '--metrics', `127.0.0.1:${gateway.metricsPort ?? s3MetricsPort}`, '--meta-pool', META_POOL, '--data-pool', DATA_POOL, '--region', S3_REGION, ...(o.s3Domains ?? []).flatMap((d) => ['--domain', d]), ...(o.s3GetsPerClientMax !== undefined ? ['--gets-per-client-max', String(o.s3GetsPerClientMax)] : []), ...(o.s3IndexShards !== undefined ? ['--index-shards', String(o.s3IndexShards)] : [])],
     child: null,
     restarts: 0,
     port: null,
     nodeArgs: S3_NODE_ARGS,
+    metricsPort: null,
   };
   // Disks `tessera disk add` appended to cluster.json: start their daemons.
   let layoutPoll: ReturnType<Io['clock']['setTimeout']> | null = null;

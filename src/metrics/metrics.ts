@@ -1,6 +1,6 @@
 /**
- * Metric definitions, in one place: what the storage daemons and the map
- * service export in the Prometheus text format (served by ./http.ts). Every
+ * Metric definitions, in one place: what the storage daemons, the map
+ * service and the S3 gateway export in the Prometheus text format (served by ./http.ts). Every
  * set registers on a prom-client Registry its caller passes in (never the
  * global one), so one process may hold several sets and tests may read them.
  *
@@ -266,5 +266,93 @@ export class MapMetrics {
         this.set((await summary()).pools);
       },
     });
+  }
+}
+
+/**
+ * One S3 request as the gateway answered it (gateways/s3/gateway.ts): its operation, whether it was
+ * answered below 400 and written to its end (ok), seconds from arrival to its last response byte.
+ */
+export interface S3RequestSample {
+  op: string;
+  ok: boolean;
+  seconds: number;
+  /** Request body bytes read from the client (as sent: aws-chunked framing included). */
+  receivedBytes: number;
+  /** Response body bytes handed to the connection (none for HEAD, 204, 304). */
+  sentBytes: number;
+  /** Why it failed: an S3 error code of the gateway's table, or "Aborted" (ended before its last byte); null when ok. */
+  errorCode: string | null;
+}
+
+/** What the S3 gateway's metrics read when scraped. */
+export interface S3MetricsSource {
+  /** GET responses holding a per-client slot, waiting for one, the clients with either, and GETs refused SlowDown since start (gateways/s3/client-gets.ts). */
+  gets(): { clients: number; inflight: number; waiting: number; refusedTotal: number };
+  /** Connections open to the gateway's S3 port. */
+  connections(): Promise<number>;
+  /** The striper's piece memory budget (every PUT and GET of the gateway): reserved now, and its size. */
+  striperMemory(): { reservedBytes: number; budgetBytes: number };
+}
+
+/** What the gateway reports each request to (it knows nothing of prom-client). */
+export interface S3RequestObserver {
+  observe(sample: S3RequestSample): void;
+}
+
+/**
+ * The closed label sets of the S3 series: `op` is one of `operations` (the router's table), `code` one of
+ * `errorCodes` (the gateway's error table) or "Aborted"; anything else is counted as "Other", so no request
+ * can add a series (bucket and key names never become labels).
+ */
+export interface S3LabelSets {
+  operations: readonly string[];
+  errorCodes: readonly string[];
+}
+
+/**
+ * The S3 gateway's metrics (tessera_s3_*): per operation, OpMetrics's requests by result, body bytes
+ * (received + sent) and duration (from arrival to the last response byte handed to the connection), body bytes received and
+ * sent, failures by S3 error code; and, read at scrape time, the per-client GET slots (in flight,
+ * waiting, refused), open connections and the striper's memory budget in use.
+ */
+export class S3Metrics implements S3RequestObserver {
+  private readonly requests: OpMetrics;
+  private readonly received: Counter<'op'>;
+  private readonly sent: Counter<'op'>;
+  private readonly errors: Counter<'op' | 'code'>;
+  private readonly operations: ReadonlySet<string>;
+  private readonly errorCodes: ReadonlySet<string>;
+
+  constructor(registry: Registry, source: S3MetricsSource, labels: S3LabelSets) {
+    this.operations = new Set(labels.operations);
+    this.errorCodes = new Set([...labels.errorCodes, 'Aborted']);
+    this.requests = new OpMetrics(registry, 'tessera_s3');
+    const registers = [registry];
+    this.received = new Counter({ name: 'tessera_s3_received_bytes_total', help: 'Request body bytes read from clients (aws-chunked framing included), by operation', labelNames: ['op'], registers });
+    this.sent = new Counter({ name: 'tessera_s3_sent_bytes_total', help: 'Response body bytes handed to client connections, by operation', labelNames: ['op'], registers });
+    this.errors = new Counter({ name: 'tessera_s3_errors_total', help: 'Requests answered with an error, by operation and S3 error code (Aborted: the response ended before its last byte)', labelNames: ['op', 'code'], registers });
+    new Gauge({ name: 'tessera_s3_get_slots_inflight', help: 'GET responses streaming from the cluster that hold a per-client slot', registers, collect() { this.set(source.gets().inflight); } });
+    new Gauge({ name: 'tessera_s3_get_slots_waiting', help: 'GETs waiting for one of their client\'s slots', registers, collect() { this.set(source.gets().waiting); } });
+    new Gauge({ name: 'tessera_s3_get_clients', help: 'Clients (access keys, else addresses) with a GET holding or waiting for a slot', registers, collect() { this.set(source.gets().clients); } });
+    followingCounter(registers, 'tessera_s3_get_refused_total', 'GETs refused SlowDown because their client had its slots in use (the wait ran out, or too many waited)', () => source.gets().refusedTotal);
+    new Gauge({
+      name: 'tessera_s3_connections',
+      help: 'Connections open to the S3 port',
+      registers,
+      async collect() {
+        this.set(await source.connections());
+      },
+    });
+    new Gauge({ name: 'tessera_s3_striper_reserved_bytes', help: 'Piece bytes the striper holds reserved for PUTs and GETs in progress (read-ahead included)', registers, collect() { this.set(source.striperMemory().reservedBytes); } });
+    new Gauge({ name: 'tessera_s3_striper_budget_bytes', help: 'The striper\'s piece memory budget', registers, collect() { this.set(source.striperMemory().budgetBytes); } });
+  }
+
+  observe(s: S3RequestSample): void {
+    const op = this.operations.has(s.op) ? s.op : 'Other';
+    this.requests.observe({ op, ok: s.ok, seconds: s.seconds, bytes: s.receivedBytes + s.sentBytes });
+    if (s.receivedBytes > 0) this.received.inc({ op }, s.receivedBytes);
+    if (s.sentBytes > 0) this.sent.inc({ op }, s.sentBytes);
+    if (!s.ok) this.errors.inc({ op, code: s.errorCode !== null && this.errorCodes.has(s.errorCode) ? s.errorCode : 'Other' });
   }
 }
