@@ -43,7 +43,7 @@ import { headOps, readHead } from './ec-record.js';
 import { backfill, rebuildObjects, removePosition, type RecoveryContext, type RecoveryMember } from './ec-recovery.js';
 import { newestMember, planResolve } from './ec-resolve.js';
 import { activateMembers, checkAborted, commonPoint, type MemberHandle, type PeeringContext } from './peering.js';
-import type { Pg } from './pg.js';
+import { writeQuorum, type Pg } from './pg.js';
 import { PgLog } from './pg-log.js';
 
 interface Member extends RecoveryMember {
@@ -61,7 +61,10 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   const ec = ecOf(pg);
   const positions = [...pg.positions];
   const members: Member[] = positions.flatMap((diskId, position) => (diskId === HOLE ? [] : [{ diskId, position, handle: ctx.handle(diskId) }]));
-  if (members.length < ec.layout.dataShards) return 'incomplete';
+  if (members.length < ec.layout.dataShards) {
+    pg.incompleteWhy = `${members.length} shards acting, ${ec.layout.dataShards} needed to read`;
+    return 'incomplete';
+  }
   let infos = await Promise.all(members.map((m) => m.handle.info()));
   checkAborted(ctx.signal);
   const record = await ctx.history.get(pg.pool.id, pg.pg);
@@ -69,7 +72,10 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   let authority: MemberInfo | undefined;
   if (record && !record.acting.some((d) => d !== HOLE && members.some((m) => m.diskId === d))) {
     authority = (await pastAuthority(pg, ctx, record)) ?? undefined;
-    if (!authority) return 'incomplete';
+    if (!authority) {
+      pg.incompleteWhy = `no member of the last interval that could take writes (epoch ${record.epoch}, disks ${record.acting.join(',')}) is acting, and fewer than ${ec.layout.dataShards} of its disks answered: waiting for them`;
+      return 'incomplete';
+    }
   }
   // Every member resolves, even with nothing staged: it also drops recovery temporaries of aborted runs.
   const plan = planResolve(members.map((m, i) => ({ ...infos[i]!, position: m.position, shard: shardOfInfo(infos[i]!), stagings: infos[i]!.stagings ?? [] })));
@@ -81,7 +87,8 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   if (recovered === 'incomplete') return 'incomplete';
   checkAborted(ctx.signal);
   const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === positions.join();
-  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: positions });
+  // An interval with fewer than k+1 shards serves reads only: the record stays the last one that could take writes.
+  if (!sameInterval && members.length >= writeQuorum(pg.pool)) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: positions });
   checkAborted(ctx.signal);
   await activateMembers(pg, members.map((m) => m.handle), (h) => h.activate(pg.intervalStart, positions));
   return 'active';
@@ -170,7 +177,7 @@ async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: Me
     sources.push(...past);
   }
   if (sources.length < ec.layout.dataShards) {
-    console.error(`pg ${pg.key}: ${sources.length} members hold the newest log, ${ec.layout.dataShards} needed to rebuild ${targets.length} others: waiting for more members`);
+    pg.incompleteWhy = `${sources.length} members hold the newest log, ${ec.layout.dataShards} needed to rebuild ${targets.length} others: waiting for more members`;
     return 'incomplete';
   }
   sources.sort((a, b) => Number(b.diskId === pg.primary) - Number(a.diskId === pg.primary));

@@ -33,7 +33,7 @@ import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
 import type { StoreOp } from '../store/types.js';
 import { activateLocal, notPrimary, queryMember } from './members.js';
 import type { Osd } from './osd.js';
-import { isConditional, requestKey, type DecisionPoint, type Pg } from './pg.js';
+import { isConditional, requestKey, writeQuorum, type DecisionPoint, type Pg } from './pg.js';
 import { dataNs, decodeVersionValue, metaObject, PgLog, VERSION_XATTR } from './pg-log.js';
 import { ecCommit, ecResolveLocal, ecStage, notePush, positionOf } from './ec-member.js';
 import { ecClientRead } from './ec-read.js';
@@ -147,12 +147,13 @@ async function memberPg(osd: Osd, ref: PgRef): Promise<Pg> {
 /** Writes need min_size members (replicated) or k+1 shards (erasure-coded: one failure from losing the ability to read). */
 function checkWriteQuorum(pg: Pg): void {
   const r = pg.pool.redundancy;
+  const quorum = writeQuorum(pg.pool);
   const writable = pg.acting.length - pg.backfilling.size;
-  if (r.type === 'replicated' && writable < r.minSize) {
+  if (r.type === 'replicated' && writable < quorum) {
     throw new TesseraError('NoQuorum', `pg ${pg.key} has ${writable} of ${r.size} members up and complete, min_size ${r.minSize}`);
   }
-  if (r.type === 'erasure' && pg.acting.length < r.dataShards + 1) {
-    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${r.dataShards + r.parityShards} shards up; writes need ${r.dataShards + 1}`);
+  if (r.type === 'erasure' && pg.acting.length < quorum) {
+    throw new TesseraError('NoQuorum', `pg ${pg.key} has ${pg.acting.length} of ${r.dataShards + r.parityShards} shards up; writes need ${quorum}`);
   }
 }
 

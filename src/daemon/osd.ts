@@ -341,6 +341,7 @@ export class Osd {
     pg.peering?.abort();
     pg.peering = null;
     pg.peeringFailure = null;
+    pg.incompleteWhy = null;
     if (pg.primary === this.diskId) this.startPeering(pg);
   }
 
@@ -392,6 +393,7 @@ export class Osd {
           return;
         }
         pg.peeringFailure = null;
+        if (result === 'incomplete' && pg.state !== 'incomplete') console.error(`disk ${this.diskId}: pg ${pg.key}: incomplete at interval ${interval}: ${pg.incompleteWhy ?? 'no reason given'}`);
         pg.state = result;
       } catch (err) {
         if (abort.signal.aborted || pg.intervalStart !== interval || this.closing) return;

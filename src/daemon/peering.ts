@@ -22,7 +22,12 @@
  *    the primary of that interval refills it in the background and then
  *    clears the entry, and the interval after catches it up from the log.
  * 4. Record this interval in the registry (compare-and-set), then activate
- *    every member.
+ *    every member. An interval with fewer than min_size complete members
+ *    is not recorded: it serves reads only and acknowledges nothing, so the
+ *    record stays the last interval that could take writes (Ceph's
+ *    maybe_went_rw). Recording it made a pg that went active on one member
+ *    at cluster start wait for that member alone, once it stopped before the
+ *    full interval's peering ended (test/cluster-stall, pg incomplete).
  *
  * Objects are copied whole (data, xattrs, omap) through fenced pushes; large
  * omaps are staged under a temporary name and moved into place, so a member
@@ -39,7 +44,7 @@ import { compareVersions, type Eversion, type LogEntry, type MemberInfo } from '
 import type { ObjectId, StoreApi, StoreOp } from '../store/types.js';
 import type { PgHistory } from '../../cluster/pg-history.js';
 import { metaNs, PgLog } from './pg-log.js';
-import type { Pg } from './pg.js';
+import { writeQuorum, type Pg } from './pg.js';
 import type { BackfillListing, RecoveryProgressSink } from './recovery-progress.js';
 
 export interface MemberHandle {
@@ -128,7 +133,10 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   const infos = await Promise.all(handles.map((h) => h.info()));
   checkAborted(ctx.signal);
   const record = await ctx.history.get(pg.pool.id, pg.pg);
-  if (record && !record.acting.some((d) => members.includes(d))) return 'incomplete';
+  if (record && !record.acting.some((d) => members.includes(d))) {
+    pg.incompleteWhy = `no member of the last interval that could take writes (epoch ${record.epoch}, disks ${record.acting.join(',')}) is acting: waiting for one of them`;
+    return 'incomplete';
+  }
   // The newest head; among equal heads the log with the most entries above every tail (one member's store may
   // have refused a write that a later one of the pg followed: its log has a gap the others fill).
   const floor = infos.reduce((t, i) => (compareVersions(i.tail, t) > 0 ? i.tail : t), infos[0]!.tail);
@@ -183,7 +191,8 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   }
   // A record of this very interval stands: its members (possibly fewer, while others were backfilled) hold every write.
   const sameInterval = record && record.epoch === pg.intervalStart;
-  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: active });
+  // An interval below min_size serves reads only: the record stays the last one that could take writes.
+  if (!sameInterval && active.length >= writeQuorum(pg.pool)) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: active });
   checkAborted(ctx.signal);
   pg.backfilling = new Set(later);
   // The log as it is now: the backfilled members get it, and the writes after it come from the log at the next run.

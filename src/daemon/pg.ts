@@ -6,8 +6,10 @@
  * only when all have them durably; a replica applies them in version order.
  *
  * States: peering (new interval: no I/O until the primary has settled the
- * pg's history), active, incomplete (no member of the last active interval is
- * reachable: no I/O, to never serve stale data), and stray (not a member).
+ * pg's history), active, incomplete (no member of the last interval that
+ * could take writes is reachable: no I/O, to never serve stale data; the
+ * reason is in incompleteWhy and in the Busy error), and stray (not a
+ * member).
  */
 import { setMaxListeners } from 'node:events';
 import type { Clock } from '../io/io.js';
@@ -21,6 +23,17 @@ import type { EcPgState } from './ec-state.js';
 import { dataNs, encodeVersionValue, PgLog, VERSION_XATTR } from './pg-log.js';
 
 export type PgState = 'peering' | 'active' | 'incomplete';
+
+/**
+ * Acting members an interval needs to take writes: min_size members up and complete (replicated), k+1
+ * shards (erasure-coded: one failure from losing the ability to read). An interval with fewer serves
+ * reads only, so it acknowledges nothing: peering does not record it in the pg history (Ceph's
+ * maybe_went_rw), and a later interval need not hear from its members.
+ */
+export function writeQuorum(pool: PoolInfo): number {
+  const r = pool.redundancy;
+  return r.type === 'replicated' ? r.minSize : r.dataShards + 1;
+}
 
 /** Ops whose success depends on the object's state: they are decided at the primary first. */
 const conditionalOps = new Set<StoreOp['type']>(['create', 'remove', 'removeXattr', 'assertXattr', 'assertExists', 'omapCompare', 'omapRemoveKeys', 'omapRemoveRange', 'omapClear']);
@@ -106,6 +119,8 @@ export class Pg {
   peering: AbortController | null = null;
   /** Primary: why the last peering run of this interval failed (it is retried), until one ends; told to the clients refused meanwhile. */
   peeringFailure: string | null = null;
+  /** Primary: why the pg is incomplete (which interval's members it waits for), set by the peering run that found it. */
+  incompleteWhy: string | null = null;
   /** Aborts when the interval ends (endInterval): the primary's repops in flight for it stop waiting. */
   intervalAbort = intervalController();
   /**
@@ -377,7 +392,12 @@ export class Pg {
 
   requireActive(): void {
     if (this.state === 'active') return;
-    const why = this.state === 'peering' && this.peeringFailure ? ` (its last peering run failed, retrying: ${this.peeringFailure})` : '';
+    const why =
+      this.state === 'peering' && this.peeringFailure
+        ? ` (its last peering run failed, retrying: ${this.peeringFailure})`
+        : this.state === 'incomplete' && this.incompleteWhy
+          ? ` (${this.incompleteWhy})`
+          : '';
     throw new TesseraError('Busy', `pg ${this.key} is ${this.state}${why}`);
   }
 }
