@@ -10,7 +10,7 @@
  * serialize, and each knows exactly which entry it replaced (and so which
  * data to collect). Omap keys are the UTF-8 key bytes with a one-byte kind
  * prefix ('c': the current entry), so listing order is S3's (byte order);
- * a listing merges the shards in order. Versioned buckets also keep each
+ * a listing merges the shards in order (meta/index-scan.ts). Versioned buckets also keep each
  * key's versions ('v') and its null-version pointer ('n') in the key's
  * shard object, next to its current entry (meta/versions.ts).
  */
@@ -23,6 +23,7 @@ import { forEachBounded } from '../../../src/client/striper-context.js';
 import { RECORD_UPDATE_ATTEMPTS_MAX } from './omap-record.js';
 import { s3Error } from '../errors.js';
 import { checkPending, journalOps, type PendingWrite } from './journal.js';
+import { IndexScan } from './index-scan.js';
 
 export interface IndexEntry {
   sizeBytes: number;
@@ -80,7 +81,6 @@ export function isIndexShardCount(n: number): boolean {
   return Number.isSafeInteger(n) && n >= limits.s3IndexShardsMin && n <= limits.s3IndexShardsMax;
 }
 
-type OmapPage = Awaited<ReturnType<TesseraClient['omapList']>>;
 /**
  * Objects up to this size live in their index entry (`inline`). Bounded by the
  * omap value limit (64 KiB: base64 makes 4 KiB into 5.5 KiB, plus at most
@@ -203,51 +203,24 @@ export class BucketIndex {
   }
 
   /**
-   * Entries with keys > after (and >= prefix) in byte order, merged across
-   * shards; at most limit, possibly fewer with `more` (list again after the
-   * last). Each shard is read at most limits.s3IndexListEntriesMax / shards
-   * entries (at least one, at most limit + 1), at most
-   * limits.s3IndexShardCallsInflightMax shards at once: a bucket of many
-   * shards lists in more, smaller pages, never more memory.
+   * The current entries with keys starting with `prefix` and > `after`, in
+   * byte order: a merge of the shards (meta/index-scan.ts) that keeps each
+   * shard's page and skips common prefixes inside it. Each shard is read at
+   * most limits.s3IndexListEntriesMax / shards entries at a time (at least
+   * one, at most pageEntriesMax), at most limits.s3IndexShardCallsInflightMax
+   * shards at once: a bucket of many shards reads in smaller pages, never
+   * more memory.
    */
-  async list(o: { prefix: string; after?: string | Buffer; limit: number }): Promise<{ entries: Array<[string, IndexEntry]>; more: boolean }> {
-    const prefix = this.omapKey(o.prefix);
-    const after = o.after === undefined ? undefined : Buffer.isBuffer(o.after) ? Buffer.concat([Buffer.from([CURRENT]), o.after]) : this.omapKey(o.after);
-    const perShard = Math.max(1, Math.min(o.limit + 1, Math.floor(limits.s3IndexListEntriesMax / this.shards)));
-    const pages: OmapPage[] = new Array<OmapPage>(this.shards);
-    await forEachBounded(this.shards, limits.s3IndexShardCallsInflightMax, async (n) => {
-      try {
-        pages[n] = await this.client.omapList(this.pool, this.shardObjectAt(n), {
-          prefix,
-          limit: perShard,
-          // A marker equal to the prefix is a key too (a 'dir/' object under prefix 'dir/'): listed after it, not again.
-          ...(after && Buffer.compare(after, prefix) >= 0 ? { afterKey: after } : {}),
-        });
-      } catch (err) {
-        if (!isTesseraError(err, 'NotFound')) throw err;
-        pages[n] = { entries: [], more: false };
-      }
-    });
-    // A shard that has more may hold unseen keys anywhere past its last one read: the merge is complete only up to
-    // the smallest such last key. Never claim less than a shard has.
-    let complete: Buffer | null = null;
-    for (const p of pages) {
-      const last = p.entries[p.entries.length - 1]?.[0];
-      if (p.more && last && (!complete || Buffer.compare(last, complete) < 0)) complete = last;
-    }
-    const merged = pages
-      .flatMap((p) => p.entries)
-      .filter(([k]) => complete === null || Buffer.compare(k, complete) <= 0)
-      .sort((a, b) => Buffer.compare(a[0], b[0]));
-    const cut = merged.slice(0, o.limit);
-    return {
-      entries: cut.map(([k, v]) => [k.subarray(1).toString('utf8'), JSON.parse(v.toString('utf8')) as IndexEntry]),
-      more: merged.length > o.limit || pages.some((p) => p.more),
-    };
+  scan(o: { prefix: string; after?: string; pageEntriesMax: number }): CurrentScan {
+    const pageEntries = Math.max(1, Math.min(o.pageEntriesMax, Math.floor(limits.s3IndexListEntriesMax / this.shards)));
+    const shards = Array.from({ length: this.shards }, (_, n) => this.shardObjectAt(n));
+    // A marker equal to the prefix is a key too (a 'dir/' object under prefix 'dir/'): listed after it, not again.
+    // (One before the prefix starts nothing: the store lists from the prefix.)
+    return new CurrentScan(new IndexScan(this.client, this.pool, shards, this.omapKey(o.prefix), o.after === undefined ? undefined : this.omapKey(o.after), pageEntries));
   }
 
   async isEmpty(): Promise<boolean> {
-    return (await this.list({ prefix: '', limit: 1 })).entries.length === 0;
+    return (await this.scan({ prefix: '', pageEntriesMax: 1 }).next()) === null;
   }
 
   /** Removes the index objects, all of the bucket's shards (the bucket is being deleted and is empty). */
@@ -266,5 +239,24 @@ function acceptsAbsent(decide: ((current: IndexEntry | null) => void) | undefine
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * The current entries of a listing in key order (BucketIndex.scan): entries
+ * are parsed only when taken, so the ones a skipped common prefix hides in a
+ * shard's page are never parsed.
+ */
+export class CurrentScan {
+  constructor(private readonly scan: IndexScan) {}
+
+  async next(): Promise<[string, IndexEntry] | null> {
+    const e = await this.scan.next();
+    return e ? [e[0].subarray(1).toString('utf8'), JSON.parse(e[1].toString('utf8')) as IndexEntry] : null;
+  }
+
+  /** Skips every key that starts with `prefix` (a common prefix, reported or resumed past). */
+  skipPrefix(prefix: string): void {
+    this.scan.seek(Buffer.concat([Buffer.from([CURRENT]), Buffer.from(prefix, 'utf8'), Buffer.from([0xff])]));
   }
 }

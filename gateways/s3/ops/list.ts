@@ -2,8 +2,9 @@
  * ListObjects (v1) and ListObjectsV2: prefix, delimiter and common prefixes,
  * marker / start-after / continuation-token, max-keys, encoding-type=url,
  * fetch-owner; keys in UTF-8 byte order (the bucket index's order). Common
- * prefixes are found by skipping: after a prefix is seen, the next index page
- * starts past everything under it.
+ * prefixes are found by skipping: after a prefix is seen, the scan of the
+ * index shards (BucketIndex.scan) skips everything under it, within each
+ * shard's buffered page where it can.
  */
 import type { S3Context, S3Response } from '../context.js';
 import { authorizeBucket } from '../access.js';
@@ -14,6 +15,7 @@ import { displayNames, isoDate, ownerXml, xmlHeaders } from './util.js';
 import type { IndexEntry } from '../meta/bucket-index.js';
 
 const MAX_KEYS = 1000;
+/** A shard is read at most PAGE + 1 entries at a time (fewer when the bucket has many shards: BucketIndex.scan). */
 const PAGE = 1000;
 
 interface Listing {
@@ -24,50 +26,37 @@ interface Listing {
   last: string | null;
 }
 
-/** A bound past every key that starts with p (0xff never occurs in UTF-8). */
-function afterPrefix(p: string): Buffer {
-  return Buffer.concat([Buffer.from(p, 'utf8'), Buffer.from([0xff])]);
-}
-
 const isDeleteMarker = (e: IndexEntry): boolean => e.data === null && !e.parts && e.inline === undefined;
 
 async function list(ctx: S3Context, o: { prefix: string; delimiter: string; after: string; maxKeys: number }): Promise<Listing> {
   const bucket = await authorizeBucket(ctx, 'ListObjects');
-  const index = indexOf(ctx, bucket);
   const out: Listing = { contents: [], prefixes: [], truncated: false, last: null };
   if (o.maxKeys === 0) return out;
-  let after: Buffer | undefined = o.after ? Buffer.from(o.after, 'utf8') : undefined;
+  const scan = indexOf(ctx, bucket).scan({ prefix: o.prefix, ...(o.after ? { after: o.after } : {}), pageEntriesMax: PAGE + 1 });
   // A marker that is a common prefix of this listing (a previous page ended with it: its NextContinuationToken or
   // NextMarker) resumes past every key under it, as S3 does; from the prefix itself, the page would list it again.
   // (indexOf's -1 must not pass for a marker one character shorter than a longer delimiter.)
   const delimiterAt = o.delimiter && o.after && o.after.startsWith(o.prefix) ? o.after.indexOf(o.delimiter, o.prefix.length) : -1;
-  if (delimiterAt >= 0 && delimiterAt === o.after!.length - o.delimiter.length) after = afterPrefix(o.after!);
+  if (delimiterAt >= 0 && delimiterAt === o.after.length - o.delimiter.length) scan.skipPrefix(o.after);
   for (;;) {
-    const page = await index.list({ prefix: o.prefix, ...(after ? { after } : {}), limit: PAGE });
-    let skipped = false;
-    for (const [key, entry] of page.entries) {
-      if (isDeleteMarker(entry)) {
-        after = Buffer.from(key, 'utf8');
-        continue;
-      }
-      const at = o.delimiter ? key.indexOf(o.delimiter, o.prefix.length) : -1;
-      if (out.contents.length + out.prefixes.length >= o.maxKeys) {
-        out.truncated = true;
-        return out;
-      }
-      if (at >= 0) {
-        const common = key.slice(0, at + o.delimiter.length);
-        out.prefixes.push(common);
-        out.last = common;
-        after = afterPrefix(common);
-        skipped = true;
-        break; // list again from past everything under the common prefix
-      }
-      out.contents.push([key, entry]);
-      out.last = key;
-      after = Buffer.from(key, 'utf8');
+    const next = await scan.next();
+    if (!next) return out;
+    const [key, entry] = next;
+    if (isDeleteMarker(entry)) continue;
+    if (out.contents.length + out.prefixes.length >= o.maxKeys) {
+      out.truncated = true;
+      return out;
     }
-    if (!skipped && !page.more) return out;
+    const at = o.delimiter ? key.indexOf(o.delimiter, o.prefix.length) : -1;
+    if (at >= 0) {
+      const common = key.slice(0, at + o.delimiter.length);
+      out.prefixes.push(common);
+      out.last = common;
+      scan.skipPrefix(common); // the rest under it, in each shard's page first: only shards whose page runs out read again
+      continue;
+    }
+    out.contents.push([key, entry]);
+    out.last = key;
   }
 }
 
