@@ -49,6 +49,7 @@ export function daemonMetricsEndpoint(): DaemonMetricsEndpoint {
         lease: () => ({ held: osd.lease.holds(), lapses: osd.lease.lapses, refusals: osd.lease.refusals }),
         peers: () => osd.peerHeartbeats?.snapshot() ?? { peers: 0, reported: 0, pingsFailed: 0, reportsSent: 0 },
         commit: () => osd.store.commitStats(),
+        reads: () => osd.store.readStats(),
       });
       try {
         return await serveMetrics({ registry, ...address });

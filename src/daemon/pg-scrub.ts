@@ -19,7 +19,10 @@
  *
  * Erasure-coded pgs: each member holds its shard position's object, so the
  * comparison is of presence, version and readability (a deep scrub reads
- * every shard whole, verifying its chunk checksums); a bad shard is rebuilt
+ * every shard whole, verifying its chunk checksums: the primary's parity
+ * check reads them, so the members' maps are shallow and each shard is read
+ * once; a shard that fails that read, and every suspect, is read deep by its
+ * members under the object's lock); a bad shard is rebuilt
  * from k good ones by the recovery rebuild (ec-recovery.ts), under the
  * object's lock (writes of it hold it from staging to commit); never when
  * fewer than k members hold the authoritative version (reported, left).
@@ -48,7 +51,8 @@
  * Limits: a scrub holds every member's map of the pg in memory
  * (scrubObjectsPerPgMax objects), pages of scrubMapPageObjectsMax; members
  * pace their deep reads (bytesPerSec), the primary its parity checks (one
- * object at a time). The background scheduler (scrub-scheduler.ts) scrubs
+ * object at a time, bytesPerSec over all shards: an erasure-coded deep
+ * scrub's only paced reads). The background scheduler (scrub-scheduler.ts) scrubs
  * one pg at a time.
  */
 import { crc32c } from '../../native/index.js';
@@ -280,12 +284,26 @@ export function judgeObject(pg: Pg, name: string, members: number[], maps: Map<n
 }
 
 /**
+ * Erasure-coded: whether a deep scrub's parity check reads every member's shard of each object it checks
+ * whole: every data position is a member and at least one parity position is (else parityOf checks nothing,
+ * and the members' own deep reads verify the shards).
+ */
+function parityReadsEveryShard(pg: Pg, members: number[]): boolean {
+  const ec = pg.ec;
+  if (!ec) return false;
+  const at = (p: number): boolean => pg.positions[p] !== undefined && pg.positions[p] !== HOLE && members.includes(pg.positions[p]!);
+  const k = ec.layout.dataShards;
+  return Array.from({ length: k }, (_, p) => p).every(at) && Array.from({ length: ec.layout.parityShards }, (_, j) => k + j).some(at);
+}
+
+/**
  * Erasure-coded, deep: the parity check of one object (ec-scrub.ts) whose members all hold a readable shard
  * at one version, every data position among them; its parity inconsistencies, 'changed' when a write moved
- * it meanwhile, or null when it cannot be checked (a hole, a member without a good shard: what judgeObject
- * reports, or nothing to check).
+ * it meanwhile, 'unreadable' when a shard read failed (a checksum, say: the members' deep maps say which), or
+ * null when it cannot be checked (a hole, a member without a good shard: what judgeObject reports, or nothing
+ * to check).
  */
-async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps: Map<number, MemberMap>, bytesPerSec: number): Promise<Inconsistency[] | 'changed' | null> {
+async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps: Map<number, MemberMap>, bytesPerSec: number): Promise<Inconsistency[] | 'changed' | 'unreadable' | null> {
   const ec = pg.ec;
   if (!ec) return null;
   const digests = members.map((d) => maps.get(d)?.get(name));
@@ -296,7 +314,7 @@ async function parityOf(osd: Osd, pg: Pg, name: string, members: number[], maps:
   for (let p = 0; p < ec.layout.dataShards; p++) if (!stores[p]) return null;
   const shardBytes = Math.max(...digests.map((d) => d.sizeBytes));
   const check = await checkParity({ poolId: pg.pool.id, layout: ec.layout, codec: ec.codec, name, stores, version: encodeVersionValue(first.version), shardBytes, bytesPerSec, clock: osd.io.clock });
-  if (check.kind === 'changed') return 'changed';
+  if (check.kind === 'changed' || check.kind === 'unreadable') return check.kind;
   if (check.kind !== 'wrong') return null;
   const stripes = shardBytes / ec.layout.unitBytes;
   // The object's shards are a word of the code restricted to the shards checked: k data + `checked` parity, of
@@ -468,8 +486,11 @@ export async function scrubPg(osd: Osd, pg: Pg, o: PgScrubOptions): Promise<PgSc
   const interval = pg.intervalStart;
   if (!primaryIn(osd, pg, interval)) throw notPrimary(pg, osd.view.epoch);
   const skipped = { count: 0 };
+  // Erasure-coded, deep: when the parity check reads every member's shards whole (each read verifying their
+  // checksums), the members' maps are shallow: each shard is read once. Suspects are still read deep (below).
+  const primaryReads = o.deep && parityReadsEveryShard(pg, members);
   const maps = new Map<number, MemberMap>();
-  await Promise.all(members.map(async (d) => maps.set(d, await memberMap(osd, pg, d, o))));
+  await Promise.all(members.map(async (d) => maps.set(d, await memberMap(osd, pg, d, primaryReads ? { ...o, deep: false } : o))));
   const names = new Set<string>();
   for (const m of maps.values()) for (const n of m.keys()) names.add(n);
   result.objects = names.size;
@@ -545,16 +566,20 @@ async function checkPgParity(osd: Osd, pg: Pg, members: number[], maps: Map<numb
     if (suspects.has(name)) continue;
     if (!primaryIn(osd, pg, interval)) throw new TesseraError('Busy', `pg ${pg.key}: a new interval began during the scrub`);
     const first = await parityOf(osd, pg, name, members, maps, bytesPerSec);
-    if (first === null || first.length === 0) continue;
+    if (first === null || (Array.isArray(first) && first.length === 0)) continue;
     const unlock = await lockOrSkip(osd, pg, name, skipped);
     if (!unlock) continue;
-    let again: Inconsistency[] | 'changed' | null;
+    let again: Inconsistency[] | 'changed' | 'unreadable' | null;
     try {
+      // A shard that did not read (a checksum failed): the members read the object deep and say which, as
+      // their deep scrub map would have (the members' maps were shallow: scrubPg, primaryReads).
+      const deep = first === 'unreadable';
       const now = new Map<number, MemberMap>();
-      await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep: false, repair: false }, [name]))));
+      await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep, repair: false, bytesPerSec: 0 }, [name]))));
       // Changed in another way meanwhile (deleted, a member's shard at another version): the next scrub looks.
       // Unpaced (as compareAndRepair): writes of the object wait for the lock meanwhile, at most limits.ecWaitMsMax.
-      again = judgeObject(pg, name, members, now, false).length > 0 ? null : await parityOf(osd, pg, name, members, now, 0);
+      const bad = judgeObject(pg, name, members, now, deep);
+      again = bad.length > 0 ? (deep ? bad : null) : await parityOf(osd, pg, name, members, now, 0);
     } finally {
       unlock();
     }

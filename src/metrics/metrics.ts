@@ -82,6 +82,8 @@ export interface DaemonMetricsSource {
    * appending and syncing the groups' log records.
    */
   commit?(): { groups: number; transactions: number; dataSyncMs: number };
+  /** The store's data reads from its segment files (src/store/segments.ts): reads and bytes since the daemon started. */
+  reads?(): { reads: number; bytes: number };
 }
 
 /**
@@ -138,6 +140,11 @@ export class DaemonMetrics implements OpObserver {
     if (source.lease) leaseMetrics(registers, source.lease.bind(source));
     if (source.peers) peerMetrics(registers, source.peers.bind(source));
     if (source.commit) commitMetrics(registers, source.commit.bind(source));
+    if (source.reads) {
+      const reads = source.reads.bind(source);
+      followingCounter(registers, 'tessera_store_reads_total', 'Data reads of the disk\'s store from its segment files (each verifies the chunk checksums it covers)', () => reads().reads);
+      followingCounter(registers, 'tessera_store_read_bytes_total', 'Bytes those reads took from the segment files (whole checksum chunks)', () => reads().bytes);
+    }
   }
 
   observe(sample: OpSample): void {

@@ -49,6 +49,8 @@ export class SegmentFiles {
   private readonly retired = new Set<number>();
   private activeId: number | null = null;
   private activeEnd = 0;
+  /** Blob reads (readBlob, readBlobWithCrc) and the segment bytes they read, since the store opened. */
+  readonly readStats = { reads: 0, bytes: 0 };
 
   constructor(
     private readonly fs: FileSystem,
@@ -229,6 +231,8 @@ export class SegmentFiles {
     try {
       const file = await handle.file;
       const got = await file.read(buffer, 0, readEnd - readStart, blob.segmentOffset + readStart);
+      this.readStats.reads++;
+      this.readStats.bytes += got;
       if (got !== readEnd - readStart) {
         throw corrupt(`segment ${blob.segmentId} is short: wanted ${readEnd - readStart} bytes at ${blob.segmentOffset + readStart}, got ${got}`);
       }

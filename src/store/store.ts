@@ -440,6 +440,14 @@ export class ObjectStore implements StoreApi {
   }
 
   /**
+   * Cumulative figures of the store's data reads from its segment files (every one verifies the chunk
+   * checksums it covers): blob reads and the bytes they read, whole chunks (inline data is not counted).
+   */
+  readStats(): { reads: number; bytes: number } {
+    return { ...this.core.segments.readStats };
+  }
+
+  /**
    * Resolves once the transactions submitted so far are through both commit stages: a transaction settles at
    * the first (durable in the log), commitStats counts its group at the second.
    */
