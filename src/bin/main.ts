@@ -20,6 +20,7 @@ import { limits } from '../lib/limits.js';
 import { diskAdd, diskList, diskSetIn, hostAdd } from '../cli/disk-admin.js';
 import { CONFIRM_FLAG, poolCreate, poolList, poolRemove } from '../cli/pool.js';
 import { pgInconsistent, pgScrub, poolScrub, type ScrubCommandOptions } from '../cli/scrub.js';
+import { pgRepairShard } from '../cli/shard-repair.js';
 import { objectGet, objectList, objectPut, objectRemove, objectStat } from '../cli/object.js';
 import { CliError, type TargetOptions } from '../cli/target.js';
 import type { FailureDomain, PoolRedundancy } from '../../cluster/map.js';
@@ -82,6 +83,11 @@ commands:
           pushes the authoritative copy to members that differ (exit 1 if any is left)
   pg inconsistent [POOL | POOL.PG] [--json]
           list what each pg's last scrub (on demand or in the background) left unrepaired
+  pg repair-shard POOL OBJECT (--position N | --disk ID) [--json]
+          erasure-coded pools: rebuild the object's shard at position N (or the one disk ID holds)
+          from k of the other shards, under the object's lock, replaced only once built; for a
+          shard you know is wrong where a scrub cannot tell which (exit 1, nothing changed, when
+          fewer than k other shards read at the object's version)
   object put --pool POOL NAME FILE|-
   object get --pool POOL NAME [FILE|-]
   object ls --pool POOL [--limit N] [--cursor C] [--json]
@@ -377,7 +383,18 @@ function scrubOptions(values: { deep?: boolean | undefined; repair?: boolean | u
 }
 
 async function pgCommand(io: ReturnType<typeof systemIo>, sub: string | undefined, args: string[]): Promise<number> {
-  const usage = 'tessera pg scrub POOL.PG [--deep] [--repair] [--bytes-per-sec N] [--json] | tessera pg inconsistent [POOL | POOL.PG] [--json]';
+  const usage = 'tessera pg scrub POOL.PG [--deep] [--repair] [--bytes-per-sec N] [--json] | tessera pg inconsistent [POOL | POOL.PG] [--json] | tessera pg repair-shard POOL OBJECT (--position N | --disk ID) [--json]';
+  if (sub === 'repair-shard') {
+    const shardUsage = 'tessera pg repair-shard POOL OBJECT (--position N | --disk ID) [--json]';
+    const { values, positionals } = parseArgs({ args, options: { ...targetOptions, position: { type: 'string' }, disk: { type: 'string' } }, allowPositionals: true });
+    const [pool, name] = exactly(positionals, 2, shardUsage);
+    if ((values.position === undefined) === (values.disk === undefined)) throw new CliError(`usage: ${shardUsage} (one of --position and --disk)`);
+    return pgRepairShard(
+      targetOf(io, values),
+      { pool: pool!, name: name!, json: values.json === true, ...(values.position !== undefined ? { position: intOption(values.position, 'position') } : { diskId: intOption(values.disk, 'disk') }) },
+      out,
+    );
+  }
   const { values, positionals } = parseArgs({ args, options: { ...targetOptions, ...scrubFlags }, allowPositionals: true });
   if (sub === 'inconsistent') {
     if (positionals.length > 1 || values.deep !== undefined || values.repair !== undefined || values['bytes-per-sec'] !== undefined) throw new CliError(`usage: ${usage}`);

@@ -54,14 +54,26 @@ interface PgFailure {
   error: string;
 }
 
-function poolNamed(map: ClusterMap, name: string): PoolInfo {
+export function poolNamed(map: ClusterMap, name: string): PoolInfo {
   const pool = map.pools.find((p) => p.name === name);
   if (!pool) throw new CliError(`no pool ${name}`);
   return pool;
 }
 
-/** Asks the pg's primary to scrub it; retried through map changes and peering (StaleEpoch, Busy, unreachable). */
-async function scrubOne(io: Io, c: Cluster, poolName: string, pg: number, o: ScrubCommandOptions): Promise<PgScrubResult> {
+/** A request to a pg's primary (callPrimary): the opcode, the header for the map found, how to read the answer. */
+export interface PrimaryCall<T> {
+  op: number;
+  request: (map: ClusterMap, pool: PoolInfo) => Record<string, unknown>;
+  decode: (header: Buffer) => T;
+  timeoutMs: number;
+  /** Error codes after which the call is tried again with a fresh map (an unreachable primary always is). */
+  retry: readonly string[];
+  /** What is asked, for the message after the last attempt ("pg scrub of POOL pg N"). */
+  what: string;
+}
+
+/** Asks the pg's primary; retried through map changes and peering (the codes in call.retry, unreachable). */
+export async function callPrimary<T>(io: Io, c: Cluster, poolName: string, pg: number, call: PrimaryCall<T>): Promise<T> {
   let last: unknown;
   for (let attempt = 0; attempt < ATTEMPTS_MAX; attempt++) {
     if (attempt > 0) await io.clock.sleep(RETRY_MS);
@@ -78,17 +90,28 @@ async function scrubOne(io: Io, c: Cluster, poolName: string, pg: number, o: Scr
     const at = disk.address.lastIndexOf(':');
     const rpc = createTcpClient({ io, host: disk.address.slice(0, at), port: Number(disk.address.slice(at + 1)), limits: { rpcAttemptsMax: 1 } });
     try {
-      const request = { epoch: map.epoch, poolId: pool.id, pg, deep: o.deep, repair: o.repair, ...(o.bytesPerSec !== undefined ? { bytesPerSec: o.bytesPerSec } : {}) };
-      const reply = await rpc.call(OsdOpcode.pgScrub, encodeControl(request), [], { timeoutMs: PG_SCRUB_TIMEOUT_MS });
-      return decodePgScrubResult(reply.header);
+      const reply = await rpc.call(call.op, encodeControl(call.request(map, pool)), [], { timeoutMs: call.timeoutMs });
+      return call.decode(reply.header);
     } catch (err) {
       last = err;
-      if (isTesseraError(err) && !['StaleEpoch', 'Busy', 'Unavailable', 'Timeout', 'Closed', 'NoQuorum'].includes(err.code)) throw err;
+      if (isTesseraError(err) && !call.retry.includes(err.code)) throw err;
     } finally {
       await rpc.close();
     }
   }
-  throw last instanceof CliError ? last : new CliError(`pg scrub of ${poolName} pg ${pg} failed ${ATTEMPTS_MAX} times: ${toTesseraError(last).message}`);
+  throw last instanceof CliError ? last : new CliError(`${call.what} failed ${ATTEMPTS_MAX} times: ${toTesseraError(last).message}`);
+}
+
+/** Asks the pg's primary to scrub it; retried through map changes and peering (StaleEpoch, Busy, unreachable). */
+function scrubOne(io: Io, c: Cluster, poolName: string, pg: number, o: ScrubCommandOptions): Promise<PgScrubResult> {
+  return callPrimary(io, c, poolName, pg, {
+    op: OsdOpcode.pgScrub,
+    request: (map, pool) => ({ epoch: map.epoch, poolId: pool.id, pg, deep: o.deep, repair: o.repair, ...(o.bytesPerSec !== undefined ? { bytesPerSec: o.bytesPerSec } : {}) }),
+    decode: decodePgScrubResult,
+    timeoutMs: PG_SCRUB_TIMEOUT_MS,
+    retry: ['StaleEpoch', 'Busy', 'Unavailable', 'Timeout', 'Closed', 'NoQuorum'],
+    what: `pg scrub of ${poolName} pg ${pg}`,
+  });
 }
 
 function report(results: PgScrubResult[], failures: PgFailure[], o: ScrubCommandOptions, out: Out): number {

@@ -27,7 +27,7 @@ import { validateTransaction } from '../store/validate.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { encodeObjectPage, encodeOmapPage, encodeOmapValues, encodeXattrs } from '../protocol/store-messages.js';
 import { decodeControl, decodeList, decodeOp, decodePgRef, decodePush, decodeRead, decodeRepop, encodeControl, encodeObjectStat, encodeRepop, encodeVersion, field, OsdOpcode, type Eversion, type LogEntry, type OpRequest, type PgRef, type ReadRequest } from '../protocol/osd-messages.js';
-import { decodePgScrubRequest, decodeScrubMapRequest } from '../protocol/osd-admin-messages.js';
+import { decodePgScrubRequest, decodeScrubMapRequest, decodeShardRepairRequest } from '../protocol/osd-admin-messages.js';
 import { decodeEcCommit, decodeEcResolve, decodeEcStage, EcOpcode } from '../protocol/ec-messages.js';
 import type { RpcHandler, RpcHandlerReply } from '../rpc/types.js';
 import type { StoreOp } from '../store/types.js';
@@ -39,6 +39,7 @@ import { ecCommit, ecResolveLocal, ecStage, notePush, positionOf } from './ec-me
 import { ecClientRead } from './ec-read.js';
 import { readRepair } from './pg-repair.js';
 import { scrubMapPage, scrubPgSerialized } from './pg-scrub.js';
+import { repairShard } from './shard-repair.js';
 import { ecPrimaryWrite } from './ec-write.js';
 import { pieceBuffers, wholeReadReply, type PieceBuffers } from './store-service.js';
 
@@ -106,6 +107,10 @@ export function osdHandler(osd: Osd, buffers: PieceBuffers = pieceBuffers()): Rp
         const pg = await primaryPg(osd, q);
         const result = await scrubPgSerialized(osd, pg, { deep: q.deep, repair: q.repair, ...(q.bytesPerSec !== undefined ? { bytesPerSec: q.bytesPerSec } : {}) });
         return { header: encodeControl(result) };
+      }
+      case OsdOpcode.pgRepairShard: {
+        const q = decodeShardRepairRequest(header);
+        return { header: encodeControl(await repairShard(osd, await primaryPg(osd, q), q)) };
       }
       case OsdOpcode.pgScrubMap: {
         const q = decodeScrubMapRequest(header);

@@ -591,7 +591,7 @@ async function checkPgParity(osd: Osd, pg: Pg, members: number[], maps: Map<numb
  * Whether this disk is still the pg's primary in `interval` and the pg still this daemon's (a removed pool's pg
  * is dropped from osd.pgs and its interval ended, osd.ts onMap). Only then does a scrub repair or record.
  */
-function primaryIn(osd: Osd, pg: Pg, interval: number): boolean {
+export function primaryIn(osd: Osd, pg: Pg, interval: number): boolean {
   return interval !== 0 && pg.intervalStart === interval && pg.primary === osd.diskId && osd.pgs.get(pg.key) === pg && osd.view.map.pools.some((p) => p.id === pg.pool.id);
 }
 

@@ -2,7 +2,8 @@
  * The osd protocol's admin and scrub messages (opcodes in osd-messages.ts
  * OsdOpcode): what a daemon tells operators (pgStats, pgInconsistent), what
  * one disk asks a pg's primary before it removes a stray copy (pgClean),
- * scrub (pgScrub, and the members' scrub maps, pgScrubMap), and the ping of
+ * scrub (pgScrub, and the members' scrub maps, pgScrubMap), the rebuild of one
+ * named erasure-coded shard (pgRepairShard), and the ping of
  * heartbeats between pg peers. Like the control messages of peering, they
  * carry a JSON document in the header (osd-messages.ts encodeControl,
  * decodeControl, field), except the ping: two varints.
@@ -350,6 +351,58 @@ export function decodePgScrubResult(header: Buffer): PgScrubResult {
   field.bool(doc, 'scrubbed');
   doc.inconsistencies = field.array(doc, 'inconsistencies', 1_000_000).map(inconsistencyFromJson);
   return doc as unknown as PgScrubResult;
+}
+
+// --- rebuilding one named shard (src/daemon/shard-repair.ts, `tessera pg repair-shard`) ---
+
+/** Rebuild the shard of `name` at `position` (or the one disk `diskId` holds) from k other shards. Exactly one of the two. */
+export interface ShardRepairRequest extends PgRef {
+  name: string;
+  position?: number;
+  diskId?: number;
+}
+
+export interface ShardRepairResult {
+  poolId: number;
+  pg: number;
+  name: string;
+  position: number;
+  /** The member whose shard was replaced. */
+  diskId: number;
+  /** The positions it was rebuilt from (k or more others at the object's version). */
+  sources: number[];
+  /** The version rebuilt ("epoch'version"). */
+  version: string;
+  /** Shard bytes written. */
+  shardBytes: number;
+}
+
+export function decodeShardRepairRequest(header: Buffer): ShardRepairRequest {
+  const doc = decodeControl(header, 'shard repair request');
+  const r: ShardRepairRequest = {
+    epoch: field.uint(doc, 'epoch'),
+    poolId: field.uint(doc, 'poolId'),
+    pg: field.uint(doc, 'pg'),
+    name: field.string(doc, 'name', limits.objectNameBytesMax),
+    ...(doc.position !== undefined ? { position: field.uint(doc, 'position') } : {}),
+    ...(doc.diskId !== undefined ? { diskId: field.uint(doc, 'diskId') } : {}),
+  };
+  if ((r.position === undefined) === (r.diskId === undefined)) throw protocolError('a shard repair names a position or a disk, exactly one');
+  return r;
+}
+
+export function decodeShardRepairResult(header: Buffer): ShardRepairResult {
+  const doc = decodeControl(header, 'shard repair result');
+  return {
+    poolId: field.uint(doc, 'poolId'),
+    pg: field.uint(doc, 'pg'),
+    name: field.string(doc, 'name', limits.objectNameBytesMax),
+    position: field.uint(doc, 'position'),
+    diskId: field.uint(doc, 'diskId'),
+    sources: field.intList(doc, 'sources', 64),
+    version: field.string(doc, 'version', 64),
+    shardBytes: field.uint(doc, 'shardBytes'),
+  };
 }
 
 // --- heartbeats between pg peers (src/daemon/peer-heartbeats.ts) ---

@@ -29,6 +29,8 @@ export const OsdOpcode = {
   pgClean: 25,
   /** Admin query: the inconsistencies each pg's last scrub left unrepaired, for the pgs this disk is primary of (`tessera pg inconsistent`). */
   pgInconsistent: 26,
+  /** Admin: rebuild one named shard of an erasure-coded object from k others, at the pg's primary (`tessera pg repair-shard`). */
+  pgRepairShard: 27,
   repop: 40,
   pgQuery: 41,
   pgLog: 42,
