@@ -1,7 +1,7 @@
 /**
  * The pg history registry (cluster/pg-history.ts) in etcd, beside the map:
  *
- *   <keyPrefix>/<clusterId>/pg/<poolId>.<pg>   {"epoch":E,"acting":[...]} (JSON)
+ *   <keyPrefix>/<clusterId>/pg/<poolId>.<pg>   {"epoch":E,"acting":[...]} (JSON; "neverWritable":true while no interval could take writes)
  *
  * One key per pg, so pgs never contend with each other. `get` is a
  * linearizable read. `put(pool, pg, expected, next)` reads the record and its
@@ -114,7 +114,8 @@ function encodeRecord(record: PgIntervalRecord, what: string): Buffer {
   if (!Array.isArray(record.acting) || record.acting.length > ACTING_MAX || !record.acting.every((d) => Number.isSafeInteger(d) && d >= -1 && d < ID_MAX)) {
     throw invalid(`${what}: acting set must be at most ${ACTING_MAX} disk ids (or -1)`);
   }
-  return Buffer.from(JSON.stringify({ epoch: record.epoch, acting: [...record.acting] }), 'utf8');
+  if (record.neverWritable !== undefined && record.neverWritable !== true) throw invalid(`${what}: neverWritable is true or absent`);
+  return Buffer.from(JSON.stringify({ epoch: record.epoch, acting: [...record.acting], ...(record.neverWritable === true ? { neverWritable: true } : {}) }), 'utf8');
 }
 
 function decodeRecord(kv: IKeyValue, key: string): PgIntervalRecord {
@@ -128,12 +129,13 @@ function decodeRecord(kv: IKeyValue, key: string): PgIntervalRecord {
   const ok =
     typeof r === 'object' &&
     r !== null &&
-    Object.keys(r).length === 2 &&
+    Object.keys(r).length === (r.neverWritable === undefined ? 2 : 3) &&
+    (r.neverWritable === undefined || r.neverWritable === true) &&
     Number.isSafeInteger(r.epoch) &&
     (r.epoch as number) >= 1 &&
     Array.isArray(r.acting) &&
     r.acting.length <= ACTING_MAX &&
     r.acting.every((d) => Number.isSafeInteger(d) && d >= -1 && d < ID_MAX);
   if (!ok) throw corrupt(`etcd key ${key} does not hold a pg interval record`);
-  return { epoch: r.epoch as number, acting: [...(r.acting as number[])] };
+  return { epoch: r.epoch as number, acting: [...(r.acting as number[])], ...(r.neverWritable === true ? { neverWritable: true as const } : {}) };
 }

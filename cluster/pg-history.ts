@@ -5,7 +5,11 @@
  * heard from at least one member of that interval, which holds every write
  * the interval acknowledged (writes need every acting member); then it
  * records its own interval, compare-and-set on the epoch, so two primaries
- * can never both activate. It lives beside the map in the map service
+ * can never both activate. Every interval that activates is recorded, even
+ * one below the write quorum (it serves reads of what its members hold,
+ * which may include writes applied but never acknowledged); such records
+ * carry neverWritable while no interval before could take writes either,
+ * and then bind no later interval (the pg holds no data). It lives beside the map in the map service
  * process (embedded: one file, rewritten atomically, writes grouped), and
  * travels over rpc with opcodes 120-129.
  */
@@ -20,6 +24,17 @@ export interface PgIntervalRecord {
   epoch: number;
   /** Its acting disks in order (-1: a hole, erasure-coded pools). */
   acting: number[];
+  /**
+   * No interval of this pg up to this one could take writes (each had fewer acting members than
+   * the pool's write quorum: min_size, k+1 shards), so no store holds any of its data, applied or
+   * acknowledged: a later interval need not hear from these members. Absent: false.
+   */
+  neverWritable?: true;
+}
+
+/** The record as stored: neverWritable only when true. */
+function normalRecord(r: PgIntervalRecord): PgIntervalRecord {
+  return { epoch: r.epoch, acting: [...r.acting], ...(r.neverWritable === true ? { neverWritable: true as const } : {}) };
 }
 
 export interface PgHistory {
@@ -58,8 +73,8 @@ export class EmbeddedPgHistory implements PgHistory {
         throw corrupt(`${path} is not valid JSON`, err);
       }
       for (const [k, v] of Object.entries(parsed as Record<string, PgIntervalRecord>)) {
-        if (!/^\d+\.\d+$/.test(k) || !Number.isSafeInteger(v?.epoch) || !Array.isArray(v.acting)) throw corrupt(`${path}: bad record ${k}`);
-        h.records.set(k, { epoch: v.epoch, acting: v.acting.map(Number) });
+        if (!/^\d+\.\d+$/.test(k) || !Number.isSafeInteger(v?.epoch) || !Array.isArray(v.acting) || (v.neverWritable !== undefined && v.neverWritable !== true)) throw corrupt(`${path}: bad record ${k}`);
+        h.records.set(k, normalRecord({ epoch: v.epoch, acting: v.acting.map(Number), ...(v.neverWritable ? { neverWritable: true } : {}) }));
       }
     }
     return h;
@@ -78,7 +93,7 @@ export class EmbeddedPgHistory implements PgHistory {
       throw new TesseraError('Conflict', `pg ${k}: interval of epoch ${stored?.epoch ?? 'none'} is stored, not ${expectedEpoch ?? 'none'}`);
     }
     if (stored && next.epoch <= stored.epoch) throw new TesseraError('InvalidArgument', `pg ${k}: interval epoch ${next.epoch} is not newer than ${stored.epoch}`);
-    this.records.set(k, { epoch: next.epoch, acting: [...next.acting] });
+    this.records.set(k, normalRecord(next));
     await this.flush();
   }
 
@@ -106,9 +121,11 @@ export class EmbeddedPgHistory implements PgHistory {
 
 export const PgHistoryOpcode = { get: 120, put: 121 } as const;
 
+/** epoch, acting; then a flag byte only when neverWritable (a record without it is the format before the flag). */
 function encodeRecord(w: Writer, r: PgIntervalRecord): void {
   w.varint(r.epoch).varint(r.acting.length);
   for (const d of r.acting) w.varint(d + 1);
+  if (r.neverWritable === true) w.bool(true);
 }
 
 function decodeRecord(r: Reader): PgIntervalRecord {
@@ -116,7 +133,9 @@ function decodeRecord(r: Reader): PgIntervalRecord {
   const n = r.varint(ACTING_MAX);
   const acting: number[] = [];
   for (let i = 0; i < n; i++) acting.push(r.varint() - 1);
-  return { epoch, acting };
+  if (r.remainingBytes === 0) return { epoch, acting };
+  if (!r.bool()) throw new TesseraError('ProtocolError', 'pg history record: a neverWritable flag that is false');
+  return { epoch, acting, neverWritable: true };
 }
 
 /** Serves a PgHistory over rpc. */

@@ -192,6 +192,9 @@ describe.skipIf(skip)('etcd backends on one member', () => {
         expect(await errorCodeOf(history.put(-1, 7, null, { epoch: 5, acting: [] }))).toBe('InvalidArgument');
         await history.put(1, 7, 4, { epoch: 6, acting: [3, -1, 2] });
         expect(await history.get(1, 7)).toEqual({ epoch: 6, acting: [3, -1, 2] });
+        // Intervals that never had their write quorum say so (peering.ts intervalRecord).
+        await history.put(1, 9, null, { epoch: 2, acting: [1], neverWritable: true });
+        expect(await history.get(1, 9)).toEqual({ epoch: 2, acting: [1], neverWritable: true });
         // Racing primaries: each read epoch 6 and tries to record its own interval; exactly one wins.
         const racers = await Promise.all(
           Array.from({ length: 8 }, (_, i) => errorCodeOf(history.put(1, 7, 6, { epoch: 7 + i, acting: [i] }))),

@@ -42,8 +42,8 @@ import type { PgIntervalRecord } from '../../cluster/pg-history.js';
 import { headOps, readHead } from './ec-record.js';
 import { backfill, rebuildObjects, removePosition, type RecoveryContext, type RecoveryMember } from './ec-recovery.js';
 import { newestMember, planResolve } from './ec-resolve.js';
-import { activateMembers, checkAborted, commonPoint, type MemberHandle, type PeeringContext } from './peering.js';
-import { writeQuorum, type Pg } from './pg.js';
+import { activateMembers, checkAborted, commonPoint, intervalRecord, type MemberHandle, type PeeringContext } from './peering.js';
+import type { Pg } from './pg.js';
 import { PgLog } from './pg-log.js';
 
 interface Member extends RecoveryMember {
@@ -70,7 +70,7 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   const record = await ctx.history.get(pg.pool.id, pg.pg);
   // No current member was acting in the last active interval: its history is on that interval's disks alone.
   let authority: MemberInfo | undefined;
-  if (record && !record.acting.some((d) => d !== HOLE && members.some((m) => m.diskId === d))) {
+  if (record && record.neverWritable !== true && !record.acting.some((d) => d !== HOLE && members.some((m) => m.diskId === d))) {
     authority = (await pastAuthority(pg, ctx, record)) ?? undefined;
     if (!authority) {
       pg.incompleteWhy = `no member of the last interval that could take writes (epoch ${record.epoch}, disks ${record.acting.join(',')}) is acting, and fewer than ${ec.layout.dataShards} of its disks answered: waiting for them`;
@@ -83,12 +83,12 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   checkAborted(ctx.signal);
   infos = await Promise.all(members.map((m) => m.handle.info()));
   checkAborted(ctx.signal);
-  const recovered = await recover(pg, ctx, members, infos, record, authority);
+  // A record of intervals that never took writes names no holder of any data.
+  const recovered = await recover(pg, ctx, members, infos, record?.neverWritable === true ? null : record, authority);
   if (recovered === 'incomplete') return 'incomplete';
   checkAborted(ctx.signal);
   const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === positions.join();
-  // An interval with fewer than k+1 shards serves reads only: the record stays the last one that could take writes.
-  if (!sameInterval && members.length >= writeQuorum(pg.pool)) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: positions });
+  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, intervalRecord(pg, record, positions, members.length));
   checkAborted(ctx.signal);
   await activateMembers(pg, members.map((m) => m.handle), (h) => h.activate(pg.intervalStart, positions));
   return 'active';

@@ -22,12 +22,15 @@
  *    the primary of that interval refills it in the background and then
  *    clears the entry, and the interval after catches it up from the log.
  * 4. Record this interval in the registry (compare-and-set), then activate
- *    every member. An interval with fewer than min_size complete members
- *    is not recorded: it serves reads only and acknowledges nothing, so the
- *    record stays the last interval that could take writes (Ceph's
- *    maybe_went_rw). Recording it made a pg that went active on one member
- *    at cluster start wait for that member alone, once it stopped before the
- *    full interval's peering ended (test/cluster-stall, pg incomplete).
+ *    every member. An interval below the write quorum (fewer than min_size
+ *    complete members) is recorded too: it serves reads of what its members
+ *    hold, which may include a write applied there but never acknowledged,
+ *    and a later interval without them could lose what it showed. While no
+ *    interval of the pg could ever take writes the record says so
+ *    (neverWritable): no store holds any of its data, and the next interval
+ *    need not hear from those members. Without that, a pg that went active
+ *    on its one member up at cluster start waited, incomplete, for that
+ *    member alone once it stopped (test/cluster-stall).
  *
  * Objects are copied whole (data, xattrs, omap) through fenced pushes; large
  * omaps are staged under a temporary name and moved into place, so a member
@@ -42,7 +45,7 @@ import { limits } from '../lib/limits.js';
 import { pgSortKeyRange } from '../lib/hash.js';
 import { compareVersions, type Eversion, type LogEntry, type MemberInfo } from '../protocol/osd-messages.js';
 import type { ObjectId, StoreApi, StoreOp } from '../store/types.js';
-import type { PgHistory } from '../../cluster/pg-history.js';
+import type { PgHistory, PgIntervalRecord } from '../../cluster/pg-history.js';
 import { metaNs, PgLog } from './pg-log.js';
 import { writeQuorum, type Pg } from './pg.js';
 import type { BackfillListing, RecoveryProgressSink } from './recovery-progress.js';
@@ -120,6 +123,15 @@ const COPY_CONCURRENCY = 4;
 const OMAP_PAGE = 1000;
 const LIST_PAGE = 1000;
 
+/**
+ * The record of this interval: neverWritable while it and every interval before it (the stored
+ * record, or none) were below the pool's write quorum, so no store holds any of the pg's data.
+ */
+export function intervalRecord(pg: Pg, record: PgIntervalRecord | null, acting: number[], actingCount: number): PgIntervalRecord {
+  const neverWritable = actingCount < writeQuorum(pg.pool) && (record === null || record.neverWritable === true);
+  return { epoch: pg.intervalStart, acting, ...(neverWritable ? { neverWritable: true as const } : {}) };
+}
+
 export function checkAborted(signal: AbortSignal): void {
   if (signal.aborted) throw new TesseraError('Aborted', 'peering interrupted by a new interval');
 }
@@ -133,7 +145,7 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   const infos = await Promise.all(handles.map((h) => h.info()));
   checkAborted(ctx.signal);
   const record = await ctx.history.get(pg.pool.id, pg.pg);
-  if (record && !record.acting.some((d) => members.includes(d))) {
+  if (record && record.neverWritable !== true && !record.acting.some((d) => members.includes(d))) {
     pg.incompleteWhy = `no member of the last interval that could take writes (epoch ${record.epoch}, disks ${record.acting.join(',')}) is acting: waiting for one of them`;
     return 'incomplete';
   }
@@ -191,8 +203,7 @@ export async function peer(pg: Pg, ctx: PeeringContext): Promise<PeeringResult> 
   }
   // A record of this very interval stands: its members (possibly fewer, while others were backfilled) hold every write.
   const sameInterval = record && record.epoch === pg.intervalStart;
-  // An interval below min_size serves reads only: the record stays the last one that could take writes.
-  if (!sameInterval && active.length >= writeQuorum(pg.pool)) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, { epoch: pg.intervalStart, acting: active });
+  if (!sameInterval) await ctx.history.put(pg.pool.id, pg.pg, record?.epoch ?? null, intervalRecord(pg, record, active, active.length));
   checkAborted(ctx.signal);
   pg.backfilling = new Set(later);
   // The log as it is now: the backfilled members get it, and the writes after it come from the log at the next run.

@@ -27,8 +27,8 @@ export type PgState = 'peering' | 'active' | 'incomplete';
 /**
  * Acting members an interval needs to take writes: min_size members up and complete (replicated), k+1
  * shards (erasure-coded: one failure from losing the ability to read). An interval with fewer serves
- * reads only, so it acknowledges nothing: peering does not record it in the pg history (Ceph's
- * maybe_went_rw), and a later interval need not hear from its members.
+ * reads only; while no interval of a pg could ever take writes, peering records its intervals as
+ * neverWritable (cluster/pg-history.ts): they hold no data, and bind no later interval.
  */
 export function writeQuorum(pool: PoolInfo): number {
   const r = pool.redundancy;
