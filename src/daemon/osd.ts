@@ -393,7 +393,6 @@ export class Osd {
           return;
         }
         pg.peeringFailure = null;
-        if (result === 'incomplete' && pg.state !== 'incomplete') console.error(`disk ${this.diskId}: pg ${pg.key}: incomplete at interval ${interval}: ${pg.incompleteWhy ?? 'no reason given'}`);
         pg.state = result;
       } catch (err) {
         if (abort.signal.aborted || pg.intervalStart !== interval || this.closing) return;
