@@ -9,7 +9,10 @@
  *   was trimmed by more writes than it holds, so its new member is
  *   backfilled; the other pool's new members recover from the log): its pgs
  *   remap; `status --json` shows pgs recovering, objects and bytes left, and
- *   the text status a recovery line; `recovery watch` (stdout a pipe: one
+ *   the text status a recovery line; per pool, the pools' figures add up to
+ *   the cluster's, a pool being copied shows objects left that fall to 0 (polled
+ *   while the watch runs), `--pgs` and `--json` list the pgs being copied
+ *   (state, primary, objects left); `recovery watch` (stdout a pipe: one
  *   line per update) prints a progress bar, shows the backfill, and ends
  *   with exit 0 once every pg is active and complete; then status shows no work, and
  *   every daemon's metrics count the objects and bytes recovered with none
@@ -30,7 +33,7 @@ import { runTessera } from './helpers/daemon-process.js';
 import { setDiskState } from '../cluster/map-edit.js';
 import { pgMembers } from '../cluster/placement.js';
 import { LOG_ENTRIES_MAX } from '../src/daemon/pg-log.js';
-import type { RecoveryStatus } from '../src/cli/status.js';
+import { clusterStatus, type ClusterStatus, type RecoveryStatus } from '../src/cli/status.js';
 import { runRecoveryWatch } from '../src/cli/recovery.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -77,6 +80,22 @@ interface StatusDoc {
   health: string;
   pgs: { total: number; byState: Record<string, number> };
   recovery: RecoveryStatus;
+  pools: ClusterStatus['pools'];
+  pgsNotClean: ClusterStatus['pgsNotClean'];
+}
+
+/** The pools' figures add up to the cluster's (one snapshot of the same reports). */
+function expectPoolsAddUp(s: StatusDoc): void {
+  const sum = (f: (r: StatusDoc['pools'][number]['recovery']) => number): number => s.pools.reduce((n, p) => n + f(p.recovery), 0);
+  expect(sum((r) => r.degradedPgs)).toBe(s.recovery.degradedPgs);
+  expect(sum((r) => r.recoveringPgs)).toBe(s.recovery.recoveringPgs);
+  expect(sum((r) => r.backfillingPgs)).toBe(s.recovery.backfillingPgs);
+  expect(sum((r) => r.objectsLeft)).toBe(s.recovery.objectsLeft);
+  // Every pg being copied has its row, with the objects its primary reports left.
+  const copying = s.pgsNotClean.filter((p) => p.recovery !== null);
+  expect(copying.length).toBe(s.recovery.recoveringPgs + s.recovery.backfillingPgs);
+  expect(copying.reduce((n, p) => n + p.objectsLeft!, 0)).toBe(s.recovery.objectsLeft);
+  for (const p of copying) expect(p.primary).not.toBeNull();
 }
 
 const status = async (on: TestCluster = cluster): Promise<StatusDoc> => JSON.parse((await tessera(['status', '--json'], on)).stdout) as StatusDoc;
@@ -126,9 +145,28 @@ it('a disk out: status shows the backfill left, recovery watch draws progress an
   });
   expect(busy.recovery.degradedPgs).toBeGreaterThanOrEqual(busy.recovery.recoveringPgs + busy.recovery.backfillingPgs);
   expect(busy.health).not.toBe('HEALTH_OK');
-  const text = (await tessera(['status'])).stdout;
+  expectPoolsAddUp(busy);
+  // The pool with the most work left: polled below (while the watch runs) until its objects left fall to 0.
+  const watched = busy.pools.reduce((a, b) => (b.recovery.objectsLeft > a.recovery.objectsLeft ? b : a));
+  expect(watched.recovery.objectsLeft).toBeGreaterThan(0);
+  expect(watched.recovery.recoveringPgs + watched.recovery.backfillingPgs).toBeGreaterThan(0);
+  expect(busy.pgsNotClean.some((p) => p.pool === watched.name && p.recovery !== null && p.objectsLeft! > 0)).toBe(true);
+  const text = (await tessera(['status', '--pgs'])).stdout;
   console.log(text);
-  if (!/recovery: none/.test(text)) expect(text).toMatch(/recovery: \d+ pgs degraded, \d+ recovering, \d+ backfilling/);
+  if (!/recovery: none/.test(text)) {
+    expect(text).toMatch(/recovery: \d+ pgs degraded, \d+ recovering, \d+ backfilling/);
+    expect(text).toMatch(/\n    pool \w+: \d+ pgs degraded, \d+ recovering, \d+ backfilling/);
+    expect(text).toMatch(/\n  pgs not active\+clean: \d+\n    PG +POOL +STATE +PRIMARY +COPYING +OBJECTS LEFT +BYTES LEFT\n/);
+  }
+  const seen: number[] = [watched.recovery.objectsLeft];
+  const poll = waitFor(`pool ${watched.name}'s objects left to reach 0`, 120_000, async () => {
+    const s = (await clusterStatus(cluster.io, await cluster.mapd.service.current())) as unknown as StatusDoc;
+    expectPoolsAddUp(s);
+    const left = s.pools.find((p) => p.id === watched.id)!.recovery;
+    seen.push(left.objectsLeft);
+    return left.objectsLeft === 0 && left.recoveringPgs + left.backfillingPgs === 0 ? true : undefined;
+  }, 300);
+  poll.catch(() => undefined); // awaited below, after the watch
   // While work is left, --once says so (exit 1) with a progress line.
   const once = await tessera(['recovery', 'watch', '--once']);
   if (once.code === 1) expect(once.stdout).toMatch(/%|nothing being copied/);
@@ -145,9 +183,15 @@ it('a disk out: status shows the backfill left, recovery watch draws progress an
   console.log(`recovery watch: ${lines.length} updates, ${bars.length} with a bar, ${backfilling.length} with a backfill; first: ${lines[0]}`);
   expect(bars.length).toBeGreaterThan(0);
   expect(backfilling.length).toBeGreaterThan(0);
+  await poll;
+  console.log(`pool ${watched.name}: objects left as polled: ${seen.join(' ')}`);
+  expect(seen[seen.length - 1]).toBe(0);
+  expect(Math.max(...seen)).toBeGreaterThan(0);
 
   const after = await settled(60_000);
   expect(after.recovery).toMatchObject({ recoveringPgs: 0, backfillingPgs: 0, objectsLeft: 0 });
+  for (const p of after.pools) expect(p.recovery).toMatchObject({ degradedPgs: 0, recoveringPgs: 0, backfillingPgs: 0, objectsLeft: 0 });
+  expect(after.pgsNotClean).toEqual([]);
   expect(after.recovery.objectsRecovered).toBeGreaterThan(0);
   expect(after.recovery.bytesRecovered).toBeGreaterThan(0);
   let objectsRecovered = 0;

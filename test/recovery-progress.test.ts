@@ -4,8 +4,9 @@
  * recovery's object count is exact, a backfill's is extrapolated from the
  * share of the pg's key range listed until the listing ends, bytes left are
  * estimated from the mean size copied, the rate covers the recent window
- * only; a pgStats document without the recovery field (an older daemon)
- * still decodes, and one with it round-trips.
+ * only, for the daemon and by pool; a pgStats document without the
+ * recovery, per-pool rate or lease fields (an older daemon) still decodes,
+ * one with them round-trips, and a malformed one is a ProtocolError.
  */
 import { expect, it } from 'vitest';
 import type { Clock } from '../src/io/io.js';
@@ -30,7 +31,7 @@ function manualClock(): Clock & { advance(ms: number): void } {
   } as Clock & { advance(ms: number): void };
 }
 
-const pgOf = (pg: number, pgCount: number): { key: string; pg: number; pool: { pgCount: number } } => ({ key: `1.${pg}`, pg, pool: { pgCount } });
+const pgOf = (pg: number, pgCount: number, poolId = 1): { key: string; pg: number; pool: { id: number; pgCount: number } } => ({ key: `${poolId}.${pg}`, pg, pool: { id: poolId, pgCount } });
 
 it('log-based recovery: exact object count, bytes left from the mean size copied', () => {
   const clock = manualClock();
@@ -80,9 +81,30 @@ it('the rate covers the recent window, from the first copy in it', () => {
     clock.advance(1000);
   }
   // 20 copies of 1000 bytes over 4 s.
-  expect(progress.rate()).toMatchObject({ objectsPerSec: 5, bytesPerSec: 5000, windowMs: 4000 });
+  expect(progress.rate()).toMatchObject({ objectsPerSec: 5, bytesPerSec: 5000, windowMs: 4000, pools: [{ poolId: 1, objectsPerSec: 5, bytesPerSec: 5000 }] });
   clock.advance(RATE_WINDOW_MS + 1000);
-  expect(progress.rate()).toMatchObject({ objectsPerSec: 0, bytesPerSec: 0 });
+  expect(progress.rate()).toMatchObject({ objectsPerSec: 0, bytesPerSec: 0, pools: [] });
+});
+
+it('the rate by pool: each pool counts its own copies over the same window', () => {
+  const clock = manualClock();
+  const progress = new RecoveryProgress(clock);
+  const a = progress.begin(pgOf(0, 2, 3));
+  const b = progress.begin(pgOf(1, 2, 2));
+  for (let s = 0; s < 2; s++) {
+    for (let i = 0; i < 4; i++) a.copied(100);
+    b.copied(5000);
+    clock.advance(1000);
+  }
+  expect(progress.rate()).toEqual({
+    objectsPerSec: 5,
+    bytesPerSec: 5400,
+    windowMs: 2000,
+    pools: [
+      { poolId: 2, objectsPerSec: 1, bytesPerSec: 5000 },
+      { poolId: 3, objectsPerSec: 4, bytesPerSec: 400 },
+    ],
+  });
 });
 
 it('pgStats: the recovery field is optional (older daemons) and round-trips', () => {
@@ -105,4 +127,36 @@ it('pgStats: the recovery field is optional (older daemons) and round-trips', ()
   const bad = JSON.parse(encodePgStats(reply).toString()) as { recovery: { pgs: Array<{ phase: string }> } };
   bad.recovery.pgs[0]!.phase = 'sideways';
   expect(() => decodePgStats(Buffer.from(JSON.stringify(bad)))).toThrow(/phase/);
+});
+
+it('pgStats: the per-pool rate and the lease are optional (older daemons), round-trip, and are checked strictly', () => {
+  const reply: PgStatsReply = {
+    diskId: 4,
+    epoch: 9,
+    pgs: [],
+    recovery: { objectsRecovered: 3, bytesRecovered: 300, objectsPerSec: 2, bytesPerSec: 200, rateWindowMs: 1000, pgs: [], pools: [{ poolId: 2, objectsPerSec: 2, bytesPerSec: 200 }] },
+    lease: { held: false, lapsedForMs: 4200, lapses: 1, refusals: 17 },
+  };
+  expect(decodePgStats(encodePgStats(reply))).toEqual(reply);
+  const never: PgStatsReply = { diskId: 4, epoch: 9, pgs: [], lease: { held: false, lapsedForMs: null, lapses: 0, refusals: 0 } };
+  expect(decodePgStats(encodePgStats(never))).toEqual(never);
+  const { pools: _pools, ...olderRecovery } = reply.recovery!;
+  expect(decodePgStats(encodePgStats({ ...reply, recovery: olderRecovery, lease: undefined }))).toEqual({ diskId: 4, epoch: 9, pgs: [], recovery: olderRecovery });
+  const mutate = (change: (doc: { recovery: { pools: unknown }; lease: Record<string, unknown> }) => void): Buffer => {
+    const doc = JSON.parse(encodePgStats(reply).toString()) as { recovery: { pools: unknown }; lease: Record<string, unknown> };
+    change(doc);
+    return Buffer.from(JSON.stringify(doc));
+  };
+  const malformed = [
+    mutate((d) => (d.recovery.pools = {})),
+    mutate((d) => (d.recovery.pools = [{ poolId: -1, objectsPerSec: 1, bytesPerSec: 1 }])),
+    mutate((d) => (d.recovery.pools = [{ poolId: 2, objectsPerSec: 'fast', bytesPerSec: 1 }])),
+    mutate((d) => (d.lease = 'lapsed' as unknown as Record<string, unknown>)),
+    mutate((d) => (d.lease.held = 'no')),
+    mutate((d) => (d.lease.lapsedForMs = -5)),
+    mutate((d) => (d.lease.lapsedForMs = undefined)),
+    mutate((d) => Object.assign(d.lease, { held: true })),
+    mutate((d) => (d.lease.refusals = 1.5)),
+  ];
+  for (const m of malformed) expect(() => decodePgStats(m), m.toString()).toThrow(expect.objectContaining({ code: 'ProtocolError' }));
 });

@@ -56,9 +56,12 @@ commands:
           serve the map of a cluster kept in etcd (made by up --etcd); run several: daemons and
           clients given --map A,B,... fail over between them, and one of them at a time (elected
           in etcd) marks silent disks down and out
-  status  [--json]
-          health (with reasons), disks up/in, pools, pgs by state, recovery (pgs degraded,
-          recovering, backfilling; objects and bytes left, rate, ETA), capacity
+  status  [--pgs] [--json]
+          health (with reasons: disks down, out, full, reported by their peers, with a lapsed
+          primary lease...), disks up/in, pools, pgs by state, recovery over the cluster and by
+          pool (pgs degraded, recovering, backfilling; objects and bytes left, rate, ETA),
+          capacity; --pgs: one row per pg not active+clean (state, primary, objects and bytes
+          left; --json always has them as pgsNotClean)
   recovery watch [--interval-ms MS] [--once] [--json]
           a progress bar of recovery (percentage, left, rate, ETA) redrawn every --interval-ms
           (1000; one line per update when stdout is not a terminal) until every pg is active and
@@ -590,9 +593,9 @@ export async function main(argv: string[]): Promise<number> {
         return await runRecoveryWatch({ ...targetOf(io, values), intervalMs: intOption(values['interval-ms'], 'interval-ms', 1000), once: values.once === true, json: values.json === true });
       }
       case 'status': {
-        const { values, positionals } = parseArgs({ args: rest, options: targetOptions, allowPositionals: true });
-        exactly(positionals, 0, 'tessera status [--data DIR | --map HOST:PORT] [--json]');
-        return await runStatus({ ...targetOf(io, values), json: values.json === true });
+        const { values, positionals } = parseArgs({ args: rest, options: { ...targetOptions, pgs: { type: 'boolean' } }, allowPositionals: true });
+        exactly(positionals, 0, 'tessera status [--data DIR | --map HOST:PORT] [--pgs] [--json]');
+        return await runStatus({ ...targetOf(io, values), json: values.json === true, pgs: values.pgs === true });
       }
       case undefined:
       case 'help':

@@ -14,7 +14,11 @@
  *            while the pg is active); objects and bytes left (bytes always an
  *            estimate; objects too while a backfill still lists its source);
  *            the rate over the daemons' recent window (about 10 s) and the ETA
- *            at that rate. From the primaries' pgStats (src/daemon/recovery-progress.ts).
+ *            at that rate; the same by pool, and (--pgs; --json always) one
+ *            row per pg not active and clean. From the primaries' pgStats
+ *            (src/daemon/recovery-progress.ts; summed in ./status-recovery.ts).
+ *   leases   disks whose primary lease lapsed (their pgStats `lease`): they
+ *            refuse client I/O until the map daemon answers their heartbeats
  *   capacity used and free bytes over the disks that answered
  *   map      each map daemon the command was given (--map A,B,C or the
  *            client file's `maps`), asked for its map on its own: the epoch
@@ -23,7 +27,8 @@
  * scrub found copies that differ: "+inconsistent"). HEALTH_WARN: disks down, unreachable
  * or out, pgs not active (peering, unknown) or degraded, disks near full or
  * full, pgs recovering or backfilling, disks their peers report unreachable
- * (refused leases by a map daemon: cluster/peer-reports.ts), a map daemon not answering while
+ * (refused leases by a map daemon: cluster/peer-reports.ts), disks whose
+ * primary lease lapsed, a map daemon not answering while
 another does. Exit code 1 when the map service or a disk that is in is down or
  * unreachable, or on HEALTH_ERR; else 0. `--json` prints the same as one
  * JSON document.
@@ -35,6 +40,7 @@ import { parseMapAddresses } from '../../cluster/map-daemon.js';
 import { decodeAccused, PeerReportOpcode, type AccusedDisk } from '../../cluster/peer-reports.js';
 import { OsdOpcode } from '../protocol/osd-messages.js';
 import { decodePgStats, type PgRecoveryStat, type PgStatsReply } from '../protocol/osd-admin-messages.js';
+import { describeLeft, renderPgRows, renderRecovery, summarizePoolRecovery, summarizeRecovery, pgLeft, meanObjectBytes, type PgRow, type PoolRecoveryStatus, type RecoveryStatus } from './status-recovery.js';
 import { createTcpClient } from '../rpc/tcp.js';
 import type { ClusterMap } from '../../cluster/map.js';
 import { poolWidth } from '../../cluster/map.js';
@@ -42,6 +48,8 @@ import { buildPlacementIndex, HOLE, pgPlacement, pgTempActing } from '../../clus
 import { diskSpaces, type DiskSpace } from './disk-admin.js';
 import { describeRedundancy } from './pool.js';
 import { askUpDisks, CliError, openCluster, type TargetOptions } from './target.js';
+
+export { describeEta, describeLeft, describeRate, formatBytes, formatDuration, recoveryDone, type PgRow, type PoolRecoveryStatus, type RecoveryStatus } from './status-recovery.js';
 
 const QUERY_TIMEOUT_MS = 3000;
 const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(1)} MiB`;
@@ -88,15 +96,28 @@ export async function pgReports(io: Io, map: ClusterMap): Promise<Map<number, Pg
   return new Map([...answers].map(([id, a]) => [id, a instanceof Error ? null : a]));
 }
 
+/** A disk whose primary lease does not hold, as its pgStats said. */
+export interface LapsedLease {
+  diskId: number;
+  /** How long ago it ended (null: none was granted since the daemon started). */
+  lapsedForMs: number | null;
+  /** Client requests it refused for want of a lease since it started. */
+  refusals: number;
+}
+
 export interface ClusterStatus {
   clusterId: string;
   epoch: number;
   health: 'HEALTH_OK' | 'HEALTH_WARN' | 'HEALTH_ERR';
   reasons: string[];
   disks: { total: number; up: number; in: number; list: Array<{ id: number; host: string; address: string; up: boolean; in: boolean; space?: string; reachable: boolean } & Partial<DiskSpace>> };
-  pools: Array<{ id: number; name: string; redundancy: string; pgCount: number; pgs: Record<string, number> }>;
+  pools: Array<{ id: number; name: string; redundancy: string; pgCount: number; pgs: Record<string, number>; recovery: PoolRecoveryStatus }>;
   pgs: { total: number; byState: Record<string, number> };
   recovery: RecoveryStatus;
+  /** Every pg not active and clean (degraded, copying, not active, down...), by pool and pg. */
+  pgsNotClean: PgRow[];
+  /** Disks up in the map whose primary lease lapsed: they refuse client I/O until the map daemon answers (src/daemon/lease.ts). */
+  lapsedLeases: LapsedLease[];
   /** Copies of pgs disks are no longer members of, summed over the disks that answered (src/daemon/stray-cleanup.ts). */
   strays: { pgsWaiting: number; pgsRemoved: number; objectsRemoved: number };
   capacity: { usedBytes: number; freeBytes: number; objects: number };
@@ -106,75 +127,6 @@ export interface ClusterStatus {
   failing: boolean;
 }
 
-/** Recovery over the cluster, from the primaries' pgStats. */
-export interface RecoveryStatus {
-  /** Pgs with fewer members up than the pool's width, or with members being recovered or backfilled. */
-  degradedPgs: number;
-  /** Pgs whose primary copies the objects named by its log to members that miss them (before the pg serves I/O). */
-  recoveringPgs: number;
-  /** Pgs whose primary copies every object to members whose log shares nothing with its own. */
-  backfillingPgs: number;
-  /** Of the recovering and backfilling pgs, those active meanwhile (members filled in the background). */
-  backgroundPgs: number;
-  objectsLeft: number;
-  /** An estimate; null while a pg has copied nothing yet and the daemons have no mean object size. */
-  bytesLeft: number | null;
-  /** objectsLeft is extrapolated (a backfill still lists its source); bytesLeft is always an estimate. */
-  objectsEstimated: boolean;
-  /** Over the daemons' recent window (RATE_WINDOW_MS), summed. */
-  objectsPerSec: number;
-  bytesPerSec: number;
-  /** Seconds left at that rate (bytes when known, else objects); null when nothing is being copied. */
-  etaSeconds: number | null;
-  /** Objects and bytes the daemons that answered recovered since they started. */
-  objectsRecovered: number;
-  bytesRecovered: number;
-}
-
-/** Whether recovery is over: no pg degraded, recovering or backfilling. */
-export const recoveryDone = (r: RecoveryStatus): boolean => r.degradedPgs === 0 && r.recoveringPgs === 0 && r.backfillingPgs === 0;
-
-/** Sums the recovery figures of each pg's current primary (`current`: those the map says are primaries now). */
-function summarizeRecovery(reports: Map<number, PgStatsReply | null>, current: PgRecoveryStat[], degradedPgs: number): RecoveryStatus {
-  let objectsRecovered = 0;
-  let bytesRecovered = 0;
-  let objectsPerSec = 0;
-  let bytesPerSec = 0;
-  for (const r of reports.values()) {
-    if (!r?.recovery) continue;
-    objectsRecovered += r.recovery.objectsRecovered;
-    bytesRecovered += r.recovery.bytesRecovered;
-    objectsPerSec += r.recovery.objectsPerSec;
-    bytesPerSec += r.recovery.bytesPerSec;
-  }
-  const mean = objectsRecovered > 0 ? bytesRecovered / objectsRecovered : null;
-  let objectsLeft = 0;
-  let bytesLeft: number | null = 0;
-  for (const p of current) {
-    const left = Math.max(0, p.objectsTotal - p.objectsDone);
-    objectsLeft += left;
-    const bytes = p.bytesLeft ?? (mean === null ? null : Math.round(left * mean));
-    bytesLeft = bytesLeft === null || bytes === null ? null : bytesLeft + bytes;
-  }
-  const etaSeconds =
-    objectsLeft === 0 ? 0 : bytesLeft !== null && bytesPerSec > 0 ? bytesLeft / bytesPerSec : objectsPerSec > 0 ? objectsLeft / objectsPerSec : null;
-  const backfilling = current.filter((p) => p.phase === 'backfill');
-  return {
-    degradedPgs,
-    recoveringPgs: current.length - backfilling.length,
-    backfillingPgs: backfilling.length,
-    backgroundPgs: current.filter((p) => p.background).length,
-    objectsLeft,
-    bytesLeft,
-    objectsEstimated: current.some((p) => p.objectsEstimated),
-    objectsPerSec,
-    bytesPerSec,
-    etaSeconds: etaSeconds === null ? null : Math.ceil(etaSeconds),
-    objectsRecovered,
-    bytesRecovered,
-  };
-}
-
 /** Counts of each pg state, "active" first. */
 function countStates(states: string[]): Record<string, number> {
   const counts: Record<string, number> = {};
@@ -182,22 +134,27 @@ function countStates(states: string[]): Record<string, number> {
   return Object.fromEntries(Object.entries(counts).sort(([a], [b]) => (a === 'active' ? -1 : b === 'active' ? 1 : a.localeCompare(b))));
 }
 
-/** Every pg's state as its current primary reports it, by pool, and the recovery of the cluster. */
-export function pgSummary(map: ClusterMap, reports: Map<number, PgStatsReply | null>): { pools: ClusterStatus['pools']; states: string[]; recovery: RecoveryStatus } {
+/** Every pg's state as its current primary reports it, by pool, the recovery of the cluster and of each pool, and the pgs not clean. */
+export function pgSummary(map: ClusterMap, reports: Map<number, PgStatsReply | null>): { pools: ClusterStatus['pools']; states: string[]; recovery: RecoveryStatus; pgsNotClean: PgRow[] } {
   const reported = new Map<string, string>();
   for (const [diskId, r] of reports) for (const p of r?.pgs ?? []) reported.set(`${p.poolId}.${p.pg}`, `${diskId}:${p.state}`);
   const recovering = new Map<string, { diskId: number; stat: PgRecoveryStat }>();
   for (const [diskId, r] of reports) for (const p of r?.recovery?.pgs ?? []) recovering.set(`${p.poolId}.${p.pg}`, { diskId, stat: p });
   const index = buildPlacementIndex(map);
+  const mean = meanObjectBytes(reports);
   const all: string[] = [];
   const current: PgRecoveryStat[] = [];
+  const pgsNotClean: PgRow[] = [];
   let degradedPgs = 0;
   const pools = map.pools.map((pool) => {
     const states: string[] = [];
+    const poolCurrent: PgRecoveryStat[] = [];
+    let poolDegraded = 0;
     for (let pg = 0; pg < pool.pgCount; pg++) {
       const { members, acting, primary } = pgPlacement(map, index, pool, pg);
       let state: string;
       let degraded = false;
+      let copying: PgRecoveryStat | null = null;
       if (primary === HOLE) state = 'down';
       else {
         const r = reported.get(`${pool.id}.${pg}`);
@@ -210,23 +167,57 @@ export function pgSummary(map: ClusterMap, reports: Map<number, PgStatsReply | n
         }
         const rec = recovering.get(`${pool.id}.${pg}`);
         if (rec && rec.diskId === primary) {
-          current.push(rec.stat);
+          copying = rec.stat;
+          poolCurrent.push(rec.stat);
           degraded = true;
         }
       }
-      if (degraded) degradedPgs++;
+      if (degraded) poolDegraded++;
       states.push(state);
+      if (state !== 'active' || copying) pgsNotClean.push(pgRow({ poolId: pool.id, pool: pool.name, pg, state, primary, copying, mean }));
     }
     all.push(...states);
-    return { id: pool.id, name: pool.name, redundancy: describeRedundancy(pool.redundancy), pgCount: pool.pgCount, pgs: countStates(states) };
+    current.push(...poolCurrent);
+    degradedPgs += poolDegraded;
+    const recovery = summarizePoolRecovery(reports, pool.id, poolCurrent, poolDegraded);
+    return { id: pool.id, name: pool.name, redundancy: describeRedundancy(pool.redundancy), pgCount: pool.pgCount, pgs: countStates(states), recovery };
   });
-  return { pools, states: all, recovery: summarizeRecovery(reports, current, degradedPgs) };
+  return { pools, states: all, recovery: summarizeRecovery(reports, current, degradedPgs), pgsNotClean };
+}
+
+function pgRow(o: { poolId: number; pool: string; pg: number; state: string; primary: number; copying: PgRecoveryStat | null; mean: number | null }): PgRow {
+  const left = o.copying ? pgLeft(o.copying, o.mean) : null;
+  return {
+    pg: `${o.poolId}.${o.pg}`,
+    pool: o.pool,
+    state: o.state,
+    primary: o.primary === HOLE ? null : o.primary,
+    recovery: o.copying?.phase ?? null,
+    background: o.copying?.background ?? false,
+    objectsLeft: left?.objects ?? null,
+    objectsEstimated: o.copying?.objectsEstimated ?? false,
+    bytesLeft: left?.bytes ?? null,
+  };
+}
+
+/** The disks whose daemons said their primary lease does not hold (daemons older than the lease field say nothing). */
+export function lapsedLeases(reports: Map<number, PgStatsReply | null>): LapsedLease[] {
+  const out: LapsedLease[] = [];
+  for (const [diskId, r] of reports) if (r?.lease && !r.lease.held) out.push({ diskId, lapsedForMs: r.lease.lapsedForMs, refusals: r.lease.refusals });
+  return out.sort((a, b) => a.diskId - b.diskId);
+}
+
+/** "primary lease lapsed on disk 0 (4.2 s ago), disk 3 (none granted yet): ..." */
+export function describeLapsedLeases(list: LapsedLease[]): string {
+  const each = list.map((l) => `disk ${l.diskId} (${l.lapsedForMs === null ? 'none granted yet' : `${(l.lapsedForMs / 1000).toFixed(1)} s ago`})`).join(', ');
+  return `primary lease lapsed on ${each}: refusing client reads and writes (Unavailable) until the map daemon answers its heartbeats`;
 }
 
 /** mapAddress: the map daemons to ask one by one ("host:port[,host:port...]"); omitted, none are. */
 export async function clusterStatus(io: Io, map: ClusterMap, mapAddress?: string): Promise<ClusterStatus> {
   const [spaces, reports, mapDaemons] = await Promise.all([diskSpaces(io, map), pgReports(io, map), mapAddress === undefined ? [] : mapDaemonStatuses(io, mapAddress)]);
-  const { pools, states: all, recovery } = pgSummary(map, reports);
+  const { pools, states: all, recovery, pgsNotClean } = pgSummary(map, reports);
+  const lapsed = lapsedLeases(reports);
   const byState = countStates(all);
   const reasons: string[] = [];
   let err = false;
@@ -257,6 +248,7 @@ export async function clusterStatus(io: Io, map: ClusterMap, mapAddress?: string
   for (const [diskId, by] of [...accused].sort((x, y) => x[0] - y[0])) {
     reasons.push(`disk ${diskId} reported unreachable by its peers, ${by}: no primary lease until they reach it again (down once its last lease ended)`);
   }
+  if (lapsed.length > 0) reasons.push(describeLapsedLeases(lapsed));
   if (unreachable.length > 0) reasons.push(`${unreachable.length} disks up in the map but not answering: ${ids(unreachable)}`);
   if (out.length > 0) reasons.push(`${out.length} disks out: ${ids(out)}`);
   for (const d of full) reasons.push(`disk ${d.id} is ${d.space}`);
@@ -294,45 +286,13 @@ export async function clusterStatus(io: Io, map: ClusterMap, mapAddress?: string
     pools,
     pgs: { total: all.length, byState },
     recovery,
+    pgsNotClean,
+    lapsedLeases: lapsed,
     strays,
     capacity,
     mapDaemons,
     failing: err || disks.some((d) => d.in && (!d.up || !d.reachable)),
   };
-}
-
-/** "1.5 MiB" / "12 KiB" / "300 B". */
-export function formatBytes(n: number): string {
-  if (n >= 1024 * 1024 * 1024) return `${(n / 1024 / 1024 / 1024).toFixed(1)} GiB`;
-  if (n >= 1024 * 1024) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
-  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`;
-  return `${Math.round(n)} B`;
-}
-
-/** "1h02m" / "3m05s" / "12s". */
-export function formatDuration(seconds: number): string {
-  const s = Math.max(0, Math.round(seconds));
-  if (s >= 3600) return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
-  if (s >= 60) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${s}s`;
-}
-
-/** "120 objects (estimate), ~1.2 MiB". */
-export function describeLeft(r: RecoveryStatus): string {
-  const bytes = r.bytesLeft === null ? 'bytes unknown yet' : `~${formatBytes(r.bytesLeft)}`;
-  return `${r.objectsLeft} objects${r.objectsEstimated ? ' (estimate)' : ''}, ${bytes}`;
-}
-
-/** "2.0 MiB/s, 20 objects/s". */
-export const describeRate = (r: RecoveryStatus): string => `${formatBytes(r.bytesPerSec)}/s, ${r.objectsPerSec.toFixed(1)} objects/s`;
-
-export const describeEta = (r: RecoveryStatus): string => (r.etaSeconds === null ? 'ETA unknown' : `ETA ${formatDuration(r.etaSeconds)}`);
-
-function renderRecovery(r: RecoveryStatus): string[] {
-  if (recoveryDone(r)) return ['  recovery: none'];
-  const lines = [`  recovery: ${r.degradedPgs} pgs degraded, ${r.recoveringPgs} recovering, ${r.backfillingPgs} backfilling${r.backgroundPgs > 0 ? ` (${r.backgroundPgs} of them active meanwhile)` : ''}`];
-  if (r.recoveringPgs + r.backfillingPgs > 0) lines.push(`    left: ${describeLeft(r)}; rate ${describeRate(r)}; ${describeEta(r)}`);
-  return lines;
 }
 
 const states = (counts: Record<string, number>): string => Object.entries(counts).map(([s, n]) => `${n} ${s}`).join(', ') || 'none';
@@ -345,7 +305,7 @@ function renderMapDaemons(s: ClusterStatus, mapAddress: string): string[] {
   ];
 }
 
-function render(s: ClusterStatus, mapAddress: string): string {
+function render(s: ClusterStatus, mapAddress: string, showPgs: boolean): string {
   const native = nativeStatus();
   const lines = [
     `cluster ${s.clusterId}`,
@@ -361,7 +321,8 @@ function render(s: ClusterStatus, mapAddress: string): string {
     `  pools: ${s.pools.length}`,
     ...s.pools.map((p) => `    pool ${p.name} (id ${p.id}): ${p.redundancy}, ${p.pgCount} pgs: ${states(p.pgs)}`),
     `  pgs: ${s.pgs.total} total: ${states(s.pgs.byState)}`,
-    ...renderRecovery(s.recovery),
+    ...renderRecovery(s.recovery, s.pools),
+    ...(showPgs ? renderPgRows(s.pgsNotClean) : []),
     ...(s.strays.pgsWaiting + s.strays.pgsRemoved > 0
       ? [`  stray copies: ${s.strays.pgsWaiting} pgs to remove once clean on their members; ${s.strays.pgsRemoved} removed (${s.strays.objectsRemoved} objects) since the daemons started`]
       : []),
@@ -372,7 +333,8 @@ function render(s: ClusterStatus, mapAddress: string): string {
   return lines.join('\n');
 }
 
-export async function runStatus(o: TargetOptions & { json?: boolean }): Promise<number> {
+/** pgs: list the pgs not active and clean in the text (--json always has them). */
+export async function runStatus(o: TargetOptions & { json?: boolean; pgs?: boolean }): Promise<number> {
   const cluster = await openCluster(o);
   try {
     let map: ClusterMap;
@@ -386,7 +348,7 @@ export async function runStatus(o: TargetOptions & { json?: boolean }): Promise<
     }
     const s = await clusterStatus(o.io, map, cluster.address);
     const { failing, ...doc } = s;
-    process.stdout.write(o.json ? `${JSON.stringify(doc)}\n` : render(s, cluster.address));
+    process.stdout.write(o.json ? `${JSON.stringify(doc)}\n` : render(s, cluster.address, o.pgs === true));
     return failing ? 1 : 0;
   } finally {
     await cluster.close();

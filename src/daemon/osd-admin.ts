@@ -14,7 +14,7 @@
 import type { Clock } from '../io/io.js';
 import { limits } from '../lib/limits.js';
 import { encodeControl, OsdOpcode } from '../protocol/osd-messages.js';
-import { decodePgCleanRequest, decodePgInconsistentRequest, decodePing, encodePgStats, encodePing, type PgInconsistentReply, type PgInconsistentReport, type PgInconsistentRequest, type PgRecoveryStat, type PgStatsReply, type RecoveryStats } from '../protocol/osd-admin-messages.js';
+import { decodePgCleanRequest, decodePgInconsistentRequest, decodePing, encodePgStats, encodePing, type PgInconsistentReply, type PgInconsistentReport, type PgInconsistentRequest, type LeaseStat, type PgRecoveryStat, type PgStatsReply, type RecoveryStats } from '../protocol/osd-admin-messages.js';
 import type { RpcHandler } from '../rpc/types.js';
 import type { Osd } from './osd.js';
 import { pgCleanState } from './stray-cleanup.js';
@@ -30,7 +30,17 @@ export function pgStats(osd: Osd): PgStatsReply {
     if (pg.scrub.inconsistent > 0) state += '+inconsistent';
     pgs.push({ poolId: pg.pool.id, pg: pg.pg, state, intervalStart: pg.intervalStart });
   }
-  return { diskId: osd.diskId, epoch: osd.view.epoch, pgs, recovery: recoveryStats(osd), strays: osd.strays.figures() };
+  return { diskId: osd.diskId, epoch: osd.view.epoch, pgs, recovery: recoveryStats(osd), strays: osd.strays.figures(), lease: leaseStat(osd) };
+}
+
+/** The primary lease as `tessera status` shows it: a daemon whose lease lapsed refuses client I/O (src/daemon/lease.ts). */
+export function leaseStat(osd: Osd): LeaseStat {
+  const { lease } = osd;
+  const held = lease.holds();
+  const remainingMs = lease.remainingMs();
+  // remainingMs is -Infinity before any lease was granted.
+  const lapsedForMs = held || !Number.isFinite(remainingMs) ? null : Math.max(0, Math.round(-remainingMs));
+  return { held, lapsedForMs, lapses: lease.lapses, refusals: lease.refusals };
 }
 
 /**
@@ -84,6 +94,7 @@ export function recoveryStats(osd: Osd): RecoveryStats {
     bytesPerSec: rate.bytesPerSec,
     rateWindowMs: rate.windowMs,
     pgs,
+    pools: rate.pools,
   };
 }
 

@@ -18,13 +18,16 @@
  *   this pg's or else this daemon's), null before anything was copied.
  * Erasure-coded pgs count the shard bytes written to their targets.
  *
+ * The rate is kept for the daemon and by pool (`tessera status` shows each
+ * pool's recovery).
+ *
  * Bounds: one entry per pg this daemon is primary of (a new peering run
  * replaces its pg's entry); the rate window holds RATE_WINDOW_MS / 1000
- * one-second buckets.
+ * one-second buckets, each with one entry per pool copied in that second.
  */
 import type { Clock } from '../io/io.js';
 import { pgSortKeyRange } from '../lib/hash.js';
-import type { PgRecoveryStat } from '../protocol/osd-admin-messages.js';
+import type { PgRecoveryStat, PoolRecoveryRate } from '../protocol/osd-admin-messages.js';
 
 /** What peering reports as it recovers a pg (src/daemon/peering.ts, ec-peering.ts, ec-recovery.ts). */
 export interface RecoveryProgressSink {
@@ -79,6 +82,7 @@ export class PgRecoveryProgress implements RecoveryProgressSink {
 
   constructor(
     private readonly tracker: RecoveryProgress,
+    private readonly poolId: number,
     private readonly range: { start: number; end: number },
     clock: Clock,
   ) {
@@ -98,7 +102,7 @@ export class PgRecoveryProgress implements RecoveryProgressSink {
   copied(sizeBytes: number): void {
     this.objectsDone++;
     this.bytesDone += sizeBytes;
-    this.tracker.recordCopy(sizeBytes);
+    this.tracker.recordCopy(sizeBytes, this.poolId);
   }
 
   /** Whether this run planned any copy (else there is nothing to report). */
@@ -128,13 +132,13 @@ export class RecoveryProgress {
   /** Objects and bytes recovered by this daemon since it started (every copy made as primary). */
   readonly totals = { objects: 0, bytes: 0 };
   /** One-second buckets of copies, oldest first. */
-  private readonly buckets: Array<{ atMs: number; objects: number; bytes: number }> = [];
+  private readonly buckets: Array<{ atMs: number; objects: number; bytes: number; byPool: Map<number, { objects: number; bytes: number }> }> = [];
 
   constructor(private readonly clock: Clock) {}
 
   /** A peering run of `pg` starts: its progress replaces the previous run's (whose later copies still count in the totals). */
-  begin(pg: { key: string; pg: number; pool: { pgCount: number } }): PgRecoveryProgress {
-    const run = new PgRecoveryProgress(this, pgSortKeyRange(pg.pg, Math.log2(pg.pool.pgCount)), this.clock);
+  begin(pg: { key: string; pg: number; pool: { id: number; pgCount: number } }): PgRecoveryProgress {
+    const run = new PgRecoveryProgress(this, pg.pool.id, pgSortKeyRange(pg.pg, Math.log2(pg.pool.pgCount)), this.clock);
     this.runs.set(pg.key, run);
     return run;
   }
@@ -154,17 +158,22 @@ export class RecoveryProgress {
     return [...this.runs.keys()];
   }
 
-  recordCopy(sizeBytes: number): void {
+  recordCopy(sizeBytes: number, poolId: number): void {
     this.totals.objects++;
     this.totals.bytes += sizeBytes;
     const now = this.clock.monotonicMs();
-    const last = this.buckets[this.buckets.length - 1];
-    if (last && now - last.atMs < BUCKET_MS) {
-      last.objects++;
-      last.bytes += sizeBytes;
-    } else {
-      this.buckets.push({ atMs: now, objects: 1, bytes: sizeBytes });
+    let last = this.buckets[this.buckets.length - 1];
+    if (!last || now - last.atMs >= BUCKET_MS) {
+      last = { atMs: now, objects: 0, bytes: 0, byPool: new Map() };
+      this.buckets.push(last);
     }
+    last.objects++;
+    last.bytes += sizeBytes;
+    const pool = last.byPool.get(poolId);
+    if (pool) {
+      pool.objects++;
+      pool.bytes += sizeBytes;
+    } else last.byPool.set(poolId, { objects: 1, bytes: sizeBytes });
     this.prune(now);
   }
 
@@ -177,19 +186,32 @@ export class RecoveryProgress {
    * Copies per second over the last RATE_WINDOW_MS (or since the first copy in it, at least one
    * second, so a recovery that just started is not diluted by the idle time before it).
    */
-  rate(): { objectsPerSec: number; bytesPerSec: number; windowMs: number } {
+  rate(): { objectsPerSec: number; bytesPerSec: number; windowMs: number; pools: PoolRecoveryRate[] } {
     const now = this.clock.monotonicMs();
     this.prune(now);
     const first = this.buckets[0];
-    if (!first) return { objectsPerSec: 0, bytesPerSec: 0, windowMs: RATE_WINDOW_MS };
+    if (!first) return { objectsPerSec: 0, bytesPerSec: 0, windowMs: RATE_WINDOW_MS, pools: [] };
     const spanMs = Math.min(RATE_WINDOW_MS, Math.max(BUCKET_MS, now - first.atMs));
     let objects = 0;
     let bytes = 0;
+    const pools = new Map<number, { objects: number; bytes: number }>();
     for (const b of this.buckets) {
       objects += b.objects;
       bytes += b.bytes;
+      for (const [poolId, p] of b.byPool) {
+        const sum = pools.get(poolId) ?? { objects: 0, bytes: 0 };
+        sum.objects += p.objects;
+        sum.bytes += p.bytes;
+        pools.set(poolId, sum);
+      }
     }
-    return { objectsPerSec: (objects * 1000) / spanMs, bytesPerSec: (bytes * 1000) / spanMs, windowMs: Math.round(spanMs) };
+    const perSec = (n: number): number => (n * 1000) / spanMs;
+    return {
+      objectsPerSec: perSec(objects),
+      bytesPerSec: perSec(bytes),
+      windowMs: Math.round(spanMs),
+      pools: [...pools].sort(([a], [b]) => a - b).map(([poolId, p]) => ({ poolId, objectsPerSec: perSec(p.objects), bytesPerSec: perSec(p.bytes) })),
+    };
   }
 
   private prune(now: number): void {

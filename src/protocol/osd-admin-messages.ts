@@ -52,6 +52,26 @@ export interface RecoveryStats {
   /** The span the rate was measured over. */
   rateWindowMs: number;
   pgs: PgRecoveryStat[];
+  /** The same rate by pool (pools with copies in the window only); absent from daemons older than this field. */
+  pools?: PoolRecoveryRate[];
+}
+
+/** A daemon's recent recovery rate in one pool (the same window as RecoveryStats' rate). */
+export interface PoolRecoveryRate {
+  poolId: number;
+  objectsPerSec: number;
+  bytesPerSec: number;
+}
+
+/** A daemon's primary lease (src/daemon/lease.ts) when it answered. */
+export interface LeaseStat {
+  /** Whether it serves clients as a primary (always true when no map daemon grants leases: not fenced). */
+  held: boolean;
+  /** How long ago the lease ended, when it does not hold (null: none was granted yet, or it holds). */
+  lapsedForMs: number | null;
+  /** Times the lease ran out, and client requests refused meanwhile, since the daemon started. */
+  lapses: number;
+  refusals: number;
 }
 
 export interface PgStatsReply {
@@ -63,15 +83,26 @@ export interface PgStatsReply {
   recovery?: RecoveryStats;
   /** Absent from daemons older than this field. */
   strays?: StrayStats;
+  /** Absent from daemons older than this field (`tessera status` then cannot tell a lapsed lease). */
+  lease?: LeaseStat;
 }
 
 /**
  * pgStats reply: a control document {diskId, epoch, pgs: [[poolId, pg, state, intervalStart], ...],
- * recovery?: {objectsRecovered, bytesRecovered, objectsPerSec, bytesPerSec, rateWindowMs, pgs: [{poolId, pg, ...}]}}.
- * `recovery` was added later: readers that do not know it ignore it, and its absence means no figures.
+ * recovery?: {objectsRecovered, bytesRecovered, objectsPerSec, bytesPerSec, rateWindowMs, pgs: [{poolId, pg, ...}],
+ * pools?: [{poolId, objectsPerSec, bytesPerSec}]}, strays?: {...}, lease?: {held, lapsedForMs, lapses, refusals}}.
+ * `recovery`, `recovery.pools`, `strays` and `lease` were added later, in that order: readers that do not know a
+ * field ignore it, and its absence means the daemon does not report it (older). Present, each is checked strictly.
  */
 export function encodePgStats(r: PgStatsReply): Buffer {
-  return encodeControl({ diskId: r.diskId, epoch: r.epoch, pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]), ...(r.recovery ? { recovery: r.recovery } : {}), ...(r.strays ? { strays: r.strays } : {}) });
+  return encodeControl({
+    diskId: r.diskId,
+    epoch: r.epoch,
+    pgs: r.pgs.map((p) => [p.poolId, p.pg, p.state, p.intervalStart]),
+    ...(r.recovery ? { recovery: r.recovery } : {}),
+    ...(r.strays ? { strays: r.strays } : {}),
+    ...(r.lease ? { lease: r.lease } : {}),
+  });
 }
 
 const finiteNumber = (doc: Record<string, unknown>, name: string): number => {
@@ -102,6 +133,12 @@ function decodeRecoveryStats(doc: Record<string, unknown>): RecoveryStats {
       startedAtMs: field.uint(r, 'startedAtMs'),
     };
   });
+  // One entry per pool of the map at most.
+  const pools = doc.pools === undefined ? undefined : field.array(doc, 'pools', limits.mapEntriesMax).map((p): PoolRecoveryRate => ({
+    poolId: field.uint(p, 'poolId'),
+    objectsPerSec: finiteNumber(p, 'objectsPerSec'),
+    bytesPerSec: finiteNumber(p, 'bytesPerSec'),
+  }));
   return {
     objectsRecovered: field.uint(doc, 'objectsRecovered'),
     bytesRecovered: field.uint(doc, 'bytesRecovered'),
@@ -109,7 +146,15 @@ function decodeRecoveryStats(doc: Record<string, unknown>): RecoveryStats {
     bytesPerSec: finiteNumber(doc, 'bytesPerSec'),
     rateWindowMs: field.uint(doc, 'rateWindowMs'),
     pgs,
+    ...(pools ? { pools } : {}),
   };
+}
+
+function decodeLeaseStat(doc: Record<string, unknown>): LeaseStat {
+  const held = field.bool(doc, 'held');
+  const lapsedForMs = doc.lapsedForMs === null ? null : field.uint(doc, 'lapsedForMs');
+  if (held && lapsedForMs !== null) throw protocolError('pg stats: a lease that holds has no lapse time');
+  return { held, lapsedForMs, lapses: field.uint(doc, 'lapses'), refusals: field.uint(doc, 'refusals') };
 }
 
 export function decodePgStats(header: Buffer): PgStatsReply {
@@ -125,7 +170,8 @@ export function decodePgStats(header: Buffer): PgStatsReply {
   const recovery = doc.recovery === undefined ? undefined : decodeRecoveryStats(field.object(doc, 'recovery'));
   const s = doc.strays === undefined ? undefined : field.object(doc, 'strays');
   const strays = s ? { pgsWaiting: field.uint(s, 'pgsWaiting'), pgsRemoved: field.uint(s, 'pgsRemoved'), objectsRemoved: field.uint(s, 'objectsRemoved') } : undefined;
-  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs, ...(recovery ? { recovery } : {}), ...(strays ? { strays } : {}) };
+  const lease = doc.lease === undefined ? undefined : decodeLeaseStat(field.object(doc, 'lease'));
+  return { diskId: field.uint(doc, 'diskId'), epoch: field.uint(doc, 'epoch'), pgs, ...(recovery ? { recovery } : {}), ...(strays ? { strays } : {}), ...(lease ? { lease } : {}) };
 }
 
 // --- stray copies (src/daemon/stray-cleanup.ts): control documents ---
