@@ -16,6 +16,9 @@
  * daemon's own log does. The report withdrawn, the next heartbeat renews the
  * lease and the status no longer names it.
  *
+ * Also, from reply structs: which replies count as lapsed (not a daemon
+ * starting, before its first heartbeat is answered; not an older daemon).
+ *
  * Nothing is timed: every wait polls with a generous bound (the window
  * between lapse and mark down is about 10 s; the probe takes about 1 s).
  */
@@ -23,7 +26,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { runTessera } from './helpers/daemon-process.js';
 import { connectMapService, type MapConnection } from '../cluster/map-daemon.js';
-import type { ClusterStatus } from '../src/cli/status.js';
+import { describeLapsedLeases, lapsedLeases, type ClusterStatus } from '../src/cli/status.js';
+import type { PgStatsReply } from '../src/protocol/osd-admin-messages.js';
 import { waitFor } from './helpers/wait.js';
 
 const VICTIM = 0;
@@ -92,3 +96,23 @@ it('a disk whose primary lease lapsed: status warns with the disk and how long a
   expect(after.reasons.some((r) => r.includes('primary lease lapsed'))).toBe(false);
   expect(cluster.daemons.get(VICTIM)!.stderr()).toMatch(/primary lease renewed after it lapsed/);
 }, 240_000);
+
+it('which replies count as a lapsed lease, and how the reason reads', () => {
+  const reply = (diskId: number, lease?: PgStatsReply['lease']): PgStatsReply => ({ diskId, epoch: 3, pgs: [], ...(lease ? { lease } : {}) });
+  const reports = new Map<number, PgStatsReply | null>([
+    [5, reply(5, { held: false, lapsedForMs: 4200, lapses: 2, refusals: 9 })],
+    [1, reply(1, { held: true, lapsedForMs: null, lapses: 1, refusals: 3 })],
+    [2, reply(2, { held: false, lapsedForMs: null, lapses: 0, refusals: 0 })], // starting: first heartbeat not answered yet
+    [3, reply(3, { held: false, lapsedForMs: null, lapses: 1, refusals: 0 })], // its first heartbeat failed
+    [4, reply(4)], // an older daemon
+    [6, null], // did not answer
+  ]);
+  const lapsed = lapsedLeases(reports);
+  expect(lapsed).toEqual([
+    { diskId: 3, lapsedForMs: null, refusals: 0 },
+    { diskId: 5, lapsedForMs: 4200, refusals: 9 },
+  ]);
+  expect(describeLapsedLeases(lapsed)).toBe(
+    'primary lease lapsed on disk 3 (none granted yet), disk 5 (4.2 s ago): refusing client reads and writes (Unavailable) until the map daemon answers its heartbeats',
+  );
+});

@@ -200,10 +200,17 @@ function pgRow(o: { poolId: number; pool: string; pg: number; state: string; pri
   };
 }
 
-/** The disks whose daemons said their primary lease does not hold (daemons older than the lease field say nothing). */
+/**
+ * The disks whose daemons said their primary lease does not hold (daemons older than the lease field say nothing).
+ * A daemon granted none yet that has not noticed a lapse either (lapses 0) is starting: it listens, and is marked up,
+ * just before its first heartbeat is answered; not a warning. One whose first heartbeat failed has noticed it.
+ */
 export function lapsedLeases(reports: Map<number, PgStatsReply | null>): LapsedLease[] {
   const out: LapsedLease[] = [];
-  for (const [diskId, r] of reports) if (r?.lease && !r.lease.held) out.push({ diskId, lapsedForMs: r.lease.lapsedForMs, refusals: r.lease.refusals });
+  for (const [diskId, r] of reports) {
+    const l = r?.lease;
+    if (l && !l.held && (l.lapsedForMs !== null || l.lapses > 0)) out.push({ diskId, lapsedForMs: l.lapsedForMs, refusals: l.refusals });
+  }
   return out.sort((a, b) => a.diskId - b.diskId);
 }
 
