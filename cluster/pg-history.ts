@@ -93,19 +93,39 @@ export class EmbeddedPgHistory implements PgHistory {
       throw new TesseraError('Conflict', `pg ${k}: interval of epoch ${stored?.epoch ?? 'none'} is stored, not ${expectedEpoch ?? 'none'}`);
     }
     if (stored && next.epoch <= stored.epoch) throw new TesseraError('InvalidArgument', `pg ${k}: interval epoch ${next.epoch} is not newer than ${stored.epoch}`);
-    this.records.set(k, normalRecord(next));
-    await this.flush();
+    const record = normalRecord(next);
+    this.records.set(k, record);
+    try {
+      await this.flush();
+    } catch (err) {
+      // Not durable: readers must not go on seeing it (a later put may have replaced it meanwhile: that one stands).
+      if (this.records.get(k) === record) {
+        if (stored) this.records.set(k, stored);
+        else this.records.delete(k);
+      }
+      throw err;
+    }
   }
 
-  /** Groups concurrent puts into one atomic file write. */
+  /**
+   * Groups concurrent puts into one atomic file write. A failed write (e.g. ENOSPC) fails the puts
+   * it carried and leaves the file as it was; the next flush writes again (the chain goes on).
+   */
   private flush(): Promise<void> {
     this.dirty = true;
-    this.writing = this.writing.then(async () => {
-      if (!this.dirty) return;
-      this.dirty = false;
-      const body = JSON.stringify(Object.fromEntries(this.records));
-      await this.io.fs.writeFileAtomic(join(this.dir, FILE), Buffer.from(body));
-    });
+    this.writing = this.writing
+      .catch(() => undefined)
+      .then(async () => {
+        if (!this.dirty) return;
+        this.dirty = false;
+        const body = JSON.stringify(Object.fromEntries(this.records));
+        try {
+          await this.io.fs.writeFileAtomic(join(this.dir, FILE), Buffer.from(body));
+        } catch (err) {
+          this.dirty = true;
+          throw err;
+        }
+      });
     return this.writing;
   }
 

@@ -83,8 +83,9 @@ export async function peerEc(pg: Pg, ctx: PeeringContext): Promise<'active' | 'i
   checkAborted(ctx.signal);
   infos = await Promise.all(members.map((m) => m.handle.info()));
   checkAborted(ctx.signal);
-  // A record of intervals that never took writes names no holder of any data.
-  const recovered = await recover(pg, ctx, members, infos, record?.neverWritable === true ? null : record, authority);
+  // A record of intervals that never took writes names no holder of any data: every empty member is a source.
+  const neverWritable = record?.neverWritable === true;
+  const recovered = await recover(pg, ctx, members, infos, neverWritable ? null : record, authority, neverWritable);
   if (recovered === 'incomplete') return 'incomplete';
   checkAborted(ctx.signal);
   const sameInterval = record && record.epoch === pg.intervalStart && record.acting.join() === positions.join();
@@ -163,10 +164,17 @@ async function pastAuthority(pg: Pg, ctx: PeeringContext, record: PgIntervalReco
   return auth;
 }
 
-async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: MemberInfo[], record: PgIntervalRecord | null, authority?: MemberInfo): Promise<'done' | 'incomplete'> {
+/**
+ * Rebuilds the members not at the authoritative head or not at their own position. noData: no
+ * interval of the pg ever took writes (a neverWritable record), so a member whose log is empty
+ * holds nothing at any position and is a source as it is (a disk added since may have shifted the
+ * positions: nothing needs rebuilding, activation relabels each member's shard).
+ */
+async function recover(pg: Pg, ctx: PeeringContext, members: Member[], infos: MemberInfo[], record: PgIntervalRecord | null, authority: MemberInfo | undefined, noData: boolean): Promise<'done' | 'incomplete'> {
   const ec = ecOf(pg);
   const auth = authority ?? infos[newestMember(infos)]!;
-  const isSource = (i: number): boolean => ownsPosition(infos[i]!, members[i]!.position) && compareVersions(infos[i]!.head, auth.head) === 0;
+  const empty = (i: number): boolean => noData && infos[i]!.entries.length === 0 && infos[i]!.head.version === 0;
+  const isSource = (i: number): boolean => (empty(i) || ownsPosition(infos[i]!, members[i]!.position)) && compareVersions(infos[i]!.head, auth.head) === 0;
   const sources = members.filter((_, i) => isSource(i));
   const targets = members.map((m, i) => ({ m, info: infos[i]! })).filter((_, i) => !isSource(i));
   if (targets.length === 0) return 'done';
