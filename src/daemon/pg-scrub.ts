@@ -571,9 +571,11 @@ async function checkPgParity(osd: Osd, pg: Pg, members: number[], maps: Map<numb
     if (!unlock) continue;
     let again: Inconsistency[] | 'changed' | 'unreadable' | null;
     try {
-      // A shard that did not read (a checksum failed): the members read the object deep and say which, as
-      // their deep scrub map would have (the members' maps were shallow: scrubPg, primaryReads).
-      const deep = first === 'unreadable';
+      // A shard that did not read (a checksum failed), or an object written since the members' maps: the
+      // members read it deep and say which shard is bad, as their deep scrub map would have (the members'
+      // maps were shallow: scrubPg, primaryReads). A write since then (a partial overwrite, an xattr) keeps
+      // an old corrupt chunk under the new version: a shallow look would miss it (review of 57c75d3).
+      const deep = !Array.isArray(first);
       const now = new Map<number, MemberMap>();
       await Promise.all(members.map(async (d) => now.set(d, await memberMap(osd, pg, d, { deep, repair: false, bytesPerSec: 0 }, [name]))));
       // Changed in another way meanwhile (deleted, a member's shard at another version): the next scrub looks.
