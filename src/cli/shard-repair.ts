@@ -42,8 +42,9 @@ export async function pgRepairShard(t: TargetOptions, o: RepairShardOptions, out
     if (o.position !== undefined && o.position >= width) throw new CliError(`pool ${pool.name} is ${pool.redundancy.dataShards}+${pool.redundancy.parityShards}: shard positions are 0..${width - 1}, not ${o.position}`);
     const pg = objectToPg(pool, o.name);
     if (o.diskId !== undefined) {
-      const { members } = pgPlacement(map, buildPlacementIndex(map), pool, pg);
-      if (!members.includes(o.diskId)) throw new CliError(`disk ${o.diskId} holds no shard of ${o.name} (pg ${pool.id}.${pg}, disks by position: ${members.map((d) => (d === HOLE ? '-' : String(d))).join(', ')})`);
+      // The acting set (a temporary acting set included), by position: where the primary looks for the shard.
+      const { acting } = pgPlacement(map, buildPlacementIndex(map), pool, pg);
+      if (!acting.includes(o.diskId)) throw new CliError(`disk ${o.diskId} holds no shard of ${o.name} (pg ${pool.id}.${pg}, acting disks by position: ${acting.map((d) => (d === HOLE ? '-' : String(d))).join(', ')})`);
     }
     const result: ShardRepairResult = await callPrimary(t.io, c, pool.name, pg, {
       op: OsdOpcode.pgRepairShard,
