@@ -8,13 +8,11 @@
  * helper-74). Real cluster: 4 daemon processes, then a fifth.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createTcpClient } from '../src/rpc/index.js';
-import { OsdOpcode } from '../src/protocol/osd-messages.js';
-import { decodePgStats } from '../src/protocol/osd-admin-messages.js';
 import { addDisk, createPool, nextDiskId } from '../cluster/map-edit.js';
 import { HOLE, pgMembers } from '../cluster/placement.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { retryFor } from './helpers/wait.js';
+import { expectPgsAtPrimaries, pgsAtPrimaries } from './helpers/pg-states.js';
 
 let cluster: TestCluster;
 beforeAll(async () => {
@@ -23,32 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await cluster?.stop();
 });
-
-/** State and interval of each pg of the pool at its primary. */
-async function states(poolId: number): Promise<Map<number, { state: string; intervalStart: number }>> {
-  const map = await cluster.client.view.refresh();
-  const pool = map.pools.find((p) => p.id === poolId)!;
-  const out = new Map<number, { state: string; intervalStart: number }>();
-  for (const d of map.disks.filter((x) => x.up)) {
-    const at = d.address.lastIndexOf(':');
-    const rpc = createTcpClient({ io: cluster.io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)) });
-    try {
-      const stats = decodePgStats((await rpc.call(OsdOpcode.pgStats, Buffer.alloc(0), [], { timeoutMs: 5000 })).header);
-      for (const s of stats.pgs) if (s.poolId === poolId && cluster.client.view.pg(pool, s.pg).primary === d.id) out.set(s.pg, s);
-    } finally {
-      await rpc.close();
-    }
-  }
-  return out;
-}
-
-async function allActive(poolId: number, pgCount: number, sinceEpoch: number): Promise<void> {
-  const s = await states(poolId);
-  for (let pg = 0; pg < pgCount; pg++) {
-    const st = s.get(pg);
-    if (st?.state !== 'active' || st.intervalStart < sinceEpoch) throw new Error(`pg ${poolId}.${pg}: ${st ? `${st.state} since ${st.intervalStart}` : 'not reported'}, want active since ${sinceEpoch}`);
-  }
-}
 
 it('an erasure-coded pg that never took writes goes active when a disk add shifts its positions', async () => {
   const spec = { id: 1, name: 'ec', redundancy: { type: 'erasure' as const, dataShards: 2, parityShards: 1 }, failureDomain: 'host' as const, pgCount: 8 };
@@ -80,7 +52,7 @@ it('an erasure-coded pg that never took writes goes active when a disk add shift
     created = m.epoch + 1;
     return createPool(m, spec);
   });
-  await retryFor(30_000, () => allActive(1, spec.pgCount, created), 250);
+  await retryFor(30_000, () => expectPgsAtPrimaries(cluster, 'ec', 'active', created), 250);
   const beforeAdd = (await cluster.mapd.service.current()).epoch;
   const added = await cluster.addDisk({ host: 'host1' });
   await retryFor(30_000, async () => {
@@ -88,8 +60,8 @@ it('an erasure-coded pg that never took writes goes active when a disk add shift
   });
   // Every pg active; those whose positions shifted in an interval after the add.
   await retryFor(30_000, async () => {
-    await allActive(1, spec.pgCount, created);
-    const s = await states(1);
+    await expectPgsAtPrimaries(cluster, 'ec', 'active', created);
+    const s = await pgsAtPrimaries(cluster, 'ec');
     for (const pg of victim.pgs) if (s.get(pg)!.intervalStart <= beforeAdd) throw new Error(`pg 1.${pg} has not started an interval since the add`);
   }, 250);
 }, 180_000);

@@ -19,13 +19,11 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { systemIo } from '../src/io/system.js';
 import { TesseraClient } from '../src/client/client.js';
-import { createTcpClient } from '../src/rpc/index.js';
-import { OsdOpcode } from '../src/protocol/osd-messages.js';
-import { decodePgStats } from '../src/protocol/osd-admin-messages.js';
 import { isTesseraError } from '../src/lib/errors.js';
 import { createPool } from '../cluster/map-edit.js';
 import { startTestCluster, type TestCluster } from './helpers/cluster.js';
 import { retryFor, sleep } from './helpers/wait.js';
+import { expectPgsAtPrimaries } from './helpers/pg-states.js';
 
 const REP = 'rep';
 const FRESH = 'fresh';
@@ -46,28 +44,7 @@ afterAll(async () => {
 });
 
 /** Every pg of the pool in `want` at its primary, in an interval at or after `sinceEpoch`; else throws saying which is not. */
-async function expectPgs(poolName: string, want: 'active' | 'incomplete', sinceEpoch: number): Promise<void> {
-  const map = await cluster.client.view.refresh();
-  const pool = cluster.client.pool(poolName);
-  const states = new Map<string, { state: string; intervalStart: number }>();
-  for (const d of map.disks.filter((x) => x.up)) {
-    const at = d.address.lastIndexOf(':');
-    const rpc = createTcpClient({ io: cluster.io, host: d.address.slice(0, at), port: Number(d.address.slice(at + 1)) });
-    try {
-      const stats = decodePgStats((await rpc.call(OsdOpcode.pgStats, Buffer.alloc(0), [], { timeoutMs: 5000 })).header);
-      for (const s of stats.pgs) if (s.poolId === pool.id) states.set(`${s.pg}@${d.id}`, s);
-    } finally {
-      await rpc.close();
-    }
-  }
-  for (let pg = 0; pg < pool.pgCount; pg++) {
-    const { primary, acting } = cluster.client.view.pg(pool, pg);
-    const s = states.get(`${pg}@${primary}`);
-    if (s?.state !== want || s.intervalStart < sinceEpoch) {
-      throw new Error(`pg ${pool.id}.${pg} (acting ${acting.join(',')}) at its primary ${primary}: ${s ? `${s.state} since epoch ${s.intervalStart}` : 'not reported'}, want ${want} since ${sinceEpoch}`);
-    }
-  }
-}
+const expectPgs = (poolName: string, want: 'active' | 'incomplete', sinceEpoch: number): Promise<void> => expectPgsAtPrimaries(cluster, poolName, want, sinceEpoch);
 
 /** The map epoch once `ready` holds of it. */
 function epochWhen(what: string, ready: (up: Set<number>) => boolean): Promise<number> {
