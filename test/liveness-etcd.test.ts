@@ -84,6 +84,23 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+/**
+ * startMapd on a port chosen earlier (freePort): another process may hold it for a while meanwhile (the
+ * OS hands out the same range for outgoing connections' local ports), so EADDRINUSE is tried again, for
+ * up to 30 s.
+ */
+async function startMapdOn(endpoints: string[], port: number): Promise<MapdProcess> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return await startMapd(endpoints, port);
+    } catch (err) {
+      if (!String(err).includes('EADDRINUSE') || Date.now() > deadline) throw err;
+      await sleep(500);
+    }
+  }
+}
+
 /** `tessera mapd` (src/cli/mapd.ts, from dist/) on the cluster's etcd. */
 async function startMapd(endpoints: string[], listenPort = 0): Promise<MapdProcess> {
   if (!existsSync(tesseraBin)) throw new Error(`${tesseraBin} is missing: run npm run build first`);
@@ -207,7 +224,7 @@ describe.skipIf(skip)('liveness through etcd, several map daemons', () => {
     for (const [id, d] of daemons) expect(d.stderr(), `disk ${id}'s lease`).not.toContain('primary lease lapsed');
 
     // 1b. C started; B (heartbeated now, and the judge) stopped: silent, its connections left open.
-    const c = await startMapd(endpoints, portC);
+    const c = await startMapdOn(endpoints, portC);
     closers.push(() => c.kill());
     const lapsesSoFar = (): number => [...daemons.values()].reduce((n, d) => n + (d.stderr().match(/primary lease lapsed/g) ?? []).length, 0);
     const lapsesBeforeStop = lapsesSoFar();

@@ -269,6 +269,16 @@ describe.skipIf(skip)('etcd killed and restarted', () => {
       expect(Date.now() - started).toBeLessThan(10_000);
       await waitFor(() => errors.length > 0, 'the watch to report the lost stream', 10_000);
       await etcd.members[0]!.restart();
+      // A read first: the client's channel may still be in its reconnect backoff for a moment (a call then
+      // fails in its budget, 'waiting for name resolution'); a read retried is harmless, a change is not.
+      const readDeadline = Date.now() + 20_000;
+      for (;;) {
+        const code = await errorCodeOf(store.current());
+        if (code === 'none') break;
+        expect(['Unavailable', 'Timeout']).toContain(code);
+        if (Date.now() > readDeadline) throw new Error(`etcd still not answering 20 s after its restart: ${code}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
       const m3 = await store.change((m) => setDiskState(m, 2, { up: false }));
       expect(m3.epoch).toBe(3);
       await waitFor(() => seen.at(-1) === 3, 'epoch 3 after the restart', 20_000);
