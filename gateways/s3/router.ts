@@ -109,9 +109,6 @@ function notImplemented(what: string): Operation {
   };
 }
 
-export function route(ctx: S3Context): Promise<S3Response> {
-  return pick(ctx)(ctx);
-}
 
 /**
  * Every operation's S3 name (AWS's, as in its API reference), the `op` label of the gateway's metrics.
